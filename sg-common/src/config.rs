@@ -1,0 +1,77 @@
+//! Per-interface configuration, one entry in `SG_CONFIG` (index 0).
+//!
+//! Each attached interface has its own instance of the programs and maps, so the config map
+//! holds exactly one entry. The datapath reads the postures; the rest is metadata that
+//! `sgctl status` reads back.
+
+/// What an interface does with IP packets that nothing else decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Posture {
+    Deny = 0,
+    Allow = 1,
+}
+
+impl Posture {
+    pub const fn from_u8(v: u8) -> Option<Posture> {
+        match v {
+            0 => Some(Posture::Deny),
+            1 => Some(Posture::Allow),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Posture::Deny => "deny",
+            Posture::Allow => "allow",
+        }
+    }
+}
+
+/// `IfaceConfig::flags`: the entry was written by sgctl (an all-zero entry is invalid).
+pub const CONFIG_VALID: u32 = 1 << 0;
+/// `IfaceConfig::flags`: record the parsed summary of every packet in `SG_LAST_PARSE`
+/// (used by the verdict-table and parser tests; off in production).
+pub const CONFIG_RECORD_PARSE: u32 = 1 << 1;
+
+/// `IfaceConfig::xdp_mode` values.
+pub const XDP_MODE_NONE: u8 = 0;
+pub const XDP_MODE_NATIVE: u8 = 1;
+pub const XDP_MODE_GENERIC: u8 = 2;
+
+/// `IfaceConfig::tc_kind` values.
+pub const TC_KIND_NONE: u8 = 0;
+pub const TC_KIND_TCX: u8 = 1;
+pub const TC_KIND_CLSACT: u8 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// `CONFIG_*` bits.
+    pub flags: u32,
+    /// Interface index the instance is attached to (0 for a private test instance).
+    pub ifindex: u32,
+    /// `Posture` for ingress IP packets, as u8.
+    pub ingress_posture: u8,
+    /// `Posture` for egress IP packets, as u8.
+    pub egress_posture: u8,
+    /// `XDP_MODE_*` in use (metadata).
+    pub xdp_mode: u8,
+    /// `TC_KIND_*` in use (metadata).
+    pub tc_kind: u8,
+    pub _pad0: u32,
+    /// Unix time (seconds) of the attach (metadata).
+    pub attached_at: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 24);
+
+impl IfaceConfig {
+    #[inline(always)]
+    pub const fn is_valid(&self) -> bool {
+        self.flags & CONFIG_VALID != 0
+    }
+}
+
+crate::impl_pod!(IfaceConfig);

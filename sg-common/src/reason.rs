@@ -1,0 +1,165 @@
+//! Verdict reasons: why the datapath passed or dropped a packet.
+//!
+//! Every packet leaves the programs through one exit that records exactly one reason in the
+//! per-CPU counters (`SG_COUNTERS`). The action (pass or drop) is a fixed property of the
+//! reason, so a counter name always tells what happened to the packet. Reason numbers are
+//! stable: new reasons are appended, never renumbered (they index a map).
+
+/// Traffic direction as seen from the protected host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Direction {
+    /// Packets arriving on the interface (XDP program `sg_ingress`).
+    Ingress = 0,
+    /// Packets leaving through the interface (TC program `sg_egress`).
+    Egress = 1,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// What happens to a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    Pass,
+    Drop,
+}
+
+impl Action {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+        }
+    }
+}
+
+/// Room reserved in the counters map for reasons, per direction.
+pub const MAX_REASONS: u32 = 64;
+
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $name:ident = $num:literal, $action:ident, $label:literal; )+) => {
+        /// Why a packet got its verdict. Stable numbers (they index `SG_COUNTERS`).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u32)]
+        pub enum Reason {
+            $( $(#[$doc])* $name = $num, )+
+        }
+
+        impl Reason {
+            /// Every reason, in number order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name),+];
+
+            /// The fixed action of this reason.
+            #[inline(always)]
+            pub const fn action(self) -> Action {
+                match self { $(Reason::$name => Action::$action,)+ }
+            }
+
+            /// Short stable name, as printed by `sgctl status` (snake_case).
+            pub const fn name(self) -> &'static str {
+                match self { $(Reason::$name => $label,)+ }
+            }
+
+            /// The reason with number `n`, if any.
+            pub const fn from_u32(n: u32) -> Option<Reason> {
+                match n { $($num => Some(Reason::$name),)+ _ => None }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Not an IP frame (ARP, LLDP, ...): security groups filter IP only.
+    PassNonIp = 0, Pass, "pass_non_ip";
+    /// IP packet accepted by the interface's default posture (`allow`).
+    PostureAllow = 1, Pass, "posture_allow";
+    /// IP packet dropped by the interface's default posture (`deny`).
+    PostureDeny = 2, Drop, "posture_deny";
+    /// The configuration map has no valid entry: fail closed.
+    NoConfig = 3, Drop, "no_config";
+    /// Frame shorter than an Ethernet header.
+    EthTruncated = 4, Drop, "eth_truncated";
+    /// A VLAN tag is cut off by the end of the frame.
+    VlanTruncated = 5, Drop, "vlan_truncated";
+    /// More VLAN tags than the parser walks (2).
+    VlanTooDeep = 6, Drop, "vlan_too_deep";
+    /// Frame too short for the fixed IPv4 header.
+    Ipv4Truncated = 7, Drop, "ipv4_truncated";
+    /// IPv4 header length (IHL) below 5 or beyond the end of the frame.
+    Ipv4BadIhl = 8, Drop, "ipv4_bad_ihl";
+    /// IPv4 total length smaller than the header or larger than the frame.
+    Ipv4BadLength = 9, Drop, "ipv4_bad_length";
+    /// IP version field does not match the EtherType.
+    IpBadVersion = 10, Drop, "ip_bad_version";
+    /// Frame too short for the fixed IPv6 header.
+    Ipv6Truncated = 11, Drop, "ipv6_truncated";
+    /// An IPv6 extension header is cut off by the end of the packet.
+    Ipv6ExtTruncated = 12, Drop, "ipv6_ext_truncated";
+    /// The IPv6 extension-header chain is longer than the parser walks.
+    Ipv6ExtTooLong = 13, Drop, "ipv6_ext_too_long";
+    /// IPv6 payload length larger than the frame.
+    Ipv6BadLength = 14, Drop, "ipv6_bad_length";
+    /// The TCP, UDP or ICMP header is cut off (in a packet that must carry it).
+    L4Truncated = 15, Drop, "l4_truncated";
+    /// TCP data offset below 5 or beyond the end of the packet.
+    TcpBadDoff = 16, Drop, "tcp_bad_doff";
+    /// The headers run beyond what the parser can address.
+    HeadersTooLong = 17, Drop, "headers_too_long";
+    /// A helper or map call failed in the datapath: fail closed.
+    InternalError = 18, Drop, "internal_error";
+}
+
+const _: () = assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
+
+/// Index into `SG_COUNTERS` for a direction and a reason.
+#[inline(always)]
+pub const fn counter_index(dir: Direction, reason: Reason) -> u32 {
+    dir as u32 * MAX_REASONS + reason as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_round_trip_and_are_dense() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as u32, i as u32, "reason numbers must be dense and ordered");
+            assert_eq!(Reason::from_u32(i as u32), Some(*r));
+        }
+        assert_eq!(Reason::from_u32(Reason::ALL.len() as u32), None);
+    }
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        for (i, a) in Reason::ALL.iter().enumerate() {
+            assert!(a.name().bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
+            for b in &Reason::ALL[i + 1..] {
+                assert_ne!(a.name(), b.name());
+            }
+        }
+    }
+
+    #[test]
+    fn only_pass_reasons_pass() {
+        let passing: [Reason; 2] = [Reason::PassNonIp, Reason::PostureAllow];
+        for r in Reason::ALL {
+            assert_eq!(r.action() == Action::Pass, passing.contains(r), "{}", r.name());
+        }
+    }
+
+    #[test]
+    fn counter_indices_do_not_overlap() {
+        let last_ingress = counter_index(Direction::Ingress, *Reason::ALL.last().unwrap());
+        assert!(last_ingress < counter_index(Direction::Egress, Reason::PassNonIp));
+    }
+}

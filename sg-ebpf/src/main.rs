@@ -1,0 +1,56 @@
+//! sgctl datapath. Entry points only: each pipeline returns a reason, and every packet leaves
+//! through `stats::verdict`, the single exit that counts the reason and maps it to an action.
+#![no_std]
+#![no_main]
+
+mod egress;
+mod ingress;
+mod maps;
+mod parse;
+mod policy;
+mod stats;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use sg_common::{Action, Direction};
+
+/// XDP, ingress. Fails closed: an error is a drop reason.
+#[allow(clippy::needless_pass_by_value, reason = "the #[xdp] macro passes the context by value")]
+#[xdp]
+pub fn sg_ingress(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let reason = match ingress::try_ingress(&ctx) {
+        Ok(reason) | Err(reason) => reason,
+    };
+    match stats::verdict(Direction::Ingress, reason, len) {
+        Action::Pass => xdp_action::XDP_PASS,
+        Action::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+/// TC (TCX or clsact), egress. Pass is `TC_ACT_UNSPEC` (TCX_NEXT): later programs still run.
+#[allow(clippy::needless_pass_by_value, reason = "the #[classifier] macro passes the context by value")]
+#[classifier]
+pub fn sg_egress(ctx: TcContext) -> i32 {
+    let len = u64::from(ctx.len());
+    let reason = match egress::try_egress(&ctx) {
+        Ok(reason) | Err(reason) => reason,
+    };
+    match stats::verdict(Direction::Egress, reason, len) {
+        Action::Pass => TC_ACT_UNSPEC,
+        Action::Drop => TC_ACT_SHOT,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

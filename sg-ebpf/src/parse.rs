@@ -1,0 +1,325 @@
+//! The one bounds-checked way to read packets.
+//!
+//! Every read goes through [`load`], which checks the read against the end of the packet and
+//! against [`MAX_HDR_BYTES`] (so the verifier sees a bounded offset). The parser walks
+//! Ethernet, up to `MAX_VLAN_TAGS` VLAN tags, IPv4 (options via IHL) or IPv6 (up to
+//! `MAX_IPV6_EXT` extension headers), then TCP/UDP ports or ICMP type/code. Anything it cannot
+//! read is an error reason: the caller drops the packet.
+
+use aya_ebpf::programs::{TcContext, XdpContext};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+use sg_common::{
+    IfaceConfig, PacketSummary, Reason,
+    config::CONFIG_RECORD_PARSE,
+    packet::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_AH,
+        IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH,
+        IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, MAX_IPV6_EXT, MAX_VLAN_TAGS, PKT_FRAGMENT, PKT_HAS_L4,
+        PKT_LATER_FRAGMENT,
+    },
+};
+
+use crate::maps::{SG_CONFIG, SG_LAST_PARSE, SG_SCRATCH};
+
+/// Headers must lie within the first `MAX_HDR_BYTES` of the frame (egress pulls this much
+/// into the linear area). Longer header chains are dropped as `headers_too_long`.
+pub const MAX_HDR_BYTES: usize = 512;
+
+/// A packet buffer the parser can read: XDP frames and TC skbs.
+pub trait Packet {
+    /// Start of the directly readable bytes.
+    fn start(&self) -> usize;
+    /// End of the directly readable bytes.
+    fn end(&self) -> usize;
+    /// Length of the whole packet (for TC, including any non-linear part).
+    fn len(&self) -> usize;
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    /// Reads `data_end` again with a volatile load: LLVM must not derive the pointer bounds
+    /// checks in [`load`] from length checks (the verifier only trusts pointer comparisons).
+    #[inline(always)]
+    fn len(&self) -> usize {
+        // SAFETY: ctx points to the xdp_md the kernel passed to the program.
+        let end = unsafe { core::ptr::read_volatile(&(*self.ctx).data_end) };
+        (end as usize).wrapping_sub(self.data())
+    }
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        TcContext::len(self) as usize
+    }
+}
+
+/// Reads a `T` at `off` bytes from the start of the packet, or `Err(short)` when it does not
+/// fit. The only function that dereferences packet memory.
+#[inline(always)]
+pub fn load<T: Copy>(pkt: &impl Packet, off: usize, short: Reason) -> Result<T, Reason> {
+    let size = core::mem::size_of::<T>();
+    if off > MAX_HDR_BYTES - size {
+        return Err(Reason::HeadersTooLong);
+    }
+    let start = pkt.start();
+    if start + off + size > pkt.end() {
+        return Err(short);
+    }
+    // SAFETY: [start+off, start+off+size) lies inside the packet (checked just above).
+    Ok(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+}
+
+/// The interface's config entry, or `no_config` (fail closed).
+#[inline(always)]
+pub fn config() -> Result<IfaceConfig, Reason> {
+    match SG_CONFIG.get(0) {
+        Some(cfg) if cfg.is_valid() => Ok(*cfg),
+        _ => Err(Reason::NoConfig),
+    }
+}
+
+/// Parses the packet into the per-CPU scratch summary; with `CONFIG_RECORD_PARSE` also
+/// copies it (also for a packet that fails to parse, as far as it got) to `SG_LAST_PARSE`.
+/// `Ok(None)`: not an IP frame.
+#[inline(always)]
+pub fn parse_recorded<'a>(pkt: &impl Packet, cfg: &IfaceConfig) -> Result<Option<&'a PacketSummary>, Reason> {
+    let s = match SG_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU map value, used by this program run only (no preemption in BPF).
+        Some(p) => unsafe { &mut *p },
+        None => return Err(Reason::InternalError),
+    };
+    *s = PacketSummary::default();
+    let res = parse(pkt, s);
+    if cfg.flags & CONFIG_RECORD_PARSE != 0
+        && let Some(slot) = SG_LAST_PARSE.get_ptr_mut(0)
+    {
+        // SAFETY: valid map value pointer; the slot is only used by tests.
+        unsafe {
+            s.seq = (*slot).seq.wrapping_add(1);
+            *slot = *s;
+        }
+    }
+    match res {
+        Ok(true) => Ok(Some(s)),
+        Ok(false) => Ok(None),
+        Err(r) => Err(r),
+    }
+}
+
+/// Fills `s`. `Ok(false)` for a non-IP frame, `Ok(true)` for a parsed IP packet.
+#[inline(always)]
+fn parse(pkt: &impl Packet, s: &mut PacketSummary) -> Result<bool, Reason> {
+    let eth: EthHdr = load(pkt, 0, Reason::EthTruncated)?;
+    let mut proto = u16::from_be(eth.ether_type);
+    let mut off = EthHdr::LEN;
+    // One more round than MAX_VLAN_TAGS, so that a tag beyond the bound is seen and refused.
+    for _ in 0..=MAX_VLAN_TAGS {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        if u32::from(s.vlan_depth) == MAX_VLAN_TAGS {
+            return Err(Reason::VlanTooDeep);
+        }
+        let tag: VlanHdr = load(pkt, off, Reason::VlanTruncated)?;
+        proto = u16::from_be(tag.ether_type);
+        off += VlanHdr::LEN;
+        s.vlan_depth += 1;
+    }
+    s.l3_off = off as u16;
+    match proto {
+        ETH_P_IP => parse_ipv4(pkt, off, s)?,
+        ETH_P_IPV6 => parse_ipv6(pkt, off, s)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+#[inline(always)]
+fn parse_ipv4(pkt: &impl Packet, off: usize, s: &mut PacketSummary) -> Result<(), Reason> {
+    let ip: Ipv4Hdr = load(pkt, off, Reason::Ipv4Truncated)?;
+    s.family = FAMILY_IPV4;
+    if ip.vihl >> 4 != 4 {
+        return Err(Reason::IpBadVersion);
+    }
+    let ihl = usize::from(ip.vihl & 0x0f) * 4;
+    if ihl < Ipv4Hdr::LEN || off + ihl > pkt.len() {
+        return Err(Reason::Ipv4BadIhl);
+    }
+    let total = usize::from(u16::from_be_bytes(ip.tot_len));
+    if total < ihl || off + total > pkt.len() {
+        return Err(Reason::Ipv4BadLength);
+    }
+    s.proto = ip.proto;
+    s.src[..4].copy_from_slice(&ip.src_addr);
+    s.dst[..4].copy_from_slice(&ip.dst_addr);
+    let frags = u16::from_be_bytes(ip.frags);
+    let more_fragments = frags & 0x2000 != 0;
+    s.frag_off = frags & 0x1fff;
+    s.frag_id = u32::from(u16::from_be_bytes(ip.id));
+    if more_fragments || s.frag_off != 0 {
+        s.flags |= PKT_FRAGMENT;
+    }
+    let l4 = off + ihl;
+    s.l4_off = l4 as u16;
+    if s.frag_off != 0 {
+        s.flags |= PKT_LATER_FRAGMENT;
+        return Ok(());
+    }
+    parse_l4(pkt, l4, off + total, s)
+}
+
+/// A generic IPv6 extension header start: next header and length.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Ipv6ExtHdr {
+    next_hdr: u8,
+    hdr_len: u8,
+}
+
+/// IPv6 fragment header (RFC 8200 4.5).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Ipv6FragHdr {
+    next_hdr: u8,
+    _reserved: u8,
+    off_flags: [u8; 2],
+    id: [u8; 4],
+}
+
+#[inline(always)]
+fn parse_ipv6(pkt: &impl Packet, off: usize, s: &mut PacketSummary) -> Result<(), Reason> {
+    let ip: Ipv6Hdr = load(pkt, off, Reason::Ipv6Truncated)?;
+    s.family = FAMILY_IPV6;
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(Reason::IpBadVersion);
+    }
+    let payload = usize::from(u16::from_be_bytes(ip.payload_len));
+    let end = off + Ipv6Hdr::LEN + payload;
+    if end > pkt.len() {
+        return Err(Reason::Ipv6BadLength);
+    }
+    s.src = ip.src_addr;
+    s.dst = ip.dst_addr;
+    let mut next = ip.next_hdr;
+    let mut cur = off + Ipv6Hdr::LEN;
+    for _ in 0..MAX_IPV6_EXT {
+        let len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
+                let h: Ipv6ExtHdr = load(pkt, cur, Reason::Ipv6ExtTruncated)?;
+                next = h.next_hdr;
+                (usize::from(h.hdr_len) + 1) * 8
+            }
+            IPPROTO_AH => {
+                let h: Ipv6ExtHdr = load(pkt, cur, Reason::Ipv6ExtTruncated)?;
+                next = h.next_hdr;
+                (usize::from(h.hdr_len) + 2) * 4
+            }
+            IPPROTO_FRAGMENT => {
+                let h: Ipv6FragHdr = load(pkt, cur, Reason::Ipv6ExtTruncated)?;
+                next = h.next_hdr;
+                let off_flags = u16::from_be_bytes(h.off_flags);
+                s.frag_off = off_flags >> 3;
+                s.frag_id = u32::from_be_bytes(h.id);
+                s.flags |= PKT_FRAGMENT;
+                8
+            }
+            _ => break,
+        };
+        if cur + len > end {
+            return Err(Reason::Ipv6ExtTruncated);
+        }
+        if cur + len > MAX_HDR_BYTES {
+            return Err(Reason::HeadersTooLong);
+        }
+        cur += len;
+        s.ext_count += 1;
+    }
+    if matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH | IPPROTO_AH | IPPROTO_FRAGMENT
+    ) {
+        return Err(Reason::Ipv6ExtTooLong);
+    }
+    s.proto = next;
+    s.l4_off = cur as u16;
+    if s.frag_off != 0 {
+        s.flags |= PKT_LATER_FRAGMENT;
+        return Ok(());
+    }
+    parse_l4(pkt, cur, end, s)
+}
+
+/// ICMP and ICMPv6 share the first 8 bytes: type, code, checksum, identifier, sequence.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct IcmpHdr {
+    icmp_type: u8,
+    code: u8,
+    _check: [u8; 2],
+    id: [u8; 2],
+    _seq: [u8; 2],
+}
+
+/// Reads ports or ICMP type/code at `off`; `end` is the end of the IP datagram.
+#[inline(always)]
+fn parse_l4(pkt: &impl Packet, off: usize, end: usize, s: &mut PacketSummary) -> Result<(), Reason> {
+    match s.proto {
+        IPPROTO_TCP => {
+            if off + TcpHdr::LEN > end {
+                return Err(Reason::L4Truncated);
+            }
+            let tcp: TcpHdr = load(pkt, off, Reason::L4Truncated)?;
+            let doff = usize::from(tcp.doff()) * 4;
+            if doff < TcpHdr::LEN || off + doff > end {
+                return Err(Reason::TcpBadDoff);
+            }
+            s.sport = u16::from_be_bytes(tcp.source);
+            s.dport = u16::from_be_bytes(tcp.dest);
+            // Byte 13 of the TCP header: CWR ECE URG ACK PSH RST SYN FIN.
+            let flags: [u8; 14] = load(pkt, off, Reason::L4Truncated)?;
+            s.tcp_flags = flags[13];
+        }
+        IPPROTO_UDP => {
+            if off + UdpHdr::LEN > end {
+                return Err(Reason::L4Truncated);
+            }
+            let udp: UdpHdr = load(pkt, off, Reason::L4Truncated)?;
+            s.sport = u16::from_be_bytes(udp.src);
+            s.dport = u16::from_be_bytes(udp.dst);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            if off + core::mem::size_of::<IcmpHdr>() > end {
+                return Err(Reason::L4Truncated);
+            }
+            let icmp: IcmpHdr = load(pkt, off, Reason::L4Truncated)?;
+            s.icmp_type = icmp.icmp_type;
+            s.icmp_code = icmp.code;
+            s.sport = u16::from_be_bytes(icmp.id);
+        }
+        _ => return Ok(()),
+    }
+    s.flags |= PKT_HAS_L4;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `sgctl attach IFACE [--mode auto|native|generic] [--ingress allow|deny] [--egress allow|deny]`
+
+use clap::{Args, ValueEnum};
+use sg_common::Posture;
+
+use crate::loader::{self, AttachRequest, ModeRequest, TcRequest};
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Interface to protect (in the current network namespace).
+    pub iface: String,
+    /// XDP mode for ingress.
+    #[arg(long, value_enum, default_value_t = ModeRequest::Auto)]
+    pub mode: ModeRequest,
+    /// Default for ingress IP packets (new attach: deny, as AWS).
+    #[arg(long, value_enum)]
+    pub ingress: Option<PostureArg>,
+    /// Default for egress IP packets (new attach: allow, as AWS).
+    #[arg(long, value_enum)]
+    pub egress: Option<PostureArg>,
+    /// How to attach the egress program (auto: TCX on Linux >= 6.6, else clsact).
+    #[arg(long, value_enum, default_value_t = TcRequest::Auto)]
+    pub tc: TcRequest,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PostureArg {
+    Allow,
+    Deny,
+}
+
+impl From<PostureArg> for Posture {
+    fn from(p: PostureArg) -> Self {
+        match p {
+            PostureArg::Allow => Posture::Allow,
+            PostureArg::Deny => Posture::Deny,
+        }
+    }
+}
+
+pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
+    let report = loader::attach(&AttachRequest {
+        iface: args.iface.clone(),
+        mode: args.mode,
+        tc: args.tc,
+        ingress: args.ingress.map(Into::into),
+        egress: args.egress.map(Into::into),
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if report.newly_attached {
+        println!(
+            "attached {}: XDP {} (prog {}), TC egress {} (prog {}); ingress {}, egress {}",
+            report.iface,
+            report.xdp_mode,
+            report.ingress_prog_id,
+            report.tc_kind,
+            report.egress_prog_id,
+            report.ingress,
+            report.egress
+        );
+        if let Some(note) = &report.mode_note {
+            println!("  mode: {note}");
+        }
+        println!("  pinned under {}", report.pin_dir.display());
+    } else {
+        println!(
+            "{} already attached (XDP {}, prog {}); ingress {}, egress {}",
+            report.iface, report.xdp_mode, report.ingress_prog_id, report.ingress, report.egress
+        );
+    }
+    Ok(())
+}

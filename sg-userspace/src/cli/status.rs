@@ -1,0 +1,119 @@
+//! `sgctl status [--json]`: attached interfaces of the current network namespace.
+
+use clap::Args;
+use serde::Serialize;
+use sg_common::{
+    Posture,
+    maps::{PROG_EGRESS, PROG_INGRESS},
+};
+
+use crate::{
+    error::Result,
+    iface,
+    loader::{pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name},
+    maps::{InstanceMaps, ReasonCount},
+    pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
+};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON (one object with an `interfaces` array).
+    #[arg(long)]
+    pub json: bool,
+    /// Also list counters that are zero.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub netns_inode: u64,
+    pub interfaces: Vec<IfaceStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IfaceStatus {
+    pub iface: String,
+    /// `attached`, or `stale` when the interface was deleted or re-created since the attach.
+    pub state: &'static str,
+    pub ifindex: u32,
+    pub xdp_mode: &'static str,
+    pub tc_kind: &'static str,
+    pub ingress: &'static str,
+    pub egress: &'static str,
+    pub attached_at: u64,
+    pub ingress_prog_id: Option<u32>,
+    pub egress_prog_id: Option<u32>,
+    pub xdp_link_id: Option<u32>,
+    pub tc_link_id: Option<u32>,
+    pub counters: Vec<ReasonCount>,
+}
+
+/// Collects the status of every interface attached in the current network namespace.
+pub fn collect() -> Result<Status> {
+    pins::check_root()?;
+    pins::check_bpffs()?;
+    let dir = pins::netns_dir()?;
+    let mut interfaces = Vec::new();
+    for name in pins::attached_ifaces()? {
+        let d = dir.join(&name);
+        let maps = InstanceMaps::from_pins(&d)?;
+        let cfg = maps.config()?;
+        let live = iface::ifindex(&name).ok() == Some(cfg.ifindex);
+        interfaces.push(IfaceStatus {
+            state: if live { "attached" } else { "stale" },
+            ifindex: cfg.ifindex,
+            xdp_mode: xdp_mode_name(cfg.xdp_mode),
+            tc_kind: tc_kind_name(cfg.tc_kind),
+            ingress: Posture::from_u8(cfg.ingress_posture).map_or("invalid", Posture::as_str),
+            egress: Posture::from_u8(cfg.egress_posture).map_or("invalid", Posture::as_str),
+            attached_at: cfg.attached_at,
+            ingress_prog_id: pinned_prog_id(&d.join(PROG_INGRESS)).ok(),
+            egress_prog_id: pinned_prog_id(&d.join(PROG_EGRESS)).ok(),
+            xdp_link_id: pinned_link_id(&d.join(PIN_LINK_XDP)).ok(),
+            tc_link_id: pinned_link_id(&d.join(PIN_LINK_TC)).ok(),
+            counters: maps.counters()?,
+            iface: name,
+        });
+    }
+    Ok(Status { netns_inode: pins::current_netns_inode()?, interfaces })
+}
+
+fn id(v: Option<u32>) -> String {
+    v.map_or_else(|| "-".to_string(), |i| i.to_string())
+}
+
+pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
+    let status = collect()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    if status.interfaces.is_empty() {
+        println!("no interface attached in this network namespace");
+        return Ok(());
+    }
+    for s in &status.interfaces {
+        println!(
+            "{} ({}, ifindex {}): ingress {}, egress {}",
+            s.iface, s.state, s.ifindex, s.ingress, s.egress
+        );
+        println!(
+            "  XDP {} prog {} link {}; TC {} prog {} link {}",
+            s.xdp_mode,
+            id(s.ingress_prog_id),
+            id(s.xdp_link_id),
+            s.tc_kind,
+            id(s.egress_prog_id),
+            id(s.tc_link_id)
+        );
+        println!("  {:<8} {:<20} {:<6} {:>12} {:>14}", "dir", "reason", "action", "packets", "bytes");
+        for c in s.counters.iter().filter(|c| args.all || c.packets > 0) {
+            println!(
+                "  {:<8} {:<20} {:<6} {:>12} {:>14}",
+                c.direction, c.reason, c.action, c.packets, c.bytes
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Errors of the sgctl library. `anyhow` is used only at the binary edge (`main.rs`).
+
+use std::{io, path::PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sgctl must run as root: it loads BPF programs and writes under /sys/fs/bpf")]
+    NotRoot,
+
+    #[error(
+        "bpffs is not mounted at {0} (mount it with `mount -t bpf bpf /sys/fs/bpf`, or run `cargo xtask setup`)"
+    )]
+    BpffsMissing(PathBuf),
+
+    #[error("no such interface: {0} (in this network namespace)")]
+    NoSuchInterface(String),
+
+    #[error("interface {iface} already has an XDP program attached: {holder}; remove it first")]
+    XdpBusy { iface: String, holder: String },
+
+    #[error("{iface} is not attached by sgctl (nothing under {dir})")]
+    NotAttached { iface: String, dir: PathBuf },
+
+    #[error(
+        "{iface} is already attached with XDP in {current} mode; run `sgctl detach {iface}` first to change the mode to {requested}"
+    )]
+    ModeMismatch { iface: String, current: &'static str, requested: &'static str },
+
+    #[error("native XDP is not supported on {iface} (driver {driver}): {source}; use --mode generic")]
+    NativeUnsupported { iface: String, driver: String, source: Box<aya::programs::ProgramError> },
+
+    #[error("the kernel attached XDP to {0} without a BPF link (kernel too old: sgctl needs Linux >= 5.15)")]
+    NoXdpLink(String),
+
+    #[error("loading the BPF object failed: {0}")]
+    Load(#[from] Box<aya::EbpfError>),
+
+    #[error("{what}: {source}")]
+    Program { what: String, source: Box<aya::programs::ProgramError> },
+
+    #[error("{what}: {source}")]
+    Link { what: String, source: Box<aya::programs::links::LinkError> },
+
+    #[error("{what}: {source}")]
+    Map { what: String, source: Box<aya::maps::MapError> },
+
+    #[error("{what}: {source}")]
+    Pin { what: String, source: Box<aya::pin::PinError> },
+
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+
+    #[error("BPF object is missing {0} (sgctl build is inconsistent)")]
+    MissingInObject(&'static str),
+
+    #[error("pinned state of {iface} is inconsistent: {detail}")]
+    Inconsistent { iface: String, detail: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds a "what were we doing" message to low-level errors.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+macro_rules! impl_context {
+    ($err:ty, $variant:ident) => {
+        impl<T> Context<T> for std::result::Result<T, $err> {
+            fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+                self.map_err(|source| Error::$variant { what: what(), source: source.into() })
+            }
+        }
+    };
+}
+
+impl_context!(io::Error, Io);
+impl_context!(aya::programs::ProgramError, Program);
+impl_context!(aya::programs::links::LinkError, Link);
+impl_context!(aya::maps::MapError, Map);
+impl_context!(aya::pin::PinError, Pin);

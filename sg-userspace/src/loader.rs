@@ -1,0 +1,433 @@
+//! Loading the embedded eBPF object, attaching it to an interface (pinned, so enforcement
+//! outlives sgctl), detaching it, and private instances for BPF_PROG_TEST_RUN.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::{self, NlOptions, TcAttachOptions},
+    },
+};
+use sg_common::{
+    Direction, IfaceConfig, Posture,
+    config::{
+        CONFIG_VALID, TC_KIND_CLSACT, TC_KIND_NONE, TC_KIND_TCX, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
+        XDP_MODE_NONE,
+    },
+    maps::{ALL_MAPS, PROG_EGRESS, PROG_INGRESS},
+};
+
+use crate::{
+    error::{Context as _, Error, Result},
+    iface,
+    maps::InstanceMaps,
+    pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
+};
+
+/// The eBPF object built by build.rs (aya-build) from `sg-ebpf`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-ebpf"));
+
+/// Loads the object and both programs into the kernel (not attached).
+pub fn load_object() -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(Box::new)?;
+    xdp_mut(&mut ebpf)?.load().context(|| format!("loading {PROG_INGRESS}"))?;
+    tc_mut(&mut ebpf)?.load().context(|| format!("loading {PROG_EGRESS}"))?;
+    Ok(ebpf)
+}
+
+fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let prog = ebpf.program_mut(PROG_INGRESS).ok_or(Error::MissingInObject(PROG_INGRESS))?;
+    <&mut Xdp>::try_from(prog).context(|| PROG_INGRESS.to_string())
+}
+
+fn tc_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+    let prog = ebpf.program_mut(PROG_EGRESS).ok_or(Error::MissingInObject(PROG_EGRESS))?;
+    <&mut SchedClassifier>::try_from(prog).context(|| PROG_EGRESS.to_string())
+}
+
+/// Whether the running kernel has TCX (Linux >= 6.6).
+fn kernel_has_tcx() -> bool {
+    aya::util::KernelVersion::current()
+        .is_ok_and(|v| v.code() >= aya::util::KernelVersion::new(6, 6, 0).code())
+}
+
+/// A loaded instance that is attached nowhere: packets reach it only through
+/// BPF_PROG_TEST_RUN. Used by the verdict tables (and any dry run on real programs).
+pub struct PrivateInstance {
+    ebpf: Ebpf,
+    maps: InstanceMaps,
+}
+
+impl PrivateInstance {
+    /// Loads a fresh instance (its own maps) and writes `cfg` (marked valid).
+    pub fn load(cfg: &IfaceConfig) -> Result<Self> {
+        let mut ebpf = load_object()?;
+        let mut maps = InstanceMaps::take_from(&mut ebpf)?;
+        maps.set_config(&IfaceConfig { flags: cfg.flags | CONFIG_VALID, ..*cfg })?;
+        Ok(Self { ebpf, maps })
+    }
+
+    pub fn maps(&self) -> &InstanceMaps {
+        &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut InstanceMaps {
+        &mut self.maps
+    }
+
+    /// Runs `frame` through the program of `dir` once; returns the program's return value
+    /// (XDP action for ingress, TC action as u32 for egress).
+    pub fn run(&mut self, dir: Direction, frame: &[u8]) -> Result<u32> {
+        let opts = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
+        let res = match dir {
+            Direction::Ingress => xdp_mut(&mut self.ebpf)?.test_run(opts),
+            Direction::Egress => tc_mut(&mut self.ebpf)?.test_run(opts),
+        };
+        Ok(res.context(|| format!("BPF_PROG_TEST_RUN on {} program", dir.as_str()))?.return_value)
+    }
+}
+
+/// `--mode` of `sgctl attach`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeRequest {
+    /// veth: generic (native XDP on veth segments GSO traffic); other drivers: native, falling
+    /// back to generic when the driver has no XDP support.
+    Auto,
+    Native,
+    Generic,
+}
+
+/// How the egress program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcRequest {
+    /// TCX on Linux >= 6.6, classic clsact before.
+    Auto,
+    Tcx,
+    Clsact,
+}
+
+#[derive(Clone, Debug)]
+pub struct AttachRequest {
+    pub iface: String,
+    pub mode: ModeRequest,
+    pub tc: TcRequest,
+    /// `None`: keep the current posture (default for a new attach: ingress deny).
+    pub ingress: Option<Posture>,
+    /// `None`: keep the current posture (default for a new attach: egress allow).
+    pub egress: Option<Posture>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AttachReport {
+    pub iface: String,
+    /// `false` when the interface was already attached (postures updated in place).
+    pub newly_attached: bool,
+    pub xdp_mode: &'static str,
+    /// Why this XDP mode, when sgctl chose it.
+    pub mode_note: Option<String>,
+    pub tc_kind: &'static str,
+    pub ingress: &'static str,
+    pub egress: &'static str,
+    pub ingress_prog_id: u32,
+    pub egress_prog_id: u32,
+    pub pin_dir: PathBuf,
+}
+
+pub const fn xdp_mode_name(mode: u8) -> &'static str {
+    match mode {
+        XDP_MODE_NATIVE => "native",
+        XDP_MODE_GENERIC => "generic",
+        XDP_MODE_NONE => "none",
+        _ => "unknown",
+    }
+}
+
+pub const fn tc_kind_name(kind: u8) -> &'static str {
+    match kind {
+        TC_KIND_TCX => "tcx",
+        TC_KIND_CLSACT => "clsact",
+        TC_KIND_NONE => "none",
+        _ => "unknown",
+    }
+}
+
+fn posture_name(p: u8) -> &'static str {
+    Posture::from_u8(p).map_or("invalid", Posture::as_str)
+}
+
+/// Program id of a pinned program.
+pub fn pinned_prog_id(path: &Path) -> Result<u32> {
+    Ok(aya::programs::ProgramInfo::from_pin(path).context(|| format!("reading {}", path.display()))?.id())
+}
+
+/// Link id of a pinned link.
+pub fn pinned_link_id(path: &Path) -> Result<u32> {
+    let link = PinnedLink::from_pin(path).context(|| format!("reading {}", path.display()))?;
+    let fd: FdLink = link.into();
+    let info = fd.info().context(|| format!("reading {}", path.display()))?;
+    // Dropping `fd` closes our descriptor only: the pin keeps the link.
+    Ok(info.id())
+}
+
+/// The errno inside a program error, if it came from a syscall.
+fn errno(e: &ProgramError) -> Option<i32> {
+    match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// Removes a half-made instance directory unless disarmed: nothing half-applied survives.
+struct Rollback<'a> {
+    dir: &'a Path,
+    armed: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if self.armed
+            && let Err(e) = pins::remove_instance_dir(self.dir)
+        {
+            log::error!("rollback of {}: {e}", self.dir.display());
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Attaches sgctl to `req.iface` (idempotent: an attached interface gets its postures
+/// updated in place, same programs, no re-attach).
+pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
+    pins::check_root()?;
+    pins::check_bpffs()?;
+    let ifindex = iface::ifindex(&req.iface)?;
+    let dir = pins::iface_dir(&req.iface)?;
+    if dir.is_dir() {
+        if let Some(report) = update_existing(req, ifindex, &dir)? {
+            return Ok(report);
+        }
+        log::warn!("{}: removing stale pins of a previous attach", req.iface);
+        pins::remove_instance_dir(&dir)?;
+    }
+    attach_new(req, ifindex, &dir)
+}
+
+/// `Some(report)` when `dir` holds a live instance for `ifindex` (postures updated);
+/// `None` when it is stale (interface deleted and re-created, or half-removed).
+fn update_existing(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<Option<AttachReport>> {
+    let Ok(mut maps) = InstanceMaps::from_pins(dir) else { return Ok(None) };
+    let mut cfg = maps.config()?;
+    if !cfg.is_valid() || cfg.ifindex != ifindex || !dir.join(PIN_LINK_XDP).exists() {
+        return Ok(None);
+    }
+    let requested = match req.mode {
+        ModeRequest::Native => Some(XDP_MODE_NATIVE),
+        ModeRequest::Generic => Some(XDP_MODE_GENERIC),
+        ModeRequest::Auto => None,
+    };
+    if let Some(m) = requested
+        && m != cfg.xdp_mode
+    {
+        return Err(Error::ModeMismatch {
+            iface: req.iface.clone(),
+            current: xdp_mode_name(cfg.xdp_mode),
+            requested: xdp_mode_name(m),
+        });
+    }
+    if let Some(p) = req.ingress {
+        cfg.ingress_posture = p as u8;
+    }
+    if let Some(p) = req.egress {
+        cfg.egress_posture = p as u8;
+    }
+    maps.set_config(&cfg)?;
+    Ok(Some(AttachReport {
+        iface: req.iface.clone(),
+        newly_attached: false,
+        xdp_mode: xdp_mode_name(cfg.xdp_mode),
+        mode_note: None,
+        tc_kind: tc_kind_name(cfg.tc_kind),
+        ingress: posture_name(cfg.ingress_posture),
+        egress: posture_name(cfg.egress_posture),
+        ingress_prog_id: pinned_prog_id(&dir.join(PROG_INGRESS))?,
+        egress_prog_id: pinned_prog_id(&dir.join(PROG_EGRESS))?,
+        pin_dir: dir.to_path_buf(),
+    }))
+}
+
+fn attach_new(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<AttachReport> {
+    let driver = iface::driver(&req.iface);
+    let (mut mode, mut note) = match req.mode {
+        ModeRequest::Native => (XdpMode::Driver, None),
+        ModeRequest::Generic => (XdpMode::Skb, None),
+        ModeRequest::Auto if driver.as_deref() == Some("veth") => (
+            XdpMode::Skb,
+            Some(
+                "auto: generic on veth (native XDP on veth makes the kernel segment GSO packets)".to_string(),
+            ),
+        ),
+        ModeRequest::Auto => (XdpMode::Driver, Some("auto: native".to_string())),
+    };
+    let tc_kind = match req.tc {
+        TcRequest::Tcx => TC_KIND_TCX,
+        TcRequest::Clsact => TC_KIND_CLSACT,
+        TcRequest::Auto if kernel_has_tcx() => TC_KIND_TCX,
+        TcRequest::Auto => TC_KIND_CLSACT,
+    };
+
+    let mut ebpf = load_object()?;
+    pins::create_private_dir(dir)?;
+    let mut rollback = Rollback { dir, armed: true };
+
+    for name in ALL_MAPS {
+        let path = dir.join(name);
+        ebpf.map(name)
+            .ok_or(Error::MissingInObject(name))?
+            .pin(&path)
+            .context(|| format!("pinning {}", path.display()))?;
+    }
+    for name in [PROG_INGRESS, PROG_EGRESS] {
+        let path = dir.join(name);
+        ebpf.program_mut(name)
+            .ok_or(Error::MissingInObject(name))?
+            .pin(&path)
+            .context(|| format!("pinning {}", path.display()))?;
+    }
+    let mut maps = InstanceMaps::take_from(&mut ebpf)?;
+    let mut cfg = IfaceConfig {
+        flags: CONFIG_VALID,
+        ifindex,
+        ingress_posture: req.ingress.unwrap_or(Posture::Deny) as u8,
+        egress_posture: req.egress.unwrap_or(Posture::Allow) as u8,
+        xdp_mode: XDP_MODE_NONE,
+        tc_kind,
+        _pad0: 0,
+        attached_at: now_unix(),
+    };
+    // The config is complete before any packet can reach the programs.
+    maps.set_config(&cfg)?;
+
+    // Ingress: XDP, through a BPF link pinned next to the maps.
+    let xdp = xdp_mut(&mut ebpf)?;
+    let link_id = match xdp.attach_to_if_index(ifindex, mode) {
+        Ok(id) => id,
+        Err(e) if matches!(errno(&e), Some(libc::EBUSY | libc::EEXIST)) => {
+            return Err(Error::XdpBusy {
+                iface: req.iface.clone(),
+                holder: iface::xdp_holder(&req.iface).unwrap_or_else(|| "another program".to_string()),
+            });
+        }
+        Err(e) if req.mode == ModeRequest::Auto && mode == XdpMode::Driver => {
+            log::info!("{}: native XDP failed ({e}); using generic", req.iface);
+            mode = XdpMode::Skb;
+            note = Some(format!(
+                "auto: generic (driver {} refused native XDP: {e})",
+                driver.as_deref().unwrap_or("unknown")
+            ));
+            xdp.attach_to_if_index(ifindex, mode).context(|| format!("attaching XDP to {}", req.iface))?
+        }
+        Err(source) if mode == XdpMode::Driver => {
+            return Err(Error::NativeUnsupported {
+                iface: req.iface.clone(),
+                driver: driver.unwrap_or_else(|| "unknown".to_string()),
+                source: Box::new(source),
+            });
+        }
+        Err(e) => return Err(e).context(|| format!("attaching XDP to {}", req.iface)),
+    };
+    let link = xdp.take_link(link_id).context(|| "taking the XDP link".to_string())?;
+    let link = FdLink::try_from(link).map_err(|_| Error::NoXdpLink(req.iface.clone()))?;
+    let link_path = dir.join(PIN_LINK_XDP);
+    let _xdp_link = link.pin(&link_path).context(|| format!("pinning {}", link_path.display()))?;
+    cfg.xdp_mode = if mode == XdpMode::Driver { XDP_MODE_NATIVE } else { XDP_MODE_GENERIC };
+    maps.set_config(&cfg)?;
+
+    // Egress: TC, TCX link first in the chain, or a classic clsact filter.
+    let tc = tc_mut(&mut ebpf)?;
+    if tc_kind == TC_KIND_TCX {
+        let id = tc
+            .attach_with_options(
+                &req.iface,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .context(|| format!("attaching TCX egress to {}", req.iface))?;
+        let link = tc.take_link(id).context(|| "taking the TC link".to_string())?;
+        let link = FdLink::try_from(link).context(|| "converting the TCX link".to_string())?;
+        let path = dir.join(PIN_LINK_TC);
+        let _tc_link = link.pin(&path).context(|| format!("pinning {}", path.display()))?;
+    } else {
+        if let Err(e) = tc::qdisc_add_clsact(&req.iface) {
+            // EEXIST: the qdisc is already there (shared with other tc users): fine.
+            log::debug!("{}: clsact qdisc: {e}", req.iface);
+        }
+        let id = tc
+            .attach_with_options(
+                &req.iface,
+                TcAttachType::Egress,
+                TcAttachOptions::Netlink(NlOptions::default()),
+            )
+            .context(|| format!("attaching clsact egress to {}", req.iface))?;
+        let link = tc.take_link(id).context(|| "taking the TC link".to_string())?;
+        // A netlink filter cannot be pinned: it stays until `sgctl detach` removes it by name.
+        std::mem::forget(link);
+    }
+    rollback.armed = false;
+
+    Ok(AttachReport {
+        iface: req.iface.clone(),
+        newly_attached: true,
+        xdp_mode: xdp_mode_name(cfg.xdp_mode),
+        mode_note: note,
+        tc_kind: tc_kind_name(cfg.tc_kind),
+        ingress: posture_name(cfg.ingress_posture),
+        egress: posture_name(cfg.egress_posture),
+        ingress_prog_id: pinned_prog_id(&dir.join(PROG_INGRESS))?,
+        egress_prog_id: pinned_prog_id(&dir.join(PROG_EGRESS))?,
+        pin_dir: dir.to_path_buf(),
+    })
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DetachReport {
+    pub iface: String,
+    pub pin_dir: PathBuf,
+    /// The interface no longer existed (only the pins were removed).
+    pub interface_gone: bool,
+}
+
+/// Detaches sgctl from `iface`: removes its links, programs and maps (pins), nothing else.
+pub fn detach(iface_name: &str) -> Result<DetachReport> {
+    pins::check_root()?;
+    pins::check_bpffs()?;
+    let dir = pins::iface_dir(iface_name)?;
+    if !dir.is_dir() {
+        return Err(Error::NotAttached { iface: iface_name.to_string(), dir });
+    }
+    let cfg = InstanceMaps::from_pins(&dir).and_then(|m| m.config()).ok();
+    let current = iface::ifindex(iface_name).ok();
+    let same_iface = matches!((cfg, current), (Some(c), Some(i)) if c.ifindex == i);
+    if same_iface && cfg.is_some_and(|c| c.tc_kind == TC_KIND_CLSACT) {
+        match tc::qdisc_detach_program(iface_name, TcAttachType::Egress, PROG_EGRESS) {
+            Ok(()) => {}
+            Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Inconsistent {
+                    iface: iface_name.to_string(),
+                    detail: format!("removing the clsact filter: {e}"),
+                });
+            }
+        }
+    }
+    // Removing the pins releases the links (detaching XDP and TCX), then programs and maps.
+    pins::remove_instance_dir(&dir)?;
+    Ok(DetachReport { iface: iface_name.to_string(), pin_dir: dir, interface_gone: current.is_none() })
+}

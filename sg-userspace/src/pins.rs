@@ -1,0 +1,102 @@
+//! Where an instance lives on bpffs.
+//!
+//! `/sys/fs/bpf/sg/<netns inode>/<interface>/` holds, for one attached interface: the programs
+//! (`sg_ingress`, `sg_egress`), the links (`link_xdp`, `link_tc`) and every map (by its name in
+//! `sg_common::maps`). bpffs is shared by all network namespaces while interface names are
+//! not, hence the namespace's inode number in the path. Directories are created 0700.
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _},
+    path::{Path, PathBuf},
+};
+
+use crate::error::{Context as _, Error, Result};
+
+/// Mount point of the BPF filesystem.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// sgctl's directory on bpffs.
+pub const SG_DIR: &str = "/sys/fs/bpf/sg";
+
+/// Pin names inside an interface directory (besides the maps, pinned by their names).
+pub const PIN_LINK_XDP: &str = "link_xdp";
+pub const PIN_LINK_TC: &str = "link_tc";
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Fails with `BpffsMissing` unless /sys/fs/bpf is a mounted bpffs.
+pub fn check_bpffs() -> Result<()> {
+    match nix::sys::statfs::statfs(BPFFS) {
+        Ok(st) if st.filesystem_type().0 == BPF_FS_MAGIC => Ok(()),
+        _ => Err(Error::BpffsMissing(PathBuf::from(BPFFS))),
+    }
+}
+
+/// Fails with `NotRoot` unless the effective uid is 0.
+pub fn check_root() -> Result<()> {
+    if nix::unistd::geteuid().is_root() { Ok(()) } else { Err(Error::NotRoot) }
+}
+
+/// Inode number of the calling thread's network namespace.
+pub fn current_netns_inode() -> Result<u64> {
+    let md = fs::metadata("/proc/thread-self/ns/net")
+        .context(|| "reading /proc/thread-self/ns/net".to_string())?;
+    Ok(md.ino())
+}
+
+/// `/sys/fs/bpf/sg/<netns inode>` for the current network namespace.
+pub fn netns_dir() -> Result<PathBuf> {
+    Ok(netns_dir_for(current_netns_inode()?))
+}
+
+pub fn netns_dir_for(inode: u64) -> PathBuf {
+    Path::new(SG_DIR).join(inode.to_string())
+}
+
+/// The directory of `iface`'s instance in the current network namespace.
+pub fn iface_dir(iface: &str) -> Result<PathBuf> {
+    Ok(netns_dir()?.join(iface))
+}
+
+/// Creates `dir` and its parents with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .context(|| format!("creating {}", dir.display()))
+}
+
+/// Names of the interfaces with an instance directory in the current network namespace.
+pub fn attached_ifaces() -> Result<Vec<String>> {
+    let dir = netns_dir()?;
+    let mut names = Vec::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+        Err(e) => return Err(e).context(|| format!("listing {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry.context(|| format!("listing {}", dir.display()))?;
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Removes `dir` (an instance directory) and, if it was the last, the namespace directory.
+/// Removing a pin drops the kernel object once nothing else holds it: links detach.
+pub fn remove_instance_dir(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context(|| format!("removing {}", dir.display())),
+    }
+    if let Some(parent) = dir.parent() {
+        // Only succeeds when empty; other interfaces keep it alive.
+        let _ = fs::remove_dir(parent);
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Test harness for sgctl's privileged tests (and the demo):
+//!
+//! - [`netns`]: two network namespaces joined by a veth pair, documentation addresses only,
+//!   unique names (tests run in parallel), torn down on drop and on panic; closures and
+//!   `sgctl` run inside a namespace through `setns` on a dedicated thread.
+//! - [`packet`]: a small builder for v4/v6/VLAN/TCP/UDP/ICMP frames, and hostile variants.
+//! - [`verdict`]: verdict tables (description, frame, expected action and reason) run through
+//!   BPF_PROG_TEST_RUN against the real programs and maps.
+//! - [`require_bpf`]: privileged tests call it first; with `CI=true` a test that cannot run
+//!   fails instead of skipping.
+
+pub mod netns;
+pub mod packet;
+pub mod verdict;
+
+use std::path::{Path, PathBuf};
+
+/// What is missing for privileged tests, or an empty list.
+pub fn missing_privileges() -> Vec<String> {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("not root".to_string());
+    }
+    if sg_userspace::pins::check_bpffs().is_err() {
+        missing.push("bpffs not mounted at /sys/fs/bpf".to_string());
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        missing.push("kernel without BTF (/sys/kernel/btf/vmlinux)".to_string());
+    }
+    missing
+}
+
+/// `true` when privileged tests can run. Otherwise: with `CI=true` panics (a privileged test
+/// never skips in CI); else prints a SKIP line and returns `false`.
+pub fn require_bpf(test: &str) -> bool {
+    let missing = missing_privileges();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = missing.join(", ");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: privileged test cannot run ({why}); CI=true, so this is a failure, not a skip");
+    }
+    eprintln!("SKIP {test}: {why} (set CI=true to make this a failure)");
+    false
+}
+
+/// Path of the `sgctl` binary of this build (next to the test executable's `deps/`).
+pub fn sgctl_path() -> PathBuf {
+    if let Ok(p) = std::env::var("SGCTL") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let p = dir.join("sgctl");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build -p sg-userspace` first (cargo xtask test does)",
+        p.display()
+    );
+    p
+}

@@ -1,0 +1,90 @@
+//! Verdict tables: rows of {description, direction, frame, expected action, expected reason},
+//! each run once through BPF_PROG_TEST_RUN against a real loaded instance (programs and maps).
+//! A row passes when the program returns the expected action AND exactly one counter moved:
+//! the expected reason's, by one packet.
+
+use sg_common::{Action, Direction, Reason};
+use sg_userspace::{loader::PrivateInstance, maps::InstanceMaps};
+
+/// XDP return codes.
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+/// TC return codes (pass is TC_ACT_UNSPEC, -1).
+const TC_ACT_UNSPEC: u32 = u32::MAX;
+const TC_ACT_SHOT: u32 = 2;
+
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub desc: String,
+    pub dir: Direction,
+    pub frame: Vec<u8>,
+    pub action: Action,
+    pub reason: Reason,
+}
+
+impl Row {
+    /// A row whose action is the reason's fixed action.
+    pub fn new(desc: impl Into<String>, dir: Direction, frame: Vec<u8>, reason: Reason) -> Self {
+        Row { desc: desc.into(), dir, frame, action: reason.action(), reason }
+    }
+}
+
+/// The action a program return value means for `dir`, or `None` for an unexpected value.
+pub fn action_of(dir: Direction, ret: u32) -> Option<Action> {
+    match (dir, ret) {
+        (Direction::Ingress, XDP_PASS) | (Direction::Egress, TC_ACT_UNSPEC) => Some(Action::Pass),
+        (Direction::Ingress, XDP_DROP) | (Direction::Egress, TC_ACT_SHOT) => Some(Action::Drop),
+        _ => None,
+    }
+}
+
+fn snapshot(maps: &InstanceMaps) -> Vec<(Direction, Reason, u64)> {
+    let mut v = Vec::new();
+    for dir in Direction::ALL {
+        for &r in Reason::ALL {
+            v.push((dir, r, maps.counter(dir, r).expect("read counter").packets));
+        }
+    }
+    v
+}
+
+/// Runs every row; panics listing every failing row. Returns the number of rows run.
+pub fn run_table(inst: &mut PrivateInstance, table: &str, rows: &[Row]) -> usize {
+    let mut failures = Vec::new();
+    for row in rows {
+        let before = snapshot(inst.maps());
+        let ret = match inst.run(row.dir, &row.frame) {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{}: test run failed: {e:?}", row.desc));
+                continue;
+            }
+        };
+        let after = snapshot(inst.maps());
+        let moved: Vec<(Direction, Reason, u64)> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b.2 != a.2)
+            .map(|(b, a)| (a.0, a.1, a.2 - b.2))
+            .collect();
+        let got = action_of(row.dir, ret);
+        let ok_action = got == Some(row.action);
+        let ok_reason = moved == [(row.dir, row.reason, 1)];
+        if !(ok_action && ok_reason) {
+            let moved: Vec<String> =
+                moved.iter().map(|(d, r, n)| format!("{}/{}+{n}", d.as_str(), r.name())).collect();
+            failures.push(format!(
+                "{} ({}): expected {} by {}, got return {ret} ({:?}) with counters [{}]",
+                row.desc,
+                row.dir.as_str(),
+                row.action.as_str(),
+                row.reason.name(),
+                got,
+                moved.join(", ")
+            ));
+        }
+    }
+    println!("verdict table {table}: {} rows run, {} failed", rows.len(), failures.len());
+    assert!(failures.is_empty(), "verdict table {table}:\n  {}", failures.join("\n  "));
+    rows.len()
+}

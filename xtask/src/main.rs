@@ -1,0 +1,99 @@
+//! `cargo xtask <command>`: toolchain bootstrap, demo, the whole test suite, lints.
+//!
+//! xtask depends on nothing that needs the eBPF toolchain, so `cargo xtask setup` works on a
+//! fresh machine and installs what the rest of the build needs.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod setup;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "sgctl developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing (rust-src, bpf-linker, bpffs mount, Debian tools); idempotent.
+    Setup,
+    /// Set up, build, and run the demo: two namespaces, sgctl attached, real traffic.
+    Demo,
+    /// Set up, build, and run the whole test suite, then fmt and clippy checks.
+    Test,
+    /// Clippy with -D warnings on the host crates and on sg-ebpf for its BPF target.
+    Clippy,
+}
+
+fn main() -> std::process::ExitCode {
+    match run_cli(&Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli(cli: &Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Setup => setup::all(),
+        Cmd::Demo => {
+            setup::all()?;
+            cargo(&["build", "--package", "sg-userspace", "--package", "sg-tests", "--bins"])?;
+            let demo = target_dir().join("debug").join("sg-demo");
+            run(Command::new(&demo).env("SGCTL", target_dir().join("debug").join("sgctl")))
+        }
+        Cmd::Test => {
+            setup::all()?;
+            cargo(&["build", "--package", "sg-userspace", "--bins"])?;
+            cargo(&["test", "--", "--show-output"])?;
+            cargo(&["fmt", "--all", "--check"])?;
+            clippy()
+        }
+        Cmd::Clippy => clippy(),
+    }
+}
+
+fn clippy() -> Result<()> {
+    cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", "clippy", "--package", "sg-ebpf"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release"])
+        .args(["--target-dir", &target_dir().join("ebpf-clippy").to_string_lossy()])
+        .args(["--", "-D", "warnings"])
+        .current_dir(workspace_root());
+    // rustup's proxy environment from the stable cargo must not leak into the nightly one.
+    for key in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "CARGO", "RUSTUP_TOOLCHAIN"] {
+        cmd.env_remove(key);
+    }
+    run(&mut cmd)
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    run(Command::new(cargo).args(args).current_dir(workspace_root()))
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}

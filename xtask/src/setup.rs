@@ -1,0 +1,173 @@
+//! `cargo xtask setup`: one line per item, saying what it found or did. Idempotent.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{run, target_dir};
+
+/// bpf-linker version known to work with the nightly's LLVM (DESIGN.md).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// LLVM major version of the installed nightly, which bpf-linker must match.
+const LLVM_MAJOR: &str = "22";
+/// Oldest kernel sgctl supports (XDP links, BTF, bounded loops).
+const MIN_KERNEL: (u32, u32) = (5, 15);
+
+pub fn all() -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    bpffs()?;
+    kernel()?;
+    debian_tools()?;
+    Ok(())
+}
+
+fn say(item: &str, what: &str) {
+    println!("setup: {item:<14} {what}");
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("no nightly toolchain (rustup toolchain list): sgctl's eBPF side needs it")?;
+    Ok(PathBuf::from(sysroot))
+}
+
+fn rust_src() -> Result<()> {
+    let core = nightly_sysroot()?.join("lib/rustlib/src/rust/library/core");
+    if core.exists() {
+        say("rust-src", "present (nightly)");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    say("rust-src", "installed for nightly");
+    Ok(())
+}
+
+fn bpf_linker_version() -> Option<String> {
+    // Through rustup: the nightly's libLLVM is on its library path there.
+    output(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"]))
+}
+
+fn bpf_linker() -> Result<()> {
+    if let Some(v) = bpf_linker_version() {
+        if v.contains(BPF_LINKER_VERSION) {
+            say("bpf-linker", &format!("present ({v})"));
+            return Ok(());
+        }
+        say("bpf-linker", &format!("found {v}, want {BPF_LINKER_VERSION}: reinstalling"));
+    }
+    // bpf-linker links against the LLVM shipped with the nightly: a prefix whose
+    // lib/libLLVM.so points at it.
+    let lib = nightly_sysroot()?.join("lib");
+    let llvm = fs::read_dir(&lib)
+        .with_context(|| format!("listing {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{LLVM_MAJOR}")))
+        })
+        .with_context(|| format!("no libLLVM.so.{LLVM_MAJOR}* in {}", lib.display()))?;
+    let prefix = target_dir().join("xtask").join("llvm-prefix");
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib).with_context(|| format!("creating {}", prefix_lib.display()))?;
+    let link = prefix_lib.join("libLLVM.so");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&llvm, &link).with_context(|| format!("linking {}", link.display()))?;
+    say("bpf-linker", &format!("building {BPF_LINKER_VERSION} against {} (about 90 s)", llvm.display()));
+    run(Command::new("cargo")
+        .args(["install", "--locked", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features", &format!("llvm-{LLVM_MAJOR}")])
+        .env("LLVM_PREFIX", &prefix)
+        .stdout(Stdio::null()))?;
+    match bpf_linker_version() {
+        Some(v) => say("bpf-linker", &format!("installed ({v})")),
+        None => bail!("bpf-linker installed but does not run"),
+    }
+    Ok(())
+}
+
+const BPFFS: &str = "/sys/fs/bpf";
+
+fn bpffs_mounted() -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .is_ok_and(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.contains(" bpf ")))
+}
+
+fn bpffs() -> Result<()> {
+    if bpffs_mounted() {
+        say("bpffs", &format!("mounted at {BPFFS}"));
+        return Ok(());
+    }
+    if !is_root() {
+        say("bpffs", &format!("not mounted at {BPFFS} (needs root: mount -t bpf bpf {BPFFS})"));
+        return Ok(());
+    }
+    fs::create_dir_all(BPFFS).ok();
+    run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))?;
+    say("bpffs", &format!("mounted at {BPFFS}"));
+    Ok(())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).as_deref() == Some("0")
+}
+
+fn kernel() -> Result<()> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").context("reading kernel release")?;
+    let release = release.trim();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if version < MIN_KERNEL {
+        bail!("kernel {release} is older than {}.{}", MIN_KERNEL.0, MIN_KERNEL.1);
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!("kernel {release} has no BTF (/sys/kernel/btf/vmlinux)");
+    }
+    say("kernel", &format!("{release} with BTF"));
+    Ok(())
+}
+
+/// Debian packages the tests and the demo use: (command, package).
+const TOOLS: &[(&str, &str)] =
+    &[("ip", "iproute2"), ("tc", "iproute2"), ("bpftool", "bpftool"), ("setpriv", "util-linux")];
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn debian_tools() -> Result<()> {
+    let mut missing: Vec<&str> = TOOLS.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    missing.dedup();
+    if missing.is_empty() {
+        say("tools", "present (ip, tc, bpftool, setpriv)");
+        return Ok(());
+    }
+    if !is_root() || !have("apt-get") {
+        say("tools", &format!("missing Debian packages: {} (install them as root)", missing.join(" ")));
+        return Ok(());
+    }
+    let mut update = Command::new("apt-get");
+    update.args(["-qq", "update"]).stdout(Stdio::null());
+    run(&mut update)?;
+    let mut install = Command::new("apt-get");
+    install.args(["-qq", "install", "-y", "--no-install-recommends"]).args(&missing);
+    install.env("DEBIAN_FRONTEND", "noninteractive").stdout(Stdio::null());
+    run(&mut install)?;
+    say("tools", &format!("installed {}", missing.join(" ")));
+    Ok(())
+}
