@@ -60,12 +60,24 @@ pub struct IfaceConfig {
     pub xdp_mode: u8,
     /// `TC_KIND_*` in use (metadata).
     pub tc_kind: u8,
-    pub _pad0: u32,
+    /// `POLICY_POSTURE` (decide IP by the postures) or `POLICY_GROUPS` (security groups).
+    pub policy_mode: u8,
+    /// Generation (0 or 1) of the policy maps the datapath reads; userspace writes the other
+    /// one and flips this byte.
+    pub active_gen: u8,
+    pub _pad0: [u8; 2],
     /// Unix time (seconds) of the attach (metadata).
     pub attached_at: u64,
+    /// Sequence number of the applied rule set (matches sgctl's state file).
+    pub policy_seq: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 32);
+
+/// `IfaceConfig::policy_mode`: IP packets are decided by the postures.
+pub const POLICY_POSTURE: u8 = 0;
+/// `IfaceConfig::policy_mode`: IP packets are decided by the security groups.
+pub const POLICY_GROUPS: u8 = 1;
 
 impl IfaceConfig {
     #[inline(always)]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod counters;
 pub mod maps;
 pub mod packet;
+pub mod policy;
 pub mod reason;
 
 pub use config::{IfaceConfig, Posture};

@@ -21,7 +21,25 @@ pub const MAP_LAST_PARSE: &str = "SG_LAST_PARSE";
 /// `PerCpuArray<PacketSummary>`, one entry: scratch space of the packet being decided.
 pub const MAP_SCRATCH: &str = "SG_SCRATCH";
 
+/// `LpmTrie<LpmDataV4, PortSetRef>`: IPv4 peer prefix -> port set, per generation/direction.
+pub const MAP_LPM_V4: &str = "SG_LPM_V4";
+/// `LpmTrie<LpmDataV6, PortSetRef>`: IPv6 peer prefix -> port set, per generation/direction.
+pub const MAP_LPM_V6: &str = "SG_LPM_V6";
+/// `Array<Segment>`: compiled port sets; generation g owns `g * SEGMENTS_PER_GEN ..`.
+pub const MAP_SEGMENTS: &str = "SG_SEGMENTS";
+/// `PerCpuArray<u64>`: hits per rule; generation g owns `g * MAX_RULES ..`.
+pub const MAP_RULE_HITS: &str = "SG_RULE_HITS";
+
 /// Every map an instance owns (and pins).
-pub const ALL_MAPS: &[&str] = &[MAP_CONFIG, MAP_COUNTERS, MAP_LAST_PARSE, MAP_SCRATCH];
+pub const ALL_MAPS: &[&str] = &[
+    MAP_CONFIG,
+    MAP_COUNTERS,
+    MAP_LAST_PARSE,
+    MAP_SCRATCH,
+    MAP_LPM_V4,
+    MAP_LPM_V6,
+    MAP_SEGMENTS,
+    MAP_RULE_HITS,
+];
 
 pub const COUNTERS_LEN: u32 = 2 * MAX_REASONS;

@@ -73,8 +73,12 @@ pub struct PacketSummary {
     pub dst: [u8; 16],
     /// Incremented by the datapath for every recorded summary (tests spot stale entries).
     pub seq: u64,
+    /// Verdict reason (`Reason` as u32), filled when recorded.
+    pub reason: u32,
+    /// Rule id that allowed the packet, or `policy::NO_RULE`.
+    pub rule: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PacketSummary>() == 64);
+const _: () = assert!(core::mem::size_of::<PacketSummary>() == 72);
 
 crate::impl_pod!(PacketSummary);

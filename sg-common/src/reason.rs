@@ -116,6 +116,12 @@ reasons! {
     HeadersTooLong = 17, Drop, "headers_too_long";
     /// A helper or map call failed in the datapath: fail closed.
     InternalError = 18, Drop, "internal_error";
+    /// Allowed by a security-group rule (the first rule in file order that allows it is counted).
+    RuleAllow = 19, Pass, "rule_allow";
+    /// No security-group rule allows the packet (default deny).
+    NoRule = 20, Drop, "no_rule";
+    /// A non-first fragment: it carries no ports to match rules on.
+    FragmentNoPorts = 21, Drop, "fragment_no_ports";
 }
 
 const _: () = assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
@@ -151,7 +157,7 @@ mod tests {
 
     #[test]
     fn only_pass_reasons_pass() {
-        let passing: [Reason; 2] = [Reason::PassNonIp, Reason::PostureAllow];
+        let passing: [Reason; 3] = [Reason::PassNonIp, Reason::PostureAllow, Reason::RuleAllow];
         for r in Reason::ALL {
             assert_eq!(r.action() == Action::Pass, passing.contains(r), "{}", r.name());
         }

@@ -3,14 +3,16 @@
 use aya_ebpf::programs::XdpContext;
 use sg_common::{Direction, Reason};
 
-use crate::{parse, policy};
+use crate::{
+    parse,
+    policy::{self, Verdict},
+};
 
 #[inline(always)]
-pub fn try_ingress(ctx: &XdpContext) -> Result<Reason, Reason> {
+pub fn try_ingress(ctx: &XdpContext) -> Result<Verdict, Reason> {
     let cfg = parse::config()?;
-    let pkt = match parse::parse_recorded(ctx, &cfg)? {
-        Some(pkt) => pkt,
-        None => return Ok(Reason::PassNonIp),
-    };
-    policy::decide(&cfg, Direction::Ingress, pkt)
+    match parse::parse_packet(ctx)? {
+        Some(pkt) => policy::decide(&cfg, Direction::Ingress, pkt),
+        None => Ok(Verdict::of(Reason::PassNonIp)),
+    }
 }

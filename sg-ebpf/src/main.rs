@@ -22,10 +22,8 @@ use sg_common::{Action, Direction};
 #[xdp]
 pub fn sg_ingress(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let reason = match ingress::try_ingress(&ctx) {
-        Ok(reason) | Err(reason) => reason,
-    };
-    match stats::verdict(Direction::Ingress, reason, len) {
+    let v = ingress::try_ingress(&ctx).unwrap_or_else(policy::Verdict::of);
+    match stats::verdict(Direction::Ingress, v, len) {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
     }
@@ -36,10 +34,8 @@ pub fn sg_ingress(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn sg_egress(ctx: TcContext) -> i32 {
     let len = u64::from(ctx.len());
-    let reason = match egress::try_egress(&ctx) {
-        Ok(reason) | Err(reason) => reason,
-    };
-    match stats::verdict(Direction::Egress, reason, len) {
+    let v = egress::try_egress(&ctx).unwrap_or_else(policy::Verdict::of);
+    match stats::verdict(Direction::Egress, v, len) {
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT,
     }

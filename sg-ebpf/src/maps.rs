@@ -3,9 +3,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray},
 };
-use sg_common::{Counter, IfaceConfig, PacketSummary, maps::COUNTERS_LEN};
+use sg_common::{
+    Counter, IfaceConfig, PacketSummary,
+    maps::COUNTERS_LEN,
+    policy::{
+        GENERATIONS, LPM_MAX_ENTRIES, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
+    },
+};
 
 /// Postures and attach metadata of the interface (one entry, index 0).
 #[map]
@@ -23,3 +29,19 @@ pub static SG_SCRATCH: PerCpuArray<PacketSummary> = PerCpuArray::with_max_entrie
 /// Last parsed packet, written only with `CONFIG_RECORD_PARSE` (tests).
 #[map]
 pub static SG_LAST_PARSE: Array<PacketSummary> = Array::with_max_entries(1, 0);
+
+/// IPv4 peer prefix (per generation and direction) -> compiled port set.
+#[map]
+pub static SG_LPM_V4: LpmTrie<LpmDataV4, PortSetRef> = LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
+
+/// IPv6 peer prefix (per generation and direction) -> compiled port set.
+#[map]
+pub static SG_LPM_V6: LpmTrie<LpmDataV6, PortSetRef> = LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
+
+/// Compiled port sets: sorted disjoint flow-key segments, generation g at g * SEGMENTS_PER_GEN.
+#[map]
+pub static SG_SEGMENTS: Array<Segment> = Array::with_max_entries(GENERATIONS * SEGMENTS_PER_GEN, 0);
+
+/// Packets allowed per rule, per CPU; generation g at g * MAX_RULES.
+#[map]
+pub static SG_RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GENERATIONS * MAX_RULES, 0);

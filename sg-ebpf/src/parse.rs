@@ -16,7 +16,6 @@ use network_types::{
 };
 use sg_common::{
     IfaceConfig, PacketSummary, Reason,
-    config::CONFIG_RECORD_PARSE,
     packet::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_AH,
         IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH,
@@ -25,7 +24,7 @@ use sg_common::{
     },
 };
 
-use crate::maps::{SG_CONFIG, SG_LAST_PARSE, SG_SCRATCH};
+use crate::maps::{SG_CONFIG, SG_SCRATCH};
 
 /// Headers must lie within the first `MAX_HDR_BYTES` of the frame (egress pulls this much
 /// into the linear area). Longer header chains are dropped as `headers_too_long`.
@@ -100,31 +99,19 @@ pub fn config() -> Result<IfaceConfig, Reason> {
     }
 }
 
-/// Parses the packet into the per-CPU scratch summary; with `CONFIG_RECORD_PARSE` also
-/// copies it (also for a packet that fails to parse, as far as it got) to `SG_LAST_PARSE`.
+/// Parses the packet into the per-CPU scratch summary (which `stats::verdict` may record).
 /// `Ok(None)`: not an IP frame.
 #[inline(always)]
-pub fn parse_recorded<'a>(pkt: &impl Packet, cfg: &IfaceConfig) -> Result<Option<&'a PacketSummary>, Reason> {
+pub fn parse_packet<'a>(pkt: &impl Packet) -> Result<Option<&'a PacketSummary>, Reason> {
     let s = match SG_SCRATCH.get_ptr_mut(0) {
         // SAFETY: per-CPU map value, used by this program run only (no preemption in BPF).
         Some(p) => unsafe { &mut *p },
         None => return Err(Reason::InternalError),
     };
     *s = PacketSummary::default();
-    let res = parse(pkt, s);
-    if cfg.flags & CONFIG_RECORD_PARSE != 0
-        && let Some(slot) = SG_LAST_PARSE.get_ptr_mut(0)
-    {
-        // SAFETY: valid map value pointer; the slot is only used by tests.
-        unsafe {
-            s.seq = (*slot).seq.wrapping_add(1);
-            *slot = *s;
-        }
-    }
-    match res {
-        Ok(true) => Ok(Some(s)),
-        Ok(false) => Ok(None),
-        Err(r) => Err(r),
+    match parse(pkt, s)? {
+        true => Ok(Some(s)),
+        false => Ok(None),
     }
 }
 

@@ -53,6 +53,20 @@ pub enum Error {
     #[error("BPF object is missing {0} (sgctl build is inconsistent)")]
     MissingInObject(&'static str),
 
+    #[error(
+        "{0} is managed by a rules file (sgctl apply): its postures do not apply; edit the rules instead"
+    )]
+    ManagedByRules(String),
+
+    #[error("{0}")]
+    Rules(#[from] crate::rules::RuleErrors),
+
+    #[error("{0}")]
+    Compile(#[from] crate::rules::compile::CompileError),
+
+    #[error("{what}: {detail}")]
+    Usage { what: String, detail: String },
+
     #[error("pinned state of {iface} is inconsistent: {detail}")]
     Inconsistent { iface: String, detail: String },
 }

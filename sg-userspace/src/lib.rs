@@ -4,11 +4,14 @@
 //! handles on an instance's maps), `pins` (bpffs layout), `iface` (interface facts),
 //! `cli` (one module per subcommand), `error` (thiserror enums).
 
+pub mod apply;
 pub mod cli;
 pub mod error;
 pub mod iface;
 pub mod loader;
 pub mod maps;
 pub mod pins;
+pub mod rules;
+pub mod state;
 
 pub use error::{Error, Result};

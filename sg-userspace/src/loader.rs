@@ -17,8 +17,8 @@ use aya::{
 use sg_common::{
     Direction, IfaceConfig, Posture,
     config::{
-        CONFIG_VALID, TC_KIND_CLSACT, TC_KIND_NONE, TC_KIND_TCX, XDP_MODE_GENERIC, XDP_MODE_NATIVE,
-        XDP_MODE_NONE,
+        CONFIG_VALID, POLICY_GROUPS, POLICY_POSTURE, TC_KIND_CLSACT, TC_KIND_NONE, TC_KIND_TCX,
+        XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_NONE,
     },
     maps::{ALL_MAPS, PROG_EGRESS, PROG_INGRESS},
 };
@@ -28,6 +28,7 @@ use crate::{
     iface,
     maps::InstanceMaps,
     pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
+    rules::compile::IfacePlan,
 };
 
 /// The eBPF object built by build.rs (aya-build) from `sg-ebpf`.
@@ -79,6 +80,20 @@ impl PrivateInstance {
 
     pub fn maps_mut(&mut self) -> &mut InstanceMaps {
         &mut self.maps
+    }
+
+    /// Writes `plan` into the inactive generation and flips to it, switching the instance to
+    /// security groups: the same two steps as `sgctl apply` on a live interface.
+    pub fn apply_plan(&mut self, plan: &IfacePlan, seq: u64) -> Result<()> {
+        let cfg = self.maps.config()?;
+        let gen_ = if cfg.policy_mode == POLICY_GROUPS { (cfg.active_gen & 1) ^ 1 } else { 0 };
+        self.maps.write_generation(gen_, plan)?;
+        self.maps.set_config(&IfaceConfig {
+            policy_mode: POLICY_GROUPS,
+            active_gen: gen_,
+            policy_seq: seq,
+            ..cfg
+        })
     }
 
     /// Runs `frame` through the program of `dir` once; returns the program's return value
@@ -217,7 +232,57 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
         log::warn!("{}: removing stale pins of a previous attach", req.iface);
         pins::remove_instance_dir(&dir)?;
     }
-    attach_new(req, ifindex, &dir)
+    attach_new(req, ifindex, &dir, None)
+}
+
+/// An interface sgctl is attached to, with its maps open.
+pub struct Attached {
+    pub iface: String,
+    pub dir: PathBuf,
+    pub maps: InstanceMaps,
+}
+
+/// Opens the live instance of `iface`, if sgctl is attached to it (stale pins of a deleted
+/// interface are removed and count as not attached).
+pub fn open_attached(iface_name: &str) -> Result<Option<Attached>> {
+    let ifindex = iface::ifindex(iface_name)?;
+    let dir = pins::iface_dir(iface_name)?;
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    if let Ok(maps) = InstanceMaps::from_pins(&dir)
+        && let Ok(cfg) = maps.config()
+        && cfg.is_valid()
+        && cfg.ifindex == ifindex
+        && dir.join(PIN_LINK_XDP).exists()
+    {
+        return Ok(Some(Attached { iface: iface_name.to_string(), dir, maps }));
+    }
+    log::warn!("{iface_name}: removing stale pins of a previous attach");
+    pins::remove_instance_dir(&dir)?;
+    Ok(None)
+}
+
+/// Attaches `iface` with a security-group policy already in place (generation 0) before the
+/// first packet reaches the programs. Used by `sgctl apply` for interfaces new to it.
+pub fn attach_with_policy(
+    iface_name: &str,
+    mode: ModeRequest,
+    plan: &IfacePlan,
+    seq: u64,
+) -> Result<AttachReport> {
+    pins::check_root()?;
+    pins::check_bpffs()?;
+    let ifindex = iface::ifindex(iface_name)?;
+    let dir = pins::iface_dir(iface_name)?;
+    let req = AttachRequest {
+        iface: iface_name.to_string(),
+        mode,
+        tc: TcRequest::Auto,
+        ingress: None,
+        egress: None,
+    };
+    attach_new(&req, ifindex, &dir, Some((plan, seq)))
 }
 
 /// `Some(report)` when `dir` holds a live instance for `ifindex` (postures updated);
@@ -242,6 +307,9 @@ fn update_existing(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<Opti
             requested: xdp_mode_name(m),
         });
     }
+    if cfg.policy_mode == POLICY_GROUPS && (req.ingress.is_some() || req.egress.is_some()) {
+        return Err(Error::ManagedByRules(req.iface.clone()));
+    }
     if let Some(p) = req.ingress {
         cfg.ingress_posture = p as u8;
     }
@@ -263,7 +331,12 @@ fn update_existing(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<Opti
     }))
 }
 
-fn attach_new(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<AttachReport> {
+fn attach_new(
+    req: &AttachRequest,
+    ifindex: u32,
+    dir: &Path,
+    policy: Option<(&IfacePlan, u64)>,
+) -> Result<AttachReport> {
     let driver = iface::driver(&req.iface);
     let (mut mode, mut note) = match req.mode {
         ModeRequest::Native => (XdpMode::Driver, None),
@@ -309,9 +382,17 @@ fn attach_new(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<AttachRep
         egress_posture: req.egress.unwrap_or(Posture::Allow) as u8,
         xdp_mode: XDP_MODE_NONE,
         tc_kind,
-        _pad0: 0,
+        policy_mode: POLICY_POSTURE,
+        active_gen: 0,
+        _pad0: [0; 2],
         attached_at: now_unix(),
+        policy_seq: 0,
     };
+    if let Some((plan, seq)) = policy {
+        maps.write_generation(0, plan)?;
+        cfg.policy_mode = POLICY_GROUPS;
+        cfg.policy_seq = seq;
+    }
     // The config is complete before any packet can reach the programs.
     maps.set_config(&cfg)?;
 

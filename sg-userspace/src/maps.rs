@@ -4,21 +4,36 @@ use std::path::Path;
 
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData, PerCpuArray},
+    maps::{
+        Array, Map, MapData, PerCpuArray, PerCpuValues,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
+use ipnet::IpNet;
 use sg_common::{
     Counter, Direction, IfaceConfig, PacketSummary, Reason,
-    maps::{MAP_CONFIG, MAP_COUNTERS, MAP_LAST_PARSE},
+    maps::{MAP_CONFIG, MAP_COUNTERS, MAP_LAST_PARSE, MAP_LPM_V4, MAP_LPM_V6, MAP_RULE_HITS, MAP_SEGMENTS},
+    policy::{
+        LPM_HDR_BITS, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment, lpm_data_v4,
+        lpm_data_v6,
+    },
     reason::counter_index,
 };
 
-use crate::error::{Context as _, Error, Result};
+use crate::{
+    error::{Context as _, Error, Result},
+    rules::compile::IfacePlan,
+};
 
 /// The maps of one instance (one interface, or a private test instance).
 pub struct InstanceMaps {
     config: Array<MapData, IfaceConfig>,
     counters: PerCpuArray<MapData, Counter>,
     last_parse: Array<MapData, PacketSummary>,
+    lpm_v4: LpmTrie<MapData, LpmDataV4, PortSetRef>,
+    lpm_v6: LpmTrie<MapData, LpmDataV6, PortSetRef>,
+    segments: Array<MapData, Segment>,
+    rule_hits: PerCpuArray<MapData, u64>,
 }
 
 /// Counters of one (direction, reason), summed over CPUs.
@@ -35,10 +50,16 @@ impl InstanceMaps {
     /// Takes the maps out of a freshly loaded object (pin them before, if wanted).
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self> {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingInObject(name));
-        let config = take(MAP_CONFIG)?;
-        let counters = take(MAP_COUNTERS)?;
-        let last_parse = take(MAP_LAST_PARSE)?;
-        Self::from_maps(config, counters, last_parse)
+        let maps = [
+            take(MAP_CONFIG)?,
+            take(MAP_COUNTERS)?,
+            take(MAP_LAST_PARSE)?,
+            take(MAP_LPM_V4)?,
+            take(MAP_LPM_V6)?,
+            take(MAP_SEGMENTS)?,
+            take(MAP_RULE_HITS)?,
+        ];
+        Self::from_maps(maps)
     }
 
     /// Opens the maps pinned in an instance directory.
@@ -48,14 +69,28 @@ impl InstanceMaps {
             let data = MapData::from_pin(&path).context(|| format!("opening {}", path.display()))?;
             Map::from_map_data(data).context(|| format!("opening {}", path.display()))
         };
-        Self::from_maps(open(MAP_CONFIG)?, open(MAP_COUNTERS)?, open(MAP_LAST_PARSE)?)
+        let maps = [
+            open(MAP_CONFIG)?,
+            open(MAP_COUNTERS)?,
+            open(MAP_LAST_PARSE)?,
+            open(MAP_LPM_V4)?,
+            open(MAP_LPM_V6)?,
+            open(MAP_SEGMENTS)?,
+            open(MAP_RULE_HITS)?,
+        ];
+        Self::from_maps(maps)
     }
 
-    fn from_maps(config: Map, counters: Map, last_parse: Map) -> Result<Self> {
+    fn from_maps(maps: [Map; 7]) -> Result<Self> {
+        let [config, counters, last_parse, lpm_v4, lpm_v6, segments, rule_hits] = maps;
         Ok(Self {
             config: Array::try_from(config).context(|| MAP_CONFIG.to_string())?,
             counters: PerCpuArray::try_from(counters).context(|| MAP_COUNTERS.to_string())?,
             last_parse: Array::try_from(last_parse).context(|| MAP_LAST_PARSE.to_string())?,
+            lpm_v4: LpmTrie::try_from(lpm_v4).context(|| MAP_LPM_V4.to_string())?,
+            lpm_v6: LpmTrie::try_from(lpm_v6).context(|| MAP_LPM_V6.to_string())?,
+            segments: Array::try_from(segments).context(|| MAP_SEGMENTS.to_string())?,
+            rule_hits: PerCpuArray::try_from(rule_hits).context(|| MAP_RULE_HITS.to_string())?,
         })
     }
 
@@ -101,5 +136,83 @@ impl InstanceMaps {
     /// The summary of the last parsed packet (only written with `CONFIG_RECORD_PARSE`).
     pub fn last_parse(&self) -> Result<PacketSummary> {
         self.last_parse.get(&0, 0).context(|| format!("reading {MAP_LAST_PARSE}"))
+    }
+}
+
+impl InstanceMaps {
+    /// Removes every LPM entry of generation `gen_` (both directions, both families).
+    pub fn clear_generation(&mut self, gen_: u8) -> Result<()> {
+        let v4: Vec<Key<LpmDataV4>> = self
+            .lpm_v4
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .filter(|k| k.data()[0] >> 1 == gen_)
+            .collect();
+        for k in v4 {
+            self.lpm_v4.remove(&k).context(|| format!("clearing {MAP_LPM_V4}"))?;
+        }
+        let v6: Vec<Key<LpmDataV6>> = self
+            .lpm_v6
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .filter(|k| k.data()[0] >> 1 == gen_)
+            .collect();
+        for k in v6 {
+            self.lpm_v6.remove(&k).context(|| format!("clearing {MAP_LPM_V6}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `plan` into generation `gen_` (which the datapath must not be reading): clears
+    /// its old LPM entries, writes the segments, inserts the entries and zeroes its rule hits.
+    pub fn write_generation(&mut self, gen_: u8, plan: &IfacePlan) -> Result<()> {
+        self.clear_generation(gen_)?;
+        let base = u32::from(gen_) * SEGMENTS_PER_GEN;
+        for (i, seg) in plan.segments.iter().enumerate() {
+            self.segments.set(base + i as u32, seg, 0).context(|| format!("writing {MAP_SEGMENTS}"))?;
+        }
+        for e in &plan.entries {
+            let dir = e.dir.datapath() as u32;
+            match e.net {
+                IpNet::V4(n) => {
+                    let key = Key::new(
+                        LPM_HDR_BITS + u32::from(n.prefix_len()),
+                        lpm_data_v4(gen_, dir, n.addr().octets()),
+                    );
+                    self.lpm_v4.insert(&key, e.set, 0).context(|| format!("writing {MAP_LPM_V4}"))?;
+                }
+                IpNet::V6(n) => {
+                    let key = Key::new(
+                        LPM_HDR_BITS + u32::from(n.prefix_len()),
+                        lpm_data_v6(gen_, dir, n.addr().octets()),
+                    );
+                    self.lpm_v6.insert(&key, e.set, 0).context(|| format!("writing {MAP_LPM_V6}"))?;
+                }
+            }
+        }
+        for id in 0..plan.rules.len() as u32 {
+            self.set_rule_hits(gen_, id, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Hits of rule `id` in generation `gen_`, summed over CPUs.
+    pub fn rule_hits(&self, gen_: u8, id: u32) -> Result<u64> {
+        let v = self
+            .rule_hits
+            .get(&(u32::from(gen_) * MAX_RULES + id), 0)
+            .context(|| format!("reading {MAP_RULE_HITS}"))?;
+        Ok(v.iter().sum())
+    }
+
+    /// Sets the hits of rule `id` in generation `gen_` (the count goes to the first CPU).
+    pub fn set_rule_hits(&mut self, gen_: u8, id: u32, hits: u64) -> Result<()> {
+        let n = aya::util::nr_cpus().map_err(|(_, e)| e).context(|| "counting CPUs".to_string())?;
+        let mut vals = vec![0u64; n];
+        vals[0] = hits;
+        let vals = PerCpuValues::try_from(vals).context(|| "per-CPU values".to_string())?;
+        self.rule_hits
+            .set(u32::from(gen_) * MAX_RULES + id, vals, 0)
+            .context(|| format!("writing {MAP_RULE_HITS}"))
     }
 }

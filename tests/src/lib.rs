@@ -11,6 +11,7 @@
 
 pub mod netns;
 pub mod packet;
+pub mod policy;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,10 @@
 //! A row passes when the program returns the expected action AND exactly one counter moved:
 //! the expected reason's, by one packet.
 
-use sg_common::{Action, Direction, Reason};
+use sg_common::{
+    Action, Direction, Reason,
+    policy::{MAX_RULES, NO_RULE},
+};
 use sg_userspace::{loader::PrivateInstance, maps::InstanceMaps};
 
 /// XDP return codes.
@@ -20,12 +23,25 @@ pub struct Row {
     pub frame: Vec<u8>,
     pub action: Action,
     pub reason: Reason,
+    /// Expected rule id on the interface (checked through the recorded packet summary, so the
+    /// instance needs `CONFIG_RECORD_PARSE`).
+    pub rule: Option<u32>,
 }
 
 impl Row {
     /// A row whose action is the reason's fixed action.
     pub fn new(desc: impl Into<String>, dir: Direction, frame: Vec<u8>, reason: Reason) -> Self {
-        Row { desc: desc.into(), dir, frame, action: reason.action(), reason }
+        Row { desc: desc.into(), dir, frame, action: reason.action(), reason, rule: None }
+    }
+
+    /// An allowed row: reason `rule_allow`, attributed to rule `id`.
+    pub fn allow(desc: impl Into<String>, dir: Direction, frame: Vec<u8>, id: u32) -> Self {
+        Row { rule: Some(id), ..Row::new(desc, dir, frame, Reason::RuleAllow) }
+    }
+
+    /// A denied row: reason `no_rule`.
+    pub fn deny(desc: impl Into<String>, dir: Direction, frame: Vec<u8>) -> Self {
+        Row::new(desc, dir, frame, Reason::NoRule)
     }
 }
 
@@ -70,6 +86,20 @@ pub fn run_table(inst: &mut PrivateInstance, table: &str, rows: &[Row]) -> usize
         let got = action_of(row.dir, ret);
         let ok_action = got == Some(row.action);
         let ok_reason = moved == [(row.dir, row.reason, 1)];
+        if let Some(want) = row.rule {
+            let cfg = inst.maps().config().expect("config");
+            let want_slot = u32::from(cfg.active_gen & 1) * MAX_RULES + want;
+            let got_slot = inst.maps().last_parse().expect("summary").rule;
+            if got_slot != want_slot {
+                let shown =
+                    if got_slot == NO_RULE { "none".to_string() } else { (got_slot % MAX_RULES).to_string() };
+                failures.push(format!(
+                    "{} ({}): expected rule #{want}, got rule {shown}",
+                    row.desc,
+                    row.dir.as_str()
+                ));
+            }
+        }
         if !(ok_action && ok_reason) {
             let moved: Vec<String> =
                 moved.iter().map(|(d, r, n)| format!("{}/{}+{n}", d.as_str(), r.name())).collect();

@@ -1,8 +1,14 @@
 //! Command-line interface: one module per subcommand. `main.rs` parses [`Cli`] and calls
 //! [`run`]; each subcommand prints its own output.
 
+pub mod apply;
 pub mod attach;
 pub mod detach;
+pub mod explain;
+pub mod export;
+pub mod import;
+pub mod rule;
+pub mod stats;
 pub mod status;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +33,18 @@ pub enum Command {
     Detach(detach::DetachArgs),
     /// Show attached interfaces, XDP mode, TC attach kind, program ids and counters.
     Status(status::StatusArgs),
+    /// Validate, diff and hot-apply a rules file (TOML or AWS JSON) to its interfaces.
+    Apply(apply::ApplyArgs),
+    /// Add or remove one rule of the live rule set (and of a rules file with --file).
+    Rule(rule::RuleArgs),
+    /// Per-rule hit counters of the applied rule set.
+    Stats(stats::StatsArgs),
+    /// Which rule (if any) allows a packet, by the reference model.
+    Explain(explain::ExplainArgs),
+    /// Convert AWS describe-security-groups JSON to sgctl TOML (printed).
+    Import(import::ImportArgs),
+    /// Print the applied security groups as AWS describe-security-groups JSON.
+    Export(export::ExportArgs),
 }
 
 /// Runs one parsed command.
@@ -35,5 +53,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attach(args) => attach::run(&args),
         Command::Detach(args) => detach::run(&args),
         Command::Status(args) => status::run(&args),
+        Command::Apply(args) => apply::run(&args),
+        Command::Rule(args) => rule::run(&args),
+        Command::Stats(args) => stats::run(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Import(args) => import::run(&args),
+        Command::Export(args) => export::run(&args),
     }
 }

@@ -4,6 +4,7 @@ use clap::Args;
 use serde::Serialize;
 use sg_common::{
     Posture,
+    config::POLICY_GROUPS,
     maps::{PROG_EGRESS, PROG_INGRESS},
 };
 
@@ -39,6 +40,10 @@ pub struct IfaceStatus {
     pub ifindex: u32,
     pub xdp_mode: &'static str,
     pub tc_kind: &'static str,
+    /// `posture` or `groups`.
+    pub policy: &'static str,
+    /// Rule set applied (`groups`), as numbered by sgctl apply.
+    pub policy_seq: u64,
     pub ingress: &'static str,
     pub egress: &'static str,
     pub attached_at: u64,
@@ -65,6 +70,8 @@ pub fn collect() -> Result<Status> {
             ifindex: cfg.ifindex,
             xdp_mode: xdp_mode_name(cfg.xdp_mode),
             tc_kind: tc_kind_name(cfg.tc_kind),
+            policy: if cfg.policy_mode == POLICY_GROUPS { "groups" } else { "posture" },
+            policy_seq: cfg.policy_seq,
             ingress: Posture::from_u8(cfg.ingress_posture).map_or("invalid", Posture::as_str),
             egress: Posture::from_u8(cfg.egress_posture).map_or("invalid", Posture::as_str),
             attached_at: cfg.attached_at,
@@ -94,10 +101,17 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for s in &status.interfaces {
-        println!(
-            "{} ({}, ifindex {}): ingress {}, egress {}",
-            s.iface, s.state, s.ifindex, s.ingress, s.egress
-        );
+        if s.policy == "groups" {
+            println!(
+                "{} ({}, ifindex {}): security groups, rule set #{}",
+                s.iface, s.state, s.ifindex, s.policy_seq
+            );
+        } else {
+            println!(
+                "{} ({}, ifindex {}): ingress {}, egress {}",
+                s.iface, s.state, s.ifindex, s.ingress, s.egress
+            );
+        }
         println!(
             "  XDP {} prog {} link {}; TC {} prog {} link {}",
             s.xdp_mode,

@@ -1,0 +1,179 @@
+//! Hot apply of a rule set to the live interfaces, all or nothing.
+//!
+//! 1. Compile every interface's plan (pure; any error: nothing touched).
+//! 2. Take the apply lock; diff against the applied state.
+//! 3. Phase one: for each attached interface write the *inactive* generation of its maps;
+//!    attach interfaces new to the file with their policy already written. Any failure
+//!    detaches what this apply attached and leaves every active generation as it was.
+//! 4. Save the new state (seq + 1), then phase two: flip each interface's `active_gen` (one
+//!    map update each; the datapath sees the old or the new policy, never a mix).
+//! 5. Detach interfaces the new file no longer lists.
+//!
+//! Rule hit counts of rules that stay (same group, direction and content) carry over.
+
+use std::collections::HashMap;
+
+use sg_common::{IfaceConfig, config::POLICY_GROUPS};
+
+use crate::{
+    error::{Error, Result},
+    loader::{self, ModeRequest},
+    maps::InstanceMaps,
+    pins,
+    rules::{
+        RuleRef, RuleSet,
+        compile::{self, IfacePlan},
+        diff::{Diff, diff},
+    },
+    state::{self, State},
+};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyOptions {
+    /// Compute and report the diff only.
+    pub dry_run: bool,
+    /// XDP mode for interfaces this apply attaches.
+    pub mode: Option<ModeRequest>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ApplyReport {
+    pub diff: Diff,
+    pub applied: bool,
+    pub seq: u64,
+    /// Interfaces now enforcing this rule set.
+    pub interfaces: Vec<String>,
+    /// Interfaces detached because the file no longer lists them.
+    pub detached: Vec<String>,
+    /// Problems detaching dropped interfaces (the new policy is applied regardless).
+    pub warnings: Vec<String>,
+}
+
+/// Identity of a rule across applies, for carrying hit counts over.
+fn identity(r: &RuleRef) -> (String, crate::rules::Dir, String) {
+    (r.group.clone(), r.dir, format!("{:?}", r.rule.identity()))
+}
+
+/// Hits of the active generation, keyed by rule identity (a list per identity, in id order).
+fn old_hits(
+    maps: &InstanceMaps,
+    cfg: &IfaceConfig,
+    old: &[RuleRef],
+) -> HashMap<(String, crate::rules::Dir, String), Vec<u64>> {
+    let mut m: HashMap<_, Vec<u64>> = HashMap::new();
+    if cfg.policy_mode != POLICY_GROUPS {
+        return m;
+    }
+    for (id, r) in old.iter().enumerate() {
+        let hits = maps.rule_hits(cfg.active_gen & 1, id as u32).unwrap_or(0);
+        m.entry(identity(r)).or_default().push(hits);
+    }
+    m
+}
+
+struct Staged {
+    attached: loader::Attached,
+    cfg: IfaceConfig,
+}
+
+/// Applies `rs` (see the module documentation). With `dry_run`, only the diff.
+pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
+    pins::check_root()?;
+    pins::check_bpffs()?;
+    let plans = compile::compile(rs)?;
+    let _lock = state::lock()?;
+    let old = state::load()?;
+    let d = diff(old.as_ref().map(|s| &s.ruleset), rs);
+    let seq = old.as_ref().map_or(0, |s| s.seq) + 1;
+    let mut report = ApplyReport {
+        diff: d,
+        applied: false,
+        seq,
+        interfaces: plans.iter().map(|p| p.iface.clone()).collect(),
+        detached: Vec::new(),
+        warnings: Vec::new(),
+    };
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let mut newly: Vec<String> = Vec::new();
+    let staged = match stage(&plans, old.as_ref(), seq, opts, &mut newly) {
+        Ok(s) => s,
+        Err(e) => {
+            rollback(&newly);
+            return Err(e);
+        }
+    };
+    if let Err(e) = state::save(&State { seq, ruleset: rs.clone() }) {
+        rollback(&newly);
+        return Err(e);
+    }
+    for mut s in staged {
+        s.attached.maps.set_config(&s.cfg)?;
+    }
+    report.applied = true;
+    for iface in report.diff.detach.clone() {
+        match loader::detach(&iface) {
+            Ok(_) => report.detached.push(iface),
+            Err(Error::NotAttached { .. }) => report.detached.push(iface),
+            Err(e) => report.warnings.push(format!("detaching {iface}: {e}")),
+        }
+    }
+    Ok(report)
+}
+
+/// Phase one: write inactive generations, attach new interfaces.
+fn stage(
+    plans: &[IfacePlan],
+    old: Option<&State>,
+    seq: u64,
+    opts: ApplyOptions,
+    newly: &mut Vec<String>,
+) -> Result<Vec<Staged>> {
+    let mut staged = Vec::new();
+    for plan in plans {
+        match loader::open_attached(&plan.iface)? {
+            Some(mut attached) => {
+                let cfg = attached.maps.config()?;
+                let old_rules = old.map(|s| s.ruleset.iface_rules(&plan.iface)).unwrap_or_default();
+                let mut carried = old_hits(&attached.maps, &cfg, &old_rules);
+                let gen_ = (cfg.active_gen & 1) ^ 1;
+                attached.maps.write_generation(gen_, plan)?;
+                for (id, r) in plan.rules.iter().enumerate() {
+                    if let Some(list) = carried.get_mut(&identity(r))
+                        && !list.is_empty()
+                    {
+                        let hits = list.remove(0);
+                        if hits > 0 {
+                            attached.maps.set_rule_hits(gen_, id as u32, hits)?;
+                        }
+                    }
+                }
+                let cfg =
+                    IfaceConfig { policy_mode: POLICY_GROUPS, active_gen: gen_, policy_seq: seq, ..cfg };
+                staged.push(Staged { attached, cfg });
+            }
+            None => {
+                loader::attach_with_policy(&plan.iface, opts.mode.unwrap_or(ModeRequest::Auto), plan, seq)?;
+                newly.push(plan.iface.clone());
+            }
+        }
+    }
+    Ok(staged)
+}
+
+fn rollback(newly: &[String]) {
+    for iface in newly {
+        if let Err(e) = loader::detach(iface) {
+            log::error!("rollback: detaching {iface}: {e}");
+        }
+    }
+}
+
+/// The applied rule set, or an error saying there is none.
+pub fn applied() -> Result<State> {
+    state::load()?.ok_or_else(|| Error::Usage {
+        what: "no rule set applied in this network namespace".into(),
+        detail: "run `sgctl apply FILE` first".into(),
+    })
+}

@@ -1,0 +1,104 @@
+//! What an apply changes, for `sgctl apply` (and `--dry-run`): interfaces attached,
+//! detached or re-bound, groups added or removed, rules added or removed per group.
+
+use std::collections::BTreeMap;
+
+use super::{Dir, Group, Rule, RuleSet};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Diff {
+    /// Human-readable lines: `+` added, `-` removed, `~` changed.
+    pub lines: Vec<String>,
+    /// Interfaces in the new set and not in the old one.
+    pub attach: Vec<String>,
+    /// Interfaces in the old set and not in the new one.
+    pub detach: Vec<String>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+type Identity = (super::Proto, super::Ports, super::Peer, Option<String>);
+
+fn counts(rules: &[Rule]) -> BTreeMap<Identity, usize> {
+    let mut m = BTreeMap::new();
+    for r in rules {
+        *m.entry(r.identity()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn rule_lines(name: &str, old: &Group, new: &Group, out: &mut Vec<String>) {
+    for dir in Dir::BOTH {
+        let (o, n) = (counts(old.rules(dir)), counts(new.rules(dir)));
+        for r in new.rules(dir) {
+            let id = r.identity();
+            if n[&id] > o.get(&id).copied().unwrap_or(0) && !out.iter().any(|l| l.ends_with(&r.describe(dir)))
+            {
+                out.push(format!("group {name}: + {} {}", dir.as_str(), r.describe(dir)));
+            }
+        }
+        for r in old.rules(dir) {
+            let id = r.identity();
+            if o[&id] > n.get(&id).copied().unwrap_or(0) && !out.iter().any(|l| l.ends_with(&r.describe(dir)))
+            {
+                out.push(format!("group {name}: - {} {}", dir.as_str(), r.describe(dir)));
+            }
+        }
+    }
+    if old.members != new.members {
+        out.push(format!(
+            "group {name}: ~ members ({} -> {} addresses)",
+            old.members.len(),
+            new.members.len()
+        ));
+    }
+}
+
+/// Differences from `old` (the applied set, if any) to `new`.
+pub fn diff(old: Option<&RuleSet>, new: &RuleSet) -> Diff {
+    let empty = RuleSet::default();
+    let old = old.unwrap_or(&empty);
+    let mut d = Diff::default();
+    for b in &new.interfaces {
+        match old.binding(&b.iface) {
+            None => {
+                d.lines.push(format!("+ interface {} (groups {})", b.iface, b.groups.join(", ")));
+                d.attach.push(b.iface.clone());
+            }
+            Some(ob) if ob.groups != b.groups => d.lines.push(format!(
+                "~ interface {}: groups {} -> {}",
+                b.iface,
+                ob.groups.join(", "),
+                b.groups.join(", ")
+            )),
+            Some(_) => {}
+        }
+    }
+    for b in &old.interfaces {
+        if new.binding(&b.iface).is_none() {
+            d.lines.push(format!("- interface {}", b.iface));
+            d.detach.push(b.iface.clone());
+        }
+    }
+    for g in &new.groups {
+        match old.group(&g.name) {
+            None => d.lines.push(format!(
+                "+ group {} ({} ingress, {} egress rules)",
+                g.name,
+                g.ingress.len(),
+                g.egress.len()
+            )),
+            Some(og) => rule_lines(&g.name, og, g, &mut d.lines),
+        }
+    }
+    for g in &old.groups {
+        if new.group(&g.name).is_none() {
+            d.lines.push(format!("- group {}", g.name));
+        }
+    }
+    d
+}

@@ -1,0 +1,399 @@
+//! Security groups: the rule language and everything between a rules file and the maps.
+//!
+//! Stages, as ripgrep separates raw and resolved arguments:
+//! 1. syntax: `toml` (native) and `aws` (describe-security-groups JSON) read a file into the
+//!    same located, unchecked [`raw`] form. Syntax errors carry file:line:column.
+//! 2. [`validate`]: raw -> checked [`RuleSet`] (protocols, ports, CIDRs, references, quotas);
+//!    every problem is reported with file:line:column, and one problem rejects the whole file.
+//! 3. [`compile`]: a pure function from a `RuleSet` to one [`compile::IfacePlan`] per interface:
+//!    LPM entries and port-set segments, ready for the maps.
+//!
+//! [`model`] is the reference semantics (evaluate a packet against a `RuleSet`): it backs
+//! `sgctl explain` and the differential tests that hold the datapath to it.
+
+pub mod aws;
+pub mod compile;
+pub mod diff;
+pub mod model;
+pub mod raw;
+pub mod toml_front;
+pub mod toml_out;
+pub mod validate;
+
+use std::{fmt, net::IpAddr, path::Path};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Where something was written: file, line and column (1-based).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Loc {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Loc {
+    /// The location of byte `offset` in `text` (for one-off use; see [`LineIndex`]).
+    pub fn at(file: &str, text: &str, offset: usize) -> Loc {
+        LineIndex::new(text).loc(file, text, offset)
+    }
+}
+
+/// Byte offsets of line starts, to turn many offsets of one text into locations quickly.
+pub struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    /// Line and column (1-based, column in characters) of byte `offset`.
+    pub fn loc(&self, file: &str, text: &str, offset: usize) -> Loc {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        Loc { file: file.to_string(), line, col: text[start..offset].chars().count() + 1 }
+    }
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// One problem in a rules file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub loc: Loc,
+    pub msg: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.loc, self.msg)
+    }
+}
+
+/// Every problem found in a rules file (never empty). The file is rejected whole.
+#[derive(Clone, Debug, thiserror::Error)]
+pub struct RuleErrors(pub Vec<Diagnostic>);
+
+impl fmt::Display for RuleErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl RuleErrors {
+    pub fn one(loc: Loc, msg: impl Into<String>) -> Self {
+        RuleErrors(vec![Diagnostic { loc, msg: msg.into() }])
+    }
+}
+
+/// Limits on a rule set. Defaults far above AWS's (60 rules per group and direction,
+/// 5 groups per interface); a rules file may set its own in `[quotas]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotas {
+    /// Rules per group and direction; each peer (CIDR, group, prefix list) counts as one, as
+    /// in AWS.
+    pub rules_per_group: usize,
+    /// Groups bound to one interface.
+    pub groups_per_interface: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas { rules_per_group: 10_000, groups_per_interface: 16 }
+    }
+}
+
+/// A protocol: all, or one IANA number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Proto {
+    All,
+    Num(u8),
+}
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+pub const ICMPV6: u8 = 58;
+
+impl Proto {
+    /// AWS's spelling: "tcp", "udp", "icmp", "icmpv6", "-1", or the number.
+    pub fn aws_name(self) -> String {
+        match self {
+            Proto::All => "-1".to_string(),
+            Proto::Num(TCP) => "tcp".to_string(),
+            Proto::Num(UDP) => "udp".to_string(),
+            Proto::Num(ICMP) => "icmp".to_string(),
+            Proto::Num(ICMPV6) => "icmpv6".to_string(),
+            Proto::Num(n) => n.to_string(),
+        }
+    }
+
+    /// The TOML spelling: "all" or as AWS.
+    pub fn name(self) -> String {
+        match self {
+            Proto::All => "all".to_string(),
+            p => p.aws_name(),
+        }
+    }
+
+    pub fn is_icmp(self) -> bool {
+        matches!(self, Proto::Num(ICMP | ICMPV6))
+    }
+
+    pub fn has_ports(self) -> bool {
+        matches!(self, Proto::Num(TCP | UDP))
+    }
+}
+
+/// What a rule allows of its protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Ports {
+    /// Every port, type, or the whole protocol.
+    All,
+    /// Destination ports `lo..=hi` (TCP, UDP).
+    Range(u16, u16),
+    /// ICMP type and code; `None` = any. A code needs a type.
+    Icmp { icmp_type: Option<u8>, code: Option<u8> },
+}
+
+/// The other end a rule allows, as written (resolved to CIDRs by [`RuleSet::peer_nets`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Peer {
+    Cidr(IpNet),
+    /// The members of a group (their addresses).
+    Group(String),
+    /// The entries of a prefix list.
+    PrefixList(String),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Cidr(n) => write!(f, "{n}"),
+            Peer::Group(g) => write!(f, "group {g}"),
+            Peer::PrefixList(p) => write!(f, "prefix-list {p}"),
+        }
+    }
+}
+
+/// Direction of a rule, as in AWS (ingress: peer = source; egress: peer = destination).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Dir {
+    Ingress,
+    Egress,
+}
+
+impl Dir {
+    pub const BOTH: [Dir; 2] = [Dir::Ingress, Dir::Egress];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dir::Ingress => "ingress",
+            Dir::Egress => "egress",
+        }
+    }
+
+    pub fn datapath(self) -> sg_common::Direction {
+        match self {
+            Dir::Ingress => sg_common::Direction::Ingress,
+            Dir::Egress => sg_common::Direction::Egress,
+        }
+    }
+}
+
+/// One checked rule: one line of a group's ingress or egress list (several peers of one line
+/// are expanded into several rules with the same `index`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub proto: Proto,
+    pub ports: Ports,
+    pub peer: Peer,
+    pub description: Option<String>,
+    /// Position of the line in the group's list for this direction (0-based).
+    pub index: usize,
+    pub loc: Loc,
+}
+
+impl Rule {
+    /// The rule as one line: `tcp 443 from 0.0.0.0/0 "web"`.
+    pub fn describe(&self, dir: Dir) -> String {
+        let what = match (self.proto, self.ports) {
+            (Proto::All, _) => "all".to_string(),
+            (p, Ports::All) => format!("{} all", p.name()),
+            (p, Ports::Range(lo, hi)) if lo == hi => format!("{} {lo}", p.name()),
+            (p, Ports::Range(lo, hi)) => format!("{} {lo}-{hi}", p.name()),
+            (p, Ports::Icmp { icmp_type, code }) => {
+                let t = icmp_type.map_or("-1".to_string(), |t| t.to_string());
+                let c = code.map_or("-1".to_string(), |c| c.to_string());
+                format!("{} type {t} code {c}", p.name())
+            }
+        };
+        let arrow = if dir == Dir::Ingress { "from" } else { "to" };
+        match &self.description {
+            Some(d) => format!("{what} {arrow} {} ({d:?})", self.peer),
+            None => format!("{what} {arrow} {}", self.peer),
+        }
+    }
+
+    /// Identity of a rule for diffs and hit carry-over: everything but its location.
+    pub fn identity(&self) -> (Proto, Ports, Peer, Option<String>) {
+        (self.proto, self.ports, self.peer.clone(), self.description.clone())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub description: Option<String>,
+    /// AWS GroupId (sg-...), kept for import/export.
+    pub aws_id: Option<String>,
+    /// Addresses of the group's members (what `from_group` / `to_group` resolve to),
+    /// including those of `member_groups`, transitively.
+    pub members: Vec<IpAddr>,
+    /// Groups whose members are members of this group.
+    pub member_groups: Vec<String>,
+    pub ingress: Vec<Rule>,
+    pub egress: Vec<Rule>,
+    /// `true` when the file gave no egress list: AWS's default allow-all egress was added.
+    pub default_egress: bool,
+    pub loc: Loc,
+}
+
+impl Group {
+    pub fn rules(&self, dir: Dir) -> &[Rule] {
+        match dir {
+            Dir::Ingress => &self.ingress,
+            Dir::Egress => &self.egress,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixList {
+    pub name: String,
+    pub entries: Vec<IpNet>,
+    pub loc: Loc,
+}
+
+/// The groups bound to an interface, in file order of the binding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub iface: String,
+    pub groups: Vec<String>,
+    pub loc: Loc,
+}
+
+/// A checked rule set: every reference resolves, every value is in range, quotas hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSet {
+    pub quotas: Quotas,
+    /// In file order (the order that decides which rule a flow is attributed to).
+    pub groups: Vec<Group>,
+    pub prefix_lists: Vec<PrefixList>,
+    pub interfaces: Vec<Binding>,
+}
+
+/// A rule as seen from an interface: its id there is its position in
+/// [`RuleSet::iface_rules`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub group: String,
+    pub dir: Dir,
+    pub rule: Rule,
+}
+
+impl RuleSet {
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn binding(&self, iface: &str) -> Option<&Binding> {
+        self.interfaces.iter().find(|b| b.iface == iface)
+    }
+
+    /// The rules that apply on `iface`, in file order (groups in file order, then ingress
+    /// before egress, then list order). A rule's id on the interface is its index here.
+    pub fn iface_rules(&self, iface: &str) -> Vec<RuleRef> {
+        let Some(binding) = self.binding(iface) else { return Vec::new() };
+        let mut out = Vec::new();
+        for g in self.groups.iter().filter(|g| binding.groups.contains(&g.name)) {
+            for dir in Dir::BOTH {
+                for r in g.rules(dir) {
+                    out.push(RuleRef { group: g.name.clone(), dir, rule: r.clone() });
+                }
+            }
+        }
+        out
+    }
+
+    /// The networks a peer stands for.
+    pub fn peer_nets(&self, peer: &Peer) -> Vec<IpNet> {
+        match peer {
+            Peer::Cidr(n) => vec![*n],
+            Peer::Group(g) => {
+                self.group(g).map(|g| g.members.iter().map(|a| IpNet::from(*a)).collect()).unwrap_or_default()
+            }
+            Peer::PrefixList(p) => {
+                self.prefix_lists.iter().find(|l| &l.name == p).map(|l| l.entries.clone()).unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// Input formats of a rules file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// sgctl's TOML.
+    Toml,
+    /// `aws ec2 describe-security-groups` JSON.
+    Aws,
+}
+
+/// Extra input for AWS JSON, which has no interfaces, members or prefix-list entries.
+#[derive(Clone, Debug, Default)]
+pub struct AwsContext {
+    /// `IFACE=GROUP[,GROUP...]` bindings (GroupId or GroupName).
+    pub bindings: Vec<String>,
+    /// TOML file with `[groups.<id or name>] members = [...]` and `[prefix_lists.<id>]`.
+    pub members: Option<(String, String)>,
+}
+
+/// Reads, parses and validates a rules file.
+pub fn load(path: &Path, format: Format, aws: &AwsContext) -> Result<RuleSet, RuleErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        RuleErrors::one(Loc { file: name.clone(), line: 0, col: 0 }, format!("cannot read: {e}"))
+    })?;
+    parse_str(&name, &text, format, aws)
+}
+
+/// Parses and validates rules from text (`name` is used in messages).
+pub fn parse_str(name: &str, text: &str, format: Format, aws: &AwsContext) -> Result<RuleSet, RuleErrors> {
+    let raw = match format {
+        Format::Toml => toml_front::parse(name, text)?,
+        Format::Aws => aws::parse(name, text, aws)?,
+    };
+    validate::validate(&raw)
+}
+
+#[cfg(test)]
+mod tests;

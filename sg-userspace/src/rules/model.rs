@@ -1,0 +1,72 @@
+//! The reference semantics of security groups, written for clarity, not speed: the datapath
+//! must agree with it on every packet (differential tests), and `sgctl explain` prints it.
+//!
+//! A packet is allowed in a direction when some rule of that direction, in a group bound to
+//! the interface, covers its peer address (source for ingress, destination for egress) and
+//! its protocol/port or ICMP type/code. The rule reported is the first such rule in file
+//! order. A non-first fragment carries no ports and is not matched (`fragment_no_ports`).
+
+use std::net::IpAddr;
+
+use sg_common::Reason;
+
+use super::{Dir, RuleRef, RuleSet, compile::key_range};
+
+/// What the model needs of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    /// Destination port (TCP, UDP).
+    pub dport: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// A fragment with a non-zero offset.
+    pub later_fragment: bool,
+}
+
+/// The model's decision: a reason (`rule_allow`, `no_rule`, `fragment_no_ports`) and, when
+/// allowed, the rule's id on the interface (index into `RuleSet::iface_rules`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub reason: Reason,
+    pub rule: Option<usize>,
+}
+
+/// The 16 low bits of the flow key (mirrors the datapath's definition).
+pub fn key_low16(p: &Probe) -> u16 {
+    match (p.proto, p.src) {
+        (super::TCP | super::UDP, _) => p.dport,
+        (super::ICMP, IpAddr::V4(_)) | (super::ICMPV6, IpAddr::V6(_)) => {
+            (u16::from(p.icmp_type) << 8) | u16::from(p.icmp_code)
+        }
+        _ => 0,
+    }
+}
+
+/// Does `r` allow `p` in `dir`?
+pub fn rule_allows(rs: &RuleSet, r: &RuleRef, dir: Dir, p: &Probe) -> bool {
+    if r.dir != dir {
+        return false;
+    }
+    let peer = match dir {
+        Dir::Ingress => p.src,
+        Dir::Egress => p.dst,
+    };
+    let key = sg_common::policy::flow_key(p.proto, key_low16(p));
+    let (lo, hi) = key_range(r.rule.proto, r.rule.ports);
+    (lo..=hi).contains(&key) && rs.peer_nets(&r.rule.peer).iter().any(|n| n.contains(&peer))
+}
+
+/// Evaluates `p` arriving (ingress) or leaving (egress) on `iface`.
+pub fn evaluate(rs: &RuleSet, iface: &str, dir: Dir, p: &Probe) -> Decision {
+    if p.later_fragment {
+        return Decision { reason: Reason::FragmentNoPorts, rule: None };
+    }
+    let rules = rs.iface_rules(iface);
+    match rules.iter().position(|r| rule_allows(rs, r, dir, p)) {
+        Some(i) => Decision { reason: Reason::RuleAllow, rule: Some(i) },
+        None => Decision { reason: Reason::NoRule, rule: None },
+    }
+}

@@ -1,0 +1,301 @@
+//! Front ends and validation: every error kind, with its file:line:column text.
+
+use super::*;
+
+fn parse(text: &str) -> Result<RuleSet, RuleErrors> {
+    parse_str("t.toml", text, Format::Toml, &AwsContext::default())
+}
+
+/// "t.toml:LINE:COL" of the first occurrence of `needle` in `text`.
+fn at(text: &str, needle: &str) -> String {
+    let off = text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in the test text"));
+    Loc::at("t.toml", text, off).to_string()
+}
+
+/// The one error of `text`; it must be at `needle` and contain `msg`.
+fn expect_error(text: &str, needle: &str, msg: &str) {
+    let errs = parse(text).expect_err("must be rejected");
+    let want = at(text, needle);
+    assert!(
+        errs.0.iter().any(|d| d.loc.to_string() == want && d.msg.contains(msg)),
+        "expected `{want}: ...{msg}...`, got:\n{errs}"
+    );
+    // Every message is one line and names file:line:column.
+    for d in &errs.0 {
+        assert!(!d.msg.contains('\n'), "{d}");
+        assert!(d.to_string().starts_with("t.toml:"), "{d}");
+    }
+}
+
+fn group_with(rule: &str) -> String {
+    format!("[groups.web]\ningress = [\n  {rule},\n]\n[interfaces.eth0]\ngroups = [\"web\"]\n")
+}
+
+#[test]
+fn the_sketch_from_the_issue_parses() {
+    let text = r#"
+[groups.web]
+description = "public web server"
+ingress = [
+  { proto = "tcp", ports = "80", from = "0.0.0.0/0" },
+  { proto = "tcp", ports = "443", from = ["0.0.0.0/0", "::/0"] },
+  { proto = "tcp", ports = "22", from = "203.0.113.7/32", description = "admin" },
+  { proto = "icmp", icmp_type = 8, from = "0.0.0.0/0" },
+  { proto = "tcp", ports = "5432", from_group = "app" },
+  { proto = "tcp", ports = "1024-65535", from_prefix_list = "office" },
+  { proto = -1, from = "198.51.100.0/24" },
+  { proto = 47, from = "198.51.100.0/24" },
+]
+egress = [ { proto = "all", to = ["0.0.0.0/0", "::/0"] } ]
+[groups.app]
+members = ["198.51.100.10", "2001:db8::10"]
+[prefix_lists.office]
+entries = ["203.0.113.0/28"]
+[interfaces.eth0]
+groups = ["web"]
+"#;
+    let rs = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let web = rs.group("web").unwrap();
+    assert_eq!(web.ingress.len(), 9, "the 443 line has two peers");
+    assert_eq!(web.ingress[1].index, 1);
+    assert_eq!(web.ingress[2].index, 1);
+    assert_eq!(web.ingress[3].description.as_deref(), Some("admin"));
+    assert_eq!(web.ingress[4].ports, Ports::Icmp { icmp_type: Some(8), code: None });
+    assert_eq!(web.ingress[6].ports, Ports::Range(1024, 65535));
+    assert_eq!(web.ingress[7].proto, Proto::All);
+    assert_eq!(web.ingress[8].proto, Proto::Num(47));
+    assert!(!web.default_egress);
+    assert!(rs.group("app").unwrap().default_egress, "no egress list: AWS default allow-all");
+    assert_eq!(rs.peer_nets(&Peer::Group("app".into())).len(), 2);
+    assert_eq!(web.ingress[0].loc.line, 5);
+    let rules = rs.iface_rules("eth0");
+    assert_eq!(rules.len(), 11, "9 ingress + egress to 0.0.0.0/0 and ::/0");
+}
+
+#[test]
+fn bad_cidr() {
+    let t = group_with(r#"{ proto = "tcp", ports = "22", from = "10.0.0.300/8" }"#);
+    expect_error(&t, "\"10.0.0.300/8\"", "bad CIDR '10.0.0.300/8'");
+}
+
+#[test]
+fn host_bits_set() {
+    let t = group_with(r#"{ proto = "tcp", ports = "22", from = "10.0.0.1/8" }"#);
+    expect_error(&t, "\"10.0.0.1/8\"", "host bits set in 10.0.0.1/8 (the network is 10.0.0.0/8)");
+}
+
+#[test]
+fn missing_prefix_length() {
+    let t = group_with(r#"{ proto = "tcp", ports = "22", from = "203.0.113.7" }"#);
+    expect_error(&t, "\"203.0.113.7\"", "missing prefix length (write 203.0.113.7/32)");
+}
+
+#[test]
+fn port_range_reversed() {
+    let t = group_with(r#"{ proto = "tcp", ports = "90-80", from = "0.0.0.0/0" }"#);
+    expect_error(&t, "\"90-80\"", "port range 90-80 is reversed");
+}
+
+#[test]
+fn port_out_of_range() {
+    let t = group_with(r#"{ proto = "udp", ports = 70000, from = "0.0.0.0/0" }"#);
+    expect_error(&t, "70000", "port 70000 out of range 0-65535");
+}
+
+#[test]
+fn ports_on_icmp() {
+    let t = group_with(r#"{ proto = "icmp", ports = "8", from = "0.0.0.0/0" }"#);
+    expect_error(&t, "\"8\"", "ports apply only to tcp and udp, not icmp (use icmp_type and icmp_code)");
+}
+
+#[test]
+fn icmp_type_on_tcp() {
+    let t = group_with(r#"{ proto = "tcp", icmp_type = 8, from = "0.0.0.0/0" }"#);
+    expect_error(&t, "8,", "icmp_type applies only to icmp and icmpv6, not tcp");
+}
+
+#[test]
+fn icmp_code_without_type() {
+    let t = group_with(r#"{ proto = "icmpv6", icmp_code = 4, from = "::/0" }"#);
+    expect_error(&t, "4,", "icmp_code needs an icmp_type");
+}
+
+#[test]
+fn unknown_group_in_rule() {
+    let t = group_with(r#"{ proto = "tcp", ports = "5432", from_group = "nope" }"#);
+    expect_error(&t, "\"nope\"", "unknown group 'nope'");
+}
+
+#[test]
+fn unknown_group_in_binding() {
+    let t = "[groups.web]\n[interfaces.eth0]\ngroups = [\"web\", \"ghost\"]\n";
+    expect_error(t, "\"ghost\"", "unknown group 'ghost'");
+}
+
+#[test]
+fn unknown_prefix_list() {
+    let t = group_with(r#"{ proto = "tcp", ports = "22", from_prefix_list = "office" }"#);
+    expect_error(&t, "\"office\"", "unknown prefix list 'office'");
+}
+
+#[test]
+fn membership_loop() {
+    let t = "[groups.a]\nmember_groups = [\"b\"]\n[groups.b]\nmember_groups = [\"c\"]\n[groups.c]\nmember_groups = [\"a\"]\n";
+    let errs = parse(t).expect_err("loop");
+    assert!(errs.to_string().contains("group membership loops: a -> b -> c -> a"), "{errs}");
+    expect_error(t, "\"a\"]", "group membership loops");
+}
+
+#[test]
+fn duplicate_names() {
+    let t = "[groups.web]\ningress = []\n[groups.web]\negress = []\n";
+    expect_error(t, "web]\negress", "duplicate key");
+    let t = "[groups.a]\naws_id = \"sg-1\"\n[groups.b]\naws_id = \"sg-1\"\n";
+    let errs = parse(t).unwrap_err().to_string();
+    assert!(errs.contains("t.toml:4:10: duplicate aws_id 'sg-1' (first at t.toml:2:10)"), "{errs}");
+}
+
+#[test]
+fn quota_rules_per_group() {
+    let t = "[quotas]\nrules_per_group = 2\n[groups.web]\ningress = [\n  { proto = \"tcp\", ports = \"1\", from = [\"192.0.2.0/24\", \"198.51.100.0/24\", \"203.0.113.0/24\"] },\n]\n";
+    expect_error(t, "web]", "group web has 3 ingress rules, quota is 2 (rules_per_group; each peer counts)");
+}
+
+#[test]
+fn quota_groups_per_interface() {
+    let t = "[quotas]\ngroups_per_interface = 1\n[groups.a]\n[groups.b]\n[interfaces.eth0]\ngroups = [\"a\", \"b\"]\n";
+    expect_error(t, "eth0]", "2 groups bound to eth0, quota is 1 (groups_per_interface)");
+}
+
+#[test]
+fn unknown_protocol() {
+    let t = group_with(r#"{ proto = "sctpx", from = "0.0.0.0/0" }"#);
+    expect_error(&t, "\"sctpx\"", "unknown protocol 'sctpx'");
+}
+
+#[test]
+fn protocol_number_out_of_range() {
+    let t = group_with(r#"{ proto = 300, from = "0.0.0.0/0" }"#);
+    expect_error(&t, "300", "protocol number 300 out of range 0-255");
+}
+
+#[test]
+fn rule_without_peer() {
+    let t = group_with(r#"{ proto = "tcp", ports = "22" }"#);
+    expect_error(&t, "{ proto", "rule has no peer");
+}
+
+#[test]
+fn two_peer_kinds() {
+    let t = "[groups.app]\n".to_string()
+        + &group_with(r#"{ proto = "tcp", ports = "22", from = "0.0.0.0/0", from_group = "app" }"#);
+    expect_error(&t, "\"app\" }", "a rule takes exactly one peer kind, found from and from_group");
+}
+
+#[test]
+fn peer_of_the_wrong_direction() {
+    let t = group_with(r#"{ proto = "tcp", ports = "22", to = "0.0.0.0/0" }"#);
+    expect_error(&t, "\"0.0.0.0/0\"", "`to` does not apply to an ingress rule (use `from`)");
+}
+
+#[test]
+fn description_too_long() {
+    let long = "x".repeat(256);
+    let t = group_with(&format!(
+        r#"{{ proto = "tcp", ports = "22", from = "0.0.0.0/0", description = "{long}" }}"#
+    ));
+    expect_error(&t, &format!("\"{long}\""), "description longer than 255 characters");
+}
+
+#[test]
+fn unknown_key() {
+    let t = group_with(r#"{ proto = "tcp", port = "22", from = "0.0.0.0/0" }"#);
+    expect_error(&t, "port =", "unknown field `port`");
+}
+
+#[test]
+fn invalid_names() {
+    expect_error("[groups.\"../etc\"]\n", "\"../etc\"", "invalid group name '../etc'");
+    expect_error(
+        "[groups.a]\n[interfaces.\"eth/0\"]\ngroups = [\"a\"]\n",
+        "\"eth/0\"",
+        "invalid interface name 'eth/0'",
+    );
+}
+
+#[test]
+fn member_not_an_address() {
+    expect_error(
+        "[groups.app]\nmembers = [\"10.0.0.0/8\"]\n",
+        "\"10.0.0.0/8\"",
+        "member '10.0.0.0/8' is not an IP address",
+    );
+}
+
+#[test]
+fn toml_syntax_error() {
+    expect_error("[groups.web\n", "\n", "");
+    let e = parse("[groups.web]\ningress = [ { proto = \"tcp\" \n").unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert!(e.0[0].loc.line >= 2, "{e}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let t = r#"[groups.web]
+ingress = [
+  { proto = "tcp", ports = "90-80", from = "0.0.0.0/0" },
+  { proto = "tcp", ports = "22", from = "10.0.0.1/8" },
+  { proto = "bogus", from = "0.0.0.0/0" },
+]
+"#;
+    let errs = parse(t).unwrap_err();
+    assert_eq!(errs.0.len(), 3, "{errs}");
+    assert_eq!(errs.0.iter().map(|d| d.loc.line).collect::<Vec<_>>(), vec![3, 4, 5]);
+}
+
+#[test]
+fn toml_output_round_trips() {
+    let text = r#"
+[quotas]
+rules_per_group = 100
+groups_per_interface = 3
+[groups."web-1"]
+description = "web \"front\""
+aws_id = "sg-0a1"
+ingress = [
+  { proto = "tcp", ports = "443", from = ["0.0.0.0/0", "::/0"], description = "https" },
+  { proto = "icmp", icmp_type = 3, icmp_code = 4, from = "0.0.0.0/0" },
+  { proto = "icmpv6", from = "::/0" },
+  { proto = "tcp", ports = "5432", from_group = "app" },
+  { proto = 50, from_prefix_list = "pl-1" },
+]
+[groups.app]
+members = ["198.51.100.10"]
+egress = []
+[prefix_lists.pl-1]
+entries = ["203.0.113.0/28"]
+[interfaces.eth0]
+groups = ["web-1", "app"]
+"#;
+    let a = parse(text).unwrap();
+    let out = toml_out::to_toml(&a);
+    let b = parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    let strip = |rs: &RuleSet| {
+        let mut rs = rs.clone();
+        for g in &mut rs.groups {
+            g.loc = Loc::default();
+            for r in g.ingress.iter_mut().chain(g.egress.iter_mut()) {
+                r.loc = Loc::default();
+            }
+        }
+        for l in &mut rs.prefix_lists {
+            l.loc = Loc::default();
+        }
+        for b in &mut rs.interfaces {
+            b.loc = Loc::default();
+        }
+        rs
+    };
+    assert_eq!(strip(&a), strip(&b), "{out}");
+}

@@ -1,0 +1,265 @@
+//! The native TOML front end: text -> [`RawRuleSet`], with file:line:column everywhere.
+//!
+//! ```toml
+//! [quotas]                       # optional
+//! rules_per_group = 60
+//! groups_per_interface = 5
+//!
+//! [groups.web]
+//! description = "public web server"
+//! ingress = [
+//!   { proto = "tcp", ports = "443", from = ["0.0.0.0/0", "::/0"] },
+//!   { proto = "icmp", icmp_type = 8, from = "0.0.0.0/0" },
+//!   { proto = "tcp", ports = "5432", from_group = "app" },
+//!   { proto = "tcp", ports = "22", from_prefix_list = "office", description = "admin" },
+//! ]
+//! # egress omitted: allow all (AWS default); `egress = []` allows nothing.
+//!
+//! [groups.app]
+//! members = ["198.51.100.10", "2001:db8::10"]
+//! member_groups = ["web"]        # optional: their members are members too
+//!
+//! [prefix_lists.office]
+//! entries = ["203.0.113.0/28"]
+//!
+//! [interfaces.eth0]
+//! groups = ["web"]
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    LineIndex, Loc, RuleErrors,
+    raw::{
+        At, PortsText, ProtoText, RawBinding, RawGroup, RawPeer, RawPrefixList, RawQuotas, RawRule,
+        RawRuleSet,
+    },
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileT {
+    quotas: Option<Spanned<QuotasT>>,
+    #[serde(default)]
+    groups: BTreeMap<Spanned<String>, Spanned<GroupT>>,
+    #[serde(default)]
+    prefix_lists: BTreeMap<Spanned<String>, Spanned<PrefixListT>>,
+    #[serde(default)]
+    interfaces: BTreeMap<Spanned<String>, Spanned<IfaceT>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotasT {
+    rules_per_group: Option<Spanned<i64>>,
+    groups_per_interface: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupT {
+    description: Option<Spanned<String>>,
+    aws_id: Option<Spanned<String>>,
+    #[serde(default)]
+    members: Vec<Spanned<String>>,
+    #[serde(default)]
+    member_groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    ingress: Vec<Spanned<RuleT>>,
+    egress: Option<Vec<Spanned<RuleT>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrefixListT {
+    #[serde(default)]
+    entries: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IfaceT {
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ProtoT {
+    Name(String),
+    Number(i64),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PortsT {
+    Text(String),
+    Number(i64),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleT {
+    proto: Option<Spanned<ProtoT>>,
+    ports: Option<Spanned<PortsT>>,
+    icmp_type: Option<Spanned<i64>>,
+    icmp_code: Option<Spanned<i64>>,
+    from: Option<Spanned<OneOrMany>>,
+    to: Option<Spanned<OneOrMany>>,
+    from_group: Option<Spanned<String>>,
+    to_group: Option<Spanned<String>>,
+    from_prefix_list: Option<Spanned<String>>,
+    to_prefix_list: Option<Spanned<String>>,
+    description: Option<Spanned<String>>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+    lines: LineIndex,
+}
+
+impl Ctx<'_> {
+    fn loc(&self, offset: usize) -> Loc {
+        self.lines.loc(self.file, self.text, offset)
+    }
+
+    fn at<T: Clone>(&self, s: &Spanned<T>) -> At<T> {
+        At::new(s.get_ref().clone(), self.loc(s.span().start))
+    }
+
+    fn at_opt<T: Clone>(&self, s: &Option<Spanned<T>>) -> Option<At<T>> {
+        s.as_ref().map(|s| self.at(s))
+    }
+}
+
+/// Parses sgctl's TOML into the raw form. Syntax errors (bad TOML, unknown keys, wrong types,
+/// duplicate keys) come back with their location.
+pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
+    let parsed: FileT = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let msg = e.message().trim().replace('\n', " ");
+        RuleErrors::one(Loc::at(file, text, offset), msg)
+    })?;
+    let cx = Ctx { file, text, lines: LineIndex::new(text) };
+    let mut out = RawRuleSet { file: file.to_string(), ..RawRuleSet::default() };
+    out.quotas = parsed.quotas.as_ref().map(|q| RawQuotas {
+        rules_per_group: cx.at_opt(&q.get_ref().rules_per_group),
+        groups_per_interface: cx.at_opt(&q.get_ref().groups_per_interface),
+    });
+    let mut groups: Vec<_> = parsed.groups.iter().collect();
+    groups.sort_by_key(|(k, _)| k.span().start);
+    for (name, g) in groups {
+        out.groups.push(group(&cx, name, g.get_ref()));
+    }
+    let mut lists: Vec<_> = parsed.prefix_lists.iter().collect();
+    lists.sort_by_key(|(k, _)| k.span().start);
+    for (name, l) in lists {
+        out.prefix_lists.push(RawPrefixList {
+            name: cx.at(name),
+            entries: l.get_ref().entries.iter().map(|e| cx.at(e)).collect(),
+        });
+    }
+    let mut ifaces: Vec<_> = parsed.interfaces.iter().collect();
+    ifaces.sort_by_key(|(k, _)| k.span().start);
+    for (name, i) in ifaces {
+        out.interfaces.push(RawBinding {
+            iface: cx.at(name),
+            groups: i.get_ref().groups.iter().map(|g| cx.at(g)).collect(),
+        });
+    }
+    Ok(out)
+}
+
+fn group(cx: &Ctx<'_>, name: &Spanned<String>, g: &GroupT) -> RawGroup {
+    RawGroup {
+        name: cx.at(name),
+        description: cx.at_opt(&g.description),
+        aws_id: cx.at_opt(&g.aws_id),
+        members: g.members.iter().map(|m| cx.at(m)).collect(),
+        member_groups: g.member_groups.iter().map(|m| cx.at(m)).collect(),
+        ingress: g.ingress.iter().map(|r| rule(cx, r, true)).collect(),
+        egress: g.egress.as_ref().map(|rs| rs.iter().map(|r| rule(cx, r, false)).collect()),
+    }
+}
+
+fn many(cx: &Ctx<'_>, s: &Spanned<OneOrMany>) -> Vec<At<String>> {
+    let loc = cx.loc(s.span().start);
+    match s.get_ref() {
+        OneOrMany::One(v) => vec![At::new(v.clone(), loc)],
+        OneOrMany::Many(vs) => vs.iter().map(|v| At::new(v.clone(), loc.clone())).collect(),
+    }
+}
+
+fn rule(cx: &Ctx<'_>, r: &Spanned<RuleT>, ingress: bool) -> RawRule {
+    let loc = cx.loc(r.span().start);
+    let t = r.get_ref();
+    let (cidrs, group, list) = if ingress {
+        (&t.from, &t.from_group, &t.from_prefix_list)
+    } else {
+        (&t.to, &t.to_group, &t.to_prefix_list)
+    };
+    let wrong: [(&str, Option<usize>); 3] = if ingress {
+        [
+            ("to", t.to.as_ref().map(|s| s.span().start)),
+            ("to_group", t.to_group.as_ref().map(|s| s.span().start)),
+            ("to_prefix_list", t.to_prefix_list.as_ref().map(|s| s.span().start)),
+        ]
+    } else {
+        [
+            ("from", t.from.as_ref().map(|s| s.span().start)),
+            ("from_group", t.from_group.as_ref().map(|s| s.span().start)),
+            ("from_prefix_list", t.from_prefix_list.as_ref().map(|s| s.span().start)),
+        ]
+    };
+    let wrong_direction =
+        wrong.iter().filter_map(|(k, off)| off.map(|o| At::new((*k).to_string(), cx.loc(o)))).collect();
+    let mut peers = Vec::new();
+    let mut peer_kinds = Vec::new();
+    if let Some(c) = cidrs {
+        peer_kinds.push(At::new(if ingress { "from" } else { "to" }, cx.loc(c.span().start)));
+        peers.extend(many(cx, c).into_iter().map(|a| At::new(RawPeer::Cidr(a.v), a.loc)));
+    }
+    if let Some(g) = group {
+        peer_kinds.push(At::new(if ingress { "from_group" } else { "to_group" }, cx.loc(g.span().start)));
+        peers.push(At::new(RawPeer::Group(g.get_ref().clone()), cx.loc(g.span().start)));
+    }
+    if let Some(l) = list {
+        let key = if ingress { "from_prefix_list" } else { "to_prefix_list" };
+        peer_kinds.push(At::new(key, cx.loc(l.span().start)));
+        peers.push(At::new(RawPeer::PrefixList(l.get_ref().clone()), cx.loc(l.span().start)));
+    }
+    RawRule {
+        loc,
+        proto: t.proto.as_ref().map(|p| {
+            let v = match p.get_ref() {
+                ProtoT::Name(n) => ProtoText::Name(n.clone()),
+                ProtoT::Number(n) => ProtoText::Number(*n),
+            };
+            At::new(v, cx.loc(p.span().start))
+        }),
+        ports: t.ports.as_ref().map(|p| {
+            let v = match p.get_ref() {
+                PortsT::Text(s) => PortsText::Text(s.clone()),
+                PortsT::Number(n) => PortsText::Number(*n),
+            };
+            At::new(v, cx.loc(p.span().start))
+        }),
+        icmp_type: cx.at_opt(&t.icmp_type),
+        icmp_code: cx.at_opt(&t.icmp_code),
+        peers,
+        wrong_direction,
+        peer_kinds,
+        description: cx.at_opt(&t.description),
+    }
+}

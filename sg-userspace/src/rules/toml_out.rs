@@ -1,0 +1,137 @@
+//! A checked rule set written back as sgctl TOML (what `sgctl import aws` prints). Reading the
+//! output again gives an equal rule set (up to source locations).
+
+use std::fmt::Write as _;
+
+use super::{Dir, Peer, Ports, Proto, Rule, RuleSet};
+
+/// A TOML string literal.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A TOML key: bare when possible.
+fn key(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        s.to_string()
+    } else {
+        q(s)
+    }
+}
+
+fn list(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
+}
+
+fn rule_line(rules: &[&Rule], dir: Dir) -> String {
+    let r = rules[0];
+    let mut fields = vec![format!("proto = {}", q(&r.proto.name()))];
+    match (r.proto, r.ports) {
+        (Proto::All, _) | (_, Ports::All) => {}
+        (_, Ports::Range(lo, hi)) if lo == hi => fields.push(format!("ports = {}", q(&lo.to_string()))),
+        (_, Ports::Range(lo, hi)) => fields.push(format!("ports = {}", q(&format!("{lo}-{hi}")))),
+        (_, Ports::Icmp { icmp_type, code }) => {
+            if let Some(t) = icmp_type {
+                fields.push(format!("icmp_type = {t}"));
+            }
+            if let Some(c) = code {
+                fields.push(format!("icmp_code = {c}"));
+            }
+        }
+    }
+    let (cidr_key, group_key, list_key) = match dir {
+        Dir::Ingress => ("from", "from_group", "from_prefix_list"),
+        Dir::Egress => ("to", "to_group", "to_prefix_list"),
+    };
+    match &r.peer {
+        Peer::Cidr(_) => {
+            let nets: Vec<String> = rules
+                .iter()
+                .filter_map(|r| if let Peer::Cidr(n) = &r.peer { Some(q(&n.to_string())) } else { None })
+                .collect();
+            fields.push(format!("{cidr_key} = {}", list(&nets)));
+        }
+        Peer::Group(g) => fields.push(format!("{group_key} = {}", q(g))),
+        Peer::PrefixList(l) => fields.push(format!("{list_key} = {}", q(l))),
+    }
+    if let Some(d) = &r.description {
+        fields.push(format!("description = {}", q(d)));
+    }
+    format!("  {{ {} }},", fields.join(", "))
+}
+
+/// Consecutive CIDR rules of one source line (same index, same everything but the CIDR) are
+/// written back as one line with a list.
+fn lines(rules: &[Rule], dir: Dir) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < rules.len() {
+        let r = &rules[i];
+        let mut run = vec![r];
+        if matches!(r.peer, Peer::Cidr(_)) {
+            while let Some(n) = rules.get(i + run.len()) {
+                let same = n.index == r.index
+                    && matches!(n.peer, Peer::Cidr(_))
+                    && (n.proto, n.ports, &n.description) == (r.proto, r.ports, &r.description);
+                if !same {
+                    break;
+                }
+                run.push(n);
+            }
+        }
+        i += run.len();
+        out.push(rule_line(&run, dir));
+    }
+    out
+}
+
+/// The rule set as sgctl TOML.
+pub fn to_toml(rs: &RuleSet) -> String {
+    let mut s = String::new();
+    let d = super::Quotas::default();
+    if rs.quotas != d {
+        let _ = writeln!(s, "[quotas]");
+        let _ = writeln!(s, "rules_per_group = {}", rs.quotas.rules_per_group);
+        let _ = writeln!(s, "groups_per_interface = {}\n", rs.quotas.groups_per_interface);
+    }
+    for g in &rs.groups {
+        let _ = writeln!(s, "[groups.{}]", key(&g.name));
+        if let Some(id) = &g.aws_id {
+            let _ = writeln!(s, "aws_id = {}", q(id));
+        }
+        if let Some(desc) = &g.description {
+            let _ = writeln!(s, "description = {}", q(desc));
+        }
+        if !g.members.is_empty() {
+            let m: Vec<String> = g.members.iter().map(|a| q(&a.to_string())).collect();
+            let _ = writeln!(s, "members = {}", list(&m));
+        }
+        for dir in Dir::BOTH {
+            if dir == Dir::Egress && g.default_egress {
+                continue;
+            }
+            let rules = g.rules(dir);
+            if rules.is_empty() {
+                let _ = writeln!(s, "{} = []", dir.as_str());
+                continue;
+            }
+            let _ = writeln!(s, "{} = [", dir.as_str());
+            for l in lines(rules, dir) {
+                let _ = writeln!(s, "{l}");
+            }
+            let _ = writeln!(s, "]");
+        }
+        s.push('\n');
+    }
+    for l in &rs.prefix_lists {
+        let _ = writeln!(s, "[prefix_lists.{}]", key(&l.name));
+        let e: Vec<String> = l.entries.iter().map(|n| q(&n.to_string())).collect();
+        let _ = writeln!(s, "entries = {}\n", list(&e));
+    }
+    for b in &rs.interfaces {
+        let _ = writeln!(s, "[interfaces.{}]", key(&b.iface));
+        let g: Vec<String> = b.groups.iter().map(|g| q(g)).collect();
+        let _ = writeln!(s, "groups = {}\n", list(&g));
+    }
+    s
+}

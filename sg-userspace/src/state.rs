@@ -1,0 +1,101 @@
+//! sgctl's state directory: `/run/sgctl/<netns inode>/` (0700), per network namespace like the
+//! pins. `state.json` (0600) holds the applied rule set with its sequence number; `lock`
+//! serialises applies. The state lives in /run, like the pins on bpffs: both are gone after a
+//! reboot, together.
+
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::PathBuf,
+};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::{Context as _, Error, Result},
+    pins,
+    rules::RuleSet,
+};
+
+/// Root of the state directories.
+pub const STATE_ROOT: &str = "/run/sgctl";
+
+/// What the last successful apply wrote.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    /// Incremented by every apply; interfaces' `IfaceConfig::policy_seq` must match.
+    pub seq: u64,
+    pub ruleset: RuleSet,
+}
+
+/// The state directory of the current network namespace (created 0700).
+pub fn dir() -> Result<PathBuf> {
+    let d = PathBuf::from(STATE_ROOT).join(pins::current_netns_inode()?.to_string());
+    pins::create_private_dir(&d)?;
+    Ok(d)
+}
+
+/// Holds the apply lock of this network namespace until dropped.
+pub struct Lock(#[allow(dead_code, reason = "held for its Drop")] Flock<fs::File>);
+
+/// Takes the apply lock; waits for a concurrent apply to finish.
+pub fn lock() -> Result<Lock> {
+    let path = dir()?.join("lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .context(|| format!("opening {}", path.display()))?;
+    let locked = Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::Io { what: format!("locking {}", path.display()), source: e.into() })?;
+    Ok(Lock(locked))
+}
+
+/// The applied state, if any.
+pub fn load() -> Result<Option<State>> {
+    let path = dir()?.join("state.json");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Inconsistent {
+        iface: "-".into(),
+        detail: format!("{} is not valid state: {e}", path.display()),
+    })
+}
+
+/// Writes the state atomically (temporary file, fsync, rename).
+pub fn save(state: &State) -> Result<()> {
+    let dir = dir()?;
+    let path = dir.join("state.json");
+    let tmp = dir.join(format!("state.json.{}", std::process::id()));
+    let text = serde_json::to_vec(state)
+        .map_err(|e| Error::Inconsistent { iface: "-".into(), detail: e.to_string() })?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(&text).context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().context(|| format!("syncing {}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+        .context(|| format!("chmod {}", tmp.display()))?;
+    fs::rename(&tmp, &path).context(|| format!("renaming to {}", path.display()))
+}
+
+/// Forgets the applied state (after the last interface it covered was detached).
+pub fn clear() -> Result<()> {
+    let path = dir()?.join("state.json");
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).context(|| format!("removing {}", path.display())),
+    }
+}
