@@ -2,7 +2,7 @@
 //!
 //! The maps themselves are declared in `sg-ebpf/src/maps.rs` (with a one-line purpose each);
 //! userspace opens them by these names and pins them under
-//! `/sys/fs/bpf/sg/<netns inode>/<interface>/`.
+//! `/sys/fs/bpf/sg/<netns cookie>/<interface>/`.
 
 use crate::reason::MAX_REASONS;
 

@@ -1,5 +1,5 @@
 //! Every map of an instance. One instance (programs + maps) per attached interface; userspace
-//! pins them under `/sys/fs/bpf/sg/<netns inode>/<interface>/`. Names: `sg_common::maps`.
+//! pins them under `/sys/fs/bpf/sg/<netns cookie>/<interface>/`. Names: `sg_common::maps`.
 
 use aya_ebpf::{
     macros::map,

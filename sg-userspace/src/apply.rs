@@ -9,7 +9,9 @@
 //!    map update each; the datapath sees the old or the new policy, never a mix).
 //! 5. Detach interfaces the new file no longer lists.
 //!
-//! Rule hit counts of rules that stay (same group, direction and content) carry over.
+//! Rule hit counts of rules that stay (same group, direction and content) carry over: after
+//! the flip the old generation's final counts are added to a per-rule base kept in the state
+//! file (the datapath's counters are never written while live).
 
 use std::collections::HashMap;
 
@@ -54,26 +56,35 @@ fn identity(r: &RuleRef) -> (String, crate::rules::Dir, String) {
     (r.group.clone(), r.dir, format!("{:?}", r.rule.identity()))
 }
 
-/// Hits of the active generation, keyed by rule identity (a list per identity, in id order).
-fn old_hits(
-    maps: &InstanceMaps,
-    cfg: &IfaceConfig,
-    old: &[RuleRef],
-) -> HashMap<(String, crate::rules::Dir, String), Vec<u64>> {
-    let mut m: HashMap<_, Vec<u64>> = HashMap::new();
-    if cfg.policy_mode != POLICY_GROUPS {
-        return m;
+/// New per-rule hit bases of `iface`: for each new rule, the total (base + final count of the
+/// old generation) of the same rule in the old set, matched in order.
+fn carried_bases(
+    old: Option<&State>,
+    iface: &str,
+    old_gen: Option<(&InstanceMaps, u8)>,
+    new_rules: &[RuleRef],
+) -> Vec<u64> {
+    let mut totals: HashMap<_, Vec<u64>> = HashMap::new();
+    if let (Some(old), Some((maps, gen_))) = (old, old_gen) {
+        for (id, r) in old.ruleset.iface_rules(iface).iter().enumerate() {
+            let live = maps.rule_hits(gen_, id as u32).unwrap_or(0);
+            totals.entry(identity(r)).or_default().push(old.base_hits(iface, id) + live);
+        }
     }
-    for (id, r) in old.iter().enumerate() {
-        let hits = maps.rule_hits(cfg.active_gen & 1, id as u32).unwrap_or(0);
-        m.entry(identity(r)).or_default().push(hits);
-    }
-    m
+    new_rules
+        .iter()
+        .map(|r| match totals.get_mut(&identity(r)) {
+            Some(list) if !list.is_empty() => list.remove(0),
+            _ => 0,
+        })
+        .collect()
 }
 
 struct Staged {
     attached: loader::Attached,
+    /// The config to write (flip); `old_gen`: the generation active before, if groups mode.
     cfg: IfaceConfig,
+    old_gen: Option<u8>,
 }
 
 /// Applies `rs` (see the module documentation). With `dry_run`, only the diff.
@@ -97,21 +108,32 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
         return Ok(report);
     }
     let mut newly: Vec<String> = Vec::new();
-    let staged = match stage(&plans, old.as_ref(), seq, opts, &mut newly) {
+    let mut staged = match stage(&plans, seq, opts, &mut newly) {
         Ok(s) => s,
         Err(e) => {
             rollback(&newly);
             return Err(e);
         }
     };
-    if let Err(e) = state::save(&State { seq, ruleset: rs.clone() }) {
+    let mut new_state = State { seq, ruleset: rs.clone(), hit_base: Default::default() };
+    if let Err(e) = state::save(&new_state) {
         rollback(&newly);
         return Err(e);
     }
-    for mut s in staged {
+    for s in &mut staged {
         s.attached.maps.set_config(&s.cfg)?;
     }
     report.applied = true;
+    // The old generations are no longer read: their counts are final. Carry them over.
+    for s in &staged {
+        let iface = &s.attached.iface;
+        let new_rules = rs.iface_rules(iface);
+        let old_gen = s.old_gen.map(|g| (&s.attached.maps, g));
+        new_state.hit_base.insert(iface.clone(), carried_bases(old.as_ref(), iface, old_gen, &new_rules));
+    }
+    if let Err(e) = state::save(&new_state) {
+        report.warnings.push(format!("saving carried-over hit counts: {e}"));
+    }
     for iface in report.diff.detach.clone() {
         match loader::detach(&iface) {
             Ok(_) => report.detached.push(iface),
@@ -123,35 +145,18 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
 }
 
 /// Phase one: write inactive generations, attach new interfaces.
-fn stage(
-    plans: &[IfacePlan],
-    old: Option<&State>,
-    seq: u64,
-    opts: ApplyOptions,
-    newly: &mut Vec<String>,
-) -> Result<Vec<Staged>> {
+fn stage(plans: &[IfacePlan], seq: u64, opts: ApplyOptions, newly: &mut Vec<String>) -> Result<Vec<Staged>> {
     let mut staged = Vec::new();
     for plan in plans {
         match loader::open_attached(&plan.iface)? {
             Some(mut attached) => {
                 let cfg = attached.maps.config()?;
-                let old_rules = old.map(|s| s.ruleset.iface_rules(&plan.iface)).unwrap_or_default();
-                let mut carried = old_hits(&attached.maps, &cfg, &old_rules);
+                let old_gen = (cfg.policy_mode == POLICY_GROUPS).then_some(cfg.active_gen & 1);
                 let gen_ = (cfg.active_gen & 1) ^ 1;
                 attached.maps.write_generation(gen_, plan)?;
-                for (id, r) in plan.rules.iter().enumerate() {
-                    if let Some(list) = carried.get_mut(&identity(r))
-                        && !list.is_empty()
-                    {
-                        let hits = list.remove(0);
-                        if hits > 0 {
-                            attached.maps.set_rule_hits(gen_, id as u32, hits)?;
-                        }
-                    }
-                }
                 let cfg =
                     IfaceConfig { policy_mode: POLICY_GROUPS, active_gen: gen_, policy_seq: seq, ..cfg };
-                staged.push(Staged { attached, cfg });
+                staged.push(Staged { attached, cfg, old_gen });
             }
             None => {
                 loader::attach_with_policy(&plan.iface, opts.mode.unwrap_or(ModeRequest::Auto), plan, seq)?;

@@ -1,13 +1,15 @@
 //! Where an instance lives on bpffs.
 //!
-//! `/sys/fs/bpf/sg/<netns inode>/<interface>/` holds, for one attached interface: the programs
+//! `/sys/fs/bpf/sg/<netns cookie>/<interface>/` holds, for one attached interface: the programs
 //! (`sg_ingress`, `sg_egress`), the links (`link_xdp`, `link_tc`) and every map (by its name in
 //! `sg_common::maps`). bpffs is shared by all network namespaces while interface names are
-//! not, hence the namespace's inode number in the path. Directories are created 0700.
+//! not, hence the namespace in the path: its cookie (SO_NETNS_COOKIE), which unlike its inode
+//! number is never reused while the machine runs, so a new namespace cannot inherit the pins
+//! of a deleted one. Directories are created 0700.
 
 use std::{
     fs,
-    os::unix::fs::{DirBuilderExt as _, MetadataExt as _},
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
 };
 
@@ -37,20 +39,38 @@ pub fn check_root() -> Result<()> {
     if nix::unistd::geteuid().is_root() { Ok(()) } else { Err(Error::NotRoot) }
 }
 
-/// Inode number of the calling thread's network namespace.
-pub fn current_netns_inode() -> Result<u64> {
-    let md = fs::metadata("/proc/thread-self/ns/net")
-        .context(|| "reading /proc/thread-self/ns/net".to_string())?;
-    Ok(md.ino())
+/// `SO_NETNS_COOKIE` (Linux >= 5.14): a namespace id unique for the machine's uptime.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// Cookie of the calling thread's network namespace.
+pub fn current_netns_cookie() -> Result<u64> {
+    // SAFETY: plain socket call; the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context(|| "socket for SO_NETNS_COOKIE".to_string());
+    }
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: valid fd, pointer and length.
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, SO_NETNS_COOKIE, (&raw mut cookie).cast(), &mut len)
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(err).context(|| "getsockopt(SO_NETNS_COOKIE) (needs Linux >= 5.14)".to_string());
+    }
+    Ok(cookie)
 }
 
-/// `/sys/fs/bpf/sg/<netns inode>` for the current network namespace.
+/// `/sys/fs/bpf/sg/<netns cookie>` for the current network namespace.
 pub fn netns_dir() -> Result<PathBuf> {
-    Ok(netns_dir_for(current_netns_inode()?))
+    Ok(netns_dir_for(current_netns_cookie()?))
 }
 
-pub fn netns_dir_for(inode: u64) -> PathBuf {
-    Path::new(SG_DIR).join(inode.to_string())
+pub fn netns_dir_for(cookie: u64) -> PathBuf {
+    Path::new(SG_DIR).join(cookie.to_string())
 }
 
 /// The directory of `iface`'s instance in the current network namespace.

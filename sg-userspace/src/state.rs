@@ -1,9 +1,10 @@
-//! sgctl's state directory: `/run/sgctl/<netns inode>/` (0700), per network namespace like the
+//! sgctl's state directory: `/run/sgctl/<netns cookie>/` (0700), per network namespace like the
 //! pins. `state.json` (0600) holds the applied rule set with its sequence number; `lock`
 //! serialises applies. The state lives in /run, like the pins on bpffs: both are gone after a
 //! reboot, together.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::Write as _,
     os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
@@ -28,11 +29,27 @@ pub struct State {
     /// Incremented by every apply; interfaces' `IfaceConfig::policy_seq` must match.
     pub seq: u64,
     pub ruleset: RuleSet,
+    /// Per interface, per rule id: hits counted under earlier applies of the same rule (the
+    /// datapath's counters restart with each generation; `sgctl stats` adds these).
+    #[serde(default)]
+    pub hit_base: BTreeMap<String, Vec<u64>>,
+}
+
+impl State {
+    /// Hits of rule `id` on `iface` from earlier generations.
+    pub fn base_hits(&self, iface: &str, id: usize) -> u64 {
+        self.hit_base.get(iface).and_then(|v| v.get(id)).copied().unwrap_or(0)
+    }
+}
+
+/// `/run/sgctl/<netns cookie>`.
+pub fn state_dir_for(cookie: u64) -> PathBuf {
+    PathBuf::from(STATE_ROOT).join(cookie.to_string())
 }
 
 /// The state directory of the current network namespace (created 0700).
 pub fn dir() -> Result<PathBuf> {
-    let d = PathBuf::from(STATE_ROOT).join(pins::current_netns_inode()?.to_string());
+    let d = state_dir_for(pins::current_netns_cookie()?);
     pins::create_private_dir(&d)?;
     Ok(d)
 }

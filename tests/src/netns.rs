@@ -7,7 +7,6 @@
 use std::{
     fs::File,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::unix::fs::MetadataExt as _,
     path::PathBuf,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
@@ -129,6 +128,15 @@ impl NetnsPair {
         run_in_ns(self.ns(side), f)
     }
 
+    /// Starts `f` on a thread inside `side`'s network namespace.
+    pub fn run_spawn<T: Send + 'static>(
+        &self,
+        side: Side,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        spawn_in_ns(self.ns(side), f)
+    }
+
     /// Runs `sgctl ARGS` inside `side`'s namespace.
     pub fn sgctl(&self, side: Side, args: &[&str]) -> Output {
         let bin = crate::sgctl_path();
@@ -156,14 +164,18 @@ impl NetnsPair {
         self.run(side, move || Command::new(program).args(&args).output().expect("spawn"))
     }
 
-    /// Inode of `side`'s namespace (sgctl keys its pins by it).
-    pub fn inode(&self, side: Side) -> Option<u64> {
-        std::fs::metadata(format!("/run/netns/{}", self.ns(side))).ok().map(|m| m.ino())
+    /// Cookie of `side`'s namespace (sgctl keys its pins and state by it).
+    pub fn cookie(&self, side: Side) -> Option<u64> {
+        let path = format!("/run/netns/{}", self.ns(side));
+        if !std::path::Path::new(&path).exists() {
+            return None;
+        }
+        self.run(side, || sg_userspace::pins::current_netns_cookie().ok())
     }
 
     /// sgctl's pin directory for `side`'s namespace.
     pub fn pin_dir(&self, side: Side) -> Option<PathBuf> {
-        self.inode(side).map(sg_userspace::pins::netns_dir_for)
+        self.cookie(side).map(sg_userspace::pins::netns_dir_for)
     }
 }
 
@@ -176,8 +188,9 @@ impl Default for NetnsPair {
 impl Drop for NetnsPair {
     fn drop(&mut self) {
         for side in [Side::A, Side::B] {
-            if let Some(dir) = self.pin_dir(side) {
-                let _ = std::fs::remove_dir_all(dir);
+            if let Some(cookie) = self.cookie(side) {
+                let _ = std::fs::remove_dir_all(sg_userspace::pins::netns_dir_for(cookie));
+                let _ = std::fs::remove_dir_all(sg_userspace::state::state_dir_for(cookie));
             }
         }
         // Deleting a namespace deletes its end of the veth, which deletes the pair.
@@ -189,14 +202,21 @@ impl Drop for NetnsPair {
 /// Runs `f` on a new thread inside the named namespace (`/run/netns/NAME`).
 /// Only that thread changes namespace; /sys stays as it is (unlike `ip netns exec`).
 pub fn run_in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    let handle = std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
-        f()
-    });
-    match handle.join() {
+    match spawn_in_ns(ns, f).join() {
         Ok(v) => v,
         Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// Starts `f` on a new thread inside the named namespace; join the handle for its result.
+pub fn spawn_in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
 }

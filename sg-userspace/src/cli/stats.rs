@@ -49,7 +49,7 @@ pub fn collect(iface: Option<&str>) -> anyhow::Result<Vec<RuleStat>> {
                 rule: r.rule.describe(r.dir),
                 description: r.rule.description.clone(),
                 location: r.rule.loc.to_string(),
-                hits: att.maps.rule_hits(cfg.active_gen & 1, id as u32)?,
+                hits: state.base_hits(&b.iface, id) + att.maps.rule_hits(cfg.active_gen & 1, id as u32)?,
             });
         }
     }

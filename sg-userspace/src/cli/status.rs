@@ -28,7 +28,7 @@ pub struct StatusArgs {
 
 #[derive(Debug, Serialize)]
 pub struct Status {
-    pub netns_inode: u64,
+    pub netns_cookie: u64,
     pub interfaces: Vec<IfaceStatus>,
 }
 
@@ -83,7 +83,7 @@ pub fn collect() -> Result<Status> {
             iface: name,
         });
     }
-    Ok(Status { netns_inode: pins::current_netns_inode()?, interfaces })
+    Ok(Status { netns_cookie: pins::current_netns_cookie()?, interfaces })
 }
 
 fn id(v: Option<u32>) -> String {

@@ -33,19 +33,20 @@ fn counts(rules: &[Rule]) -> BTreeMap<Identity, usize> {
 
 fn rule_lines(name: &str, old: &Group, new: &Group, out: &mut Vec<String>) {
     for dir in Dir::BOTH {
-        let (o, n) = (counts(old.rules(dir)), counts(new.rules(dir)));
+        let (mut o, mut n) = (counts(old.rules(dir)), counts(new.rules(dir)));
+        // Each rule added (removed) as many times as it appears more often in the new (old) set.
         for r in new.rules(dir) {
             let id = r.identity();
-            if n[&id] > o.get(&id).copied().unwrap_or(0) && !out.iter().any(|l| l.ends_with(&r.describe(dir)))
-            {
-                out.push(format!("group {name}: + {} {}", dir.as_str(), r.describe(dir)));
+            let have = o.get_mut(&id);
+            match have {
+                Some(c) if *c > 0 => *c -= 1,
+                _ => out.push(format!("group {name}: + {} {}", dir.as_str(), r.describe(dir))),
             }
         }
         for r in old.rules(dir) {
-            let id = r.identity();
-            if o[&id] > n.get(&id).copied().unwrap_or(0) && !out.iter().any(|l| l.ends_with(&r.describe(dir)))
-            {
-                out.push(format!("group {name}: - {} {}", dir.as_str(), r.describe(dir)));
+            match n.get_mut(&r.identity()) {
+                Some(c) if *c > 0 => *c -= 1,
+                _ => out.push(format!("group {name}: - {} {}", dir.as_str(), r.describe(dir))),
             }
         }
     }

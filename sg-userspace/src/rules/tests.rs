@@ -299,3 +299,115 @@ groups = ["web-1", "app"]
     };
     assert_eq!(strip(&a), strip(&b), "{out}");
 }
+
+const AWS_FIXTURE: &str = include_str!("../../../tests/fixtures/aws/describe-security-groups.json");
+const AWS_MEMBERS: &str = include_str!("../../../tests/fixtures/aws/members.toml");
+
+/// Every (group id, direction, protocol, from, to, peer, description) of describe JSON: the
+/// meaning of the document, whatever the grouping of permissions.
+pub fn aws_meaning(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for g in v["SecurityGroups"].as_array().expect("SecurityGroups") {
+        for (dir, key) in [("in", "IpPermissions"), ("out", "IpPermissionsEgress")] {
+            for p in g[key].as_array().into_iter().flatten() {
+                let head = format!(
+                    "{} {dir} {} {} {}",
+                    g["GroupId"].as_str().unwrap(),
+                    p["IpProtocol"].as_str().unwrap(),
+                    p["FromPort"],
+                    p["ToPort"]
+                );
+                for (list, field) in [
+                    ("IpRanges", "CidrIp"),
+                    ("Ipv6Ranges", "CidrIpv6"),
+                    ("UserIdGroupPairs", "GroupId"),
+                    ("PrefixListIds", "PrefixListId"),
+                ] {
+                    for e in p[list].as_array().into_iter().flatten() {
+                        out.insert(format!("{head} {list}={} desc={}", e[field], e["Description"]));
+                    }
+                }
+            }
+        }
+        out.insert(format!("{} name={} desc={}", g["GroupId"], g["GroupName"], g["Description"]));
+    }
+    out
+}
+
+fn aws_ctx() -> AwsContext {
+    AwsContext {
+        bindings: vec!["eth0=web,sg-0db0000000000001".into(), "eth1=bastion".into()],
+        members: Some(("members.toml".into(), AWS_MEMBERS.into())),
+    }
+}
+
+#[test]
+fn aws_fixture_imports_as_documented() {
+    let rs = parse_str("sg.json", AWS_FIXTURE, Format::Aws, &aws_ctx()).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = rs.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, vec!["web", "db", "bastion"]);
+    let web = rs.group("web").unwrap();
+    assert_eq!(web.aws_id.as_deref(), Some("sg-0web000000000001"));
+    assert_eq!(web.members.len(), 2);
+    assert_eq!(web.ingress.len(), 8, "each range of a permission is a rule");
+    assert_eq!(web.ingress[2].peer, Peer::Group("bastion".into()), "GroupId resolved to the group's name");
+    assert_eq!(web.ingress[3].ports, Ports::Icmp { icmp_type: Some(8), code: None });
+    assert_eq!(web.ingress[4].ports, Ports::Icmp { icmp_type: Some(3), code: Some(4) });
+    assert_eq!(web.ingress[6].proto, Proto::All);
+    assert_eq!(rs.group("db").unwrap().ingress[3].proto, Proto::Num(50));
+    assert_eq!(rs.binding("eth0").unwrap().groups, vec!["web", "db"]);
+    assert_eq!(web.ingress[0].loc.line, 12, "locations point into the JSON");
+}
+
+#[test]
+fn aws_round_trip_import_toml_export() {
+    let rs = parse_str("sg.json", AWS_FIXTURE, Format::Aws, &aws_ctx()).unwrap();
+    let toml = toml_out::to_toml(&rs);
+    let again = parse_str("imported.toml", &toml, Format::Toml, &AwsContext::default())
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let exported = serde_json::to_value(aws::export(&again)).unwrap();
+    let original: serde_json::Value = serde_json::from_str(AWS_FIXTURE).unwrap();
+    assert_eq!(aws_meaning(&exported), aws_meaning(&original));
+}
+
+#[test]
+fn aws_errors_name_the_json_location() {
+    let bad = AWS_FIXTURE.replace("\"CidrIp\": \"198.51.100.0/24\"", "\"CidrIp\": \"198.51.100.1/24\"");
+    let e = parse_str("sg.json", &bad, Format::Aws, &aws_ctx()).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert!(e.to_string().starts_with("sg.json:46:39: host bits set in 198.51.100.1/24"), "{e}");
+    let no_members = AwsContext { members: None, ..aws_ctx() };
+    let e = parse_str("sg.json", AWS_FIXTURE, Format::Aws, &no_members).unwrap_err();
+    assert!(e.to_string().contains("members are unknown"), "{e}");
+    let e = parse_str("sg.json", "{\"SecurityGroups\": [ { \"GroupId\": 5 } ]}", Format::Aws, &aws_ctx())
+        .unwrap_err();
+    assert_eq!(e.0[0].loc.line, 1, "{e}");
+}
+
+#[test]
+fn diff_lists_added_removed_and_rebound() {
+    let old = parse(
+        "[groups.web]\ningress = [{ proto = \"tcp\", ports = \"80\", from = \"0.0.0.0/0\" }, { proto = \"tcp\", ports = \"22\", from = \"0.0.0.0/0\" }]\n[groups.old]\n[interfaces.eth0]\ngroups = [\"web\"]\n[interfaces.eth1]\ngroups = [\"web\"]\n",
+    )
+    .unwrap();
+    let new = parse(
+        "[groups.web]\ningress = [{ proto = \"tcp\", ports = \"443\", from = \"0.0.0.0/0\" }, { proto = \"tcp\", ports = \"22\", from = \"0.0.0.0/0\" }]\n[groups.app]\n[interfaces.eth0]\ngroups = [\"web\", \"app\"]\n[interfaces.eth2]\ngroups = [\"app\"]\n",
+    )
+    .unwrap();
+    let d = diff::diff(Some(&old), &new);
+    assert_eq!(
+        d.lines,
+        vec![
+            "~ interface eth0: groups web -> web, app",
+            "+ interface eth2 (groups app)",
+            "- interface eth1",
+            "group web: + ingress tcp 443 from 0.0.0.0/0",
+            "group web: - ingress tcp 80 from 0.0.0.0/0",
+            "+ group app (0 ingress, 2 egress rules)",
+            "- group old",
+        ]
+    );
+    assert_eq!(d.attach, vec!["eth2"]);
+    assert_eq!(d.detach, vec!["eth1"]);
+    assert!(diff::diff(Some(&new), &new).is_empty());
+}
