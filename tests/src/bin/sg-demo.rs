@@ -1,9 +1,9 @@
 //! `cargo xtask demo`: sgctl on a pair of network namespaces, with real sockets.
 //!
-//! Creates two namespaces joined by a veth pair (192.0.2.0/24, 2001:db8::/64), attaches sgctl
-//! to the "server" side with ingress denied, shows a TCP connection failing and the counter
-//! that stopped it, switches ingress to allow in place (same programs), shows TCP and UDP
-//! working, prints `sgctl status`, detaches and tears everything down.
+//! Creates two namespaces joined by a veth pair (192.0.2.0/24, 2001:db8::/64), applies a
+//! built-in security group to the "server" side (TCP 7000 from the client's subnet), shows
+//! allowed TCP and dropped UDP with real sockets, the counters, per-rule hits and `explain`,
+//! adds a rule at runtime, exports the groups as AWS JSON, detaches and tears everything down.
 
 use std::{
     io::{Read as _, Write as _},
@@ -96,62 +96,121 @@ fn main() {
     }
 }
 
+/// The built-in example: the server allows TCP 7000 from the client's subnet, nothing else in.
+fn example_rules(iface: &str) -> String {
+    format!(
+        r#"[groups.echo]
+description = "echo service"
+ingress = [
+  {{ proto = "tcp", ports = "7000", from = "192.0.2.0/24", description = "echo over TCP" }},
+  {{ proto = "tcp", ports = "22", from = "203.0.113.7/32", description = "admin" }},
+]
+# egress omitted: allow all (AWS default)
+
+[interfaces.{iface}]
+groups = ["echo"]
+"#
+    )
+}
+
 fn demo() -> Result<(), String> {
     let missing = sg_tests::missing_privileges();
     if !missing.is_empty() {
         return Err(format!("the demo needs {}", missing.join(", ")));
     }
-    println!("sgctl demo: security groups enforced by XDP (ingress) and TC (egress)");
+    println!("sgctl demo: AWS-style security groups enforced by XDP (ingress) and TC (egress)");
     step(1, "Creating two network namespaces joined by a veth pair");
     let pair = NetnsPair::new();
     println!("    server: namespace {} interface {} address {}", pair.ns_a, pair.if_a, pair.v4_a);
     println!("    client: namespace {} interface {} address {}", pair.ns_b, pair.if_b, pair.v4_b);
-    let server = servers(&pair, 30);
+    let server = servers(&pair, 40);
 
     step(2, "Before sgctl: the client reaches the server's echo service (TCP and UDP, port 7000)");
     println!("    {}", tcp_echo(&pair, "hello"));
     println!("    {}", udp_echo(&pair, "ping"));
 
-    step(
-        3,
-        &format!("sgctl attach {} --ingress deny   (AWS default: deny all ingress, allow egress)", pair.if_a),
-    );
-    show(&pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--ingress", "deny"]));
+    let rules = example_rules(&pair.if_a);
+    let dir = std::env::temp_dir().join(format!("sg-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join("rules.toml");
+    std::fs::write(&file, &rules).map_err(|e| e.to_string())?;
+    let file_s = file.to_string_lossy().into_owned();
+    step(3, "The built-in rules file: TCP 7000 allowed from 192.0.2.0/24, nothing else in");
+    show(&rules);
 
-    step(4, "The same traffic is now dropped by the XDP program before the stack sees it");
-    let blocked = tcp_echo(&pair, "hello");
-    println!("    {blocked}");
-    println!("    {}", udp_echo(&pair, "ping"));
-    if !blocked.contains("FAILED") {
-        return Err("TCP got through an ingress-deny posture".into());
+    step(4, "sgctl apply --dry-run: what would change");
+    show(&pair.sgctl_ok(Side::A, &["apply", "--dry-run", &file_s]));
+    step(5, "sgctl apply: attaches the interface with the policy already in place");
+    show(&pair.sgctl_ok(Side::A, &["apply", &file_s]));
+
+    step(6, "TCP 7000 is allowed by the rule; UDP 7000 is dropped by XDP (no rule allows it)");
+    let tcp = tcp_echo(&pair, "hello");
+    let udp = udp_echo(&pair, "ping");
+    println!("    {tcp}");
+    println!("    {udp}");
+    if !tcp.contains("got back") || udp.contains("got back") {
+        return Err("the example policy did not behave as described".into());
     }
     show(&pair.sgctl_ok(Side::A, &["status"]));
+    println!("    Hits per rule:");
+    show(&pair.sgctl_ok(Side::A, &["stats"]));
 
-    step(
-        5,
-        &format!(
-            "sgctl attach {} --ingress allow   (changes a map entry; no reload, same program ids)",
-            pair.if_a
-        ),
-    );
-    show(&pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--ingress", "allow"]));
-    let allowed = tcp_echo(&pair, "hello again");
-    println!("    {allowed}");
-    println!("    {}", udp_echo(&pair, "ping again"));
-    if !allowed.contains("got back") {
-        return Err("TCP failed under ingress allow".into());
+    step(7, "Why was UDP dropped? sgctl explain asks the reference model");
+    show(&pair.sgctl_ok(
+        Side::A,
+        &[
+            "explain",
+            "--iface",
+            &pair.if_a,
+            "--dir",
+            "ingress",
+            "--proto",
+            "udp",
+            "--src",
+            "192.0.2.2",
+            "--dst",
+            "192.0.2.1",
+            "--dport",
+            "7000",
+        ],
+    ));
+
+    step(8, "sgctl rule add: allow UDP 7000 at runtime (new generation, one flip, same programs)");
+    show(&pair.sgctl_ok(
+        Side::A,
+        &[
+            "rule",
+            "add",
+            "echo",
+            "ingress",
+            "--proto",
+            "udp",
+            "--ports",
+            "7000",
+            "--cidr",
+            "192.0.2.0/24",
+            "--file",
+            &file_s,
+        ],
+    ));
+    let udp = udp_echo(&pair, "ping again");
+    println!("    {udp}");
+    if !udp.contains("got back") {
+        return Err("UDP still dropped after the rule was added".into());
     }
+    show(&pair.sgctl_ok(Side::A, &["stats"]));
 
-    step(6, "Counters per verdict reason (packets and bytes, both directions)");
-    show(&pair.sgctl_ok(Side::A, &["status"]));
+    step(9, "The applied groups as AWS describe-security-groups JSON (sgctl export aws)");
+    show(&pair.sgctl_ok(Side::A, &["export", "aws"]));
 
-    step(7, &format!("sgctl detach {}: links, programs and maps removed", pair.if_a));
+    step(10, &format!("sgctl detach {}: links, programs and maps removed", pair.if_a));
     show(&pair.sgctl_ok(Side::A, &["detach", &pair.if_a]));
     show(&pair.sgctl_ok(Side::A, &["status"]));
     drop(server);
 
-    step(8, "Tearing down the namespaces");
+    step(11, "Tearing down the namespaces");
     drop(pair);
+    let _ = std::fs::remove_dir_all(&dir);
     println!("    done: nothing of the demo is left on this machine");
     Ok(())
 }
