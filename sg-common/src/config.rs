@@ -4,6 +4,8 @@
 //! holds exactly one entry. The datapath reads the postures; the rest is metadata that
 //! `sgctl status` reads back.
 
+use crate::conntrack::CtTimeouts;
+
 /// What an interface does with IP packets that nothing else decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -34,6 +36,10 @@ pub const CONFIG_VALID: u32 = 1 << 0;
 /// `IfaceConfig::flags`: record the parsed summary of every packet in `SG_LAST_PARSE`
 /// (used by the verdict-table and parser tests; off in production).
 pub const CONFIG_RECORD_PARSE: u32 = 1 << 1;
+
+/// `IfaceConfig::flags`: do not let IPv6 neighbour discovery pass implicitly (it is then
+/// decided by the rules like any ICMPv6).
+pub const CONFIG_NO_IMPLICIT_NDP: u32 = 1 << 2;
 
 /// `IfaceConfig::xdp_mode` values.
 pub const XDP_MODE_NONE: u8 = 0;
@@ -70,9 +76,14 @@ pub struct IfaceConfig {
     pub attached_at: u64,
     /// Sequence number of the applied rule set (matches sgctl's state file).
     pub policy_seq: u64,
+    /// Rule set of the last `apply --revoke`: tracked flows validated under an older rule set
+    /// are checked against the current rules on their next packet, and end if not allowed.
+    pub revoke_seq: u64,
+    /// Conntrack idle timeouts of this interface.
+    pub ct_timeouts: CtTimeouts,
 }
 
-const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 72);
 
 /// `IfaceConfig::policy_mode`: IP packets are decided by the postures.
 pub const POLICY_POSTURE: u8 = 0;

@@ -5,9 +5,10 @@
 //! assertion per type, so that both sides agree on the layout byte for byte.
 //!
 //! With the `user` feature the types also implement [`aya::Pod`].
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 pub mod config;
+pub mod conntrack;
 pub mod counters;
 pub mod maps;
 pub mod packet;

@@ -30,6 +30,16 @@ pub const MAP_SEGMENTS: &str = "SG_SEGMENTS";
 /// `PerCpuArray<u64>`: hits per rule; generation g owns `g * MAX_RULES ..`.
 pub const MAP_RULE_HITS: &str = "SG_RULE_HITS";
 
+/// `HashMap<CtKey, CtEntry>` (no prealloc): flows that saw both directions.
+pub const MAP_CT: &str = "SG_CT";
+/// `LruHashMap<CtKey, CtEntry>`: flows not answered yet.
+pub const MAP_CT_NEW: &str = "SG_CT_NEW";
+
+/// Default size of `SG_CT` (settable at attach).
+pub const CT_MAX_ENTRIES: u32 = 262_144;
+/// Default size of `SG_CT_NEW` (settable at attach).
+pub const CT_NEW_MAX_ENTRIES: u32 = 65_536;
+
 /// Every map an instance owns (and pins).
 pub const ALL_MAPS: &[&str] = &[
     MAP_CONFIG,
@@ -40,6 +50,8 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_LPM_V6,
     MAP_SEGMENTS,
     MAP_RULE_HITS,
+    MAP_CT,
+    MAP_CT_NEW,
 ];
 
 pub const COUNTERS_LEN: u32 = 2 * MAX_REASONS;

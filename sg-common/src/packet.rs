@@ -10,6 +10,9 @@ pub const PKT_FRAGMENT: u8 = 1 << 0;
 pub const PKT_LATER_FRAGMENT: u8 = 1 << 1;
 /// `PacketSummary::flags`: `sport`/`dport` (or ICMP type/code) were read.
 pub const PKT_HAS_L4: u8 = 1 << 2;
+/// `PacketSummary::flags`: an ICMP error (v4 unreachable/time-exceeded, v6 unreachable/
+/// packet-too-big/time-exceeded) whose quoted header is in the `inner_*` fields.
+pub const PKT_ICMP_ERROR: u8 = 1 << 3;
 
 pub const FAMILY_IPV4: u8 = 4;
 pub const FAMILY_IPV6: u8 = 6;
@@ -77,8 +80,18 @@ pub struct PacketSummary {
     pub reason: u32,
     /// Rule id that allowed the packet, or `policy::NO_RULE`.
     pub rule: u32,
+    /// ICMP errors (`PKT_ICMP_ERROR`): the quoted packet's ports (or echo id) and protocol.
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+    pub inner_proto: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    pub _pad1: [u8; 2],
+    /// ICMP errors: the quoted packet's addresses.
+    pub inner_src: [u8; 16],
+    pub inner_dst: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<PacketSummary>() == 72);
+const _: () = assert!(core::mem::size_of::<PacketSummary>() == 112);
 
 crate::impl_pod!(PacketSummary);

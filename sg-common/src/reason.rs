@@ -122,6 +122,22 @@ reasons! {
     NoRule = 20, Drop, "no_rule";
     /// A non-first fragment: it carries no ports to match rules on.
     FragmentNoPorts = 21, Drop, "fragment_no_ports";
+    /// A packet of a tracked flow, from the side that opened it.
+    CtEstablished = 22, Pass, "ct_established";
+    /// A packet of a tracked flow, from the side that answered (the return path).
+    CtReply = 23, Pass, "ct_reply";
+    /// An ICMP error (unreachable, frag-needed, packet-too-big, time-exceeded) quoting a tracked flow.
+    CtRelated = 24, Pass, "ct_related";
+    /// A new flow could not be tracked (conntrack table full).
+    CtFull = 25, Drop, "ct_full";
+    /// A TCP packet with no tracked flow that is not a SYN (lone ACK, SYN-ACK...), and no
+    /// rule allows it statelessly.
+    TcpNotSyn = 26, Drop, "tcp_not_syn";
+    /// An ICMP error whose quoted IP header or ports are cut short.
+    IcmpQuoteTruncated = 27, Drop, "icmp_quote_truncated";
+    /// IPv6 neighbour discovery (ICMPv6 133-137 with hop limit 255): passes unless the
+    /// interface switched the implicit allowance off.
+    ImplicitNdp = 28, Pass, "implicit_ndp";
 }
 
 const _: () = assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
@@ -157,7 +173,15 @@ mod tests {
 
     #[test]
     fn only_pass_reasons_pass() {
-        let passing: [Reason; 3] = [Reason::PassNonIp, Reason::PostureAllow, Reason::RuleAllow];
+        let passing = [
+            Reason::PassNonIp,
+            Reason::PostureAllow,
+            Reason::RuleAllow,
+            Reason::CtEstablished,
+            Reason::CtReply,
+            Reason::CtRelated,
+            Reason::ImplicitNdp,
+        ];
         for r in Reason::ALL {
             assert_eq!(r.action() == Action::Pass, passing.contains(r), "{}", r.name());
         }

@@ -9,7 +9,7 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn try_egress(ctx: &TcContext) -> Result<Verdict, Reason> {
+pub fn try_egress(ctx: &TcContext, bytes: u64) -> Result<Verdict, Reason> {
     // Direct packet access only sees the linear part of an skb: pull what the parser may read.
     let want = core::cmp::min(ctx.len(), parse::MAX_HDR_BYTES as u32);
     if ((ctx.data_end() - ctx.data()) as u32) < want {
@@ -17,7 +17,7 @@ pub fn try_egress(ctx: &TcContext) -> Result<Verdict, Reason> {
     }
     let cfg = parse::config()?;
     match parse::parse_packet(ctx)? {
-        Some(pkt) => policy::decide(&cfg, Direction::Egress, pkt),
+        Some(pkt) => policy::decide(&cfg, Direction::Egress, pkt, bytes),
         None => Ok(Verdict::of(Reason::PassNonIp)),
     }
 }

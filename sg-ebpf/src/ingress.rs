@@ -9,10 +9,10 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn try_ingress(ctx: &XdpContext) -> Result<Verdict, Reason> {
+pub fn try_ingress(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
     let cfg = parse::config()?;
     match parse::parse_packet(ctx)? {
-        Some(pkt) => policy::decide(&cfg, Direction::Ingress, pkt),
+        Some(pkt) => policy::decide(&cfg, Direction::Ingress, pkt, bytes),
         None => Ok(Verdict::of(Reason::PassNonIp)),
     }
 }

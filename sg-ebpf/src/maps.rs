@@ -2,12 +2,14 @@
 //! pins them under `/sys/fs/bpf/sg/<netns cookie>/<interface>/`. Names: `sg_common::maps`.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use sg_common::{
     Counter, IfaceConfig, PacketSummary,
-    maps::COUNTERS_LEN,
+    conntrack::{CtEntry, CtKey},
+    maps::{COUNTERS_LEN, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES},
     policy::{
         GENERATIONS, LPM_MAX_ENTRIES, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
     },
@@ -45,3 +47,13 @@ pub static SG_SEGMENTS: Array<Segment> = Array::with_max_entries(GENERATIONS * S
 /// Packets allowed per rule, per CPU; generation g at g * MAX_RULES.
 #[map]
 pub static SG_RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GENERATIONS * MAX_RULES, 0);
+
+/// Flows that saw both directions (never evicted; full means new flows get `ct_full`).
+/// Entries are allocated on insert; size set at attach.
+#[map]
+pub static SG_CT: HashMap<CtKey, CtEntry> = HashMap::with_max_entries(CT_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Flows not answered yet (TCP handshakes, one-way UDP, ICMP echo): LRU, so floods of new
+/// flows evict each other, never an established flow.
+#[map]
+pub static SG_CT_NEW: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_NEW_MAX_ENTRIES, 0);

@@ -20,7 +20,7 @@ use sg_common::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_AH,
         IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH,
         IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, MAX_IPV6_EXT, MAX_VLAN_TAGS, PKT_FRAGMENT, PKT_HAS_L4,
-        PKT_LATER_FRAGMENT,
+        PKT_ICMP_ERROR, PKT_LATER_FRAGMENT,
     },
 };
 
@@ -159,6 +159,7 @@ fn parse_ipv4(pkt: &impl Packet, off: usize, s: &mut PacketSummary) -> Result<()
         return Err(Reason::Ipv4BadLength);
     }
     s.proto = ip.proto;
+    s.ttl = ip.ttl;
     s.src[..4].copy_from_slice(&ip.src_addr);
     s.dst[..4].copy_from_slice(&ip.dst_addr);
     let frags = u16::from_be_bytes(ip.frags);
@@ -209,6 +210,7 @@ fn parse_ipv6(pkt: &impl Packet, off: usize, s: &mut PacketSummary) -> Result<()
     }
     s.src = ip.src_addr;
     s.dst = ip.dst_addr;
+    s.ttl = ip.hop_limit;
     let mut next = ip.next_hdr;
     let mut cur = off + Ipv6Hdr::LEN;
     for _ in 0..MAX_IPV6_EXT {
@@ -304,9 +306,80 @@ fn parse_l4(pkt: &impl Packet, off: usize, end: usize, s: &mut PacketSummary) ->
             s.icmp_type = icmp.icmp_type;
             s.icmp_code = icmp.code;
             s.sport = u16::from_be_bytes(icmp.id);
+            let error = match (s.family, s.proto) {
+                (FAMILY_IPV4, IPPROTO_ICMP) => {
+                    matches!(icmp.icmp_type, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED)
+                }
+                (FAMILY_IPV6, IPPROTO_ICMPV6) => {
+                    matches!(icmp.icmp_type, ICMPV6_DEST_UNREACH | ICMPV6_PKT_TOOBIG | ICMPV6_TIME_EXCEEDED)
+                }
+                _ => false,
+            };
+            if error {
+                parse_quoted(pkt, off + core::mem::size_of::<IcmpHdr>(), end, s)?;
+            }
         }
         _ => return Ok(()),
     }
     s.flags |= PKT_HAS_L4;
+    Ok(())
+}
+
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+const ICMPV6_TIME_EXCEEDED: u8 = 3;
+
+/// The packet quoted by an ICMP error at `off` (its IP header and the first 8 bytes of its
+/// transport header, RFC 792 / RFC 4443). A quote too short for the addresses and ports is
+/// `icmp_quote_truncated`.
+#[inline(always)]
+fn parse_quoted(pkt: &impl Packet, off: usize, end: usize, s: &mut PacketSummary) -> Result<(), Reason> {
+    let l4 = if s.family == FAMILY_IPV4 {
+        if off + Ipv4Hdr::LEN > end {
+            return Err(Reason::IcmpQuoteTruncated);
+        }
+        let ip: Ipv4Hdr = load(pkt, off, Reason::IcmpQuoteTruncated)?;
+        let ihl = usize::from(ip.vihl & 0x0f) * 4;
+        if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+            return Err(Reason::IcmpQuoteTruncated);
+        }
+        s.inner_proto = ip.proto;
+        s.inner_src[..4].copy_from_slice(&ip.src_addr);
+        s.inner_dst[..4].copy_from_slice(&ip.dst_addr);
+        off + ihl
+    } else {
+        if off + Ipv6Hdr::LEN > end {
+            return Err(Reason::IcmpQuoteTruncated);
+        }
+        let ip: Ipv6Hdr = load(pkt, off, Reason::IcmpQuoteTruncated)?;
+        s.inner_proto = ip.next_hdr;
+        s.inner_src = ip.src_addr;
+        s.inner_dst = ip.dst_addr;
+        off + Ipv6Hdr::LEN
+    };
+    match s.inner_proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            if l4 + 4 > end {
+                return Err(Reason::IcmpQuoteTruncated);
+            }
+            let ports: [u8; 4] = load(pkt, l4, Reason::IcmpQuoteTruncated)?;
+            s.inner_sport = u16::from_be_bytes([ports[0], ports[1]]);
+            s.inner_dport = u16::from_be_bytes([ports[2], ports[3]]);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            if l4 + core::mem::size_of::<IcmpHdr>() > end {
+                return Err(Reason::IcmpQuoteTruncated);
+            }
+            let icmp: IcmpHdr = load(pkt, l4, Reason::IcmpQuoteTruncated)?;
+            // Tracked ICMP flows are echo exchanges, keyed by the identifier on both sides.
+            let id = u16::from_be_bytes(icmp.id);
+            s.inner_sport = id;
+            s.inner_dport = id;
+        }
+        _ => {}
+    }
+    s.flags |= PKT_ICMP_ERROR;
     Ok(())
 }

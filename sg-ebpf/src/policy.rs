@@ -3,10 +3,11 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
-    Direction, IfaceConfig, PacketSummary, Posture, Reason,
-    config::{POLICY_GROUPS, POLICY_POSTURE},
+    Action, Direction, IfaceConfig, PacketSummary, Posture, Reason,
+    config::{CONFIG_NO_IMPLICIT_NDP, POLICY_GROUPS, POLICY_POSTURE},
     packet::{
-        FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_LATER_FRAGMENT,
+        FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_HAS_L4,
+        PKT_LATER_FRAGMENT,
     },
     policy::{
         LPM_HDR_BITS, MAX_RULES, MAX_SEARCH_STEPS, NO_RULE, PortSetRef, SEGMENTS_PER_GEN, flow_key,
@@ -14,7 +15,10 @@ use sg_common::{
     },
 };
 
-use crate::maps::{SG_LPM_V4, SG_LPM_V6, SG_SEGMENTS};
+use crate::{
+    conntrack,
+    maps::{SG_LPM_V4, SG_LPM_V6, SG_SEGMENTS},
+};
 
 /// A decision: its reason, and the rule-hit slot (`gen * MAX_RULES + rule`) or `NO_RULE`.
 #[derive(Clone, Copy)]
@@ -30,13 +34,45 @@ impl Verdict {
     }
 }
 
+/// Decides an IP packet: RELATED ICMP, then its tracked flow, then the policy (posture or
+/// security groups); an allowed flow start is tracked.
 #[inline(always)]
-pub fn decide(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verdict, Reason> {
-    match cfg.policy_mode {
-        POLICY_POSTURE => posture(cfg, dir).map(Verdict::of),
-        POLICY_GROUPS => groups(cfg, dir, pkt),
-        _ => Err(Reason::NoConfig),
+pub fn decide(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, bytes: u64) -> Result<Verdict, Reason> {
+    if is_ndp(cfg, pkt) {
+        return Ok(Verdict::of(Reason::ImplicitNdp));
     }
+    if let Some(v) = conntrack::related(cfg, pkt) {
+        return Ok(v);
+    }
+    if pkt.flags & PKT_LATER_FRAGMENT == 0
+        && let Some(v) = conntrack::track(cfg, dir, pkt, bytes)?
+    {
+        return Ok(v);
+    }
+    let v = match cfg.policy_mode {
+        POLICY_POSTURE => Verdict::of(posture(cfg, dir)?),
+        POLICY_GROUPS => groups(cfg, dir, pkt)?,
+        _ => return Err(Reason::NoConfig),
+    };
+    if v.reason.action() == Action::Pass {
+        return Ok(conntrack::create(cfg, dir, pkt, v, bytes));
+    }
+    if conntrack::tcp_not_syn(pkt) && pkt.flags & PKT_LATER_FRAGMENT == 0 {
+        return Ok(Verdict::of(Reason::TcpNotSyn));
+    }
+    Ok(v)
+}
+
+/// IPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect) as
+/// RFC 4861 requires it: hop limit 255, so it cannot come from off-link.
+#[inline(always)]
+fn is_ndp(cfg: &IfaceConfig, pkt: &PacketSummary) -> bool {
+    cfg.flags & CONFIG_NO_IMPLICIT_NDP == 0
+        && pkt.family == FAMILY_IPV6
+        && pkt.proto == IPPROTO_ICMPV6
+        && pkt.flags & PKT_HAS_L4 != 0
+        && (133..=137).contains(&pkt.icmp_type)
+        && pkt.ttl == 255
 }
 
 #[inline(always)]
@@ -66,13 +102,8 @@ fn key_low16(pkt: &PacketSummary) -> u16 {
 }
 
 #[inline(always)]
-fn port_set(gen_: u8, dir: Direction, pkt: &PacketSummary) -> Option<PortSetRef> {
-    // The peer: source address of ingress packets, destination of egress packets.
-    let peer = match dir {
-        Direction::Ingress => &pkt.src,
-        Direction::Egress => &pkt.dst,
-    };
-    if pkt.family == FAMILY_IPV4 {
+fn port_set(gen_: u8, dir: Direction, family: u8, peer: &[u8; 16]) -> Option<PortSetRef> {
+    if family == FAMILY_IPV4 {
         let addr = [peer[0], peer[1], peer[2], peer[3]];
         let key = Key::new(LPM_HDR_BITS + 32, lpm_data_v4(gen_, dir as u32, addr));
         SG_LPM_V4.get(&key).copied()
@@ -82,19 +113,31 @@ fn port_set(gen_: u8, dir: Direction, pkt: &PacketSummary) -> Option<PortSetRef>
     }
 }
 
+/// The rule-hit slot of the first rule allowing (`dir`, `proto`, flow-key low bits `low16`)
+/// with `peer` as the remote address, under the interface's policy; `None` when none does.
 #[inline(always)]
-fn groups(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verdict, Reason> {
-    if pkt.flags & PKT_LATER_FRAGMENT != 0 {
-        return Ok(Verdict::of(Reason::FragmentNoPorts));
+pub fn allowed(
+    cfg: &IfaceConfig,
+    dir: Direction,
+    family: u8,
+    proto: u8,
+    peer: &[u8; 16],
+    low16: u16,
+) -> Result<Option<u32>, Reason> {
+    if cfg.policy_mode == POLICY_POSTURE {
+        return Ok(match posture(cfg, dir)? {
+            Reason::PostureAllow => Some(NO_RULE),
+            _ => None,
+        });
     }
     let gen_ = cfg.active_gen & 1;
-    let Some(set) = port_set(gen_, dir, pkt) else {
-        return Ok(Verdict::of(Reason::NoRule));
+    let Some(set) = port_set(gen_, dir, family, peer) else {
+        return Ok(None);
     };
     if set.count > SEGMENTS_PER_GEN || set.start > SEGMENTS_PER_GEN - set.count {
         return Err(Reason::InternalError);
     }
-    let key = flow_key(pkt.proto, key_low16(pkt));
+    let key = flow_key(proto, low16);
     let base = u32::from(gen_) * SEGMENTS_PER_GEN;
     let mut lo = set.start;
     let mut hi = set.start + set.count;
@@ -112,11 +155,24 @@ fn groups(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verd
             if seg.rule >= MAX_RULES {
                 return Err(Reason::InternalError);
             }
-            return Ok(Verdict {
-                reason: Reason::RuleAllow,
-                rule_slot: u32::from(gen_) * MAX_RULES + seg.rule,
-            });
+            return Ok(Some(u32::from(gen_) * MAX_RULES + seg.rule));
         }
     }
-    Ok(Verdict::of(Reason::NoRule))
+    Ok(None)
+}
+
+#[inline(always)]
+fn groups(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verdict, Reason> {
+    if pkt.flags & PKT_LATER_FRAGMENT != 0 {
+        return Ok(Verdict::of(Reason::FragmentNoPorts));
+    }
+    // The peer: source address of ingress packets, destination of egress packets.
+    let peer = match dir {
+        Direction::Ingress => &pkt.src,
+        Direction::Egress => &pkt.dst,
+    };
+    Ok(match allowed(cfg, dir, pkt.family, pkt.proto, peer, key_low16(pkt))? {
+        Some(slot) => Verdict { reason: Reason::RuleAllow, rule_slot: slot },
+        None => Verdict::of(Reason::NoRule),
+    })
 }

@@ -20,7 +20,8 @@ use sg_common::{
         CONFIG_VALID, POLICY_GROUPS, POLICY_POSTURE, TC_KIND_CLSACT, TC_KIND_NONE, TC_KIND_TCX,
         XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_NONE,
     },
-    maps::{ALL_MAPS, PROG_EGRESS, PROG_INGRESS},
+    conntrack::CtTimeouts,
+    maps::{ALL_MAPS, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, MAP_CT, MAP_CT_NEW, PROG_EGRESS, PROG_INGRESS},
 };
 
 use crate::{
@@ -34,9 +35,34 @@ use crate::{
 /// The eBPF object built by build.rs (aya-build) from `sg-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-ebpf"));
 
-/// Loads the object and both programs into the kernel (not attached).
+/// Loads the object and both programs into the kernel (not attached), with the default
+/// conntrack sizes.
 pub fn load_object() -> Result<Ebpf> {
-    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(Box::new)?;
+    load_object_sized(CtSizes::default())
+}
+
+/// Sizes of the conntrack tables of an instance (fixed when the instance is loaded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtSizes {
+    /// `SG_CT`: flows that saw both directions.
+    pub established: u32,
+    /// `SG_CT_NEW`: flows not answered yet (LRU).
+    pub new: u32,
+}
+
+impl Default for CtSizes {
+    fn default() -> Self {
+        CtSizes { established: CT_MAX_ENTRIES, new: CT_NEW_MAX_ENTRIES }
+    }
+}
+
+/// Loads the object with conntrack tables of the given sizes.
+pub fn load_object_sized(sizes: CtSizes) -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(MAP_CT, sizes.established)
+        .map_max_entries(MAP_CT_NEW, sizes.new)
+        .load(EBPF_OBJECT)
+        .map_err(Box::new)?;
     xdp_mut(&mut ebpf)?.load().context(|| format!("loading {PROG_INGRESS}"))?;
     tc_mut(&mut ebpf)?.load().context(|| format!("loading {PROG_EGRESS}"))?;
     Ok(ebpf)
@@ -136,6 +162,8 @@ pub struct AttachRequest {
     pub ingress: Option<Posture>,
     /// `None`: keep the current posture (default for a new attach: egress allow).
     pub egress: Option<Posture>,
+    /// Conntrack table sizes for a new attach (an attached interface keeps its own).
+    pub ct_sizes: CtSizes,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -281,6 +309,7 @@ pub fn attach_with_policy(
         tc: TcRequest::Auto,
         ingress: None,
         egress: None,
+        ct_sizes: CtSizes::default(),
     };
     attach_new(&req, ifindex, &dir, Some((plan, seq)))
 }
@@ -356,7 +385,7 @@ fn attach_new(
         TcRequest::Auto => TC_KIND_CLSACT,
     };
 
-    let mut ebpf = load_object()?;
+    let mut ebpf = load_object_sized(req.ct_sizes)?;
     pins::create_private_dir(dir)?;
     let mut rollback = Rollback { dir, armed: true };
 
@@ -387,6 +416,8 @@ fn attach_new(
         _pad0: [0; 2],
         attached_at: now_unix(),
         policy_seq: 0,
+        revoke_seq: 0,
+        ct_timeouts: CtTimeouts::AWS_DEFAULTS,
     };
     if let Some((plan, seq)) = policy {
         maps.write_generation(0, plan)?;

@@ -5,14 +5,18 @@ use std::path::Path;
 use aya::{
     Ebpf,
     maps::{
-        Array, Map, MapData, PerCpuArray, PerCpuValues,
+        Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues,
         lpm_trie::{Key, LpmTrie},
     },
 };
 use ipnet::IpNet;
 use sg_common::{
     Counter, Direction, IfaceConfig, PacketSummary, Reason,
-    maps::{MAP_CONFIG, MAP_COUNTERS, MAP_LAST_PARSE, MAP_LPM_V4, MAP_LPM_V6, MAP_RULE_HITS, MAP_SEGMENTS},
+    conntrack::{CtEntry, CtKey},
+    maps::{
+        MAP_CONFIG, MAP_COUNTERS, MAP_CT, MAP_CT_NEW, MAP_LAST_PARSE, MAP_LPM_V4, MAP_LPM_V6, MAP_RULE_HITS,
+        MAP_SEGMENTS,
+    },
     policy::{
         LPM_HDR_BITS, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment, lpm_data_v4,
         lpm_data_v6,
@@ -34,6 +38,8 @@ pub struct InstanceMaps {
     lpm_v6: LpmTrie<MapData, LpmDataV6, PortSetRef>,
     segments: Array<MapData, Segment>,
     rule_hits: PerCpuArray<MapData, u64>,
+    ct: HashMap<MapData, CtKey, CtEntry>,
+    ct_new: HashMap<MapData, CtKey, CtEntry>,
 }
 
 /// Counters of one (direction, reason), summed over CPUs.
@@ -58,6 +64,8 @@ impl InstanceMaps {
             take(MAP_LPM_V6)?,
             take(MAP_SEGMENTS)?,
             take(MAP_RULE_HITS)?,
+            take(MAP_CT)?,
+            take(MAP_CT_NEW)?,
         ];
         Self::from_maps(maps)
     }
@@ -77,12 +85,14 @@ impl InstanceMaps {
             open(MAP_LPM_V6)?,
             open(MAP_SEGMENTS)?,
             open(MAP_RULE_HITS)?,
+            open(MAP_CT)?,
+            open(MAP_CT_NEW)?,
         ];
         Self::from_maps(maps)
     }
 
-    fn from_maps(maps: [Map; 7]) -> Result<Self> {
-        let [config, counters, last_parse, lpm_v4, lpm_v6, segments, rule_hits] = maps;
+    fn from_maps(maps: [Map; 9]) -> Result<Self> {
+        let [config, counters, last_parse, lpm_v4, lpm_v6, segments, rule_hits, ct, ct_new] = maps;
         Ok(Self {
             config: Array::try_from(config).context(|| MAP_CONFIG.to_string())?,
             counters: PerCpuArray::try_from(counters).context(|| MAP_COUNTERS.to_string())?,
@@ -91,6 +101,9 @@ impl InstanceMaps {
             lpm_v6: LpmTrie::try_from(lpm_v6).context(|| MAP_LPM_V6.to_string())?,
             segments: Array::try_from(segments).context(|| MAP_SEGMENTS.to_string())?,
             rule_hits: PerCpuArray::try_from(rule_hits).context(|| MAP_RULE_HITS.to_string())?,
+            ct: HashMap::try_from(ct).context(|| MAP_CT.to_string())?,
+            // An LRU hash opens as a plain HashMap in aya 0.14.
+            ct_new: HashMap::try_from(ct_new).context(|| MAP_CT_NEW.to_string())?,
         })
     }
 
@@ -214,5 +227,83 @@ impl InstanceMaps {
         self.rule_hits
             .set(u32::from(gen_) * MAX_RULES + id, vals, 0)
             .context(|| format!("writing {MAP_RULE_HITS}"))
+    }
+}
+
+/// Which conntrack table an entry is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum CtTable {
+    /// `SG_CT`: both directions seen.
+    Established,
+    /// `SG_CT_NEW`: not answered yet (LRU).
+    New,
+}
+
+impl InstanceMaps {
+    fn ct_map(&self, t: CtTable) -> &HashMap<MapData, CtKey, CtEntry> {
+        match t {
+            CtTable::Established => &self.ct,
+            CtTable::New => &self.ct_new,
+        }
+    }
+
+    /// Every tracked flow (expired ones included), with its table.
+    pub fn ct_entries(&self) -> Result<Vec<(CtTable, CtKey, CtEntry)>> {
+        let mut out = Vec::new();
+        for t in [CtTable::Established, CtTable::New] {
+            for item in self.ct_map(t).iter() {
+                match item {
+                    Ok((k, v)) => out.push((t, k, v)),
+                    // An entry deleted while we iterate: skip it.
+                    Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(e) => return Err(e).context(|| "reading conntrack".to_string()),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes one flow (absent is fine).
+    pub fn ct_remove(&mut self, t: CtTable, key: &CtKey) -> Result<()> {
+        let map = match t {
+            CtTable::Established => &mut self.ct,
+            CtTable::New => &mut self.ct_new,
+        };
+        match map.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).context(|| "removing a conntrack entry".to_string()),
+        }
+    }
+
+    /// Removes every flow from both tables; returns how many.
+    pub fn ct_flush(&mut self) -> Result<usize> {
+        let all = self.ct_entries()?;
+        for (t, k, _) in &all {
+            self.ct_remove(*t, k)?;
+        }
+        Ok(all.len())
+    }
+
+    /// Writes one flow (tests age entries this way instead of sleeping).
+    pub fn ct_put(&mut self, t: CtTable, key: &CtKey, e: &CtEntry) -> Result<()> {
+        let map = match t {
+            CtTable::Established => &mut self.ct,
+            CtTable::New => &mut self.ct_new,
+        };
+        map.insert(key, e, 0).context(|| "writing a conntrack entry".to_string())
+    }
+
+    /// Capacity of a table (max entries).
+    pub fn ct_capacity(&self, t: CtTable) -> u32 {
+        use aya::maps::IterableMap as _;
+        self.ct_map(t).map().info().map(|i| i.max_entries()).unwrap_or(0)
+    }
+}
+
+/// Now, on the datapath's conntrack clock (CLOCK_MONOTONIC_COARSE), in ns.
+pub fn ct_now_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE) {
+        Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
+        Err(_) => 0,
     }
 }

@@ -83,6 +83,14 @@ pub enum L4 {
         proto: u8,
         bytes: Vec<u8>,
     },
+    /// An ICMP/ICMPv6 error quoting a packet (its IP header onwards); `extra` is the 4-byte
+    /// field after the checksum (next-hop MTU of frag-needed, MTU of packet-too-big).
+    IcmpError {
+        icmp_type: u8,
+        code: u8,
+        extra: u32,
+        quoted: Vec<u8>,
+    },
 }
 
 impl L4 {
@@ -90,8 +98,8 @@ impl L4 {
         match self {
             L4::Tcp { .. } => 6,
             L4::Udp { .. } => 17,
-            L4::Icmp { .. } if v6 => 58,
-            L4::Icmp { .. } => 1,
+            L4::Icmp { .. } | L4::IcmpError { .. } if v6 => 58,
+            L4::Icmp { .. } | L4::IcmpError { .. } => 1,
             L4::Raw { proto, .. } => *proto,
         }
     }
@@ -139,6 +147,22 @@ impl Pkt {
     /// ICMP (v4) or ICMPv6 (v6) message.
     pub fn icmp(src: IpAddr, dst: IpAddr, icmp_type: u8, code: u8) -> Self {
         Self::new(src, dst, L4::Icmp { icmp_type, code, id: 0x4242 })
+    }
+
+    /// An ICMP (v4) or ICMPv6 error from `src` to `dst` quoting `quoted` (as sent, from its IP
+    /// header on), cut to `quote_len` bytes.
+    pub fn icmp_error(
+        src: IpAddr,
+        dst: IpAddr,
+        icmp_type: u8,
+        code: u8,
+        quoted: &Pkt,
+        quote_len: usize,
+    ) -> Self {
+        let full = quoted.build();
+        let ip = &full[quoted.l3_offset()..];
+        let quoted = ip[..quote_len.min(ip.len())].to_vec();
+        Self::new(src, dst, L4::IcmpError { icmp_type, code, extra: 1280, quoted })
     }
 
     pub fn raw(src: IpAddr, dst: IpAddr, proto: u8, bytes: &[u8]) -> Self {
@@ -227,6 +251,11 @@ impl Pkt {
                 out.extend(1u16.to_be_bytes());
             }
             L4::Raw { bytes, .. } => out.extend(bytes),
+            L4::IcmpError { icmp_type, code, extra, quoted } => {
+                out.extend([*icmp_type, *code, 0, 0]);
+                out.extend(extra.to_be_bytes());
+                out.extend(quoted);
+            }
         }
         out.extend(&self.payload);
         out

@@ -64,10 +64,23 @@ fn snapshot(maps: &InstanceMaps) -> Vec<(Direction, Reason, u64)> {
     v
 }
 
-/// Runs every row; panics listing every failing row. Returns the number of rows run.
+/// Runs every row as a packet of its own (the conntrack tables are emptied before each row);
+/// panics listing every failing row. Returns the number of rows run.
 pub fn run_table(inst: &mut PrivateInstance, table: &str, rows: &[Row]) -> usize {
+    run_rows(inst, table, rows, true)
+}
+
+/// Runs the rows in order as one story: conntrack state carries from row to row.
+pub fn run_sequence(inst: &mut PrivateInstance, table: &str, rows: &[Row]) -> usize {
+    run_rows(inst, table, rows, false)
+}
+
+fn run_rows(inst: &mut PrivateInstance, table: &str, rows: &[Row], fresh: bool) -> usize {
     let mut failures = Vec::new();
     for row in rows {
+        if fresh {
+            inst.maps_mut().ct_flush().expect("flush conntrack");
+        }
         let before = snapshot(inst.maps());
         let ret = match inst.run(row.dir, &row.frame) {
             Ok(r) => r,

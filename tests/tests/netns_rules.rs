@@ -175,7 +175,7 @@ fn thousand_rules_change_under_a_live_tcp_stream() {
     assert_eq!(after["ingress_prog_id"], before["ingress_prog_id"], "programs must not be reloaded");
     assert_eq!(after["egress_prog_id"], before["egress_prog_id"]);
     assert_eq!(after["policy_seq"], 11);
-    // The stream's rule was counted (its hits carried across the applies).
+    // The stream's rule was counted (its hit carried across the applies).
     let stats: serde_json::Value =
         serde_json::from_str(&pair.sgctl_ok(Side::A, &["stats", "--json"])).unwrap();
     let stream_rule = stats
@@ -184,7 +184,9 @@ fn thousand_rules_change_under_a_live_tcp_stream() {
         .iter()
         .find(|r| r["description"] == "the stream")
         .expect("stream rule in stats");
-    assert!(stream_rule["hits"].as_u64().unwrap() >= rounds, "hits {stream_rule} < {rounds} round trips");
+    // Hits count flows: the stream is one flow, counted once when its SYN was allowed, and the
+    // count survives the ten applies.
+    assert_eq!(stream_rule["hits"].as_u64(), Some(1), "{stream_rule}");
 }
 
 #[test]

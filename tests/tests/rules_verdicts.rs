@@ -75,6 +75,13 @@ fn icmp_in(src: &str, t: u8, c: u8) -> Vec<u8> {
     Pkt::icmp(src, host(src.is_ipv6()), t, c).build()
 }
 
+/// An ICMP error from `src` to the host quoting a packet the host sent to `src`.
+fn icmp_err_in(src: &str, t: u8, c: u8) -> Vec<u8> {
+    let src = ip(src);
+    let quoted = Pkt::udp(host(src.is_ipv6()), src, 40000, 33434);
+    Pkt::icmp_error(src, host(src.is_ipv6()), t, c, &quoted, 64).build()
+}
+
 fn raw_in(src: &str, proto: u8) -> Vec<u8> {
     let src = ip(src);
     Pkt::raw(src, host(src.is_ipv6()), proto, &[0; 16]).build()
@@ -121,11 +128,11 @@ fn every_rule_field_through_the_datapath() {
         a("icmp echo request (type 8 code 0)", Ingress, icmp_in("203.0.113.99", 8, 0), 4),
         a("icmp type 8 code 1 (code -1 = any)", Ingress, icmp_in("203.0.113.99", 8, 1), 4),
         d("icmp echo reply (type 0) not allowed", Ingress, icmp_in("203.0.113.99", 0, 0)),
-        a("icmp 3/4 frag-needed from the /24", Ingress, icmp_in("192.0.2.9", 3, 4), 5),
-        d("icmp 3/3 (other code)", Ingress, icmp_in("192.0.2.9", 3, 3)),
-        d("icmp 3/4 from outside the /24", Ingress, icmp_in("198.51.100.5", 3, 4)),
+        a("icmp 3/4 frag-needed from the /24", Ingress, icmp_err_in("192.0.2.9", 3, 4), 5),
+        d("icmp 3/3 (other code)", Ingress, icmp_err_in("192.0.2.9", 3, 3)),
+        d("icmp 3/4 from outside the /24", Ingress, icmp_err_in("198.51.100.5", 3, 4)),
         a("icmpv6 echo (type -1 = any)", Ingress, icmp_in("2001:db8:aaaa::9", 128, 0), 6),
-        a("icmpv6 dest-unreachable", Ingress, icmp_in("2001:db8:aaaa::9", 1, 4), 6),
+        a("icmpv6 dest-unreachable", Ingress, icmp_err_in("2001:db8:aaaa::9", 1, 4), 6),
         d("icmpv6 from outside the /48", Ingress, icmp_in("2001:db8:bbbb::9", 128, 0)),
         // other protocols by number
         a("gre (47) from the /24", Ingress, raw_in("203.0.113.50", 47), 7),

@@ -73,6 +73,12 @@ fn postures_decide_every_protocol_both_directions() {
                 Posture::Deny => Reason::PostureDeny,
             };
             for (desc, frame) in protocol_frames(dir) {
+                // A denied TCP packet that is not a SYN has its own reason (no flow, no SYN).
+                let reason = if desc.contains("tcp ack") && posture == Posture::Deny {
+                    Reason::TcpNotSyn
+                } else {
+                    reason
+                };
                 rows.push(Row::new(format!("{desc} under {}", posture.as_str()), dir, frame, reason));
             }
             rows.push(Row::new("arp passes whatever the posture", dir, arp_frame(), Reason::PassNonIp));

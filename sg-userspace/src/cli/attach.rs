@@ -21,6 +21,12 @@ pub struct AttachArgs {
     /// How to attach the egress program (auto: TCX on Linux >= 6.6, else clsact).
     #[arg(long, value_enum, default_value_t = TcRequest::Auto)]
     pub tc: TcRequest,
+    /// Size of the conntrack table of established flows (new attach only).
+    #[arg(long, default_value_t = sg_common::maps::CT_MAX_ENTRIES)]
+    pub ct_size: u32,
+    /// Size of the LRU table of flows not answered yet (new attach only).
+    #[arg(long, default_value_t = sg_common::maps::CT_NEW_MAX_ENTRIES)]
+    pub ct_new_size: u32,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -48,6 +54,7 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
         tc: args.tc,
         ingress: args.ingress.map(Into::into),
         egress: args.egress.map(Into::into),
+        ct_sizes: loader::CtSizes { established: args.ct_size, new: args.ct_new_size },
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

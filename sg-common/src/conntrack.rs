@@ -1,0 +1,432 @@
+//! Connection tracking: key and entry layouts, the TCP state machine and idle timeouts.
+//! Pure logic shared by the datapath and userspace, unit-tested on the host.
+//!
+//! A flow is stored once, under a *normalised* key: its two endpoints (address, port) in a
+//! fixed order (lower first), so one lookup finds the flow from either direction (cilium's
+//! reply-then-forward lookups collapsed into one probe). The entry records which endpoint
+//! initiated the flow and in which direction (ingress or egress) it started: a packet from the
+//! initiator must travel in that direction, a packet from the responder in the other.
+//!
+//! Two maps hold flows (one instance per interface, so the interface is implicit):
+//! `SG_CT_NEW`, an LRU hash, for flows that have not seen a reply (TCP handshakes, UDP and
+//! other protocols one way, ICMP echo); `SG_CT`, a plain hash without preallocation and without
+//! eviction, for flows that saw both directions (TCP established or closing, UDP streams).
+//! A flood of new flows can only churn the LRU; established flows are never evicted, and when
+//! `SG_CT` is full a flow that would join it is dropped (`ct_full`) instead.
+
+/// Key of a flow. `lo`/`hi` are the endpoints in normalised order (see [`ct_key`]). For ICMP
+/// echo both ports are the echo identifier; for protocols without ports both are 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub addr_lo: [u8; 16],
+    pub addr_hi: [u8; 16],
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<CtKey>() == 40);
+
+/// A tracked flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) at creation.
+    pub created_ns: u64,
+    /// Same clock, last packet of the flow.
+    pub last_seen_ns: u64,
+    /// Packets from the initiator (`[0]`) and from the responder (`[1]`).
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    /// Rule id that allowed the flow (in rule set `policy_seq`), or `policy::NO_RULE`.
+    pub rule: u32,
+    /// Rule set that allowed (or last re-validated) the flow; compared with
+    /// `IfaceConfig::revoke_seq` to end flows an apply with `--revoke` no longer allows.
+    pub policy_seq: u32,
+    /// `CT_*` state.
+    pub state: u8,
+    /// `Direction` (as u8) of the flow's first packet.
+    pub origin: u8,
+    /// 1 when the initiator is the key's `lo` endpoint.
+    pub initiator_lo: u8,
+    /// `CT_F_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 64);
+
+/// `CtEntry::flags`: a packet from the responder was seen.
+pub const CT_F_SEEN_REPLY: u8 = 1 << 0;
+
+// States. TCP follows the handshake; other protocols use `CT_NEW` then `CT_STREAM`.
+pub const CT_NEW: u8 = 0;
+/// UDP / other protocols: traffic seen both ways.
+pub const CT_STREAM: u8 = 1;
+pub const CT_TCP_SYN_SENT: u8 = 2;
+pub const CT_TCP_SYN_RECV: u8 = 3;
+pub const CT_TCP_ESTABLISHED: u8 = 4;
+/// The initiator sent FIN.
+pub const CT_TCP_FIN_ORIG: u8 = 5;
+/// The responder sent FIN.
+pub const CT_TCP_FIN_REPLY: u8 = 6;
+/// Both sent FIN.
+pub const CT_TCP_CLOSING: u8 = 7;
+/// RST seen.
+pub const CT_TCP_CLOSED: u8 = 8;
+
+pub const fn state_name(s: u8) -> &'static str {
+    match s {
+        CT_NEW => "new",
+        CT_STREAM => "stream",
+        CT_TCP_SYN_SENT => "syn_sent",
+        CT_TCP_SYN_RECV => "syn_recv",
+        CT_TCP_ESTABLISHED => "established",
+        CT_TCP_FIN_ORIG => "fin_initiator",
+        CT_TCP_FIN_REPLY => "fin_responder",
+        CT_TCP_CLOSING => "closing",
+        CT_TCP_CLOSED => "closed",
+        _ => "unknown",
+    }
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Next TCP state after a packet with `flags`, from the initiator (`reply == false`) or the
+/// responder. Unknown combinations keep the state (the datapath drops flag abuse earlier).
+pub const fn tcp_next(state: u8, reply: bool, flags: u8) -> u8 {
+    if flags & TCP_RST != 0 {
+        return CT_TCP_CLOSED;
+    }
+    let syn = flags & TCP_SYN != 0;
+    let ack = flags & TCP_ACK != 0;
+    let fin = flags & TCP_FIN != 0;
+    match state {
+        CT_TCP_SYN_SENT => {
+            if reply && syn {
+                // SYN-ACK, or a bare SYN of a simultaneous open.
+                CT_TCP_SYN_RECV
+            } else {
+                CT_TCP_SYN_SENT
+            }
+        }
+        CT_TCP_SYN_RECV => {
+            if !reply && ack && !syn {
+                if fin { CT_TCP_FIN_ORIG } else { CT_TCP_ESTABLISHED }
+            } else if reply && ack && !syn && !fin {
+                // Simultaneous open: the responder's ACK completes it too.
+                CT_TCP_ESTABLISHED
+            } else {
+                CT_TCP_SYN_RECV
+            }
+        }
+        CT_TCP_ESTABLISHED => {
+            if fin {
+                if reply { CT_TCP_FIN_REPLY } else { CT_TCP_FIN_ORIG }
+            } else {
+                CT_TCP_ESTABLISHED
+            }
+        }
+        CT_TCP_FIN_ORIG => {
+            if fin && reply {
+                CT_TCP_CLOSING
+            } else {
+                CT_TCP_FIN_ORIG
+            }
+        }
+        CT_TCP_FIN_REPLY => {
+            if fin && !reply {
+                CT_TCP_CLOSING
+            } else {
+                CT_TCP_FIN_REPLY
+            }
+        }
+        s => s,
+    }
+}
+
+/// `true` for states that belong in `SG_CT` (both directions seen, no eviction).
+pub const fn is_established(state: u8) -> bool {
+    matches!(
+        state,
+        CT_STREAM | CT_TCP_ESTABLISHED | CT_TCP_FIN_ORIG | CT_TCP_FIN_REPLY | CT_TCP_CLOSING | CT_TCP_CLOSED
+    )
+}
+
+/// Idle timeouts in seconds, per interface (`IfaceConfig::ct_timeouts`). Defaults and ranges
+/// as AWS where AWS has them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtTimeouts {
+    /// TCP after the handshake (and half-closed). AWS: 432000, 60..=432000.
+    pub tcp_established: u32,
+    /// TCP handshake in progress (SYN seen, not completed). 60, 10..=120.
+    pub tcp_half_open: u32,
+    /// TCP after FIN both ways or RST. 10, 1..=120.
+    pub tcp_closing: u32,
+    /// UDP one way. AWS: 30, 30..=60.
+    pub udp: u32,
+    /// UDP both ways. AWS: 180, 60..=180.
+    pub udp_stream: u32,
+    /// ICMP echo. AWS: 30, 10..=60.
+    pub icmp: u32,
+    /// Other protocols. AWS: 600, 60..=600.
+    pub other: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<CtTimeouts>() == 32);
+
+impl CtTimeouts {
+    pub const AWS_DEFAULTS: CtTimeouts = CtTimeouts {
+        tcp_established: 432_000,
+        tcp_half_open: 60,
+        tcp_closing: 10,
+        udp: 30,
+        udp_stream: 180,
+        icmp: 30,
+        other: 600,
+        _pad: 0,
+    };
+
+    /// Accepted range of each field, in field order: (name, min, max).
+    pub const RANGES: [(&'static str, u32, u32); 7] = [
+        ("tcp_established", 60, 432_000),
+        ("tcp_half_open", 10, 120),
+        ("tcp_closing", 1, 120),
+        ("udp", 30, 60),
+        ("udp_stream", 60, 180),
+        ("icmp", 10, 60),
+        ("other", 60, 600),
+    ];
+
+    /// Idle timeout (ns) of a flow of `proto` in `state`. A zero field (a config written
+    /// without timeouts) counts as the AWS default, never as "expire at once".
+    pub const fn timeout_ns(&self, proto: u8, state: u8) -> u64 {
+        const fn pick(set: u32, default: u32) -> u32 {
+            if set == 0 { default } else { set }
+        }
+        let d = Self::AWS_DEFAULTS;
+        let secs = match proto {
+            6 => match state {
+                CT_TCP_SYN_SENT | CT_TCP_SYN_RECV => pick(self.tcp_half_open, d.tcp_half_open),
+                CT_TCP_CLOSING | CT_TCP_CLOSED => pick(self.tcp_closing, d.tcp_closing),
+                _ => pick(self.tcp_established, d.tcp_established),
+            },
+            17 => {
+                if state == CT_STREAM {
+                    pick(self.udp_stream, d.udp_stream)
+                } else {
+                    pick(self.udp, d.udp)
+                }
+            }
+            1 | 58 => pick(self.icmp, d.icmp),
+            _ => pick(self.other, d.other),
+        };
+        secs as u64 * 1_000_000_000
+    }
+
+    /// Is `e` (of protocol `proto`) idle beyond its timeout at `now_ns`?
+    pub const fn expired(&self, proto: u8, e: &CtEntry, now_ns: u64) -> bool {
+        now_ns > e.last_seen_ns && now_ns - e.last_seen_ns > self.timeout_ns(proto, e.state)
+    }
+}
+
+impl Default for CtTimeouts {
+    fn default() -> Self {
+        Self::AWS_DEFAULTS
+    }
+}
+
+#[inline(always)]
+fn endpoint_lt(a: &[u8; 16], ap: u16, b: &[u8; 16], bp: u16) -> bool {
+    // Any fixed total order works; compare as two native u64 halves, then the port.
+    let a0 = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let b0 = u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    if a0 != b0 {
+        return a0 < b0;
+    }
+    let a1 = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+    let b1 = u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+    if a1 != b1 {
+        return a1 < b1;
+    }
+    ap < bp
+}
+
+/// The normalised key of a packet `src:sport -> dst:dport`, and whether `src` is the key's
+/// `lo` endpoint.
+#[inline(always)]
+pub fn ct_key(
+    family: u8,
+    proto: u8,
+    src: &[u8; 16],
+    sport: u16,
+    dst: &[u8; 16],
+    dport: u16,
+) -> (CtKey, bool) {
+    let src_lo = !endpoint_lt(dst, dport, src, sport);
+    let (addr_lo, port_lo, addr_hi, port_hi) =
+        if src_lo { (*src, sport, *dst, dport) } else { (*dst, dport, *src, sport) };
+    (CtKey { addr_lo, addr_hi, port_lo, port_hi, proto, family, _pad: [0; 2] }, src_lo)
+}
+
+crate::impl_pod!(CtKey, CtEntry, CtTimeouts);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u8 = TCP_SYN;
+    const SA: u8 = TCP_SYN | TCP_ACK;
+    const A: u8 = TCP_ACK;
+    const FA: u8 = TCP_FIN | TCP_ACK;
+    const R: u8 = TCP_RST;
+    const RA: u8 = TCP_RST | TCP_ACK;
+
+    /// Runs a sequence of (from responder?, flags) from SYN_SENT.
+    fn run(steps: &[(bool, u8)]) -> Vec<u8> {
+        let mut s = CT_TCP_SYN_SENT;
+        steps
+            .iter()
+            .map(|&(reply, f)| {
+                s = tcp_next(s, reply, f);
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn three_way_handshake_then_close_from_initiator() {
+        let states = run(&[
+            (true, SA),
+            (false, A),
+            (false, A),
+            (true, A),
+            (false, FA),
+            (true, A),
+            (true, FA),
+            (false, A),
+        ]);
+        assert_eq!(
+            states,
+            vec![
+                CT_TCP_SYN_RECV,
+                CT_TCP_ESTABLISHED,
+                CT_TCP_ESTABLISHED,
+                CT_TCP_ESTABLISHED,
+                CT_TCP_FIN_ORIG,
+                CT_TCP_FIN_ORIG,
+                CT_TCP_CLOSING,
+                CT_TCP_CLOSING
+            ]
+        );
+    }
+
+    #[test]
+    fn close_from_responder() {
+        let states = run(&[(true, SA), (false, A), (true, FA), (false, A), (false, FA)]);
+        assert_eq!(states[2..], [CT_TCP_FIN_REPLY, CT_TCP_FIN_REPLY, CT_TCP_CLOSING]);
+    }
+
+    #[test]
+    fn simultaneous_close() {
+        let states = run(&[(true, SA), (false, A), (false, FA), (true, FA), (false, A), (true, A)]);
+        assert_eq!(states[2..], [CT_TCP_FIN_ORIG, CT_TCP_CLOSING, CT_TCP_CLOSING, CT_TCP_CLOSING]);
+    }
+
+    #[test]
+    fn simultaneous_open() {
+        // Both sides send SYN; each answers with SYN-ACK; the ACKs complete it.
+        let states = run(&[(true, S), (false, SA), (true, A)]);
+        assert_eq!(states, vec![CT_TCP_SYN_RECV, CT_TCP_SYN_RECV, CT_TCP_ESTABLISHED]);
+    }
+
+    #[test]
+    fn rst_closes_from_any_state_and_either_side() {
+        for start in [
+            CT_TCP_SYN_SENT,
+            CT_TCP_SYN_RECV,
+            CT_TCP_ESTABLISHED,
+            CT_TCP_FIN_ORIG,
+            CT_TCP_FIN_REPLY,
+            CT_TCP_CLOSING,
+            CT_TCP_CLOSED,
+        ] {
+            for reply in [false, true] {
+                for f in [R, RA] {
+                    assert_eq!(
+                        tcp_next(start, reply, f),
+                        CT_TCP_CLOSED,
+                        "{} {reply} {f:#x}",
+                        state_name(start)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn handshake_is_not_skipped() {
+        // Retransmitted SYN, a stray ACK from the responder, data before the SYN-ACK.
+        assert_eq!(tcp_next(CT_TCP_SYN_SENT, false, S), CT_TCP_SYN_SENT);
+        assert_eq!(tcp_next(CT_TCP_SYN_SENT, true, A), CT_TCP_SYN_SENT);
+        assert_eq!(tcp_next(CT_TCP_SYN_SENT, false, A), CT_TCP_SYN_SENT);
+        // SYN-ACK retransmitted, initiator's ACK with FIN (data + close in one segment).
+        assert_eq!(tcp_next(CT_TCP_SYN_RECV, true, SA), CT_TCP_SYN_RECV);
+        assert_eq!(tcp_next(CT_TCP_SYN_RECV, false, FA), CT_TCP_FIN_ORIG);
+        // A FIN from the side that already sent one does not close.
+        assert_eq!(tcp_next(CT_TCP_FIN_ORIG, false, FA), CT_TCP_FIN_ORIG);
+        assert_eq!(tcp_next(CT_TCP_FIN_REPLY, true, FA), CT_TCP_FIN_REPLY);
+        // Closed stays closed (a new SYN is handled as a new flow by the datapath).
+        assert_eq!(tcp_next(CT_TCP_CLOSED, false, S), CT_TCP_CLOSED);
+    }
+
+    #[test]
+    fn timeouts_by_protocol_and_state() {
+        let t = CtTimeouts::AWS_DEFAULTS;
+        let s = 1_000_000_000;
+        assert_eq!(t.timeout_ns(6, CT_TCP_SYN_SENT), 60 * s);
+        assert_eq!(t.timeout_ns(6, CT_TCP_ESTABLISHED), 432_000 * s);
+        assert_eq!(t.timeout_ns(6, CT_TCP_FIN_ORIG), 432_000 * s);
+        assert_eq!(t.timeout_ns(6, CT_TCP_CLOSING), 10 * s);
+        assert_eq!(t.timeout_ns(6, CT_TCP_CLOSED), 10 * s);
+        assert_eq!(t.timeout_ns(17, CT_NEW), 30 * s);
+        assert_eq!(t.timeout_ns(17, CT_STREAM), 180 * s);
+        assert_eq!(t.timeout_ns(1, CT_NEW), 30 * s);
+        assert_eq!(t.timeout_ns(58, CT_NEW), 30 * s);
+        assert_eq!(t.timeout_ns(47, CT_STREAM), 600 * s);
+        let e = CtEntry { last_seen_ns: 100 * s, state: CT_NEW, ..CtEntry::default() };
+        assert!(!t.expired(17, &e, 130 * s));
+        assert!(t.expired(17, &e, 130 * s + 1));
+        assert!(!t.expired(17, &e, 50 * s), "a clock before last_seen is not expiry");
+        for (i, (_, lo, hi)) in CtTimeouts::RANGES.iter().enumerate() {
+            let v =
+                [t.tcp_established, t.tcp_half_open, t.tcp_closing, t.udp, t.udp_stream, t.icmp, t.other][i];
+            assert!((lo..=hi).contains(&&v), "default of field {i} outside its range");
+        }
+    }
+
+    #[test]
+    fn keys_are_the_same_from_both_directions() {
+        let a = [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let b = [192, 0, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let (k1, a_lo) = ct_key(4, 6, &a, 40000, &b, 80);
+        let (k2, b_lo) = ct_key(4, 6, &b, 80, &a, 40000);
+        assert_eq!(k1, k2);
+        assert_ne!(a_lo, b_lo);
+        // Same addresses, different ports: different flows; same address both ends: ports decide.
+        assert_ne!(ct_key(4, 6, &a, 40000, &b, 81).0, k1);
+        let (k3, lo3) = ct_key(4, 17, &a, 5, &a, 6);
+        let (k4, lo4) = ct_key(4, 17, &a, 6, &a, 5);
+        assert_eq!(k3, k4);
+        assert_ne!(lo3, lo4);
+        assert_ne!(ct_key(4, 17, &a, 40000, &b, 80).0, k1, "protocol is part of the key");
+    }
+}

@@ -1,0 +1,292 @@
+//! Connection tracking in the datapath. Layouts, states and timeouts: `sg_common::conntrack`.
+//!
+//! Per packet: an ICMP error quoting a tracked flow is RELATED; otherwise one lookup of the
+//! normalised key in `SG_CT` (flows that saw both directions), then in `SG_CT_NEW` (LRU, flows
+//! not answered yet). A hit updates the entry (state, counters, last seen) and decides the
+//! packet; an expired entry is deleted and the packet is new. New packets go to the policy;
+//! when it allows a flow start (TCP SYN, UDP, ICMP echo request, other protocols) the flow is
+//! created in `SG_CT_NEW`; it moves to `SG_CT` once both directions are seen.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns};
+use sg_common::{
+    Direction, IfaceConfig, PacketSummary, Reason,
+    conntrack::{
+        CT_F_SEEN_REPLY, CT_NEW, CT_STREAM, CT_TCP_CLOSED, CT_TCP_CLOSING, CT_TCP_SYN_SENT, CtEntry, CtKey,
+        TCP_ACK, TCP_SYN, ct_key, is_established, tcp_next,
+    },
+    packet::{FAMILY_IPV4, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_ICMP_ERROR},
+    policy::{MAX_RULES, NO_RULE},
+};
+
+use aya_ebpf::maps::{HashMap, LruHashMap};
+
+use crate::{
+    maps::{SG_CT, SG_CT_NEW},
+    policy::{self, Verdict},
+};
+
+/// The two flow tables, behind one interface.
+trait CtMap {
+    fn entry(&self, key: &CtKey) -> Option<*mut CtEntry>;
+    fn delete(&self, key: &CtKey);
+}
+
+impl CtMap for HashMap<CtKey, CtEntry> {
+    #[inline(always)]
+    fn entry(&self, key: &CtKey) -> Option<*mut CtEntry> {
+        self.get_ptr_mut(key)
+    }
+    #[inline(always)]
+    fn delete(&self, key: &CtKey) {
+        let _ = self.remove(key);
+    }
+}
+
+impl CtMap for LruHashMap<CtKey, CtEntry> {
+    #[inline(always)]
+    fn entry(&self, key: &CtKey) -> Option<*mut CtEntry> {
+        self.get_ptr_mut(key)
+    }
+    #[inline(always)]
+    fn delete(&self, key: &CtKey) {
+        let _ = self.remove(key);
+    }
+}
+
+/// Outcome of looking a packet up in one table.
+enum Lookup {
+    /// Not in this table (or expired and deleted): try the next.
+    Absent,
+    /// Decided: `Some(verdict)` for a packet of the flow, `None` to treat it as new.
+    Done(Option<Verdict>),
+}
+
+/// -EEXIST from a map insert with BPF_NOEXIST.
+const EEXIST: i32 = -17;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Is this ICMP message an echo request or reply (the only tracked ICMP)?
+#[inline(always)]
+fn is_echo(pkt: &PacketSummary) -> bool {
+    matches!(
+        (pkt.proto, pkt.icmp_type),
+        (IPPROTO_ICMP, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY)
+            | (IPPROTO_ICMPV6, ICMPV6_ECHO_REQUEST | ICMPV6_ECHO_REPLY)
+    )
+}
+
+/// The packet's flow key and whether its source is the key's `lo` endpoint; `None` for what
+/// is not tracked (ICMP other than echo).
+#[inline(always)]
+fn key_of(pkt: &PacketSummary) -> Option<(CtKey, bool)> {
+    let (sport, dport) = match pkt.proto {
+        IPPROTO_TCP | IPPROTO_UDP => (pkt.sport, pkt.dport),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            if !is_echo(pkt) {
+                return None;
+            }
+            (pkt.sport, pkt.sport)
+        }
+        _ => (0, 0),
+    };
+    Some(ct_key(pkt.family, pkt.proto, &pkt.src, sport, &pkt.dst, dport))
+}
+
+/// RELATED: an ICMP error quoting a tracked flow, sent to the quoted packet's source.
+#[inline(always)]
+pub fn related(cfg: &IfaceConfig, pkt: &PacketSummary) -> Option<Verdict> {
+    if pkt.flags & PKT_ICMP_ERROR == 0 || pkt.dst != pkt.inner_src {
+        return None;
+    }
+    let (key, _) =
+        ct_key(pkt.family, pkt.inner_proto, &pkt.inner_src, pkt.inner_sport, &pkt.inner_dst, pkt.inner_dport);
+    let now = now_ns();
+    let live = |e: Option<*mut CtEntry>| match e {
+        // SAFETY: valid map value pointer for this program run.
+        Some(e) => !cfg.ct_timeouts.expired(key.proto, unsafe { &*e }, now),
+        None => false,
+    };
+    if live(SG_CT.entry(&key)) || live(SG_CT_NEW.entry(&key)) {
+        return Some(Verdict::of(Reason::CtRelated));
+    }
+    None
+}
+
+/// The packet of a tracked flow: `Ok(Some(verdict))`; not tracked (or expired, revoked, or a
+/// new TCP connection reusing a closed one's ports): `Ok(None)`.
+#[inline(always)]
+pub fn track(
+    cfg: &IfaceConfig,
+    dir: Direction,
+    pkt: &PacketSummary,
+    bytes: u64,
+) -> Result<Option<Verdict>, Reason> {
+    let Some((key, src_lo)) = key_of(pkt) else { return Ok(None) };
+    let now = now_ns();
+    if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &key, src_lo, bytes, now)? {
+        return Ok(v);
+    }
+    match track_in(&SG_CT_NEW, false, cfg, dir, pkt, &key, src_lo, bytes, now)? {
+        Lookup::Done(v) => Ok(v),
+        Lookup::Absent => Ok(None),
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "inlined helper of track()")]
+#[inline(always)]
+fn track_in(
+    map: &impl CtMap,
+    established: bool,
+    cfg: &IfaceConfig,
+    dir: Direction,
+    pkt: &PacketSummary,
+    key: &CtKey,
+    src_lo: bool,
+    bytes: u64,
+    now: u64,
+) -> Result<Lookup, Reason> {
+    let Some(e) = map.entry(key) else { return Ok(Lookup::Absent) };
+    // SAFETY: valid map value pointer for this program run; concurrent updates of counters
+    // from other CPUs may race (they are statistics).
+    let e = unsafe { &mut *e };
+    if cfg.ct_timeouts.expired(key.proto, e, now) {
+        map.delete(key);
+        return Ok(Lookup::Absent);
+    }
+    let from_initiator = u8::from(src_lo) == e.initiator_lo;
+    let expected = if from_initiator { e.origin } else { e.origin ^ 1 };
+    if dir as u8 != expected {
+        // The flow's tuple in the wrong direction (spoofed or looped): not this flow.
+        return Ok(Lookup::Done(None));
+    }
+    if (e.policy_seq.wrapping_sub(cfg.revoke_seq as u32) as i32) < 0 {
+        // Rules changed with --revoke since the flow was allowed: check it again.
+        match revalidate(cfg, key, e)? {
+            Some(slot) => {
+                e.policy_seq = cfg.policy_seq as u32;
+                e.rule = slot_rule(slot);
+            }
+            None => {
+                map.delete(key);
+                return Ok(Lookup::Done(None));
+            }
+        }
+    }
+    let tcp = key.proto == IPPROTO_TCP;
+    if tcp
+        && from_initiator
+        && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        && matches!(e.state, CT_TCP_CLOSING | CT_TCP_CLOSED)
+    {
+        // A new connection on the ports of a closed one.
+        map.delete(key);
+        return Ok(Lookup::Done(None));
+    }
+    let side = usize::from(!from_initiator);
+    e.packets[side] += 1;
+    e.bytes[side] += bytes;
+    e.last_seen_ns = now;
+    if !from_initiator {
+        e.flags |= CT_F_SEEN_REPLY;
+    }
+    e.state = if tcp {
+        tcp_next(e.state, !from_initiator, pkt.tcp_flags)
+    } else if !from_initiator {
+        CT_STREAM
+    } else {
+        e.state
+    };
+    let reason = if from_initiator { Reason::CtEstablished } else { Reason::CtReply };
+    if !established && is_established(e.state) {
+        // Both directions seen: move to the table that is never evicted.
+        if SG_CT.insert(key, *e, u64::from(BPF_NOEXIST)).is_err() {
+            return Ok(Lookup::Done(Some(Verdict::of(Reason::CtFull))));
+        }
+        map.delete(key);
+    }
+    Ok(Lookup::Done(Some(Verdict::of(reason))))
+}
+
+#[inline(always)]
+fn slot_rule(slot: u32) -> u32 {
+    if slot == NO_RULE { NO_RULE } else { slot % MAX_RULES }
+}
+
+/// Would the current policy allow this flow's first packet? `Some(rule slot)` if so.
+#[inline(always)]
+fn revalidate(cfg: &IfaceConfig, key: &CtKey, e: &CtEntry) -> Result<Option<u32>, Reason> {
+    let origin = if e.origin == Direction::Egress as u8 { Direction::Egress } else { Direction::Ingress };
+    // The initiator and responder endpoints, from the normalised key.
+    let (init, init_port, resp, resp_port) = if e.initiator_lo != 0 {
+        (&key.addr_lo, key.port_lo, &key.addr_hi, key.port_hi)
+    } else {
+        (&key.addr_hi, key.port_hi, &key.addr_lo, key.port_lo)
+    };
+    // The remote end is the peer: the initiator of an ingress flow, the responder of an egress one.
+    let peer = if origin == Direction::Ingress { init } else { resp };
+    let low16 = match (key.proto, key.family) {
+        (IPPROTO_TCP | IPPROTO_UDP, _) => resp_port,
+        (IPPROTO_ICMP, FAMILY_IPV4) => u16::from(ICMP_ECHO_REQUEST) << 8,
+        (IPPROTO_ICMPV6, _) => u16::from(ICMPV6_ECHO_REQUEST) << 8,
+        _ => 0,
+    };
+    let _ = init_port;
+    policy::allowed(cfg, origin, key.family, key.proto, peer, low16)
+}
+
+/// Does this allowed packet start a flow (and get tracked)?
+#[inline(always)]
+fn starts_flow(pkt: &PacketSummary) -> bool {
+    match pkt.proto {
+        IPPROTO_TCP => pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            matches!(pkt.icmp_type, ICMP_ECHO_REQUEST | ICMPV6_ECHO_REQUEST) && is_echo(pkt)
+        }
+        _ => true,
+    }
+}
+
+/// Tracks a packet the policy allowed (`v`), if it starts a flow. A packet that does not
+/// start a flow (TCP without SYN, echo reply...) passes untracked.
+#[inline(always)]
+pub fn create(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, v: Verdict, bytes: u64) -> Verdict {
+    if !starts_flow(pkt) {
+        return v;
+    }
+    let Some((key, src_lo)) = key_of(pkt) else { return v };
+    let now = now_ns();
+    let entry = CtEntry {
+        created_ns: now,
+        last_seen_ns: now,
+        packets: [1, 0],
+        bytes: [bytes, 0],
+        rule: slot_rule(v.rule_slot),
+        policy_seq: cfg.policy_seq as u32,
+        state: if pkt.proto == IPPROTO_TCP { CT_TCP_SYN_SENT } else { CT_NEW },
+        origin: dir as u8,
+        initiator_lo: u8::from(src_lo),
+        flags: 0,
+        _pad: [0; 4],
+    };
+    match SG_CT_NEW.insert(key, entry, u64::from(BPF_NOEXIST)) {
+        Ok(()) => v,
+        // The tuple exists in the other direction's sense (see `track`): pass untracked.
+        Err(EEXIST) => v,
+        Err(_) => Verdict::of(Reason::CtFull),
+    }
+}
+
+/// A new TCP packet that is not a plain SYN.
+#[inline(always)]
+pub fn tcp_not_syn(pkt: &PacketSummary) -> bool {
+    pkt.proto == IPPROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN
+}
