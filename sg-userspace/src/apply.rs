@@ -36,6 +36,9 @@ pub struct ApplyOptions {
     pub dry_run: bool,
     /// XDP mode for interfaces this apply attaches.
     pub mode: Option<ModeRequest>,
+    /// End tracked flows the new rules do not allow (AWS keeps them). Checked lazily: each
+    /// flow is re-validated against the new rules on its next packet.
+    pub revoke: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -154,8 +157,15 @@ fn stage(plans: &[IfacePlan], seq: u64, opts: ApplyOptions, newly: &mut Vec<Stri
                 let old_gen = (cfg.policy_mode == POLICY_GROUPS).then_some(cfg.active_gen & 1);
                 let gen_ = (cfg.active_gen & 1) ^ 1;
                 attached.maps.write_generation(gen_, plan)?;
-                let cfg =
-                    IfaceConfig { policy_mode: POLICY_GROUPS, active_gen: gen_, policy_seq: seq, ..cfg };
+                let revoke_seq = if opts.revoke { seq } else { cfg.revoke_seq };
+                let cfg = IfaceConfig {
+                    policy_mode: POLICY_GROUPS,
+                    active_gen: gen_,
+                    policy_seq: seq,
+                    revoke_seq,
+                    ct_timeouts: plan.timeouts,
+                    ..cfg
+                };
                 staged.push(Staged { attached, cfg, old_gen });
             }
             None => {

@@ -94,7 +94,12 @@ pub struct PrivateInstance {
 impl PrivateInstance {
     /// Loads a fresh instance (its own maps) and writes `cfg` (marked valid).
     pub fn load(cfg: &IfaceConfig) -> Result<Self> {
-        let mut ebpf = load_object()?;
+        Self::load_sized(cfg, CtSizes::default())
+    }
+
+    /// As [`Self::load`], with conntrack tables of the given sizes.
+    pub fn load_sized(cfg: &IfaceConfig, sizes: CtSizes) -> Result<Self> {
+        let mut ebpf = load_object_sized(sizes)?;
         let mut maps = InstanceMaps::take_from(&mut ebpf)?;
         maps.set_config(&IfaceConfig { flags: cfg.flags | CONFIG_VALID, ..*cfg })?;
         Ok(Self { ebpf, maps })
@@ -111,6 +116,12 @@ impl PrivateInstance {
     /// Writes `plan` into the inactive generation and flips to it, switching the instance to
     /// security groups: the same two steps as `sgctl apply` on a live interface.
     pub fn apply_plan(&mut self, plan: &IfacePlan, seq: u64) -> Result<()> {
+        self.apply_plan_with(plan, seq, false)
+    }
+
+    /// As [`Self::apply_plan`]; with `revoke`, tracked flows the new rules do not allow end
+    /// (on their next packet), as `sgctl apply --revoke`.
+    pub fn apply_plan_with(&mut self, plan: &IfacePlan, seq: u64, revoke: bool) -> Result<()> {
         let cfg = self.maps.config()?;
         let gen_ = if cfg.policy_mode == POLICY_GROUPS { (cfg.active_gen & 1) ^ 1 } else { 0 };
         self.maps.write_generation(gen_, plan)?;
@@ -118,6 +129,8 @@ impl PrivateInstance {
             policy_mode: POLICY_GROUPS,
             active_gen: gen_,
             policy_seq: seq,
+            revoke_seq: if revoke { seq } else { cfg.revoke_seq },
+            ct_timeouts: plan.timeouts,
             ..cfg
         })
     }
@@ -423,6 +436,7 @@ fn attach_new(
         maps.write_generation(0, plan)?;
         cfg.policy_mode = POLICY_GROUPS;
         cfg.policy_seq = seq;
+        cfg.ct_timeouts = plan.timeouts;
     }
     // The config is complete before any packet can reach the programs.
     maps.set_config(&cfg)?;

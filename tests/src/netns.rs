@@ -220,3 +220,130 @@ pub fn spawn_in_ns<T: Send + 'static>(
         f()
     })
 }
+
+/// Three namespaces in a line, A — R — B, R routing between two subnets (no default routes):
+/// A 192.0.2.1 / 2001:db8:1::1, R 192.0.2.254 and 198.51.100.254 / 2001:db8:1::fe and
+/// 2001:db8:2::fe, B 198.51.100.2 / 2001:db8:2::2. For path-MTU tests: `set_middle_mtu`
+/// lowers the MTU of R's interface towards B only, so R has to send frag-needed /
+/// packet-too-big to A (an endpoint with a small MTU would only advertise a small MSS).
+pub struct Routed {
+    pub ns_a: String,
+    pub ns_r: String,
+    pub ns_b: String,
+    /// A's interface (towards R).
+    pub if_a: String,
+    /// R's interface towards B.
+    pub if_rb: String,
+    names: Vec<String>,
+}
+
+impl Routed {
+    pub fn new() -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}r{n}", std::process::id());
+        let r = Routed {
+            ns_a: format!("sgt-{id}-a"),
+            ns_r: format!("sgt-{id}-r"),
+            ns_b: format!("sgt-{id}-b"),
+            if_a: format!("s{id}a"),
+            if_rb: format!("s{id}q"),
+            names: Vec::new(),
+        };
+        let mut r = r;
+        r.names = vec![r.ns_a.clone(), r.ns_r.clone(), r.ns_b.clone()];
+        if let Err(e) = r.setup(&id) {
+            drop(r);
+            panic!("routed netns fixture: {e}");
+        }
+        r
+    }
+
+    fn setup(&self, id: &str) -> Result<(), String> {
+        for ns in &self.names {
+            ip(&["netns", "add", ns])?;
+            for key in ["all", "default"] {
+                let path = format!("/proc/sys/net/ipv6/conf/{key}/accept_dad");
+                run_in_ns(ns, move || std::fs::write(&path, "0").map_err(|e| e.to_string()))?;
+            }
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let if_ra = format!("s{id}p");
+        let if_b = format!("s{id}b");
+        ip(&[
+            "link", "add", &self.if_a, "netns", &self.ns_a, "type", "veth", "peer", "name", &if_ra, "netns",
+            &self.ns_r,
+        ])?;
+        ip(&[
+            "link",
+            "add",
+            &self.if_rb,
+            "netns",
+            &self.ns_r,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &if_b,
+            "netns",
+            &self.ns_b,
+        ])?;
+        let addrs = [
+            (&self.ns_a, &self.if_a, "192.0.2.1/24", "2001:db8:1::1/64"),
+            (&self.ns_r, &if_ra, "192.0.2.254/24", "2001:db8:1::fe/64"),
+            (&self.ns_r, &self.if_rb, "198.51.100.254/24", "2001:db8:2::fe/64"),
+            (&self.ns_b, &if_b, "198.51.100.2/24", "2001:db8:2::2/64"),
+        ];
+        for (ns, ifn, v4, v6) in addrs {
+            ip(&["-n", ns, "addr", "add", v4, "dev", ifn])?;
+            ip(&["-n", ns, "addr", "add", v6, "dev", ifn, "nodad"])?;
+            ip(&["-n", ns, "link", "set", ifn, "up"])?;
+        }
+        for key in ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"] {
+            let path = format!("/proc/sys/{key}");
+            run_in_ns(&self.ns_r, move || std::fs::write(&path, "1").map_err(|e| e.to_string()))?;
+        }
+        ip(&["-n", &self.ns_a, "route", "add", "198.51.100.0/24", "via", "192.0.2.254"])?;
+        ip(&["-n", &self.ns_a, "-6", "route", "add", "2001:db8:2::/64", "via", "2001:db8:1::fe"])?;
+        ip(&["-n", &self.ns_b, "route", "add", "192.0.2.0/24", "via", "198.51.100.254"])?;
+        ip(&["-n", &self.ns_b, "-6", "route", "add", "2001:db8:1::/64", "via", "2001:db8:2::fe"])?;
+        Ok(())
+    }
+
+    /// Lowers the MTU of R's interface towards B.
+    pub fn set_middle_mtu(&self, mtu: u32) {
+        ip(&["-n", &self.ns_r, "link", "set", &self.if_rb, "mtu", &mtu.to_string()]).expect("set mtu");
+    }
+
+    /// Runs `sgctl ARGS` inside A.
+    pub fn sgctl_a(&self, args: &[&str]) -> String {
+        let bin = crate::sgctl_path();
+        let args_v: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
+        let out =
+            run_in_ns(&self.ns_a, move || Command::new(bin).args(&args_v).output().expect("spawn sgctl"));
+        assert!(out.status.success(), "sgctl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Default for Routed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let path = format!("/run/netns/{ns}");
+            if std::path::Path::new(&path).exists()
+                && let Ok(Some(cookie)) = std::panic::catch_unwind(|| {
+                    run_in_ns(ns, || sg_userspace::pins::current_netns_cookie().ok())
+                })
+            {
+                let _ = std::fs::remove_dir_all(sg_userspace::pins::netns_dir_for(cookie));
+                let _ = std::fs::remove_dir_all(sg_userspace::state::state_dir_for(cookie));
+            }
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}

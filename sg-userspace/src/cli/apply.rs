@@ -20,6 +20,9 @@ pub struct ApplyArgs {
     /// Print what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also end tracked flows the new rules no longer allow (AWS lets them live on).
+    #[arg(long)]
+    pub revoke: bool,
     /// AWS JSON: bind groups to an interface, IFACE=GROUP[,GROUP...] (GroupId or GroupName).
     #[arg(long = "bind", value_name = "IFACE=GROUPS")]
     pub bind: Vec<String>,
@@ -48,7 +51,7 @@ pub fn aws_context(bind: &[String], members: Option<&PathBuf>) -> anyhow::Result
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let ctx = aws_context(&args.bind, args.members.as_ref())?;
     let rs = rules::load(&args.file, args.format, &ctx)?;
-    let report = apply(&rs, ApplyOptions { dry_run: args.dry_run, mode: args.mode })?;
+    let report = apply(&rs, ApplyOptions { dry_run: args.dry_run, mode: args.mode, revoke: args.revoke })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod attach;
+pub mod conntrack;
 pub mod detach;
 pub mod explain;
 pub mod export;
@@ -37,6 +38,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Add or remove one rule of the live rule set (and of a rules file with --file).
     Rule(rule::RuleArgs),
+    /// Tracked flows: list, flush, gc.
+    Conntrack(conntrack::ConntrackArgs),
     /// Per-rule hit counters of the applied rule set.
     Stats(stats::StatsArgs),
     /// Which rule (if any) allows a packet, by the reference model.
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => apply::run(&args),
         Command::Rule(args) => rule::run(&args),
         Command::Stats(args) => stats::run(&args),
+        Command::Conntrack(args) => conntrack::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Import(args) => import::run(&args),
         Command::Export(args) => export::run(&args),

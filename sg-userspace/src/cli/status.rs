@@ -3,7 +3,7 @@
 use clap::Args;
 use serde::Serialize;
 use sg_common::{
-    Posture,
+    Direction, Posture, Reason,
     config::POLICY_GROUPS,
     maps::{PROG_EGRESS, PROG_INGRESS},
 };
@@ -12,7 +12,7 @@ use crate::{
     error::Result,
     iface,
     loader::{pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name},
-    maps::{InstanceMaps, ReasonCount},
+    maps::{CtTable, InstanceMaps, ReasonCount},
     pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
 };
 
@@ -51,7 +51,21 @@ pub struct IfaceStatus {
     pub egress_prog_id: Option<u32>,
     pub xdp_link_id: Option<u32>,
     pub tc_link_id: Option<u32>,
+    pub conntrack: CtTotals,
     pub counters: Vec<ReasonCount>,
+}
+
+/// Conntrack occupancy of an interface.
+#[derive(Debug, Serialize)]
+pub struct CtTotals {
+    /// Flows in `SG_CT` (both directions seen) and its capacity.
+    pub established: usize,
+    pub established_capacity: u32,
+    /// Flows in `SG_CT_NEW` (LRU, not answered yet) and its capacity.
+    pub new: usize,
+    pub new_capacity: u32,
+    /// Packets dropped because a flow could not be tracked (both directions).
+    pub ct_full_drops: u64,
 }
 
 /// Collects the status of every interface attached in the current network namespace.
@@ -79,6 +93,20 @@ pub fn collect() -> Result<Status> {
             egress_prog_id: pinned_prog_id(&d.join(PROG_EGRESS)).ok(),
             xdp_link_id: pinned_link_id(&d.join(PIN_LINK_XDP)).ok(),
             tc_link_id: pinned_link_id(&d.join(PIN_LINK_TC)).ok(),
+            conntrack: {
+                let entries = maps.ct_entries()?;
+                let est = entries.iter().filter(|(t, _, _)| *t == CtTable::Established).count();
+                CtTotals {
+                    established: est,
+                    established_capacity: maps.ct_capacity(CtTable::Established),
+                    new: entries.len() - est,
+                    new_capacity: maps.ct_capacity(CtTable::New),
+                    ct_full_drops: Direction::ALL
+                        .iter()
+                        .map(|d| maps.counter(*d, Reason::CtFull).map(|c| c.packets).unwrap_or(0))
+                        .sum(),
+                }
+            },
             counters: maps.counters()?,
             iface: name,
         });
@@ -120,6 +148,14 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
             s.tc_kind,
             id(s.egress_prog_id),
             id(s.tc_link_id)
+        );
+        println!(
+            "  conntrack: {} established (of {}), {} new (of {}), {} drops for a full table",
+            s.conntrack.established,
+            s.conntrack.established_capacity,
+            s.conntrack.new,
+            s.conntrack.new_capacity,
+            s.conntrack.ct_full_drops
         );
         println!("  {:<8} {:<20} {:<6} {:>12} {:>14}", "dir", "reason", "action", "packets", "bytes");
         for c in s.counters.iter().filter(|c| args.all || c.packets > 0) {

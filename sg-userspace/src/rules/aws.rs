@@ -240,6 +240,7 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
             continue;
         };
         out.interfaces.push(RawBinding {
+            timeouts: Vec::new(),
             iface: At::new(iface.to_string(), loc.clone()),
             groups: groups
                 .split(',')

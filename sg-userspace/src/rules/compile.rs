@@ -34,6 +34,8 @@ pub struct IfacePlan {
     pub entries: Vec<TrieEntry>,
     /// Relative to the generation's base in `SG_SEGMENTS`.
     pub segments: Vec<Segment>,
+    /// Conntrack idle timeouts of the interface.
+    pub timeouts: sg_common::conntrack::CtTimeouts,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -133,7 +135,8 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
             return Err(CompileError::TooManyPrefixes { iface: iface.into(), family, n, max });
         }
     }
-    Ok(IfacePlan { iface: iface.into(), rules, entries, segments })
+    let timeouts = rs.binding(iface).map_or(sg_common::conntrack::CtTimeouts::AWS_DEFAULTS, |b| b.timeouts);
+    Ok(IfacePlan { iface: iface.into(), rules, entries, segments, timeouts })
 }
 
 /// Sorted disjoint segments of the union of `ranges`, each key labelled with the lowest rule

@@ -299,8 +299,57 @@ pub struct PrefixList {
 pub struct Binding {
     pub iface: String,
     pub groups: Vec<String>,
+    /// Conntrack idle timeouts (seconds) of the interface; AWS defaults where not given.
+    #[serde(default = "default_timeouts", with = "timeouts_serde")]
+    pub timeouts: sg_common::conntrack::CtTimeouts,
     pub loc: Loc,
 }
+
+fn default_timeouts() -> sg_common::conntrack::CtTimeouts {
+    sg_common::conntrack::CtTimeouts::AWS_DEFAULTS
+}
+
+/// `CtTimeouts` (a shared `#[repr(C)]` type) as a JSON map of its fields.
+mod timeouts_serde {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use sg_common::conntrack::CtTimeouts;
+
+    pub fn fields(t: &CtTimeouts) -> [u32; 7] {
+        [t.tcp_established, t.tcp_half_open, t.tcp_closing, t.udp, t.udp_stream, t.icmp, t.other]
+    }
+
+    pub fn set(t: &mut CtTimeouts, name: &str, v: u32) {
+        match name {
+            "tcp_established" => t.tcp_established = v,
+            "tcp_half_open" => t.tcp_half_open = v,
+            "tcp_closing" => t.tcp_closing = v,
+            "udp" => t.udp = v,
+            "udp_stream" => t.udp_stream = v,
+            "icmp" => t.icmp = v,
+            "other" => t.other = v,
+            _ => {}
+        }
+    }
+
+    pub fn serialize<S: Serializer>(t: &CtTimeouts, s: S) -> Result<S::Ok, S::Error> {
+        let m: BTreeMap<&str, u32> =
+            CtTimeouts::RANGES.iter().zip(fields(t)).map(|((name, _, _), v)| (*name, v)).collect();
+        m.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CtTimeouts, D::Error> {
+        let m = BTreeMap::<String, u32>::deserialize(d)?;
+        let mut t = CtTimeouts::AWS_DEFAULTS;
+        for (k, v) in m {
+            set(&mut t, &k, v);
+        }
+        Ok(t)
+    }
+}
+
+pub use timeouts_serde::{fields as timeout_fields, set as set_timeout};
 
 /// A checked rule set: every reference resolves, every value is in range, quotas hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -78,6 +78,8 @@ pub struct RawPrefixList {
 pub struct RawBinding {
     pub iface: At<String>,
     pub groups: Vec<At<String>>,
+    /// Conntrack timeouts given for the interface: (field name, seconds).
+    pub timeouts: Vec<(&'static str, At<i64>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

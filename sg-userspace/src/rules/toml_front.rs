@@ -24,6 +24,7 @@
 //!
 //! [interfaces.eth0]
 //! groups = ["web"]
+//! timeouts = { tcp_established = 3600, udp_stream = 120 }   # optional, seconds
 //! ```
 
 use std::collections::BTreeMap;
@@ -84,6 +85,20 @@ struct PrefixListT {
 struct IfaceT {
     #[serde(default)]
     groups: Vec<Spanned<String>>,
+    timeouts: Option<Spanned<TimeoutsT>>,
+}
+
+/// Conntrack idle timeouts (seconds) of an interface; see `sg_common::conntrack::CtTimeouts`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutsT {
+    tcp_established: Option<Spanned<i64>>,
+    tcp_half_open: Option<Spanned<i64>>,
+    tcp_closing: Option<Spanned<i64>>,
+    udp: Option<Spanned<i64>>,
+    udp_stream: Option<Spanned<i64>>,
+    icmp: Option<Spanned<i64>>,
+    other: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -173,9 +188,28 @@ pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
     let mut ifaces: Vec<_> = parsed.interfaces.iter().collect();
     ifaces.sort_by_key(|(k, _)| k.span().start);
     for (name, i) in ifaces {
+        let i = i.get_ref();
+        let mut timeouts = Vec::new();
+        if let Some(t) = &i.timeouts {
+            let t = t.get_ref();
+            for (key, v) in [
+                ("tcp_established", &t.tcp_established),
+                ("tcp_half_open", &t.tcp_half_open),
+                ("tcp_closing", &t.tcp_closing),
+                ("udp", &t.udp),
+                ("udp_stream", &t.udp_stream),
+                ("icmp", &t.icmp),
+                ("other", &t.other),
+            ] {
+                if let Some(v) = v {
+                    timeouts.push((key, cx.at(v)));
+                }
+            }
+        }
         out.interfaces.push(RawBinding {
             iface: cx.at(name),
-            groups: i.get_ref().groups.iter().map(|g| cx.at(g)).collect(),
+            groups: i.groups.iter().map(|g| cx.at(g)).collect(),
+            timeouts,
         });
     }
     Ok(out)

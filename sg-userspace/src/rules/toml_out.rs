@@ -131,7 +131,18 @@ pub fn to_toml(rs: &RuleSet) -> String {
     for b in &rs.interfaces {
         let _ = writeln!(s, "[interfaces.{}]", key(&b.iface));
         let g: Vec<String> = b.groups.iter().map(|g| q(g)).collect();
-        let _ = writeln!(s, "groups = {}\n", list(&g));
+        let _ = writeln!(s, "groups = {}", list(&g));
+        let defaults = super::timeout_fields(&sg_common::conntrack::CtTimeouts::AWS_DEFAULTS);
+        let set: Vec<String> = sg_common::conntrack::CtTimeouts::RANGES
+            .iter()
+            .zip(super::timeout_fields(&b.timeouts).iter().zip(defaults))
+            .filter(|(_, (v, d))| **v != *d)
+            .map(|((name, _, _), (v, _))| format!("{name} = {v}"))
+            .collect();
+        if !set.is_empty() {
+            let _ = writeln!(s, "timeouts = {{ {} }}", set.join(", "));
+        }
+        s.push('\n');
     }
     s
 }

@@ -92,7 +92,25 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
                 ),
             );
         }
-        interfaces.push(Binding { iface: b.iface.v.clone(), groups: names, loc: b.iface.loc.clone() });
+        let mut timeouts = sg_common::conntrack::CtTimeouts::AWS_DEFAULTS;
+        for (name, v) in &b.timeouts {
+            let (_, lo, hi) = sg_common::conntrack::CtTimeouts::RANGES
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .copied()
+                .expect("known timeout field");
+            if (i64::from(lo)..=i64::from(hi)).contains(&v.v) {
+                super::set_timeout(&mut timeouts, name, v.v as u32);
+            } else {
+                ck.err(&v.loc, format!("{name} timeout {} out of range {lo}-{hi} seconds", v.v));
+            }
+        }
+        interfaces.push(Binding {
+            iface: b.iface.v.clone(),
+            groups: names,
+            timeouts,
+            loc: b.iface.loc.clone(),
+        });
     }
 
     if ck.diags.is_empty() {

@@ -1,0 +1,531 @@
+//! Stateful verdict tables through BPF_PROG_TEST_RUN: replies accepted only after the forward
+//! packet created the flow, spoofed replies dropped, RELATED ICMP only for tracked flows,
+//! expiry (by ageing entries, not sleeping), revoke, and a full table.
+
+use std::net::IpAddr;
+
+use sg_common::{
+    Direction::{Egress, Ingress},
+    IfaceConfig, Reason,
+    config::CONFIG_RECORD_PARSE,
+    conntrack::{CT_NEW, CT_STREAM, CT_TCP_ESTABLISHED, CT_TCP_SYN_RECV, CtEntry, CtKey},
+    packet::FAMILY_IPV4,
+};
+use sg_tests::{
+    packet::{Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN},
+    policy::{apply, recording_instance, ruleset},
+    require_bpf,
+    verdict::{Row, run_sequence},
+};
+use sg_userspace::{
+    loader::{CtSizes, PrivateInstance},
+    maps::{CtTable, ct_now_ns},
+    rules::compile,
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const HOST4: &str = "192.0.2.1";
+const PEER4: &str = "192.0.2.2";
+const HOST6: &str = "2001:db8::1";
+const PEER6: &str = "2001:db8::2";
+
+fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Vec<u8> {
+    Pkt::tcp(ip(src), ip(dst), sport, dport).flags(flags).build()
+}
+
+fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Vec<u8> {
+    Pkt::udp(ip(src), ip(dst), sport, dport).payload(b"q").build()
+}
+
+/// Ingress allows tcp/8080 only; egress allows udp/53, icmp echo and tcp/443 to the peers.
+const RULES: &str = r#"
+[groups.g]
+ingress = [ { proto = "tcp", ports = "8080", from = ["0.0.0.0/0", "::/0"] } ]
+egress = [
+  { proto = "udp", ports = "53", to = ["192.0.2.0/24", "2001:db8::/64"] },
+  { proto = "icmp", icmp_type = 8, to = "192.0.2.0/24" },
+  { proto = "icmpv6", icmp_type = 128, to = "2001:db8::/64" },
+  { proto = "tcp", ports = "443", to = ["192.0.2.0/24", "2001:db8::/64"] },
+]
+[interfaces.eth0]
+groups = ["g"]
+timeouts = { tcp_established = 60, udp = 30 }
+"#;
+
+fn instance() -> PrivateInstance {
+    let mut inst = recording_instance();
+    apply(&mut inst, &ruleset(RULES), "eth0", 1);
+    inst
+}
+
+fn entry(inst: &PrivateInstance, proto: u8) -> Vec<(CtTable, CtKey, CtEntry)> {
+    inst.maps().ct_entries().unwrap().into_iter().filter(|(_, k, _)| k.proto == proto).collect()
+}
+
+#[test]
+fn tcp_inbound_replies_only_after_the_forward_packet() {
+    if !require_bpf("tcp_inbound_replies_only_after_the_forward_packet") {
+        return;
+    }
+    let mut inst = instance();
+    for (peer, host) in [(PEER4, HOST4), (PEER6, HOST6)] {
+        let rows = vec![
+            Row::new(
+                "SYN-ACK out before any SYN came in",
+                Egress,
+                tcp(host, 8080, peer, 40000, TCP_SYN | TCP_ACK),
+                Reason::TcpNotSyn,
+            ),
+            Row::allow(
+                "SYN in to 8080",
+                Ingress,
+                tcp(peer, 40000, host, 8080, TCP_SYN),
+                u32::from(peer.contains(':')),
+            ),
+            Row::new(
+                "SYN-ACK out: reply of the tracked flow",
+                Egress,
+                tcp(host, 8080, peer, 40000, TCP_SYN | TCP_ACK),
+                Reason::CtReply,
+            ),
+            Row::new(
+                "spoofed reply: wrong source port",
+                Egress,
+                tcp(host, 8081, peer, 40000, TCP_SYN | TCP_ACK),
+                Reason::TcpNotSyn,
+            ),
+            Row::new(
+                "spoofed reply: wrong destination port",
+                Egress,
+                tcp(host, 8080, peer, 40001, TCP_ACK),
+                Reason::TcpNotSyn,
+            ),
+            Row::new(
+                "ACK in completes the handshake",
+                Ingress,
+                tcp(peer, 40000, host, 8080, TCP_ACK),
+                Reason::CtEstablished,
+            ),
+            Row::new("data out", Egress, tcp(host, 8080, peer, 40000, TCP_ACK | TCP_PSH), Reason::CtReply),
+            Row::new(
+                "data in",
+                Ingress,
+                tcp(peer, 40000, host, 8080, TCP_ACK | TCP_PSH),
+                Reason::CtEstablished,
+            ),
+            // The initiator's tuple arriving from the wrong side (our address as source, from outside).
+            Row::new(
+                "the flow's reply tuple arriving at ingress",
+                Ingress,
+                tcp(host, 8080, peer, 40000, TCP_ACK),
+                Reason::TcpNotSyn,
+            ),
+        ];
+        run_sequence(&mut inst, "tcp inbound", &rows);
+    }
+    let flows = entry(&inst, 6);
+    assert_eq!(flows.len(), 2, "one v4 and one v6 flow");
+    for (table, k, e) in flows {
+        assert_eq!((table, e.state), (CtTable::Established, CT_TCP_ESTABLISHED), "{e:?}");
+        assert_eq!(e.rule, u32::from(k.family == 6), "ids: 0 = 8080 from 0.0.0.0/0, 1 = from ::/0");
+        assert_eq!(e.packets, [3, 2]);
+    }
+}
+
+#[test]
+fn handshake_states_and_tables() {
+    if !require_bpf("handshake_states_and_tables") {
+        return;
+    }
+    let mut inst = instance();
+    run_sequence(
+        &mut inst,
+        "syn",
+        &[Row::allow("SYN out to 443", Egress, tcp(HOST4, 50000, PEER4, 443, TCP_SYN), 6)],
+    );
+    run_sequence(
+        &mut inst,
+        "syn-ack",
+        &[Row::new("SYN-ACK in", Ingress, tcp(PEER4, 443, HOST4, 50000, TCP_SYN | TCP_ACK), Reason::CtReply)],
+    );
+    let f = entry(&inst, 6);
+    assert_eq!(
+        (f[0].0, f[0].2.state),
+        (CtTable::New, CT_TCP_SYN_RECV),
+        "half-open flows stay in the LRU table"
+    );
+    run_sequence(
+        &mut inst,
+        "ack",
+        &[Row::new("ACK out", Egress, tcp(HOST4, 50000, PEER4, 443, TCP_ACK), Reason::CtEstablished)],
+    );
+    let f = entry(&inst, 6);
+    assert_eq!(
+        (f.len(), f[0].0, f[0].2.state),
+        (1, CtTable::Established, CT_TCP_ESTABLISHED),
+        "moved, not copied"
+    );
+    run_sequence(
+        &mut inst,
+        "close",
+        &[
+            Row::new(
+                "FIN out",
+                Egress,
+                tcp(HOST4, 50000, PEER4, 443, TCP_FIN | TCP_ACK),
+                Reason::CtEstablished,
+            ),
+            Row::new("FIN in", Ingress, tcp(PEER4, 443, HOST4, 50000, TCP_FIN | TCP_ACK), Reason::CtReply),
+            Row::new("last ACK out", Egress, tcp(HOST4, 50000, PEER4, 443, TCP_ACK), Reason::CtEstablished),
+            // A new connection on the same ports after the close is a new flow (and allowed).
+            Row::allow(
+                "new SYN on the closed flow's ports",
+                Egress,
+                tcp(HOST4, 50000, PEER4, 443, TCP_SYN),
+                6,
+            ),
+            Row::new(
+                "unsolicited SYN in to 443",
+                Ingress,
+                tcp(PEER4, 50001, HOST4, 443, TCP_SYN),
+                Reason::NoRule,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn udp_and_icmp_echo_outbound_v4_v6() {
+    if !require_bpf("udp_and_icmp_echo_outbound_v4_v6") {
+        return;
+    }
+    let mut inst = instance();
+    for (peer, host) in [(PEER4, HOST4), (PEER6, HOST6)] {
+        let (req, rep) = if peer.contains(':') { (128, 129) } else { (8, 0) };
+        let rows = vec![
+            Row::new("answer before the question", Ingress, udp(peer, 53, host, 40000), Reason::NoRule),
+            Row::allow(
+                "DNS question out",
+                Egress,
+                udp(host, 40000, peer, 53),
+                if peer.contains(':') { 3 } else { 2 },
+            ),
+            Row::new("answer in", Ingress, udp(peer, 53, host, 40000), Reason::CtReply),
+            Row::new("answer from another port", Ingress, udp(peer, 54, host, 40000), Reason::NoRule),
+            Row::new("answer to another port", Ingress, udp(peer, 53, host, 40001), Reason::NoRule),
+            Row::new(
+                "answer from another host",
+                Ingress,
+                udp(if peer.contains(':') { "2001:db8::9" } else { "192.0.2.9" }, 53, host, 40000),
+                Reason::NoRule,
+            ),
+            Row::new("second question", Egress, udp(host, 40000, peer, 53), Reason::CtEstablished),
+            Row::new(
+                "echo reply before the request",
+                Ingress,
+                Pkt::icmp(ip(peer), ip(host), rep, 0).build(),
+                Reason::NoRule,
+            ),
+            Row::new(
+                "echo request out",
+                Egress,
+                Pkt::icmp(ip(host), ip(peer), req, 0).build(),
+                Reason::RuleAllow,
+            ),
+            Row::new(
+                "echo reply in",
+                Ingress,
+                Pkt::icmp(ip(peer), ip(host), rep, 0).build(),
+                Reason::CtReply,
+            ),
+        ];
+        run_sequence(&mut inst, "udp + icmp", &rows);
+    }
+    let udp_flows = entry(&inst, 17);
+    assert_eq!(udp_flows.len(), 2);
+    assert!(udp_flows.iter().all(|(t, _, e)| *t == CtTable::Established && e.state == CT_STREAM));
+}
+
+#[test]
+fn related_icmp_only_for_tracked_flows() {
+    if !require_bpf("related_icmp_only_for_tracked_flows") {
+        return;
+    }
+    let mut inst = instance();
+    let router4 = ip("198.51.100.1");
+    let router6 = ip("2001:db8:ffff::1");
+    let sent4 = Pkt::tcp(ip(HOST4), ip(PEER4), 50000, 443).flags(TCP_ACK).payload(&[0; 64]);
+    let sent6 = Pkt::tcp(ip(HOST6), ip(PEER6), 50000, 443).flags(TCP_ACK).payload(&[0; 64]);
+    let frag_needed = |q: &Pkt| Pkt::icmp_error(router4, ip(HOST4), 3, 4, q, 28).build();
+    let too_big = |q: &Pkt| Pkt::icmp_error(router6, ip(HOST6), 2, 0, q, 48).build();
+    run_sequence(
+        &mut inst,
+        "before the flow",
+        &[
+            Row::new("frag-needed quoting an untracked flow", Ingress, frag_needed(&sent4), Reason::NoRule),
+            Row::new("packet-too-big quoting an untracked flow", Ingress, too_big(&sent6), Reason::NoRule),
+        ],
+    );
+    for (host, peer) in [(HOST4, PEER4), (HOST6, PEER6)] {
+        run_sequence(
+            &mut inst,
+            "handshake",
+            &[
+                Row::new("SYN out", Egress, tcp(host, 50000, peer, 443, TCP_SYN), Reason::RuleAllow),
+                Row::new(
+                    "SYN-ACK in",
+                    Ingress,
+                    tcp(peer, 443, host, 50000, TCP_SYN | TCP_ACK),
+                    Reason::CtReply,
+                ),
+            ],
+        );
+    }
+    let other_port = Pkt::tcp(ip(HOST4), ip(PEER4), 50000, 444).flags(TCP_ACK);
+    let to_elsewhere = Pkt::icmp_error(router4, ip("192.0.2.77"), 3, 4, &sent4, 28).build();
+    let time_exceeded = Pkt::icmp_error(router4, ip(HOST4), 11, 0, &sent4, 28).build();
+    let mut cut = frag_needed(&sent4);
+    cut.truncate(cut.len() - 6);
+    let l3 = 14;
+    let ip_len = (cut.len() - l3) as u16;
+    cut[l3 + 2..l3 + 4].copy_from_slice(&ip_len.to_be_bytes());
+    run_sequence(
+        &mut inst,
+        "related",
+        &[
+            Row::new("frag-needed quoting the tracked flow", Ingress, frag_needed(&sent4), Reason::CtRelated),
+            Row::new("time-exceeded quoting the tracked flow", Ingress, time_exceeded, Reason::CtRelated),
+            Row::new(
+                "packet-too-big quoting the tracked v6 flow",
+                Ingress,
+                too_big(&sent6),
+                Reason::CtRelated,
+            ),
+            Row::new("frag-needed quoting another port", Ingress, frag_needed(&other_port), Reason::NoRule),
+            Row::new("frag-needed not addressed to the quoted sender", Ingress, to_elsewhere, Reason::NoRule),
+            Row::new("frag-needed with the quoted ports cut off", Ingress, cut, Reason::IcmpQuoteTruncated),
+        ],
+    );
+}
+
+#[test]
+fn expired_flows_are_new_again() {
+    if !require_bpf("expired_flows_are_new_again") {
+        return;
+    }
+    let mut inst = instance();
+    let s = 1_000_000_000u64;
+    run_sequence(
+        &mut inst,
+        "udp question",
+        &[Row::new("question out", Egress, udp(HOST4, 40000, PEER4, 53), Reason::RuleAllow)],
+    );
+    // Age the one-way flow: 29 s idle (udp timeout 30 s) is alive.
+    let age = |inst: &mut PrivateInstance, proto: u8, idle: u64| {
+        let (t, k, mut e) = entry(inst, proto)[0];
+        e.last_seen_ns = ct_now_ns() - idle;
+        inst.maps_mut().ct_put(t, &k, &e).unwrap();
+    };
+    age(&mut inst, 17, 29 * s);
+    run_sequence(
+        &mut inst,
+        "alive",
+        &[Row::new("answer after 29 s", Ingress, udp(PEER4, 53, HOST4, 40000), Reason::CtReply)],
+    );
+    run_sequence(
+        &mut inst,
+        "udp question",
+        &[Row::new("question again", Egress, udp(HOST4, 40001, PEER4, 53), Reason::RuleAllow)],
+    );
+    let (t, k, mut e) =
+        entry(&inst, 17).into_iter().find(|(_, k, _)| k.port_lo == 40001 || k.port_hi == 40001).unwrap();
+    assert_eq!(e.state, CT_NEW);
+    e.last_seen_ns = ct_now_ns() - 31 * s;
+    inst.maps_mut().ct_put(t, &k, &e).unwrap();
+    run_sequence(
+        &mut inst,
+        "expired",
+        &[Row::new("answer after 31 s: flow gone", Ingress, udp(PEER4, 53, HOST4, 40001), Reason::NoRule)],
+    );
+    assert!(
+        entry(&inst, 17).iter().all(|(_, k, _)| k.port_lo != 40001 && k.port_hi != 40001),
+        "expired entry removed on lookup"
+    );
+
+    // TCP established with tcp_established = 60 s (set in the rules file).
+    run_sequence(
+        &mut inst,
+        "tcp",
+        &[
+            Row::new("SYN in", Ingress, tcp(PEER4, 40000, HOST4, 8080, TCP_SYN), Reason::RuleAllow),
+            Row::new(
+                "SYN-ACK out",
+                Egress,
+                tcp(HOST4, 8080, PEER4, 40000, TCP_SYN | TCP_ACK),
+                Reason::CtReply,
+            ),
+            Row::new("ACK in", Ingress, tcp(PEER4, 40000, HOST4, 8080, TCP_ACK), Reason::CtEstablished),
+        ],
+    );
+    age(&mut inst, 6, 61 * s);
+    run_sequence(
+        &mut inst,
+        "tcp expired",
+        &[Row::new(
+            "data out after 61 s idle",
+            Egress,
+            tcp(HOST4, 8080, PEER4, 40000, TCP_ACK),
+            Reason::TcpNotSyn,
+        )],
+    );
+}
+
+#[test]
+fn rule_removal_keeps_flows_and_revoke_ends_them() {
+    if !require_bpf("rule_removal_keeps_flows_and_revoke_ends_them") {
+        return;
+    }
+    let mut inst = instance();
+    let handshake = |inst: &mut PrivateInstance, sport: u16| {
+        run_sequence(
+            inst,
+            "handshake",
+            &[
+                Row::new("SYN in", Ingress, tcp(PEER4, sport, HOST4, 8080, TCP_SYN), Reason::RuleAllow),
+                Row::new(
+                    "SYN-ACK out",
+                    Egress,
+                    tcp(HOST4, 8080, PEER4, sport, TCP_SYN | TCP_ACK),
+                    Reason::CtReply,
+                ),
+                Row::new("ACK in", Ingress, tcp(PEER4, sport, HOST4, 8080, TCP_ACK), Reason::CtEstablished),
+            ],
+        );
+    };
+    handshake(&mut inst, 40000);
+    let without = ruleset(&RULES.replace(
+        "ingress = [ { proto = \"tcp\", ports = \"8080\", from = [\"0.0.0.0/0\", \"::/0\"] } ]",
+        "ingress = []",
+    ));
+    let with_other = ruleset(&RULES.replace("\"8080\"", "\"9090\""));
+    let plan = |rs| compile::compile_iface(rs, "eth0").unwrap();
+    // AWS: removing the rule does not cut the tracked flow; new flows are refused.
+    inst.apply_plan_with(&plan(&without), 2, false).unwrap();
+    run_sequence(
+        &mut inst,
+        "after removal",
+        &[
+            Row::new(
+                "tracked flow survives the removal",
+                Ingress,
+                tcp(PEER4, 40000, HOST4, 8080, TCP_ACK),
+                Reason::CtEstablished,
+            ),
+            Row::new("its replies too", Egress, tcp(HOST4, 8080, PEER4, 40000, TCP_ACK), Reason::CtReply),
+            Row::new(
+                "a new flow is refused",
+                Ingress,
+                tcp(PEER4, 40001, HOST4, 8080, TCP_SYN),
+                Reason::NoRule,
+            ),
+        ],
+    );
+    // --revoke: the flow is checked against the new rules on its next packet, and ends.
+    inst.apply_plan_with(&plan(&with_other), 3, true).unwrap();
+    run_sequence(
+        &mut inst,
+        "after revoke",
+        &[
+            Row::new(
+                "revoked flow: its next packet is new, not a SYN",
+                Ingress,
+                tcp(PEER4, 40000, HOST4, 8080, TCP_ACK),
+                Reason::TcpNotSyn,
+            ),
+            Row::new("and stays gone", Egress, tcp(HOST4, 8080, PEER4, 40000, TCP_ACK), Reason::TcpNotSyn),
+        ],
+    );
+    assert!(entry(&inst, 6).is_empty(), "the revoked flow's entry is deleted");
+    // A flow the new rules still allow survives a revoke.
+    let back = ruleset(RULES);
+    inst.apply_plan_with(&plan(&back), 4, false).unwrap();
+    handshake(&mut inst, 40002);
+    inst.apply_plan_with(&plan(&back), 5, true).unwrap();
+    run_sequence(
+        &mut inst,
+        "still allowed",
+        &[Row::new(
+            "re-validated flow continues",
+            Ingress,
+            tcp(PEER4, 40002, HOST4, 8080, TCP_ACK),
+            Reason::CtEstablished,
+        )],
+    );
+    let e = entry(&inst, 6)[0].2;
+    assert_eq!(e.policy_seq, 5, "re-validation stamps the flow with the new rule set");
+}
+
+#[test]
+fn full_table_drops_new_flows_and_keeps_established_ones() {
+    if !require_bpf("full_table_drops_new_flows_and_keeps_established_ones") {
+        return;
+    }
+    let cfg = IfaceConfig { flags: CONFIG_RECORD_PARSE, ..IfaceConfig::default() };
+    let mut inst = PrivateInstance::load_sized(&cfg, CtSizes { established: 4, new: 8 }).unwrap();
+    apply(&mut inst, &ruleset(RULES), "eth0", 1);
+    // Four UDP streams fill the established table.
+    for p in 0..4u16 {
+        run_sequence(
+            &mut inst,
+            "fill",
+            &[
+                Row::new("question", Egress, udp(HOST4, 41000 + p, PEER4, 53), Reason::RuleAllow),
+                Row::new("answer", Ingress, udp(PEER4, 53, HOST4, 41000 + p), Reason::CtReply),
+            ],
+        );
+    }
+    run_sequence(
+        &mut inst,
+        "full",
+        &[
+            Row::new(
+                "fifth question: one-way flows go to the LRU table",
+                Egress,
+                udp(HOST4, 42000, PEER4, 53),
+                Reason::RuleAllow,
+            ),
+            Row::new(
+                "its answer cannot join the full table",
+                Ingress,
+                udp(PEER4, 53, HOST4, 42000),
+                Reason::CtFull,
+            ),
+        ],
+    );
+    // A flood of new flows (SYNs out, never answered) churns only the LRU table.
+    for p in 0..200u16 {
+        inst.run(Egress, &tcp(HOST4, 30000 + p, PEER4, 443, TCP_SYN)).unwrap();
+    }
+    for p in 0..4u16 {
+        run_sequence(
+            &mut inst,
+            "kept",
+            &[Row::new(
+                "established flow still works",
+                Ingress,
+                udp(PEER4, 53, HOST4, 41000 + p),
+                Reason::CtReply,
+            )],
+        );
+    }
+    let all = inst.maps().ct_entries().unwrap();
+    let est = all.iter().filter(|(t, _, _)| *t == CtTable::Established).count();
+    let new = all.len() - est;
+    println!("full table: {est} established kept, {new} of 201 unanswered flows in the 8-entry LRU table");
+    assert_eq!(est, 4);
+    assert!(new <= 8 + 2, "LRU table overfull: {new}");
+    assert_eq!(FAMILY_IPV4, all[0].1.family);
+}
