@@ -359,3 +359,49 @@ fn tracked_flow_survives_rule_removal_and_ends_with_revoke() {
     drop(client);
     server.join().unwrap();
 }
+
+#[test]
+fn conntrack_cli_lists_ages_flushes_and_collects() {
+    if !require_bpf("conntrack_cli_lists_ages_flushes_and_collects") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let f = write_rules(
+        &format!("{}-cli.toml", pair.if_a),
+        &rules(&pair.if_a, "", r#"{ proto = "udp", ports = "53", to = "192.0.2.0/24" }"#),
+    );
+    pair.sgctl_ok(Side::A, &["apply", f.to_str().unwrap()]);
+    let (a, b) = (pair.addr(Side::A, false), pair.addr(Side::B, false));
+    // Two one-way flows (no server answers).
+    for _ in 0..2 {
+        let _ = udp_ask(&pair.ns_a, a, SocketAddr::new(b, 53));
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&pair.sgctl_ok(Side::A, &["conntrack", "list", "--json"])).unwrap();
+    let flows = list.as_array().unwrap();
+    assert_eq!(flows.len(), 2, "{list}");
+    assert!(flows.iter().all(|f| f["state"] == "new"
+        && f["origin"] == "egress"
+        && f["rule"].as_str().unwrap().contains("udp 53")));
+    let st = status(&pair);
+    assert_eq!(st["interfaces"][0]["conntrack"]["new"], 2);
+    assert_eq!(st["interfaces"][0]["conntrack"]["established_capacity"], 262_144);
+    // Age one flow past the UDP timeout through the pinned map (no sleeping), then gc.
+    let dir = pair.pin_dir(Side::A).unwrap().join(&pair.if_a);
+    pair.run(Side::A, move || {
+        let mut maps = sg_userspace::maps::InstanceMaps::from_pins(&dir).unwrap();
+        let (t, k, mut e) = maps.ct_entries().unwrap()[0];
+        e.last_seen_ns = sg_userspace::maps::ct_now_ns() - 31_000_000_000;
+        maps.ct_put(t, &k, &e).unwrap();
+    });
+    let all: serde_json::Value =
+        serde_json::from_str(&pair.sgctl_ok(Side::A, &["conntrack", "list", "--json", "--all"])).unwrap();
+    assert_eq!(all.as_array().unwrap().iter().filter(|f| f["expired"] == true).count(), 1);
+    let out = pair.sgctl_ok(Side::A, &["conntrack", "gc"]);
+    assert!(out.contains("removed 1 expired"), "{out}");
+    let out = pair.sgctl_ok(Side::A, &["conntrack", "flush", "--proto", "tcp"]);
+    assert!(out.contains("flushed 0"), "{out}");
+    let out = pair.sgctl_ok(Side::A, &["conntrack", "flush", "--addr", &b.to_string()]);
+    assert!(out.contains("flushed 1"), "{out}");
+    assert_eq!(status(&pair)["interfaces"][0]["conntrack"]["new"], 0);
+}

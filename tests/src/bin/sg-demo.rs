@@ -155,6 +155,11 @@ fn demo() -> Result<(), String> {
     println!("    Hits per rule:");
     show(&pair.sgctl_ok(Side::A, &["stats"]));
 
+    println!(
+        "    Tracked flows (the echo's replies leave as ct_reply: tracked, not re-checked against egress rules):"
+    );
+    show(&pair.sgctl_ok(Side::A, &["conntrack", "list"]));
+
     step(7, "Why was UDP dropped? sgctl explain asks the reference model");
     show(&pair.sgctl_ok(
         Side::A,
