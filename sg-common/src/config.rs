@@ -40,6 +40,13 @@ pub const CONFIG_RECORD_PARSE: u32 = 1 << 1;
 /// `IfaceConfig::flags`: do not let IPv6 neighbour discovery pass implicitly (it is then
 /// decided by the rules like any ICMPv6).
 pub const CONFIG_NO_IMPLICIT_NDP: u32 = 1 << 2;
+/// `IfaceConfig::flags`: do not let DHCPv4 client traffic pass implicitly.
+pub const CONFIG_NO_IMPLICIT_DHCP: u32 = 1 << 3;
+/// `IfaceConfig::flags`: do not let DHCPv6 client traffic pass implicitly.
+pub const CONFIG_NO_IMPLICIT_DHCPV6: u32 = 1 << 4;
+/// The implicit-allowance switches (set by the rules file or `sgctl attach --no-implicit`).
+pub const CONFIG_IMPLICIT_MASK: u32 =
+    CONFIG_NO_IMPLICIT_NDP | CONFIG_NO_IMPLICIT_DHCP | CONFIG_NO_IMPLICIT_DHCPV6;
 
 /// `IfaceConfig::xdp_mode` values.
 pub const XDP_MODE_NONE: u8 = 0;

@@ -414,6 +414,16 @@ mod tests {
     }
 
     #[test]
+    fn abusive_flag_combinations() {
+        for f in [0u8, S | TCP_FIN, S | R, TCP_FIN, TCP_FIN | R | A, 0x29, 0x3f, 0xff] {
+            assert!(tcp_flags_abusive(f), "{f:#x}");
+        }
+        for f in [S, SA, A, FA, R, RA, A | 0x08, FA | 0x08] {
+            assert!(!tcp_flags_abusive(f), "{f:#x}");
+        }
+    }
+
+    #[test]
     fn keys_are_the_same_from_both_directions() {
         let a = [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let b = [192, 0, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -430,3 +440,45 @@ mod tests {
         assert_ne!(ct_key(4, 17, &a, 40000, &b, 80).0, k1, "protocol is part of the key");
     }
 }
+
+/// Key of a fragmented datagram (RFC 791 / 8200: source, destination, protocol, id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
+
+/// A datagram whose first fragment was accepted: its other fragments may pass until `expires_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    pub expires_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<FragEntry>() == 8);
+
+/// How long the other fragments of an accepted first fragment may follow it.
+pub const FRAG_LIFETIME_NS: u64 = 10_000_000_000;
+
+/// TCP flag combinations no connection sends, refused on packets of no tracked flow:
+/// SYN+FIN, SYN+RST, FIN+RST, no flag at all, FIN without ACK, and the "XMAS" FIN+PSH+URG.
+pub const fn tcp_flags_abusive(flags: u8) -> bool {
+    const URG: u8 = 0x20;
+    const PSH: u8 = 0x08;
+    let f = flags & 0x3f;
+    f == 0
+        || f & (TCP_SYN | TCP_FIN) == (TCP_SYN | TCP_FIN)
+        || f & (TCP_SYN | TCP_RST) == (TCP_SYN | TCP_RST)
+        || f & (TCP_FIN | TCP_RST) == (TCP_FIN | TCP_RST)
+        || f & (TCP_FIN | TCP_ACK) == TCP_FIN
+        || f & (TCP_FIN | PSH | URG) == (TCP_FIN | PSH | URG)
+}
+
+crate::impl_pod!(FragKey, FragEntry);

@@ -40,6 +40,11 @@ pub const CT_MAX_ENTRIES: u32 = 262_144;
 /// Default size of `SG_CT_NEW` (settable at attach).
 pub const CT_NEW_MAX_ENTRIES: u32 = 65_536;
 
+/// `LruHashMap<FragKey, FragEntry>`: datagrams whose first fragment was accepted.
+pub const MAP_FRAGS: &str = "SG_FRAGS";
+/// Size of `SG_FRAGS`.
+pub const FRAGS_MAX_ENTRIES: u32 = 8192;
+
 /// Every map an instance owns (and pins).
 pub const ALL_MAPS: &[&str] = &[
     MAP_CONFIG,
@@ -52,6 +57,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_RULE_HITS,
     MAP_CT,
     MAP_CT_NEW,
+    MAP_FRAGS,
 ];
 
 pub const COUNTERS_LEN: u32 = 2 * MAX_REASONS;

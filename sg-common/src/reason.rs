@@ -120,8 +120,8 @@ reasons! {
     RuleAllow = 19, Pass, "rule_allow";
     /// No security-group rule allows the packet (default deny).
     NoRule = 20, Drop, "no_rule";
-    /// A non-first fragment: it carries no ports to match rules on.
-    FragmentNoPorts = 21, Drop, "fragment_no_ports";
+    /// A non-first fragment whose first fragment was not accepted (or not seen, or too long ago).
+    FragmentNoFirst = 21, Drop, "fragment_no_first";
     /// A packet of a tracked flow, from the side that opened it.
     CtEstablished = 22, Pass, "ct_established";
     /// A packet of a tracked flow, from the side that answered (the return path).
@@ -138,6 +138,55 @@ reasons! {
     /// IPv6 neighbour discovery (ICMPv6 133-137 with hop limit 255): passes unless the
     /// interface switched the implicit allowance off.
     ImplicitNdp = 28, Pass, "implicit_ndp";
+    /// UDP length field does not match the datagram (or is below 8).
+    UdpBadLength = 29, Drop, "udp_bad_length";
+    /// IPv6 extension headers in an illegal order (hop-by-hop not first, repeated headers).
+    Ipv6ExtBadOrder = 30, Drop, "ipv6_ext_bad_order";
+    /// IPv6 routing header type 0 (deprecated by RFC 5095: source routing, amplification).
+    Ipv6RoutingType0 = 31, Drop, "ipv6_routing_type0";
+    /// An IPv4 first fragment too short to hold the whole transport header (RFC 1858).
+    TinyFragment = 32, Drop, "tiny_fragment";
+    /// A TCP fragment at offset 8 bytes, rewriting the TCP flags (RFC 1858 overlap attack).
+    FragmentOverlap = 33, Drop, "fragment_overlap";
+    /// An IPv6 first fragment without the whole header chain and transport header (RFC 7112).
+    Ipv6IncompleteChain = 34, Drop, "ipv6_incomplete_chain";
+    /// TCP flags no connection uses (SYN+FIN, SYN+RST, none, FIN+PSH+URG...) on a new flow.
+    TcpBadFlags = 35, Drop, "tcp_bad_flags";
+    /// A non-first fragment of a datagram whose first fragment was accepted.
+    FragmentAllowed = 36, Pass, "fragment_allowed";
+    /// DHCP client traffic (v4 68<->67, v6 546<->547), allowed implicitly unless switched off.
+    ImplicitDhcp = 37, Pass, "implicit_dhcp";
+}
+
+impl Reason {
+    /// Reasons for packets the parser could not read (malformed, truncated, evasive): what
+    /// the differential parse fuzzer compares with the reference parser.
+    pub const fn is_malformed(self) -> bool {
+        matches!(
+            self,
+            Reason::EthTruncated
+                | Reason::VlanTruncated
+                | Reason::VlanTooDeep
+                | Reason::Ipv4Truncated
+                | Reason::Ipv4BadIhl
+                | Reason::Ipv4BadLength
+                | Reason::IpBadVersion
+                | Reason::Ipv6Truncated
+                | Reason::Ipv6ExtTruncated
+                | Reason::Ipv6ExtTooLong
+                | Reason::Ipv6BadLength
+                | Reason::L4Truncated
+                | Reason::TcpBadDoff
+                | Reason::HeadersTooLong
+                | Reason::IcmpQuoteTruncated
+                | Reason::UdpBadLength
+                | Reason::Ipv6ExtBadOrder
+                | Reason::Ipv6RoutingType0
+                | Reason::TinyFragment
+                | Reason::FragmentOverlap
+                | Reason::Ipv6IncompleteChain
+        )
+    }
 }
 
 const _: () = assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
@@ -181,6 +230,8 @@ mod tests {
             Reason::CtReply,
             Reason::CtRelated,
             Reason::ImplicitNdp,
+            Reason::FragmentAllowed,
+            Reason::ImplicitDhcp,
         ];
         for r in Reason::ALL {
             assert_eq!(r.action() == Action::Pass, passing.contains(r), "{}", r.name());

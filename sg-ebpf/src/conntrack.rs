@@ -12,7 +12,7 @@ use sg_common::{
     Direction, IfaceConfig, PacketSummary, Reason,
     conntrack::{
         CT_F_SEEN_REPLY, CT_NEW, CT_STREAM, CT_TCP_CLOSED, CT_TCP_CLOSING, CT_TCP_SYN_SENT, CtEntry, CtKey,
-        TCP_ACK, TCP_SYN, ct_key, is_established, tcp_next,
+        FRAG_LIFETIME_NS, FragEntry, FragKey, TCP_ACK, TCP_SYN, ct_key, is_established, tcp_next,
     },
     packet::{FAMILY_IPV4, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_ICMP_ERROR},
     policy::{MAX_RULES, NO_RULE},
@@ -21,7 +21,7 @@ use sg_common::{
 use aya_ebpf::maps::{HashMap, LruHashMap};
 
 use crate::{
-    maps::{SG_CT, SG_CT_NEW},
+    maps::{SG_CT, SG_CT_NEW, SG_FRAGS},
     policy::{self, Verdict},
 };
 
@@ -289,4 +289,34 @@ pub fn create(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, v: Verdict
 #[inline(always)]
 pub fn tcp_not_syn(pkt: &PacketSummary) -> bool {
     pkt.proto == IPPROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN
+}
+
+#[inline(always)]
+fn frag_key(pkt: &PacketSummary) -> FragKey {
+    FragKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        id: pkt.frag_id,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    }
+}
+
+/// A first fragment was accepted: admit the rest of its datagram for a short while.
+#[inline(always)]
+pub fn admit_fragments(pkt: &PacketSummary) {
+    let e = FragEntry { expires_ns: now_ns() + FRAG_LIFETIME_NS };
+    let _ = SG_FRAGS.insert(frag_key(pkt), e, 0);
+}
+
+/// A non-first fragment passes only when the first fragment of its datagram (source,
+/// destination, protocol, id) was accepted, recently.
+#[inline(always)]
+pub fn later_fragment(pkt: &PacketSummary) -> Reason {
+    match SG_FRAGS.get_ptr(frag_key(pkt)) {
+        // SAFETY: valid map value pointer for this program run.
+        Some(e) if unsafe { (*e).expires_ns } > now_ns() => Reason::FragmentAllowed,
+        _ => Reason::FragmentNoFirst,
+    }
 }

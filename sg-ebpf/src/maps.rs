@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use sg_common::{
     Counter, IfaceConfig, PacketSummary,
-    conntrack::{CtEntry, CtKey},
-    maps::{COUNTERS_LEN, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES},
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey},
+    maps::{COUNTERS_LEN, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, FRAGS_MAX_ENTRIES},
     policy::{
         GENERATIONS, LPM_MAX_ENTRIES, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
     },
@@ -57,3 +57,7 @@ pub static SG_CT: HashMap<CtKey, CtEntry> = HashMap::with_max_entries(CT_MAX_ENT
 /// flows evict each other, never an established flow.
 #[map]
 pub static SG_CT_NEW: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_NEW_MAX_ENTRIES, 0);
+
+/// Datagrams whose first fragment was accepted (their other fragments may pass).
+#[map]
+pub static SG_FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);

@@ -173,9 +173,18 @@ fn parse_ipv4(pkt: &impl Packet, off: usize, s: &mut PacketSummary) -> Result<()
     s.l4_off = l4 as u16;
     if s.frag_off != 0 {
         s.flags |= PKT_LATER_FRAGMENT;
+        if s.frag_off == 1 && s.proto == IPPROTO_TCP {
+            // Offset 8 bytes lands on the TCP flags of the first fragment (RFC 1858).
+            return Err(Reason::FragmentOverlap);
+        }
         return Ok(());
     }
-    parse_l4(pkt, l4, off + total, s)
+    let res = parse_l4(pkt, l4, off + total, s);
+    if more_fragments && res == Err(Reason::L4Truncated) {
+        // A first fragment that does not hold the whole transport header (RFC 1858).
+        return Err(Reason::TinyFragment);
+    }
+    res
 }
 
 /// A generic IPv6 extension header start: next header and length.
@@ -213,51 +222,103 @@ fn parse_ipv6(pkt: &impl Packet, off: usize, s: &mut PacketSummary) -> Result<()
     s.ttl = ip.hop_limit;
     let mut next = ip.next_hdr;
     let mut cur = off + Ipv6Hdr::LEN;
+    // Headers seen, to refuse illegal orders and repeats (RFC 8200 4.1).
+    let (mut routing, mut fragment, mut dstopts) = (0u8, 0u8, 0u8);
+    let mut later = false;
     for _ in 0..MAX_IPV6_EXT {
         let len = match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
-                let h: Ipv6ExtHdr = load(pkt, cur, Reason::Ipv6ExtTruncated)?;
+                match next {
+                    IPPROTO_HOPOPTS if s.ext_count != 0 => return Err(Reason::Ipv6ExtBadOrder),
+                    IPPROTO_ROUTING => routing += 1,
+                    IPPROTO_DSTOPTS => dstopts += 1,
+                    _ => {}
+                }
+                if routing > 1 || dstopts > 2 {
+                    return Err(Reason::Ipv6ExtBadOrder);
+                }
+                let h: Ipv6RoutingHdr =
+                    load(pkt, cur, Reason::Ipv6ExtTruncated).map_err(|r| chain_error(r, fragment))?;
+                if next == IPPROTO_ROUTING && h.routing_type == 0 {
+                    return Err(Reason::Ipv6RoutingType0);
+                }
                 next = h.next_hdr;
                 (usize::from(h.hdr_len) + 1) * 8
             }
             IPPROTO_AH => {
-                let h: Ipv6ExtHdr = load(pkt, cur, Reason::Ipv6ExtTruncated)?;
+                let h: Ipv6ExtHdr =
+                    load(pkt, cur, Reason::Ipv6ExtTruncated).map_err(|r| chain_error(r, fragment))?;
                 next = h.next_hdr;
                 (usize::from(h.hdr_len) + 2) * 4
             }
             IPPROTO_FRAGMENT => {
+                fragment += 1;
+                if fragment > 1 {
+                    return Err(Reason::Ipv6ExtBadOrder);
+                }
                 let h: Ipv6FragHdr = load(pkt, cur, Reason::Ipv6ExtTruncated)?;
                 next = h.next_hdr;
                 let off_flags = u16::from_be_bytes(h.off_flags);
                 s.frag_off = off_flags >> 3;
                 s.frag_id = u32::from_be_bytes(h.id);
                 s.flags |= PKT_FRAGMENT;
+                // After the fragment header of a later fragment come data, not headers.
+                later = s.frag_off != 0;
                 8
             }
             _ => break,
         };
         if cur + len > end {
-            return Err(Reason::Ipv6ExtTruncated);
+            return Err(chain_error(Reason::Ipv6ExtTruncated, fragment));
         }
         if cur + len > MAX_HDR_BYTES {
             return Err(Reason::HeadersTooLong);
         }
         cur += len;
         s.ext_count += 1;
+        if later {
+            break;
+        }
     }
-    if matches!(
-        next,
-        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH | IPPROTO_AH | IPPROTO_FRAGMENT
-    ) {
+    if !later
+        && matches!(
+            next,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH | IPPROTO_AH | IPPROTO_FRAGMENT
+        )
+    {
         return Err(Reason::Ipv6ExtTooLong);
     }
     s.proto = next;
     s.l4_off = cur as u16;
-    if s.frag_off != 0 {
+    if later {
         s.flags |= PKT_LATER_FRAGMENT;
+        if s.frag_off == 1 && s.proto == IPPROTO_TCP {
+            return Err(Reason::FragmentOverlap);
+        }
         return Ok(());
     }
-    parse_l4(pkt, cur, end, s)
+    parse_l4(pkt, cur, end, s).map_err(|r| chain_error(r, fragment))
+}
+
+/// In an IPv6 first fragment, a header chain or transport header cut short is RFC 7112's
+/// incomplete chain.
+#[inline(always)]
+fn chain_error(r: Reason, fragment: u8) -> Reason {
+    if fragment != 0 && matches!(r, Reason::Ipv6ExtTruncated | Reason::L4Truncated) {
+        Reason::Ipv6IncompleteChain
+    } else {
+        r
+    }
+}
+
+/// The first 4 bytes of a routing (or any TLV-style) extension header.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Ipv6RoutingHdr {
+    next_hdr: u8,
+    hdr_len: u8,
+    routing_type: u8,
+    _segments_left: u8,
 }
 
 /// ICMP and ICMPv6 share the first 8 bytes: type, code, checksum, identifier, sequence.
@@ -297,6 +358,12 @@ fn parse_l4(pkt: &impl Packet, off: usize, end: usize, s: &mut PacketSummary) ->
             let udp: UdpHdr = load(pkt, off, Reason::L4Truncated)?;
             s.sport = u16::from_be_bytes(udp.src);
             s.dport = u16::from_be_bytes(udp.dst);
+            let len = usize::from(u16::from_be_bytes(udp.len));
+            // A fragment's UDP length covers the whole datagram, beyond this fragment.
+            let fits = if s.flags & PKT_FRAGMENT != 0 { len >= UdpHdr::LEN } else { len == end - off };
+            if !fits {
+                return Err(Reason::UdpBadLength);
+            }
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             if off + core::mem::size_of::<IcmpHdr>() > end {

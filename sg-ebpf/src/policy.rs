@@ -4,10 +4,14 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
     Action, Direction, IfaceConfig, PacketSummary, Posture, Reason,
-    config::{CONFIG_NO_IMPLICIT_NDP, POLICY_GROUPS, POLICY_POSTURE},
+    config::{
+        CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6, CONFIG_NO_IMPLICIT_NDP, POLICY_GROUPS,
+        POLICY_POSTURE,
+    },
+    conntrack::tcp_flags_abusive,
     packet::{
-        FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_HAS_L4,
-        PKT_LATER_FRAGMENT,
+        FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_FRAGMENT,
+        PKT_HAS_L4, PKT_LATER_FRAGMENT,
     },
     policy::{
         LPM_HDR_BITS, MAX_RULES, MAX_SEARCH_STEPS, NO_RULE, PortSetRef, SEGMENTS_PER_GEN, flow_key,
@@ -34,20 +38,43 @@ impl Verdict {
     }
 }
 
-/// Decides an IP packet: RELATED ICMP, then its tracked flow, then the policy (posture or
-/// security groups); an allowed flow start is tracked.
+/// Decides an IP packet: implicit allowances, then non-first fragments (by their first
+/// fragment), RELATED ICMP, the tracked flow, TCP flag abuse, then the policy (posture or
+/// security groups); an allowed flow start is tracked, an allowed first fragment admits the
+/// rest of its datagram.
 #[inline(always)]
 pub fn decide(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, bytes: u64) -> Result<Verdict, Reason> {
+    if pkt.flags & PKT_LATER_FRAGMENT != 0 {
+        return Ok(Verdict::of(conntrack::later_fragment(pkt)));
+    }
+    let v = decide_whole(cfg, dir, pkt, bytes)?;
+    if pkt.flags & PKT_FRAGMENT != 0 && v.reason.action() == Action::Pass {
+        conntrack::admit_fragments(pkt);
+    }
+    Ok(v)
+}
+
+#[inline(always)]
+fn decide_whole(
+    cfg: &IfaceConfig,
+    dir: Direction,
+    pkt: &PacketSummary,
+    bytes: u64,
+) -> Result<Verdict, Reason> {
     if is_ndp(cfg, pkt) {
         return Ok(Verdict::of(Reason::ImplicitNdp));
+    }
+    if is_dhcp_client(cfg, dir, pkt) {
+        return Ok(Verdict::of(Reason::ImplicitDhcp));
     }
     if let Some(v) = conntrack::related(cfg, pkt) {
         return Ok(v);
     }
-    if pkt.flags & PKT_LATER_FRAGMENT == 0
-        && let Some(v) = conntrack::track(cfg, dir, pkt, bytes)?
-    {
+    if let Some(v) = conntrack::track(cfg, dir, pkt, bytes)? {
         return Ok(v);
+    }
+    if pkt.proto == IPPROTO_TCP && tcp_flags_abusive(pkt.tcp_flags) {
+        return Ok(Verdict::of(Reason::TcpBadFlags));
     }
     let v = match cfg.policy_mode {
         POLICY_POSTURE => Verdict::of(posture(cfg, dir)?),
@@ -57,10 +84,32 @@ pub fn decide(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, bytes: u64
     if v.reason.action() == Action::Pass {
         return Ok(conntrack::create(cfg, dir, pkt, v, bytes));
     }
-    if conntrack::tcp_not_syn(pkt) && pkt.flags & PKT_LATER_FRAGMENT == 0 {
+    if conntrack::tcp_not_syn(pkt) {
         return Ok(Verdict::of(Reason::TcpNotSyn));
     }
     Ok(v)
+}
+
+/// DHCP client traffic: replies from a server (v4 67 -> 68, v6 547 -> 546) at ingress, the
+/// client's messages (68 -> 67, 546 -> 547) at egress. Offers may be broadcast, so no 5-tuple
+/// could track them.
+#[inline(always)]
+fn is_dhcp_client(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> bool {
+    if pkt.proto != IPPROTO_UDP || pkt.flags & PKT_HAS_L4 == 0 {
+        return false;
+    }
+    let (server, client, off) = if pkt.family == FAMILY_IPV4 {
+        (67, 68, CONFIG_NO_IMPLICIT_DHCP)
+    } else {
+        (547, 546, CONFIG_NO_IMPLICIT_DHCPV6)
+    };
+    if cfg.flags & off != 0 {
+        return false;
+    }
+    match dir {
+        Direction::Ingress => pkt.sport == server && pkt.dport == client,
+        Direction::Egress => pkt.sport == client && pkt.dport == server,
+    }
 }
 
 /// IPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect) as
@@ -163,9 +212,6 @@ pub fn allowed(
 
 #[inline(always)]
 fn groups(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verdict, Reason> {
-    if pkt.flags & PKT_LATER_FRAGMENT != 0 {
-        return Ok(Verdict::of(Reason::FragmentNoPorts));
-    }
     // The peer: source address of ingress packets, destination of egress packets.
     let peer = match dir {
         Direction::Ingress => &pkt.src,

@@ -12,6 +12,9 @@ pub enum Error {
     )]
     BpffsMissing(PathBuf),
 
+    #[error("invalid interface name '{0}' (1-15 characters, no '/', ':' or spaces, not . or ..)")]
+    BadInterfaceName(String),
+
     #[error("no such interface: {0} (in this network namespace)")]
     NoSuchInterface(String),
 

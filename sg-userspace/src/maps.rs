@@ -12,10 +12,10 @@ use aya::{
 use ipnet::IpNet;
 use sg_common::{
     Counter, Direction, IfaceConfig, PacketSummary, Reason,
-    conntrack::{CtEntry, CtKey},
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey},
     maps::{
-        MAP_CONFIG, MAP_COUNTERS, MAP_CT, MAP_CT_NEW, MAP_LAST_PARSE, MAP_LPM_V4, MAP_LPM_V6, MAP_RULE_HITS,
-        MAP_SEGMENTS,
+        MAP_CONFIG, MAP_COUNTERS, MAP_CT, MAP_CT_NEW, MAP_FRAGS, MAP_LAST_PARSE, MAP_LPM_V4, MAP_LPM_V6,
+        MAP_RULE_HITS, MAP_SEGMENTS,
     },
     policy::{
         LPM_HDR_BITS, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment, lpm_data_v4,
@@ -40,6 +40,7 @@ pub struct InstanceMaps {
     rule_hits: PerCpuArray<MapData, u64>,
     ct: HashMap<MapData, CtKey, CtEntry>,
     ct_new: HashMap<MapData, CtKey, CtEntry>,
+    frags: HashMap<MapData, FragKey, FragEntry>,
 }
 
 /// Counters of one (direction, reason), summed over CPUs.
@@ -66,6 +67,7 @@ impl InstanceMaps {
             take(MAP_RULE_HITS)?,
             take(MAP_CT)?,
             take(MAP_CT_NEW)?,
+            take(MAP_FRAGS)?,
         ];
         Self::from_maps(maps)
     }
@@ -87,12 +89,13 @@ impl InstanceMaps {
             open(MAP_RULE_HITS)?,
             open(MAP_CT)?,
             open(MAP_CT_NEW)?,
+            open(MAP_FRAGS)?,
         ];
         Self::from_maps(maps)
     }
 
-    fn from_maps(maps: [Map; 9]) -> Result<Self> {
-        let [config, counters, last_parse, lpm_v4, lpm_v6, segments, rule_hits, ct, ct_new] = maps;
+    fn from_maps(maps: [Map; 10]) -> Result<Self> {
+        let [config, counters, last_parse, lpm_v4, lpm_v6, segments, rule_hits, ct, ct_new, frags] = maps;
         Ok(Self {
             config: Array::try_from(config).context(|| MAP_CONFIG.to_string())?,
             counters: PerCpuArray::try_from(counters).context(|| MAP_COUNTERS.to_string())?,
@@ -104,6 +107,7 @@ impl InstanceMaps {
             ct: HashMap::try_from(ct).context(|| MAP_CT.to_string())?,
             // An LRU hash opens as a plain HashMap in aya 0.14.
             ct_new: HashMap::try_from(ct_new).context(|| MAP_CT_NEW.to_string())?,
+            frags: HashMap::try_from(frags).context(|| MAP_FRAGS.to_string())?,
         })
     }
 
@@ -275,13 +279,32 @@ impl InstanceMaps {
         }
     }
 
-    /// Removes every flow from both tables; returns how many.
+    /// Removes every flow from both tables, and every admitted fragmented datagram; returns
+    /// how many flows.
     pub fn ct_flush(&mut self) -> Result<usize> {
         let all = self.ct_entries()?;
         for (t, k, _) in &all {
             self.ct_remove(*t, k)?;
         }
+        let frags: Vec<FragKey> = self.frags.keys().filter_map(std::result::Result::ok).collect();
+        for k in frags {
+            let _ = self.frags.remove(&k);
+        }
         Ok(all.len())
+    }
+
+    /// Every admitted fragmented datagram.
+    pub fn frag_entries(&self) -> Result<Vec<(FragKey, FragEntry)>> {
+        self.frags
+            .iter()
+            .filter(|r| !matches!(r, Err(aya::maps::MapError::KeyNotFound)))
+            .collect::<std::result::Result<_, _>>()
+            .context(|| "reading SG_FRAGS".to_string())
+    }
+
+    /// Writes one admitted datagram (tests age entries this way).
+    pub fn frag_put(&mut self, k: &FragKey, e: &FragEntry) -> Result<()> {
+        self.frags.insert(k, e, 0).context(|| "writing SG_FRAGS".to_string())
     }
 
     /// Writes one flow (tests age entries this way instead of sleeping).

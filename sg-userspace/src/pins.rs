@@ -73,8 +73,21 @@ pub fn netns_dir_for(cookie: u64) -> PathBuf {
     Path::new(SG_DIR).join(cookie.to_string())
 }
 
+/// Fails with `BadInterfaceName` unless `name` is a valid Linux interface name (1-15 bytes,
+/// not `.` or `..`, no `/`, `:` or whitespace): names become pin paths, so nothing may climb
+/// out of the pin directory.
+pub fn check_iface_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+    if bad { Err(Error::BadInterfaceName(name.to_string())) } else { Ok(()) }
+}
+
 /// The directory of `iface`'s instance in the current network namespace.
 pub fn iface_dir(iface: &str) -> Result<PathBuf> {
+    check_iface_name(iface)?;
     Ok(netns_dir()?.join(iface))
 }
 

@@ -25,6 +25,8 @@ pub enum Ext {
     Routing { rtype: u8, segments_left: u8, len8: u8 },
     /// Fragment header.
     Fragment { offset8: u16, more: bool, id: u32 },
+    /// Authentication header (12 bytes: no ICV).
+    Ah,
 }
 
 impl Ext {
@@ -34,6 +36,7 @@ impl Ext {
             Ext::Routing { .. } => 43,
             Ext::Fragment { .. } => 44,
             Ext::DestOpts { .. } => 60,
+            Ext::Ah => 51,
         }
     }
 
@@ -55,6 +58,12 @@ impl Ext {
                 out.extend([next, 0]);
                 out.extend(off_flags.to_be_bytes());
                 out.extend(id.to_be_bytes());
+            }
+            Ext::Ah => {
+                // Payload length in 4-byte units minus 2: 12 bytes -> 1.
+                out.extend([next, 1, 0, 0]);
+                out.extend(0x1000u32.to_be_bytes());
+                out.extend(1u32.to_be_bytes());
             }
         }
     }
@@ -118,6 +127,8 @@ pub struct Pkt {
     pub ipv6_ext: Vec<Ext>,
     pub l4: L4,
     pub payload: Vec<u8>,
+    /// IPv4 TTL / IPv6 hop limit.
+    pub ttl: u8,
 }
 
 impl Pkt {
@@ -132,6 +143,7 @@ impl Pkt {
             ipv6_ext: Vec::new(),
             l4,
             payload: Vec::new(),
+            ttl: 64,
         }
     }
 
@@ -219,6 +231,11 @@ impl Pkt {
         self
     }
 
+    pub fn ttl(mut self, ttl: u8) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
     pub fn payload(mut self, bytes: &[u8]) -> Self {
         self.payload = bytes.to_vec();
         self
@@ -282,7 +299,7 @@ impl Pkt {
                 h.extend(self.ipv4_frag.2.to_be_bytes());
                 let frag = (u16::from(self.ipv4_frag.0) << 13) | self.ipv4_frag.1;
                 h.extend(frag.to_be_bytes());
-                h.push(64);
+                h.push(self.ttl);
                 h.push(self.l4.proto(false));
                 h.extend([0, 0]);
                 h.extend(src.octets());
@@ -303,7 +320,7 @@ impl Pkt {
                 f.extend([0x60, 0, 0, 0]);
                 f.extend(((ext.len() + body.len()) as u16).to_be_bytes());
                 f.push(first);
-                f.push(64);
+                f.push(self.ttl);
                 f.extend(src.octets());
                 f.extend(dst.octets());
                 f.extend(ext);
@@ -345,6 +362,24 @@ pub fn checksum(bytes: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// A legal chain of `n` (at most 7) IPv6 extension headers: hop-by-hop, destination options,
+/// routing type 2, AH, destination options, then AHs.
+pub fn legal_chain(mut p: Pkt, n: usize) -> Pkt {
+    let order = [
+        Ext::HopByHop { len8: 0 },
+        Ext::DestOpts { len8: 0 },
+        Ext::Routing { rtype: 2, segments_left: 0, len8: 2 },
+        Ext::Ah,
+        Ext::DestOpts { len8: 0 },
+        Ext::Ah,
+        Ext::Ah,
+    ];
+    for e in order.iter().take(n) {
+        p = p.ext(e.clone());
+    }
+    p
 }
 
 #[cfg(test)]

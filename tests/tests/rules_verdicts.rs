@@ -172,7 +172,7 @@ fn every_rule_field_through_the_datapath() {
             "non-first fragment",
             Ingress,
             Pkt::raw(ip("192.0.2.9"), host(false), 17, &[0; 16]).ipv4_fragment(false, 3, 9).build(),
-            Reason::FragmentNoPorts,
+            Reason::FragmentNoFirst,
         ),
         Row::new("arp", Ingress, arp_frame(), Reason::PassNonIp),
     ];

@@ -10,7 +10,7 @@ use sg_common::{
     packet::{FAMILY_IPV4, FAMILY_IPV6, PKT_FRAGMENT, PKT_HAS_L4, PKT_LATER_FRAGMENT},
 };
 use sg_tests::{
-    packet::{Ext, Pkt, TCP_SYN, arp_frame},
+    packet::{Ext, Pkt, TCP_SYN, arp_frame, legal_chain},
     require_bpf,
     verdict::{Row, run_table},
 };
@@ -190,11 +190,8 @@ fn malformed_rows(dir: Direction) -> Vec<Row> {
     let mut f = good6.clone();
     f[14] = 0x40;
     push("ipv6 ethertype with version 4", f, Reason::IpBadVersion);
-    let mut long = Pkt::tcp(src6, dst6, 1, 22);
-    for _ in 0..7 {
-        long = long.ext(Ext::DestOpts { len8: 0 });
-    }
-    push("ipv6 chain of 7 extension headers (bound 6)", long.build(), Reason::Ipv6ExtTooLong);
+    let long = legal_chain(Pkt::tcp(src6, dst6, 1, 22), 7);
+    push("ipv6 legal chain of 7 extension headers (bound 6)", long.build(), Reason::Ipv6ExtTooLong);
     let mut f = Pkt::tcp(src6, dst6, 1, 22).ext(Ext::HopByHop { len8: 2 }).build();
     let cut = 14 + 40 + 12;
     f.truncate(cut);
@@ -271,8 +268,8 @@ fn parser_reads_ports_behind_vlan_options_and_extension_headers() {
             4789,
         ),
         (
-            "ipv6 chain of 6 (the bound) then tcp",
-            (0..6).fold(Pkt::tcp(src6, dst6, 999, 22), |p, _| p.ext(Ext::DestOpts { len8: 0 })),
+            "ipv6 legal chain of 6 (the bound) then tcp",
+            legal_chain(Pkt::tcp(src6, dst6, 999, 22), 6),
             FAMILY_IPV6,
             6,
             999,

@@ -4,7 +4,7 @@
 //! A packet is allowed in a direction when some rule of that direction, in a group bound to
 //! the interface, covers its peer address (source for ingress, destination for egress) and
 //! its protocol/port or ICMP type/code. The rule reported is the first such rule in file
-//! order. A non-first fragment carries no ports and is not matched (`fragment_no_ports`).
+//! order. A non-first fragment carries no ports: the model (which tracks no state) drops it (`fragment_no_first`); the datapath passes it only after an accepted first fragment of the same datagram.
 
 use std::net::IpAddr;
 
@@ -62,7 +62,7 @@ pub fn rule_allows(rs: &RuleSet, r: &RuleRef, dir: Dir, p: &Probe) -> bool {
 /// Evaluates `p` arriving (ingress) or leaving (egress) on `iface`.
 pub fn evaluate(rs: &RuleSet, iface: &str, dir: Dir, p: &Probe) -> Decision {
     if p.later_fragment {
-        return Decision { reason: Reason::FragmentNoPorts, rule: None };
+        return Decision { reason: Reason::FragmentNoFirst, rule: None };
     }
     let rules = rs.iface_rules(iface);
     match rules.iter().position(|r| rule_allows(rs, r, dir, p)) {
