@@ -15,7 +15,10 @@
 
 use std::collections::HashMap;
 
-use sg_common::{IfaceConfig, config::POLICY_GROUPS};
+use sg_common::{
+    IfaceConfig,
+    config::{CONFIG_IMPLICIT_MASK, POLICY_GROUPS},
+};
 
 use crate::{
     error::{Error, Result},
@@ -164,6 +167,7 @@ fn stage(plans: &[IfacePlan], seq: u64, opts: ApplyOptions, newly: &mut Vec<Stri
                     policy_seq: seq,
                     revoke_seq,
                     ct_timeouts: plan.timeouts,
+                    flags: (cfg.flags & !CONFIG_IMPLICIT_MASK) | plan.no_implicit,
                     ..cfg
                 };
                 staged.push(Staged { attached, cfg, old_gen });

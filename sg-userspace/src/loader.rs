@@ -17,8 +17,8 @@ use aya::{
 use sg_common::{
     Direction, IfaceConfig, Posture,
     config::{
-        CONFIG_VALID, POLICY_GROUPS, POLICY_POSTURE, TC_KIND_CLSACT, TC_KIND_NONE, TC_KIND_TCX,
-        XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_NONE,
+        CONFIG_IMPLICIT_MASK, CONFIG_VALID, POLICY_GROUPS, POLICY_POSTURE, TC_KIND_CLSACT, TC_KIND_NONE,
+        TC_KIND_TCX, XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_NONE,
     },
     conntrack::CtTimeouts,
     maps::{ALL_MAPS, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, MAP_CT, MAP_CT_NEW, PROG_EGRESS, PROG_INGRESS},
@@ -131,6 +131,7 @@ impl PrivateInstance {
             policy_seq: seq,
             revoke_seq: if revoke { seq } else { cfg.revoke_seq },
             ct_timeouts: plan.timeouts,
+            flags: (cfg.flags & !CONFIG_IMPLICIT_MASK) | plan.no_implicit,
             ..cfg
         })
     }
@@ -177,6 +178,8 @@ pub struct AttachRequest {
     pub egress: Option<Posture>,
     /// Conntrack table sizes for a new attach (an attached interface keeps its own).
     pub ct_sizes: CtSizes,
+    /// `CONFIG_NO_IMPLICIT_*` bits to set (replacing the current ones); `None`: keep.
+    pub no_implicit: Option<u32>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -323,6 +326,7 @@ pub fn attach_with_policy(
         ingress: None,
         egress: None,
         ct_sizes: CtSizes::default(),
+        no_implicit: None,
     };
     attach_new(&req, ifindex, &dir, Some((plan, seq)))
 }
@@ -349,8 +353,13 @@ fn update_existing(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<Opti
             requested: xdp_mode_name(m),
         });
     }
-    if cfg.policy_mode == POLICY_GROUPS && (req.ingress.is_some() || req.egress.is_some()) {
+    if cfg.policy_mode == POLICY_GROUPS
+        && (req.ingress.is_some() || req.egress.is_some() || req.no_implicit.is_some())
+    {
         return Err(Error::ManagedByRules(req.iface.clone()));
+    }
+    if let Some(bits) = req.no_implicit {
+        cfg.flags = (cfg.flags & !CONFIG_IMPLICIT_MASK) | bits;
     }
     if let Some(p) = req.ingress {
         cfg.ingress_posture = p as u8;
@@ -418,7 +427,7 @@ fn attach_new(
     }
     let mut maps = InstanceMaps::take_from(&mut ebpf)?;
     let mut cfg = IfaceConfig {
-        flags: CONFIG_VALID,
+        flags: CONFIG_VALID | req.no_implicit.unwrap_or(0),
         ifindex,
         ingress_posture: req.ingress.unwrap_or(Posture::Deny) as u8,
         egress_posture: req.egress.unwrap_or(Posture::Allow) as u8,
@@ -437,6 +446,7 @@ fn attach_new(
         cfg.policy_mode = POLICY_GROUPS;
         cfg.policy_seq = seq;
         cfg.ct_timeouts = plan.timeouts;
+        cfg.flags |= plan.no_implicit;
     }
     // The config is complete before any packet can reach the programs.
     maps.set_config(&cfg)?;

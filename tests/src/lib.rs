@@ -12,6 +12,7 @@
 pub mod netns;
 pub mod packet;
 pub mod policy;
+pub mod refparse;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};

@@ -27,9 +27,37 @@ pub struct AttachArgs {
     /// Size of the LRU table of flows not answered yet (new attach only).
     #[arg(long, default_value_t = sg_common::maps::CT_NEW_MAX_ENTRIES)]
     pub ct_new_size: u32,
+    /// Switch implicit allowances off (posture mode; in a rules file use `implicit = {...}`).
+    /// `none` switches them all back on.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub no_implicit: Option<Vec<ImplicitArg>>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ImplicitArg {
+    /// IPv6 neighbour discovery (ICMPv6 133-137, hop limit 255).
+    Ndp,
+    /// DHCPv4 client traffic.
+    Dhcp,
+    /// DHCPv6 client traffic.
+    Dhcpv6,
+    /// None: every implicit allowance on.
+    None,
+}
+
+fn implicit_bits(v: &[ImplicitArg]) -> u32 {
+    use sg_common::config::{CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6, CONFIG_NO_IMPLICIT_NDP};
+    v.iter().fold(0, |acc, a| {
+        acc | match a {
+            ImplicitArg::Ndp => CONFIG_NO_IMPLICIT_NDP,
+            ImplicitArg::Dhcp => CONFIG_NO_IMPLICIT_DHCP,
+            ImplicitArg::Dhcpv6 => CONFIG_NO_IMPLICIT_DHCPV6,
+            ImplicitArg::None => 0,
+        }
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -55,6 +83,7 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
         ingress: args.ingress.map(Into::into),
         egress: args.egress.map(Into::into),
         ct_sizes: loader::CtSizes { established: args.ct_size, new: args.ct_new_size },
+        no_implicit: args.no_implicit.as_deref().map(implicit_bits),
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -241,6 +241,7 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
         };
         out.interfaces.push(RawBinding {
             timeouts: Vec::new(),
+            no_implicit: 0,
             iface: At::new(iface.to_string(), loc.clone()),
             groups: groups
                 .split(',')

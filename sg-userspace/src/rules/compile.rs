@@ -36,6 +36,8 @@ pub struct IfacePlan {
     pub segments: Vec<Segment>,
     /// Conntrack idle timeouts of the interface.
     pub timeouts: sg_common::conntrack::CtTimeouts,
+    /// `CONFIG_NO_IMPLICIT_*` bits of the interface.
+    pub no_implicit: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -136,7 +138,8 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
         }
     }
     let timeouts = rs.binding(iface).map_or(sg_common::conntrack::CtTimeouts::AWS_DEFAULTS, |b| b.timeouts);
-    Ok(IfacePlan { iface: iface.into(), rules, entries, segments, timeouts })
+    let no_implicit = rs.binding(iface).map_or(0, |b| b.no_implicit);
+    Ok(IfacePlan { iface: iface.into(), rules, entries, segments, timeouts, no_implicit })
 }
 
 /// Sorted disjoint segments of the union of `ranges`, each key labelled with the lowest rule

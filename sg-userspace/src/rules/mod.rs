@@ -302,6 +302,9 @@ pub struct Binding {
     /// Conntrack idle timeouts (seconds) of the interface; AWS defaults where not given.
     #[serde(default = "default_timeouts", with = "timeouts_serde")]
     pub timeouts: sg_common::conntrack::CtTimeouts,
+    /// `CONFIG_NO_IMPLICIT_*` bits: implicit allowances switched off for the interface.
+    #[serde(default)]
+    pub no_implicit: u32,
     pub loc: Loc,
 }
 

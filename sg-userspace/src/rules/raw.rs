@@ -80,6 +80,8 @@ pub struct RawBinding {
     pub groups: Vec<At<String>>,
     /// Conntrack timeouts given for the interface: (field name, seconds).
     pub timeouts: Vec<(&'static str, At<i64>)>,
+    /// `CONFIG_NO_IMPLICIT_*` bits of the allowances switched off.
+    pub no_implicit: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -277,8 +277,13 @@ egress = []
 entries = ["203.0.113.0/28"]
 [interfaces.eth0]
 groups = ["web-1", "app"]
+timeouts = { tcp_established = 3600, udp = 45 }
+implicit = { dhcp = false }
 "#;
     let a = parse(text).unwrap();
+    let b0 = a.binding("eth0").unwrap();
+    assert_eq!((b0.timeouts.tcp_established, b0.timeouts.udp, b0.timeouts.icmp), (3600, 45, 30));
+    assert_eq!(b0.no_implicit, sg_common::config::CONFIG_NO_IMPLICIT_DHCP);
     let out = toml_out::to_toml(&a);
     let b = parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
     let strip = |rs: &RuleSet| {
@@ -410,4 +415,10 @@ fn diff_lists_added_removed_and_rebound() {
     assert_eq!(d.attach, vec!["eth2"]);
     assert_eq!(d.detach, vec!["eth1"]);
     assert!(diff::diff(Some(&new), &new).is_empty());
+}
+
+#[test]
+fn timeout_out_of_range() {
+    let t = "[groups.g]\n[interfaces.eth0]\ngroups = [\"g\"]\ntimeouts = { udp_stream = 500 }\n";
+    expect_error(t, "500", "udp_stream timeout 500 out of range 60-180 seconds");
 }

@@ -25,6 +25,7 @@
 //! [interfaces.eth0]
 //! groups = ["web"]
 //! timeouts = { tcp_established = 3600, udp_stream = 120 }   # optional, seconds
+//! implicit = { ndp = true, dhcp = false, dhcpv6 = false }    # optional, all true by default
 //! ```
 
 use std::collections::BTreeMap;
@@ -86,6 +87,16 @@ struct IfaceT {
     #[serde(default)]
     groups: Vec<Spanned<String>>,
     timeouts: Option<Spanned<TimeoutsT>>,
+    implicit: Option<Spanned<ImplicitT>>,
+}
+
+/// Implicit allowances of an interface (all on by default).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImplicitT {
+    ndp: Option<bool>,
+    dhcp: Option<bool>,
+    dhcpv6: Option<bool>,
 }
 
 /// Conntrack idle timeouts (seconds) of an interface; see `sg_common::conntrack::CtTimeouts`.
@@ -206,10 +217,20 @@ pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
                 }
             }
         }
+        let implicit = i.implicit.as_ref().map(Spanned::get_ref);
+        let no_implicit = [
+            (implicit.and_then(|t| t.ndp), sg_common::config::CONFIG_NO_IMPLICIT_NDP),
+            (implicit.and_then(|t| t.dhcp), sg_common::config::CONFIG_NO_IMPLICIT_DHCP),
+            (implicit.and_then(|t| t.dhcpv6), sg_common::config::CONFIG_NO_IMPLICIT_DHCPV6),
+        ]
+        .iter()
+        .filter(|(on, _)| *on == Some(false))
+        .fold(0, |acc, (_, bit)| acc | bit);
         out.interfaces.push(RawBinding {
             iface: cx.at(name),
             groups: i.groups.iter().map(|g| cx.at(g)).collect(),
             timeouts,
+            no_implicit,
         });
     }
     Ok(out)

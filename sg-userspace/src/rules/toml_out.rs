@@ -142,6 +142,19 @@ pub fn to_toml(rs: &RuleSet) -> String {
         if !set.is_empty() {
             let _ = writeln!(s, "timeouts = {{ {} }}", set.join(", "));
         }
+        if b.no_implicit != 0 {
+            use sg_common::config::{
+                CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6, CONFIG_NO_IMPLICIT_NDP,
+            };
+            let on = |bit: u32| b.no_implicit & bit == 0;
+            let _ = writeln!(
+                s,
+                "implicit = {{ ndp = {}, dhcp = {}, dhcpv6 = {} }}",
+                on(CONFIG_NO_IMPLICIT_NDP),
+                on(CONFIG_NO_IMPLICIT_DHCP),
+                on(CONFIG_NO_IMPLICIT_DHCPV6)
+            );
+        }
         s.push('\n');
     }
     s

@@ -109,6 +109,7 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
             iface: b.iface.v.clone(),
             groups: names,
             timeouts,
+            no_implicit: b.no_implicit,
             loc: b.iface.loc.clone(),
         });
     }
