@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use sg_common::{Direction, PacketSummary, Reason};
 use sg_tests::{
-    packet::{Ext, Pkt, TCP_SYN, arp_frame, legal_chain},
+    packet::{Ext, Pkt, arp_frame, legal_chain},
     policy::recording_instance,
     refparse::{self, Outcome},
     require_bpf,
