@@ -99,7 +99,7 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
     pins::check_bpffs()?;
     let plans = compile::compile(rs)?;
     let _lock = state::lock()?;
-    let old = state::load()?;
+    let old = current_state()?;
     let d = diff(old.as_ref().map(|s| &s.ruleset), rs);
     let seq = old.as_ref().map_or(0, |s| s.seq) + 1;
     let mut report = ApplyReport {
@@ -122,10 +122,11 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
         }
     };
     let mut new_state = State { seq, ruleset: rs.clone(), hit_base: Default::default() };
-    if let Err(e) = state::save(&new_state) {
+    if let Err(e) = state::save_new(&new_state) {
         rollback(&newly);
         return Err(e);
     }
+    failpoint("apply", "pause-before-flip");
     for s in &mut staged {
         s.attached.maps.set_config(&s.cfg)?;
     }
@@ -189,9 +190,56 @@ fn rollback(newly: &[String]) {
     }
 }
 
+/// The rule-set number the datapath enforces on the first attached interface of `s`.
+fn live_seq(s: &State) -> Result<Option<u64>> {
+    for b in &s.ruleset.interfaces {
+        if let Ok(Some(a)) = loader::open_attached(&b.iface) {
+            let cfg = a.maps.config()?;
+            if cfg.policy_mode == POLICY_GROUPS {
+                return Ok(Some(cfg.policy_seq));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The applied state that matches the datapath: after an apply that died between saving its
+/// state and flipping, that is the previous state.
+pub fn current_state() -> Result<Option<State>> {
+    let Some(s) = state::load()? else { return Ok(None) };
+    if let Some(seq) = live_seq(&s)?
+        && seq != s.seq
+        && let Some(prev) = state::load_prev()?
+        && prev.seq == seq
+    {
+        log::warn!("rule set #{} was saved but never applied (interrupted apply): using #{seq}", s.seq);
+        return Ok(Some(prev));
+    }
+    Ok(Some(s))
+}
+
+/// Test hook: `SGCTL_FAILPOINT=<site>=<action>` makes the named site fail (`fail`) or sleep
+/// (`pause:<ms>`), to show that a failed or killed apply leaves the old policy whole. Inert
+/// unless the variable is set.
+pub fn failpoint(site: &str, when: &str) -> Option<Error> {
+    let spec = std::env::var("SGCTL_FAILPOINT").ok()?;
+    let (s, action) = spec.split_once('=')?;
+    let (w, arg) = action.split_once(':').unwrap_or((action, ""));
+    if s != site || !w.ends_with(when) && w != when {
+        return None;
+    }
+    if w.starts_with("pause") {
+        let ms = arg.parse().unwrap_or(5000);
+        eprintln!("sgctl: failpoint {site}={w}: pausing {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        return None;
+    }
+    Some(Error::Usage { what: format!("failpoint {site}={w}"), detail: "injected failure".into() })
+}
+
 /// The applied rule set, or an error saying there is none.
 pub fn applied() -> Result<State> {
-    state::load()?.ok_or_else(|| Error::Usage {
+    current_state()?.ok_or_else(|| Error::Usage {
         what: "no rule set applied in this network namespace".into(),
         detail: "run `sgctl apply FILE` first".into(),
     })

@@ -188,6 +188,10 @@ impl InstanceMaps {
         for (i, seg) in plan.segments.iter().enumerate() {
             self.segments.set(base + i as u32, seg, 0).context(|| format!("writing {MAP_SEGMENTS}"))?;
         }
+        // Test hook: fail or stall with the generation half written.
+        if let Some(e) = crate::apply::failpoint("write_generation", "half") {
+            return Err(e);
+        }
         for e in &plan.entries {
             let dir = e.dir.datapath() as u32;
             match e.net {

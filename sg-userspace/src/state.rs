@@ -74,7 +74,16 @@ pub fn lock() -> Result<Lock> {
 
 /// The applied state, if any.
 pub fn load() -> Result<Option<State>> {
-    let path = dir()?.join("state.json");
+    read(&dir()?.join("state.json"))
+}
+
+/// The state before the last apply (kept so that an apply killed between saving its state and
+/// flipping the datapath cannot leave the state ahead of the datapath).
+pub fn load_prev() -> Result<Option<State>> {
+    read(&dir()?.join("state.prev.json"))
+}
+
+fn read(path: &std::path::Path) -> Result<Option<State>> {
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -84,6 +93,16 @@ pub fn load() -> Result<Option<State>> {
         iface: "-".into(),
         detail: format!("{} is not valid state: {e}", path.display()),
     })
+}
+
+/// Saves the state of a new apply, keeping the current one as `state.prev.json`.
+pub fn save_new(state: &State) -> Result<()> {
+    let dir = dir()?;
+    let path = dir.join("state.json");
+    if path.exists() {
+        fs::rename(&path, dir.join("state.prev.json")).context(|| format!("rotating {}", path.display()))?;
+    }
+    save(state)
 }
 
 /// Writes the state atomically (temporary file, fsync, rename).
