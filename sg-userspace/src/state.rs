@@ -84,7 +84,7 @@ pub fn load_prev() -> Result<Option<State>> {
 }
 
 fn read(path: &std::path::Path) -> Result<Option<State>> {
-    let text = match fs::read_to_string(&path) {
+    let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
