@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod setup;
 
 #[derive(Parser)]
@@ -26,10 +27,23 @@ enum Cmd {
     Setup,
     /// Set up, build, and run the demo: two namespaces, sgctl attached, real traffic.
     Demo,
-    /// Set up, build, and run the whole test suite, then fmt and clippy checks.
+    /// Set up, build, and run the whole test suite, fmt and clippy, and a short fuzz run.
     Test,
     /// Clippy with -D warnings on the host crates and on sg-ebpf for its BPF target.
     Clippy,
+    /// Fuzz the rules front ends and the compiler (cargo fuzz, bounded in time).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Only this target (toml_rules, aws_json, compile).
+        #[arg(long)]
+        target: Option<String>,
+        /// Fuzz on a copy of the corpus (CI); by default new inputs are added to the corpus
+        /// in the repository, to be committed.
+        #[arg(long)]
+        scratch: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,9 +70,14 @@ fn run_cli(cli: &Cli) -> Result<()> {
             cargo(&["build", "--package", "sg-userspace", "--bins"])?;
             cargo(&["test", "--", "--show-output"])?;
             cargo(&["fmt", "--all", "--check"])?;
-            clippy()
+            clippy()?;
+            fuzz::run(15, None, true)
         }
         Cmd::Clippy => clippy(),
+        Cmd::Fuzz { secs, ref target, scratch } => {
+            setup::all()?;
+            fuzz::run(secs, target.as_deref(), scratch)
+        }
     }
 }
 

@@ -118,7 +118,7 @@ impl Cx<'_> {
 pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, RuleErrors> {
     let parsed: DescribeT = json_spanned_value::from_str(text).map_err(|e| {
         RuleErrors::one(
-            Loc { file: file.to_string(), line: e.line(), col: e.column() },
+            Loc { file: file.to_string(), line: e.line().max(1), col: e.column().max(1) },
             e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
         )
     })?;

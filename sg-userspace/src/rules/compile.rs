@@ -142,6 +142,18 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
     Ok(IfacePlan { iface: iface.into(), rules, entries, segments, timeouts, no_implicit })
 }
 
+/// Decides a flow key the way the datapath reads a plan: longest prefix match on `peer`
+/// among the entries of `dir`, then a search of that entry's segments. Returns the rule id.
+pub fn interpret(plan: &IfacePlan, dir: Dir, peer: std::net::IpAddr, key: u32) -> Option<u32> {
+    let entry = plan
+        .entries
+        .iter()
+        .filter(|e| e.dir == dir && e.net.contains(&peer))
+        .max_by_key(|e| e.net.prefix_len())?;
+    let segs = &plan.segments[entry.set.start as usize..(entry.set.start + entry.set.count) as usize];
+    segs.iter().find(|s| s.lo <= key && key <= s.hi).map(|s| s.rule)
+}
+
 /// Sorted disjoint segments of the union of `ranges`, each key labelled with the lowest rule
 /// id covering it; neighbours with the same rule are merged. A sweep over the range
 /// boundaries with a min-heap of the active rules: O(k log k) for k ranges.

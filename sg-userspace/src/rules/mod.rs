@@ -411,6 +411,38 @@ impl RuleSet {
     }
 }
 
+impl RuleSet {
+    /// The same rule set with every source location cleared (to compare rule sets read from
+    /// different texts).
+    pub fn without_locations(&self) -> RuleSet {
+        let mut rs = self.clone();
+        for g in &mut rs.groups {
+            g.loc = Loc::default();
+            for r in g.ingress.iter_mut().chain(g.egress.iter_mut()) {
+                r.loc = Loc::default();
+            }
+        }
+        for l in &mut rs.prefix_lists {
+            l.loc = Loc::default();
+        }
+        for b in &mut rs.interfaces {
+            b.loc = Loc::default();
+        }
+        rs
+    }
+}
+
+/// Panics unless `errs` is what a rejected file must produce: at least one message, each one
+/// line, each with a line and column (the fuzz targets' check).
+pub fn check_diagnostics(errs: &RuleErrors) {
+    assert!(!errs.0.is_empty(), "a rejection without a message");
+    for d in &errs.0 {
+        assert!(d.loc.line >= 1 && d.loc.col >= 1, "no line:column in `{d}`");
+        assert!(!d.msg.trim().is_empty(), "empty message at {}", d.loc);
+        assert!(!d.msg.contains('\n'), "multi-line message: `{d}`");
+    }
+}
+
 /// Input formats of a rules file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -26,7 +26,7 @@ pub struct Probe {
     pub later_fragment: bool,
 }
 
-/// The model's decision: a reason (`rule_allow`, `no_rule`, `fragment_no_ports`) and, when
+/// The model's decision: a reason (`rule_allow`, `no_rule`, `fragment_no_first`) and, when
 /// allowed, the rule's id on the interface (index into `RuleSet::iface_rules`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {

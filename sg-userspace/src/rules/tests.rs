@@ -286,23 +286,7 @@ implicit = { dhcp = false }
     assert_eq!(b0.no_implicit, sg_common::config::CONFIG_NO_IMPLICIT_DHCP);
     let out = toml_out::to_toml(&a);
     let b = parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
-    let strip = |rs: &RuleSet| {
-        let mut rs = rs.clone();
-        for g in &mut rs.groups {
-            g.loc = Loc::default();
-            for r in g.ingress.iter_mut().chain(g.egress.iter_mut()) {
-                r.loc = Loc::default();
-            }
-        }
-        for l in &mut rs.prefix_lists {
-            l.loc = Loc::default();
-        }
-        for b in &mut rs.interfaces {
-            b.loc = Loc::default();
-        }
-        rs
-    };
-    assert_eq!(strip(&a), strip(&b), "{out}");
+    assert_eq!(a.without_locations(), b.without_locations(), "{out}");
 }
 
 const AWS_FIXTURE: &str = include_str!("../../../tests/fixtures/aws/describe-security-groups.json");
