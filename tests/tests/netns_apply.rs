@@ -190,3 +190,50 @@ fn concurrent_applies_serialise_on_the_lock() {
     }
     assert_eq!(policy_seq(&pair), 13);
 }
+
+#[test]
+fn private_state_and_no_path_traversal() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !require_bpf("private_state_and_no_path_traversal") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let v1 = write_rules(&format!("{}-p1.toml", pair.if_a), &rules(&pair.if_a, 8080));
+    pair.sgctl_ok(Side::A, &["apply", v1.to_str().unwrap()]);
+    let pins = pair.pin_dir(Side::A).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&pins), 0o700, "pin directory of the namespace");
+    assert_eq!(mode(&pins.join(&pair.if_a)), 0o700, "pin directory of the interface");
+    assert_eq!(mode(&pins.join(&pair.if_a).join("SG_CONFIG")) & 0o077, 0, "pinned maps are root-only");
+    let cookie = pair.cookie(Side::A).unwrap();
+    let state = sg_userspace::state::state_dir_for(cookie);
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("state.json")), 0o600);
+    // Interface names cannot climb out of the pin directory.
+    for bad in ["..", "../..", "a/b", "."] {
+        let out = pair.sgctl(Side::A, &["detach", bad]);
+        assert!(!out.status.success(), "detach {bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("invalid interface name"), "{bad}");
+    }
+    assert!(pins.join(&pair.if_a).join("SG_CONFIG").exists(), "nothing removed by the bad detaches");
+    // A rules file naming a bad interface is rejected before anything is touched.
+    let bad = write_rules("bad-iface.toml", "[groups.g]\n[interfaces.\"../x\"]\ngroups = [\"g\"]\n");
+    let out = pair.sgctl(Side::A, &["apply", bad.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid interface name '../x'"));
+    // Not root: one line, nothing changed.
+    let bin = sg_tests::sgctl_path();
+    let before = policy_seq(&pair);
+    let out = pair.run(Side::A, move || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(["apply", v1.to_str().unwrap()])
+            .output()
+            .unwrap()
+    });
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("must run as root"), "{err}");
+    assert_eq!(policy_seq(&pair), before);
+}
