@@ -31,27 +31,24 @@ trait CtMap {
     fn delete(&self, key: &CtKey);
 }
 
-impl CtMap for HashMap<CtKey, CtEntry> {
-    #[inline(always)]
-    fn entry(&self, key: &CtKey) -> Option<*mut CtEntry> {
-        self.get_ptr_mut(key)
-    }
-    #[inline(always)]
-    fn delete(&self, key: &CtKey) {
-        let _ = self.remove(key);
-    }
+macro_rules! impl_ct_map {
+    ($($map:ident),+) => {
+        $(
+            impl CtMap for $map<CtKey, CtEntry> {
+                #[inline(always)]
+                fn entry(&self, key: &CtKey) -> Option<*mut CtEntry> {
+                    self.get_ptr_mut(key)
+                }
+                #[inline(always)]
+                fn delete(&self, key: &CtKey) {
+                    let _ = self.remove(key);
+                }
+            }
+        )+
+    };
 }
 
-impl CtMap for LruHashMap<CtKey, CtEntry> {
-    #[inline(always)]
-    fn entry(&self, key: &CtKey) -> Option<*mut CtEntry> {
-        self.get_ptr_mut(key)
-    }
-    #[inline(always)]
-    fn delete(&self, key: &CtKey) {
-        let _ = self.remove(key);
-    }
-}
+impl_ct_map!(HashMap, LruHashMap);
 
 /// Outcome of looking a packet up in one table.
 enum Lookup {
@@ -226,10 +223,10 @@ fn slot_rule(slot: u32) -> u32 {
 fn revalidate(cfg: &IfaceConfig, key: &CtKey, e: &CtEntry) -> Result<Option<u32>, Reason> {
     let origin = if e.origin == Direction::Egress as u8 { Direction::Egress } else { Direction::Ingress };
     // The initiator and responder endpoints, from the normalised key.
-    let (init, init_port, resp, resp_port) = if e.initiator_lo != 0 {
-        (&key.addr_lo, key.port_lo, &key.addr_hi, key.port_hi)
+    let (init, resp, resp_port) = if e.initiator_lo != 0 {
+        (&key.addr_lo, &key.addr_hi, key.port_hi)
     } else {
-        (&key.addr_hi, key.port_hi, &key.addr_lo, key.port_lo)
+        (&key.addr_hi, &key.addr_lo, key.port_lo)
     };
     // The remote end is the peer: the initiator of an ingress flow, the responder of an egress one.
     let peer = if origin == Direction::Ingress { init } else { resp };
@@ -239,7 +236,6 @@ fn revalidate(cfg: &IfaceConfig, key: &CtKey, e: &CtEntry) -> Result<Option<u32>
         (IPPROTO_ICMPV6, _) => u16::from(ICMPV6_ECHO_REQUEST) << 8,
         _ => 0,
     };
-    let _ = init_port;
     policy::allowed(cfg, origin, key.family, key.proto, peer, low16)
 }
 

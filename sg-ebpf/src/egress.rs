@@ -1,4 +1,4 @@
-//! Egress pipeline (TC): linearise the headers, then config -> parse -> policy.
+//! Egress pipeline (TC): linearise the headers first, then the common pipeline.
 
 use aya_ebpf::programs::TcContext;
 use sg_common::{Direction, Reason};
@@ -9,15 +9,11 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn try_egress(ctx: &TcContext, bytes: u64) -> Result<Verdict, Reason> {
+pub fn egress(ctx: &TcContext, bytes: u64) -> Verdict {
     // Direct packet access only sees the linear part of an skb: pull what the parser may read.
     let want = core::cmp::min(ctx.len(), parse::MAX_HDR_BYTES as u32);
-    if ((ctx.data_end() - ctx.data()) as u32) < want {
-        ctx.pull_data(want).map_err(|_| Reason::InternalError)?;
+    if ((ctx.data_end() - ctx.data()) as u32) < want && ctx.pull_data(want).is_err() {
+        return Verdict::of(Reason::InternalError);
     }
-    let cfg = parse::config()?;
-    match parse::parse_packet(ctx)? {
-        Some(pkt) => policy::decide(&cfg, Direction::Egress, pkt, bytes),
-        None => Ok(Verdict::of(Reason::PassNonIp)),
-    }
+    policy::run(ctx, Direction::Egress, bytes)
 }

@@ -1,18 +1,11 @@
-//! Ingress pipeline (XDP): config -> parse -> policy.
+//! Ingress pipeline (XDP): the frame is complete and linear.
 
 use aya_ebpf::programs::XdpContext;
-use sg_common::{Direction, Reason};
+use sg_common::Direction;
 
-use crate::{
-    parse,
-    policy::{self, Verdict},
-};
+use crate::policy::{self, Verdict};
 
 #[inline(always)]
-pub fn try_ingress(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
-    let cfg = parse::config()?;
-    match parse::parse_packet(ctx)? {
-        Some(pkt) => policy::decide(&cfg, Direction::Ingress, pkt, bytes),
-        None => Ok(Verdict::of(Reason::PassNonIp)),
-    }
+pub fn ingress(ctx: &XdpContext, bytes: u64) -> Verdict {
+    policy::run(ctx, Direction::Ingress, bytes)
 }

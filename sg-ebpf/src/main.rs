@@ -23,7 +23,7 @@ use sg_common::{Action, Direction};
 #[xdp]
 pub fn sg_ingress(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let v = ingress::try_ingress(&ctx, len).unwrap_or_else(policy::Verdict::of);
+    let v = ingress::ingress(&ctx, len);
     match stats::verdict(Direction::Ingress, v, len) {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
@@ -35,7 +35,7 @@ pub fn sg_ingress(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn sg_egress(ctx: TcContext) -> i32 {
     let len = u64::from(ctx.len());
-    let v = egress::try_egress(&ctx, len).unwrap_or_else(policy::Verdict::of);
+    let v = egress::egress(&ctx, len);
     match stats::verdict(Direction::Egress, v, len) {
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT,

@@ -5,8 +5,8 @@ use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
     Action, Direction, IfaceConfig, PacketSummary, Posture, Reason,
     config::{
-        CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6, CONFIG_NO_IMPLICIT_NDP, POLICY_GROUPS,
-        POLICY_POSTURE,
+        CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6, CONFIG_NO_IMPLICIT_NDP, CONFIG_RECORD_PARSE,
+        POLICY_GROUPS, POLICY_POSTURE,
     },
     conntrack::tcp_flags_abusive,
     packet::{
@@ -22,6 +22,7 @@ use sg_common::{
 use crate::{
     conntrack,
     maps::{SG_LPM_V4, SG_LPM_V6, SG_SEGMENTS},
+    parse::{self, Packet},
 };
 
 /// A decision: its reason, and the rule-hit slot (`gen * MAX_RULES + rule`) or `NO_RULE`.
@@ -29,13 +30,31 @@ use crate::{
 pub struct Verdict {
     pub reason: Reason,
     pub rule_slot: u32,
+    /// Record the packet's summary in `SG_LAST_PARSE` (`CONFIG_RECORD_PARSE`, tests).
+    pub record: bool,
 }
 
 impl Verdict {
     #[inline(always)]
     pub const fn of(reason: Reason) -> Self {
-        Verdict { reason, rule_slot: NO_RULE }
+        Verdict { reason, rule_slot: NO_RULE, record: false }
     }
+}
+
+/// The whole pipeline for one frame: config, parse, decide. Every error is a drop reason;
+/// once the config is read, the verdict carries its record flag (malformed packets too).
+#[inline(always)]
+pub fn run(pkt: &impl Packet, dir: Direction, bytes: u64) -> Verdict {
+    let cfg = match parse::config() {
+        Ok(cfg) => cfg,
+        Err(r) => return Verdict::of(r),
+    };
+    let v = match parse::parse_packet(pkt) {
+        Ok(Some(p)) => decide(&cfg, dir, p, bytes).unwrap_or_else(Verdict::of),
+        Ok(None) => Verdict::of(Reason::PassNonIp),
+        Err(r) => Verdict::of(r),
+    };
+    Verdict { record: cfg.flags & CONFIG_RECORD_PARSE != 0, ..v }
 }
 
 /// Decides an IP packet: implicit allowances, then non-first fragments (by their first
@@ -218,7 +237,7 @@ fn groups(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verd
         Direction::Egress => &pkt.dst,
     };
     Ok(match allowed(cfg, dir, pkt.family, pkt.proto, peer, key_low16(pkt))? {
-        Some(slot) => Verdict { reason: Reason::RuleAllow, rule_slot: slot },
+        Some(slot) => Verdict { reason: Reason::RuleAllow, rule_slot: slot, record: false },
         None => Verdict::of(Reason::NoRule),
     })
 }

@@ -1,10 +1,10 @@
 //! The single exit: count the verdict reason (and the rule that allowed the packet), record
 //! the packet's summary for tests, return the reason's action.
 
-use sg_common::{Action, Direction, config::CONFIG_RECORD_PARSE, policy::NO_RULE, reason::counter_index};
+use sg_common::{Action, Direction, policy::NO_RULE, reason::counter_index};
 
 use crate::{
-    maps::{SG_CONFIG, SG_COUNTERS, SG_LAST_PARSE, SG_RULE_HITS, SG_SCRATCH},
+    maps::{SG_COUNTERS, SG_LAST_PARSE, SG_RULE_HITS, SG_SCRATCH},
     policy::Verdict,
 };
 
@@ -24,8 +24,7 @@ pub fn verdict(dir: Direction, v: Verdict, bytes: u64) -> Action {
         // SAFETY: as above.
         unsafe { *h += 1 };
     }
-    if let Some(cfg) = SG_CONFIG.get(0)
-        && cfg.flags & CONFIG_RECORD_PARSE != 0
+    if v.record
         && let (Some(slot), Some(s)) = (SG_LAST_PARSE.get_ptr_mut(0), SG_SCRATCH.get_ptr_mut(0))
     {
         // SAFETY: valid map value pointers; the scratch entry holds this packet's summary

@@ -16,19 +16,6 @@ pub fn ifindex(name: &str) -> Result<u32> {
     if idx == 0 { Err(Error::NoSuchInterface(name.to_string())) } else { Ok(idx) }
 }
 
-/// Name of the interface with index `idx`, if it exists.
-pub fn ifname(idx: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf is IF_NAMESIZE bytes as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(idx, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
-    let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Some(s.to_string_lossy().into_owned())
-}
-
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
 

@@ -125,13 +125,3 @@ pub fn save(state: &State) -> Result<()> {
         .context(|| format!("chmod {}", tmp.display()))?;
     fs::rename(&tmp, &path).context(|| format!("renaming to {}", path.display()))
 }
-
-/// Forgets the applied state (after the last interface it covered was detached).
-pub fn clear() -> Result<()> {
-    let path = dir()?.join("state.json");
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).context(|| format!("removing {}", path.display())),
-    }
-}

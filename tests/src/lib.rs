@@ -65,3 +65,23 @@ pub fn sgctl_path() -> PathBuf {
     );
     p
 }
+
+/// Writes `text` to `name` in this test process's temporary directory; returns the path.
+pub fn write_temp(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sgctl-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write temp file");
+    p
+}
+
+/// One counter (`packets` or `bytes`) of an interface object of `sgctl status --json`.
+pub fn reason_count(iface: &serde_json::Value, dir: &str, reason: &str, field: &str) -> u64 {
+    iface["counters"]
+        .as_array()
+        .expect("counters")
+        .iter()
+        .find(|c| c["direction"] == dir && c["reason"] == reason)
+        .and_then(|c| c[field].as_u64())
+        .unwrap_or_else(|| panic!("no counter {dir}/{reason}"))
+}

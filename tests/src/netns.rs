@@ -157,6 +157,11 @@ impl NetnsPair {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `sgctl status --json` in A, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.sgctl_ok(Side::A, &["status", "--json"])).expect("status --json is JSON")
+    }
+
     /// Any other command inside `side`'s namespace.
     pub fn cmd(&self, side: Side, program: &str, args: &[&str]) -> Output {
         let program = program.to_string();

@@ -4,23 +4,14 @@
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use sg_tests::{
     netns::{NetnsPair, Side, run_in_ns},
-    require_bpf,
+    require_bpf, write_temp,
 };
-
-fn write_rules(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sgctl-apply-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 /// A rule set of ~1,000 rules whose only rule for the peer allows tcp `port`.
 fn rules(iface: &str, port: u16) -> String {
@@ -56,8 +47,7 @@ fn reachable(pair: &NetnsPair) -> (bool, bool) {
 }
 
 fn policy_seq(pair: &NetnsPair) -> u64 {
-    let st: serde_json::Value = serde_json::from_str(&pair.sgctl_ok(Side::A, &["status", "--json"])).unwrap();
-    st["interfaces"][0]["policy_seq"].as_u64().unwrap()
+    pair.status_json()["interfaces"][0]["policy_seq"].as_u64().unwrap()
 }
 
 fn stats_mention(pair: &NetnsPair, needle: &str) -> bool {
@@ -86,8 +76,8 @@ fn a_failure_with_the_new_generation_half_written_keeps_the_old_policy() {
     }
     let pair = NetnsPair::new();
     let _l = listeners(&pair);
-    let v1 = write_rules(&format!("{}-v1.toml", pair.if_a), &rules(&pair.if_a, 8080));
-    let v2 = write_rules(&format!("{}-v2.toml", pair.if_a), &rules(&pair.if_a, 9090));
+    let v1 = write_temp(&format!("{}-v1.toml", pair.if_a), &rules(&pair.if_a, 8080));
+    let v2 = write_temp(&format!("{}-v2.toml", pair.if_a), &rules(&pair.if_a, 9090));
     pair.sgctl_ok(Side::A, &["apply", v1.to_str().unwrap()]);
     assert_eq!(reachable(&pair), (true, false), "v1 allows 8080 only");
     let out = spawn_sgctl(
@@ -115,8 +105,8 @@ fn kill_9_in_the_middle_of_an_apply_leaves_the_old_or_the_new_policy() {
     }
     let pair = NetnsPair::new();
     let _l = listeners(&pair);
-    let v1 = write_rules(&format!("{}-k1.toml", pair.if_a), &rules(&pair.if_a, 8080));
-    let v2 = write_rules(&format!("{}-k2.toml", pair.if_a), &rules(&pair.if_a, 9090));
+    let v1 = write_temp(&format!("{}-k1.toml", pair.if_a), &rules(&pair.if_a, 8080));
+    let v2 = write_temp(&format!("{}-k2.toml", pair.if_a), &rules(&pair.if_a, 9090));
     pair.sgctl_ok(Side::A, &["apply", v1.to_str().unwrap()]);
     // Killed while writing the inactive generation, then killed after saving its state but
     // before the flip: both times the datapath and what sgctl reports stay on v1.
@@ -156,8 +146,8 @@ fn concurrent_applies_serialise_on_the_lock() {
         return;
     }
     let pair = NetnsPair::new();
-    let v1 = write_rules(&format!("{}-c1.toml", pair.if_a), &rules(&pair.if_a, 8080));
-    let v2 = write_rules(&format!("{}-c2.toml", pair.if_a), &rules(&pair.if_a, 9090));
+    let v1 = write_temp(&format!("{}-c1.toml", pair.if_a), &rules(&pair.if_a, 8080));
+    let v2 = write_temp(&format!("{}-c2.toml", pair.if_a), &rules(&pair.if_a, 9090));
     pair.sgctl_ok(Side::A, &["apply", v1.to_str().unwrap()]);
     // While one apply holds the lock (paused before its flip), a second one waits for it.
     let first = spawn_sgctl(
@@ -198,7 +188,7 @@ fn private_state_and_no_path_traversal() {
         return;
     }
     let pair = NetnsPair::new();
-    let v1 = write_rules(&format!("{}-p1.toml", pair.if_a), &rules(&pair.if_a, 8080));
+    let v1 = write_temp(&format!("{}-p1.toml", pair.if_a), &rules(&pair.if_a, 8080));
     pair.sgctl_ok(Side::A, &["apply", v1.to_str().unwrap()]);
     let pins = pair.pin_dir(Side::A).unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -217,7 +207,7 @@ fn private_state_and_no_path_traversal() {
     }
     assert!(pins.join(&pair.if_a).join("SG_CONFIG").exists(), "nothing removed by the bad detaches");
     // A rules file naming a bad interface is rejected before anything is touched.
-    let bad = write_rules("bad-iface.toml", "[groups.g]\n[interfaces.\"../x\"]\ngroups = [\"g\"]\n");
+    let bad = write_temp("bad-iface.toml", "[groups.g]\n[interfaces.\"../x\"]\ngroups = [\"g\"]\n");
     let out = pair.sgctl(Side::A, &["apply", bad.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid interface name '../x'"));
     // Not root: one line, nothing changed.

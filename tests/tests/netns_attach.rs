@@ -14,19 +14,11 @@ use sg_tests::{
 
 /// Status of the one attached interface, as JSON.
 fn status(pair: &NetnsPair) -> serde_json::Value {
-    let out = pair.sgctl_ok(Side::A, &["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("status --json is JSON");
-    v["interfaces"][0].clone()
+    pair.status_json()["interfaces"][0].clone()
 }
 
 fn counter(iface: &serde_json::Value, dir: &str, reason: &str) -> u64 {
-    iface["counters"]
-        .as_array()
-        .expect("counters")
-        .iter()
-        .find(|c| c["direction"] == dir && c["reason"] == reason)
-        .and_then(|c| c["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no counter {dir}/{reason}"))
+    sg_tests::reason_count(iface, dir, reason, "packets")
 }
 
 /// Starts an echo server in A (bounded: serves `conns` connections, stops after 20 s).

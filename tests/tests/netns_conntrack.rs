@@ -5,7 +5,6 @@
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -15,18 +14,10 @@ use nix::sys::socket::{
 };
 use sg_tests::{
     netns::{NetnsPair, Routed, Side, run_in_ns, spawn_in_ns},
-    require_bpf,
+    reason_count, require_bpf, write_temp,
 };
 
 const MIB: usize = 1 << 20;
-
-fn write_rules(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sgctl-ct-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 fn rules(iface: &str, ingress: &str, egress: &str) -> String {
     format!(
@@ -141,26 +132,16 @@ fn ping(ns: &str, to: IpAddr) -> bool {
 }
 
 fn status(pair: &NetnsPair) -> serde_json::Value {
-    serde_json::from_str(&pair.sgctl_ok(Side::A, &["status", "--json"])).unwrap()
-}
-
-fn counter_field(st: &serde_json::Value, dir: &str, reason: &str, field: &str) -> u64 {
-    st["interfaces"][0]["counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["direction"] == dir && c["reason"] == reason)
-        .and_then(|c| c[field].as_u64())
-        .unwrap()
+    pair.status_json()
 }
 
 fn counter(st: &serde_json::Value, dir: &str, reason: &str) -> u64 {
-    counter_field(st, dir, reason, "packets")
+    reason_count(&st["interfaces"][0], dir, reason, "packets")
 }
 
 /// Bytes counted for a reason (segmentation offload makes packet counts small).
 fn bytes(st: &serde_json::Value, dir: &str, reason: &str) -> u64 {
-    counter_field(st, dir, reason, "bytes")
+    reason_count(&st["interfaces"][0], dir, reason, "bytes")
 }
 
 #[test]
@@ -169,7 +150,7 @@ fn inbound_tcp_8080_only_one_mib_each_way_and_no_outbound() {
         return;
     }
     let pair = NetnsPair::new();
-    let f = write_rules(
+    let f = write_temp(
         &format!("{}-in.toml", pair.if_a),
         &rules(
             &pair.if_a,
@@ -212,7 +193,7 @@ fn outbound_tcp_443_only_replies_in_and_no_unsolicited_inbound() {
         return;
     }
     let pair = NetnsPair::new();
-    let f = write_rules(
+    let f = write_temp(
         &format!("{}-out.toml", pair.if_a),
         &rules(
             &pair.if_a,
@@ -244,7 +225,7 @@ fn udp_and_icmp_echo_both_ways_v4_v6() {
         return;
     }
     let pair = NetnsPair::new();
-    let f = write_rules(
+    let f = write_temp(
         &format!("{}-udp.toml", pair.if_a),
         &rules(
             &pair.if_a,
@@ -286,7 +267,7 @@ fn path_mtu_discovery_through_a_smaller_middle_hop() {
     let net = Routed::new();
     net.set_middle_mtu(1280);
     // A may only open TCP to B's 8080; nothing may come in but replies (and RELATED ICMP).
-    let f = write_rules(
+    let f = write_temp(
         &format!("{}-pmtu.toml", net.if_a),
         &rules(
             &net.if_a,
@@ -306,13 +287,7 @@ fn path_mtu_discovery_through_a_smaller_middle_hop() {
         println!("1 MiB each way to {b} through a 1280-byte middle hop: {:?}", t.elapsed());
     }
     let st: serde_json::Value = serde_json::from_str(&net.sgctl_a(&["status", "--json"])).unwrap();
-    let related = st["interfaces"][0]["counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["direction"] == "ingress" && c["reason"] == "ct_related")
-        .and_then(|c| c["packets"].as_u64())
-        .unwrap();
+    let related = counter(&st, "ingress", "ct_related");
     assert!(related >= 2, "frag-needed and packet-too-big must have been accepted as related ({related})");
 }
 
@@ -324,8 +299,8 @@ fn tracked_flow_survives_rule_removal_and_ends_with_revoke() {
     let pair = NetnsPair::new();
     let allow = rules(&pair.if_a, r#"{ proto = "tcp", ports = "8080", from = "192.0.2.0/24" }"#, "");
     let none = rules(&pair.if_a, "", "");
-    let f_allow = write_rules(&format!("{}-allow.toml", pair.if_a), &allow);
-    let f_none = write_rules(&format!("{}-none.toml", pair.if_a), &none);
+    let f_allow = write_temp(&format!("{}-allow.toml", pair.if_a), &allow);
+    let f_none = write_temp(&format!("{}-none.toml", pair.if_a), &none);
     pair.sgctl_ok(Side::A, &["apply", f_allow.to_str().unwrap()]);
     let addr = SocketAddr::new(pair.addr(Side::A, false), 8080);
     let listener = run_in_ns(&pair.ns_a, move || TcpListener::bind(addr).unwrap());
@@ -366,7 +341,7 @@ fn conntrack_cli_lists_ages_flushes_and_collects() {
         return;
     }
     let pair = NetnsPair::new();
-    let f = write_rules(
+    let f = write_temp(
         &format!("{}-cli.toml", pair.if_a),
         &rules(&pair.if_a, "", r#"{ proto = "udp", ports = "53", to = "192.0.2.0/24" }"#),
     );

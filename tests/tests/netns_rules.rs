@@ -15,23 +15,16 @@ use std::{
 
 use sg_tests::{
     netns::{NetnsPair, Side, run_in_ns},
-    require_bpf,
+    require_bpf, write_temp,
 };
+use sg_userspace::rules::aws;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
-fn write_temp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sgctl-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 fn status(pair: &NetnsPair) -> serde_json::Value {
-    serde_json::from_str(&pair.sgctl_ok(Side::A, &["status", "--json"])).expect("status json")
+    pair.status_json()
 }
 
 /// A 1,000-rule set for interface `iface`: 999 rules that do not match the stream (other
@@ -278,7 +271,7 @@ fn aws_json_applies_and_exports_equivalently_and_interfaces_follow_the_file() {
     let exported: serde_json::Value =
         serde_json::from_str(&pair.sgctl_ok(Side::A, &["export", "aws"])).unwrap();
     let original: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(meaning(&exported), meaning(&original), "export of the applied AWS JSON differs");
+    assert_eq!(aws::meaning(&exported), aws::meaning(&original), "export of the applied AWS JSON differs");
     assert_eq!(status(&pair)["interfaces"].as_array().unwrap().len(), 2);
 
     // import -> TOML -> apply -> export: equivalent again.
@@ -291,7 +284,7 @@ fn aws_json_applies_and_exports_equivalently_and_interfaces_follow_the_file() {
     assert!(out.contains(&format!("detached {dummy}")), "the dropped interface is detached: {out}");
     let exported: serde_json::Value =
         serde_json::from_str(&pair.sgctl_ok(Side::A, &["export", "aws"])).unwrap();
-    assert_eq!(meaning(&exported), meaning(&original), "import -> apply -> export differs");
+    assert_eq!(aws::meaning(&exported), aws::meaning(&original), "import -> apply -> export differs");
     let st = status(&pair);
     let ifaces: Vec<&str> =
         st["interfaces"].as_array().unwrap().iter().map(|i| i["iface"].as_str().unwrap()).collect();
@@ -319,35 +312,4 @@ fn aws_json_applies_and_exports_equivalently_and_interfaces_follow_the_file() {
     assert!(std::fs::read_to_string(&toml_f).unwrap().contains("8080"));
     let out = pair.sgctl_ok(Side::A, &["rule", "remove", "web", "ingress", "0"]);
     assert!(out.contains("group web: - ingress tcp 443 from 0.0.0.0/0"), "{out}");
-}
-
-/// The meaning of describe JSON: every (group, direction, protocol, ports, peer, description).
-fn meaning(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    for g in v["SecurityGroups"].as_array().unwrap() {
-        for (dir, key) in [("in", "IpPermissions"), ("out", "IpPermissionsEgress")] {
-            for p in g[key].as_array().into_iter().flatten() {
-                for (list, field) in [
-                    ("IpRanges", "CidrIp"),
-                    ("Ipv6Ranges", "CidrIpv6"),
-                    ("UserIdGroupPairs", "GroupId"),
-                    ("PrefixListIds", "PrefixListId"),
-                ] {
-                    for e in p[list].as_array().into_iter().flatten() {
-                        out.insert(format!(
-                            "{} {dir} {} {} {} {list}={} {}",
-                            g["GroupId"],
-                            p["IpProtocol"],
-                            p["FromPort"],
-                            p["ToPort"],
-                            e[field],
-                            e["Description"]
-                        ));
-                    }
-                }
-            }
-        }
-        out.insert(format!("{} {} {}", g["GroupId"], g["GroupName"], g["Description"]));
-    }
-    out
 }

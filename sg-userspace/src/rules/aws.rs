@@ -479,3 +479,35 @@ pub fn export(rs: &RuleSet) -> DescribeOut {
         .collect();
     DescribeOut { security_groups: groups }
 }
+
+/// The meaning of describe-security-groups JSON, whatever the grouping of permissions:
+/// every (group id, direction, protocol, ports, peer, description), plus each group's id,
+/// name and description. Two documents are equivalent when their meanings are equal.
+pub fn meaning(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for g in v["SecurityGroups"].as_array().expect("SecurityGroups") {
+        for (dir, key) in [("in", "IpPermissions"), ("out", "IpPermissionsEgress")] {
+            for p in g[key].as_array().into_iter().flatten() {
+                let head = format!(
+                    "{} {dir} {} {} {}",
+                    g["GroupId"].as_str().unwrap(),
+                    p["IpProtocol"].as_str().unwrap(),
+                    p["FromPort"],
+                    p["ToPort"]
+                );
+                for (list, field) in [
+                    ("IpRanges", "CidrIp"),
+                    ("Ipv6Ranges", "CidrIpv6"),
+                    ("UserIdGroupPairs", "GroupId"),
+                    ("PrefixListIds", "PrefixListId"),
+                ] {
+                    for e in p[list].as_array().into_iter().flatten() {
+                        out.insert(format!("{head} {list}={} desc={}", e[field], e["Description"]));
+                    }
+                }
+            }
+        }
+        out.insert(format!("{} name={} desc={}", g["GroupId"], g["GroupName"], g["Description"]));
+    }
+    out
+}

@@ -221,8 +221,8 @@ mod tests {
             &rs(r#"
 [groups.g]
 ingress = [
-  { proto = "tcp", ports = "22", from = "10.0.0.0/8" },
-  { proto = "tcp", ports = "80", from = "10.1.0.0/16" },
+  { proto = "tcp", ports = "22", from = "198.51.100.0/24" },
+  { proto = "tcp", ports = "80", from = "198.51.100.128/25" },
 ]
 egress = []
 [interfaces.eth0]
@@ -236,9 +236,9 @@ groups = ["g"]
             let e = plan.entries.iter().find(|e| e.net == net.parse::<IpNet>().unwrap()).unwrap();
             plan.segments[e.set.start as usize..(e.set.start + e.set.count) as usize].to_vec()
         };
-        let narrow: Vec<(u32, u32)> = set_of("10.1.0.0/16").iter().map(|s| (s.lo, s.rule)).collect();
+        let narrow: Vec<(u32, u32)> = set_of("198.51.100.128/25").iter().map(|s| (s.lo, s.rule)).collect();
         assert_eq!(narrow, vec![(flow_key(6, 22), 0), (flow_key(6, 80), 1)]);
-        let wide: Vec<(u32, u32)> = set_of("10.0.0.0/8").iter().map(|s| (s.lo, s.rule)).collect();
+        let wide: Vec<(u32, u32)> = set_of("198.51.100.0/24").iter().map(|s| (s.lo, s.rule)).collect();
         assert_eq!(wide, vec![(flow_key(6, 22), 0)]);
     }
 
