@@ -35,6 +35,10 @@ use crate::{
 /// The eBPF object built by build.rs (aya-build) from `sg-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-ebpf"));
 
+/// The benchmark-only object (`sg-ebpf/src/bin/sg-bench.rs`): bare XDP_PASS/XDP_DROP baselines
+/// and the XDP_TX traffic generator. sgctl itself never loads it.
+pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-bench"));
+
 /// Loads the object and both programs into the kernel (not attached), with the default
 /// conntrack sizes.
 pub fn load_object() -> Result<Ebpf> {

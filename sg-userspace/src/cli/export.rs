@@ -1,24 +1,52 @@
-//! `sgctl export aws`: the applied security groups as `describe-security-groups` JSON.
+//! `sgctl export aws|nft [FILE]`: security groups as AWS describe-security-groups JSON, or as
+//! an nftables ruleset with conntrack. Without FILE, the applied rule set; with FILE, that
+//! rules file (validated first: a file that would not apply does not convert).
+
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::{apply::applied, rules::aws};
+use crate::{
+    apply::applied,
+    rules::{self, Format, aws, nft},
+};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     #[arg(value_enum)]
     pub to: ExportFormat,
+    /// Rules file to convert (default: the rule set applied in this network namespace).
+    pub file: Option<PathBuf>,
+    /// Format of FILE.
+    #[arg(long, value_enum, default_value = "toml")]
+    pub format: Format,
+    /// AWS JSON only: bind groups to interfaces, as `sgctl apply --bind`.
+    #[arg(long = "bind", value_name = "IFACE=GROUPS")]
+    pub bind: Vec<String>,
+    /// AWS JSON only: group members and prefix-list entries, as `sgctl apply --members`.
+    #[arg(long, value_name = "FILE")]
+    pub members: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
+    /// `aws ec2 describe-security-groups` JSON.
     Aws,
+    /// An nftables ruleset (`nft -f`) with conntrack enforcing the same groups.
+    Nft,
 }
 
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
-    let state = applied()?;
+    let rs = match &args.file {
+        Some(file) => {
+            let ctx = super::apply::aws_context(&args.bind, args.members.as_ref())?;
+            rules::load(file, args.format, &ctx)?
+        }
+        None => applied()?.ruleset,
+    };
     match args.to {
-        ExportFormat::Aws => println!("{}", serde_json::to_string_pretty(&aws::export(&state.ruleset))?),
+        ExportFormat::Aws => println!("{}", serde_json::to_string_pretty(&aws::export(&rs))?),
+        ExportFormat::Nft => print!("{}", nft::export(&rs)),
     }
     Ok(())
 }

@@ -46,7 +46,7 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Convert AWS describe-security-groups JSON to sgctl TOML (printed).
     Import(import::ImportArgs),
-    /// Print the applied security groups as AWS describe-security-groups JSON.
+    /// Print security groups (applied, or of a file) as AWS JSON or an nftables ruleset.
     Export(export::ExportArgs),
 }
 

@@ -15,6 +15,7 @@ pub mod aws;
 pub mod compile;
 pub mod diff;
 pub mod model;
+pub mod nft;
 pub mod raw;
 pub mod toml_front;
 pub mod toml_out;

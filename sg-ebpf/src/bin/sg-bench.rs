@@ -1,0 +1,83 @@
+//! Benchmark-only XDP programs (never attached by sgctl; loaded by `cargo xtask bench`):
+//!
+//! - `sg_bench_pass` / `sg_bench_drop`: the bare baselines, XDP_PASS and XDP_DROP after
+//!   counting the packet (so a receiver's rate can be read the same way as sgctl's).
+//! - `sg_bench_tx`: the built-in traffic generator. Driven by BPF_PROG_TEST_RUN in live-frames
+//!   mode on the sender's veth, it rewrites the UDP source port of an Ethernet/IPv4/UDP
+//!   template to one of `FLOWS` values (pseudo-random per packet, so many distinct flows) and
+//!   returns XDP_TX: the frame leaves through the veth to the receiver.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_get_prandom_u32,
+    macros::{map, xdp},
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
+
+/// Packets seen by `sg_bench_pass` / `sg_bench_drop` (index 0), per CPU.
+#[map]
+static SG_BENCH_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Number of distinct source ports the generator cycles through (a power of two), set at load.
+#[unsafe(no_mangle)]
+static FLOWS: u32 = 1024;
+/// First source port of the generator.
+#[unsafe(no_mangle)]
+static SPORT_BASE: u16 = 10_000;
+
+/// Offset of the UDP source port in an Ethernet/IPv4 (no options)/UDP frame.
+const UDP_SPORT_OFF: usize = 14 + 20;
+
+#[inline(always)]
+fn count() {
+    if let Some(c) = SG_BENCH_COUNT.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "the #[xdp] macro passes the context by value")]
+#[xdp]
+pub fn sg_bench_pass(_ctx: XdpContext) -> u32 {
+    count();
+    xdp_action::XDP_PASS
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "the #[xdp] macro passes the context by value")]
+#[xdp]
+pub fn sg_bench_drop(_ctx: XdpContext) -> u32 {
+    count();
+    xdp_action::XDP_DROP
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "the #[xdp] macro passes the context by value")]
+#[xdp]
+pub fn sg_bench_tx(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + UDP_SPORT_OFF + 2 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: read of a global the loader may have set.
+    let flows = unsafe { core::ptr::read_volatile(&FLOWS) };
+    // SAFETY: as above.
+    let base = unsafe { core::ptr::read_volatile(&SPORT_BASE) };
+    // SAFETY: the helper has no preconditions.
+    let r = unsafe { bpf_get_prandom_u32() };
+    let sport = base.wrapping_add((r & flows.wrapping_sub(1)) as u16);
+    // SAFETY: [start+off, start+off+2) lies inside the frame (checked above).
+    unsafe { core::ptr::write_unaligned((start + UDP_SPORT_OFF) as *mut u16, sport.to_be()) };
+    xdp_action::XDP_TX
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
