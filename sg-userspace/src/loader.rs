@@ -3,7 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use aya::{
@@ -143,12 +143,32 @@ impl PrivateInstance {
     /// Runs `frame` through the program of `dir` once; returns the program's return value
     /// (XDP action for ingress, TC action as u32 for egress).
     pub fn run(&mut self, dir: Direction, frame: &[u8]) -> Result<u32> {
-        let opts = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
+        Ok(self.run_timed(dir, frame, 1)?.0)
+    }
+
+    /// Ids of the maps either program uses (every map of the instance), for memory accounting.
+    pub fn map_ids(&self) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        for name in [PROG_INGRESS, PROG_EGRESS] {
+            let prog = self.ebpf.program(name).ok_or(Error::MissingInObject(name))?;
+            let info = prog.info().context(|| format!("{name}: program info"))?;
+            ids.extend(info.map_ids().context(|| format!("{name}: map ids"))?.unwrap_or_default());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Runs `frame` through the program of `dir` `repeat` times in one BPF_PROG_TEST_RUN call;
+    /// returns the last return value and the kernel's average time per run.
+    pub fn run_timed(&mut self, dir: Direction, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        let opts = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() };
         let res = match dir {
             Direction::Ingress => xdp_mut(&mut self.ebpf)?.test_run(opts),
             Direction::Egress => tc_mut(&mut self.ebpf)?.test_run(opts),
         };
-        Ok(res.context(|| format!("BPF_PROG_TEST_RUN on {} program", dir.as_str()))?.return_value)
+        let res = res.context(|| format!("BPF_PROG_TEST_RUN on {} program", dir.as_str()))?;
+        Ok((res.return_value, res.duration))
     }
 }
 

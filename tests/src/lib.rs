@@ -9,6 +9,7 @@
 //! - [`require_bpf`]: privileged tests call it first; with `CI=true` a test that cannot run
 //!   fails instead of skipping.
 
+pub mod bench;
 pub mod netns;
 pub mod packet;
 pub mod policy;

@@ -1,7 +1,8 @@
 //! Benchmark-only XDP programs (never attached by sgctl; loaded by `cargo xtask bench`):
 //!
-//! - `sg_bench_pass` / `sg_bench_drop`: the bare baselines, XDP_PASS and XDP_DROP after
-//!   counting the packet (so a receiver's rate can be read the same way as sgctl's).
+//! - `sg_bench_pass` / `sg_bench_drop`: the bare baselines, XDP_PASS and XDP_DROP.
+//! - `sg_bench_count_drop`: XDP_DROP after counting the packet in `SG_BENCH_COUNT` (the bare
+//!   receiver of the traffic runs, whose rate is read from that counter).
 //! - `sg_bench_tx`: the built-in traffic generator. Driven by BPF_PROG_TEST_RUN in live-frames
 //!   mode on the sender's veth, it rewrites the UDP source port of an Ethernet/IPv4/UDP
 //!   template to one of `FLOWS` values (pseudo-random per packet, so many distinct flows) and
@@ -17,7 +18,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-/// Packets seen by `sg_bench_pass` / `sg_bench_drop` (index 0), per CPU.
+/// Packets dropped by `sg_bench_count_drop` (index 0), per CPU.
 #[map]
 static SG_BENCH_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -39,16 +40,24 @@ fn count() {
     }
 }
 
+/// Bare XDP_PASS: the floor of any XDP program (per-packet cost baseline).
 #[allow(clippy::needless_pass_by_value, reason = "the #[xdp] macro passes the context by value")]
 #[xdp]
 pub fn sg_bench_pass(_ctx: XdpContext) -> u32 {
-    count();
     xdp_action::XDP_PASS
 }
 
+/// Bare XDP_DROP (per-packet cost baseline).
 #[allow(clippy::needless_pass_by_value, reason = "the #[xdp] macro passes the context by value")]
 #[xdp]
 pub fn sg_bench_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+/// XDP_DROP that counts what it drops: the bare-drop receiver of the traffic runs.
+#[allow(clippy::needless_pass_by_value, reason = "the #[xdp] macro passes the context by value")]
+#[xdp]
+pub fn sg_bench_count_drop(_ctx: XdpContext) -> u32 {
     count();
     xdp_action::XDP_DROP
 }

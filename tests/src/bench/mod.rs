@@ -1,0 +1,188 @@
+//! `cargo xtask bench`: sgctl against nftables, xdp-filter, bare XDP and no filter.
+//!
+//! Sections, each writing one CSV under the output directory:
+//! - [`testrun`]: ns/packet of the real ingress program through BPF_PROG_TEST_RUN at 1, 100,
+//!   1,000 and 10,000 generated rules, against bare XDP_PASS/XDP_DROP and xdp-filter.
+//! - [`traffic`]: packets/s through a veth pair between two namespaces, from the built-in
+//!   XDP_TX generator and from trafgen, into each receiver (none, nftables, xdp-filter, sgctl
+//!   native and generic, bare XDP_DROP), for denied and for allowed established traffic.
+//! - [`iperf`]: TCP throughput with iperf3.
+//! - [`updates`]: apply time at 1,000 and 10,000 rules, and packets lost from an established
+//!   flow while applies run back to back.
+//! - [`memory`]: kernel memory of sgctl's maps.
+//!
+//! [`report`] turns the results into BENCHMARKS.md with SVG plots. No section asserts a speed;
+//! `--quick` runs everything briefly and fails only when a configuration produced no number.
+
+pub mod iperf;
+pub mod memory;
+pub mod report;
+pub mod rulegen;
+pub mod testrun;
+pub mod tools;
+pub mod traffic;
+pub mod updates;
+
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+/// How long and how often to measure.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub quick: bool,
+    /// BPF_PROG_TEST_RUN repetitions per measurement.
+    pub repeat: u32,
+    /// Fresh tuples per new-flow measurement (one test run each).
+    pub fresh: u32,
+    /// Rule counts of the per-packet and memory sections.
+    pub rule_counts: Vec<usize>,
+    /// Length of one traffic run.
+    pub run: Duration,
+    /// Repetitions of each traffic and iperf3 run (medians are reported).
+    pub reps: usize,
+    /// Applies timed per rule count.
+    pub applies: usize,
+    pub out_dir: PathBuf,
+}
+
+impl Opts {
+    pub fn full(out_dir: PathBuf) -> Self {
+        Opts {
+            quick: false,
+            repeat: 1_000_000,
+            fresh: 20_000,
+            rule_counts: vec![1, 100, 1_000, 10_000],
+            run: Duration::from_secs(5),
+            reps: 3,
+            applies: 10,
+            out_dir,
+        }
+    }
+
+    /// Every configuration, briefly (CI: under 3 minutes, numbers only).
+    pub fn quick(out_dir: PathBuf) -> Self {
+        Opts {
+            quick: true,
+            repeat: 20_000,
+            fresh: 500,
+            rule_counts: vec![1, 100, 1_000, 10_000],
+            run: Duration::from_millis(500),
+            reps: 1,
+            applies: 2,
+            out_dir,
+        }
+    }
+}
+
+/// One measured number with the labels that identify it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Section (`testrun`, `traffic`, ...): the CSV file it goes to.
+    pub section: &'static str,
+    /// Label columns, in order (name, value).
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+    pub unit: &'static str,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// Everything measured in one run, plus the progress display.
+pub struct Bench {
+    pub opts: Opts,
+    pub samples: Vec<Sample>,
+    /// Configurations that produced no number, with why.
+    pub failures: Vec<String>,
+    /// Observations for the report (tool versions, notes).
+    pub notes: Vec<String>,
+    started: Instant,
+}
+
+impl Bench {
+    pub fn new(opts: Opts) -> Self {
+        Bench { opts, samples: Vec::new(), failures: Vec::new(), notes: Vec::new(), started: Instant::now() }
+    }
+
+    /// A progress line on stderr: elapsed time, section, what is being measured.
+    pub fn progress(&self, section: &str, what: &str) {
+        let t = self.started.elapsed().as_secs();
+        eprintln!("[{:>2}:{:02}] {section:<8} {what}", t / 60, t % 60);
+    }
+
+    pub fn record(
+        &mut self,
+        section: &'static str,
+        labels: Vec<(&'static str, String)>,
+        value: f64,
+        unit: &'static str,
+    ) {
+        let shown: Vec<String> = labels.iter().map(|(_, v)| v.clone()).collect();
+        self.progress(section, &format!("{} = {value:.2} {unit}", shown.join(" ")));
+        self.samples.push(Sample { section, labels, value, unit });
+    }
+
+    /// Records a configuration that produced no number (the run goes on; the exit is non-zero).
+    pub fn fail(&mut self, what: impl Into<String>) {
+        let what = what.into();
+        eprintln!("FAILED: {what}");
+        self.failures.push(what);
+    }
+
+    pub fn section(&self, name: &str) -> Vec<&Sample> {
+        self.samples.iter().filter(|s| s.section == name).collect()
+    }
+
+    /// Writes one CSV per section into the output directory; returns the paths.
+    pub fn write_csv(&self) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(&self.opts.out_dir)?;
+        let mut sections: Vec<&'static str> = self.samples.iter().map(|s| s.section).collect();
+        sections.dedup();
+        sections.sort_unstable();
+        sections.dedup();
+        let mut paths = Vec::new();
+        for sec in sections {
+            let rows = self.section(sec);
+            let mut text = String::new();
+            let header: Vec<&str> = rows[0].labels.iter().map(|(n, _)| *n).collect();
+            let _ = writeln!(text, "{},value,unit", header.join(","));
+            for r in rows {
+                let vals: Vec<String> = r.labels.iter().map(|(_, v)| v.replace(',', ";")).collect();
+                let _ = writeln!(text, "{},{},{}", vals.join(","), r.value, r.unit);
+            }
+            let p = self.opts.out_dir.join(format!("{sec}.csv"));
+            std::fs::write(&p, text)?;
+            paths.push(p);
+        }
+        Ok(paths)
+    }
+}
+
+/// Median of `v` (NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}

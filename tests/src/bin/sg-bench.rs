@@ -1,0 +1,97 @@
+//! `cargo xtask bench [--quick]`: measures sgctl against nftables, xdp-filter, bare XDP and no
+//! filter, and writes CSVs and BENCHMARKS.md (see `sg_tests::bench`). Run as root.
+//!
+//! `sg-bench [--quick] [--out DIR] [--report FILE] [--only testrun,traffic,iperf3,updates,memory]`
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use sg_tests::bench::{self, Bench, Opts, tools};
+
+struct Args {
+    quick: bool,
+    out: Option<PathBuf>,
+    report: Option<PathBuf>,
+    only: Option<Vec<String>>,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args { quick: false, out: None, report: None, only: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--out" => a.out = Some(it.next().context("--out needs a directory")?.into()),
+            "--report" => a.report = Some(it.next().context("--report needs a file")?.into()),
+            "--only" => {
+                a.only =
+                    Some(it.next().context("--only needs a list")?.split(',').map(str::to_string).collect())
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> Result<()> {
+    let a = args()?;
+    let missing = sg_tests::missing_privileges();
+    if !missing.is_empty() {
+        bail!("the benchmark needs {}", missing.join(", "));
+    }
+    for tool in ["nft", "xdp-filter", "trafgen", "iperf3", "ethtool", "bpftool", "nsenter"] {
+        if !tools::have(tool) {
+            bail!("{tool} not found: run it through `cargo xtask bench`, which installs it");
+        }
+    }
+    let out =
+        a.out.unwrap_or_else(|| PathBuf::from(if a.quick { "target/bench-quick" } else { "bench/results" }));
+    let report = a
+        .report
+        .unwrap_or_else(|| if a.quick { out.join("BENCHMARKS.md") } else { PathBuf::from("BENCHMARKS.md") });
+    let opts = if a.quick { Opts::quick(out) } else { Opts::full(out) };
+    let mut b = Bench::new(opts);
+    b.notes.push(format!(
+        "Tools: {}; {}; {}; {}; {}",
+        tools::version("nft", "--version"),
+        tools::version("xdp-filter", "--version"),
+        tools::version("trafgen", "--version"),
+        tools::version("iperf3", "--version"),
+        tools::version("bpftool", "--version"),
+    ));
+    let want = |s: &str| a.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    let sections: [(&str, fn(&mut Bench)); 5] = [
+        ("testrun", bench::testrun::run),
+        ("traffic", bench::traffic::run),
+        ("iperf3", bench::iperf::run),
+        ("updates", bench::updates::run),
+        ("memory", bench::memory::run),
+    ];
+    for (name, f) in sections {
+        if want(name) {
+            f(&mut b);
+        }
+    }
+    for s in &b.samples {
+        let zero_ok = s.label("measure") == "flow_lost";
+        if !s.value.is_finite() || s.value < 0.0 || (s.value == 0.0 && !zero_ok) {
+            let what = format!("{} {:?}: no usable number ({})", s.section, s.labels, s.value);
+            b.failures.push(what);
+        }
+    }
+    let csv = b.write_csv().context("write CSV")?;
+    let notes = std::fs::read_to_string("bench/notes.md").ok();
+    let svg_dir = report.parent().map_or_else(|| PathBuf::from("bench"), |p| p.join("bench"));
+    bench::report::write(&b, &report, &svg_dir, if a.quick { None } else { notes.as_deref() })?;
+    eprintln!(
+        "wrote {} samples: {} and {} (plots in {})",
+        b.samples.len(),
+        csv.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        report.display(),
+        svg_dir.display()
+    );
+    if !b.failures.is_empty() {
+        bail!("{} configuration(s) produced no number:\n  {}", b.failures.len(), b.failures.join("\n  "));
+    }
+    Ok(())
+}
