@@ -93,5 +93,13 @@ pub struct PacketSummary {
 }
 
 const _: () = assert!(core::mem::size_of::<PacketSummary>() == 112);
+// The datapath clears and fills the summary by 8-byte words (sg-ebpf parse.rs).
+const _: () = assert!(
+    core::mem::offset_of!(PacketSummary, src) == 24
+        && core::mem::offset_of!(PacketSummary, dst) == 40
+        && core::mem::offset_of!(PacketSummary, seq) == 56
+        && core::mem::offset_of!(PacketSummary, inner_sport) == 72
+        && core::mem::align_of::<PacketSummary>() == 8
+);
 
 crate::impl_pod!(PacketSummary);

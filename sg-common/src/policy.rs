@@ -48,14 +48,30 @@ pub const fn lpm_data_v4(gen_: u8, dir: u32, addr: [u8; 4]) -> LpmDataV4 {
 /// Key data for an IPv6 address (or prefix) in generation `gen_`, direction `dir`.
 #[inline(always)]
 pub const fn lpm_data_v6(gen_: u8, dir: u32, addr: [u8; 16]) -> LpmDataV6 {
-    let mut d = [0u8; 20];
-    d[0] = lpm_hdr(gen_, dir);
-    let mut i = 0;
-    while i < 16 {
-        d[i + 1] = addr[i];
-        i += 1;
-    }
-    d
+    // Written out: a zeroed array filled in a loop becomes a memset call in the eBPF object.
+    let a = addr;
+    [
+        lpm_hdr(gen_, dir),
+        a[0],
+        a[1],
+        a[2],
+        a[3],
+        a[4],
+        a[5],
+        a[6],
+        a[7],
+        a[8],
+        a[9],
+        a[10],
+        a[11],
+        a[12],
+        a[13],
+        a[14],
+        a[15],
+        0,
+        0,
+        0,
+    ]
 }
 
 /// Trie value: the segments `start..start+count` of the generation's half of `SG_SEGMENTS`.

@@ -92,9 +92,10 @@ pub fn load<T: Copy>(pkt: &impl Packet, off: usize, short: Reason) -> Result<T, 
 
 /// The interface's config entry, or `no_config` (fail closed).
 #[inline(always)]
-pub fn config() -> Result<IfaceConfig, Reason> {
+pub fn config() -> Result<&'static IfaceConfig, Reason> {
+    // A reference into the map value, not a copy: 72 bytes of BPF stack saved.
     match SG_CONFIG.get(0) {
-        Some(cfg) if cfg.is_valid() => Ok(*cfg),
+        Some(cfg) if cfg.is_valid() => Ok(cfg),
         _ => Err(Reason::NoConfig),
     }
 }
@@ -108,10 +109,42 @@ pub fn parse_packet<'a>(pkt: &impl Packet) -> Result<Option<&'a PacketSummary>, 
         Some(p) => unsafe { &mut *p },
         None => return Err(Reason::InternalError),
     };
-    *s = PacketSummary::default();
+    clear(s);
+    // Opaque to LLVM from here: it must not carry the zeroes into the parser as constants
+    // (with them, per-path constants multiplied the verifier's states past its limit).
+    let s = core::hint::black_box(s);
     match parse(pkt, s)? {
         true => Ok(Some(s)),
         false => Ok(None),
+    }
+}
+
+/// Zeroes what the parser fills: words 0..7 (header fields and addresses) and 9..14 (the
+/// quoted packet of ICMP errors); `seq`, `reason` and `rule` (words 7..9) are written when a
+/// summary is recorded. One word store each: LLVM turns `*s = PacketSummary::default()`, and
+/// even plain stores of zeroes, into a call of compiler_builtins' byte-at-a-time `memset`
+/// (112 loop iterations, more than half the cost of a denied packet); volatile stores stay
+/// stores.
+/// Word index of `PacketSummary::src` (`dst` follows it).
+const SUMMARY_SRC_WORD: usize = 3;
+
+/// Stores word `i` of the summary (volatile, for the reason given at [`clear`]).
+#[inline(always)]
+fn put_word(s: &mut PacketSummary, i: usize, w: u64) {
+    if i < core::mem::size_of::<PacketSummary>() / 8 {
+        // SAFETY: in bounds (checked), and the summary is 8-byte aligned.
+        unsafe { core::ptr::write_volatile((s as *mut PacketSummary).cast::<u64>().add(i), w) };
+    }
+}
+
+#[inline(always)]
+fn clear(s: &mut PacketSummary) {
+    let p = (s as *mut PacketSummary).cast::<u64>();
+    // PacketSummary is 8-byte aligned and 112 bytes long (asserted in sg-common): words 0..7
+    // and 9..14 lie inside it.
+    for i in (0..7).chain(9..14) {
+        // SAFETY: as above. Volatile: plain stores are merged back into a memset call.
+        unsafe { core::ptr::write_volatile(p.add(i), 0) };
     }
 }
 
@@ -121,18 +154,21 @@ fn parse(pkt: &impl Packet, s: &mut PacketSummary) -> Result<bool, Reason> {
     let eth: EthHdr = load(pkt, 0, Reason::EthTruncated)?;
     let mut proto = u16::from_be(eth.ether_type);
     let mut off = EthHdr::LEN;
+    // Counters live in locals, written to the summary as they change.
+    let mut vlan_depth = 0u8;
     // One more round than MAX_VLAN_TAGS, so that a tag beyond the bound is seen and refused.
     for _ in 0..=MAX_VLAN_TAGS {
         if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
             break;
         }
-        if u32::from(s.vlan_depth) == MAX_VLAN_TAGS {
+        if u32::from(vlan_depth) == MAX_VLAN_TAGS {
             return Err(Reason::VlanTooDeep);
         }
         let tag: VlanHdr = load(pkt, off, Reason::VlanTruncated)?;
         proto = u16::from_be(tag.ether_type);
         off += VlanHdr::LEN;
-        s.vlan_depth += 1;
+        vlan_depth += 1;
+        s.vlan_depth = vlan_depth;
     }
     s.l3_off = off as u16;
     match proto {
@@ -217,19 +253,24 @@ fn parse_ipv6(pkt: &impl Packet, off: usize, s: &mut PacketSummary) -> Result<()
     if end > pkt.len() {
         return Err(Reason::Ipv6BadLength);
     }
-    s.src = ip.src_addr;
-    s.dst = ip.dst_addr;
+    // Addresses as four words straight from the packet into the summary (an array assignment
+    // from the loaded header is a call of a byte-at-a-time `memmove`).
+    for word in 0..4 {
+        let w: u64 = load(pkt, off + 8 + 8 * word, Reason::Ipv6Truncated)?;
+        put_word(s, SUMMARY_SRC_WORD + word, w);
+    }
     s.ttl = ip.hop_limit;
     let mut next = ip.next_hdr;
     let mut cur = off + Ipv6Hdr::LEN;
     // Headers seen, to refuse illegal orders and repeats (RFC 8200 4.1).
     let (mut routing, mut fragment, mut dstopts) = (0u8, 0u8, 0u8);
     let mut later = false;
+    let mut ext_count = 0u8;
     for _ in 0..MAX_IPV6_EXT {
         let len = match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
                 match next {
-                    IPPROTO_HOPOPTS if s.ext_count != 0 => return Err(Reason::Ipv6ExtBadOrder),
+                    IPPROTO_HOPOPTS if ext_count != 0 => return Err(Reason::Ipv6ExtBadOrder),
                     IPPROTO_ROUTING => routing += 1,
                     IPPROTO_DSTOPTS => dstopts += 1,
                     _ => {}
@@ -275,7 +316,8 @@ fn parse_ipv6(pkt: &impl Packet, off: usize, s: &mut PacketSummary) -> Result<()
             return Err(Reason::HeadersTooLong);
         }
         cur += len;
-        s.ext_count += 1;
+        ext_count += 1;
+        s.ext_count = ext_count;
         if later {
             break;
         }

@@ -50,7 +50,7 @@ pub fn run(pkt: &impl Packet, dir: Direction, bytes: u64) -> Verdict {
         Err(r) => return Verdict::of(r),
     };
     let v = match parse::parse_packet(pkt) {
-        Ok(Some(p)) => decide(&cfg, dir, p, bytes).unwrap_or_else(Verdict::of),
+        Ok(Some(p)) => decide(cfg, dir, p, bytes).unwrap_or_else(Verdict::of),
         Ok(None) => Verdict::of(Reason::PassNonIp),
         Err(r) => Verdict::of(r),
     };

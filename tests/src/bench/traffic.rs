@@ -192,7 +192,7 @@ fn trafgen(pair: &NetnsPair, dport: u16, dur: Duration) -> Result<u64> {
         .arg(format!("--net=/run/netns/{}", pair.ns_b))
         .args(["timeout", "-s", "INT", "-k", "5", &limit, "trafgen", "--dev", &pair.if_b, "--conf"])
         .arg(&file)
-        .args(["--cpus", "1", "--num", &max.to_string(), "--silent"])
+        .args(["--cpus", "1", "--num", &max.to_string(), "-C"])
         .output()
         .context("spawn trafgen")?;
     // timeout exits 124 when it had to stop trafgen: that is the normal end here.
