@@ -210,6 +210,16 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
             fmt(tr(subj, "-", case, "v6"), 1)
         );
     }
+    let _ = writeln!(m, "\nWhere the time of a denied IPv4 packet goes (sgctl, cumulative):\n");
+    let _ = writeln!(m, "| stage | ns/packet |\n|---|---:|");
+    for (label, case) in [
+        ("entry and exit only (no config: dropped at once)", "stage_no_config"),
+        ("+ config and Ethernet (a non-IP frame, passed)", "stage_non_ip"),
+        ("+ IP/UDP parse, ICMP-related check, two conntrack misses (posture deny)", "stage_posture_deny"),
+        ("+ LPM trie and port-set search (1 rule, denied)", "stage_groups_deny"),
+    ] {
+        let _ = writeln!(m, "| {label} | {} |", fmt(tr("sgctl", "-", case, "v4"), 1));
+    }
     let _ = writeln!(m, "\n| ratio (v4 / v6) | 1 rule | 10,000 rules |\n|---|---:|---:|");
     for (label, case, base_subj, base_case) in [
         ("deny / bare XDP_DROP", "deny", "xdp_drop", "drop"),

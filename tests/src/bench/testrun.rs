@@ -13,7 +13,12 @@
 //! Subjects: sgctl's ingress program with generated rule sets ([`rulegen`]), the bare XDP_PASS
 //! and XDP_DROP programs of the bench object, and xdp-filter's program (loaded by xdp-filter
 //! with policy deny and the allowed sources as its rules, run with `bpftool prog run` on the
-//! same frames).
+//! same frames). Plus sgctl stage by stage, to show where a denied packet's time goes.
+//!
+//! The machines are shared and their speed wanders by tens of percent over seconds, so the
+//! measurements are interleaved: every subject is set up first, then [`ROUNDS`] rounds each
+//! run every measurement once (`repeat / ROUNDS` runs per call), and each number is the
+//! median of its rounds. A slow phase of the machine then touches every subject alike.
 
 use std::net::IpAddr;
 
@@ -82,6 +87,269 @@ impl Bare {
     }
 }
 
+
+/// Rounds of the interleaved measurement (each number is the median of its rounds).
+const ROUNDS: usize = 7;
+
+/// One measurement: what it runs, and its labels.
+struct Measure {
+    subject: &'static str,
+    rules: String,
+    case: &'static str,
+    v6: bool,
+    kind: Kind,
+    samples: Vec<f64>,
+}
+
+enum Kind {
+    /// A bare program of the bench object on a frame, expecting a return value.
+    Bare { prog: &'static str, frame: Vec<u8>, want: u32 },
+    /// The bare XDP_PASS once per call on fresh frames (baseline of `new`).
+    BareSingle { frame_v6: bool },
+    /// xdp-filter's program through bpftool.
+    Filter { id: u32, frame: Vec<u8>, want: u32 },
+    /// sgctl instance `inst` (index into the instance list) on a frame.
+    Sgctl { inst: usize, frame: Vec<u8>, want: u32 },
+    /// sgctl established: as `Sgctl`, after one packet and a reply made the flow established.
+    Established { inst: usize, v6: bool },
+    /// sgctl new flows: fresh tuples, one run each.
+    New { inst: usize, v6: bool },
+}
+
+fn check(got: u32, want: u32, what: &str) -> Result<()> {
+    if got != want {
+        bail!("{what}: program returned {got}, expected {want}");
+    }
+    Ok(())
+}
+
+fn timed(inst: &mut PrivateInstance, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+    let (ret, d) = inst.run_timed(Direction::Ingress, frame, repeat)?;
+    Ok((ret, d.as_nanos() as f64))
+}
+
+fn instance() -> Result<PrivateInstance> {
+    Ok(PrivateInstance::load(&IfaceConfig {
+        ingress_posture: Posture::Deny as u8,
+        egress_posture: Posture::Allow as u8,
+        ..IfaceConfig::default()
+    })?)
+}
+
+fn with_rules(n: usize) -> Result<PrivateInstance> {
+    let rs = crate::policy::ruleset(&rulegen::rules_toml(n, 42 + n as u64));
+    let plan = compile::compile_iface(&rs, rulegen::IFACE).with_context(|| format!("compile {n} rules"))?;
+    let mut inst = instance()?;
+    inst.apply_plan(&plan, 1)?;
+    Ok(inst)
+}
+
+/// Everything measured, and what it needs alive.
+struct Subjects {
+    bare: Bare,
+    /// Keeps xdp-filter loaded; the filter is unloaded before its namespace goes (field order).
+    _filter: Option<(tools::XdpFilter, NetnsPair)>,
+    insts: Vec<PrivateInstance>,
+    list: Vec<Measure>,
+    /// Source port counter of the fresh tuples.
+    next_sport: u16,
+}
+
+fn measure(subject: &'static str, rules: impl Into<String>, case: &'static str, v6: bool, kind: Kind) -> Measure {
+    Measure { subject, rules: rules.into(), case, v6, kind, samples: Vec::new() }
+}
+
+fn setup(b: &mut Bench) -> Result<Subjects> {
+    let mut list = Vec::new();
+    for v6 in [false, true] {
+        list.push(measure("xdp_pass", "-", "pass", v6, Kind::Bare {
+            prog: "sg_bench_pass",
+            frame: frame(v6, true, SPORT),
+            want: XDP_PASS,
+        }));
+        list.push(measure("xdp_drop", "-", "drop", v6, Kind::Bare {
+            prog: "sg_bench_drop",
+            frame: frame(v6, false, SPORT),
+            want: XDP_DROP,
+        }));
+        list.push(measure("xdp_pass", "-", "pass_single", v6, Kind::BareSingle { frame_v6: v6 }));
+    }
+    b.progress("testrun", "loading xdp-filter");
+    let filter = match xdp_filter() {
+        Ok((f, pair, id)) => {
+            for v6 in [false, true] {
+                list.push(measure("xdp-filter", "-", "deny", v6, Kind::Filter {
+                    id,
+                    frame: frame(v6, false, SPORT),
+                    want: XDP_DROP,
+                }));
+                list.push(measure("xdp-filter", "-", "established", v6, Kind::Filter {
+                    id,
+                    frame: frame(v6, true, SPORT),
+                    want: XDP_PASS,
+                }));
+            }
+            Some((f, pair))
+        }
+        Err(e) => {
+            b.fail(format!("testrun xdp-filter: {e:#}"));
+            None
+        }
+    };
+    let mut insts = Vec::new();
+    // Stages: no config, non-IP, posture deny, groups deny (1 rule).
+    let udp = frame(false, false, SPORT);
+    let mut no_cfg = with_rules(1)?;
+    let mut cfg = no_cfg.maps().config()?;
+    cfg.flags &= !sg_common::config::CONFIG_VALID;
+    no_cfg.maps_mut().set_config(&cfg)?;
+    insts.push(no_cfg);
+    list.push(measure("sgctl", "-", "stage_no_config", false, Kind::Sgctl {
+        inst: 0,
+        frame: udp.clone(),
+        want: XDP_DROP,
+    }));
+    insts.push(instance()?);
+    list.push(measure("sgctl", "-", "stage_non_ip", false, Kind::Sgctl {
+        inst: 1,
+        frame: crate::packet::arp_frame(),
+        want: XDP_PASS,
+    }));
+    list.push(measure("sgctl", "-", "stage_posture_deny", false, Kind::Sgctl {
+        inst: 1,
+        frame: udp.clone(),
+        want: XDP_DROP,
+    }));
+    for n in b.opts.rule_counts.clone() {
+        b.progress("testrun", &format!("compiling and applying {n} rules"));
+        insts.push(with_rules(n)?);
+        let i = insts.len() - 1;
+        if n == 1 {
+            list.push(measure("sgctl", "-", "stage_groups_deny", false, Kind::Sgctl {
+                inst: i,
+                frame: udp.clone(),
+                want: XDP_DROP,
+            }));
+        }
+        for v6 in [false, true] {
+            list.push(measure("sgctl", n.to_string(), "deny", v6, Kind::Sgctl {
+                inst: i,
+                frame: frame(v6, false, SPORT),
+                want: XDP_DROP,
+            }));
+            list.push(measure("sgctl", n.to_string(), "established", v6, Kind::Established { inst: i, v6 }));
+            list.push(measure("sgctl", n.to_string(), "new", v6, Kind::New { inst: i, v6 }));
+        }
+    }
+    Ok(Subjects { bare: Bare::load()?, _filter: filter, insts, list, next_sport: 1024 })
+}
+
+fn xdp_filter() -> Result<(tools::XdpFilter, NetnsPair, u32)> {
+    let pair = NetnsPair::new();
+    let a4 = ALLOWED_V4.to_string();
+    let a6 = ALLOWED_V6.to_string();
+    let filter = tools::XdpFilter::load(
+        &pair.ns_a,
+        &pair.if_a,
+        "skb",
+        &[&["ip", &a4, "-m", "src"], &["ip", &a6, "-m", "src"]],
+    )?;
+    let id = filter.prog_id()?;
+    Ok((filter, pair, id))
+}
+
+/// Runs measurement `m` once: ns per packet.
+fn once(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
+    let what = format!("{} {} {} {}", subj.list[m].subject, subj.list[m].rules, subj.list[m].case, fam(subj.list[m].v6));
+    let (ret, want, ns) = match &subj.list[m].kind {
+        Kind::Bare { prog, frame, want } => {
+            let (ret, ns) = subj.bare.run(prog, frame, repeat)?;
+            (ret, *want, ns)
+        }
+        Kind::BareSingle { frame_v6 } => {
+            let mut total = 0.0;
+            for i in 0..fresh {
+                let (ret, ns) = subj.bare.run("sg_bench_pass", &frame(*frame_v6, true, SPORT.wrapping_add(i as u16)), 1)?;
+                check(ret, XDP_PASS, &what)?;
+                total += ns;
+            }
+            (XDP_PASS, XDP_PASS, total / f64::from(fresh))
+        }
+        Kind::Filter { id, frame, want } => {
+            let (ret, ns) = tools::bpftool_prog_run(*id, frame, repeat)?;
+            (ret, *want, ns)
+        }
+        Kind::Sgctl { inst, frame, want } => {
+            let (ret, ns) = timed(&mut subj.insts[*inst], frame, repeat)?;
+            (ret, *want, ns)
+        }
+        Kind::Established { inst, v6 } => {
+            let (i, v6) = (*inst, *v6);
+            let inst = &mut subj.insts[i];
+            inst.maps_mut().ct_flush()?;
+            check(inst.run(Direction::Ingress, &frame(v6, true, SPORT))?, XDP_PASS, &what)?;
+            inst.run(Direction::Egress, &reply(v6, SPORT))?;
+            let (ret, ns) = timed(inst, &frame(v6, true, SPORT), repeat)?;
+            (ret, XDP_PASS, ns)
+        }
+        Kind::New { inst, v6 } => {
+            let (i, v6) = (*inst, *v6);
+            let frames: Vec<Vec<u8>> = (0..fresh)
+                .map(|_| {
+                    subj.next_sport = subj.next_sport.wrapping_add(1).max(1024);
+                    frame(v6, true, subj.next_sport)
+                })
+                .collect();
+            let inst = &mut subj.insts[i];
+            inst.maps_mut().ct_flush()?;
+            let mut total = 0.0;
+            for f in &frames {
+                let (ret, ns) = timed(inst, f, 1)?;
+                check(ret, XDP_PASS, &what)?;
+                total += ns;
+            }
+            let tracked = inst.maps().ct_entries()?.len();
+            if tracked < frames.len() {
+                bail!("{what}: {tracked} flows tracked after {} fresh tuples", frames.len());
+            }
+            (XDP_PASS, XDP_PASS, total / f64::from(fresh))
+        }
+    };
+    check(ret, want, &what)?;
+    Ok(ns)
+}
+
+/// Runs the section; failures are recorded and the others go on.
+pub fn run(b: &mut Bench) {
+    let mut subj = match setup(b) {
+        Ok(s) => s,
+        Err(e) => return b.fail(format!("testrun setup: {e:#}")),
+    };
+    let repeat = (b.opts.repeat / ROUNDS as u32).max(1);
+    let fresh = (b.opts.fresh / ROUNDS as u32).max(1);
+    let mut failed = vec![false; subj.list.len()];
+    for round in 0..ROUNDS {
+        b.progress("testrun", &format!("round {}/{ROUNDS}: {} measurements", round + 1, subj.list.len()));
+        for m in 0..subj.list.len() {
+            if failed[m] {
+                continue;
+            }
+            match once(&mut subj, m, repeat, fresh) {
+                Ok(ns) => subj.list[m].samples.push(ns),
+                Err(e) => {
+                    failed[m] = true;
+                    b.fail(format!("testrun: {e:#}"));
+                }
+            }
+        }
+    }
+    for m in &subj.list {
+        if !m.samples.is_empty() {
+            record(b, &m.rules, m.case, m.v6, m.subject, super::median(&m.samples));
+        }
+    }
+}
+
 fn record(b: &mut Bench, rules: &str, case: &str, v6: bool, subject: &str, ns: f64) {
     b.record(
         "testrun",
@@ -94,112 +362,4 @@ fn record(b: &mut Bench, rules: &str, case: &str, v6: bool, subject: &str, ns: f
         ns,
         "ns/packet",
     );
-}
-
-fn baselines(b: &mut Bench) -> Result<()> {
-    let mut bare = Bare::load()?;
-    let repeat = b.opts.repeat;
-    for v6 in [false, true] {
-        let (ret, ns) = bare.run("sg_bench_pass", &frame(v6, true, SPORT), repeat)?;
-        check(ret, XDP_PASS, "bare pass")?;
-        record(b, "-", "pass", v6, "xdp_pass", ns);
-        let (ret, ns) = bare.run("sg_bench_drop", &frame(v6, false, SPORT), repeat)?;
-        check(ret, XDP_DROP, "bare drop")?;
-        record(b, "-", "drop", v6, "xdp_drop", ns);
-        let mut total = 0.0;
-        for i in 0..b.opts.fresh {
-            total += bare.run("sg_bench_pass", &frame(v6, true, SPORT.wrapping_add(i as u16)), 1)?.1;
-        }
-        record(b, "-", "pass_single", v6, "xdp_pass", total / f64::from(b.opts.fresh));
-    }
-    Ok(())
-}
-
-fn check(got: u32, want: u32, what: &str) -> Result<()> {
-    if got != want {
-        bail!("{what}: program returned {got}, expected {want}");
-    }
-    Ok(())
-}
-
-fn xdp_filter(b: &mut Bench) -> Result<()> {
-    let pair = NetnsPair::new();
-    let a4 = ALLOWED_V4.to_string();
-    let a6 = ALLOWED_V6.to_string();
-    let filter = tools::XdpFilter::load(
-        &pair.ns_a,
-        &pair.if_a,
-        "skb",
-        &[&["ip", &a4, "-m", "src"], &["ip", &a6, "-m", "src"]],
-    )?;
-    let id = filter.prog_id()?;
-    for v6 in [false, true] {
-        let (ret, ns) = tools::bpftool_prog_run(id, &frame(v6, false, SPORT), b.opts.repeat)?;
-        check(ret, XDP_DROP, "xdp-filter, denied packet")?;
-        record(b, "-", "deny", v6, "xdp-filter", ns);
-        let (ret, ns) = tools::bpftool_prog_run(id, &frame(v6, true, SPORT), b.opts.repeat)?;
-        check(ret, XDP_PASS, "xdp-filter, allowed packet")?;
-        record(b, "-", "established", v6, "xdp-filter", ns);
-    }
-    drop(filter);
-    Ok(())
-}
-
-fn sgctl(b: &mut Bench, n: usize) -> Result<()> {
-    let rs = crate::policy::ruleset(&rulegen::rules_toml(n, 42 + n as u64));
-    let plan = compile::compile_iface(&rs, rulegen::IFACE).with_context(|| format!("compile {n} rules"))?;
-    let mut inst = PrivateInstance::load(&IfaceConfig {
-        ingress_posture: Posture::Deny as u8,
-        egress_posture: Posture::Allow as u8,
-        ..IfaceConfig::default()
-    })?;
-    inst.apply_plan(&plan, 1)?;
-    let repeat = b.opts.repeat;
-    let rules = n.to_string();
-    for v6 in [false, true] {
-        let (ret, d) = inst.run_timed(Direction::Ingress, &frame(v6, false, SPORT), repeat)?;
-        check(ret, XDP_DROP, "sgctl, denied packet")?;
-        record(b, &rules, "deny", v6, "sgctl", d.as_nanos() as f64);
-
-        inst.maps_mut().ct_flush()?;
-        check(inst.run(Direction::Ingress, &frame(v6, true, SPORT))?, XDP_PASS, "sgctl, first packet")?;
-        inst.run(Direction::Egress, &reply(v6, SPORT))?;
-        let (ret, d) = inst.run_timed(Direction::Ingress, &frame(v6, true, SPORT), repeat)?;
-        check(ret, XDP_PASS, "sgctl, established packet")?;
-        record(b, &rules, "established", v6, "sgctl", d.as_nanos() as f64);
-
-        inst.maps_mut().ct_flush()?;
-        let frames: Vec<Vec<u8>> =
-            (0..b.opts.fresh).map(|i| frame(v6, true, 1024u16.wrapping_add(i as u16))).collect();
-        let mut total = 0.0;
-        for f in &frames {
-            let (ret, d) = inst.run_timed(Direction::Ingress, f, 1)?;
-            check(ret, XDP_PASS, "sgctl, new flow")?;
-            total += d.as_nanos() as f64;
-        }
-        let tracked = inst.maps().ct_entries()?.len();
-        if tracked < frames.len() {
-            bail!("new-flow case: {tracked} flows tracked after {} fresh tuples", frames.len());
-        }
-        record(b, &rules, "new", v6, "sgctl", total / f64::from(b.opts.fresh));
-    }
-    Ok(())
-}
-
-/// Runs the section; failures are recorded and the others go on.
-pub fn run(b: &mut Bench) {
-    b.progress("testrun", "bare XDP_PASS / XDP_DROP");
-    if let Err(e) = baselines(b) {
-        b.fail(format!("testrun baselines: {e:#}"));
-    }
-    b.progress("testrun", "xdp-filter via bpftool prog run");
-    if let Err(e) = xdp_filter(b) {
-        b.fail(format!("testrun xdp-filter: {e:#}"));
-    }
-    for n in b.opts.rule_counts.clone() {
-        b.progress("testrun", &format!("sgctl, {n} rules"));
-        if let Err(e) = sgctl(b, n) {
-            b.fail(format!("testrun sgctl {n} rules: {e:#}"));
-        }
-    }
 }

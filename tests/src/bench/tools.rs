@@ -126,6 +126,9 @@ impl Drop for XdpFilter {
     fn drop(&mut self) {
         let _ = in_ns(&self.ns, 30, "xdp-filter", &["unload", &self.iface]);
         let _ = in_ns(&self.ns, 30, "xdp-filter", &["unload", "--all"]);
+        // The directory did not exist before `load` (checked there): what is left is ours
+        // (an unload fails when the namespace is already gone).
+        let _ = std::fs::remove_dir_all(XDP_FILTER_PIN_DIR);
     }
 }
 
