@@ -1,4 +1,4 @@
-//! `cargo xtask <command>`: toolchain bootstrap, demo, the whole test suite, lints.
+//! `cargo xtask <command>`: toolchain bootstrap, demo, the whole test suite, lints, benchmarks.
 //!
 //! xtask depends on nothing that needs the eBPF toolchain, so `cargo xtask setup` works on a
 //! fresh machine and installs what the rest of the build needs.
@@ -31,6 +31,16 @@ enum Cmd {
     Test,
     /// Clippy with -D warnings on the host crates and on sg-ebpf for its BPF target.
     Clippy,
+    /// Benchmarks: sgctl against nftables, xdp-filter, bare XDP and no filter. Writes
+    /// bench/results/*.csv, BENCHMARKS.md and bench/*.svg (--quick: target/bench-quick/).
+    Bench {
+        /// Every configuration briefly (under 3 minutes); checks only that each produced numbers.
+        #[arg(long)]
+        quick: bool,
+        /// Only these sections (testrun, traffic, iperf3, updates, memory), comma-separated.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Fuzz the rules front ends and the compiler (cargo fuzz, bounded in time).
     Fuzz {
         /// Seconds per target.
@@ -67,11 +77,19 @@ fn run_cli(cli: &Cli) -> Result<()> {
         }
         Cmd::Test => {
             setup::all()?;
+            // nft for the export test, and what the quick benchmark at the end drives.
+            setup::bench_tools()?;
             cargo(&["build", "--package", "sg-userspace", "--bins"])?;
             cargo(&["test", "--", "--show-output"])?;
             cargo(&["fmt", "--all", "--check"])?;
             clippy()?;
-            fuzz::run(15, None, true)
+            fuzz::run(15, None, true)?;
+            // The benchmark, briefly, so that it cannot rot (numbers only, no speed asserted).
+            bench(true, None)
+        }
+        Cmd::Bench { quick, ref only } => {
+            setup::all()?;
+            bench(quick, only.as_deref())
         }
         Cmd::Clippy => clippy(),
         Cmd::Fuzz { secs, ref target, scratch } => {
@@ -79,6 +97,22 @@ fn run_cli(cli: &Cli) -> Result<()> {
             fuzz::run(secs, target.as_deref(), scratch)
         }
     }
+}
+
+/// Builds release binaries, installs the peers, runs sg-bench from the workspace root.
+fn bench(quick: bool, only: Option<&str>) -> Result<()> {
+    setup::bench_tools()?;
+    cargo(&["build", "--release", "--package", "sg-userspace", "--package", "sg-tests", "--bins"])?;
+    let release = target_dir().join("release");
+    let mut cmd = Command::new(release.join("sg-bench"));
+    cmd.env("SGCTL", release.join("sgctl")).current_dir(workspace_root());
+    if quick {
+        cmd.arg("--quick");
+    }
+    if let Some(only) = only {
+        cmd.args(["--only", only]);
+    }
+    run(&mut cmd)
 }
 
 fn clippy() -> Result<()> {

@@ -151,14 +151,34 @@ fn have(cmd: &str) -> bool {
 }
 
 fn debian_tools() -> Result<()> {
-    let mut missing: Vec<&str> = TOOLS.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    install_debian("tools", TOOLS)
+}
+
+/// Peers and generators of `cargo xtask bench`: (command, package).
+const BENCH_TOOLS: &[(&str, &str)] = &[
+    ("nft", "nftables"),
+    ("xdp-filter", "xdp-tools"),
+    ("trafgen", "netsniff-ng"),
+    ("iperf3", "iperf3"),
+    ("ethtool", "ethtool"),
+];
+
+/// Installs what the benchmark drives (nftables, xdp-tools, netsniff-ng, iperf3, ethtool).
+pub fn bench_tools() -> Result<()> {
+    install_debian("bench tools", BENCH_TOOLS)
+}
+
+/// Installs the Debian packages of the missing commands of `tools`; says what it did.
+fn install_debian(item: &str, tools: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = tools.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
     missing.dedup();
+    let names: Vec<&str> = tools.iter().map(|(c, _)| *c).collect();
     if missing.is_empty() {
-        say("tools", "present (ip, tc, bpftool, setpriv)");
+        say(item, &format!("present ({})", names.join(", ")));
         return Ok(());
     }
     if !is_root() || !have("apt-get") {
-        say("tools", &format!("missing Debian packages: {} (install them as root)", missing.join(" ")));
+        say(item, &format!("missing Debian packages: {} (install them as root)", missing.join(" ")));
         return Ok(());
     }
     let mut update = Command::new("apt-get");
@@ -168,6 +188,6 @@ fn debian_tools() -> Result<()> {
     install.args(["-qq", "install", "-y", "--no-install-recommends"]).args(&missing);
     install.env("DEBIAN_FRONTEND", "noninteractive").stdout(Stdio::null());
     run(&mut install)?;
-    say("tools", &format!("installed {}", missing.join(" ")));
+    say(item, &format!("installed {}", missing.join(" ")));
     Ok(())
 }

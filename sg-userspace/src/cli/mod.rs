@@ -11,6 +11,7 @@ pub mod import;
 pub mod rule;
 pub mod stats;
 pub mod status;
+pub mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,8 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Convert AWS describe-security-groups JSON to sgctl TOML (printed).
     Import(import::ImportArgs),
+    /// Live packets/s and bits/s per interface and verdict reason, and the busiest rules.
+    Top(top::TopArgs),
     /// Print security groups (applied, or of a file) as AWS JSON or an nftables ruleset.
     Export(export::ExportArgs),
 }
@@ -63,5 +66,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => explain::run(&args),
         Command::Import(args) => import::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Top(args) => top::run(&args),
     }
 }

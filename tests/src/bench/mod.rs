@@ -29,6 +29,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A section of the benchmark: measures and records into the [`Bench`].
+pub type Section = fn(&mut Bench);
+
 /// How long and how often to measure.
 #[derive(Clone, Debug)]
 pub struct Opts {

@@ -87,7 +87,6 @@ impl Bare {
     }
 }
 
-
 /// Rounds of the interleaved measurement (each number is the median of its rounds).
 const ROUNDS: usize = 7;
 
@@ -155,39 +154,53 @@ struct Subjects {
     next_sport: u16,
 }
 
-fn measure(subject: &'static str, rules: impl Into<String>, case: &'static str, v6: bool, kind: Kind) -> Measure {
+fn measure(
+    subject: &'static str,
+    rules: impl Into<String>,
+    case: &'static str,
+    v6: bool,
+    kind: Kind,
+) -> Measure {
     Measure { subject, rules: rules.into(), case, v6, kind, samples: Vec::new() }
 }
 
 fn setup(b: &mut Bench) -> Result<Subjects> {
     let mut list = Vec::new();
     for v6 in [false, true] {
-        list.push(measure("xdp_pass", "-", "pass", v6, Kind::Bare {
-            prog: "sg_bench_pass",
-            frame: frame(v6, true, SPORT),
-            want: XDP_PASS,
-        }));
-        list.push(measure("xdp_drop", "-", "drop", v6, Kind::Bare {
-            prog: "sg_bench_drop",
-            frame: frame(v6, false, SPORT),
-            want: XDP_DROP,
-        }));
+        list.push(measure(
+            "xdp_pass",
+            "-",
+            "pass",
+            v6,
+            Kind::Bare { prog: "sg_bench_pass", frame: frame(v6, true, SPORT), want: XDP_PASS },
+        ));
+        list.push(measure(
+            "xdp_drop",
+            "-",
+            "drop",
+            v6,
+            Kind::Bare { prog: "sg_bench_drop", frame: frame(v6, false, SPORT), want: XDP_DROP },
+        ));
         list.push(measure("xdp_pass", "-", "pass_single", v6, Kind::BareSingle { frame_v6: v6 }));
     }
     b.progress("testrun", "loading xdp-filter");
     let filter = match xdp_filter() {
         Ok((f, pair, id)) => {
             for v6 in [false, true] {
-                list.push(measure("xdp-filter", "-", "deny", v6, Kind::Filter {
-                    id,
-                    frame: frame(v6, false, SPORT),
-                    want: XDP_DROP,
-                }));
-                list.push(measure("xdp-filter", "-", "established", v6, Kind::Filter {
-                    id,
-                    frame: frame(v6, true, SPORT),
-                    want: XDP_PASS,
-                }));
+                list.push(measure(
+                    "xdp-filter",
+                    "-",
+                    "deny",
+                    v6,
+                    Kind::Filter { id, frame: frame(v6, false, SPORT), want: XDP_DROP },
+                ));
+                list.push(measure(
+                    "xdp-filter",
+                    "-",
+                    "established",
+                    v6,
+                    Kind::Filter { id, frame: frame(v6, true, SPORT), want: XDP_PASS },
+                ));
             }
             Some((f, pair))
         }
@@ -204,39 +217,49 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
     cfg.flags &= !sg_common::config::CONFIG_VALID;
     no_cfg.maps_mut().set_config(&cfg)?;
     insts.push(no_cfg);
-    list.push(measure("sgctl", "-", "stage_no_config", false, Kind::Sgctl {
-        inst: 0,
-        frame: udp.clone(),
-        want: XDP_DROP,
-    }));
+    list.push(measure(
+        "sgctl",
+        "-",
+        "stage_no_config",
+        false,
+        Kind::Sgctl { inst: 0, frame: udp.clone(), want: XDP_DROP },
+    ));
     insts.push(instance()?);
-    list.push(measure("sgctl", "-", "stage_non_ip", false, Kind::Sgctl {
-        inst: 1,
-        frame: crate::packet::arp_frame(),
-        want: XDP_PASS,
-    }));
-    list.push(measure("sgctl", "-", "stage_posture_deny", false, Kind::Sgctl {
-        inst: 1,
-        frame: udp.clone(),
-        want: XDP_DROP,
-    }));
+    list.push(measure(
+        "sgctl",
+        "-",
+        "stage_non_ip",
+        false,
+        Kind::Sgctl { inst: 1, frame: crate::packet::arp_frame(), want: XDP_PASS },
+    ));
+    list.push(measure(
+        "sgctl",
+        "-",
+        "stage_posture_deny",
+        false,
+        Kind::Sgctl { inst: 1, frame: udp.clone(), want: XDP_DROP },
+    ));
     for n in b.opts.rule_counts.clone() {
         b.progress("testrun", &format!("compiling and applying {n} rules"));
         insts.push(with_rules(n)?);
         let i = insts.len() - 1;
         if n == 1 {
-            list.push(measure("sgctl", "-", "stage_groups_deny", false, Kind::Sgctl {
-                inst: i,
-                frame: udp.clone(),
-                want: XDP_DROP,
-            }));
+            list.push(measure(
+                "sgctl",
+                "-",
+                "stage_groups_deny",
+                false,
+                Kind::Sgctl { inst: i, frame: udp.clone(), want: XDP_DROP },
+            ));
         }
         for v6 in [false, true] {
-            list.push(measure("sgctl", n.to_string(), "deny", v6, Kind::Sgctl {
-                inst: i,
-                frame: frame(v6, false, SPORT),
-                want: XDP_DROP,
-            }));
+            list.push(measure(
+                "sgctl",
+                n.to_string(),
+                "deny",
+                v6,
+                Kind::Sgctl { inst: i, frame: frame(v6, false, SPORT), want: XDP_DROP },
+            ));
             list.push(measure("sgctl", n.to_string(), "established", v6, Kind::Established { inst: i, v6 }));
             list.push(measure("sgctl", n.to_string(), "new", v6, Kind::New { inst: i, v6 }));
         }
@@ -260,7 +283,13 @@ fn xdp_filter() -> Result<(tools::XdpFilter, NetnsPair, u32)> {
 
 /// Runs measurement `m` once: ns per packet.
 fn once(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
-    let what = format!("{} {} {} {}", subj.list[m].subject, subj.list[m].rules, subj.list[m].case, fam(subj.list[m].v6));
+    let what = format!(
+        "{} {} {} {}",
+        subj.list[m].subject,
+        subj.list[m].rules,
+        subj.list[m].case,
+        fam(subj.list[m].v6)
+    );
     let (ret, want, ns) = match &subj.list[m].kind {
         Kind::Bare { prog, frame, want } => {
             let (ret, ns) = subj.bare.run(prog, frame, repeat)?;
@@ -269,7 +298,11 @@ fn once(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
         Kind::BareSingle { frame_v6 } => {
             let mut total = 0.0;
             for i in 0..fresh {
-                let (ret, ns) = subj.bare.run("sg_bench_pass", &frame(*frame_v6, true, SPORT.wrapping_add(i as u16)), 1)?;
+                let (ret, ns) = subj.bare.run(
+                    "sg_bench_pass",
+                    &frame(*frame_v6, true, SPORT.wrapping_add(i as u16)),
+                    1,
+                )?;
                 check(ret, XDP_PASS, &what)?;
                 total += ns;
             }
@@ -330,14 +363,14 @@ pub fn run(b: &mut Bench) {
     let mut failed = vec![false; subj.list.len()];
     for round in 0..ROUNDS {
         b.progress("testrun", &format!("round {}/{ROUNDS}: {} measurements", round + 1, subj.list.len()));
-        for m in 0..subj.list.len() {
-            if failed[m] {
+        for (m, failed) in failed.iter_mut().enumerate() {
+            if *failed {
                 continue;
             }
             match once(&mut subj, m, repeat, fresh) {
                 Ok(ns) => subj.list[m].samples.push(ns),
                 Err(e) => {
-                    failed[m] = true;
+                    *failed = true;
                     b.fail(format!("testrun: {e:#}"));
                 }
             }

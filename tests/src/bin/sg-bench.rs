@@ -60,7 +60,7 @@ fn main() -> Result<()> {
         tools::version("bpftool", "--version"),
     ));
     let want = |s: &str| a.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
-    let sections: [(&str, fn(&mut Bench)); 5] = [
+    let sections: [(&str, bench::Section); 5] = [
         ("testrun", bench::testrun::run),
         ("traffic", bench::traffic::run),
         ("iperf3", bench::iperf::run),
