@@ -163,8 +163,55 @@ impl Bench {
             std::fs::write(&p, text)?;
             paths.push(p);
         }
+        // The run's own notes (tool versions), for a report regenerated from these files.
+        std::fs::write(self.opts.out_dir.join("notes.txt"), self.notes.join("\n") + "\n")?;
         Ok(paths)
     }
+}
+
+/// Reads back the CSVs [`Bench::write_csv`] wrote (to regenerate the report without measuring).
+pub fn read_csv(dir: &std::path::Path) -> std::io::Result<Vec<Sample>> {
+    const SECTIONS: [&str; 5] = ["testrun", "traffic", "iperf3", "updates", "memory"];
+    let mut out = Vec::new();
+    for sec in SECTIONS {
+        let Ok(text) = std::fs::read_to_string(dir.join(format!("{sec}.csv"))) else { continue };
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+        let n = header.len().saturating_sub(2);
+        for line in lines {
+            let cols: Vec<&str> = line.split(',').collect();
+            if cols.len() != header.len() {
+                continue;
+            }
+            let labels =
+                header[..n].iter().zip(&cols[..n]).map(|(h, v)| (label_name(h), (*v).to_string())).collect();
+            let value = cols[n].parse().unwrap_or(f64::NAN);
+            out.push(Sample { section: sec, labels, value, unit: unit_name(cols[n + 1]) });
+        }
+    }
+    Ok(out)
+}
+
+/// The `'static` label names the sections use.
+fn label_name(h: &str) -> &'static str {
+    const NAMES: [&str; 11] = [
+        "subject",
+        "rules",
+        "case",
+        "family",
+        "generator",
+        "receiver",
+        "traffic",
+        "rep",
+        "metric",
+        "measure",
+        "config",
+    ];
+    NAMES.iter().copied().chain(["map"]).find(|n| *n == h).unwrap_or("?")
+}
+
+fn unit_name(u: &str) -> &'static str {
+    ["ns/packet", "pps", "Gbit/s", "ms", "packets", "bytes"].into_iter().find(|n| *n == u).unwrap_or("?")
 }
 
 /// Median of `v` (NaN when empty).

@@ -35,16 +35,17 @@ pub fn have(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Version line of a tool, for the report.
-pub fn version(program: &str, arg: &str) -> String {
-    Command::new(program)
-        .arg(arg)
+/// `PACKAGE VERSION` of an installed Debian package, for the report.
+pub fn package_version(package: &str) -> String {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${Package} ${Version}", package])
         .output()
-        .map(|o| {
-            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
-            String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_string()
-        })
-        .unwrap_or_else(|_| "not found".to_string())
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || format!("{package} (not from a Debian package)"),
+            |o| String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
 }
 
 /// Interface counters from `ip -s -j link show`.

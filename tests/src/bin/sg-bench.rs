@@ -2,6 +2,7 @@
 //! filter, and writes CSVs and BENCHMARKS.md (see `sg_tests::bench`). Run as root.
 //!
 //! `sg-bench [--quick] [--out DIR] [--report FILE] [--only testrun,traffic,iperf3,updates,memory]`
+//! `sg-bench --from bench/results [--report FILE]`: the report again from saved CSVs.
 
 use std::path::PathBuf;
 
@@ -13,16 +14,19 @@ struct Args {
     out: Option<PathBuf>,
     report: Option<PathBuf>,
     only: Option<Vec<String>>,
+    /// Regenerate the report from the CSVs in this directory (no measuring).
+    from: Option<PathBuf>,
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { quick: false, out: None, report: None, only: None };
+    let mut a = Args { quick: false, out: None, report: None, only: None, from: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => a.quick = true,
             "--out" => a.out = Some(it.next().context("--out needs a directory")?.into()),
             "--report" => a.report = Some(it.next().context("--report needs a file")?.into()),
+            "--from" => a.from = Some(it.next().context("--from needs a directory")?.into()),
             "--only" => {
                 a.only =
                     Some(it.next().context("--only needs a list")?.split(',').map(str::to_string).collect())
@@ -35,6 +39,22 @@ fn args() -> Result<Args> {
 
 fn main() -> Result<()> {
     let a = args()?;
+    if let Some(dir) = &a.from {
+        let mut b = Bench::new(Opts::full(dir.clone()));
+        b.samples = bench::read_csv(dir)?;
+        b.notes = std::fs::read_to_string(dir.join("notes.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        anyhow::ensure!(!b.samples.is_empty(), "no CSV in {}", dir.display());
+        let report = a.report.unwrap_or_else(|| PathBuf::from("BENCHMARKS.md"));
+        let notes = std::fs::read_to_string("bench/notes.md").ok();
+        let svg_dir = report.parent().map_or_else(|| PathBuf::from("bench"), |p| p.join("bench"));
+        bench::report::write(&b, &report, &svg_dir, notes.as_deref())?;
+        eprintln!("rewrote {} from {}", report.display(), dir.display());
+        return Ok(());
+    }
     let missing = sg_tests::missing_privileges();
     if !missing.is_empty() {
         bail!("the benchmark needs {}", missing.join(", "));
@@ -52,12 +72,8 @@ fn main() -> Result<()> {
     let opts = if a.quick { Opts::quick(out) } else { Opts::full(out) };
     let mut b = Bench::new(opts);
     b.notes.push(format!(
-        "Tools: {}; {}; {}; {}; {}",
-        tools::version("nft", "--version"),
-        tools::version("xdp-filter", "--version"),
-        tools::version("trafgen", "--version"),
-        tools::version("iperf3", "--version"),
-        tools::version("bpftool", "--version"),
+        "Debian packages: {}",
+        ["nftables", "xdp-tools", "netsniff-ng", "iperf3", "bpftool"].map(tools::package_version).join(", ")
     ));
     let want = |s: &str| a.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
     let sections: [(&str, bench::Section); 5] = [
