@@ -3,6 +3,8 @@
 
 pub mod apply;
 pub mod attach;
+pub mod audit;
+pub mod completions;
 pub mod conntrack;
 pub mod detach;
 pub mod explain;
@@ -49,6 +51,12 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Live packets/s and bits/s per interface and verdict reason, and the busiest rules.
     Top(top::TopArgs),
+    /// Best-practice checks of a rules file or of the applied rules (exit non-zero at --fail-on).
+    Audit(audit::AuditArgs),
+    /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(completions::CompletionsArgs),
+    /// The man page, sgctl(8), in roff on stdout.
+    Man,
     /// Print security groups (applied, or of a file) as AWS JSON or an nftables ruleset.
     Export(export::ExportArgs),
 }
@@ -67,5 +75,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => import::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Top(args) => top::run(&args),
+        Command::Completions(args) => completions::run(&args),
+        Command::Audit(args) => audit::run(&args),
+        Command::Man => completions::man(),
     }
 }

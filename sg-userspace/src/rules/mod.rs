@@ -11,6 +11,7 @@
 //! [`model`] is the reference semantics (evaluate a packet against a `RuleSet`): it backs
 //! `sgctl explain` and the differential tests that hold the datapath to it.
 
+pub mod audit;
 pub mod aws;
 pub mod compile;
 pub mod diff;

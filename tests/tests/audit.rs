@@ -1,0 +1,123 @@
+//! `sgctl audit`: one fixture per finding (tests/fixtures/audit/), a clean file with none, the
+//! exit status at each `--fail-on` level, and the live zero-hits check.
+
+use std::{
+    collections::BTreeSet,
+    net::{SocketAddr, UdpSocket},
+    path::PathBuf,
+    process::{Command, Output},
+    time::Duration,
+};
+
+use sg_tests::{
+    netns::{NetnsPair, Side},
+    require_bpf, write_temp,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit").join(name)
+}
+
+fn audit(args: &[&str]) -> Output {
+    Command::new(sg_tests::sgctl_path()).arg("audit").args(args).output().expect("run sgctl audit")
+}
+
+/// The checks a fixture triggers (JSON output, never failing).
+fn checks(name: &str) -> (BTreeSet<String>, Vec<serde_json::Value>) {
+    let path = fixture(name);
+    let out = audit(&[path.to_str().unwrap(), "--json", "--fail-on", "never"]);
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON array");
+    (v.iter().map(|f| f["check"].as_str().unwrap().to_string()).collect(), v)
+}
+
+#[test]
+fn each_fixture_triggers_exactly_its_check() {
+    for (file, check, severity) in [
+        ("admin_port_open_to_world.toml", "admin_port_open_to_world", "error"),
+        ("all_open_to_world.toml", "all_open_to_world", "error"),
+        ("database_port_open_to_world.toml", "database_port_open_to_world", "warn"),
+        ("shadowed_rule.toml", "shadowed_rule", "warn"),
+        ("unbound_group.toml", "unbound_group", "warn"),
+        ("egress_allow_all.toml", "egress_allow_all", "info"),
+    ] {
+        let (got, findings) = checks(file);
+        assert_eq!(got, BTreeSet::from([check.to_string()]), "{file}: {findings:#?}");
+        for f in &findings {
+            assert_eq!(f["severity"], severity, "{file}");
+            let loc = f["location"].as_str().unwrap();
+            assert!(
+                loc.contains(file) && loc.split(':').nth(1).is_some_and(|l| l.parse::<u32>().is_ok()),
+                "{loc}"
+            );
+            assert!(!f["fix"].as_str().unwrap().is_empty(), "{file}: every finding says how to fix it");
+        }
+    }
+    let (got, findings) = checks("clean.toml");
+    assert!(got.is_empty(), "clean.toml: {findings:#?}");
+}
+
+#[test]
+fn shadowed_finding_names_both_rules() {
+    let (_, findings) = checks("shadowed_rule.toml");
+    let f = &findings[0];
+    assert!(f["rule"].as_str().unwrap().contains("tcp 8080"), "{f}");
+    assert!(f["message"].as_str().unwrap().contains("8000-9000"), "{f}");
+    assert!(f["location"].as_str().unwrap().ends_with(":4:3"), "the narrower rule's line: {f}");
+}
+
+#[test]
+fn exit_status_follows_fail_on() {
+    let status = |file: &str, level: &str| {
+        let path = fixture(file);
+        audit(&[path.to_str().unwrap(), "--fail-on", level]).status.success()
+    };
+    assert!(!status("admin_port_open_to_world.toml", "error"));
+    assert!(status("database_port_open_to_world.toml", "error"), "a warning passes --fail-on error");
+    assert!(!status("database_port_open_to_world.toml", "warn"));
+    assert!(status("admin_port_open_to_world.toml", "never"));
+    assert!(status("egress_allow_all.toml", "warn"), "info never fails");
+    assert!(status("clean.toml", "warn"));
+    // A file that does not validate is an error, with its location.
+    let bad = write_temp(
+        "audit-bad.toml",
+        "[groups.x]\ningress = [ { proto = \"tcp\", ports = \"99999\", from = \"0.0.0.0/0\" } ]\n",
+    );
+    let out = audit(&[bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit-bad.toml:2:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn live_audit_reports_rules_with_zero_hits() {
+    if !require_bpf("live_audit_reports_rules_with_zero_hits") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let rules = format!(
+        "[groups.svc]\ningress = [\n  {{ proto = \"udp\", ports = \"7000\", from = \"192.0.2.0/24\" }},\n  \
+         {{ proto = \"udp\", ports = \"7001\", from = \"192.0.2.0/24\" }},\n]\n\
+         egress = [ {{ proto = \"udp\", ports = \"53\", to = \"192.0.2.53/32\" }} ]\n\n[interfaces.{}]\ngroups = [\"svc\"]\n",
+        pair.if_a
+    );
+    let file = write_temp("audit-live.toml", &rules);
+    pair.sgctl_ok(Side::A, &["apply", file.to_str().unwrap()]);
+    let dst = SocketAddr::new(pair.addr(Side::A, false), 7000);
+    pair.run(Side::B, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.send_to(b"hit rule 0", dst).expect("send");
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let out = pair.sgctl_ok(Side::A, &["audit", "--live", "--json", "--fail-on", "never"]);
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
+    let zero: Vec<&str> =
+        v.iter().filter(|f| f["check"] == "zero_hits").map(|f| f["rule"].as_str().unwrap()).collect();
+    assert!(zero.iter().any(|r| r.contains("udp 7001")), "{out}");
+    assert!(!zero.iter().any(|r| r.contains("udp 7000")), "rule 0 was hit: {out}");
+    // Warnings fail the gate at --fail-on warn.
+    assert!(!pair.sgctl(Side::A, &["audit", "--live", "--fail-on", "warn"]).status.success());
+}
