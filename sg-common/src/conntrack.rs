@@ -277,6 +277,46 @@ pub fn ct_key(
     (CtKey { addr_lo, addr_hi, port_lo, port_hi, proto, family, _pad: [0; 2] }, src_lo)
 }
 
+/// Presence filter of the conntrack tables (`SG_CT_SEEN`): log2 of its slots per bank.
+pub const SEEN_BITS: u32 = 20;
+/// Slots (bytes) per bank: 1 MiB.
+pub const SEEN_SLOTS: u32 = 1 << SEEN_BITS;
+/// `u64` words per bank (the map's element type).
+pub const SEEN_WORDS: u32 = SEEN_SLOTS / 8;
+/// Banks: the datapath marks both and checks either; `conntrack gc` rebuilds one at a time.
+pub const SEEN_BANKS: u32 = 2;
+
+/// Presence-filter slot of a flow from its two endpoints (address as two native-endian
+/// words, port). Symmetric in the endpoints, so either direction's packet finds the flow's
+/// slot without normalising; the datapath reads the words straight from the packet summary.
+#[inline(always)]
+pub fn seen_slot(proto: u8, a: [u64; 2], ap: u16, b: [u64; 2], bp: u16) -> u32 {
+    #[inline(always)]
+    fn end(w: [u64; 2], p: u16) -> u64 {
+        (w[0] ^ w[1].rotate_left(31) ^ u64::from(p)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    let h = end(a, ap)
+        .wrapping_add(end(b, bp))
+        .wrapping_add(u64::from(proto))
+        .wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    (h >> (64 - SEEN_BITS)) as u32
+}
+
+/// An address as two native-endian words.
+#[inline(always)]
+pub fn addr_words(a: &[u8; 16]) -> [u64; 2] {
+    [
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// Presence-filter slot of a tracked flow's key (the same as [`seen_slot`] of either of its
+/// packets).
+pub fn key_seen_slot(k: &CtKey) -> u32 {
+    seen_slot(k.proto, addr_words(&k.addr_lo), k.port_lo, addr_words(&k.addr_hi), k.port_hi)
+}
+
 crate::impl_pod!(CtKey, CtEntry, CtTimeouts);
 
 #[cfg(test)]
@@ -300,6 +340,32 @@ mod tests {
                 s
             })
             .collect()
+    }
+
+    #[test]
+    fn seen_slot_is_the_same_from_both_directions_and_from_the_key() {
+        let a = {
+            let mut x = [0u8; 16];
+            x[..4].copy_from_slice(&[192, 0, 2, 1]);
+            x
+        };
+        let b = {
+            let mut x = [0u8; 16];
+            x[..4].copy_from_slice(&[198, 51, 100, 7]);
+            x
+        };
+        let fwd = seen_slot(6, addr_words(&a), 40000, addr_words(&b), 443);
+        let rev = seen_slot(6, addr_words(&b), 443, addr_words(&a), 40000);
+        assert_eq!(fwd, rev);
+        assert!(fwd < SEEN_SLOTS);
+        for (src, sp, dst, dp) in [(&a, 40000, &b, 443), (&b, 443, &a, 40000)] {
+            let (key, _) = ct_key(4, 6, src, sp, dst, dp);
+            assert_eq!(key_seen_slot(&key), fwd);
+        }
+        // Other flows mostly land elsewhere.
+        let others: std::collections::BTreeSet<u32> =
+            (0..1000u16).map(|p| seen_slot(6, addr_words(&a), 30000 + p, addr_words(&b), 443)).collect();
+        assert!(others.len() > 990, "{} distinct slots of 1000", others.len());
     }
 
     #[test]

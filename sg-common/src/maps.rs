@@ -40,6 +40,10 @@ pub const CT_MAX_ENTRIES: u32 = 262_144;
 /// Default size of `SG_CT_NEW` (settable at attach).
 pub const CT_NEW_MAX_ENTRIES: u32 = 65_536;
 
+/// `Array<u64>` (mmapable), `SEEN_BANKS` x `SEEN_WORDS`: presence filter of the conntrack
+/// tables, one byte per slot (`conntrack::seen_slot`).
+pub const MAP_CT_SEEN: &str = "SG_CT_SEEN";
+
 /// `LruHashMap<FragKey, FragEntry>`: datagrams whose first fragment was accepted.
 pub const MAP_FRAGS: &str = "SG_FRAGS";
 /// Size of `SG_FRAGS`.
@@ -57,6 +61,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_RULE_HITS,
     MAP_CT,
     MAP_CT_NEW,
+    MAP_CT_SEEN,
     MAP_FRAGS,
 ];
 

@@ -12,7 +12,8 @@ use sg_common::{
     Direction, IfaceConfig, PacketSummary, Reason,
     conntrack::{
         CT_F_SEEN_REPLY, CT_NEW, CT_STREAM, CT_TCP_CLOSED, CT_TCP_CLOSING, CT_TCP_SYN_SENT, CtEntry, CtKey,
-        FRAG_LIFETIME_NS, FragEntry, FragKey, TCP_ACK, TCP_SYN, ct_key, is_established, tcp_next,
+        FRAG_LIFETIME_NS, FragEntry, FragKey, SEEN_WORDS, TCP_ACK, TCP_SYN, ct_key, is_established,
+        seen_slot, tcp_next,
     },
     packet::{FAMILY_IPV4, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_ICMP_ERROR},
     policy::{MAX_RULES, NO_RULE},
@@ -21,7 +22,7 @@ use sg_common::{
 use aya_ebpf::maps::{HashMap, LruHashMap};
 
 use crate::{
-    maps::{SG_CT, SG_CT_NEW, SG_FRAGS},
+    maps::{SG_CT, SG_CT_NEW, SG_CT_SEEN, SG_FRAGS},
     policy::{self, Verdict},
 };
 
@@ -81,21 +82,70 @@ fn is_echo(pkt: &PacketSummary) -> bool {
     )
 }
 
-/// The packet's flow key and whether its source is the key's `lo` endpoint; `None` for what
-/// is not tracked (ICMP other than echo).
+/// The ports a flow key uses for this packet (ICMP echo: the identifier on both sides);
+/// `None` for what is not tracked (ICMP other than echo).
 #[inline(always)]
-fn key_of(pkt: &PacketSummary) -> Option<(CtKey, bool)> {
-    let (sport, dport) = match pkt.proto {
-        IPPROTO_TCP | IPPROTO_UDP => (pkt.sport, pkt.dport),
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if !is_echo(pkt) {
-                return None;
-            }
-            (pkt.sport, pkt.sport)
-        }
-        _ => (0, 0),
+fn key_ports(pkt: &PacketSummary) -> Option<(u16, u16)> {
+    match pkt.proto {
+        IPPROTO_TCP | IPPROTO_UDP => Some((pkt.sport, pkt.dport)),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if is_echo(pkt) => Some((pkt.sport, pkt.sport)),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => None,
+        _ => Some((0, 0)),
+    }
+}
+
+/// The packet's flow key, whether its source is the key's `lo` endpoint, and the flow's
+/// presence-filter slot; `None` for what is not tracked.
+#[inline(always)]
+fn key_of(pkt: &PacketSummary) -> Option<(CtKey, bool, u32)> {
+    let (sport, dport) = key_ports(pkt)?;
+    let (key, src_lo) = ct_key(pkt.family, pkt.proto, &pkt.src, sport, &pkt.dst, dport);
+    Some((key, src_lo, slot_of(pkt, sport, dport)))
+}
+
+/// The presence-filter slot of the packet's flow, from the summary's addresses (8-byte
+/// aligned there: two plain loads each, where the stack key would need byte loads).
+#[inline(always)]
+fn slot_of(pkt: &PacketSummary, sport: u16, dport: u16) -> u32 {
+    let words = |a: &[u8; 16]| {
+        let p = a.as_ptr().cast::<u64>();
+        // SAFETY: `src` and `dst` sit at offsets 24 and 40 of the 8-byte aligned summary
+        // (asserted in sg-common), so both words are aligned and in bounds.
+        unsafe { [core::ptr::read(p), core::ptr::read(p.add(1))] }
     };
-    Some(ct_key(pkt.family, pkt.proto, &pkt.src, sport, &pkt.dst, dport))
+    seen_slot(pkt.proto, words(&pkt.src), sport, words(&pkt.dst), dport)
+}
+
+/// The byte of `slot` in `bank` of `SG_CT_SEEN`.
+#[inline(always)]
+fn seen_byte(bank: u32, slot: u32) -> Option<*mut u8> {
+    let word = SG_CT_SEEN.get_ptr_mut(bank * SEEN_WORDS + ((slot >> 3) & (SEEN_WORDS - 1)))?;
+    Some(word.cast::<u8>().wrapping_add((slot & 7) as usize))
+}
+
+/// Might a tracked flow have this slot? False only when both banks say no. A failed lookup of
+/// the filter counts as "maybe" (the tables decide).
+#[inline(always)]
+fn maybe_tracked(slot: u32) -> bool {
+    for bank in 0..2 {
+        match seen_byte(bank, slot) {
+            // SAFETY: a byte inside a map value, valid for this run; userspace writes bytes too.
+            Some(b) if unsafe { core::ptr::read_volatile(b) } == 0 => {}
+            _ => return true,
+        }
+    }
+    false
+}
+
+/// Marks a flow's slot in both banks (after its insert: see `SG_CT_SEEN`).
+#[inline(always)]
+fn mark_tracked(slot: u32) {
+    for bank in 0..2 {
+        if let Some(b) = seen_byte(bank, slot) {
+            // SAFETY: as above; a single byte store (other CPUs may store other bytes).
+            unsafe { core::ptr::write_volatile(b, 1) };
+        }
+    }
 }
 
 /// RELATED: an ICMP error quoting a tracked flow, sent to the quoted packet's source.
@@ -127,7 +177,12 @@ pub fn track(
     pkt: &PacketSummary,
     bytes: u64,
 ) -> Result<Option<Verdict>, Reason> {
-    let Some((key, src_lo)) = key_of(pkt) else { return Ok(None) };
+    let Some((key, src_lo, slot)) = key_of(pkt) else { return Ok(None) };
+    if !maybe_tracked(slot) {
+        // No flow with this slot was ever inserted (since the last rebuild): both lookups
+        // would miss.
+        return Ok(None);
+    }
     if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &key, src_lo, bytes)? {
         return Ok(v);
     }
@@ -258,7 +313,7 @@ pub fn create(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, v: Verdict
     if !starts_flow(pkt) {
         return v;
     }
-    let Some((key, src_lo)) = key_of(pkt) else { return v };
+    let Some((key, src_lo, slot)) = key_of(pkt) else { return v };
     let now = now_ns();
     let entry = CtEntry {
         created_ns: now,
@@ -274,9 +329,18 @@ pub fn create(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, v: Verdict
         _pad: [0; 4],
     };
     match SG_CT_NEW.insert(key, entry, u64::from(BPF_NOEXIST)) {
-        Ok(()) => v,
-        // The tuple exists in the other direction's sense (see `track`): pass untracked.
-        Err(EEXIST) => v,
+        Ok(()) => {
+            // After the insert, never before: a bank rebuild that zeroes this byte in between
+            // still finds the flow in the table and marks it again.
+            mark_tracked(slot);
+            v
+        }
+        // The tuple exists in the other direction's sense (see `track`): pass untracked, and
+        // make sure the filter knows the flow.
+        Err(EEXIST) => {
+            mark_tracked(slot);
+            v
+        }
         Err(_) => Verdict::of(Reason::CtFull),
     }
 }

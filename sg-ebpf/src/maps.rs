@@ -2,13 +2,13 @@
 //! pins them under `/sys/fs/bpf/sg/<netns cookie>/<interface>/`. Names: `sg_common::maps`.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use sg_common::{
     Counter, IfaceConfig, PacketSummary,
-    conntrack::{CtEntry, CtKey, FragEntry, FragKey},
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_WORDS},
     maps::{COUNTERS_LEN, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, FRAGS_MAX_ENTRIES},
     policy::{
         GENERATIONS, LPM_MAX_ENTRIES, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
@@ -57,6 +57,13 @@ pub static SG_CT: HashMap<CtKey, CtEntry> = HashMap::with_max_entries(CT_MAX_ENT
 /// flows evict each other, never an established flow.
 #[map]
 pub static SG_CT_NEW: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_NEW_MAX_ENTRIES, 0);
+
+/// Presence filter of `SG_CT` and `SG_CT_NEW`: one byte per slot of a hash of the flow, two
+/// banks. Set in both banks whenever a flow is inserted; a packet whose slot is clear in both
+/// belongs to no tracked flow and skips the two table lookups. Userspace rebuilds one bank at a
+/// time (`sgctl conntrack gc`) through a shared mapping (byte stores, never read-modify-write).
+#[map]
+pub static SG_CT_SEEN: Array<u64> = Array::with_max_entries(SEEN_BANKS * SEEN_WORDS, BPF_F_MMAPABLE);
 
 /// Datagrams whose first fragment was accepted (their other fragments may pass).
 #[map]

@@ -12,10 +12,10 @@ use aya::{
 use ipnet::IpNet;
 use sg_common::{
     Counter, Direction, IfaceConfig, PacketSummary, Reason,
-    conntrack::{CtEntry, CtKey, FragEntry, FragKey},
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_SLOTS, key_seen_slot},
     maps::{
-        MAP_CONFIG, MAP_COUNTERS, MAP_CT, MAP_CT_NEW, MAP_FRAGS, MAP_LAST_PARSE, MAP_LPM_V4, MAP_LPM_V6,
-        MAP_RULE_HITS, MAP_SEGMENTS,
+        MAP_CONFIG, MAP_COUNTERS, MAP_CT, MAP_CT_NEW, MAP_CT_SEEN, MAP_FRAGS, MAP_LAST_PARSE, MAP_LPM_V4,
+        MAP_LPM_V6, MAP_RULE_HITS, MAP_SEGMENTS,
     },
     policy::{
         LPM_HDR_BITS, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment, lpm_data_v4,
@@ -40,7 +40,100 @@ pub struct InstanceMaps {
     rule_hits: PerCpuArray<MapData, u64>,
     ct: HashMap<MapData, CtKey, CtEntry>,
     ct_new: HashMap<MapData, CtKey, CtEntry>,
+    seen: SeenMap,
     frags: HashMap<MapData, FragKey, FragEntry>,
+}
+
+/// `SG_CT_SEEN`, the conntrack presence filter, mapped into this process: one byte per slot
+/// and bank, written with single-byte stores (the datapath stores bytes of the same words
+/// concurrently; a read-modify-write of a word could erase one of its marks).
+struct SeenMap {
+    /// Keeps the map (and so the mapping's object) alive.
+    _data: MapData,
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is process-wide shared memory, valid until `drop`; every access is a
+// volatile single-byte load or store, or a zeroing the rebuild protocol allows (see
+// `InstanceMaps::seen_rebuild`).
+unsafe impl Send for SeenMap {}
+// SAFETY: as above.
+unsafe impl Sync for SeenMap {}
+
+impl SeenMap {
+    fn new(data: MapData) -> Result<Self> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let len = (SEEN_BANKS * SEEN_SLOTS) as usize;
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: mapping a BPF_F_MMAPABLE array of exactly `len` bytes, shared, at offset 0.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::Io {
+                what: format!("mapping {MAP_CT_SEEN}"),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let ptr = std::ptr::NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Io {
+            what: format!("mapping {MAP_CT_SEEN}"),
+            source: std::io::Error::other("null mapping"),
+        })?;
+        Ok(SeenMap { _data: data, ptr, len })
+    }
+
+    fn byte(&self, bank: u32, slot: u32) -> *mut u8 {
+        let off = (bank * SEEN_SLOTS + (slot % SEEN_SLOTS)) as usize;
+        assert!(off < self.len);
+        // SAFETY: in bounds (asserted).
+        unsafe { self.ptr.as_ptr().add(off) }
+    }
+
+    fn mark(&self, bank: u32, slot: u32) {
+        // SAFETY: a byte of the live mapping.
+        unsafe { std::ptr::write_volatile(self.byte(bank, slot), 1) };
+    }
+
+    fn is_set(&self, bank: u32, slot: u32) -> bool {
+        // SAFETY: a byte of the live mapping.
+        unsafe { std::ptr::read_volatile(self.byte(bank, slot)) != 0 }
+    }
+
+    fn zero_bank(&self, bank: u32) {
+        // SAFETY: the bank's bytes lie inside the mapping. The datapath may mark bytes of this
+        // bank meanwhile; losing those marks is what the rebuild protocol repairs.
+        unsafe { std::ptr::write_bytes(self.byte(bank, 0), 0, SEEN_SLOTS as usize) };
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Slots set in `bank` (a word at a time).
+    fn filled(&self, bank: u32) -> u32 {
+        let words = self.byte(bank, 0).cast::<u64>();
+        (0..(SEEN_SLOTS / 8) as usize)
+            .map(|i| {
+                // SAFETY: inside the bank, and 8-byte aligned (the mapping is page aligned).
+                let w = unsafe { std::ptr::read_volatile(words.add(i)) };
+                w.to_ne_bytes().iter().filter(|b| **b != 0).count() as u32
+            })
+            .sum()
+    }
+}
+
+impl Drop for SeenMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// What a presence-filter rebuild found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SeenStats {
+    /// Flows marked (live entries of both tables).
+    pub flows: usize,
+    /// Slots set in each bank after the rebuild, of `SEEN_SLOTS`.
+    pub filled: [u32; 2],
 }
 
 /// Counters of one (direction, reason), summed over CPUs.
@@ -67,6 +160,7 @@ impl InstanceMaps {
             take(MAP_RULE_HITS)?,
             take(MAP_CT)?,
             take(MAP_CT_NEW)?,
+            take(MAP_CT_SEEN)?,
             take(MAP_FRAGS)?,
         ];
         Self::from_maps(maps)
@@ -89,13 +183,21 @@ impl InstanceMaps {
             open(MAP_RULE_HITS)?,
             open(MAP_CT)?,
             open(MAP_CT_NEW)?,
+            open(MAP_CT_SEEN)?,
             open(MAP_FRAGS)?,
         ];
         Self::from_maps(maps)
     }
 
-    fn from_maps(maps: [Map; 10]) -> Result<Self> {
-        let [config, counters, last_parse, lpm_v4, lpm_v6, segments, rule_hits, ct, ct_new, frags] = maps;
+    fn from_maps(maps: [Map; 11]) -> Result<Self> {
+        let [config, counters, last_parse, lpm_v4, lpm_v6, segments, rule_hits, ct, ct_new, seen, frags] =
+            maps;
+        let Map::Array(seen) = seen else {
+            return Err(Error::Inconsistent {
+                iface: String::new(),
+                detail: format!("{MAP_CT_SEEN} is not an array"),
+            });
+        };
         Ok(Self {
             config: Array::try_from(config).context(|| MAP_CONFIG.to_string())?,
             counters: PerCpuArray::try_from(counters).context(|| MAP_COUNTERS.to_string())?,
@@ -107,6 +209,7 @@ impl InstanceMaps {
             ct: HashMap::try_from(ct).context(|| MAP_CT.to_string())?,
             // An LRU hash opens as a plain HashMap in aya 0.14.
             ct_new: HashMap::try_from(ct_new).context(|| MAP_CT_NEW.to_string())?,
+            seen: SeenMap::new(seen)?,
             frags: HashMap::try_from(frags).context(|| MAP_FRAGS.to_string())?,
         })
     }
@@ -290,6 +393,8 @@ impl InstanceMaps {
         for (t, k, _) in &all {
             self.ct_remove(*t, k)?;
         }
+        // The presence filter keeps their slots (harmless: a set slot only means "look up");
+        // `seen_rebuild` clears them.
         let frags: Vec<FragKey> = self.frags.keys().filter_map(std::result::Result::ok).collect();
         for k in frags {
             let _ = self.frags.remove(&k);
@@ -317,7 +422,40 @@ impl InstanceMaps {
             CtTable::Established => &mut self.ct,
             CtTable::New => &mut self.ct_new,
         };
-        map.insert(key, e, 0).context(|| "writing a conntrack entry".to_string())
+        map.insert(key, e, 0).context(|| "writing a conntrack entry".to_string())?;
+        // After the insert, as the datapath does (see `seen_rebuild`).
+        let slot = key_seen_slot(key);
+        for bank in 0..SEEN_BANKS {
+            self.seen.mark(bank, slot);
+        }
+        Ok(())
+    }
+
+    /// Is `key`'s flow marked in the presence filter (either bank)?
+    pub fn seen_marked(&self, key: &CtKey) -> bool {
+        let slot = key_seen_slot(key);
+        (0..SEEN_BANKS).any(|bank| self.seen.is_set(bank, slot))
+    }
+
+    /// Rebuilds the conntrack presence filter (`SG_CT_SEEN`) from the live tables, one bank at
+    /// a time, so that a tracked flow is always marked in at least one bank: zero bank 1 (bank
+    /// 0 still holds every flow), mark every flow of both tables in bank 1, then the same for
+    /// bank 0. The datapath marks both banks after each insert; a mark it loses to a zeroing
+    /// belongs to a flow already in its table, which the enumeration that follows marks again.
+    /// Slots of flows that ended (expired, evicted, flushed) are cleared: the filter stays
+    /// selective. `sgctl conntrack gc` runs this.
+    pub fn seen_rebuild(&mut self) -> Result<SeenStats> {
+        let mut flows = 0;
+        for bank in [1, 0] {
+            self.seen.zero_bank(bank);
+            let entries = self.ct_entries()?;
+            flows = entries.len();
+            for (_, k, _) in &entries {
+                self.seen.mark(bank, key_seen_slot(k));
+            }
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(SeenStats { flows, filled: [self.seen.filled(0), self.seen.filled(1)] })
     }
 
     /// Capacity of a table (max entries).

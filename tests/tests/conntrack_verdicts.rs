@@ -571,3 +571,59 @@ fn lru_eviction_under_a_flood_is_measured() {
         "every hot flow is tracked at the end"
     );
 }
+
+/// The presence filter (`SG_CT_SEEN`): the datapath marks a flow when it inserts it; a
+/// rebuild keeps live flows marked and clears the slots of ended ones; a flow whose slot was
+/// wrongly cleared is not let through by mistake (its packets go to the rules, which drop the
+/// reply: the filter can only cost lookups or drop, never admit).
+#[test]
+fn presence_filter_marks_flows_and_rebuild_keeps_live_ones() {
+    if !require_bpf("presence_filter_marks_flows_and_rebuild_keeps_live_ones") {
+        return;
+    }
+    let mut inst = instance();
+    inst.maps_mut().ct_flush().unwrap();
+    inst.maps_mut().seen_rebuild().unwrap();
+    let rows = vec![
+        Row::allow("question out", Egress, udp(HOST4, 41000, PEER4, 53), 2),
+        Row::new("answer in", Ingress, udp(PEER4, 53, HOST4, 41000), Reason::CtReply),
+        Row::allow("second flow out", Egress, udp(HOST4, 41001, PEER4, 53), 2),
+    ];
+    run_sequence(&mut inst, "flows to mark", &rows);
+    let flows = entry(&inst, 17);
+    assert_eq!(flows.len(), 2);
+    assert!(flows.iter().all(|(_, k, _)| inst.maps().seen_marked(k)), "inserted flows are marked");
+
+    // End the second flow; the rebuild clears its slot and keeps the first one's.
+    let (t, gone, _) = *flows.iter().find(|(_, k, _)| k.port_lo == 41001 || k.port_hi == 41001).unwrap();
+    inst.maps_mut().ct_remove(t, &gone).unwrap();
+    let st = inst.maps_mut().seen_rebuild().unwrap();
+    assert_eq!(st.flows, 1);
+    assert!(st.filled[0] >= 1 && st.filled[1] >= 1 && st.filled[0] <= 2);
+    assert!(!inst.maps().seen_marked(&gone), "an ended flow's slot is cleared");
+    let (_, live, _) = entry(&inst, 17)[0];
+    assert!(inst.maps().seen_marked(&live));
+    run_sequence(
+        &mut inst,
+        "after the rebuild",
+        &[Row::new("answer of the live flow", Ingress, udp(PEER4, 53, HOST4, 41000), Reason::CtReply)],
+    );
+
+    // ct_put (how tests age entries) marks like the datapath.
+    let (t, k, e) = entry(&inst, 17)[0];
+    inst.maps_mut().ct_remove(t, &k).unwrap();
+    inst.maps_mut().seen_rebuild().unwrap();
+    assert!(!inst.maps().seen_marked(&k));
+    run_sequence(
+        &mut inst,
+        "flow unknown to table and filter",
+        &[Row::new("answer of no flow", Ingress, udp(PEER4, 53, HOST4, 41000), Reason::NoRule)],
+    );
+    inst.maps_mut().ct_put(t, &k, &e).unwrap();
+    assert!(inst.maps().seen_marked(&k));
+    run_sequence(
+        &mut inst,
+        "flow put back",
+        &[Row::new("answer again", Ingress, udp(PEER4, 53, HOST4, 41000), Reason::CtReply)],
+    );
+}

@@ -265,6 +265,13 @@ pub fn run(args: &ConntrackArgs) -> anyhow::Result<()> {
                         n += 1;
                     }
                 }
+                let st = a.maps.seen_rebuild()?;
+                println!(
+                    "{}: presence filter rebuilt for {} flows ({:.2}% of slots set)",
+                    a.iface,
+                    st.flows,
+                    100.0 * f64::from(st.filled[0]) / f64::from(sg_common::conntrack::SEEN_SLOTS)
+                );
             }
             println!("removed {n} expired flows");
         }
