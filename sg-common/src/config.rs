@@ -44,6 +44,10 @@ pub const CONFIG_NO_IMPLICIT_NDP: u32 = 1 << 2;
 pub const CONFIG_NO_IMPLICIT_DHCP: u32 = 1 << 3;
 /// `IfaceConfig::flags`: do not let DHCPv6 client traffic pass implicitly.
 pub const CONFIG_NO_IMPLICIT_DHCPV6: u32 = 1 << 4;
+/// `IfaceConfig::flags`: monitor mode. Every verdict is computed and counted as usual, but
+/// nothing is dropped: a packet whose verdict is a drop passes (its reason's counter says what
+/// would have happened). For running a new policy against production traffic first.
+pub const CONFIG_MONITOR: u32 = 1 << 5;
 /// The implicit-allowance switches (set by the rules file or `sgctl attach --no-implicit`).
 pub const CONFIG_IMPLICIT_MASK: u32 =
     CONFIG_NO_IMPLICIT_NDP | CONFIG_NO_IMPLICIT_DHCP | CONFIG_NO_IMPLICIT_DHCPV6;

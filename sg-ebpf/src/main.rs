@@ -24,8 +24,11 @@ use sg_common::{Action, Direction};
 pub fn sg_ingress(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let v = ingress::ingress(&ctx, len);
+    let monitor = v.monitor;
     match stats::verdict(Direction::Ingress, v, len) {
         Action::Pass => xdp_action::XDP_PASS,
+        // Monitor mode: counted as a drop, passed.
+        Action::Drop if monitor => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
     }
 }
@@ -36,8 +39,10 @@ pub fn sg_ingress(ctx: XdpContext) -> u32 {
 pub fn sg_egress(ctx: TcContext) -> i32 {
     let len = u64::from(ctx.len());
     let v = egress::egress(&ctx, len);
+    let monitor = v.monitor;
     match stats::verdict(Direction::Egress, v, len) {
         Action::Pass => TC_ACT_UNSPEC,
+        Action::Drop if monitor => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT,
     }
 }

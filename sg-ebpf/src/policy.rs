@@ -5,8 +5,8 @@ use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
     Action, Direction, IfaceConfig, PacketSummary, Posture, Reason,
     config::{
-        CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6, CONFIG_NO_IMPLICIT_NDP, CONFIG_RECORD_PARSE,
-        POLICY_GROUPS, POLICY_POSTURE,
+        CONFIG_MONITOR, CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6, CONFIG_NO_IMPLICIT_NDP,
+        CONFIG_RECORD_PARSE, POLICY_GROUPS, POLICY_POSTURE,
     },
     conntrack::tcp_flags_abusive,
     packet::{
@@ -32,12 +32,14 @@ pub struct Verdict {
     pub rule_slot: u32,
     /// Record the packet's summary in `SG_LAST_PARSE` (`CONFIG_RECORD_PARSE`, tests).
     pub record: bool,
+    /// Monitor mode (`CONFIG_MONITOR`): the verdict is counted, but a drop passes.
+    pub monitor: bool,
 }
 
 impl Verdict {
     #[inline(always)]
     pub const fn of(reason: Reason) -> Self {
-        Verdict { reason, rule_slot: NO_RULE, record: false }
+        Verdict { reason, rule_slot: NO_RULE, record: false, monitor: false }
     }
 }
 
@@ -54,7 +56,7 @@ pub fn run(pkt: &impl Packet, dir: Direction, bytes: u64) -> Verdict {
         Ok(None) => Verdict::of(Reason::PassNonIp),
         Err(r) => Verdict::of(r),
     };
-    Verdict { record: cfg.flags & CONFIG_RECORD_PARSE != 0, ..v }
+    Verdict { record: cfg.flags & CONFIG_RECORD_PARSE != 0, monitor: cfg.flags & CONFIG_MONITOR != 0, ..v }
 }
 
 /// Decides an IP packet: implicit allowances, then non-first fragments (by their first
@@ -237,7 +239,7 @@ fn groups(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verd
         Direction::Egress => &pkt.dst,
     };
     Ok(match allowed(cfg, dir, pkt.family, pkt.proto, peer, key_low16(pkt))? {
-        Some(slot) => Verdict { reason: Reason::RuleAllow, rule_slot: slot, record: false },
+        Some(slot) => Verdict { reason: Reason::RuleAllow, rule_slot: slot, record: false, monitor: false },
         None => Verdict::of(Reason::NoRule),
     })
 }

@@ -17,8 +17,8 @@ use aya::{
 use sg_common::{
     Direction, IfaceConfig, Posture,
     config::{
-        CONFIG_IMPLICIT_MASK, CONFIG_VALID, POLICY_GROUPS, POLICY_POSTURE, TC_KIND_CLSACT, TC_KIND_NONE,
-        TC_KIND_TCX, XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_NONE,
+        CONFIG_IMPLICIT_MASK, CONFIG_MONITOR, CONFIG_VALID, POLICY_GROUPS, POLICY_POSTURE, TC_KIND_CLSACT,
+        TC_KIND_NONE, TC_KIND_TCX, XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_NONE,
     },
     conntrack::CtTimeouts,
     maps::{ALL_MAPS, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, MAP_CT, MAP_CT_NEW, PROG_EGRESS, PROG_INGRESS},
@@ -204,6 +204,9 @@ pub struct AttachRequest {
     pub ct_sizes: CtSizes,
     /// `CONFIG_NO_IMPLICIT_*` bits to set (replacing the current ones); `None`: keep.
     pub no_implicit: Option<u32>,
+    /// Monitor mode on or off (`CONFIG_MONITOR`); `None`: keep (new attach: off). Allowed in
+    /// groups mode too: it changes enforcement, not the policy.
+    pub monitor: Option<bool>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -351,6 +354,7 @@ pub fn attach_with_policy(
         egress: None,
         ct_sizes: CtSizes::default(),
         no_implicit: None,
+        monitor: None,
     };
     attach_new(&req, ifindex, &dir, Some((plan, seq)))
 }
@@ -384,6 +388,11 @@ fn update_existing(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<Opti
     }
     if let Some(bits) = req.no_implicit {
         cfg.flags = (cfg.flags & !CONFIG_IMPLICIT_MASK) | bits;
+    }
+    match req.monitor {
+        Some(true) => cfg.flags |= CONFIG_MONITOR,
+        Some(false) => cfg.flags &= !CONFIG_MONITOR,
+        None => {}
     }
     if let Some(p) = req.ingress {
         cfg.ingress_posture = p as u8;
@@ -451,7 +460,9 @@ fn attach_new(
     }
     let mut maps = InstanceMaps::take_from(&mut ebpf)?;
     let mut cfg = IfaceConfig {
-        flags: CONFIG_VALID | req.no_implicit.unwrap_or(0),
+        flags: CONFIG_VALID
+            | req.no_implicit.unwrap_or(0)
+            | if req.monitor == Some(true) { CONFIG_MONITOR } else { 0 },
         ifindex,
         ingress_posture: req.ingress.unwrap_or(Posture::Deny) as u8,
         egress_posture: req.egress.unwrap_or(Posture::Allow) as u8,

@@ -31,9 +31,20 @@ pub struct AttachArgs {
     /// `none` switches them all back on.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub no_implicit: Option<Vec<ImplicitArg>>,
+    /// Monitor mode: compute, count and log every verdict but drop nothing (`on`), or enforce
+    /// again (`off`). Works in posture and in groups mode; the drop reasons' counters then
+    /// show what would have been dropped.
+    #[arg(long, value_enum)]
+    pub monitor: Option<Switch>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -84,6 +95,7 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
         egress: args.egress.map(Into::into),
         ct_sizes: loader::CtSizes { established: args.ct_size, new: args.ct_new_size },
         no_implicit: args.no_implicit.as_deref().map(implicit_bits),
+        monitor: args.monitor.map(|m| m == Switch::On),
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

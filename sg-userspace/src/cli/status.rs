@@ -46,6 +46,8 @@ pub struct IfaceStatus {
     pub policy_seq: u64,
     pub ingress: &'static str,
     pub egress: &'static str,
+    /// Monitor mode (`attach --monitor on`): drops are counted, not enforced.
+    pub monitor: bool,
     pub attached_at: u64,
     pub ingress_prog_id: Option<u32>,
     pub egress_prog_id: Option<u32>,
@@ -89,6 +91,7 @@ pub fn collect() -> Result<Status> {
             ingress: Posture::from_u8(cfg.ingress_posture).map_or("invalid", Posture::as_str),
             egress: Posture::from_u8(cfg.egress_posture).map_or("invalid", Posture::as_str),
             attached_at: cfg.attached_at,
+            monitor: cfg.flags & sg_common::config::CONFIG_MONITOR != 0,
             ingress_prog_id: pinned_prog_id(&d.join(PROG_INGRESS)).ok(),
             egress_prog_id: pinned_prog_id(&d.join(PROG_EGRESS)).ok(),
             xdp_link_id: pinned_link_id(&d.join(PIN_LINK_XDP)).ok(),
@@ -139,6 +142,9 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
                 "{} ({}, ifindex {}): ingress {}, egress {}",
                 s.iface, s.state, s.ifindex, s.ingress, s.egress
             );
+        }
+        if s.monitor {
+            println!("  MONITOR MODE: nothing is dropped; the drop counters show what would have been");
         }
         println!(
             "  XDP {} prog {} link {}; TC {} prog {} link {}",

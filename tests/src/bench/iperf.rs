@@ -1,5 +1,6 @@
 //! TCP throughput with iperf3 through the veth pair (bounded runs): no filter, nftables,
-//! sgctl generic (what `--mode auto` picks on a veth), sgctl native.
+//! sgctl generic (what `--mode auto` picks on a veth), sgctl native; one stream, receivers
+//! interleaved round by round.
 
 use std::time::Duration;
 
@@ -73,12 +74,15 @@ pub fn run(b: &mut Bench) {
         Ok(p) => p,
         Err(e) => return b.fail(format!("iperf3 fixture: {e:#}")),
     };
-    for r in [Receiver::None, Receiver::Nftables, Receiver::SgctlGeneric, Receiver::SgctlNative] {
-        if let Err(e) = setup(&pair, r) {
-            b.fail(format!("iperf3 {}: {e:#}", r.name()));
-            continue;
-        }
-        for rep in 0..b.opts.reps {
+    // Interleaved: every receiver once per round, so a slow phase of the shared machine
+    // touches all of them alike.
+    for rep in 0..b.opts.reps {
+        for r in [Receiver::None, Receiver::Nftables, Receiver::SgctlGeneric, Receiver::SgctlNative] {
+            if let Err(e) = setup(&pair, r) {
+                b.fail(format!("iperf3 {}: {e:#}", r.name()));
+                teardown(&pair, r);
+                continue;
+            }
             b.progress("iperf3", &format!("{} #{}", r.name(), rep + 1));
             match one(&pair, b.opts.run) {
                 Ok(g) => b.record(
@@ -89,7 +93,7 @@ pub fn run(b: &mut Bench) {
                 ),
                 Err(e) => b.fail(format!("iperf3 {}: {e:#}", r.name())),
             }
+            teardown(&pair, r);
         }
-        teardown(&pair, r);
     }
 }

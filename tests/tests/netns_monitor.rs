@@ -1,0 +1,83 @@
+//! Monitor mode: with `attach --monitor on`, traffic the rules deny still flows and the drop
+//! reasons' counters move (what would have been dropped); `--monitor off` enforces again.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use sg_tests::{
+    netns::{NetnsPair, Side},
+    reason_count, require_bpf, write_temp,
+};
+
+/// Sends `n` datagrams B -> A:port; returns how many A received.
+fn delivered(pair: &NetnsPair, port: u16, n: u32) -> u32 {
+    let addr = SocketAddr::new(pair.addr(Side::A, false), port);
+    let rx = pair.run(Side::A, move || {
+        let s = UdpSocket::bind(addr).expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s
+    });
+    pair.run(Side::B, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for _ in 0..n {
+            s.send_to(b"probe", addr).expect("send");
+        }
+    });
+    let mut got = 0;
+    let mut buf = [0u8; 16];
+    while rx.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    got
+}
+
+fn no_rule(pair: &NetnsPair) -> u64 {
+    let st = pair.status_json();
+    let iface = st["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["iface"] == pair.if_a.as_str())
+        .unwrap()
+        .clone();
+    reason_count(&iface, "ingress", "no_rule", "packets")
+}
+
+#[test]
+fn monitor_mode_counts_but_does_not_drop() {
+    if !require_bpf("monitor_mode_counts_but_does_not_drop") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let rules = format!(
+        "[groups.web]\ningress = [ {{ proto = \"tcp\", ports = \"7000\", from = \"192.0.2.0/24\" }} ]\n\n\
+         [interfaces.{}]\ngroups = [\"web\"]\n",
+        pair.if_a
+    );
+    let file = write_temp("monitor.toml", &rules);
+    pair.sgctl_ok(Side::A, &["apply", file.to_str().unwrap()]);
+
+    // Enforcing: UDP 7001 is denied.
+    let before = no_rule(&pair);
+    assert_eq!(delivered(&pair, 7001, 20), 0, "enforcing: the denied datagrams are dropped");
+    assert!(no_rule(&pair) >= before + 20);
+
+    // Monitor: the same datagrams arrive, and are counted as no_rule.
+    let out = pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--monitor", "on"]);
+    assert!(out.contains("already attached"), "{out}");
+    let st = pair.status_json();
+    assert_eq!(st["interfaces"][0]["monitor"], true, "{st}");
+    assert_eq!(st["interfaces"][0]["policy"], "groups", "the rules stay applied");
+    let before = no_rule(&pair);
+    assert_eq!(delivered(&pair, 7001, 20), 20, "monitor: nothing is dropped");
+    assert!(no_rule(&pair) >= before + 20, "monitor: the would-drop counter moved");
+    let text = pair.sgctl_ok(Side::A, &["status"]);
+    assert!(text.contains("MONITOR MODE"), "{text}");
+
+    // Enforce again.
+    pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--monitor", "off"]);
+    assert_eq!(pair.status_json()["interfaces"][0]["monitor"], false);
+    assert_eq!(delivered(&pair, 7001, 20), 0, "enforcing again");
+}
