@@ -48,6 +48,14 @@ pub const CONFIG_NO_IMPLICIT_DHCPV6: u32 = 1 << 4;
 /// nothing is dropped: a packet whose verdict is a drop passes (its reason's counter says what
 /// would have happened). For running a new policy against production traffic first.
 pub const CONFIG_MONITOR: u32 = 1 << 5;
+/// `flags` with monitor mode switched on or off (`Some`), or kept (`None`).
+pub const fn with_monitor(flags: u32, monitor: Option<bool>) -> u32 {
+    match monitor {
+        Some(true) => flags | CONFIG_MONITOR,
+        Some(false) => flags & !CONFIG_MONITOR,
+        None => flags,
+    }
+}
 /// The implicit-allowance switches (set by the rules file or `sgctl attach --no-implicit`).
 pub const CONFIG_IMPLICIT_MASK: u32 =
     CONFIG_NO_IMPLICIT_NDP | CONFIG_NO_IMPLICIT_DHCP | CONFIG_NO_IMPLICIT_DHCPV6;

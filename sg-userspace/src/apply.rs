@@ -168,7 +168,10 @@ fn stage(plans: &[IfacePlan], seq: u64, opts: ApplyOptions, newly: &mut Vec<Stri
                     policy_seq: seq,
                     revoke_seq,
                     ct_timeouts: plan.timeouts,
-                    flags: (cfg.flags & !CONFIG_IMPLICIT_MASK) | plan.no_implicit,
+                    flags: sg_common::config::with_monitor(
+                        (cfg.flags & !CONFIG_IMPLICIT_MASK) | plan.no_implicit,
+                        plan.monitor,
+                    ),
                     ..cfg
                 };
                 staged.push(Staged { attached, cfg, old_gen });

@@ -135,7 +135,10 @@ impl PrivateInstance {
             policy_seq: seq,
             revoke_seq: if revoke { seq } else { cfg.revoke_seq },
             ct_timeouts: plan.timeouts,
-            flags: (cfg.flags & !CONFIG_IMPLICIT_MASK) | plan.no_implicit,
+            flags: sg_common::config::with_monitor(
+                (cfg.flags & !CONFIG_IMPLICIT_MASK) | plan.no_implicit,
+                plan.monitor,
+            ),
             ..cfg
         })
     }
@@ -389,11 +392,7 @@ fn update_existing(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<Opti
     if let Some(bits) = req.no_implicit {
         cfg.flags = (cfg.flags & !CONFIG_IMPLICIT_MASK) | bits;
     }
-    match req.monitor {
-        Some(true) => cfg.flags |= CONFIG_MONITOR,
-        Some(false) => cfg.flags &= !CONFIG_MONITOR,
-        None => {}
-    }
+    cfg.flags = sg_common::config::with_monitor(cfg.flags, req.monitor);
     if let Some(p) = req.ingress {
         cfg.ingress_posture = p as u8;
     }
@@ -481,7 +480,7 @@ fn attach_new(
         cfg.policy_mode = POLICY_GROUPS;
         cfg.policy_seq = seq;
         cfg.ct_timeouts = plan.timeouts;
-        cfg.flags |= plan.no_implicit;
+        cfg.flags = sg_common::config::with_monitor(cfg.flags | plan.no_implicit, plan.monitor);
     }
     // The config is complete before any packet can reach the programs.
     maps.set_config(&cfg)?;

@@ -81,3 +81,30 @@ fn monitor_mode_counts_but_does_not_drop() {
     assert_eq!(pair.status_json()["interfaces"][0]["monitor"], false);
     assert_eq!(delivered(&pair, 7001, 20), 0, "enforcing again");
 }
+
+/// `monitor = true|false` in the rules file sets the mode at apply; a file without the key
+/// leaves it as it is (so `attach --monitor` and a file without the key do not fight).
+#[test]
+fn rules_file_sets_monitor_mode() {
+    if !require_bpf("rules_file_sets_monitor_mode") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let file = |monitor: &str| {
+        let text = format!(
+            "[groups.web]\ningress = [ {{ proto = \"tcp\", ports = \"7000\", from = \"192.0.2.0/24\" }} ]\n\n\
+             [interfaces.{}]\ngroups = [\"web\"]\n{monitor}",
+            pair.if_a
+        );
+        write_temp(&format!("monitor-{}.toml", monitor.len()), &text).display().to_string()
+    };
+    let monitor = || pair.status_json()["interfaces"][0]["monitor"].as_bool().expect("monitor");
+    pair.sgctl_ok(Side::A, &["apply", &file("monitor = true\n")]);
+    assert!(monitor(), "a new interface starts in the file's mode");
+    assert_eq!(delivered(&pair, 7001, 10), 10, "monitor: nothing is dropped");
+    pair.sgctl_ok(Side::A, &["apply", &file("")]);
+    assert!(monitor(), "a file without the key keeps the mode");
+    pair.sgctl_ok(Side::A, &["apply", &file("monitor = false\n")]);
+    assert!(!monitor());
+    assert_eq!(delivered(&pair, 7001, 10), 0, "enforcing");
+}

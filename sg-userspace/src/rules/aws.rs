@@ -242,6 +242,7 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
         out.interfaces.push(RawBinding {
             timeouts: Vec::new(),
             no_implicit: 0,
+            monitor: None,
             iface: At::new(iface.to_string(), loc.clone()),
             groups: groups
                 .split(',')

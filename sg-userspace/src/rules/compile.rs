@@ -38,6 +38,8 @@ pub struct IfacePlan {
     pub timeouts: sg_common::conntrack::CtTimeouts,
     /// `CONFIG_NO_IMPLICIT_*` bits of the interface.
     pub no_implicit: u32,
+    /// Monitor mode from the file (`None`: keep the interface's).
+    pub monitor: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -139,7 +141,8 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
     }
     let timeouts = rs.binding(iface).map_or(sg_common::conntrack::CtTimeouts::AWS_DEFAULTS, |b| b.timeouts);
     let no_implicit = rs.binding(iface).map_or(0, |b| b.no_implicit);
-    Ok(IfacePlan { iface: iface.into(), rules, entries, segments, timeouts, no_implicit })
+    let monitor = rs.binding(iface).and_then(|b| b.monitor);
+    Ok(IfacePlan { iface: iface.into(), rules, entries, segments, timeouts, no_implicit, monitor })
 }
 
 /// Decides a flow key the way the datapath reads a plan: longest prefix match on `peer`

@@ -307,6 +307,10 @@ pub struct Binding {
     /// `CONFIG_NO_IMPLICIT_*` bits: implicit allowances switched off for the interface.
     #[serde(default)]
     pub no_implicit: u32,
+    /// Monitor mode set by the file (`monitor = true|false`); `None`: left as `sgctl attach`
+    /// set it.
+    #[serde(default)]
+    pub monitor: Option<bool>,
     pub loc: Loc,
 }
 

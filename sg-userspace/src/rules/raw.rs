@@ -82,6 +82,8 @@ pub struct RawBinding {
     pub timeouts: Vec<(&'static str, At<i64>)>,
     /// `CONFIG_NO_IMPLICIT_*` bits of the allowances switched off.
     pub no_implicit: u32,
+    /// Monitor mode on or off; `None`: not given (the interface keeps its mode).
+    pub monitor: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -279,11 +279,13 @@ entries = ["203.0.113.0/28"]
 groups = ["web-1", "app"]
 timeouts = { tcp_established = 3600, udp = 45 }
 implicit = { dhcp = false }
+monitor = true
 "#;
     let a = parse(text).unwrap();
     let b0 = a.binding("eth0").unwrap();
     assert_eq!((b0.timeouts.tcp_established, b0.timeouts.udp, b0.timeouts.icmp), (3600, 45, 30));
     assert_eq!(b0.no_implicit, sg_common::config::CONFIG_NO_IMPLICIT_DHCP);
+    assert_eq!(b0.monitor, Some(true));
     let out = toml_out::to_toml(&a);
     let b = parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
     assert_eq!(a.without_locations(), b.without_locations(), "{out}");

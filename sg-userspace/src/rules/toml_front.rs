@@ -26,6 +26,7 @@
 //! groups = ["web"]
 //! timeouts = { tcp_established = 3600, udp_stream = 120 }   # optional, seconds
 //! implicit = { ndp = true, dhcp = false, dhcpv6 = false }    # optional, all true by default
+//! monitor = true                # optional: count verdicts, drop nothing (absent: keep as is)
 //! ```
 
 use std::collections::BTreeMap;
@@ -88,6 +89,8 @@ struct IfaceT {
     groups: Vec<Spanned<String>>,
     timeouts: Option<Spanned<TimeoutsT>>,
     implicit: Option<Spanned<ImplicitT>>,
+    /// Monitor mode: count verdicts, drop nothing (absent: keep what `sgctl attach` set).
+    monitor: Option<bool>,
 }
 
 /// Implicit allowances of an interface (all on by default).
@@ -231,6 +234,7 @@ pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
             groups: i.groups.iter().map(|g| cx.at(g)).collect(),
             timeouts,
             no_implicit,
+            monitor: i.monitor,
         });
     }
     Ok(out)

@@ -155,6 +155,9 @@ pub fn to_toml(rs: &RuleSet) -> String {
                 on(CONFIG_NO_IMPLICIT_DHCPV6)
             );
         }
+        if let Some(m) = b.monitor {
+            let _ = writeln!(s, "monitor = {m}");
+        }
         s.push('\n');
     }
     s

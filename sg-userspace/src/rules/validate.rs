@@ -110,6 +110,7 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
             groups: names,
             timeouts,
             no_implicit: b.no_implicit,
+            monitor: b.monitor,
             loc: b.iface.loc.clone(),
         });
     }

@@ -55,8 +55,9 @@ fn fill(inst: &mut PrivateInstance, t: CtTable, n: u32) -> Result<()> {
     for i in 0..n {
         let mut key = CtKey { proto: 17, family: 4, port_lo: 5201, ..CtKey::default() };
         key.addr_lo[..4].copy_from_slice(&[192, 0, 2, 1]);
-        key.addr_hi[..4].copy_from_slice(&[198, 51, (i >> 16) as u8, 0]);
-        key.port_hi = i as u16;
+        // Documentation addresses only (198.51.100.0/24): the flows differ by address and port.
+        key.addr_hi[..4].copy_from_slice(&[198, 51, 100, i as u8]);
+        key.port_hi = (i >> 8) as u16;
         let e = CtEntry { created_ns: now, last_seen_ns: now, ..CtEntry::default() };
         inst.maps_mut().ct_put(t, &key, &e)?;
     }
