@@ -177,12 +177,13 @@ pub fn track(
     pkt: &PacketSummary,
     bytes: u64,
 ) -> Result<Option<Verdict>, Reason> {
-    let Some((key, src_lo, slot)) = key_of(pkt) else { return Ok(None) };
-    if !maybe_tracked(slot) {
+    let Some((sport, dport)) = key_ports(pkt) else { return Ok(None) };
+    if !maybe_tracked(slot_of(pkt, sport, dport)) {
         // No flow with this slot was ever inserted (since the last rebuild): both lookups
-        // would miss.
+        // would miss, so the key is not even built.
         return Ok(None);
     }
+    let (key, src_lo) = ct_key(pkt.family, pkt.proto, &pkt.src, sport, &pkt.dst, dport);
     if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &key, src_lo, bytes)? {
         return Ok(v);
     }

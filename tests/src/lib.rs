@@ -76,6 +76,24 @@ pub fn write_temp(name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// Writes a rules file (as [`write_temp`]) with one group bound to `iface` that allows each
+/// `PROTO PORT` of `ingress` (`"tcp 7000"`) from 192.0.2.0/24; `extra` lines go under the
+/// interface's table (`"monitor = true\n"`).
+pub fn group_rules(name: &str, iface: &str, ingress: &[&str], extra: &str) -> PathBuf {
+    let rules: Vec<String> = ingress
+        .iter()
+        .map(|r| {
+            let (proto, port) = r.split_once(' ').expect("PROTO PORT");
+            format!("  {{ proto = \"{proto}\", ports = \"{port}\", from = \"192.0.2.0/24\" }},")
+        })
+        .collect();
+    let text = format!(
+        "[groups.g]\ningress = [\n{}\n]\n\n[interfaces.{iface}]\ngroups = [\"g\"]\n{extra}",
+        rules.join("\n")
+    );
+    write_temp(name, &text)
+}
+
 /// One counter (`packets` or `bytes`) of an interface object of `sgctl status --json`.
 pub fn reason_count(iface: &serde_json::Value, dir: &str, reason: &str, field: &str) -> u64 {
     iface["counters"]

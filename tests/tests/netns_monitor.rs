@@ -7,8 +7,9 @@ use std::{
 };
 
 use sg_tests::{
+    group_rules,
     netns::{NetnsPair, Side},
-    reason_count, require_bpf, write_temp,
+    reason_count, require_bpf,
 };
 
 /// Sends `n` datagrams B -> A:port; returns how many A received.
@@ -51,12 +52,7 @@ fn monitor_mode_counts_but_does_not_drop() {
         return;
     }
     let pair = NetnsPair::new();
-    let rules = format!(
-        "[groups.web]\ningress = [ {{ proto = \"tcp\", ports = \"7000\", from = \"192.0.2.0/24\" }} ]\n\n\
-         [interfaces.{}]\ngroups = [\"web\"]\n",
-        pair.if_a
-    );
-    let file = write_temp("monitor.toml", &rules);
+    let file = group_rules("monitor.toml", &pair.if_a, &["tcp 7000"], "");
     pair.sgctl_ok(Side::A, &["apply", file.to_str().unwrap()]);
 
     // Enforcing: UDP 7001 is denied.
@@ -91,12 +87,9 @@ fn rules_file_sets_monitor_mode() {
     }
     let pair = NetnsPair::new();
     let file = |monitor: &str| {
-        let text = format!(
-            "[groups.web]\ningress = [ {{ proto = \"tcp\", ports = \"7000\", from = \"192.0.2.0/24\" }} ]\n\n\
-             [interfaces.{}]\ngroups = [\"web\"]\n{monitor}",
-            pair.if_a
-        );
-        write_temp(&format!("monitor-{}.toml", monitor.len()), &text).display().to_string()
+        group_rules(&format!("monitor-{}.toml", monitor.len()), &pair.if_a, &["tcp 7000"], monitor)
+            .display()
+            .to_string()
     };
     let monitor = || pair.status_json()["interfaces"][0]["monitor"].as_bool().expect("monitor");
     pair.sgctl_ok(Side::A, &["apply", &file("monitor = true\n")]);

@@ -8,6 +8,7 @@ use std::{
 };
 
 use sg_tests::{
+    group_rules,
     netns::{NetnsPair, Side},
     require_bpf, write_temp,
 };
@@ -23,12 +24,7 @@ fn exported_ruleset_enforces_the_group_in_nftables() {
         return;
     }
     let pair = NetnsPair::new();
-    let rules = format!(
-        "[groups.web]\ningress = [ {{ proto = \"tcp\", ports = \"7000\", from = \"192.0.2.0/24\" }} ]\n\n\
-         [interfaces.{}]\ngroups = [\"web\"]\n",
-        pair.if_a
-    );
-    let file = write_temp("nft-rules.toml", &rules);
+    let file = group_rules("nft-rules.toml", &pair.if_a, &["tcp 7000"], "");
     // Export from the file: nothing is attached or applied.
     let script = pair.sgctl_ok(Side::A, &["export", "nft", &file.display().to_string()]);
     assert!(pair.status_json()["interfaces"].as_array().unwrap().is_empty(), "export attached nothing");

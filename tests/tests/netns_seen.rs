@@ -9,8 +9,9 @@ use std::{
 };
 
 use sg_tests::{
+    group_rules,
     netns::{NetnsPair, Side},
-    require_bpf, write_temp,
+    require_bpf,
 };
 use sg_userspace::maps::InstanceMaps;
 
@@ -20,12 +21,7 @@ fn gc_rebuilds_the_filter_without_losing_live_flows() {
         return;
     }
     let pair = NetnsPair::new();
-    let rules = format!(
-        "[groups.svc]\ningress = [\n  {{ proto = \"tcp\", ports = \"7000\", from = \"192.0.2.0/24\" }},\n  \
-         {{ proto = \"udp\", ports = \"7001\", from = \"192.0.2.0/24\" }},\n]\n\n[interfaces.{}]\ngroups = [\"svc\"]\n",
-        pair.if_a
-    );
-    let file = write_temp("seen.toml", &rules);
+    let file = group_rules("seen.toml", &pair.if_a, &["tcp 7000", "udp 7001"], "");
     pair.sgctl_ok(Side::A, &["apply", file.to_str().unwrap()]);
 
     let addr = SocketAddr::new(pair.addr(Side::A, false), 7000);

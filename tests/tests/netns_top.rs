@@ -6,8 +6,9 @@ use std::{
 };
 
 use sg_tests::{
+    group_rules,
     netns::{NetnsPair, Side},
-    require_bpf, write_temp,
+    require_bpf,
 };
 
 #[test]
@@ -16,12 +17,7 @@ fn top_json_shows_rates_and_busiest_rules() {
         return;
     }
     let pair = NetnsPair::new();
-    let rules = format!(
-        "[groups.udp]\ningress = [ {{ proto = \"udp\", ports = \"7000\", from = \"192.0.2.0/24\" }} ]\n\n\
-         [interfaces.{}]\ngroups = [\"udp\"]\n",
-        pair.if_a
-    );
-    let file = write_temp("top.toml", &rules);
+    let file = group_rules("top.toml", &pair.if_a, &["udp 7000"], "");
     pair.sgctl_ok(Side::A, &["apply", &file.display().to_string()]);
 
     // B sends for at most 4 s: a new flow (fresh socket) to the allowed port every 2 ms, and a

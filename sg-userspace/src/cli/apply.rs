@@ -23,12 +23,8 @@ pub struct ApplyArgs {
     /// Also end tracked flows the new rules no longer allow (AWS lets them live on).
     #[arg(long)]
     pub revoke: bool,
-    /// AWS JSON: bind groups to an interface, IFACE=GROUP[,GROUP...] (GroupId or GroupName).
-    #[arg(long = "bind", value_name = "IFACE=GROUPS")]
-    pub bind: Vec<String>,
-    /// AWS JSON: TOML file with group members and prefix-list entries.
-    #[arg(long, value_name = "FILE")]
-    pub members: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: AwsInput,
     /// XDP mode for interfaces this apply attaches.
     #[arg(long, value_enum)]
     pub mode: Option<ModeRequest>,
@@ -36,20 +32,33 @@ pub struct ApplyArgs {
     pub json: bool,
 }
 
-/// Bindings and members file for AWS JSON input.
-pub fn aws_context(bind: &[String], members: Option<&PathBuf>) -> anyhow::Result<AwsContext> {
-    let members = match members {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            Some((p.display().to_string(), text))
-        }
-        None => None,
-    };
-    Ok(AwsContext { bindings: bind.to_vec(), members })
+/// What AWS JSON input lacks, given on the command line (apply, import, export, audit).
+#[derive(Debug, Args)]
+pub struct AwsInput {
+    /// AWS JSON: bind groups to an interface, IFACE=GROUP[,GROUP...] (GroupId or GroupName).
+    #[arg(long = "bind", value_name = "IFACE=GROUPS")]
+    pub bind: Vec<String>,
+    /// AWS JSON: TOML file with group members and prefix-list entries.
+    #[arg(long, value_name = "FILE")]
+    pub members: Option<PathBuf>,
+}
+
+impl AwsInput {
+    /// Bindings and the members file's text.
+    pub fn context(&self) -> anyhow::Result<AwsContext> {
+        let members = match &self.members {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                Some((p.display().to_string(), text))
+            }
+            None => None,
+        };
+        Ok(AwsContext { bindings: self.bind.clone(), members })
+    }
 }
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
-    let ctx = aws_context(&args.bind, args.members.as_ref())?;
+    let ctx = args.aws.context()?;
     let rs = rules::load(&args.file, args.format, &ctx)?;
     let report = apply(&rs, ApplyOptions { dry_run: args.dry_run, mode: args.mode, revoke: args.revoke })?;
     if args.json {

@@ -25,12 +25,8 @@ pub struct AuditArgs {
     pub live: bool,
     #[arg(long, value_enum, default_value = "toml")]
     pub format: Format,
-    /// AWS JSON only: bind groups to interfaces, as `sgctl apply --bind`.
-    #[arg(long = "bind", value_name = "IFACE=GROUPS")]
-    pub bind: Vec<String>,
-    /// AWS JSON only: group members and prefix-list entries, as `sgctl apply --members`.
-    #[arg(long, value_name = "FILE")]
-    pub members: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: super::apply::AwsInput,
     #[arg(long)]
     pub json: bool,
     /// Exit non-zero when a finding is at least this severe.
@@ -56,7 +52,7 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<()> {
         }
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     } else if let Some(file) = &args.file {
-        let ctx = super::apply::aws_context(&args.bind, args.members.as_ref())?;
+        let ctx = args.aws.context()?;
         findings = audit::audit(&rules::load(file, args.format, &ctx)?);
     }
     if args.json {

@@ -20,12 +20,8 @@ pub struct ExportArgs {
     /// Format of FILE.
     #[arg(long, value_enum, default_value = "toml")]
     pub format: Format,
-    /// AWS JSON only: bind groups to interfaces, as `sgctl apply --bind`.
-    #[arg(long = "bind", value_name = "IFACE=GROUPS")]
-    pub bind: Vec<String>,
-    /// AWS JSON only: group members and prefix-list entries, as `sgctl apply --members`.
-    #[arg(long, value_name = "FILE")]
-    pub members: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: super::apply::AwsInput,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -39,7 +35,7 @@ pub enum ExportFormat {
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let rs = match &args.file {
         Some(file) => {
-            let ctx = super::apply::aws_context(&args.bind, args.members.as_ref())?;
+            let ctx = args.aws.context()?;
             rules::load(file, args.format, &ctx)?
         }
         None => applied()?.ruleset,

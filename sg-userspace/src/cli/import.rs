@@ -12,10 +12,8 @@ pub struct ImportArgs {
     #[arg(value_enum)]
     pub from: ImportFormat,
     pub file: PathBuf,
-    #[arg(long = "bind", value_name = "IFACE=GROUPS")]
-    pub bind: Vec<String>,
-    #[arg(long, value_name = "FILE")]
-    pub members: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: super::apply::AwsInput,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -24,7 +22,7 @@ pub enum ImportFormat {
 }
 
 pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
-    let ctx = super::apply::aws_context(&args.bind, args.members.as_ref())?;
+    let ctx = args.aws.context()?;
     let rs = rules::load(&args.file, Format::Aws, &ctx)?;
     print!("{}", toml_out::to_toml(&rs));
     Ok(())

@@ -12,36 +12,7 @@ use super::{
     tools,
     traffic::{self, Receiver},
 };
-use crate::netns::{NetnsPair, Side};
-
-fn setup(pair: &NetnsPair, r: Receiver) -> Result<()> {
-    let file = crate::write_temp("bench-policy.toml", &traffic::policy(&pair.if_a));
-    match r {
-        Receiver::Nftables => {
-            let script = pair.sgctl_ok(Side::A, &["export", "nft", &file.display().to_string()]);
-            tools::nft_load(&pair.ns_a, &script)?;
-        }
-        Receiver::SgctlNative | Receiver::SgctlGeneric => {
-            let mode = if r == Receiver::SgctlNative { "native" } else { "generic" };
-            pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--mode", mode]);
-            pair.sgctl_ok(Side::A, &["apply", &file.display().to_string()]);
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn teardown(pair: &NetnsPair, r: Receiver) {
-    match r {
-        Receiver::Nftables => {
-            let _ = tools::in_ns(&pair.ns_a, 10, "nft", &["delete", "table", "inet", "sgctl"]);
-        }
-        Receiver::SgctlNative | Receiver::SgctlGeneric => {
-            let _ = pair.sgctl(Side::A, &["detach", &pair.if_a]);
-        }
-        _ => {}
-    }
-}
+use crate::netns::NetnsPair;
 
 /// One bounded iperf3 run from B to A; Gbit/s received.
 fn one(pair: &NetnsPair, dur: Duration) -> Result<f64> {
@@ -78,11 +49,13 @@ pub fn run(b: &mut Bench) {
     // touches all of them alike.
     for rep in 0..b.opts.reps {
         for r in [Receiver::None, Receiver::Nftables, Receiver::SgctlGeneric, Receiver::SgctlNative] {
-            if let Err(e) = setup(&pair, r) {
-                b.fail(format!("iperf3 {}: {e:#}", r.name()));
-                teardown(&pair, r);
-                continue;
-            }
+            let guard = match traffic::setup(&pair, r) {
+                Ok(g) => g,
+                Err(e) => {
+                    b.fail(format!("iperf3 {}: {e:#}", r.name()));
+                    continue;
+                }
+            };
             b.progress("iperf3", &format!("{} #{}", r.name(), rep + 1));
             match one(&pair, b.opts.run) {
                 Ok(g) => b.record(
@@ -93,7 +66,7 @@ pub fn run(b: &mut Bench) {
                 ),
                 Err(e) => b.fail(format!("iperf3 {}: {e:#}", r.name())),
             }
-            teardown(&pair, r);
+            traffic::teardown(&pair, r, guard);
         }
     }
 }

@@ -204,14 +204,15 @@ fn trafgen(pair: &NetnsPair, dport: u16, dur: Duration) -> Result<u64> {
 }
 
 /// What a receiver holds while it is set up.
-enum Guard {
+pub enum Guard {
     Nothing,
     Filter(XdpFilter),
     Sgctl,
     Drop(aya::Ebpf),
 }
 
-fn setup(pair: &NetnsPair, r: Receiver) -> Result<Guard> {
+/// Sets receiver `r` up on A's veth.
+pub fn setup(pair: &NetnsPair, r: Receiver) -> Result<Guard> {
     Ok(match r {
         Receiver::None => Guard::Nothing,
         Receiver::Nftables => {
@@ -252,7 +253,8 @@ fn setup(pair: &NetnsPair, r: Receiver) -> Result<Guard> {
     })
 }
 
-fn teardown(pair: &NetnsPair, r: Receiver, guard: Guard) {
+/// Removes what [`setup`] put on A's veth.
+pub fn teardown(pair: &NetnsPair, r: Receiver, guard: Guard) {
     match r {
         Receiver::Nftables => {
             let _ = tools::in_ns(&pair.ns_a, 10, "nft", &["delete", "table", "inet", "sgctl"]);
