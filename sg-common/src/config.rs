@@ -48,6 +48,9 @@ pub const CONFIG_NO_IMPLICIT_DHCPV6: u32 = 1 << 4;
 /// nothing is dropped: a packet whose verdict is a drop passes (its reason's counter says what
 /// would have happened). For running a new policy against production traffic first.
 pub const CONFIG_MONITOR: u32 = 1 << 5;
+/// `IfaceConfig::flags`: emit flow-log events (`flowlog`) into `SG_FLOW_EVENTS`. Set by
+/// `sgctl daemon --flow-log/--vpc-flow-log`; off, the datapath pays one bit test.
+pub const CONFIG_FLOW_LOG: u32 = 1 << 6;
 /// `flags` with monitor mode switched on or off (`Some`), or kept (`None`).
 pub const fn with_monitor(flags: u32, monitor: Option<bool>) -> u32 {
     match monitor {

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod conntrack;
 pub mod counters;
+pub mod flowlog;
 pub mod maps;
 pub mod packet;
 pub mod policy;

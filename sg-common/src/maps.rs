@@ -49,6 +49,19 @@ pub const MAP_FRAGS: &str = "SG_FRAGS";
 /// Size of `SG_FRAGS`.
 pub const FRAGS_MAX_ENTRIES: u32 = 8192;
 
+/// `RingBuf` of `flowlog::FlowEvent`: flow-log events for the daemon.
+pub const MAP_FLOW_EVENTS: &str = "SG_FLOW_EVENTS";
+/// Size of `SG_FLOW_EVENTS` in bytes (4096 events).
+pub const FLOW_EVENTS_BYTES: u32 = 256 * 1024;
+/// `Array<flowlog::FlowLogConfig>`, one entry: event rate limits.
+pub const MAP_FLOW_CFG: &str = "SG_FLOW_CFG";
+/// `LruHashMap<flowlog::RateKey, u64>`: per-source GCRA state of reject events.
+pub const MAP_FLOW_RATE: &str = "SG_FLOW_RATE";
+/// Sources tracked by `SG_FLOW_RATE` (LRU: a spoofed flood evicts its own sources).
+pub const FLOW_RATE_MAX_ENTRIES: u32 = 16_384;
+/// `PerCpuArray<flowlog::FlowLogStats>`, one entry: events emitted and suppressed.
+pub const MAP_FLOW_STATS: &str = "SG_FLOW_STATS";
+
 /// Every map an instance owns (and pins).
 pub const ALL_MAPS: &[&str] = &[
     MAP_CONFIG,
@@ -63,6 +76,10 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_CT_NEW,
     MAP_CT_SEEN,
     MAP_FRAGS,
+    MAP_FLOW_EVENTS,
+    MAP_FLOW_CFG,
+    MAP_FLOW_RATE,
+    MAP_FLOW_STATS,
 ];
 
 pub const COUNTERS_LEN: u32 = 2 * MAX_REASONS;

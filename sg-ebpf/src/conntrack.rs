@@ -270,7 +270,7 @@ fn track_in(
 }
 
 #[inline(always)]
-fn slot_rule(slot: u32) -> u32 {
+pub fn slot_rule(slot: u32) -> u32 {
     if slot == NO_RULE { NO_RULE } else { slot % MAX_RULES }
 }
 
@@ -334,7 +334,7 @@ pub fn create(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, v: Verdict
             // After the insert, never before: a bank rebuild that zeroes this byte in between
             // still finds the flow in the table and marks it again.
             mark_tracked(slot);
-            v
+            Verdict { new_flow: true, ..v }
         }
         // The tuple exists in the other direction's sense (see `track`): pass untracked, and
         // make sure the filter knows the flow.

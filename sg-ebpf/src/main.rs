@@ -5,6 +5,7 @@
 
 mod conntrack;
 mod egress;
+mod flowlog;
 mod ingress;
 mod maps;
 mod parse;

@@ -4,12 +4,16 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sg_common::{
     Counter, IfaceConfig, PacketSummary,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_WORDS},
-    maps::{COUNTERS_LEN, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, FRAGS_MAX_ENTRIES},
+    flowlog::{FlowLogConfig, FlowLogStats, RateKey},
+    maps::{
+        COUNTERS_LEN, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, FLOW_EVENTS_BYTES, FLOW_RATE_MAX_ENTRIES,
+        FRAGS_MAX_ENTRIES,
+    },
     policy::{
         GENERATIONS, LPM_MAX_ENTRIES, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
     },
@@ -68,3 +72,20 @@ pub static SG_CT_SEEN: Array<u64> = Array::with_max_entries(SEEN_BANKS * SEEN_WO
 /// Datagrams whose first fragment was accepted (their other fragments may pass).
 #[map]
 pub static SG_FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);
+
+/// Flow-log events (`flowlog::FlowEvent`) for the daemon, when `CONFIG_FLOW_LOG` is set.
+#[map]
+pub static SG_FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(FLOW_EVENTS_BYTES, 0);
+
+/// Rate limits of flow-log events (one entry; zero means no limit).
+#[map]
+pub static SG_FLOW_CFG: Array<FlowLogConfig> = Array::with_max_entries(1, 0);
+
+/// Per-source GCRA state (theoretical arrival time, ns) of reject events.
+#[map]
+pub static SG_FLOW_RATE: LruHashMap<RateKey, u64> = LruHashMap::with_max_entries(FLOW_RATE_MAX_ENTRIES, 0);
+
+/// Per-CPU: events emitted and suppressed (rate limits, full ring buffer), and the CPU limit's
+/// GCRA state.
+#[map]
+pub static SG_FLOW_STATS: PerCpuArray<FlowLogStats> = PerCpuArray::with_max_entries(1, 0);

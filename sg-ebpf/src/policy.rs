@@ -5,8 +5,8 @@ use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
     Action, Direction, IfaceConfig, PacketSummary, Posture, Reason,
     config::{
-        CONFIG_MONITOR, CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6, CONFIG_NO_IMPLICIT_NDP,
-        CONFIG_RECORD_PARSE, POLICY_GROUPS, POLICY_POSTURE,
+        CONFIG_FLOW_LOG, CONFIG_MONITOR, CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6,
+        CONFIG_NO_IMPLICIT_NDP, CONFIG_RECORD_PARSE, POLICY_GROUPS, POLICY_POSTURE,
     },
     conntrack::tcp_flags_abusive,
     packet::{
@@ -34,12 +34,23 @@ pub struct Verdict {
     pub record: bool,
     /// Monitor mode (`CONFIG_MONITOR`): the verdict is counted, but a drop passes.
     pub monitor: bool,
+    /// Flow logs on (`CONFIG_FLOW_LOG`): the exit emits the event of this verdict, if any.
+    pub flow_log: bool,
+    /// This packet started a tracked flow (an `EV_ACCEPT` event).
+    pub new_flow: bool,
 }
 
 impl Verdict {
     #[inline(always)]
     pub const fn of(reason: Reason) -> Self {
-        Verdict { reason, rule_slot: NO_RULE, record: false, monitor: false }
+        Verdict {
+            reason,
+            rule_slot: NO_RULE,
+            record: false,
+            monitor: false,
+            flow_log: false,
+            new_flow: false,
+        }
     }
 }
 
@@ -56,7 +67,12 @@ pub fn run(pkt: &impl Packet, dir: Direction, bytes: u64) -> Verdict {
         Ok(None) => Verdict::of(Reason::PassNonIp),
         Err(r) => Verdict::of(r),
     };
-    Verdict { record: cfg.flags & CONFIG_RECORD_PARSE != 0, monitor: cfg.flags & CONFIG_MONITOR != 0, ..v }
+    Verdict {
+        record: cfg.flags & CONFIG_RECORD_PARSE != 0,
+        monitor: cfg.flags & CONFIG_MONITOR != 0,
+        flow_log: cfg.flags & CONFIG_FLOW_LOG != 0,
+        ..v
+    }
 }
 
 /// Decides an IP packet: implicit allowances, then non-first fragments (by their first
@@ -239,7 +255,7 @@ fn groups(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verd
         Direction::Egress => &pkt.dst,
     };
     Ok(match allowed(cfg, dir, pkt.family, pkt.proto, peer, key_low16(pkt))? {
-        Some(slot) => Verdict { reason: Reason::RuleAllow, rule_slot: slot, record: false, monitor: false },
+        Some(slot) => Verdict { rule_slot: slot, ..Verdict::of(Reason::RuleAllow) },
         None => Verdict::of(Reason::NoRule),
     })
 }

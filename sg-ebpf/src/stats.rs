@@ -24,6 +24,9 @@ pub fn verdict(dir: Direction, v: Verdict, bytes: u64) -> Action {
         // SAFETY: as above.
         unsafe { *h += 1 };
     }
+    if v.flow_log {
+        crate::flowlog::emit(dir, &v, bytes);
+    }
     if v.record
         && let (Some(slot), Some(s)) = (SG_LAST_PARSE.get_ptr_mut(0), SG_SCRATCH.get_ptr_mut(0))
     {

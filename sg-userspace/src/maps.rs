@@ -13,9 +13,10 @@ use ipnet::IpNet;
 use sg_common::{
     Counter, Direction, IfaceConfig, PacketSummary, Reason,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_SLOTS, key_seen_slot},
+    flowlog::{FlowEvent, FlowLogConfig, FlowLogStats},
     maps::{
-        MAP_CONFIG, MAP_COUNTERS, MAP_CT, MAP_CT_NEW, MAP_CT_SEEN, MAP_FRAGS, MAP_LAST_PARSE, MAP_LPM_V4,
-        MAP_LPM_V6, MAP_RULE_HITS, MAP_SEGMENTS,
+        MAP_CONFIG, MAP_COUNTERS, MAP_CT, MAP_CT_NEW, MAP_CT_SEEN, MAP_FLOW_CFG, MAP_FLOW_EVENTS,
+        MAP_FLOW_STATS, MAP_FRAGS, MAP_LAST_PARSE, MAP_LPM_V4, MAP_LPM_V6, MAP_RULE_HITS, MAP_SEGMENTS,
     },
     policy::{
         LPM_HDR_BITS, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment, lpm_data_v4,
@@ -402,6 +403,20 @@ impl InstanceMaps {
         Ok(all.len())
     }
 
+    /// Removes the flows expired at `now` (`ct_now_ns`) from both tables and returns them
+    /// (their final counters: flow-end records).
+    pub fn ct_gc(&mut self, now: u64) -> Result<Vec<(CtTable, CtKey, CtEntry)>> {
+        let cfg = self.config()?;
+        let mut removed = Vec::new();
+        for (t, k, e) in self.ct_entries()? {
+            if cfg.ct_timeouts.expired(k.proto, &e, now) {
+                self.ct_remove(t, &k)?;
+                removed.push((t, k, e));
+            }
+        }
+        Ok(removed)
+    }
+
     /// Every admitted fragmented datagram.
     pub fn frag_entries(&self) -> Result<Vec<(FragKey, FragEntry)>> {
         self.frags
@@ -471,4 +486,52 @@ pub fn ct_now_ns() -> u64 {
         Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
         Err(_) => 0,
     }
+}
+
+/// The flow-log maps of an attached instance (`sg_common::flowlog`), opened from its pins.
+pub struct FlowMaps {
+    events: aya::maps::RingBuf<MapData>,
+    limits: Array<MapData, FlowLogConfig>,
+}
+
+fn open_pinned(dir: &Path, name: &str) -> Result<Map> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).context(|| format!("opening {}", path.display()))?;
+    Map::from_map_data(data).context(|| format!("opening {}", path.display()))
+}
+
+impl FlowMaps {
+    pub fn from_pins(dir: &Path) -> Result<Self> {
+        Ok(FlowMaps {
+            events: aya::maps::RingBuf::try_from(open_pinned(dir, MAP_FLOW_EVENTS)?)
+                .context(|| MAP_FLOW_EVENTS.to_string())?,
+            limits: Array::try_from(open_pinned(dir, MAP_FLOW_CFG)?).context(|| MAP_FLOW_CFG.to_string())?,
+        })
+    }
+
+    pub fn set_limits(&mut self, cfg: &FlowLogConfig) -> Result<()> {
+        self.limits.set(0, cfg, 0).context(|| format!("writing {MAP_FLOW_CFG}"))
+    }
+
+    /// The next event of the ring buffer, if any.
+    pub fn next_event(&mut self) -> Option<FlowEvent> {
+        let item = self.events.next()?;
+        (item.len() >= std::mem::size_of::<FlowEvent>())
+            // SAFETY: at least size_of::<FlowEvent>() bytes; FlowEvent is plain data.
+            .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) })
+    }
+}
+
+/// `SG_FLOW_STATS` of the instance pinned in `dir`, summed over CPUs (`cpu_tat` zero).
+pub fn flow_stats(dir: &Path) -> Result<FlowLogStats> {
+    let map: PerCpuArray<MapData, FlowLogStats> =
+        PerCpuArray::try_from(open_pinned(dir, MAP_FLOW_STATS)?).context(|| MAP_FLOW_STATS.to_string())?;
+    let per_cpu = map.get(&0, 0).context(|| format!("reading {MAP_FLOW_STATS}"))?;
+    Ok(per_cpu.iter().fold(FlowLogStats::default(), |a, c| FlowLogStats {
+        emitted: a.emitted + c.emitted,
+        rate_limited: a.rate_limited + c.rate_limited,
+        cpu_limited: a.cpu_limited + c.cpu_limited,
+        ring_full: a.ring_full + c.ring_full,
+        cpu_tat: 0,
+    }))
 }

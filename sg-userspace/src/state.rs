@@ -125,3 +125,86 @@ pub fn save(state: &State) -> Result<()> {
         .context(|| format!("chmod {}", tmp.display()))?;
     fs::rename(&tmp, &path).context(|| format!("renaming to {}", path.display()))
 }
+
+/// Holds the daemon lock of this network namespace (one `sgctl daemon` per namespace, that is
+/// per host for the root namespace) until dropped.
+pub struct DaemonLock {
+    _lock: Flock<fs::File>,
+    info: PathBuf,
+}
+
+/// What a running daemon tells other commands (`daemon.json` in the state directory).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    /// The rules file it reconciles from.
+    pub config: PathBuf,
+    /// Its JSON-lines flow log, if any (`sgctl flows` reads it).
+    pub flow_log: Option<PathBuf>,
+    /// Its VPC Flow Logs v2 file, if any.
+    pub vpc_flow_log: Option<PathBuf>,
+    /// Its metrics address, if any.
+    pub metrics: Option<String>,
+    /// Unix time (seconds) it started.
+    pub started: u64,
+}
+
+/// Takes the daemon lock without waiting: fails if another daemon holds it.
+pub fn daemon_lock() -> Result<DaemonLock> {
+    let dir = dir()?;
+    let path = dir.join("daemon.lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .context(|| format!("opening {}", path.display()))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(DaemonLock { _lock: l, info: dir.join("daemon.json") }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let other =
+                daemon_info().ok().flatten().map_or_else(String::new, |i| format!(" (pid {})", i.pid));
+            Err(Error::Usage {
+                what: format!("another sgctl daemon{other} runs for this network namespace"),
+                detail: format!("it holds {}; stop it first", path.display()),
+            })
+        }
+        Err((_, e)) => Err(Error::Io { what: format!("locking {}", path.display()), source: e.into() }),
+    }
+}
+
+impl DaemonLock {
+    /// Publishes `info` (`daemon.json`, 0600, written atomically).
+    pub fn publish(&self, info: &DaemonInfo) -> Result<()> {
+        let text = serde_json::to_vec_pretty(info)
+            .map_err(|e| Error::Inconsistent { iface: "-".into(), detail: e.to_string() })?;
+        let tmp = self.info.with_extension("json.tmp");
+        fs::write(&tmp, text).context(|| format!("writing {}", tmp.display()))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+            .context(|| format!("chmod {}", tmp.display()))?;
+        fs::rename(&tmp, &self.info).context(|| format!("renaming to {}", self.info.display()))
+    }
+}
+
+impl Drop for DaemonLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.info);
+    }
+}
+
+/// The running daemon's `daemon.json`, if any (a stale file after `kill -9` is still read:
+/// check the pid if it matters).
+pub fn daemon_info() -> Result<Option<DaemonInfo>> {
+    let path = dir()?.join("daemon.json");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Inconsistent {
+        iface: "-".into(),
+        detail: format!("{} is not valid: {e}", path.display()),
+    })
+}

@@ -10,6 +10,7 @@
 //!   fails instead of skipping.
 
 pub mod bench;
+pub mod daemon;
 pub mod netns;
 pub mod packet;
 pub mod policy;

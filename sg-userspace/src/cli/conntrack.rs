@@ -88,7 +88,8 @@ pub struct Flow {
     pub rule: Option<String>,
 }
 
-fn addr(family: u8, a: &[u8; 16]) -> IpAddr {
+/// An address of a key or summary (IPv4 in the first 4 bytes).
+pub fn addr(family: u8, a: &[u8; 16]) -> IpAddr {
     if family == FAMILY_IPV4 {
         IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
     } else {
@@ -121,17 +122,28 @@ fn targets(filter: &IfaceFilter) -> Result<Vec<loader::Attached>> {
 }
 
 fn rule_name(state: Option<&State>, iface: &str, e: &CtEntry) -> Option<String> {
-    if e.rule == NO_RULE {
+    rule_label(state, iface, e.rule, e.policy_seq)
+}
+
+/// How `sgctl stats` names rule `rule` of rule set `seq` (low 32 bits) on `iface`; `None` for
+/// `NO_RULE` (a posture allowed it).
+pub fn rule_label(state: Option<&State>, iface: &str, rule: u32, seq: u32) -> Option<String> {
+    if rule == NO_RULE {
         return None;
     }
     match state {
-        Some(s) if s.seq as u32 == e.policy_seq => {
-            s.ruleset.iface_rules(iface).get(e.rule as usize).map(|r| {
+        Some(s) if s.seq as u32 == seq => {
+            s.ruleset.iface_rules(iface).get(rule as usize).map(|r| {
                 format!("{} {} #{}: {}", r.group, r.dir.as_str(), r.rule.index, r.rule.describe(r.dir))
             })
         }
-        _ => Some(format!("rule id {} of rule set #{}", e.rule, e.policy_seq)),
+        _ => Some(format!("rule id {rule} of rule set #{seq}")),
     }
+}
+
+/// A protocol number as sgctl spells it (tcp, udp, icmp, icmpv6, or the number).
+pub fn proto_name(p: u8) -> String {
+    crate::rules::Proto::Num(p).aws_name()
 }
 
 pub fn flows(maps: &InstanceMaps, iface: &str, state: Option<&State>, all: bool) -> Result<Vec<Flow>> {
@@ -258,13 +270,7 @@ pub fn run(args: &ConntrackArgs) -> anyhow::Result<()> {
             let now = ct_now_ns();
             let mut n = 0;
             for mut a in targets(filter)? {
-                let cfg = a.maps.config()?;
-                for (t, k, e) in a.maps.ct_entries()? {
-                    if cfg.ct_timeouts.expired(k.proto, &e, now) {
-                        a.maps.ct_remove(t, &k)?;
-                        n += 1;
-                    }
-                }
+                n += a.maps.ct_gc(now)?.len();
                 let st = a.maps.seen_rebuild()?;
                 println!(
                     "{}: presence filter rebuilt for {} flows ({:.2}% of slots set)",

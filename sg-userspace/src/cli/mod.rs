@@ -6,9 +6,11 @@ pub mod attach;
 pub mod audit;
 pub mod completions;
 pub mod conntrack;
+pub mod daemon;
 pub mod detach;
 pub mod explain;
 pub mod export;
+pub mod flows;
 pub mod import;
 pub mod rule;
 pub mod stats;
@@ -57,6 +59,11 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// The man page, sgctl(8), in roff on stdout.
     Man,
+    /// Keep enforcement equal to a rules file: watch it, apply each valid version, serve
+    /// metrics, write flow logs, collect expired flows.
+    Daemon(daemon::DaemonArgs),
+    /// The daemon's flow log: accepted flows, rejected packets, flow ends.
+    Flows(flows::FlowsArgs),
     /// Print security groups (applied, or of a file) as AWS JSON or an nftables ruleset.
     Export(export::ExportArgs),
 }
@@ -78,5 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions(args) => completions::run(&args),
         Command::Audit(args) => audit::run(&args),
         Command::Man => completions::man(),
+        Command::Daemon(args) => daemon::run(&args),
+        Command::Flows(args) => flows::run(&args),
     }
 }

@@ -1,0 +1,93 @@
+//! Flow-log events (`sg_common::flowlog`): a new accepted flow, or a rejected packet
+//! (rate-limited per source, then per CPU), written to `SG_FLOW_EVENTS`. Only called when the
+//! interface's config has `CONFIG_FLOW_LOG`. Never changes the verdict.
+
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use sg_common::{
+    Direction,
+    flowlog::{EV_ACCEPT, EV_REJECT, FlowEvent, FlowLogStats, RateKey, gcra_allow},
+};
+
+use crate::{
+    maps::{SG_CONFIG, SG_FLOW_CFG, SG_FLOW_EVENTS, SG_FLOW_RATE, SG_FLOW_STATS, SG_SCRATCH},
+    policy::Verdict,
+};
+
+/// Emits the event for `v`, if it is one (a new flow, or a drop).
+#[inline(always)]
+pub fn emit(dir: Direction, v: &Verdict, bytes: u64) {
+    let kind = if v.new_flow {
+        EV_ACCEPT
+    } else if v.reason.action() == sg_common::Action::Drop {
+        EV_REJECT
+    } else {
+        return;
+    };
+    let (Some(stats), Some(lim), Some(s)) =
+        (SG_FLOW_STATS.get_ptr_mut(0), SG_FLOW_CFG.get(0), SG_SCRATCH.get_ptr(0))
+    else {
+        return;
+    };
+    // SAFETY: valid map value pointers for the program's run; the stats and scratch entries
+    // are this CPU's.
+    let (stats, s): (&mut FlowLogStats, _) = unsafe { (&mut *stats, &*s) };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if kind == EV_REJECT && lim.reject_interval_ns != 0 {
+        let key = RateKey { addr: s.src, family: s.family, _pad: [0; 3] };
+        match SG_FLOW_RATE.get_ptr_mut(key) {
+            // SAFETY: a value of the LRU map; a concurrent update on another CPU can only
+            // make the limit slightly looser.
+            Some(tat) => {
+                if !gcra_allow(unsafe { &mut *tat }, now, lim.reject_interval_ns, lim.reject_burst_ns) {
+                    stats.rate_limited += 1;
+                    return;
+                }
+            }
+            None => {
+                let mut tat = 0;
+                gcra_allow(&mut tat, now, lim.reject_interval_ns, lim.reject_burst_ns);
+                let _ = SG_FLOW_RATE.insert(key, tat, 0);
+            }
+        }
+    }
+    if !gcra_allow(&mut stats.cpu_tat, now, lim.cpu_interval_ns, lim.cpu_burst_ns) {
+        stats.cpu_limited += 1;
+        return;
+    }
+    let Some(mut entry) = SG_FLOW_EVENTS.reserve::<FlowEvent>(0) else {
+        stats.ring_full += 1;
+        return;
+    };
+    let policy_seq = SG_CONFIG.get(0).map_or(0, |c| c.policy_seq as u32);
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is a reserved, 8-byte aligned slot of size_of::<FlowEvent>() bytes; every
+    // field is written (the ring buffer must not leak kernel memory), addresses a word at a
+    // time (LLVM would turn array copies into byte-loop calls).
+    unsafe {
+        (*e).ts_ns = now;
+        let src = s.src.as_ptr().cast::<u64>();
+        let dst = s.dst.as_ptr().cast::<u64>();
+        let esrc = (*e).src.as_mut_ptr().cast::<u64>();
+        let edst = (*e).dst.as_mut_ptr().cast::<u64>();
+        esrc.write(src.read());
+        esrc.add(1).write(src.add(1).read());
+        edst.write(dst.read());
+        edst.add(1).write(dst.add(1).read());
+        (*e).sport = s.sport;
+        (*e).dport = s.dport;
+        (*e).rule = crate::conntrack::slot_rule(v.rule_slot);
+        (*e).bytes = bytes as u32;
+        (*e).policy_seq = policy_seq;
+        (*e).kind = kind;
+        (*e).dir = dir as u8;
+        (*e).proto = s.proto;
+        (*e).family = s.family;
+        (*e).reason = v.reason as u8;
+        (*e).icmp_type = s.icmp_type;
+        (*e).icmp_code = s.icmp_code;
+        (*e)._pad = 0;
+    }
+    entry.submit(0);
+    stats.emitted += 1;
+}

@@ -1,0 +1,293 @@
+//! The daemon's Prometheus endpoint: `GET /metrics` in the OpenMetrics text format
+//! (prometheus-client), read from the maps at each scrape. A minimal HTTP/1.1 responder: one
+//! request per connection, 8 KiB of request at most, 5 s to send it.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `sgctl_packets_total`, `sgctl_bytes_total` | iface, direction, reason, action | verdicts (`SG_COUNTERS`) |
+//! | `sgctl_rule_hits_total` | iface, group, direction, rule_id, rule | packets each rule allowed |
+//! | `sgctl_conntrack_entries`, `sgctl_conntrack_capacity` | iface, table | conntrack fill |
+//! | `sgctl_conntrack_full_total` | iface | new flows refused, table full (`ct_full`) |
+//! | `sgctl_monitor_mode` | iface | 1 if the interface is in monitor mode |
+//! | `sgctl_applies_total`, `sgctl_apply_failures_total` | | rule sets applied / rejected |
+//! | `sgctl_apply_duration_seconds_total`, `sgctl_apply_duration_seconds_last` | | apply time |
+//! | `sgctl_rule_set_seq`, `sgctl_last_apply_success_timestamp_seconds` | | what is enforced |
+//! | `sgctl_flow_log_events_total` | iface | events the datapath emitted |
+//! | `sgctl_flow_log_events_dropped_total` | iface, cause | suppressed: rate_limited, cpu_limited, ring_full |
+//! | `sgctl_flow_log_records_total` | kind | records the daemon wrote: accept, reject, end, vpc |
+//! | `sgctl_conntrack_gc_runs_total`, `sgctl_conntrack_gc_removed_total` | | daemon gc |
+
+use std::time::Duration;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use sg_common::{Direction, Reason, config::CONFIG_MONITOR};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+use super::{SharedStats, stats_of};
+use crate::{
+    apply::current_state,
+    loader,
+    maps::{CtTable, flow_stats},
+    pins,
+};
+
+#[derive(Debug)]
+struct SgCollector {
+    stats: SharedStats,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family: name, help, type, and its samples.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    counter: bool,
+    samples: Vec<(Labels, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str, counter: bool) -> Self {
+        Family { name, help, counter, samples: Vec::new() }
+    }
+
+    fn add(&mut self, labels: Labels, v: f64) {
+        self.samples.push((labels, v));
+    }
+
+    fn encode(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let kind = if self.counter { MetricType::Counter } else { MetricType::Gauge };
+        let mut m = enc.encode_descriptor(self.name, self.help, None, kind)?;
+        for (labels, v) in &self.samples {
+            let fam = m.encode_family(labels)?;
+            if self.counter {
+                ConstCounter::new(*v).encode(fam)?;
+            } else {
+                ConstGauge::new(*v).encode(fam)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn l(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
+}
+
+impl SgCollector {
+    fn families(&self) -> Vec<Family> {
+        let mut packets =
+            Family::new("sgctl_packets", "Packets per interface, direction and verdict reason.", true);
+        let mut bytes =
+            Family::new("sgctl_bytes", "Bytes per interface, direction and verdict reason.", true);
+        let mut hits = Family::new("sgctl_rule_hits", "Packets each rule allowed.", true);
+        let mut ct = Family::new("sgctl_conntrack_entries", "Tracked flows per table.", false);
+        let mut cap = Family::new("sgctl_conntrack_capacity", "Conntrack table sizes.", false);
+        let mut full =
+            Family::new("sgctl_conntrack_full", "New flows refused because the table was full.", true);
+        let mut monitor = Family::new("sgctl_monitor_mode", "1 if the interface is in monitor mode.", false);
+        let mut fl_ev = Family::new("sgctl_flow_log_events", "Flow-log events the datapath emitted.", true);
+        let mut fl_drop =
+            Family::new("sgctl_flow_log_events_dropped", "Flow-log events suppressed by the datapath.", true);
+        let state = current_state().ok().flatten();
+        for iface in pins::attached_ifaces().unwrap_or_default() {
+            let Ok(Some(a)) = loader::open_attached(&iface) else { continue };
+            let i = iface.as_str();
+            let mut ct_full = 0.0;
+            for dir in Direction::ALL {
+                for &reason in Reason::ALL {
+                    let Ok(c) = a.maps.counter(dir, reason) else { continue };
+                    let labels = l(&[
+                        ("iface", i),
+                        ("direction", dir.as_str()),
+                        ("reason", reason.name()),
+                        ("action", reason.action().as_str()),
+                    ]);
+                    if reason == Reason::CtFull {
+                        ct_full += c.packets as f64;
+                    }
+                    packets.add(labels.clone(), c.packets as f64);
+                    bytes.add(labels, c.bytes as f64);
+                }
+            }
+            full.add(l(&[("iface", i)]), ct_full);
+            let entries = a.maps.ct_entries().unwrap_or_default();
+            for (t, name) in [(CtTable::Established, "established"), (CtTable::New, "new")] {
+                let n = entries.iter().filter(|(tt, _, _)| *tt == t).count();
+                ct.add(l(&[("iface", i), ("table", name)]), n as f64);
+                cap.add(l(&[("iface", i), ("table", name)]), f64::from(a.maps.ct_capacity(t)));
+            }
+            if let Ok(cfg) = a.maps.config() {
+                monitor.add(l(&[("iface", i)]), f64::from(u8::from(cfg.flags & CONFIG_MONITOR != 0)));
+                if let Some(s) = &state {
+                    for (id, r) in s.ruleset.iface_rules(i).iter().enumerate() {
+                        let live = a.maps.rule_hits(cfg.active_gen & 1, id as u32).unwrap_or(0);
+                        let labels = vec![
+                            ("iface", iface.clone()),
+                            ("group", r.group.clone()),
+                            ("direction", r.dir.as_str().to_string()),
+                            ("rule_id", id.to_string()),
+                            ("rule", r.rule.describe(r.dir)),
+                        ];
+                        hits.add(labels, (s.base_hits(i, id) + live) as f64);
+                    }
+                }
+            }
+            if let Ok(fs) = flow_stats(&a.dir) {
+                fl_ev.add(l(&[("iface", i)]), fs.emitted as f64);
+                for (cause, n) in [
+                    ("rate_limited", fs.rate_limited),
+                    ("cpu_limited", fs.cpu_limited),
+                    ("ring_full", fs.ring_full),
+                ] {
+                    fl_drop.add(l(&[("iface", i), ("cause", cause)]), n as f64);
+                }
+            }
+        }
+        let st = stats_of(&self.stats);
+        let one = |name, help, counter, v: f64| {
+            let mut f = Family::new(name, help, counter);
+            f.add(Vec::new(), v);
+            f
+        };
+        let mut records = Family::new("sgctl_flow_log_records", "Flow-log records the daemon wrote.", true);
+        for (kind, n) in [
+            ("accept", st.flow.accept),
+            ("reject", st.flow.reject),
+            ("end", st.flow.end),
+            ("vpc", st.flow.vpc_records),
+        ] {
+            records.add(l(&[("kind", kind)]), n as f64);
+        }
+        vec![
+            packets,
+            bytes,
+            hits,
+            ct,
+            cap,
+            full,
+            monitor,
+            fl_ev,
+            fl_drop,
+            records,
+            one(
+                "sgctl_flow_log_write_errors",
+                "Flow-log records lost to write errors.",
+                true,
+                st.flow.write_errors as f64,
+            ),
+            one("sgctl_applies", "Rule sets the daemon applied.", true, st.applies as f64),
+            one(
+                "sgctl_apply_failures",
+                "Versions of the rules file rejected.",
+                true,
+                st.apply_failures as f64,
+            ),
+            one("sgctl_apply_duration_seconds", "Time spent applying.", true, st.apply_seconds_total),
+            one(
+                "sgctl_apply_duration_seconds_last",
+                "Duration of the last apply.",
+                false,
+                st.apply_seconds_last,
+            ),
+            one(
+                "sgctl_rule_set_seq",
+                "Sequence number of the enforced rule set.",
+                false,
+                st.rule_set_seq as f64,
+            ),
+            one(
+                "sgctl_last_apply_success_timestamp_seconds",
+                "Unix time of the last successful apply or adoption.",
+                false,
+                st.last_success_unix as f64,
+            ),
+            one("sgctl_conntrack_gc_runs", "Conntrack garbage collections run.", true, st.gc_runs as f64),
+            one("sgctl_conntrack_gc_removed", "Expired flows the gc removed.", true, st.gc_removed as f64),
+        ]
+    }
+}
+
+impl Collector for SgCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in self.families() {
+            f.encode(&mut encoder)?;
+        }
+        Ok(())
+    }
+}
+
+/// The metrics text, as served.
+pub fn render(stats: &SharedStats) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SgCollector { stats: stats.clone() }));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        log::error!("metrics: encoding: {e}");
+    }
+    out
+}
+
+/// Serves `GET /metrics` until the runtime stops.
+pub async fn serve(listener: TcpListener, stats: SharedStats) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, _)) => {
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(conn, &stats).await {
+                        log::debug!("metrics: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                log::error!("metrics: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut conn: TcpStream, stats: &SharedStats) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request not sent in 5 s"))??;
+    let line = String::from_utf8_lossy(buf.split(|b| *b == b'\r').next().unwrap_or_default()).into_owned();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
+        ("GET", "/metrics") => {
+            ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", render(stats))
+        }
+        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "sgctl daemon: see /metrics\n".to_string()),
+        ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_string()),
+        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "GET only\n".to_string()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await?;
+    conn.write_all(body.as_bytes()).await?;
+    conn.shutdown().await
+}
