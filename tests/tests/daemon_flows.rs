@@ -1,0 +1,261 @@
+//! The daemon's flow logs (accept / reject / end records with the right fields, a flood of
+//! rejected packets held to the configured event rate, VPC Flow Logs v2 records) and its
+//! Prometheus endpoint (counters move with traffic).
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use sg_tests::{
+    daemon::Daemon,
+    group_rules,
+    netns::{NetnsPair, Side},
+    require_bpf, write_temp,
+};
+
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn find<'a>(
+    recs: &'a [serde_json::Value],
+    event: &str,
+    proto: &str,
+    dport: u16,
+) -> Option<&'a serde_json::Value> {
+    recs.iter().find(|r| r["event"] == event && r["proto"] == proto && r["dport"] == dport)
+}
+
+/// One TCP connection B -> A:port that sends `hello` and closes (both sides).
+fn tcp_exchange(pair: &NetnsPair, port: u16) {
+    let a = SocketAddr::new(pair.addr(Side::A, false), port);
+    let l = pair.run(Side::A, move || TcpListener::bind(a).expect("bind"));
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().expect("accept");
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).expect("read");
+        buf
+    });
+    pair.run(Side::B, move || {
+        let mut c = TcpStream::connect_timeout(&a, Duration::from_secs(2)).expect("connect");
+        c.write_all(b"hello").unwrap();
+    });
+    assert_eq!(server.join().unwrap(), b"hello");
+}
+
+fn udp_send(pair: &NetnsPair, port: u16, n: u32) -> Duration {
+    let a = SocketAddr::new(pair.addr(Side::A, false), port);
+    pair.run(Side::B, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let t = Instant::now();
+        for _ in 0..n {
+            s.send_to(b"probe", a).expect("send");
+            if t.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+        }
+        t.elapsed()
+    })
+}
+
+/// `GET path` from the daemon's metrics address (read from its daemon.json), inside A.
+fn http_get(pair: &NetnsPair, path: &str) -> String {
+    let info = sg_userspace::state::state_dir_for(pair.cookie(Side::A).unwrap()).join("daemon.json");
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(info).unwrap()).unwrap();
+    let addr: SocketAddr = info["metrics"].as_str().expect("metrics address").parse().unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    pair.run(Side::A, move || {
+        let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect metrics");
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    })
+}
+
+/// The value of the first sample of `name` whose labels include every `k="v"` of `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
+    if !require_bpf("flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let file = group_rules("flows.toml", &pair.if_a, &["tcp 7000"], "timeouts = { tcp_closing = 1 }\n");
+    let jl = write_temp("flows.jsonl", "");
+    let vpc = write_temp("flows.vpc", "");
+    let d = Daemon::start(
+        &pair,
+        "flows",
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
+            "--flow-log",
+            jl.to_str().unwrap(),
+            "--vpc-flow-log",
+            vpc.to_str().unwrap(),
+            "--flow-window",
+            "1",
+            "--gc-interval",
+            "0.5",
+            "--reject-rate",
+            "5",
+            "--reject-burst",
+            "5",
+            "--account-id",
+            "123456789012",
+        ],
+    );
+    assert!(within(Duration::from_secs(10), || d.log().contains("metrics on")), "{}", d.log());
+    let (a, b) = (pair.addr(Side::A, false).to_string(), pair.addr(Side::B, false).to_string());
+
+    tcp_exchange(&pair, 7000);
+    udp_send(&pair, 7001, 1);
+    let ok = within(Duration::from_secs(10), || {
+        let r = records(&jl);
+        find(&r, "accept", "tcp", 7000).is_some()
+            && find(&r, "reject", "udp", 7001).is_some()
+            && find(&r, "end", "tcp", 7000).is_some()
+    });
+    assert!(ok, "records missing: {:?}\n{}", records(&jl), d.log());
+    let r = records(&jl);
+    let acc = find(&r, "accept", "tcp", 7000).unwrap();
+    assert_eq!(acc["iface"], pair.if_a.as_str());
+    assert_eq!(acc["direction"], "ingress");
+    assert_eq!((acc["src"].as_str(), acc["dst"].as_str()), (Some(b.as_str()), Some(a.as_str())));
+    assert_eq!(acc["reason"], "rule_allow");
+    assert!(acc["rule"].as_str().unwrap().contains("tcp 7000"), "{acc}");
+    assert!(acc["time"].as_str().unwrap().starts_with("20"), "{acc}");
+    let rej = find(&r, "reject", "udp", 7001).unwrap();
+    assert_eq!((rej["src"].as_str(), rej["reason"].as_str()), (Some(b.as_str()), Some("no_rule")), "{rej}");
+    assert_eq!(rej["bytes"], 47, "a 5-byte UDP payload in a 47-byte frame: {rej}");
+    let end = find(&r, "end", "tcp", 7000).unwrap();
+    assert_eq!(
+        (end["src"].as_str(), end["dst"].as_str()),
+        (Some(b.as_str()), Some(a.as_str())),
+        "initiator first"
+    );
+    let pk = end["flow_packets"].as_array().unwrap();
+    assert!(
+        pk[0].as_u64().unwrap() >= 4 && pk[1].as_u64().unwrap() >= 3,
+        "SYN, ACK, data, FIN each way: {end}"
+    );
+    assert!(end["rule"].as_str().unwrap().contains("tcp 7000"), "{end}");
+    assert!(end["start"].is_string(), "{end}");
+
+    // `sgctl flows --json` reads the same file through daemon.json.
+    let out = pair.sgctl_ok(Side::A, &["flows", "--json"]);
+    assert_eq!(out.lines().count(), records(&jl).len(), "{out}");
+    let table = pair.sgctl_ok(Side::A, &["flows"]);
+    assert!(table.contains("reject") && table.contains("no_rule"), "{table}");
+
+    // A flood of 20,000 rejected datagrams from one source: at most burst + rate x time events.
+    let took = udp_send(&pair, 7002, 20_000);
+    std::thread::sleep(Duration::from_millis(500));
+    let n = records(&jl).iter().filter(|r| r["event"] == "reject" && r["dport"] == 7002).count();
+    let limit = 5.0 + 5.0 * (took.as_secs_f64() + 0.7) + 1.0;
+    assert!(n >= 5 && (n as f64) <= limit, "{n} reject records in {took:?} (limit {limit})");
+    let m = http_get(&pair, "/metrics");
+    let limited = metric(
+        &m,
+        "sgctl_flow_log_events_dropped_total",
+        &[("iface", &pair.if_a), ("cause", "rate_limited")],
+    );
+    assert!(limited.unwrap_or(0.0) >= 15_000.0, "rate-limited events counted: {limited:?}");
+
+    // VPC Flow Logs v2: the accepted flow's two directions and the rejects, per 1 s window.
+    let ok = within(Duration::from_secs(5), || {
+        let t = std::fs::read_to_string(&vpc).unwrap_or_default();
+        t.contains(" ACCEPT ") && t.contains(" REJECT ")
+    });
+    let text = std::fs::read_to_string(&vpc).unwrap();
+    assert!(ok, "{text}");
+    let fields = |l: &str| l.split(' ').map(str::to_string).collect::<Vec<_>>();
+    let accept = text
+        .lines()
+        .map(fields)
+        .find(|f| f[12] == "ACCEPT" && f[6] == "7000")
+        .unwrap_or_else(|| panic!("no ACCEPT record to port 7000: {text}"));
+    assert_eq!(accept.len(), 14, "{accept:?}");
+    assert_eq!(&accept[..5], ["2", "123456789012", pair.if_a.as_str(), b.as_str(), a.as_str()]);
+    assert_eq!(accept[7], "6");
+    assert!(accept[8].parse::<u64>().unwrap() >= 4, "{accept:?}");
+    assert!(accept[10].parse::<u64>().unwrap() <= accept[11].parse::<u64>().unwrap());
+    let reject =
+        text.lines().map(fields).find(|f| f[12] == "REJECT" && f[6] == "7002").expect("REJECT to 7002");
+    assert_eq!((reject[3].as_str(), reject[7].as_str()), (b.as_str(), "17"), "{reject:?}");
+    assert_eq!(reject[13], "SKIPDATA", "rejects were rate-limited in that window: {reject:?}");
+}
+
+#[test]
+fn metrics_endpoint_counters_move() {
+    if !require_bpf("metrics_endpoint_counters_move") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let file = group_rules("metrics.toml", &pair.if_a, &["tcp 7000"], "");
+    let d =
+        Daemon::start(&pair, "metrics", &["--config", file.to_str().unwrap(), "--metrics", "127.0.0.1:0"]);
+    assert!(within(Duration::from_secs(10), || d.log().contains("metrics on")), "{}", d.log());
+    let ifa = pair.if_a.clone();
+    let drop_labels = [("iface", ifa.as_str()), ("direction", "ingress"), ("reason", "no_rule")];
+    let hit_labels = [("iface", ifa.as_str()), ("rule_id", "0")];
+
+    let m0 = http_get(&pair, "/metrics");
+    assert!(m0.starts_with("HTTP/1.1 200 OK"), "{m0}");
+    assert!(m0.contains("application/openmetrics-text"), "{m0}");
+    assert!(m0.trim_end().ends_with("# EOF"), "{m0}");
+    assert_eq!(metric(&m0, "sgctl_applies_total", &[]), Some(1.0), "{m0}");
+    assert_eq!(metric(&m0, "sgctl_apply_failures_total", &[]), Some(0.0));
+    assert_eq!(metric(&m0, "sgctl_rule_set_seq", &[]), Some(1.0));
+    assert_eq!(
+        metric(&m0, "sgctl_conntrack_capacity", &[("iface", &ifa), ("table", "established")]),
+        Some(262_144.0)
+    );
+    let drops0 = metric(&m0, "sgctl_packets_total", &drop_labels).expect("no_rule counter");
+    let hits0 = metric(&m0, "sgctl_rule_hits_total", &hit_labels).expect("rule hits");
+
+    udp_send(&pair, 7001, 10);
+    tcp_exchange(&pair, 7000);
+    let m1 = http_get(&pair, "/metrics");
+    assert!(metric(&m1, "sgctl_packets_total", &drop_labels).unwrap() >= drops0 + 10.0, "{m1}");
+    assert!(metric(&m1, "sgctl_rule_hits_total", &hit_labels).unwrap() >= hits0 + 1.0, "{m1}");
+    assert!(
+        metric(&m1, "sgctl_conntrack_entries", &[("iface", &ifa), ("table", "established")]).unwrap() >= 1.0,
+        "{m1}"
+    );
+
+    // A rejected edit counts as a failure.
+    std::fs::write(&file, "[groups.g]\ningress = [ { proto = \"tcp\", ports = \"99999\" } ]\n").unwrap();
+    assert!(within(Duration::from_secs(5), || d.log().contains("rejected")), "{}", d.log());
+    let m2 = http_get(&pair, "/metrics");
+    assert_eq!(metric(&m2, "sgctl_apply_failures_total", &[]), Some(1.0), "{m2}");
+    assert!(http_get(&pair, "/nope").starts_with("HTTP/1.1 404"));
+}
