@@ -12,6 +12,7 @@ pub mod explain;
 pub mod export;
 pub mod flows;
 pub mod import;
+pub mod replay;
 pub mod rule;
 pub mod stats;
 pub mod status;
@@ -64,6 +65,9 @@ pub enum Command {
     Daemon(daemon::DaemonArgs),
     /// The daemon's flow log: accepted flows, rejected packets, flow ends.
     Flows(flows::FlowsArgs),
+    /// Run a capture through the real datapath with candidate rules (private instance):
+    /// per-rule hits and every flow that would be dropped.
+    Replay(replay::ReplayArgs),
     /// Print security groups (applied, or of a file) as AWS JSON or an nftables ruleset.
     Export(export::ExportArgs),
 }
@@ -87,5 +91,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Man => completions::man(),
         Command::Daemon(args) => daemon::run(&args),
         Command::Flows(args) => flows::run(&args),
+        Command::Replay(args) => replay::run(&args),
     }
 }
