@@ -8,7 +8,7 @@ fn sgctl(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-const SUBCOMMANDS: [&str; 14] = [
+const SUBCOMMANDS: [&str; 17] = [
     "attach",
     "detach",
     "status",
@@ -23,6 +23,9 @@ const SUBCOMMANDS: [&str; 14] = [
     "completions",
     "man",
     "audit",
+    "daemon",
+    "flows",
+    "replay",
 ];
 
 #[test]
@@ -45,5 +48,26 @@ fn man_page_has_a_section_per_subcommand() {
     for sub in SUBCOMMANDS {
         let heading = format!(".SH \"SGCTL {}\"", sub.to_uppercase());
         assert!(page.contains(&heading), "no section {heading}");
+    }
+}
+
+/// The systemd unit starts a command line the CLI accepts.
+#[test]
+fn systemd_unit_runs_a_valid_daemon_command() {
+    use clap::Parser as _;
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/sgctl.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let argv: Vec<&str> = exec.split_whitespace().collect();
+    assert!(argv[0].ends_with("/sgctl") && argv[1] == "daemon", "{exec}");
+    let cli = sg_userspace::cli::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{exec}: {e}"));
+    assert!(matches!(cli.command, sg_userspace::cli::Command::Daemon(_)));
+    for key in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/sys/fs/bpf",
+        "RuntimeDirectoryPreserve=yes",
+    ] {
+        assert!(unit.contains(key), "the unit lacks {key}");
     }
 }
