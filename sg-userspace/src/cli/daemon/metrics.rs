@@ -60,12 +60,25 @@ impl Family {
     }
 
     fn add(&mut self, labels: Labels, v: f64) {
+        // prometheus-client writes label values as they are: escape them (rule descriptions
+        // hold quotes).
+        let labels = labels.into_iter().map(|(k, v)| (k, escape(&v))).collect();
         self.samples.push((labels, v));
     }
 
     fn encode(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let kind = if self.counter { MetricType::Counter } else { MetricType::Gauge };
         let mut m = enc.encode_descriptor(self.name, self.help, None, kind)?;
+        // One unlabelled sample: `name 1.0`, not `name{} 1.0`.
+        if let [(labels, v)] = self.samples.as_slice()
+            && labels.is_empty()
+        {
+            return if self.counter {
+                ConstCounter::new(*v).encode(m)
+            } else {
+                ConstGauge::new(*v).encode(m)
+            };
+        }
         for (labels, v) in &self.samples {
             let fam = m.encode_family(labels)?;
             if self.counter {
@@ -76,6 +89,11 @@ impl Family {
         }
         Ok(())
     }
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn l(pairs: &[(&'static str, &str)]) -> Labels {
@@ -290,4 +308,13 @@ async fn handle(mut conn: TcpStream, stats: &SharedStats) -> std::io::Result<()>
     conn.write_all(head.as_bytes()).await?;
     conn.write_all(body.as_bytes()).await?;
     conn.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::escape(r#"tcp 22 ("a\b")"#), r#"tcp 22 (\"a\\b\")"#);
+        assert_eq!(super::escape("a\nb"), "a\\nb");
+    }
 }

@@ -163,11 +163,11 @@ impl Daemon {
             Err(e) => {
                 let mut st = stats_of(&self.stats);
                 st.apply_failures += 1;
-                log::error!(
-                    "rejected {}: {e:#}; rule set #{} keeps enforcing",
-                    self.path.display(),
-                    st.rule_set_seq
-                );
+                // Rule errors start with file:line:col already.
+                let e = format!("{e:#}");
+                let path = self.path.display().to_string();
+                let what = if e.starts_with(&path) { e } else { format!("{path}: {e}") };
+                log::error!("rejected {what}; rule set #{} keeps enforcing", st.rule_set_seq);
                 self.rejected = Some(text);
                 false
             }
