@@ -125,9 +125,11 @@ pub struct FlowLogStats {
     pub ring_full: u64,
     /// GCRA state of this CPU's limit.
     pub cpu_tat: u64,
+    /// GCRA state of this CPU's datapath warnings (aya-log, one per second at most).
+    pub warn_tat: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<FlowLogStats>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowLogStats>() == 48);
 
 crate::impl_pod!(FlowEvent, FlowLogConfig, RateKey, FlowLogStats);
 

@@ -7,6 +7,7 @@ mod conntrack;
 mod egress;
 mod flowlog;
 mod ingress;
+mod log;
 mod maps;
 mod parse;
 mod policy;
@@ -25,8 +26,10 @@ use sg_common::{Action, Direction};
 pub fn sg_ingress(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let v = ingress::ingress(&ctx, len);
+    log::verdict(&ctx, &v);
     let monitor = v.monitor;
-    match stats::verdict(Direction::Ingress, v, len) {
+    let action = stats::verdict(Direction::Ingress, v, len);
+    match action {
         Action::Pass => xdp_action::XDP_PASS,
         // Monitor mode: counted as a drop, passed.
         Action::Drop if monitor => xdp_action::XDP_PASS,
@@ -40,8 +43,10 @@ pub fn sg_ingress(ctx: XdpContext) -> u32 {
 pub fn sg_egress(ctx: TcContext) -> i32 {
     let len = u64::from(ctx.len());
     let v = egress::egress(&ctx, len);
+    log::verdict(&ctx, &v);
     let monitor = v.monitor;
-    match stats::verdict(Direction::Egress, v, len) {
+    let action = stats::verdict(Direction::Egress, v, len);
+    match action {
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop if monitor => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT,

@@ -533,5 +533,6 @@ pub fn flow_stats(dir: &Path) -> Result<FlowLogStats> {
         cpu_limited: a.cpu_limited + c.cpu_limited,
         ring_full: a.ring_full + c.ring_full,
         cpu_tat: 0,
+        warn_tat: 0,
     }))
 }

@@ -259,3 +259,35 @@ fn metrics_endpoint_counters_move() {
     assert_eq!(metric(&m2, "sgctl_apply_failures_total", &[]), Some(1.0), "{m2}");
     assert!(http_get(&pair, "/nope").starts_with("HTTP/1.1 404"));
 }
+
+/// The datapath's aya-log warning (conntrack table full) reaches the daemon's log.
+#[test]
+fn datapath_warnings_reach_the_daemon_log() {
+    if !require_bpf("datapath_warnings_reach_the_daemon_log") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--ct-size", "1"]);
+    let file = group_rules("ctfull.toml", &pair.if_a, &["tcp 7000-7001"], "");
+    let d = Daemon::start(&pair, "ctfull", &["--config", file.to_str().unwrap(), "--metrics", "off"]);
+    assert!(within(Duration::from_secs(10), || d.log().contains("applied rule set")), "{}", d.log());
+    assert!(!d.log().contains("conntrack table full"));
+    // The first connection fills the one-entry table; the second one's reply cannot be
+    // promoted to it.
+    tcp_exchange(&pair, 7000);
+    let a = SocketAddr::new(pair.addr(Side::A, false), 7001);
+    let _l = pair.run(Side::A, move || TcpListener::bind(a).expect("bind"));
+    // connect() returns at the SYN-ACK; the handshake's last ACK is refused (ct_full).
+    pair.run(Side::B, move || {
+        if let Ok(mut c) = TcpStream::connect_timeout(&a, Duration::from_millis(500)) {
+            let _ = c.write_all(b"x");
+        }
+    });
+    assert!(
+        within(Duration::from_secs(5), || d.log().contains("conntrack table full")),
+        "no datapath warning in the daemon's log: {}",
+        d.log()
+    );
+    let st = pair.sgctl_ok(Side::A, &["status"]);
+    assert!(!st.contains(" 0 drops for a full table"), "{st}");
+}

@@ -16,6 +16,7 @@
 //!
 //! Single-threaded tokio: one loop owns the maps; the metrics endpoint opens them per scrape.
 
+pub mod datapath_log;
 pub mod flowlog;
 pub mod metrics;
 
@@ -129,6 +130,8 @@ struct Daemon {
     rejected: Option<Vec<u8>>,
     stats: SharedStats,
     flows: Option<flowlog::FlowLogger>,
+    /// aya-log records of the datapath, forwarded to this process's log.
+    dp_log: datapath_log::Forwarder,
 }
 
 impl Daemon {
@@ -210,6 +213,7 @@ impl Daemon {
         if let Some(f) = &mut self.flows {
             f.enable(&rs)?;
         }
+        self.dp_log.follow(&rs);
         Ok(msg)
     }
 
@@ -299,6 +303,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         rejected: None,
         stats: stats.clone(),
         flows,
+        dp_log: datapath_log::Forwarder::default(),
     };
     rt.block_on(async move {
         if !d.reconcile(Trigger::Start) && apply::current_state()?.is_none() {
@@ -344,10 +349,13 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
                     d.reconcile(Trigger::Hup);
                 }
                 _ = gc_t.tick() => d.gc(),
-                _ = drain_t.tick() => if let Some(f) = &mut d.flows {
-                    f.drain();
-                    stats_of(&d.stats).flow = f.stats;
-                },
+                _ = drain_t.tick() => {
+                    d.dp_log.flush();
+                    if let Some(f) = &mut d.flows {
+                        f.drain();
+                        stats_of(&d.stats).flow = f.stats;
+                    }
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
