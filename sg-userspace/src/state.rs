@@ -84,6 +84,11 @@ pub fn load_prev() -> Result<Option<State>> {
 }
 
 fn read(path: &std::path::Path) -> Result<Option<State>> {
+    read_json(path)
+}
+
+/// A JSON file of the state directory; `None` if it does not exist.
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Option<T>> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -91,7 +96,7 @@ fn read(path: &std::path::Path) -> Result<Option<State>> {
     };
     serde_json::from_str(&text).map(Some).map_err(|e| Error::Inconsistent {
         iface: "-".into(),
-        detail: format!("{} is not valid state: {e}", path.display()),
+        detail: format!("{} is not valid: {e}", path.display()),
     })
 }
 
@@ -197,14 +202,5 @@ impl Drop for DaemonLock {
 /// The running daemon's `daemon.json`, if any (a stale file after `kill -9` is still read:
 /// check the pid if it matters).
 pub fn daemon_info() -> Result<Option<DaemonInfo>> {
-    let path = dir()?.join("daemon.json");
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
-    };
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::Inconsistent {
-        iface: "-".into(),
-        detail: format!("{} is not valid: {e}", path.display()),
-    })
+    read_json(&dir()?.join("daemon.json"))
 }

@@ -105,3 +105,15 @@ pub fn reason_count(iface: &serde_json::Value, dir: &str, reason: &str, field: &
         .and_then(|c| c[field].as_u64())
         .unwrap_or_else(|| panic!("no counter {dir}/{reason}"))
 }
+
+/// Polls `f` every 10 ms until it holds or `limit` passes; returns how long it took.
+pub fn wait_until(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> Option<std::time::Duration> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
+}

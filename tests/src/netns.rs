@@ -137,6 +137,28 @@ impl NetnsPair {
         spawn_in_ns(self.ns(side), f)
     }
 
+    /// Sends `n` datagrams from B to A's `port` (IPv4); returns how many A received.
+    pub fn udp_delivered(&self, port: u16, n: u32) -> u32 {
+        let addr = std::net::SocketAddr::new(self.addr(Side::A, false), port);
+        let rx = self.run(Side::A, move || {
+            let s = std::net::UdpSocket::bind(addr).expect("bind");
+            s.set_read_timeout(Some(std::time::Duration::from_millis(300))).expect("timeout");
+            s
+        });
+        self.run(Side::B, move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            for _ in 0..n {
+                s.send_to(b"probe", addr).expect("send");
+            }
+        });
+        let mut got = 0;
+        let mut buf = [0u8; 16];
+        while rx.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    }
+
     /// Runs `sgctl ARGS` inside `side`'s namespace.
     pub fn sgctl(&self, side: Side, args: &[&str]) -> Output {
         let bin = crate::sgctl_path();

@@ -17,46 +17,12 @@ use sg_tests::{
     daemon::Daemon,
     group_rules,
     netns::{NetnsPair, Side},
-    require_bpf,
+    require_bpf, wait_until,
 };
 
 fn seq(pair: &NetnsPair) -> Option<u64> {
     let st = pair.status_json();
     st["interfaces"].as_array()?.first()?["policy_seq"].as_u64()
-}
-
-/// Polls `f` every 10 ms until it holds or `limit` passes; returns the time it took.
-fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
-/// Sends `n` datagrams B -> A:port; returns how many arrived.
-fn udp_delivered(pair: &NetnsPair, port: u16, n: u32) -> u32 {
-    let addr = SocketAddr::new(pair.addr(Side::A, false), port);
-    let rx = pair.run(Side::A, move || {
-        let s = UdpSocket::bind(addr).expect("bind");
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        s
-    });
-    pair.run(Side::B, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
-        for _ in 0..n {
-            s.send_to(b"probe", addr).expect("send");
-        }
-    });
-    let mut got = 0;
-    let mut buf = [0u8; 16];
-    while rx.recv(&mut buf).is_ok() {
-        got += 1;
-    }
-    got
 }
 
 #[test]
@@ -71,7 +37,11 @@ fn daemon_applies_changes_live_and_rejects_bad_edits() {
         "live",
         &["--config", file.to_str().unwrap(), "--poll", "0.1", "--metrics", "off"],
     );
-    assert!(within(Duration::from_secs(10), || seq(&pair).is_some()).is_some(), "never applied: {}", d.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || seq(&pair).is_some()).is_some(),
+        "never applied: {}",
+        d.log()
+    );
     let seq0 = seq(&pair).unwrap();
 
     // A TCP stream B -> A:7000 that runs through every change below.
@@ -106,7 +76,7 @@ fn daemon_applies_changes_live_and_rejects_bad_edits() {
     });
 
     // A good edit: applied within a second.
-    assert_eq!(udp_delivered(&pair, 7001, 10), 0, "udp 7001 is not allowed yet");
+    assert_eq!(pair.udp_delivered(7001, 10), 0, "udp 7001 is not allowed yet");
     std::thread::sleep(Duration::from_millis(200));
     std::fs::write(
         &file,
@@ -116,17 +86,17 @@ fn daemon_applies_changes_live_and_rejects_bad_edits() {
         ),
     )
     .unwrap();
-    let took = within(Duration::from_secs(5), || seq(&pair) == Some(seq0 + 1));
+    let took = wait_until(Duration::from_secs(5), || seq(&pair) == Some(seq0 + 1));
     let took = took.unwrap_or_else(|| panic!("the change was not applied: {}", d.log()));
     assert!(took < Duration::from_secs(1), "applied after {took:?}");
-    assert_eq!(udp_delivered(&pair, 7001, 10), 10, "the new rule enforces");
+    assert_eq!(pair.udp_delivered(7001, 10), 10, "the new rule enforces");
 
     // A bad edit: rejected with file:line, the last good rule set keeps enforcing.
     let good = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, good.replace("\"7001\"", "\"70001\"")).unwrap();
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
-        within(Duration::from_secs(5), || d.log().contains("rejected")).is_some(),
+        wait_until(Duration::from_secs(5), || d.log().contains("rejected")).is_some(),
         "no rejection logged: {}",
         d.log()
     );
@@ -135,19 +105,34 @@ fn daemon_applies_changes_live_and_rejects_bad_edits() {
     assert!(line.contains(&format!("{name}:3")), "file:line in {line}");
     assert!(line.contains("keeps enforcing"), "{line}");
     assert_eq!(seq(&pair), Some(seq0 + 1), "nothing applied");
-    assert_eq!(udp_delivered(&pair, 7001, 10), 10, "the old policy still enforces");
-    assert_eq!(udp_delivered(&pair, 7002, 10), 0, "and still denies");
+    assert_eq!(pair.udp_delivered(7001, 10), 10, "the old policy still enforces");
+    assert_eq!(pair.udp_delivered(7002, 10), 0, "and still denies");
 
     // Fixed again: applied.
     std::fs::write(&file, good.replace("\"7001\"", "\"7002\"")).unwrap();
-    assert!(within(Duration::from_secs(5), || seq(&pair) == Some(seq0 + 2)).is_some(), "{}", d.log());
-    assert_eq!(udp_delivered(&pair, 7002, 10), 10);
+    assert!(wait_until(Duration::from_secs(5), || seq(&pair) == Some(seq0 + 2)).is_some(), "{}", d.log());
+    assert_eq!(pair.udp_delivered(7002, 10), 10);
 
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().expect("sender").expect("the TCP stream kept flowing");
     let got = receiver.join().expect("receiver").expect("receiver");
     assert!(sent > 0);
     assert_eq!(got, sent, "every byte of the stream arrived");
+
+    // A daemon started on a bad file keeps what the pins enforce (and says so).
+    let mut d = d;
+    assert!(d.term().success(), "{}", d.log());
+    std::fs::write(&file, good.replace("\"7001\"", "\"70001\"")).unwrap();
+    let mut d2 =
+        Daemon::start(&pair, "live-bad-start", &["--config", file.to_str().unwrap(), "--metrics", "off"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || d2.log().contains(&format!("keeping rule set #{}", seq0 + 2)))
+            .is_some(),
+        "{}",
+        d2.log()
+    );
+    assert!(d2.running(), "it keeps running: {}", d2.log());
+    assert_eq!(pair.udp_delivered(7002, 10), 10, "the pins still enforce");
 }
 
 #[test]
@@ -159,7 +144,7 @@ fn daemon_restart_after_kill_loses_no_packet() {
     let file = group_rules("daemon-kill.toml", &pair.if_a, &["udp 7000"], "");
     let args = ["--config", file.to_str().unwrap(), "--metrics", "off"];
     let mut d = Daemon::start(&pair, "kill-1", &args);
-    assert!(within(Duration::from_secs(10), || seq(&pair).is_some()).is_some(), "{}", d.log());
+    assert!(wait_until(Duration::from_secs(10), || seq(&pair).is_some()).is_some(), "{}", d.log());
 
     // One daemon per namespace.
     let other = pair.sgctl(Side::A, &["daemon", "--config", file.to_str().unwrap(), "--metrics", "off"]);
@@ -201,7 +186,7 @@ fn daemon_restart_after_kill_loses_no_packet() {
     let adopted_at = Instant::now();
     let d2 = Daemon::start(&pair, "kill-2", &args);
     assert!(
-        within(Duration::from_secs(5), || d2.log().contains("adopted")).is_some(),
+        wait_until(Duration::from_secs(5), || d2.log().contains("adopted")).is_some(),
         "the restarted daemon adopts the pins: {}",
         d2.log()
     );
@@ -216,11 +201,11 @@ fn daemon_restart_after_kill_loses_no_packet() {
     let mut d2 = d2;
     assert!(d2.term().success(), "{}", d2.log());
     assert_eq!(seq(&pair), Some(1), "still enforcing after the daemon exited");
-    assert_eq!(udp_delivered(&pair, 7001, 5), 0, "still denying");
+    assert_eq!(pair.udp_delivered(7001, 5), 0, "still denying");
 
     // --detach-on-exit: SIGTERM detaches.
     let mut d3 = Daemon::start(&pair, "detach", &[&args[..], &["--detach-on-exit"]].concat());
-    assert!(within(Duration::from_secs(5), || d3.log().contains("adopted")).is_some(), "{}", d3.log());
+    assert!(wait_until(Duration::from_secs(5), || d3.log().contains("adopted")).is_some(), "{}", d3.log());
     assert!(d3.term().success(), "{}", d3.log());
     assert!(pair.status_json()["interfaces"].as_array().unwrap().is_empty(), "detached");
 }

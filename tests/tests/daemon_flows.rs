@@ -13,19 +13,8 @@ use sg_tests::{
     daemon::Daemon,
     group_rules,
     netns::{NetnsPair, Side},
-    require_bpf, write_temp,
+    require_bpf, wait_until, write_temp,
 };
-
-fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 fn records(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -133,17 +122,18 @@ fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
             "123456789012",
         ],
     );
-    assert!(within(Duration::from_secs(10), || d.log().contains("metrics on")), "{}", d.log());
+    assert!(wait_until(Duration::from_secs(10), || d.log().contains("metrics on")).is_some(), "{}", d.log());
     let (a, b) = (pair.addr(Side::A, false).to_string(), pair.addr(Side::B, false).to_string());
 
     tcp_exchange(&pair, 7000);
     udp_send(&pair, 7001, 1);
-    let ok = within(Duration::from_secs(10), || {
+    let ok = wait_until(Duration::from_secs(10), || {
         let r = records(&jl);
         find(&r, "accept", "tcp", 7000).is_some()
             && find(&r, "reject", "udp", 7001).is_some()
             && find(&r, "end", "tcp", 7000).is_some()
-    });
+    })
+    .is_some();
     assert!(ok, "records missing: {:?}\n{}", records(&jl), d.log());
     let r = records(&jl);
     let acc = find(&r, "accept", "tcp", 7000).unwrap();
@@ -191,10 +181,11 @@ fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
     assert!(limited.unwrap_or(0.0) >= 15_000.0, "rate-limited events counted: {limited:?}");
 
     // VPC Flow Logs v2: the accepted flow's two directions and the rejects, per 1 s window.
-    let ok = within(Duration::from_secs(5), || {
+    let ok = wait_until(Duration::from_secs(5), || {
         let t = std::fs::read_to_string(&vpc).unwrap_or_default();
         t.contains(" ACCEPT ") && t.contains(" REJECT ")
-    });
+    })
+    .is_some();
     let text = std::fs::read_to_string(&vpc).unwrap();
     assert!(ok, "{text}");
     let fields = |l: &str| l.split(' ').map(str::to_string).collect::<Vec<_>>();
@@ -223,7 +214,7 @@ fn metrics_endpoint_counters_move() {
     let file = group_rules("metrics.toml", &pair.if_a, &["tcp 7000"], "");
     let d =
         Daemon::start(&pair, "metrics", &["--config", file.to_str().unwrap(), "--metrics", "127.0.0.1:0"]);
-    assert!(within(Duration::from_secs(10), || d.log().contains("metrics on")), "{}", d.log());
+    assert!(wait_until(Duration::from_secs(10), || d.log().contains("metrics on")).is_some(), "{}", d.log());
     let ifa = pair.if_a.clone();
     let drop_labels = [("iface", ifa.as_str()), ("direction", "ingress"), ("reason", "no_rule")];
     let hit_labels = [("iface", ifa.as_str()), ("rule_id", "0")];
@@ -254,7 +245,7 @@ fn metrics_endpoint_counters_move() {
 
     // A rejected edit counts as a failure.
     std::fs::write(&file, "[groups.g]\ningress = [ { proto = \"tcp\", ports = \"99999\" } ]\n").unwrap();
-    assert!(within(Duration::from_secs(5), || d.log().contains("rejected")), "{}", d.log());
+    assert!(wait_until(Duration::from_secs(5), || d.log().contains("rejected")).is_some(), "{}", d.log());
     let m2 = http_get(&pair, "/metrics");
     assert_eq!(metric(&m2, "sgctl_apply_failures_total", &[]), Some(1.0), "{m2}");
     assert!(http_get(&pair, "/nope").starts_with("HTTP/1.1 404"));
@@ -270,7 +261,11 @@ fn datapath_warnings_reach_the_daemon_log() {
     pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--ct-size", "1"]);
     let file = group_rules("ctfull.toml", &pair.if_a, &["tcp 7000-7001"], "");
     let d = Daemon::start(&pair, "ctfull", &["--config", file.to_str().unwrap(), "--metrics", "off"]);
-    assert!(within(Duration::from_secs(10), || d.log().contains("applied rule set")), "{}", d.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || d.log().contains("applied rule set")).is_some(),
+        "{}",
+        d.log()
+    );
     assert!(!d.log().contains("conntrack table full"));
     // The first connection fills the one-entry table; the second one's reply cannot be
     // promoted to it.
@@ -284,7 +279,7 @@ fn datapath_warnings_reach_the_daemon_log() {
         }
     });
     assert!(
-        within(Duration::from_secs(5), || d.log().contains("conntrack table full")),
+        wait_until(Duration::from_secs(5), || d.log().contains("conntrack table full")).is_some(),
         "no datapath warning in the daemon's log: {}",
         d.log()
     );

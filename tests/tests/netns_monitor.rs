@@ -1,38 +1,11 @@
 //! Monitor mode: with `attach --monitor on`, traffic the rules deny still flows and the drop
 //! reasons' counters move (what would have been dropped); `--monitor off` enforces again.
 
-use std::{
-    net::{SocketAddr, UdpSocket},
-    time::Duration,
-};
-
 use sg_tests::{
     group_rules,
     netns::{NetnsPair, Side},
     reason_count, require_bpf,
 };
-
-/// Sends `n` datagrams B -> A:port; returns how many A received.
-fn delivered(pair: &NetnsPair, port: u16, n: u32) -> u32 {
-    let addr = SocketAddr::new(pair.addr(Side::A, false), port);
-    let rx = pair.run(Side::A, move || {
-        let s = UdpSocket::bind(addr).expect("bind");
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        s
-    });
-    pair.run(Side::B, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
-        for _ in 0..n {
-            s.send_to(b"probe", addr).expect("send");
-        }
-    });
-    let mut got = 0;
-    let mut buf = [0u8; 16];
-    while rx.recv(&mut buf).is_ok() {
-        got += 1;
-    }
-    got
-}
 
 fn no_rule(pair: &NetnsPair) -> u64 {
     let st = pair.status_json();
@@ -57,7 +30,7 @@ fn monitor_mode_counts_but_does_not_drop() {
 
     // Enforcing: UDP 7001 is denied.
     let before = no_rule(&pair);
-    assert_eq!(delivered(&pair, 7001, 20), 0, "enforcing: the denied datagrams are dropped");
+    assert_eq!(pair.udp_delivered(7001, 20), 0, "enforcing: the denied datagrams are dropped");
     assert!(no_rule(&pair) >= before + 20);
 
     // Monitor: the same datagrams arrive, and are counted as no_rule.
@@ -67,7 +40,7 @@ fn monitor_mode_counts_but_does_not_drop() {
     assert_eq!(st["interfaces"][0]["monitor"], true, "{st}");
     assert_eq!(st["interfaces"][0]["policy"], "groups", "the rules stay applied");
     let before = no_rule(&pair);
-    assert_eq!(delivered(&pair, 7001, 20), 20, "monitor: nothing is dropped");
+    assert_eq!(pair.udp_delivered(7001, 20), 20, "monitor: nothing is dropped");
     assert!(no_rule(&pair) >= before + 20, "monitor: the would-drop counter moved");
     let text = pair.sgctl_ok(Side::A, &["status"]);
     assert!(text.contains("MONITOR MODE"), "{text}");
@@ -75,7 +48,7 @@ fn monitor_mode_counts_but_does_not_drop() {
     // Enforce again.
     pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--monitor", "off"]);
     assert_eq!(pair.status_json()["interfaces"][0]["monitor"], false);
-    assert_eq!(delivered(&pair, 7001, 20), 0, "enforcing again");
+    assert_eq!(pair.udp_delivered(7001, 20), 0, "enforcing again");
 }
 
 /// `monitor = true|false` in the rules file sets the mode at apply; a file without the key
@@ -94,10 +67,10 @@ fn rules_file_sets_monitor_mode() {
     let monitor = || pair.status_json()["interfaces"][0]["monitor"].as_bool().expect("monitor");
     pair.sgctl_ok(Side::A, &["apply", &file("monitor = true\n")]);
     assert!(monitor(), "a new interface starts in the file's mode");
-    assert_eq!(delivered(&pair, 7001, 10), 10, "monitor: nothing is dropped");
+    assert_eq!(pair.udp_delivered(7001, 10), 10, "monitor: nothing is dropped");
     pair.sgctl_ok(Side::A, &["apply", &file("")]);
     assert!(monitor(), "a file without the key keeps the mode");
     pair.sgctl_ok(Side::A, &["apply", &file("monitor = false\n")]);
     assert!(!monitor());
-    assert_eq!(delivered(&pair, 7001, 10), 0, "enforcing");
+    assert_eq!(pair.udp_delivered(7001, 10), 0, "enforcing");
 }

@@ -63,18 +63,17 @@ fn replay_reports_rule_hits_and_drops_and_leaves_live_counters_alone() {
     let before = pair.status_json();
     let stats_before = pair.sgctl_ok(Side::A, &["stats", "--json"]);
 
-    let out = pair.sgctl_ok(
-        Side::A,
-        &[
-            "replay",
-            cap.to_str().unwrap(),
-            "--rules",
-            rules.to_str().unwrap(),
-            "--local",
-            "192.0.2.1/32",
-            "--json",
-        ],
-    );
+    // `sgctl replay CAPTURE --rules FILE ARGS` in A.
+    let replay = |args: &[&str]| {
+        let (c, r) = (cap.to_str().unwrap(), rules.to_str().unwrap());
+        pair.sgctl(Side::A, &[&["replay", c, "--rules", r], args].concat())
+    };
+    let ok = |args: &[&str]| {
+        let out = replay(args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = ok(&["--local", "192.0.2.1/32", "--json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["packets"], 12, "{r}");
     assert_eq!(r["dropped"], 4, "{r}");
@@ -120,24 +119,10 @@ fn replay_reports_rule_hits_and_drops_and_leaves_live_counters_alone() {
     assert_eq!(verdict("egress", "rule_allow"), 1, "{r}");
 
     // The human report says the same.
-    let text = pair.sgctl_ok(
-        Side::A,
-        &["replay", cap.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--local", "192.0.2.1/32"],
-    );
+    let text = ok(&["--local", "192.0.2.1/32"]);
     assert!(text.contains("12 packets") && text.contains("tcp_not_syn"), "{text}");
     // --fail-on-drop gates.
-    let gated = pair.sgctl(
-        Side::A,
-        &[
-            "replay",
-            cap.to_str().unwrap(),
-            "--rules",
-            rules.to_str().unwrap(),
-            "--local",
-            "192.0.2.1/32",
-            "--fail-on-drop",
-        ],
-    );
+    let gated = replay(&["--local", "192.0.2.1/32", "--fail-on-drop"]);
     assert!(!gated.status.success());
 
     // Nothing live moved (but the kernel's own neighbour discovery on the live link).
@@ -157,8 +142,7 @@ fn replay_reports_rule_hits_and_drops_and_leaves_live_counters_alone() {
 
     // Without --local every packet is ingress (--iface-role): the egress query is then an
     // ingress packet to port 53 (denied), and its answer starts nothing.
-    let out = pair
-        .sgctl_ok(Side::A, &["replay", cap.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--json"]);
+    let out = ok(&["--json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["dropped"].as_u64().unwrap() > 4, "{r}");
 }

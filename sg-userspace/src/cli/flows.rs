@@ -36,13 +36,6 @@ fn header() {
     );
 }
 
-fn endpoint(a: std::net::IpAddr, p: u16) -> String {
-    match a {
-        std::net::IpAddr::V4(v4) => format!("{v4}:{p}"),
-        std::net::IpAddr::V6(v6) => format!("[{v6}]:{p}"),
-    }
-}
-
 fn print(line: &str, json: bool) {
     if json {
         println!("{line}");
@@ -65,8 +58,8 @@ fn print(line: &str, json: bool) {
         r.iface,
         r.direction,
         r.proto,
-        endpoint(r.src, r.sport),
-        endpoint(r.dst, r.dport),
+        std::net::SocketAddr::new(r.src, r.sport),
+        std::net::SocketAddr::new(r.dst, r.dport),
         r.reason
     );
 }

@@ -303,8 +303,8 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
                 d.first_packet,
                 d.direction,
                 d.proto,
-                endpoint(d.src, d.sport),
-                endpoint(d.dst, d.dport),
+                std::net::SocketAddr::new(d.src, d.sport),
+                std::net::SocketAddr::new(d.dst, d.dport),
                 d.reason,
                 d.packets
             );
@@ -314,13 +314,6 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} packets would be dropped", r.dropped);
     }
     Ok(())
-}
-
-fn endpoint(a: IpAddr, p: u16) -> String {
-    match a {
-        IpAddr::V4(v4) => format!("{v4}:{p}"),
-        IpAddr::V6(v6) => format!("[{v6}]:{p}"),
-    }
 }
 
 #[cfg(test)]

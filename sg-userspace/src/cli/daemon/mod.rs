@@ -306,8 +306,17 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         dp_log: datapath_log::Forwarder::default(),
     };
     rt.block_on(async move {
-        if !d.reconcile(Trigger::Start) && apply::current_state()?.is_none() {
-            anyhow::bail!("{}: nothing to enforce (see the error above)", args.config.display());
+        if !d.reconcile(Trigger::Start) {
+            // A bad file at start: keep serving what the pins enforce, if anything.
+            let Some(current) = apply::current_state()? else {
+                anyhow::bail!("{}: nothing to enforce (see the error above)", args.config.display());
+            };
+            log::warn!("keeping rule set #{} (enforced before this daemon started)", current.seq);
+            stats_of(&d.stats).rule_set_seq = current.seq;
+            if let Some(f) = &mut d.flows {
+                f.enable(&current.ruleset)?;
+            }
+            d.dp_log.follow(&current.ruleset);
         }
         let bound = match metrics {
             Some(addr) => {
