@@ -100,13 +100,14 @@ pub fn gcra_allow(tat: &mut u64, now: u64, interval: u64, burst: u64) -> bool {
     true
 }
 
-/// Key of `SG_FLOW_RATE`: a source address.
+/// Key of `SG_FLOW_RATE`: a source address (no padding: the datapath writes it as five
+/// 32-bit words).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateKey {
     pub addr: [u8; 16],
-    pub family: u8,
-    pub _pad: [u8; 3],
+    /// `packet::FAMILY_*`.
+    pub family: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<RateKey>() == 20);

@@ -2,6 +2,8 @@
 //! (rate-limited per source, then per CPU), written to `SG_FLOW_EVENTS`. Only called when the
 //! interface's config has `CONFIG_FLOW_LOG`. Never changes the verdict.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
     Direction,
@@ -34,7 +36,20 @@ pub fn emit(dir: Direction, v: &Verdict, bytes: u64) {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if kind == EV_REJECT && lim.reject_interval_ns != 0 {
-        let key = RateKey { addr: s.src, family: s.family, _pad: [0; 3] };
+        let mut key = MaybeUninit::<RateKey>::uninit();
+        let k = key.as_mut_ptr();
+        // SAFETY: every byte of the key is written (a struct literal would copy the address a
+        // byte at a time and call memset for padding: ~100 ns); `src` lies 8-byte aligned in
+        // the scratch entry, the key is 4-byte aligned.
+        let key = unsafe {
+            let from = s.src.as_ptr().cast::<u32>();
+            let to = (*k).addr.as_mut_ptr().cast::<u32>();
+            for i in 0..4 {
+                to.add(i).write(from.add(i).read());
+            }
+            (*k).family = u32::from(s.family);
+            key.assume_init()
+        };
         match SG_FLOW_RATE.get_ptr_mut(key) {
             // SAFETY: a value of the LRU map; a concurrent update on another CPU can only
             // make the limit slightly looser.

@@ -143,6 +143,18 @@ impl PrivateInstance {
         })
     }
 
+    /// Turns flow-log events on (`CONFIG_FLOW_LOG`) with the given rate limits, as
+    /// `sgctl daemon --flow-log` does on an attached interface (nothing reads the events).
+    pub fn set_flow_log(&mut self, limits: &sg_common::flowlog::FlowLogConfig) -> Result<()> {
+        let name = sg_common::maps::MAP_FLOW_CFG;
+        let map = self.ebpf.map_mut(name).ok_or(Error::MissingInObject(name))?;
+        let mut arr: aya::maps::Array<_, sg_common::flowlog::FlowLogConfig> =
+            aya::maps::Array::try_from(map).context(|| name.to_string())?;
+        arr.set(0, limits, 0).context(|| format!("writing {name}"))?;
+        let cfg = self.maps.config()?;
+        self.maps.set_config(&IfaceConfig { flags: cfg.flags | sg_common::config::CONFIG_FLOW_LOG, ..cfg })
+    }
+
     /// Runs `frame` through the program of `dir` once; returns the program's return value
     /// (XDP action for ingress, TC action as u32 for egress).
     pub fn run(&mut self, dir: Direction, frame: &[u8]) -> Result<u32> {

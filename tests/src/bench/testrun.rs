@@ -27,7 +27,7 @@ use aya::{
     Ebpf,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
-use sg_common::{Direction, IfaceConfig, Posture};
+use sg_common::{Direction, IfaceConfig, Posture, flowlog::FlowLogConfig};
 use sg_userspace::{
     loader::{BENCH_OBJECT, PrivateInstance},
     rules::compile,
@@ -250,6 +250,18 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
                 "stage_groups_deny",
                 false,
                 Kind::Sgctl { inst: i, frame: udp.clone(), want: XDP_DROP },
+            ));
+            // The same with flow logs on and the daemon's default limits: after the burst,
+            // every reject event is rate-limited (one LRU lookup and a GCRA step).
+            let mut logged = with_rules(1)?;
+            logged.set_flow_log(&FlowLogConfig::new(10, 20, 5000, 1000))?;
+            insts.push(logged);
+            list.push(measure(
+                "sgctl",
+                "-",
+                "stage_groups_deny_flow_log",
+                false,
+                Kind::Sgctl { inst: insts.len() - 1, frame: udp.clone(), want: XDP_DROP },
             ));
         }
         for v6 in [false, true] {
