@@ -3,7 +3,8 @@
 //! Creates two namespaces joined by a veth pair (192.0.2.0/24, 2001:db8::/64), applies a
 //! built-in security group to the "server" side (TCP 7000 from the client's subnet), shows
 //! allowed TCP and dropped UDP with real sockets, the counters, per-rule hits and `explain`,
-//! adds a rule at runtime, exports the groups as AWS JSON, detaches and tears everything down.
+//! adds a rule at runtime, exports the groups as AWS JSON, lets `sgctl daemon` apply an edit of
+//! the file and shows its flow log, detaches and tears everything down.
 
 use std::{
     io::{Read as _, Write as _},
@@ -208,12 +209,55 @@ fn demo() -> Result<(), String> {
     step(9, "The applied groups as AWS describe-security-groups JSON (sgctl export aws)");
     show(&pair.sgctl_ok(Side::A, &["export", "aws"]));
 
-    step(10, &format!("sgctl detach {}: links, programs and maps removed", pair.if_a));
+    step(10, "sgctl daemon: it keeps the interface equal to the file; an edit is applied at once");
+    let flows = dir.join("flows.jsonl");
+    let mut daemon = sg_tests::daemon::Daemon::start(
+        &pair,
+        "demo",
+        &[
+            "--config",
+            &file_s,
+            "--flow-log",
+            &flows.display().to_string(),
+            "--metrics",
+            "off",
+            "--poll",
+            "0.1",
+        ],
+    );
+    let seq = || pair.status_json()["interfaces"][0]["policy_seq"].as_u64();
+    let before = seq();
+    sg_tests::wait_until(Duration::from_secs(10), || daemon.log().contains("running"))
+        .ok_or_else(|| format!("the daemon did not start: {}", daemon.log()))?;
+    // Remove the UDP rule `rule add` wrote to the file.
+    let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+    let edited: String = text.lines().filter(|l| !l.contains("\"udp\"")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, edited).map_err(|e| e.to_string())?;
+    let took = sg_tests::wait_until(Duration::from_secs(5), || seq() > before)
+        .ok_or_else(|| format!("the edit was not applied: {}", daemon.log()))?;
+    println!("    edit applied {} ms after it was saved", took.as_millis());
+    let udp = udp_echo(&pair, "ping after the edit");
+    println!("    {udp}");
+    if udp.contains("got back") {
+        return Err("UDP still passes after the daemon applied the edit".into());
+    }
+    println!("    $ sgctl flows   (the daemon's flow log)");
+    sg_tests::wait_until(Duration::from_secs(3), || {
+        std::fs::read_to_string(&flows).unwrap_or_default().contains("\"reject\"")
+    });
+    show(&pair.sgctl_ok(Side::A, &["flows"]));
+    if !daemon.term().success() {
+        return Err(format!("the daemon did not exit cleanly: {}", daemon.log()));
+    }
+    println!("    daemon stopped (SIGTERM); enforcement stays in place:");
+    show(daemon.log().lines().last().unwrap_or_default());
+
+    step(11, &format!("sgctl detach {}: links, programs and maps removed", pair.if_a));
     show(&pair.sgctl_ok(Side::A, &["detach", &pair.if_a]));
     show(&pair.sgctl_ok(Side::A, &["status"]));
     drop(server);
 
-    step(11, "Tearing down the namespaces");
+    step(12, "Tearing down the namespaces");
     drop(pair);
     let _ = std::fs::remove_dir_all(&dir);
     println!("    done: nothing of the demo is left on this machine");
