@@ -166,10 +166,32 @@ fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
     let table = pair.sgctl_ok(Side::A, &["flows"]);
     assert!(table.contains("reject") && table.contains("no_rule"), "{table}");
 
+    // `sgctl flows --follow --json` prints what is written after it started.
+    let follow_out = write_temp("follow.out", "");
+    let mut follower = {
+        let (bin, out) = (sg_tests::sgctl_path(), std::fs::File::create(&follow_out).unwrap());
+        pair.run(Side::A, move || {
+            std::process::Command::new(bin)
+                .args(["flows", "--follow", "--json", "--last", "0"])
+                .stdout(out)
+                .spawn()
+        })
+        .expect("spawn sgctl flows --follow")
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
     // A flood of 20,000 rejected datagrams from one source: at most burst + rate x time events.
     let took = udp_send(&pair, 7002, 20_000);
     std::thread::sleep(Duration::from_millis(500));
     let n = records(&jl).iter().filter(|r| r["event"] == "reject" && r["dport"] == 7002).count();
+    let followed = wait_until(Duration::from_secs(3), || {
+        records(&follow_out).iter().filter(|r| r["dport"] == 7002).count() == n
+    });
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let got = records(&follow_out);
+    assert!(followed.is_some(), "--follow printed {} of {n} flood records", got.len());
+    assert!(got.iter().all(|r| r["dport"] == 7002), "--last 0: only new records: {got:?}");
     let limit = 5.0 + 5.0 * (took.as_secs_f64() + 0.7) + 1.0;
     assert!(n >= 5 && (n as f64) <= limit, "{n} reject records in {took:?} (limit {limit})");
     let m = http_get(&pair, "/metrics");
