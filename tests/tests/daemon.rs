@@ -113,6 +113,15 @@ fn daemon_applies_changes_live_and_rejects_bad_edits() {
     assert!(wait_until(Duration::from_secs(5), || seq(&pair) == Some(seq0 + 2)).is_some(), "{}", d.log());
     assert_eq!(pair.udp_delivered(7002, 10), 10);
 
+    // An edit of an interface setting only (no rule changes): applied too.
+    let fixed = good.replace("\"7001\"", "\"7002\"");
+    let monitor = || pair.status_json()["interfaces"][0]["monitor"].as_bool();
+    std::fs::write(&file, format!("{fixed}monitor = true\n")).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || monitor() == Some(true)).is_some(), "{}", d.log());
+    std::fs::write(&file, format!("{fixed}monitor = false\n")).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || monitor() == Some(false)).is_some(), "{}", d.log());
+    assert_eq!(seq(&pair), Some(seq0 + 4));
+
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().expect("sender").expect("the TCP stream kept flowing");
     let got = receiver.join().expect("receiver").expect("receiver");
@@ -126,7 +135,7 @@ fn daemon_applies_changes_live_and_rejects_bad_edits() {
     let mut d2 =
         Daemon::start(&pair, "live-bad-start", &["--config", file.to_str().unwrap(), "--metrics", "off"]);
     assert!(
-        wait_until(Duration::from_secs(10), || d2.log().contains(&format!("keeping rule set #{}", seq0 + 2)))
+        wait_until(Duration::from_secs(10), || d2.log().contains(&format!("keeping rule set #{}", seq0 + 4)))
             .is_some(),
         "{}",
         d2.log()

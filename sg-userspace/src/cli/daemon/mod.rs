@@ -101,6 +101,12 @@ pub fn stats_of(s: &SharedStats) -> std::sync::MutexGuard<'_, Stats> {
     s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Whether two rule sets are the same in every respect (rules with their file locations,
+/// bindings, interface settings).
+fn same_rule_set(a: &crate::rules::RuleSet, b: &crate::rules::RuleSet) -> bool {
+    matches!((serde_json::to_value(a), serde_json::to_value(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
     if !(v.is_finite() && v > 0.0 && v < 1e6) {
         anyhow::bail!("--{what} must be a positive number of seconds, not {v}");
@@ -182,14 +188,26 @@ impl Daemon {
         let text = std::str::from_utf8(bytes).with_context(|| format!("{name}: not UTF-8"))?;
         let rs = rules::parse_str(&name, text, self.format, &self.aws)?;
         let started = Instant::now();
-        let dry = apply::apply(&rs, ApplyOptions { dry_run: true, mode: self.mode, revoke: false })?;
-        let current = apply::current_state()?;
-        let all_attached =
-            rs.interfaces.iter().all(|b| matches!(loader::open_attached(&b.iface), Ok(Some(_))));
-        let msg = if dry.diff.is_empty() && dry.diff.attach.is_empty() && current.is_some() && all_attached {
-            let seq = current.map_or(0, |s| s.seq);
+        // At start, a rule set the pins already enforce (the very same: rules, interfaces
+        // and their settings) is adopted without touching the datapath. Any other time the
+        // file changed (or SIGHUP asked), so it is applied: the rule diff does not cover
+        // interface settings such as monitor mode or timeouts.
+        let adopt = match (why, apply::current_state()?) {
+            (Trigger::Start, Some(current))
+                if same_rule_set(&current.ruleset, &rs)
+                    && rs
+                        .interfaces
+                        .iter()
+                        .all(|b| matches!(loader::open_attached(&b.iface), Ok(Some(_)))) =>
+            {
+                Some(current.seq)
+            }
+            _ => None,
+        };
+        let msg = if let Some(seq) = adopt {
             stats_of(&self.stats).rule_set_seq = seq;
-            format!("{name}: rule set #{seq} already enforced on {}: adopted", dry.interfaces.join(", "))
+            let ifaces: Vec<&str> = rs.interfaces.iter().map(|b| b.iface.as_str()).collect();
+            format!("{name}: rule set #{seq} already enforced on {}: adopted", ifaces.join(", "))
         } else {
             let report = apply::apply(&rs, ApplyOptions { dry_run: false, mode: self.mode, revoke: false })?;
             let took = started.elapsed().as_secs_f64();
