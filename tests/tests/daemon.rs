@@ -20,6 +20,18 @@ use sg_tests::{
     require_bpf, wait_until,
 };
 
+/// Packets A's ingress dropped so far, all reasons.
+fn datapath_drops(pair: &NetnsPair) -> u64 {
+    let st = pair.status_json();
+    st["interfaces"][0]["counters"]
+        .as_array()
+        .expect("counters")
+        .iter()
+        .filter(|c| c["direction"] == "ingress" && c["action"] == "drop")
+        .map(|c| c["packets"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 fn seq(pair: &NetnsPair) -> Option<u64> {
     let st = pair.status_json();
     st["interfaces"].as_array()?.first()?["policy_seq"].as_u64()
@@ -165,8 +177,23 @@ fn daemon_restart_after_kill_loses_no_packet() {
     let rx = pair.run(Side::A, move || {
         let s = UdpSocket::bind(a).expect("bind");
         s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        // 16 MiB of receive buffer (SO_RCVBUFFORCE, root): a receiver thread held up by a
+        // busy machine must not lose datagrams in its socket, only the datapath could.
+        let size: libc::c_int = 16 << 20;
+        // SAFETY: a valid socket and a c_int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
         s
     });
+    let dropped_before = datapath_drops(&pair);
     let counter = std::thread::spawn(move || {
         let mut seen = std::collections::BTreeSet::new();
         let mut buf = [0u8; 16];
@@ -205,6 +232,7 @@ fn daemon_restart_after_kill_loses_no_packet() {
     assert!(sent > 1000, "sent {sent}");
     let lost: Vec<u64> = (0..sent).filter(|n| !seen.contains(n)).take(10).collect();
     assert!(lost.is_empty(), "{} of {sent} datagrams lost, first {lost:?}", sent - seen.len() as u64);
+    assert_eq!(datapath_drops(&pair), dropped_before, "the datapath dropped nothing meanwhile");
 
     // SIGTERM: enforcement stays.
     let mut d2 = d2;

@@ -161,8 +161,10 @@ fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
     assert!(end["start"].is_string(), "{end}");
 
     // `sgctl flows --json` reads the same file through daemon.json.
+    let before = records(&jl).len();
     let out = pair.sgctl_ok(Side::A, &["flows", "--json"]);
-    assert_eq!(out.lines().count(), records(&jl).len(), "{out}");
+    let printed = out.lines().count();
+    assert!(before <= printed && printed <= records(&jl).len(), "{out}");
     let table = pair.sgctl_ok(Side::A, &["flows"]);
     assert!(table.contains("reject") && table.contains("no_rule"), "{table}");
 
@@ -191,7 +193,11 @@ fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
     let _ = follower.wait();
     let got = records(&follow_out);
     assert!(followed.is_some(), "--follow printed {} of {n} flood records", got.len());
-    assert!(got.iter().all(|r| r["dport"] == 7002), "--last 0: only new records: {got:?}");
+    // (The kernel's own IPv6 multicast reports may be rejected meanwhile: not checked.)
+    assert!(
+        !got.iter().any(|r| r["dport"] == 7001 || r["event"] == "accept" || r["event"] == "end"),
+        "--last 0: only records written after it started: {got:?}"
+    );
     let limit = 5.0 + 5.0 * (took.as_secs_f64() + 0.7) + 1.0;
     assert!(n >= 5 && (n as f64) <= limit, "{n} reject records in {took:?} (limit {limit})");
     let m = http_get(&pair, "/metrics");
@@ -203,14 +209,19 @@ fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
     assert!(limited.unwrap_or(0.0) >= 15_000.0, "rate-limited events counted: {limited:?}");
 
     // VPC Flow Logs v2: the accepted flow's two directions and the rejects, per 1 s window.
-    let ok = wait_until(Duration::from_secs(5), || {
+    // Records: version account iface src dst sport dport proto packets bytes start end action
+    // status. Wait for the windows of the flow (port 7000) and of the flood (port 7002).
+    let fields = |l: &str| l.split(' ').map(str::to_string).collect::<Vec<_>>();
+    let has = |text: &str, action: &str, dport: &str| {
+        text.lines().map(fields).any(|f| f.len() == 14 && f[12] == action && f[6] == dport)
+    };
+    let ok = wait_until(Duration::from_secs(10), || {
         let t = std::fs::read_to_string(&vpc).unwrap_or_default();
-        t.contains(" ACCEPT ") && t.contains(" REJECT ")
+        has(&t, "ACCEPT", "7000") && has(&t, "REJECT", "7002")
     })
     .is_some();
     let text = std::fs::read_to_string(&vpc).unwrap();
     assert!(ok, "{text}");
-    let fields = |l: &str| l.split(' ').map(str::to_string).collect::<Vec<_>>();
     let accept = text
         .lines()
         .map(fields)
