@@ -1,6 +1,6 @@
 //! `sgctl conntrack list|flush|gc`: the tracked flows of the attached interfaces.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -97,11 +97,11 @@ pub fn addr(family: u8, a: &[u8; 16]) -> IpAddr {
     }
 }
 
-fn endpoint(family: u8, a: &[u8; 16], port: u16) -> String {
-    match addr(family, a) {
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-    }
+/// A tracked flow's initiator and responder, from its normalised key.
+pub fn endpoints(k: &CtKey, e: &CtEntry) -> (SocketAddr, SocketAddr) {
+    let lo = SocketAddr::new(addr(k.family, &k.addr_lo), k.port_lo);
+    let hi = SocketAddr::new(addr(k.family, &k.addr_hi), k.port_hi);
+    if e.initiator_lo != 0 { (lo, hi) } else { (hi, lo) }
 }
 
 /// The interfaces to look at, with their maps.
@@ -155,14 +155,12 @@ pub fn flows(maps: &InstanceMaps, iface: &str, state: Option<&State>, all: bool)
         if expired && !all {
             continue;
         }
-        let lo = endpoint(k.family, &k.addr_lo, k.port_lo);
-        let hi = endpoint(k.family, &k.addr_hi, k.port_hi);
-        let (initiator, responder) = if e.initiator_lo != 0 { (lo, hi) } else { (hi, lo) };
+        let (initiator, responder) = endpoints(&k, &e);
         out.push(Flow {
             iface: iface.to_string(),
             proto: k.proto,
-            initiator,
-            responder,
+            initiator: initiator.to_string(),
+            responder: responder.to_string(),
             origin: if e.origin == 0 { "ingress" } else { "egress" },
             state: state_name(e.state),
             table,

@@ -270,7 +270,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ReplayReport> {
 }
 
 fn reason_of(r: u32) -> Reason {
-    Reason::ALL.iter().copied().find(|x| *x as u32 == r).unwrap_or(Reason::InternalError)
+    Reason::from_u32(r).unwrap_or(Reason::InternalError)
 }
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {

@@ -35,7 +35,7 @@ use sg_common::{
 
 use crate::{
     apply::current_state,
-    cli::conntrack::{addr, proto_name, rule_label},
+    cli::conntrack::{addr, endpoints, proto_name, rule_label},
     loader,
     maps::{CtTable, FlowMaps, ct_now_ns, flow_stats},
     pins,
@@ -167,13 +167,6 @@ fn is_icmp(proto: u8) -> bool {
     proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6
 }
 
-/// Initiator and responder (address, port) of a tracked flow.
-fn endpoints(k: &CtKey, e: &CtEntry) -> ((IpAddr, u16), (IpAddr, u16)) {
-    let lo = (addr(k.family, &k.addr_lo), k.port_lo);
-    let hi = (addr(k.family, &k.addr_hi), k.port_hi);
-    if e.initiator_lo != 0 { (lo, hi) } else { (hi, lo) }
-}
-
 type RejectKey = (String, IpAddr, IpAddr, u16, u16, u8);
 
 pub struct FlowLogger {
@@ -291,7 +284,7 @@ impl FlowLogger {
 
     fn event(&mut self, iface: &str, ev: &FlowEvent) {
         let accept = ev.kind == EV_ACCEPT;
-        let reason = Reason::ALL.iter().find(|r| **r as u8 == ev.reason).map_or("unknown", |r| r.name());
+        let reason = Reason::from_u32(u32::from(ev.reason)).map_or("unknown", Reason::name);
         let (src, dst) = (addr(ev.family, &ev.src), addr(ev.family, &ev.dst));
         let icmp = is_icmp(ev.proto);
         let r = Record {
@@ -329,7 +322,8 @@ impl FlowLogger {
     /// Flow-end records for flows the gc removed.
     pub fn flows_ended(&mut self, iface: &str, ended: &[(CtTable, CtKey, CtEntry)]) {
         for (_, k, e) in ended {
-            let ((src, sport), (dst, dport)) = endpoints(k, e);
+            let (from, to) = endpoints(k, e);
+            let ((src, sport), (dst, dport)) = ((from.ip(), from.port()), (to.ip(), to.port()));
             let r = Record {
                 time: rfc3339(wall(e.last_seen_ns)),
                 event: "end".into(),
@@ -388,7 +382,8 @@ impl FlowLogger {
             }
             let (p0, b0) = self.snapshot.get(&id).copied().unwrap_or_default();
             self.snapshot.insert(id, (e.packets, e.bytes));
-            let ((a, ap), (b, bp)) = endpoints(&k, &e);
+            let (from, to) = endpoints(&k, &e);
+            let ((a, ap), (b, bp)) = ((from.ip(), from.port()), (to.ip(), to.port()));
             let (ap, bp) = if is_icmp(k.proto) { (0, 0) } else { (ap, bp) };
             let st = status.get(&iface).copied().unwrap_or("OK");
             for (i, (s, sp, d, dp)) in [(a, ap, b, bp), (b, bp, a, ap)].into_iter().enumerate() {

@@ -134,6 +134,8 @@ struct Daemon {
     /// Bytes of the version enforced, and of the last version rejected (logged once).
     applied: Option<Vec<u8>>,
     rejected: Option<Vec<u8>>,
+    /// The last read of the file failed (logged once).
+    unreadable: bool,
     stats: SharedStats,
     flows: Option<flowlog::FlowLogger>,
     /// aya-log records of the datapath, forwarded to this process's log.
@@ -147,14 +149,16 @@ impl Daemon {
         let text = match std::fs::read(&self.path) {
             Ok(t) => t,
             Err(e) => {
-                if why != Trigger::Poll || self.rejected.as_deref() != Some(b"\0unreadable") {
+                // Logged once while it stays unreadable (and on every SIGHUP).
+                if why != Trigger::Poll || !self.unreadable {
                     log::error!("cannot read {}: {e}; the enforced rule set stays", self.path.display());
                     stats_of(&self.stats).apply_failures += 1;
                 }
-                self.rejected = Some(b"\0unreadable".to_vec());
+                self.unreadable = true;
                 return self.applied.is_some();
             }
         };
+        self.unreadable = false;
         if why == Trigger::Poll
             && (self.applied.as_ref() == Some(&text) || self.rejected.as_ref() == Some(&text))
         {
@@ -319,6 +323,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         mode: args.mode,
         applied: None,
         rejected: None,
+        unreadable: false,
         stats: stats.clone(),
         flows,
         dp_log: datapath_log::Forwarder::default(),
