@@ -178,16 +178,17 @@ pub fn track(
     bytes: u64,
 ) -> Result<Option<Verdict>, Reason> {
     let Some((sport, dport)) = key_ports(pkt) else { return Ok(None) };
-    if !maybe_tracked(slot_of(pkt, sport, dport)) {
+    let slot = slot_of(pkt, sport, dport);
+    if !maybe_tracked(slot) {
         // No flow with this slot was ever inserted (since the last rebuild): both lookups
         // would miss, so the key is not even built.
         return Ok(None);
     }
     let (key, src_lo) = ct_key(pkt.family, pkt.proto, &pkt.src, sport, &pkt.dst, dport);
-    if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &key, src_lo, bytes)? {
+    if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &key, src_lo, slot, bytes)? {
         return Ok(v);
     }
-    match track_in(&SG_CT_NEW, false, cfg, dir, pkt, &key, src_lo, bytes)? {
+    match track_in(&SG_CT_NEW, false, cfg, dir, pkt, &key, src_lo, slot, bytes)? {
         Lookup::Done(v) => Ok(v),
         Lookup::Absent => Ok(None),
     }
@@ -203,6 +204,7 @@ fn track_in(
     pkt: &PacketSummary,
     key: &CtKey,
     src_lo: bool,
+    slot: u32,
     bytes: u64,
 ) -> Result<Lookup, Reason> {
     let Some(e) = map.entry(key) else { return Ok(Lookup::Absent) };
@@ -248,23 +250,34 @@ fn track_in(
     e.packets[side] += 1;
     e.bytes[side] += bytes;
     e.last_seen_ns = now;
-    if !from_initiator {
+    if !from_initiator && e.flags & CT_F_SEEN_REPLY == 0 {
         e.flags |= CT_F_SEEN_REPLY;
     }
-    e.state = if tcp {
+    let state = if tcp {
         tcp_next(e.state, !from_initiator, pkt.tcp_flags)
     } else if !from_initiator {
         CT_STREAM
     } else {
         e.state
     };
+    // Written only when it changes: packets of one flow run on several CPUs at once (A's ACK
+    // of B's FIN from the softirq, A's own FIN from the application's CPU), and one that keeps
+    // the state must not store back the value it read over another's change (the flow would
+    // stay half-closed, under the established timeout).
+    if state != e.state {
+        e.state = state;
+    }
     let reason = if from_initiator { Reason::CtEstablished } else { Reason::CtReply };
-    if !established && is_established(e.state) {
+    if !established && is_established(state) {
         // Both directions seen: move to the table that is never evicted.
         if SG_CT.insert(key, *e, u64::from(BPF_NOEXIST)).is_err() {
             return Ok(Lookup::Done(Some(Verdict::of(Reason::CtFull))));
         }
         map.delete(key);
+        // Marked again after the move: a rebuild enumerating the tables meanwhile may have
+        // read `SG_CT` before the insert and `SG_CT_NEW` after the delete, missing the flow
+        // in the bank it was rebuilding.
+        mark_tracked(slot);
     }
     Ok(Lookup::Done(Some(Verdict::of(reason))))
 }

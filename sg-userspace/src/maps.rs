@@ -452,6 +452,18 @@ impl InstanceMaps {
         (0..SEEN_BANKS).any(|bank| self.seen.is_set(bank, slot))
     }
 
+    /// Is `key`'s flow marked in each bank of the presence filter?
+    pub fn seen_banks(&self, key: &CtKey) -> [bool; SEEN_BANKS as usize] {
+        let slot = key_seen_slot(key);
+        std::array::from_fn(|bank| self.seen.is_set(bank as u32, slot))
+    }
+
+    /// Zeroes one bank of the presence filter, as the first step of a rebuild does (tests
+    /// stop a rebuild half-way this way).
+    pub fn seen_zero_bank(&mut self, bank: u32) {
+        self.seen.zero_bank(bank);
+    }
+
     /// Rebuilds the conntrack presence filter (`SG_CT_SEEN`) from the live tables, one bank at
     /// a time, so that a tracked flow is always marked in at least one bank: zero bank 1 (bank
     /// 0 still holds every flow), mark every flow of both tables in bank 1, then the same for

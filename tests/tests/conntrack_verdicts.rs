@@ -584,12 +584,24 @@ fn presence_filter_marks_flows_and_rebuild_keeps_live_ones() {
     let mut inst = instance();
     inst.maps_mut().ct_flush().unwrap();
     inst.maps_mut().seen_rebuild().unwrap();
+    run_sequence(
+        &mut inst,
+        "question",
+        &[Row::allow("question out", Egress, udp(HOST4, 41000, PEER4, 53), 2)],
+    );
+    let (_, k, _) = entry(&inst, 17)[0];
+    assert_eq!(inst.maps().seen_banks(&k), [true, true], "an inserted flow is marked in both banks");
+    // A rebuild zeroed bank 1 and its enumeration missed the flow as it moved from SG_CT_NEW
+    // to SG_CT: the move marks it again, or the next rebuild's zeroing of bank 0 would hide it.
+    inst.maps_mut().seen_zero_bank(1);
     let rows = vec![
-        Row::allow("question out", Egress, udp(HOST4, 41000, PEER4, 53), 2),
         Row::new("answer in", Ingress, udp(PEER4, 53, HOST4, 41000), Reason::CtReply),
         Row::allow("second flow out", Egress, udp(HOST4, 41001, PEER4, 53), 2),
     ];
     run_sequence(&mut inst, "flows to mark", &rows);
+    let (t, _, _) = *entry(&inst, 17).iter().find(|(_, key, _)| *key == k).unwrap();
+    assert_eq!(t, CtTable::Established, "the answer moved the flow");
+    assert_eq!(inst.maps().seen_banks(&k), [true, true], "the move marks both banks");
     let flows = entry(&inst, 17);
     assert_eq!(flows.len(), 2);
     assert!(flows.iter().all(|(_, k, _)| inst.maps().seen_marked(k)), "inserted flows are marked");

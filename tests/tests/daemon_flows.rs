@@ -134,7 +134,13 @@ fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
             && find(&r, "end", "tcp", 7000).is_some()
     })
     .is_some();
-    assert!(ok, "records missing: {:?}\n{}", records(&jl), d.log());
+    assert!(
+        ok,
+        "records missing: {:?}\nconntrack: {}\n{}",
+        records(&jl),
+        pair.sgctl_ok(Side::A, &["conntrack", "list", "--json"]),
+        d.log()
+    );
     let r = records(&jl);
     let acc = find(&r, "accept", "tcp", 7000).unwrap();
     assert_eq!(acc["iface"], pair.if_a.as_str());

@@ -380,3 +380,56 @@ fn conntrack_cli_lists_ages_flushes_and_collects() {
     assert!(out.contains("flushed 1"), "{out}");
     assert_eq!(status(&pair)["interfaces"][0]["conntrack"]["new"], 0);
 }
+
+#[test]
+fn every_connection_closed_both_ways_ends_closing() {
+    if !require_bpf("every_connection_closed_both_ways_ends_closing") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let f = write_temp(
+        &format!("{}-close.toml", pair.if_a),
+        &rules(&pair.if_a, r#"{ proto = "tcp", ports = "7100", from = "192.0.2.0/24" }"#, ""),
+    );
+    pair.sgctl_ok(Side::A, &["apply", f.to_str().unwrap()]);
+    // Short connections B -> A that close at once both ways: B writes and closes; A reads to
+    // the end and closes. A's ACK of B's FIN leaves from the softirq that received the FIN
+    // while A's own FIN leaves from the server thread, often on the other CPU, at the same
+    // moment: both update the flow's entry, and the ACK must not undo the FIN's state change
+    // (the flow would stay half-closed, with the 5-day established timeout).
+    const CONNS: usize = 200;
+    let a = SocketAddr::new(pair.addr(Side::A, false), 7100);
+    let l = pair.run(Side::A, move || TcpListener::bind(a).expect("bind"));
+    let server = std::thread::spawn(move || {
+        let t = Instant::now();
+        let mut served = 0;
+        while served < CONNS && t.elapsed() < Duration::from_secs(30) {
+            let (mut c, _) = l.accept().expect("accept");
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = Vec::new();
+            c.read_to_end(&mut buf).expect("read");
+            assert_eq!(buf, b"bye");
+            served += 1;
+        }
+        served
+    });
+    pair.run(Side::B, move || {
+        for _ in 0..CONNS {
+            let mut c = TcpStream::connect_timeout(&a, Duration::from_secs(2)).expect("connect");
+            c.write_all(b"bye").unwrap();
+        }
+    });
+    assert_eq!(server.join().unwrap(), CONNS);
+    // The last final ACKs (B -> A) are on their way; then every flow must be closing.
+    let mut states = std::collections::BTreeMap::new();
+    let settled = sg_tests::wait_until(Duration::from_secs(5), || {
+        let list: serde_json::Value =
+            serde_json::from_str(&pair.sgctl_ok(Side::A, &["conntrack", "list", "--json"])).unwrap();
+        states.clear();
+        for f in list.as_array().unwrap().iter().filter(|f| f["proto"] == 6) {
+            *states.entry(f["state"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
+        }
+        states.get("closing") == Some(&CONNS)
+    });
+    assert!(settled.is_some(), "flows per state after {CONNS} closed connections: {states:?}");
+}
