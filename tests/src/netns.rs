@@ -74,10 +74,7 @@ impl NetnsPair {
         ip(&["netns", "add", &self.ns_a])?;
         ip(&["netns", "add", &self.ns_b])?;
         for ns in [&self.ns_a, &self.ns_b] {
-            // DAD off before any link exists: fresh IPv6 addresses are usable at once.
-            for key in ["all", "default"] {
-                self.sysctl(ns, &format!("net.ipv6.conf.{key}.accept_dad"), "0")?;
-            }
+            quiet_ipv6(ns)?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         ip(&[
@@ -92,12 +89,6 @@ impl NetnsPair {
             ip(&["-n", ns, "link", "set", ifn, "up"])?;
         }
         Ok(())
-    }
-
-    fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<(), String> {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        let value = value.to_string();
-        run_in_ns(ns, move || std::fs::write(&path, value).map_err(|e| format!("{path}: {e}")))
     }
 
     pub fn ns(&self, side: Side) -> &str {
@@ -228,6 +219,24 @@ impl Drop for NetnsPair {
 
 /// Runs `f` on a new thread inside the named namespace (`/run/netns/NAME`).
 /// Only that thread changes namespace; /sys stays as it is (unlike `ip netns exec`).
+/// IPv6 settings of a fresh namespace, before any link exists: no duplicate address
+/// detection (fresh addresses are usable at once), and MLD reports sent at once (1 jiffy
+/// instead of a random delay up to 1 s, twice): the reports a link sends when it comes up
+/// are over before a test attaches, instead of being counted as drops in the middle of it.
+fn quiet_ipv6(ns: &str) -> Result<(), String> {
+    for key in ["all", "default"] {
+        for (name, value) in [
+            ("accept_dad", "0"),
+            ("mldv1_unsolicited_report_interval", "0"),
+            ("mldv2_unsolicited_report_interval", "0"),
+        ] {
+            let path = format!("/proc/sys/net/ipv6/conf/{key}/{name}");
+            run_in_ns(ns, move || std::fs::write(&path, value).map_err(|e| format!("{path}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn run_in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     match spawn_in_ns(ns, f).join() {
         Ok(v) => v,
@@ -288,10 +297,7 @@ impl Routed {
     fn setup(&self, id: &str) -> Result<(), String> {
         for ns in &self.names {
             ip(&["netns", "add", ns])?;
-            for key in ["all", "default"] {
-                let path = format!("/proc/sys/net/ipv6/conf/{key}/accept_dad");
-                run_in_ns(ns, move || std::fs::write(&path, "0").map_err(|e| e.to_string()))?;
-            }
+            quiet_ipv6(ns)?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         let if_ra = format!("s{id}p");
