@@ -6,13 +6,48 @@
 //!   per CPU (GCRA, parameters in `FlowLogConfig`) so a flood cannot drown the log or the CPU;
 //!   what the limits or a full ring buffer suppress is counted in `SG_FLOW_STATS`.
 //!
-//! Flow ends are not datapath events: the daemon's conntrack gc writes them from the entries
-//! it removes (their final counters).
+//! - `EV_END` (a [`FlowEnd`] item, told apart from a [`FlowEvent`] by its size): the datapath
+//!   deleted a flow, with its final counters: found idle beyond its timeout by a packet of
+//!   the flow, no longer allowed after an apply with `--revoke`, or replaced by a new TCP
+//!   connection on the ports of a closed one. Per-CPU limit only.
+//!
+//! The other flow ends (expired flows no packet came back for) are written by the daemon's
+//! conntrack gc, from the entries it removes.
+
+use crate::conntrack::{CtEntry, CtKey};
 
 /// `FlowEvent::kind`: a new flow was accepted.
 pub const EV_ACCEPT: u8 = 1;
 /// `FlowEvent::kind`: a packet was rejected.
 pub const EV_REJECT: u8 = 2;
+/// `FlowEnd::kind`: the datapath ended a flow.
+pub const EV_END: u8 = 3;
+
+/// `FlowEnd::cause`: idle beyond its timeout when a packet of the flow came.
+pub const END_EXPIRED: u8 = 1;
+/// `FlowEnd::cause`: the rules applied with `--revoke` no longer allow it.
+pub const END_REVOKED: u8 = 2;
+/// `FlowEnd::cause`: a TCP SYN reused the ports of the closed connection.
+pub const END_REUSED: u8 = 3;
+
+/// A flow the datapath ended (112 bytes in the ring buffer): its key and its entry as they
+/// were when it was deleted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEnd {
+    pub key: CtKey,
+    pub entry: CtEntry,
+    /// `EV_END`.
+    pub kind: u8,
+    /// `END_*`.
+    pub cause: u8,
+    /// `Direction` of the program that ended it, as u8.
+    pub dir: u8,
+    pub _pad: [u8; 5],
+}
+
+const _: () = assert!(core::mem::size_of::<FlowEnd>() == 112);
+const _: () = assert!(core::mem::size_of::<FlowEnd>() != core::mem::size_of::<FlowEvent>());
 
 /// One event (64 bytes in the ring buffer).
 #[repr(C)]
@@ -132,7 +167,7 @@ pub struct FlowLogStats {
 
 const _: () = assert!(core::mem::size_of::<FlowLogStats>() == 48);
 
-crate::impl_pod!(FlowEvent, FlowLogConfig, RateKey, FlowLogStats);
+crate::impl_pod!(FlowEvent, FlowEnd, FlowLogConfig, RateKey, FlowLogStats);
 
 #[cfg(test)]
 mod tests {

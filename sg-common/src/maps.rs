@@ -49,7 +49,7 @@ pub const MAP_FRAGS: &str = "SG_FRAGS";
 /// Size of `SG_FRAGS`.
 pub const FRAGS_MAX_ENTRIES: u32 = 8192;
 
-/// `RingBuf` of `flowlog::FlowEvent`: flow-log events for the daemon.
+/// `RingBuf` of `flowlog::FlowEvent` and `flowlog::FlowEnd`: flow-log events for the daemon.
 pub const MAP_FLOW_EVENTS: &str = "SG_FLOW_EVENTS";
 /// Size of `SG_FLOW_EVENTS` in bytes (4096 events).
 pub const FLOW_EVENTS_BYTES: u32 = 256 * 1024;

@@ -10,11 +10,13 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns};
 use sg_common::{
     Direction, IfaceConfig, PacketSummary, Reason,
+    config::CONFIG_FLOW_LOG,
     conntrack::{
         CT_F_SEEN_REPLY, CT_NEW, CT_STREAM, CT_TCP_CLOSED, CT_TCP_CLOSING, CT_TCP_SYN_SENT, CtEntry, CtKey,
         FRAG_LIFETIME_NS, FragEntry, FragKey, SEEN_WORDS, TCP_ACK, TCP_SYN, ct_key, is_established,
         seen_slot, tcp_next,
     },
+    flowlog::{END_EXPIRED, END_REUSED, END_REVOKED},
     packet::{FAMILY_IPV4, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_ICMP_ERROR},
     policy::{MAX_RULES, NO_RULE},
 };
@@ -29,7 +31,8 @@ use crate::{
 /// The two flow tables, behind one interface.
 trait CtMap {
     fn entry(&self, key: &CtKey) -> Option<*mut CtEntry>;
-    fn delete(&self, key: &CtKey);
+    /// Removes the flow; true when this call removed it.
+    fn delete(&self, key: &CtKey) -> bool;
 }
 
 macro_rules! impl_ct_map {
@@ -41,8 +44,8 @@ macro_rules! impl_ct_map {
                     self.get_ptr_mut(key)
                 }
                 #[inline(always)]
-                fn delete(&self, key: &CtKey) {
-                    let _ = self.remove(key);
+                fn delete(&self, key: &CtKey) -> bool {
+                    self.remove(key).is_ok()
                 }
             }
         )+
@@ -214,7 +217,7 @@ fn track_in(
     // from other CPUs may race (they are statistics).
     let e = unsafe { &mut *e };
     if cfg.ct_timeouts.expired(key.proto, e, now) {
-        map.delete(key);
+        end(cfg, dir, map, key, e, END_EXPIRED);
         return Ok(Lookup::Absent);
     }
     let from_initiator = u8::from(src_lo) == e.initiator_lo;
@@ -231,7 +234,7 @@ fn track_in(
                 e.rule = slot_rule(slot);
             }
             None => {
-                map.delete(key);
+                end(cfg, dir, map, key, e, END_REVOKED);
                 return Ok(Lookup::Done(None));
             }
         }
@@ -243,7 +246,7 @@ fn track_in(
         && matches!(e.state, CT_TCP_CLOSING | CT_TCP_CLOSED)
     {
         // A new connection on the ports of a closed one.
-        map.delete(key);
+        end(cfg, dir, map, key, e, END_REUSED);
         return Ok(Lookup::Done(None));
     }
     let side = usize::from(!from_initiator);
@@ -280,6 +283,16 @@ fn track_in(
         mark_tracked(slot);
     }
     Ok(Lookup::Done(Some(Verdict::of(reason))))
+}
+
+/// Deletes a flow the datapath ends; with flow logs on, its `EV_END` tells the daemon.
+#[inline(always)]
+fn end(cfg: &IfaceConfig, dir: Direction, map: &impl CtMap, key: &CtKey, e: &CtEntry, cause: u8) {
+    if cfg.flags & CONFIG_FLOW_LOG != 0 {
+        crate::flowlog::end_flow(dir, key, e, cause, || map.delete(key));
+    } else {
+        map.delete(key);
+    }
 }
 
 #[inline(always)]

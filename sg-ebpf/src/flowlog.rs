@@ -1,13 +1,17 @@
 //! Flow-log events (`sg_common::flowlog`): a new accepted flow, or a rejected packet
-//! (rate-limited per source, then per CPU), written to `SG_FLOW_EVENTS`. Only called when the
-//! interface's config has `CONFIG_FLOW_LOG`. Never changes the verdict.
+//! (rate-limited per source, then per CPU), or a flow the datapath ended, written to
+//! `SG_FLOW_EVENTS`. Only called when the interface's config has `CONFIG_FLOW_LOG`. Never
+//! changes the verdict.
 
 use core::mem::MaybeUninit;
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
     Direction,
-    flowlog::{EV_ACCEPT, EV_REJECT, FlowEvent, FlowLogStats, RateKey, gcra_allow},
+    conntrack::{CtEntry, CtKey},
+    flowlog::{
+        EV_ACCEPT, EV_END, EV_REJECT, FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey, gcra_allow,
+    },
 };
 
 use crate::{
@@ -15,20 +19,85 @@ use crate::{
     policy::Verdict,
 };
 
-/// Copies a 16-byte address as four 32-bit words (an array copy becomes a byte-at-a-time
-/// loop or a `memcpy` call in BPF).
+/// Copies `n` words of type `W` (an array or struct copy becomes a byte-at-a-time loop or a
+/// `memcpy` call in BPF).
+///
+/// # Safety
+/// `to` and `from` must be valid for `n` words and aligned for `W`.
+#[inline(always)]
+unsafe fn copy_words<W: Copy>(to: *mut W, from: *const W, n: usize) {
+    for i in 0..n {
+        // SAFETY: in bounds and aligned, as the caller promises.
+        unsafe { to.add(i).write(from.add(i).read()) };
+    }
+}
+
+/// Copies a 16-byte address as four 32-bit words.
 ///
 /// # Safety
 /// `to` must be valid for 16 bytes and 4-byte aligned; `from` is 4-byte aligned (an address
 /// field of the 8-byte aligned packet summary).
 #[inline(always)]
 unsafe fn copy_addr(to: *mut u8, from: &[u8; 16]) {
-    let (to, from) = (to.cast::<u32>(), from.as_ptr().cast::<u32>());
-    for i in 0..4 {
-        // SAFETY: in bounds and aligned, as the caller promises.
-        unsafe { to.add(i).write(from.add(i).read()) };
+    // SAFETY: as the caller promises.
+    unsafe { copy_words(to.cast::<u32>(), from.as_ptr().cast::<u32>(), 4) }
+}
+
+/// The per-CPU limit every event passes (counted when it does not).
+#[inline(always)]
+fn cpu_allows(stats: &mut FlowLogStats, lim: &FlowLogConfig, now: u64) -> bool {
+    if gcra_allow(&mut stats.cpu_tat, now, lim.cpu_interval_ns, lim.cpu_burst_ns) {
+        return true;
+    }
+    stats.cpu_limited += 1;
+    false
+}
+
+/// Deletes a flow the datapath ends (`delete`, true when this run removed it) and emits its
+/// `EV_END` with the final counters. The entry is copied before the delete (a preallocated
+/// map may hand a deleted element to another CPU's insert at once) and submitted only when
+/// this run's delete removed it (two CPUs may find the same expired flow).
+#[inline(always)]
+pub fn end_flow(dir: Direction, key: &CtKey, e: &CtEntry, cause: u8, delete: impl FnOnce() -> bool) {
+    let (Some(stats), Some(lim)) = (SG_FLOW_STATS.get_ptr_mut(0), SG_FLOW_CFG.get(0)) else {
+        delete();
+        return;
+    };
+    // SAFETY: this CPU's entry of a per-CPU map, valid for the program's run.
+    let stats: &mut FlowLogStats = unsafe { &mut *stats };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if !cpu_allows(stats, lim, now) {
+        delete();
+        return;
+    }
+    let Some(mut entry) = SG_FLOW_EVENTS.reserve::<FlowEnd>(0) else {
+        delete();
+        stats.ring_full += 1;
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved, 8-byte aligned slot of size_of::<FlowEnd>() bytes, every
+    // field written; the key (2-byte aligned) is copied as u16 words, the entry (a map value,
+    // 8-byte aligned) as u64 words.
+    unsafe {
+        copy_words((&raw mut (*ev).key).cast::<u16>(), (key as *const CtKey).cast::<u16>(), KEY_U16S);
+        copy_words((&raw mut (*ev).entry).cast::<u64>(), (e as *const CtEntry).cast::<u64>(), ENTRY_U64S);
+        (*ev).kind = EV_END;
+        (*ev).cause = cause;
+        (*ev).dir = dir as u8;
+        (*ev)._pad = [0; 5];
+    }
+    if delete() {
+        entry.submit(0);
+        stats.emitted += 1;
+    } else {
+        entry.discard(0);
     }
 }
+
+const KEY_U16S: usize = core::mem::size_of::<CtKey>() / 2;
+const ENTRY_U64S: usize = core::mem::size_of::<CtEntry>() / 8;
 
 /// Emits the event for `v`, if it is one (a new flow, or a drop).
 #[inline(always)]
@@ -76,8 +145,7 @@ pub fn emit(dir: Direction, v: &Verdict, bytes: u64) {
             }
         }
     }
-    if !gcra_allow(&mut stats.cpu_tat, now, lim.cpu_interval_ns, lim.cpu_burst_ns) {
-        stats.cpu_limited += 1;
+    if !cpu_allows(stats, lim, now) {
         return;
     }
     let Some(mut entry) = SG_FLOW_EVENTS.reserve::<FlowEvent>(0) else {

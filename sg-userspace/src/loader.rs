@@ -155,6 +155,18 @@ impl PrivateInstance {
         self.maps.set_config(&IfaceConfig { flags: cfg.flags | sg_common::config::CONFIG_FLOW_LOG, ..cfg })
     }
 
+    /// Every item waiting in the flow-log ring buffer (tests read what the datapath emitted).
+    pub fn flow_items(&mut self) -> Result<Vec<crate::maps::FlowItem>> {
+        let name = sg_common::maps::MAP_FLOW_EVENTS;
+        let map = self.ebpf.map_mut(name).ok_or(Error::MissingInObject(name))?;
+        let mut ring = aya::maps::RingBuf::try_from(map).context(|| name.to_string())?;
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            out.extend(crate::maps::FlowItem::parse(&item));
+        }
+        Ok(out)
+    }
+
     /// Runs `frame` through the program of `dir` once; returns the program's return value
     /// (XDP action for ingress, TC action as u32 for egress).
     pub fn run(&mut self, dir: Direction, frame: &[u8]) -> Result<u32> {

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use sg_common::{
     Counter, Direction, IfaceConfig, PacketSummary, Reason,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_SLOTS, key_seen_slot},
-    flowlog::{FlowEvent, FlowLogConfig, FlowLogStats},
+    flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats},
     maps::{
         MAP_CONFIG, MAP_COUNTERS, MAP_CT, MAP_CT_NEW, MAP_CT_SEEN, MAP_FLOW_CFG, MAP_FLOW_EVENTS,
         MAP_FLOW_STATS, MAP_FRAGS, MAP_LAST_PARSE, MAP_LPM_V4, MAP_LPM_V6, MAP_RULE_HITS, MAP_SEGMENTS,
@@ -500,6 +500,29 @@ pub fn ct_now_ns() -> u64 {
     }
 }
 
+/// One item of `SG_FLOW_EVENTS`, told apart by its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowItem {
+    /// `EV_ACCEPT` or `EV_REJECT`.
+    Event(FlowEvent),
+    /// `EV_END`: a flow the datapath deleted.
+    End(FlowEnd),
+}
+
+impl FlowItem {
+    pub fn parse(bytes: &[u8]) -> Option<FlowItem> {
+        fn read<T: aya::Pod>(bytes: &[u8]) -> T {
+            // SAFETY: the caller checked the length; T is plain data.
+            unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+        }
+        match bytes.len() {
+            n if n == std::mem::size_of::<FlowEvent>() => Some(FlowItem::Event(read(bytes))),
+            n if n == std::mem::size_of::<FlowEnd>() => Some(FlowItem::End(read(bytes))),
+            _ => None,
+        }
+    }
+}
+
 /// The flow-log maps of an attached instance (`sg_common::flowlog`), opened from its pins.
 pub struct FlowMaps {
     events: aya::maps::RingBuf<MapData>,
@@ -525,12 +548,14 @@ impl FlowMaps {
         self.limits.set(0, cfg, 0).context(|| format!("writing {MAP_FLOW_CFG}"))
     }
 
-    /// The next event of the ring buffer, if any.
-    pub fn next_event(&mut self) -> Option<FlowEvent> {
-        let item = self.events.next()?;
-        (item.len() >= std::mem::size_of::<FlowEvent>())
-            // SAFETY: at least size_of::<FlowEvent>() bytes; FlowEvent is plain data.
-            .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) })
+    /// The next item of the ring buffer, if any (an item of neither size is skipped).
+    pub fn next_event(&mut self) -> Option<FlowItem> {
+        loop {
+            let item = self.events.next()?;
+            if let Some(it) = FlowItem::parse(&item) {
+                return Some(it);
+            }
+        }
     }
 }
 

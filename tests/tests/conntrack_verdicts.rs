@@ -12,14 +12,14 @@ use sg_common::{
     packet::FAMILY_IPV4,
 };
 use sg_tests::{
-    packet::{Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN},
+    packet::{Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN},
     policy::{apply, recording_instance, ruleset},
     require_bpf,
     verdict::{Row, run_sequence},
 };
 use sg_userspace::{
     loader::{CtSizes, PrivateInstance},
-    maps::{CtTable, ct_now_ns},
+    maps::{CtTable, FlowItem, ct_now_ns},
     rules::compile,
 };
 
@@ -638,4 +638,92 @@ fn presence_filter_marks_flows_and_rebuild_keeps_live_ones() {
         "flow put back",
         &[Row::new("answer again", Ingress, udp(PEER4, 53, HOST4, 41000), Reason::CtReply)],
     );
+}
+
+/// The `EV_END` items of the instance's flow-log ring buffer (accept and reject events are
+/// skipped).
+fn ends(inst: &mut PrivateInstance) -> Vec<sg_common::flowlog::FlowEnd> {
+    inst.flow_items()
+        .unwrap()
+        .into_iter()
+        .filter_map(|it| match it {
+            FlowItem::End(e) => Some(e),
+            FlowItem::Event(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn flows_the_datapath_ends_are_flow_log_events() {
+    if !require_bpf("flows_the_datapath_ends_are_flow_log_events") {
+        return;
+    }
+    use sg_common::flowlog::{END_EXPIRED, END_REUSED, EV_END, FlowLogConfig};
+    let mut inst = instance();
+    let handshake = |inst: &mut PrivateInstance, sport: u16| {
+        run_sequence(
+            inst,
+            "handshake",
+            &[
+                Row::new("SYN in", Ingress, tcp(PEER4, sport, HOST4, 8080, TCP_SYN), Reason::RuleAllow),
+                Row::new(
+                    "SYN-ACK out",
+                    Egress,
+                    tcp(HOST4, 8080, PEER4, sport, TCP_SYN | TCP_ACK),
+                    Reason::CtReply,
+                ),
+                Row::new("ACK in", Ingress, tcp(PEER4, sport, HOST4, 8080, TCP_ACK), Reason::CtEstablished),
+            ],
+        );
+        let (t, k, e) =
+            *entry(inst, 6).iter().find(|(_, k, _)| k.port_lo == sport || k.port_hi == sport).unwrap();
+        assert_eq!((t, e.packets), (CtTable::Established, [2, 1]));
+        (k, e)
+    };
+    let age = |inst: &mut PrivateInstance, k: &CtKey, e: &CtEntry, idle_s: u64| {
+        let e = CtEntry { last_seen_ns: ct_now_ns() - idle_s * 1_000_000_000, ..*e };
+        inst.maps_mut().ct_put(CtTable::Established, k, &e).unwrap();
+        e
+    };
+    let late_ack = |sport| {
+        Row::new("ACK after the timeout", Ingress, tcp(PEER4, sport, HOST4, 8080, TCP_ACK), Reason::RuleAllow)
+    };
+
+    // (The rules allow tcp/8080 in, so the late ACK passes untracked, as `rule_allow`.)
+    // Flow logs off: an expired flow is deleted on lookup and nothing is emitted.
+    let (k, e) = handshake(&mut inst, 41000);
+    age(&mut inst, &k, &e, 61);
+    run_sequence(&mut inst, "flow logs off", &[late_ack(41000)]);
+    assert!(entry(&inst, 6).is_empty(), "deleted on lookup");
+    assert!(inst.flow_items().unwrap().is_empty(), "no event without CONFIG_FLOW_LOG");
+
+    // Flow logs on: the deletion is an EV_END with the flow's last counters.
+    inst.set_flow_log(&FlowLogConfig::new(0, 0, 0, 0)).unwrap();
+    let (k, e) = handshake(&mut inst, 41001);
+    let aged = age(&mut inst, &k, &e, 61);
+    run_sequence(&mut inst, "flow logs on", &[late_ack(41001)]);
+    let got = ends(&mut inst);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].kind, got[0].cause, got[0].dir), (EV_END, END_EXPIRED, Ingress as u8));
+    assert_eq!((got[0].key, got[0].entry), (k, aged), "the key and the entry as they were deleted");
+
+    // A SYN on the ports of a reset connection ends it (and starts the new one).
+    let (k, _) = handshake(&mut inst, 41002);
+    run_sequence(
+        &mut inst,
+        "reset and reuse",
+        &[
+            Row::new(
+                "RST in",
+                Ingress,
+                tcp(PEER4, 41002, HOST4, 8080, TCP_RST | TCP_ACK),
+                Reason::CtEstablished,
+            ),
+            Row::new("SYN again", Ingress, tcp(PEER4, 41002, HOST4, 8080, TCP_SYN), Reason::RuleAllow),
+        ],
+    );
+    let got = ends(&mut inst);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].cause, got[0].key, got[0].entry.packets), (END_REUSED, k, [3, 1]));
+    assert_eq!(got[0].entry.state, sg_common::conntrack::CT_TCP_CLOSED);
 }

@@ -325,3 +325,72 @@ fn datapath_warnings_reach_the_daemon_log() {
     let st = pair.sgctl_ok(Side::A, &["status"]);
     assert!(!st.contains(" 0 drops for a full table"), "{st}");
 }
+
+/// A TCP connection B:`local` -> `to`, from a fixed local port.
+fn connect_from(local: SocketAddr, to: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt,
+    };
+    let (SocketAddr::V4(local), SocketAddr::V4(to)) = (local, to) else { panic!("IPv4 only") };
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+    setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(local)).expect("bind");
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to)).expect("connect");
+    TcpStream::from(fd)
+}
+
+/// A flow the datapath itself ends (a SYN reusing the ports of a reset connection) gets its
+/// end record from the datapath's event: the gc never runs in this daemon's lifetime.
+#[test]
+fn flows_the_datapath_ends_get_end_records() {
+    if !require_bpf("flows_the_datapath_ends_get_end_records") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let file = group_rules("dp-end.toml", &pair.if_a, &["tcp 7000"], "");
+    let jl = write_temp("dp-end.jsonl", "");
+    let args = ["--config", file.to_str().unwrap(), "--metrics", "off", "--flow-log", jl.to_str().unwrap()];
+    let d = Daemon::start(&pair, "dp-end", &[&args[..], &["--gc-interval", "3600"]].concat());
+    assert!(
+        wait_until(Duration::from_secs(10), || d.log().contains("applied rule set")).is_some(),
+        "{}",
+        d.log()
+    );
+
+    let a = SocketAddr::new(pair.addr(Side::A, false), 7000);
+    let local = SocketAddr::new(pair.addr(Side::B, false), 47_000);
+    let l = pair.run(Side::A, move || TcpListener::bind(a).expect("bind"));
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut c, _) = l.accept().expect("accept");
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = c.read_to_end(&mut Vec::new());
+        }
+    });
+    pair.run(Side::B, move || {
+        // Reset at once (linger 0): the flow is `closed`; the next SYN from the same port
+        // starts a new connection and ends the old flow in the datapath.
+        let c = connect_from(local, a);
+        let off = libc::linger { l_onoff: 1, l_linger: 0 };
+        nix::sys::socket::setsockopt(&c, nix::sys::socket::sockopt::Linger, &off).unwrap();
+        drop(c);
+        let mut c = connect_from(local, a);
+        c.write_all(b"again").unwrap();
+    });
+    server.join().unwrap();
+    let ended = wait_until(Duration::from_secs(5), || {
+        records(&jl).iter().any(|r| r["event"] == "end" && r["sport"] == 47_000 && r["dport"] == 7000)
+    });
+    let recs = records(&jl);
+    assert!(ended.is_some(), "no end record for the reset flow: {recs:?}\n{}", d.log());
+    let end = recs.iter().find(|r| r["event"] == "end" && r["sport"] == 47_000).unwrap();
+    assert_eq!(end["reason"], "closed", "{end}");
+    assert!(end["rule"].as_str().unwrap().contains("tcp 7000"), "{end}");
+    let pk = end["flow_packets"].as_array().unwrap();
+    assert!(pk[0].as_u64().unwrap() >= 3 && pk[1].as_u64().unwrap() >= 1, "SYN, ACK, RST / SYN-ACK: {end}");
+    assert_eq!(
+        recs.iter().filter(|r| r["event"] == "accept" && r["sport"] == 47_000).count(),
+        2,
+        "both connections were accepted: {recs:?}"
+    );
+}

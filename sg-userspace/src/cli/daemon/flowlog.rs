@@ -29,7 +29,7 @@ use serde::Serialize;
 use sg_common::{
     Reason,
     conntrack::{CtEntry, CtKey, state_name},
-    flowlog::{EV_ACCEPT, FlowEvent, FlowLogConfig},
+    flowlog::{END_REVOKED, EV_ACCEPT, FlowEvent, FlowLogConfig},
     packet::{IPPROTO_ICMP, IPPROTO_ICMPV6},
 };
 
@@ -37,7 +37,7 @@ use crate::{
     apply::current_state,
     cli::conntrack::{addr, endpoints, proto_name, rule_label},
     loader,
-    maps::{CtTable, FlowMaps, ct_now_ns, flow_stats},
+    maps::{CtTable, FlowItem, FlowMaps, ct_now_ns, flow_stats},
     pins,
     rules::RuleSet,
     state::{self, State},
@@ -129,7 +129,7 @@ pub struct Record {
     pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
-    /// Verdict reason (accept/reject) or the flow's last state (end).
+    /// Verdict reason (accept/reject); end: the flow's last state, or `revoked`.
     pub reason: String,
     /// The rule that allowed the flow, as `sgctl stats` names it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -274,8 +274,15 @@ impl FlowLogger {
                 events.push((iface.clone(), ev));
             }
         }
-        for (iface, ev) in events {
-            self.event(&iface, &ev);
+        for (iface, item) in events {
+            match item {
+                FlowItem::Event(ev) => self.event(&iface, &ev),
+                FlowItem::End(end) => {
+                    let reason =
+                        if end.cause == END_REVOKED { "revoked" } else { state_name(end.entry.state) };
+                    self.flow_ended(&iface, &end.key, &end.entry, reason);
+                }
+            }
         }
         if self.window_timer.elapsed() >= self.window {
             self.flush_window(false);
@@ -322,31 +329,37 @@ impl FlowLogger {
     /// Flow-end records for flows the gc removed.
     pub fn flows_ended(&mut self, iface: &str, ended: &[(CtTable, CtKey, CtEntry)]) {
         for (_, k, e) in ended {
-            let (from, to) = endpoints(k, e);
-            let ((src, sport), (dst, dport)) = ((from.ip(), from.port()), (to.ip(), to.port()));
-            let r = Record {
-                time: rfc3339(wall(e.last_seen_ns)),
-                event: "end".into(),
-                iface: iface.to_string(),
-                direction: if e.origin == 0 { "ingress" } else { "egress" }.into(),
-                proto: proto_name(k.proto),
-                src,
-                dst,
-                sport,
-                dport,
-                reason: state_name(e.state).into(),
-                rule: rule_label(self.state.as_ref(), iface, e.rule, e.policy_seq),
-                bytes: None,
-                flow_packets: Some(e.packets),
-                flow_bytes: Some(e.bytes),
-                start: Some(rfc3339(wall(e.created_ns))),
-                icmp: None,
-            };
-            self.write_json(&r);
-            self.stats.end += 1;
-            if self.vpc.is_some() {
-                self.ended.push((iface.to_string(), *k, *e));
-            }
+            self.flow_ended(iface, k, e, state_name(e.state));
+        }
+    }
+
+    /// The flow-end record of one flow (removed by the gc or ended by the datapath); `reason`
+    /// is its final state, or `revoked`.
+    fn flow_ended(&mut self, iface: &str, k: &CtKey, e: &CtEntry, reason: &str) {
+        let (from, to) = endpoints(k, e);
+        let ((src, sport), (dst, dport)) = ((from.ip(), from.port()), (to.ip(), to.port()));
+        let r = Record {
+            time: rfc3339(wall(e.last_seen_ns)),
+            event: "end".into(),
+            iface: iface.to_string(),
+            direction: if e.origin == 0 { "ingress" } else { "egress" }.into(),
+            proto: proto_name(k.proto),
+            src,
+            dst,
+            sport,
+            dport,
+            reason: reason.into(),
+            rule: rule_label(self.state.as_ref(), iface, e.rule, e.policy_seq),
+            bytes: None,
+            flow_packets: Some(e.packets),
+            flow_bytes: Some(e.bytes),
+            start: Some(rfc3339(wall(e.created_ns))),
+            icmp: None,
+        };
+        self.write_json(&r);
+        self.stats.end += 1;
+        if self.vpc.is_some() {
+            self.ended.push((iface.to_string(), *k, *e));
         }
     }
 
