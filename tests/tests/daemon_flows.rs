@@ -206,6 +206,7 @@ fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
     );
     let limit = 5.0 + 5.0 * (took.as_secs_f64() + 0.7) + 1.0;
     assert!(n >= 5 && (n as f64) <= limit, "{n} reject records in {took:?} (limit {limit})");
+    println!("flood of 20000 rejected datagrams in {took:?}: {n} reject records (limit {limit:.1})");
     let m = http_get(&pair, "/metrics");
     let limited = metric(
         &m,
