@@ -189,7 +189,8 @@ fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
     std::thread::sleep(Duration::from_millis(300));
 
     // A flood of 20,000 rejected datagrams from one source: at most burst + rate x time events.
-    let took = udp_send(&pair, 7002, 20_000);
+    const FLOOD: u32 = 20_000;
+    let took = udp_send(&pair, 7002, FLOOD);
     std::thread::sleep(Duration::from_millis(500));
     let n = records(&jl).iter().filter(|r| r["event"] == "reject" && r["dport"] == 7002).count();
     let followed = wait_until(Duration::from_secs(3), || {
@@ -206,7 +207,7 @@ fn flow_logs_record_accept_reject_end_and_hold_floods_to_the_rate() {
     );
     let limit = 5.0 + 5.0 * (took.as_secs_f64() + 0.7) + 1.0;
     assert!(n >= 5 && (n as f64) <= limit, "{n} reject records in {took:?} (limit {limit})");
-    println!("flood of 20000 rejected datagrams in {took:?}: {n} reject records (limit {limit:.1})");
+    println!("flood of {FLOOD} rejected datagrams in {took:?}: {n} reject records (limit {limit:.1})");
     let m = http_get(&pair, "/metrics");
     let limited = metric(
         &m,
