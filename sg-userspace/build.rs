@@ -1,5 +1,5 @@
 //! Builds the eBPF object (`sg-ebpf`, nightly, bpfel-unknown-none) with aya-build and leaves it
-//! in OUT_DIR, where `loader.rs` embeds it. Needs rust-src on nightly and bpf-linker:
+//! in OUT_DIR, where `loader/mod.rs` embeds it. Needs rust-src on nightly and bpf-linker:
 //! `cargo xtask setup` installs both.
 //!
 //! aya-build relays everything the nested cargo prints on stderr as `cargo:warning` lines (about

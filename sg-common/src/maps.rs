@@ -1,85 +1,411 @@
-//! Map and program names, and map sizes, shared by both sides.
+//! The map registry: every map of an instance, once. Name, kind, key and value types (with
+//! their sizes), default size, flags and a one-line purpose, in one table ([`ALL`]).
 //!
-//! The maps themselves are declared in `sg-ebpf/src/maps.rs` (with a one-line purpose each);
-//! userspace opens them by these names and pins them under
-//! `/sys/fs/bpf/sg/<netns cookie>/<interface>/`.
+//! - The datapath declares each map (`sg-ebpf/src/maps.rs`) with this table's sizes and flags;
+//!   its static is named as the entry, so that the kernel object carries the entry's name.
+//! - Userspace opens, pins and lists the maps from this table (`sg_userspace::maps`), and the
+//!   README's map table is rendered from it (`sg_userspace::maps::markdown_table`; a test keeps
+//!   them equal).
+//! - A test loads the real object and checks every map it holds against its entry (kind, key
+//!   and value size, entries, flags), and that no entry is missing from the object.
+//!
+//! Instances are pinned under `/sys/fs/bpf/sg/<netns cookie>/<interface>/`, each map by its
+//! name.
 
-use crate::reason::MAX_REASONS;
+use core::mem::size_of;
+
+use crate::{
+    IfaceConfig, PacketSummary,
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_WORDS},
+    counters::Counter,
+    flowlog::{FlowLogConfig, FlowLogStats, RateKey},
+    policy::{GENERATIONS, LPM_MAX_ENTRIES, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment},
+    reason::MAX_REASONS,
+};
 
 /// XDP program deciding ingress packets.
 pub const PROG_INGRESS: &str = "sg_ingress";
 /// TC (TCX or clsact) program deciding egress packets.
 pub const PROG_EGRESS: &str = "sg_egress";
 
-/// `Array<IfaceConfig>`, one entry: postures and attach metadata.
-pub const MAP_CONFIG: &str = "SG_CONFIG";
-/// `PerCpuArray<Counter>`: packets/bytes per (direction, reason).
-pub const MAP_COUNTERS: &str = "SG_COUNTERS";
-/// `Array<PacketSummary>`, one entry: the last parsed packet, when `CONFIG_RECORD_PARSE` is set.
-pub const MAP_LAST_PARSE: &str = "SG_LAST_PARSE";
+/// `BPF_F_NO_PREALLOC`: entries are allocated on insert.
+pub const F_NO_PREALLOC: u32 = 1 << 0;
+/// `BPF_F_MMAPABLE`: userspace may map the array's memory.
+pub const F_MMAPABLE: u32 = 1 << 10;
 
-/// `PerCpuArray<PacketSummary>`, one entry: scratch space of the packet being decided.
-pub const MAP_SCRATCH: &str = "SG_SCRATCH";
+/// The kind of a map (the kernel's `BPF_MAP_TYPE_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Array,
+    PerCpuArray,
+    Hash,
+    LruHash,
+    LpmTrie,
+    RingBuf,
+}
 
-/// `LpmTrie<LpmDataV4, PortSetRef>`: IPv4 peer prefix -> port set, per generation/direction.
-pub const MAP_LPM_V4: &str = "SG_LPM_V4";
-/// `LpmTrie<LpmDataV6, PortSetRef>`: IPv6 peer prefix -> port set, per generation/direction.
-pub const MAP_LPM_V6: &str = "SG_LPM_V6";
-/// `Array<Segment>`: compiled port sets; generation g owns `g * SEGMENTS_PER_GEN ..`.
-pub const MAP_SEGMENTS: &str = "SG_SEGMENTS";
-/// `PerCpuArray<u64>`: hits per rule; generation g owns `g * MAX_RULES ..`.
-pub const MAP_RULE_HITS: &str = "SG_RULE_HITS";
+impl MapKind {
+    /// The kernel's map type number.
+    pub const fn bpf_type(self) -> u32 {
+        match self {
+            MapKind::Hash => 1,
+            MapKind::Array => 2,
+            MapKind::PerCpuArray => 6,
+            MapKind::LruHash => 9,
+            MapKind::LpmTrie => 11,
+            MapKind::RingBuf => 27,
+        }
+    }
 
-/// `HashMap<CtKey, CtEntry>` (no prealloc): flows that saw both directions.
-pub const MAP_CT: &str = "SG_CT";
-/// `LruHashMap<CtKey, CtEntry>`: flows not answered yet.
-pub const MAP_CT_NEW: &str = "SG_CT_NEW";
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MapKind::Array => "array",
+            MapKind::PerCpuArray => "per-CPU array",
+            MapKind::Hash => "hash",
+            MapKind::LruHash => "LRU hash",
+            MapKind::LpmTrie => "LPM trie",
+            MapKind::RingBuf => "ring buffer",
+        }
+    }
+}
+
+/// Who creates and pins a map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// sgctl: pinned with the instance, opened by `InstanceMaps`.
+    Sgctl,
+    /// aya-log's own map: not pinned (the programs hold it), read through aya-log.
+    AyaLog,
+}
+
+/// One map of an instance.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSpec {
+    /// The map's name in the object and its pin name.
+    pub name: &'static str,
+    pub kind: MapKind,
+    /// Key and value types, as the datapath declares them (ring buffers have none).
+    pub key: &'static str,
+    pub value: &'static str,
+    /// Sizes in bytes of a key and of a value, as the kernel reports them (an LPM key includes
+    /// its 4-byte prefix length; a per-CPU value is one CPU's).
+    pub key_size: u32,
+    pub value_size: u32,
+    /// Default number of entries (ring buffer: bytes).
+    pub max_entries: u32,
+    /// `F_NO_PREALLOC`, `F_MMAPABLE`.
+    pub flags: u32,
+    /// How the size can be changed, if it can, and how the entries are laid out.
+    pub size_note: &'static str,
+    pub owner: Owner,
+    /// One line: what the map is for.
+    pub purpose: &'static str,
+}
+
+const fn sz<T>() -> u32 {
+    size_of::<T>() as u32
+}
 
 /// Default size of `SG_CT` (settable at attach).
 pub const CT_MAX_ENTRIES: u32 = 262_144;
 /// Default size of `SG_CT_NEW` (settable at attach).
 pub const CT_NEW_MAX_ENTRIES: u32 = 65_536;
-
-/// `Array<u64>` (mmapable), `SEEN_BANKS` x `SEEN_WORDS`: presence filter of the conntrack
-/// tables, one byte per slot (`conntrack::seen_slot`).
-pub const MAP_CT_SEEN: &str = "SG_CT_SEEN";
-
-/// `LruHashMap<FragKey, FragEntry>`: datagrams whose first fragment was accepted.
-pub const MAP_FRAGS: &str = "SG_FRAGS";
 /// Size of `SG_FRAGS`.
 pub const FRAGS_MAX_ENTRIES: u32 = 8192;
-
-/// `RingBuf` of `flowlog::FlowEvent` and `flowlog::FlowEnd`: flow-log events for the daemon.
-pub const MAP_FLOW_EVENTS: &str = "SG_FLOW_EVENTS";
-/// Size of `SG_FLOW_EVENTS` in bytes (4096 events).
+/// Size of `SG_FLOW_EVENTS` in bytes (4096 `FlowEvent`s).
 pub const FLOW_EVENTS_BYTES: u32 = 256 * 1024;
-/// `Array<flowlog::FlowLogConfig>`, one entry: event rate limits.
-pub const MAP_FLOW_CFG: &str = "SG_FLOW_CFG";
-/// `LruHashMap<flowlog::RateKey, u64>`: per-source GCRA state of reject events.
-pub const MAP_FLOW_RATE: &str = "SG_FLOW_RATE";
 /// Sources tracked by `SG_FLOW_RATE` (LRU: a spoofed flood evicts its own sources).
 pub const FLOW_RATE_MAX_ENTRIES: u32 = 16_384;
-/// `PerCpuArray<flowlog::FlowLogStats>`, one entry: events emitted and suppressed.
-pub const MAP_FLOW_STATS: &str = "SG_FLOW_STATS";
+/// Entries of `SG_COUNTERS`: one per (direction, reason), `reason::counter_index`.
+pub const COUNTERS_LEN: u32 = 2 * MAX_REASONS;
 
-/// Every map an instance owns (and pins).
-pub const ALL_MAPS: &[&str] = &[
-    MAP_CONFIG,
-    MAP_COUNTERS,
-    MAP_LAST_PARSE,
-    MAP_SCRATCH,
-    MAP_LPM_V4,
-    MAP_LPM_V6,
-    MAP_SEGMENTS,
-    MAP_RULE_HITS,
-    MAP_CT,
-    MAP_CT_NEW,
-    MAP_CT_SEEN,
-    MAP_FRAGS,
-    MAP_FLOW_EVENTS,
-    MAP_FLOW_CFG,
-    MAP_FLOW_RATE,
-    MAP_FLOW_STATS,
+pub const CONFIG: MapSpec = MapSpec {
+    name: "SG_CONFIG",
+    kind: MapKind::Array,
+    key: "u32",
+    value: "IfaceConfig",
+    key_size: 4,
+    value_size: sz::<IfaceConfig>(),
+    max_entries: 1,
+    flags: 0,
+    size_note: "",
+    owner: Owner::Sgctl,
+    purpose: "policy mode (posture or groups), postures, active generation, rule set and revoke numbers, \
+              conntrack timeouts, flags (monitor, flow logs, implicit allowances), attach metadata",
+};
+
+pub const COUNTERS: MapSpec = MapSpec {
+    name: "SG_COUNTERS",
+    kind: MapKind::PerCpuArray,
+    key: "u32",
+    value: "Counter",
+    key_size: 4,
+    value_size: sz::<Counter>(),
+    max_entries: COUNTERS_LEN,
+    flags: 0,
+    size_note: "one per direction and reason",
+    owner: Owner::Sgctl,
+    purpose: "packets and bytes per (direction, verdict reason): every packet counts once",
+};
+
+pub const SCRATCH: MapSpec = MapSpec {
+    name: "SG_SCRATCH",
+    kind: MapKind::PerCpuArray,
+    key: "u32",
+    value: "PacketSummary",
+    key_size: 4,
+    value_size: sz::<PacketSummary>(),
+    max_entries: 1,
+    flags: 0,
+    size_note: "",
+    owner: Owner::Sgctl,
+    purpose: "the summary of the packet being decided (keeps the 512-byte BPF stack free)",
+};
+
+pub const LAST_PARSE: MapSpec = MapSpec {
+    name: "SG_LAST_PARSE",
+    kind: MapKind::Array,
+    key: "u32",
+    value: "PacketSummary",
+    key_size: 4,
+    value_size: sz::<PacketSummary>(),
+    max_entries: 1,
+    flags: 0,
+    size_note: "",
+    owner: Owner::Sgctl,
+    purpose: "the last packet's summary with its verdict and rule slot, written only with \
+              CONFIG_RECORD_PARSE (verdict tables, replay)",
+};
+
+pub const LPM_V4: MapSpec = MapSpec {
+    name: "SG_LPM_V4",
+    kind: MapKind::LpmTrie,
+    key: "Key<LpmDataV4>",
+    value: "PortSetRef",
+    key_size: 4 + sz::<LpmDataV4>(),
+    value_size: sz::<PortSetRef>(),
+    max_entries: LPM_MAX_ENTRIES,
+    flags: F_NO_PREALLOC,
+    size_note: "both generations and directions",
+    owner: Owner::Sgctl,
+    purpose: "(generation, direction, IPv4 peer prefix) -> port set: a slice of SG_SEGMENTS",
+};
+
+pub const LPM_V6: MapSpec = MapSpec {
+    name: "SG_LPM_V6",
+    kind: MapKind::LpmTrie,
+    key: "Key<LpmDataV6>",
+    value: "PortSetRef",
+    key_size: 4 + sz::<LpmDataV6>(),
+    value_size: sz::<PortSetRef>(),
+    max_entries: LPM_MAX_ENTRIES,
+    flags: F_NO_PREALLOC,
+    size_note: "both generations and directions",
+    owner: Owner::Sgctl,
+    purpose: "(generation, direction, IPv6 peer prefix) -> port set: a slice of SG_SEGMENTS",
+};
+
+pub const SEGMENTS: MapSpec = MapSpec {
+    name: "SG_SEGMENTS",
+    kind: MapKind::Array,
+    key: "u32",
+    value: "Segment",
+    key_size: 4,
+    value_size: sz::<Segment>(),
+    max_entries: GENERATIONS * SEGMENTS_PER_GEN,
+    flags: 0,
+    size_note: "2 generations x 131,072",
+    owner: Owner::Sgctl,
+    purpose: "compiled port sets: sorted disjoint flow-key ranges, each with the first rule (file order) \
+              allowing it",
+};
+
+pub const RULE_HITS: MapSpec = MapSpec {
+    name: "SG_RULE_HITS",
+    kind: MapKind::PerCpuArray,
+    key: "u32",
+    value: "u64",
+    key_size: 4,
+    value_size: 8,
+    max_entries: GENERATIONS * MAX_RULES,
+    flags: 0,
+    size_note: "2 generations x 16,384, by `policy::rule_slot`",
+    owner: Owner::Sgctl,
+    purpose: "packets each rule allowed (verdict rule_allow: a flow's first packet, or an allowed packet \
+              no flow tracks); tracked packets count as ct_established / ct_reply instead",
+};
+
+pub const CT: MapSpec = MapSpec {
+    name: "SG_CT",
+    kind: MapKind::Hash,
+    key: "CtKey",
+    value: "CtEntry",
+    key_size: sz::<CtKey>(),
+    value_size: sz::<CtEntry>(),
+    max_entries: CT_MAX_ENTRIES,
+    flags: F_NO_PREALLOC,
+    size_note: "attach --ct-size",
+    owner: Owner::Sgctl,
+    purpose: "flows that saw both directions; never evicted (full: the flow that would join gets ct_full)",
+};
+
+pub const CT_NEW: MapSpec = MapSpec {
+    name: "SG_CT_NEW",
+    kind: MapKind::LruHash,
+    key: "CtKey",
+    value: "CtEntry",
+    key_size: sz::<CtKey>(),
+    value_size: sz::<CtEntry>(),
+    max_entries: CT_NEW_MAX_ENTRIES,
+    flags: 0,
+    size_note: "attach --ct-new-size",
+    owner: Owner::Sgctl,
+    purpose: "flows not answered yet (TCP handshakes, one-way UDP, ICMP echo): floods evict each other, \
+              never an established flow",
+};
+
+pub const CT_SEEN: MapSpec = MapSpec {
+    name: "SG_CT_SEEN",
+    kind: MapKind::Array,
+    key: "u32",
+    value: "u64",
+    key_size: 4,
+    value_size: 8,
+    max_entries: SEEN_BANKS * SEEN_WORDS,
+    flags: F_MMAPABLE,
+    size_note: "2 banks x 131,072 words, 2 MiB",
+    owner: Owner::Sgctl,
+    purpose: "presence filter of SG_CT and SG_CT_NEW: one byte per slot and bank; a packet whose slot is \
+              clear in both banks skips both lookups (rebuilt by conntrack gc)",
+};
+
+pub const FRAGS: MapSpec = MapSpec {
+    name: "SG_FRAGS",
+    kind: MapKind::LruHash,
+    key: "FragKey",
+    value: "FragEntry",
+    key_size: sz::<FragKey>(),
+    value_size: sz::<FragEntry>(),
+    max_entries: FRAGS_MAX_ENTRIES,
+    flags: 0,
+    size_note: "",
+    owner: Owner::Sgctl,
+    purpose: "datagrams (source, destination, protocol, id) whose first fragment was accepted, with an \
+              expiry: their other fragments may pass",
+};
+
+pub const FLOW_EVENTS: MapSpec = MapSpec {
+    name: "SG_FLOW_EVENTS",
+    kind: MapKind::RingBuf,
+    key: "-",
+    value: "FlowEvent or FlowEnd",
+    key_size: 0,
+    value_size: 0,
+    max_entries: FLOW_EVENTS_BYTES,
+    flags: 0,
+    size_note: "bytes, 4,096 events",
+    owner: Owner::Sgctl,
+    purpose: "flow-log events for the daemon, with CONFIG_FLOW_LOG: accept and reject (FlowEvent), flows \
+              the datapath ended (FlowEnd: key and final entry)",
+};
+
+pub const FLOW_CFG: MapSpec = MapSpec {
+    name: "SG_FLOW_CFG",
+    kind: MapKind::Array,
+    key: "u32",
+    value: "FlowLogConfig",
+    key_size: 4,
+    value_size: sz::<FlowLogConfig>(),
+    max_entries: 1,
+    flags: 0,
+    size_note: "",
+    owner: Owner::Sgctl,
+    purpose: "flow-log rate limits: per-source reject and per-CPU GCRA interval and burst (zero: no limit)",
+};
+
+pub const FLOW_RATE: MapSpec = MapSpec {
+    name: "SG_FLOW_RATE",
+    kind: MapKind::LruHash,
+    key: "RateKey",
+    value: "u64",
+    key_size: sz::<RateKey>(),
+    value_size: 8,
+    max_entries: FLOW_RATE_MAX_ENTRIES,
+    flags: 0,
+    size_note: "",
+    owner: Owner::Sgctl,
+    purpose: "per-source GCRA state (theoretical arrival time, ns) of reject events",
+};
+
+pub const FLOW_STATS: MapSpec = MapSpec {
+    name: "SG_FLOW_STATS",
+    kind: MapKind::PerCpuArray,
+    key: "u32",
+    value: "FlowLogStats",
+    key_size: 4,
+    value_size: sz::<FlowLogStats>(),
+    max_entries: 1,
+    flags: 0,
+    size_note: "",
+    owner: Owner::Sgctl,
+    purpose: "flow-log events emitted, suppressed (rate_limited, cpu_limited) and lost (ring_full); the \
+              per-CPU limit's and the datapath warning's GCRA state",
+};
+
+pub const AYA_LOGS: MapSpec = MapSpec {
+    name: "AYA_LOGS",
+    kind: MapKind::RingBuf,
+    key: "-",
+    value: "aya-log record",
+    key_size: 0,
+    value_size: 0,
+    max_entries: 1 << 17,
+    flags: 0,
+    size_note: "bytes, aya-log's own",
+    owner: Owner::AyaLog,
+    purpose: "datapath log records (a conntrack-full warning, at most one per second per CPU), forwarded by \
+              the daemon to its log",
+};
+
+/// Every map of an instance, in the order of the README's table.
+pub const ALL: &[MapSpec] = &[
+    CONFIG,
+    COUNTERS,
+    SCRATCH,
+    LAST_PARSE,
+    LPM_V4,
+    LPM_V6,
+    SEGMENTS,
+    RULE_HITS,
+    CT,
+    CT_NEW,
+    CT_SEEN,
+    FRAGS,
+    FLOW_EVENTS,
+    FLOW_CFG,
+    FLOW_RATE,
+    FLOW_STATS,
+    AYA_LOGS,
 ];
 
-pub const COUNTERS_LEN: u32 = 2 * MAX_REASONS;
+/// The entry named `name`, if any.
+pub fn spec(name: &str) -> Option<&'static MapSpec> {
+    ALL.iter().find(|m| m.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_sizes_sane() {
+        for (i, a) in ALL.iter().enumerate() {
+            assert!(ALL[i + 1..].iter().all(|b| b.name != a.name), "{} twice", a.name);
+            assert!(a.max_entries > 0, "{}", a.name);
+            assert!(!a.purpose.is_empty(), "{}", a.name);
+            assert_eq!(a.kind == MapKind::RingBuf, a.key_size == 0 && a.value_size == 0, "{}", a.name);
+        }
+        assert_eq!(spec("SG_CT").map(|m| m.max_entries), Some(CT_MAX_ENTRIES));
+        assert!(spec("SG_NOPE").is_none());
+    }
+}

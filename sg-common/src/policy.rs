@@ -24,6 +24,26 @@ const _: () = assert!(1 << MAX_SEARCH_STEPS > SEGMENTS_PER_GEN);
 /// `Segment::rule` / verdict rule of a packet no rule decided.
 pub const NO_RULE: u32 = u32::MAX;
 
+/// The rule-hit slot of rule `rule` in generation `gen_`: its index in `SG_RULE_HITS`, and what
+/// the datapath records as the deciding rule (`PacketSummary::rule`). Generation g owns slots
+/// `g * MAX_RULES .. (g + 1) * MAX_RULES`.
+#[inline(always)]
+pub const fn rule_slot(gen_: u8, rule: u32) -> u32 {
+    (gen_ as u32 & 1) * MAX_RULES + rule
+}
+
+/// The rule id (within its generation) of a rule-hit slot; `NO_RULE` stays `NO_RULE`.
+#[inline(always)]
+pub const fn slot_rule(slot: u32) -> u32 {
+    if slot == NO_RULE { NO_RULE } else { slot % MAX_RULES }
+}
+
+/// The generation of a rule-hit slot (meaningless for `NO_RULE`).
+#[inline(always)]
+pub const fn slot_gen(slot: u32) -> u8 {
+    ((slot / MAX_RULES) & 1) as u8
+}
+
 /// Bits of the LPM key taken by the header byte (generation and direction).
 pub const LPM_HDR_BITS: u32 = 8;
 
@@ -104,3 +124,21 @@ pub const fn flow_key(proto: u8, low16: u16) -> u32 {
 }
 
 crate::impl_pod!(PortSetRef, Segment);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_slots_round_trip() {
+        for gen_ in [0u8, 1] {
+            for rule in [0, 1, MAX_RULES - 1] {
+                let slot = rule_slot(gen_, rule);
+                assert_eq!((slot_gen(slot), slot_rule(slot)), (gen_, rule));
+            }
+        }
+        assert_eq!(rule_slot(1, 5), MAX_RULES + 5);
+        assert_eq!(slot_rule(NO_RULE), NO_RULE);
+        assert!(rule_slot(1, MAX_RULES - 1) < GENERATIONS * MAX_RULES);
+    }
+}

@@ -6,6 +6,9 @@
 //! packet; an expired entry is deleted and the packet is new. New packets go to the policy;
 //! when it allows a flow start (TCP SYN, UDP, ICMP echo request, other protocols) the flow is
 //! created in `SG_CT_NEW`; it moves to `SG_CT` once both directions are seen.
+//!
+//! Conntrack does not read the rules: when a `--revoke` apply asks that a flow be checked
+//! again, the pipeline passes in the question it may ask ([`Recheck`]).
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns};
 use sg_common::{
@@ -18,15 +21,24 @@ use sg_common::{
     },
     flowlog::{END_EXPIRED, END_REUSED, END_REVOKED},
     packet::{FAMILY_IPV4, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_ICMP_ERROR},
-    policy::{MAX_RULES, NO_RULE},
+    policy::slot_rule,
 };
 
 use aya_ebpf::maps::{HashMap, LruHashMap};
 
 use crate::{
     maps::{SG_CT, SG_CT_NEW, SG_CT_SEEN, SG_FRAGS},
-    policy::{self, Verdict},
+    verdict::Verdict,
 };
+
+/// The question conntrack may ask the policy: would it allow a packet (direction, family,
+/// protocol, peer address, flow-key low bits)? `Some(rule slot)` if so. Asked of a flow allowed
+/// before a `--revoke` apply, with the flow's first packet. (A trait, not a closure: closures
+/// are not inlined, and BPF calls cannot take this many arguments.)
+pub trait Recheck {
+    fn allows(&self, dir: Direction, family: u8, proto: u8, peer: &[u8; 16], low16: u16)
+    -> Result<Option<u32>, Reason>;
+}
 
 /// The two flow tables, behind one interface.
 trait CtMap {
@@ -179,6 +191,7 @@ pub fn track(
     dir: Direction,
     pkt: &PacketSummary,
     bytes: u64,
+    recheck: &impl Recheck,
 ) -> Result<Option<Verdict>, Reason> {
     let Some((sport, dport)) = key_ports(pkt) else { return Ok(None) };
     let slot = slot_of(pkt, sport, dport);
@@ -188,13 +201,22 @@ pub fn track(
         return Ok(None);
     }
     let (key, src_lo) = ct_key(pkt.family, pkt.proto, &pkt.src, sport, &pkt.dst, dport);
-    if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &key, src_lo, slot, bytes)? {
+    let flow = Flow { key: &key, src_lo, slot };
+    if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &flow, bytes, recheck)? {
         return Ok(v);
     }
-    match track_in(&SG_CT_NEW, false, cfg, dir, pkt, &key, src_lo, slot, bytes)? {
+    match track_in(&SG_CT_NEW, false, cfg, dir, pkt, &flow, bytes, recheck)? {
         Lookup::Done(v) => Ok(v),
         Lookup::Absent => Ok(None),
     }
+}
+
+/// The packet's flow as `track` found it: its normalised key, whether the packet's source is
+/// the key's `lo` endpoint, and its presence-filter slot.
+struct Flow<'a> {
+    key: &'a CtKey,
+    src_lo: bool,
+    slot: u32,
 }
 
 #[allow(clippy::too_many_arguments, reason = "inlined helper of track()")]
@@ -205,11 +227,11 @@ fn track_in(
     cfg: &IfaceConfig,
     dir: Direction,
     pkt: &PacketSummary,
-    key: &CtKey,
-    src_lo: bool,
-    slot: u32,
+    flow: &Flow<'_>,
     bytes: u64,
+    recheck: &impl Recheck,
 ) -> Result<Lookup, Reason> {
+    let Flow { key, src_lo, slot } = *flow;
     let Some(e) = map.entry(key) else { return Ok(Lookup::Absent) };
     // The clock only once a flow is found: a helper call saved on every untracked packet.
     let now = now_ns();
@@ -228,7 +250,7 @@ fn track_in(
     }
     if (e.policy_seq.wrapping_sub(cfg.revoke_seq as u32) as i32) < 0 {
         // Rules changed with --revoke since the flow was allowed: check it again.
-        match revalidate(cfg, key, e)? {
+        match revalidate(key, e, recheck)? {
             Some(slot) => {
                 e.policy_seq = cfg.policy_seq as u32;
                 e.rule = slot_rule(slot);
@@ -295,14 +317,9 @@ fn end(cfg: &IfaceConfig, dir: Direction, map: &impl CtMap, key: &CtKey, e: &CtE
     }
 }
 
-#[inline(always)]
-pub fn slot_rule(slot: u32) -> u32 {
-    if slot == NO_RULE { NO_RULE } else { slot % MAX_RULES }
-}
-
 /// Would the current policy allow this flow's first packet? `Some(rule slot)` if so.
 #[inline(always)]
-fn revalidate(cfg: &IfaceConfig, key: &CtKey, e: &CtEntry) -> Result<Option<u32>, Reason> {
+fn revalidate(key: &CtKey, e: &CtEntry, recheck: &impl Recheck) -> Result<Option<u32>, Reason> {
     let origin = if e.origin == Direction::Egress as u8 { Direction::Egress } else { Direction::Ingress };
     // The initiator and responder endpoints, from the normalised key.
     let (init, resp, resp_port) = if e.initiator_lo != 0 {
@@ -318,7 +335,7 @@ fn revalidate(cfg: &IfaceConfig, key: &CtKey, e: &CtEntry) -> Result<Option<u32>
         (IPPROTO_ICMPV6, _) => u16::from(ICMPV6_ECHO_REQUEST) << 8,
         _ => 0,
     };
-    policy::allowed(cfg, origin, key.family, key.proto, peer, low16)
+    recheck.allows(origin, key.family, key.proto, peer, low16)
 }
 
 /// Does this allowed packet start a flow (and get tracked)?

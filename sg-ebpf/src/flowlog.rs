@@ -7,17 +7,13 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
-    Direction,
+    Direction, Reason,
     conntrack::{CtEntry, CtKey},
-    flowlog::{
-        EV_ACCEPT, EV_END, EV_REJECT, FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey, gcra_allow,
-    },
+    flowlog::{EV_END, EV_REJECT, FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey, gcra_allow},
+    policy::slot_rule,
 };
 
-use crate::{
-    maps::{SG_CONFIG, SG_FLOW_CFG, SG_FLOW_EVENTS, SG_FLOW_RATE, SG_FLOW_STATS, SG_SCRATCH},
-    policy::Verdict,
-};
+use crate::maps::{SG_CONFIG, SG_FLOW_CFG, SG_FLOW_EVENTS, SG_FLOW_RATE, SG_FLOW_STATS, SG_SCRATCH};
 
 /// Copies `n` words of type `W` (an array or struct copy becomes a byte-at-a-time loop or a
 /// `memcpy` call in BPF).
@@ -99,16 +95,10 @@ pub fn end_flow(dir: Direction, key: &CtKey, e: &CtEntry, cause: u8, delete: imp
 const KEY_U16S: usize = core::mem::size_of::<CtKey>() / 2;
 const ENTRY_U64S: usize = core::mem::size_of::<CtEntry>() / 8;
 
-/// Emits the event for `v`, if it is one (a new flow, or a drop).
+/// Emits an `EV_ACCEPT` (a new flow) or `EV_REJECT` (a drop) event for the packet being
+/// decided (its summary is in `SG_SCRATCH`), decided by `reason` and the rule in `rule_slot`.
 #[inline(always)]
-pub fn emit(dir: Direction, v: &Verdict, bytes: u64) {
-    let kind = if v.new_flow {
-        EV_ACCEPT
-    } else if v.reason.action() == sg_common::Action::Drop {
-        EV_REJECT
-    } else {
-        return;
-    };
+pub fn emit(dir: Direction, kind: u8, reason: Reason, rule_slot: u32, bytes: u64) {
     let (Some(stats), Some(lim), Some(s)) =
         (SG_FLOW_STATS.get_ptr_mut(0), SG_FLOW_CFG.get(0), SG_SCRATCH.get_ptr(0))
     else {
@@ -162,14 +152,14 @@ pub fn emit(dir: Direction, v: &Verdict, bytes: u64) {
         copy_addr((*e).dst.as_mut_ptr(), &s.dst);
         (*e).sport = s.sport;
         (*e).dport = s.dport;
-        (*e).rule = crate::conntrack::slot_rule(v.rule_slot);
+        (*e).rule = slot_rule(rule_slot);
         (*e).bytes = bytes as u32;
         (*e).policy_seq = policy_seq;
         (*e).kind = kind;
         (*e).dir = dir as u8;
         (*e).proto = s.proto;
         (*e).family = s.family;
-        (*e).reason = v.reason as u8;
+        (*e).reason = reason as u8;
         (*e).icmp_type = s.icmp_type;
         (*e).icmp_code = s.icmp_code;
         (*e)._pad = 0;

@@ -9,18 +9,16 @@
 
 use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_coarse_ns};
 use aya_log_ebpf::warn;
-use sg_common::{Reason, flowlog::gcra_allow};
+use sg_common::flowlog::gcra_allow;
 
-use crate::{maps::SG_FLOW_STATS, policy::Verdict};
+use crate::maps::SG_FLOW_STATS;
 
 /// Warnings per CPU: one a second.
 const WARN_INTERVAL_NS: u64 = 1_000_000_000;
 
+/// A packet got `ct_full`: warn, unless this CPU warned less than a second ago.
 #[inline(always)]
-pub fn verdict<C: EbpfContext>(ctx: &C, v: &Verdict) {
-    if v.reason != Reason::CtFull {
-        return;
-    }
+pub fn ct_full<C: EbpfContext>(ctx: &C) {
     let Some(st) = SG_FLOW_STATS.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's entry, valid for the program's run.
     let st = unsafe { &mut *st };

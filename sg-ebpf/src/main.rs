@@ -1,39 +1,39 @@
-//! sgctl datapath. Entry points only: each pipeline returns a reason, and every packet leaves
-//! through `stats::verdict`, the single exit that counts the reason and maps it to an action.
+//! sgctl datapath. Entry points only: the pipeline (`pipeline.rs`) decides every packet and
+//! returns a verdict; every packet leaves through `verdict::exit`, the single exit that counts
+//! the verdict's reason and maps it to an action.
+//!
+//! Read top-down: `pipeline.rs` (the order of decisions), then `conntrack.rs` (tracked flows,
+//! fragments) and `policy.rs` (the rule lookup), with `parse.rs` (the one bounds-checked way
+//! to read a packet), `verdict.rs`, `flowlog.rs`, `log.rs` and `maps.rs` beside them.
 #![no_std]
 #![no_main]
 
 mod conntrack;
-mod egress;
 mod flowlog;
-mod ingress;
 mod log;
 mod maps;
 mod parse;
+mod pipeline;
 mod policy;
-mod stats;
+mod verdict;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use sg_common::{Action, Direction};
+use sg_common::Direction;
+use verdict::Exit;
 
 /// XDP, ingress. Fails closed: an error is a drop reason.
 #[allow(clippy::needless_pass_by_value, reason = "the #[xdp] macro passes the context by value")]
 #[xdp]
 pub fn sg_ingress(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let v = ingress::ingress(&ctx, len);
-    log::verdict(&ctx, &v);
-    let monitor = v.monitor;
-    let action = stats::verdict(Direction::Ingress, v, len);
-    match action {
-        Action::Pass => xdp_action::XDP_PASS,
-        // Monitor mode: counted as a drop, passed.
-        Action::Drop if monitor => xdp_action::XDP_PASS,
-        Action::Drop => xdp_action::XDP_DROP,
+    let v = pipeline::ingress(&ctx, len);
+    match verdict::exit(&ctx, Direction::Ingress, v, len) {
+        Exit::Pass => xdp_action::XDP_PASS,
+        Exit::Drop => xdp_action::XDP_DROP,
     }
 }
 
@@ -42,14 +42,10 @@ pub fn sg_ingress(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn sg_egress(ctx: TcContext) -> i32 {
     let len = u64::from(ctx.len());
-    let v = egress::egress(&ctx, len);
-    log::verdict(&ctx, &v);
-    let monitor = v.monitor;
-    let action = stats::verdict(Direction::Egress, v, len);
-    match action {
-        Action::Pass => TC_ACT_UNSPEC,
-        Action::Drop if monitor => TC_ACT_UNSPEC,
-        Action::Drop => TC_ACT_SHOT,
+    let v = pipeline::egress(&ctx, len);
+    match verdict::exit(&ctx, Direction::Egress, v, len) {
+        Exit::Pass => TC_ACT_UNSPEC,
+        Exit::Drop => TC_ACT_SHOT,
     }
 }
 

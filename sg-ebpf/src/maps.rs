@@ -1,91 +1,92 @@
-//! Every map of an instance. One instance (programs + maps) per attached interface; userspace
-//! pins them under `/sys/fs/bpf/sg/<netns cookie>/<interface>/`. Names: `sg_common::maps`.
+//! Every map of an instance, declared with the sizes and flags of its entry in the map
+//! registry (`sg_common::maps`), which says what each one is for; a static's name is its
+//! entry's name (a test checks the loaded object against the registry). One instance (programs
+//! and maps) per attached interface; userspace pins them under
+//! `/sys/fs/bpf/sg/<netns cookie>/<interface>/`.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sg_common::{
     Counter, IfaceConfig, PacketSummary,
-    conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_WORDS},
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey},
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
-    maps::{
-        COUNTERS_LEN, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, FLOW_EVENTS_BYTES, FLOW_RATE_MAX_ENTRIES,
-        FRAGS_MAX_ENTRIES,
-    },
-    policy::{
-        GENERATIONS, LPM_MAX_ENTRIES, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
-    },
+    maps as reg,
+    policy::{LpmDataV4, LpmDataV6, PortSetRef, Segment},
 };
 
-/// Postures and attach metadata of the interface (one entry, index 0).
+/// [`reg::CONFIG`]: the interface's config (one entry, index 0).
 #[map]
-pub static SG_CONFIG: Array<IfaceConfig> = Array::with_max_entries(1, 0);
+pub static SG_CONFIG: Array<IfaceConfig> = Array::with_max_entries(reg::CONFIG.max_entries, reg::CONFIG.flags);
 
-/// Packets and bytes per (direction, reason), per CPU: `reason::counter_index`.
+/// [`reg::COUNTERS`]: packets and bytes per (direction, reason), per CPU.
 #[map]
-pub static SG_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+pub static SG_COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(reg::COUNTERS.max_entries, reg::COUNTERS.flags);
 
-/// Per-CPU scratch space for the summary of the packet being decided (keeps the 512-byte
-/// BPF stack free).
+/// [`reg::SCRATCH`]: the summary of the packet being decided, per CPU.
 #[map]
-pub static SG_SCRATCH: PerCpuArray<PacketSummary> = PerCpuArray::with_max_entries(1, 0);
+pub static SG_SCRATCH: PerCpuArray<PacketSummary> =
+    PerCpuArray::with_max_entries(reg::SCRATCH.max_entries, reg::SCRATCH.flags);
 
-/// Last parsed packet, written only with `CONFIG_RECORD_PARSE` (tests).
+/// [`reg::LAST_PARSE`]: the last packet's summary (tests).
 #[map]
-pub static SG_LAST_PARSE: Array<PacketSummary> = Array::with_max_entries(1, 0);
+pub static SG_LAST_PARSE: Array<PacketSummary> =
+    Array::with_max_entries(reg::LAST_PARSE.max_entries, reg::LAST_PARSE.flags);
 
-/// IPv4 peer prefix (per generation and direction) -> compiled port set.
+/// [`reg::LPM_V4`]: IPv4 peer prefix -> port set.
 #[map]
-pub static SG_LPM_V4: LpmTrie<LpmDataV4, PortSetRef> = LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
+pub static SG_LPM_V4: LpmTrie<LpmDataV4, PortSetRef> =
+    LpmTrie::with_max_entries(reg::LPM_V4.max_entries, reg::LPM_V4.flags);
 
-/// IPv6 peer prefix (per generation and direction) -> compiled port set.
+/// [`reg::LPM_V6`]: IPv6 peer prefix -> port set.
 #[map]
-pub static SG_LPM_V6: LpmTrie<LpmDataV6, PortSetRef> = LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
+pub static SG_LPM_V6: LpmTrie<LpmDataV6, PortSetRef> =
+    LpmTrie::with_max_entries(reg::LPM_V6.max_entries, reg::LPM_V6.flags);
 
-/// Compiled port sets: sorted disjoint flow-key segments, generation g at g * SEGMENTS_PER_GEN.
+/// [`reg::SEGMENTS`]: compiled port sets.
 #[map]
-pub static SG_SEGMENTS: Array<Segment> = Array::with_max_entries(GENERATIONS * SEGMENTS_PER_GEN, 0);
+pub static SG_SEGMENTS: Array<Segment> = Array::with_max_entries(reg::SEGMENTS.max_entries, reg::SEGMENTS.flags);
 
-/// Packets allowed per rule, per CPU; generation g at g * MAX_RULES.
+/// [`reg::RULE_HITS`]: packets each rule allowed, per CPU, by rule slot.
 #[map]
-pub static SG_RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GENERATIONS * MAX_RULES, 0);
+pub static SG_RULE_HITS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(reg::RULE_HITS.max_entries, reg::RULE_HITS.flags);
 
-/// Flows that saw both directions (never evicted; full means new flows get `ct_full`).
-/// Entries are allocated on insert; size set at attach.
+/// [`reg::CT`]: flows that saw both directions.
 #[map]
-pub static SG_CT: HashMap<CtKey, CtEntry> = HashMap::with_max_entries(CT_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+pub static SG_CT: HashMap<CtKey, CtEntry> = HashMap::with_max_entries(reg::CT.max_entries, reg::CT.flags);
 
-/// Flows not answered yet (TCP handshakes, one-way UDP, ICMP echo): LRU, so floods of new
-/// flows evict each other, never an established flow.
+/// [`reg::CT_NEW`]: flows not answered yet (LRU).
 #[map]
-pub static SG_CT_NEW: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_NEW_MAX_ENTRIES, 0);
+pub static SG_CT_NEW: LruHashMap<CtKey, CtEntry> =
+    LruHashMap::with_max_entries(reg::CT_NEW.max_entries, reg::CT_NEW.flags);
 
-/// Presence filter of `SG_CT` and `SG_CT_NEW`: one byte per slot of a hash of the flow, two
-/// banks. Set in both banks whenever a flow is inserted; a packet whose slot is clear in both
-/// belongs to no tracked flow and skips the two table lookups. Userspace rebuilds one bank at a
-/// time (`sgctl conntrack gc`) through a shared mapping (byte stores, never read-modify-write).
+/// [`reg::CT_SEEN`]: presence filter of the two conntrack tables (see `conntrack.rs`).
 #[map]
-pub static SG_CT_SEEN: Array<u64> = Array::with_max_entries(SEEN_BANKS * SEEN_WORDS, BPF_F_MMAPABLE);
+pub static SG_CT_SEEN: Array<u64> = Array::with_max_entries(reg::CT_SEEN.max_entries, reg::CT_SEEN.flags);
 
-/// Datagrams whose first fragment was accepted (their other fragments may pass).
+/// [`reg::FRAGS`]: datagrams whose first fragment was accepted.
 #[map]
-pub static SG_FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);
+pub static SG_FRAGS: LruHashMap<FragKey, FragEntry> =
+    LruHashMap::with_max_entries(reg::FRAGS.max_entries, reg::FRAGS.flags);
 
-/// Flow-log events (`flowlog::FlowEvent`) for the daemon, when `CONFIG_FLOW_LOG` is set.
+/// [`reg::FLOW_EVENTS`]: flow-log events for the daemon.
 #[map]
-pub static SG_FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(FLOW_EVENTS_BYTES, 0);
+pub static SG_FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(reg::FLOW_EVENTS.max_entries, reg::FLOW_EVENTS.flags);
 
-/// Rate limits of flow-log events (one entry; zero means no limit).
+/// [`reg::FLOW_CFG`]: flow-log rate limits.
 #[map]
-pub static SG_FLOW_CFG: Array<FlowLogConfig> = Array::with_max_entries(1, 0);
+pub static SG_FLOW_CFG: Array<FlowLogConfig> =
+    Array::with_max_entries(reg::FLOW_CFG.max_entries, reg::FLOW_CFG.flags);
 
-/// Per-source GCRA state (theoretical arrival time, ns) of reject events.
+/// [`reg::FLOW_RATE`]: per-source GCRA state of reject events.
 #[map]
-pub static SG_FLOW_RATE: LruHashMap<RateKey, u64> = LruHashMap::with_max_entries(FLOW_RATE_MAX_ENTRIES, 0);
+pub static SG_FLOW_RATE: LruHashMap<RateKey, u64> =
+    LruHashMap::with_max_entries(reg::FLOW_RATE.max_entries, reg::FLOW_RATE.flags);
 
-/// Per-CPU: events emitted and suppressed (rate limits, full ring buffer), and the CPU limit's
-/// GCRA state.
+/// [`reg::FLOW_STATS`]: flow-log events emitted and suppressed, per CPU.
 #[map]
-pub static SG_FLOW_STATS: PerCpuArray<FlowLogStats> = PerCpuArray::with_max_entries(1, 0);
+pub static SG_FLOW_STATS: PerCpuArray<FlowLogStats> =
+    PerCpuArray::with_max_entries(reg::FLOW_STATS.max_entries, reg::FLOW_STATS.flags);

@@ -100,7 +100,7 @@ pub fn config() -> Result<&'static IfaceConfig, Reason> {
     }
 }
 
-/// Parses the packet into the per-CPU scratch summary (which `stats::verdict` may record).
+/// Parses the packet into the per-CPU scratch summary (which `verdict::exit` may record).
 /// `Ok(None)`: not an IP frame.
 #[inline(always)]
 pub fn parse_packet<'a>(pkt: &impl Packet) -> Result<Option<&'a PacketSummary>, Reason> {

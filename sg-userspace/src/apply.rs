@@ -2,11 +2,15 @@
 //!
 //! 1. Compile every interface's plan (pure; any error: nothing touched).
 //! 2. Take the apply lock; diff against the applied state.
-//! 3. Phase one: for each attached interface write the *inactive* generation of its maps;
-//!    attach interfaces new to the file with their policy already written. Any failure
-//!    detaches what this apply attached and leaves every active generation as it was.
-//! 4. Save the new state (seq + 1), then phase two: flip each interface's `active_gen` (one
-//!    map update each; the datapath sees the old or the new policy, never a mix).
+//! 3. Phase one ([`stage`]): for each attached interface write the *inactive* generation of its
+//!    maps (`generation::stage`); attach interfaces new to the file with their policy already
+//!    written. Any failure detaches what this apply attached and leaves every active
+//!    generation as it was.
+//! 4. Save the new state (seq + 1), then phase two ([`flip_all`]): flip each interface's
+//!    `active_gen` (one map update each; the datapath sees the old or the new policy, never a
+//!    mix). If flipping interface N fails, interfaces 1..N-1 are flipped back, the state
+//!    file is restored and the interfaces this apply attached are detached: every interface
+//!    enforces the old rule set again.
 //! 5. Detach interfaces the new file no longer lists.
 //!
 //! Rule hit counts of rules that stay (same group, direction and content) carry over: after
@@ -15,15 +19,12 @@
 
 use std::collections::HashMap;
 
-use sg_common::{
-    IfaceConfig,
-    config::{CONFIG_IMPLICIT_MASK, POLICY_GROUPS},
-};
-
 use crate::{
     error::{Error, Result},
+    failpoint,
+    generation::{self, Flip},
+    hits,
     loader::{self, ModeRequest},
-    maps::InstanceMaps,
     pins,
     rules::{
         RuleRef, RuleSet,
@@ -62,19 +63,22 @@ fn identity(r: &RuleRef) -> (String, crate::rules::Dir, String) {
     (r.group.clone(), r.dir, format!("{:?}", r.rule.identity()))
 }
 
-/// New per-rule hit bases of `iface`: for each new rule, the total (base + final count of the
-/// old generation) of the same rule in the old set, matched in order.
+/// New per-rule hit bases of `iface`: for each new rule, the total of the same rule in the old
+/// set (its hits in the generation `old_gen` held), matched in order.
 fn carried_bases(
     old: Option<&State>,
     iface: &str,
-    old_gen: Option<(&InstanceMaps, u8)>,
+    old_gen: Option<(&loader::Attached, u8)>,
     new_rules: &[RuleRef],
 ) -> Vec<u64> {
     let mut totals: HashMap<_, Vec<u64>> = HashMap::new();
-    if let (Some(old), Some((maps, gen_))) = (old, old_gen) {
-        for (id, r) in old.ruleset.iface_rules(iface).iter().enumerate() {
-            let live = maps.rule_hits(gen_, id as u32).unwrap_or(0);
-            totals.entry(identity(r)).or_default().push(old.base_hits(iface, id) + live);
+    if let (Some(old), Some((attached, gen_))) = (old, old_gen) {
+        let counts = hits::totals(old, iface, &attached.maps, gen_).unwrap_or_else(|e| {
+            log::warn!("{iface}: reading rule hits: {e}; their counts restart");
+            vec![0; old.ruleset.iface_rules(iface).len()]
+        });
+        for (r, total) in old.ruleset.iface_rules(iface).iter().zip(counts) {
+            totals.entry(identity(r)).or_default().push(total);
         }
     }
     new_rules
@@ -86,11 +90,10 @@ fn carried_bases(
         .collect()
 }
 
+/// An attached interface with its next generation written.
 struct Staged {
     attached: loader::Attached,
-    /// The config to write (flip); `old_gen`: the generation active before, if groups mode.
-    cfg: IfaceConfig,
-    old_gen: Option<u8>,
+    flip: Flip,
 }
 
 /// Applies `rs` (see the module documentation). With `dry_run`, only the diff.
@@ -99,7 +102,7 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
     pins::check_bpffs()?;
     let plans = compile::compile(rs)?;
     let _lock = state::lock()?;
-    let old = current_state()?;
+    let old = state::current_state()?;
     let d = diff(old.as_ref().map(|s| &s.ruleset), rs);
     let seq = old.as_ref().map_or(0, |s| s.seq) + 1;
     let mut report = ApplyReport {
@@ -117,25 +120,31 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
     let mut staged = match stage(&plans, seq, opts, &mut newly) {
         Ok(s) => s,
         Err(e) => {
-            rollback(&newly);
+            detach_all(&newly);
             return Err(e);
         }
     };
     let mut new_state = State { seq, ruleset: rs.clone(), hit_base: Default::default() };
-    if let Err(e) = state::save_new(&new_state) {
-        rollback(&newly);
+    let had_state = match state::save_new(&new_state) {
+        Ok(had) => had,
+        Err(e) => {
+            detach_all(&newly);
+            return Err(e);
+        }
+    };
+    if let Err(e) = failpoint::hit("before_flip").and_then(|()| flip_all(&mut staged)) {
+        if let Err(se) = state::undo_new(had_state) {
+            log::error!("rollback: restoring the state file: {se}");
+        }
+        detach_all(&newly);
         return Err(e);
-    }
-    failpoint("apply", "pause-before-flip");
-    for s in &mut staged {
-        s.attached.maps.set_config(&s.cfg)?;
     }
     report.applied = true;
     // The old generations are no longer read: their counts are final. Carry them over.
     for s in &staged {
         let iface = &s.attached.iface;
         let new_rules = rs.iface_rules(iface);
-        let old_gen = s.old_gen.map(|g| (&s.attached.maps, g));
+        let old_gen = s.flip.old_gen().map(|g| (&s.attached, g));
         new_state.hit_base.insert(iface.clone(), carried_bases(old.as_ref(), iface, old_gen, &new_rules));
     }
     if let Err(e) = state::save(&new_state) {
@@ -143,38 +152,21 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
     }
     for iface in report.diff.detach.clone() {
         match loader::detach(&iface) {
-            Ok(_) => report.detached.push(iface),
-            Err(Error::NotAttached { .. }) => report.detached.push(iface),
+            Ok(_) | Err(Error::NotAttached { .. }) => report.detached.push(iface),
             Err(e) => report.warnings.push(format!("detaching {iface}: {e}")),
         }
     }
     Ok(report)
 }
 
-/// Phase one: write inactive generations, attach new interfaces.
+/// Phase one: write inactive generations, attach new interfaces (recorded in `newly`).
 fn stage(plans: &[IfacePlan], seq: u64, opts: ApplyOptions, newly: &mut Vec<String>) -> Result<Vec<Staged>> {
     let mut staged = Vec::new();
     for plan in plans {
         match loader::open_attached(&plan.iface)? {
             Some(mut attached) => {
-                let cfg = attached.maps.config()?;
-                let old_gen = (cfg.policy_mode == POLICY_GROUPS).then_some(cfg.active_gen & 1);
-                let gen_ = (cfg.active_gen & 1) ^ 1;
-                attached.maps.write_generation(gen_, plan)?;
-                let revoke_seq = if opts.revoke { seq } else { cfg.revoke_seq };
-                let cfg = IfaceConfig {
-                    policy_mode: POLICY_GROUPS,
-                    active_gen: gen_,
-                    policy_seq: seq,
-                    revoke_seq,
-                    ct_timeouts: plan.timeouts,
-                    flags: sg_common::config::with_monitor(
-                        (cfg.flags & !CONFIG_IMPLICIT_MASK) | plan.no_implicit,
-                        plan.monitor,
-                    ),
-                    ..cfg
-                };
-                staged.push(Staged { attached, cfg, old_gen });
+                let flip = generation::stage(&mut attached.maps, plan, seq, opts.revoke)?;
+                staged.push(Staged { attached, flip });
             }
             None => {
                 loader::attach_with_policy(&plan.iface, opts.mode.unwrap_or(ModeRequest::Auto), plan, seq)?;
@@ -185,65 +177,32 @@ fn stage(plans: &[IfacePlan], seq: u64, opts: ApplyOptions, newly: &mut Vec<Stri
     Ok(staged)
 }
 
-fn rollback(newly: &[String]) {
+/// Phase two: flip every staged interface, in order. If one fails, the ones already flipped
+/// are flipped back (best effort, each failure logged) and its error is returned.
+fn flip_all(staged: &mut [Staged]) -> Result<()> {
+    for i in 0..staged.len() {
+        let result = failpoint::hit("flip").and_then(|()| {
+            let s = &mut staged[i];
+            s.flip.commit(&mut s.attached.maps)
+        });
+        if let Err(e) = result {
+            for done in staged[..i].iter_mut().rev() {
+                match done.flip.revert(&mut done.attached.maps) {
+                    Ok(()) => log::warn!("{}: flipped back to rule set #{}", done.attached.iface, done.flip.prev.policy_seq),
+                    Err(re) => log::error!("rollback: {}: flipping back: {re}", done.attached.iface),
+                }
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Detaches the interfaces an apply attached before it failed.
+fn detach_all(newly: &[String]) {
     for iface in newly {
         if let Err(e) = loader::detach(iface) {
             log::error!("rollback: detaching {iface}: {e}");
         }
     }
-}
-
-/// The rule-set number the datapath enforces on the first attached interface of `s`.
-fn live_seq(s: &State) -> Result<Option<u64>> {
-    for b in &s.ruleset.interfaces {
-        if let Ok(Some(a)) = loader::open_attached(&b.iface) {
-            let cfg = a.maps.config()?;
-            if cfg.policy_mode == POLICY_GROUPS {
-                return Ok(Some(cfg.policy_seq));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// The applied state that matches the datapath: after an apply that died between saving its
-/// state and flipping, that is the previous state.
-pub fn current_state() -> Result<Option<State>> {
-    let Some(s) = state::load()? else { return Ok(None) };
-    if let Some(seq) = live_seq(&s)?
-        && seq != s.seq
-        && let Some(prev) = state::load_prev()?
-        && prev.seq == seq
-    {
-        log::warn!("rule set #{} was saved but never applied (interrupted apply): using #{seq}", s.seq);
-        return Ok(Some(prev));
-    }
-    Ok(Some(s))
-}
-
-/// Test hook: `SGCTL_FAILPOINT=<site>=<action>` makes the named site fail (`fail`) or sleep
-/// (`pause:<ms>`), to show that a failed or killed apply leaves the old policy whole. Inert
-/// unless the variable is set.
-pub fn failpoint(site: &str, when: &str) -> Option<Error> {
-    let spec = std::env::var("SGCTL_FAILPOINT").ok()?;
-    let (s, action) = spec.split_once('=')?;
-    let (w, arg) = action.split_once(':').unwrap_or((action, ""));
-    if s != site || !w.ends_with(when) && w != when {
-        return None;
-    }
-    if w.starts_with("pause") {
-        let ms = arg.parse().unwrap_or(5000);
-        eprintln!("sgctl: failpoint {site}={w}: pausing {ms} ms");
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-        return None;
-    }
-    Some(Error::Usage { what: format!("failpoint {site}={w}"), detail: "injected failure".into() })
-}
-
-/// The applied rule set, or an error saying there is none.
-pub fn applied() -> Result<State> {
-    current_state()?.ok_or_else(|| Error::Usage {
-        what: "no rule set applied in this network namespace".into(),
-        detail: "run `sgctl apply FILE` first".into(),
-    })
 }

@@ -72,6 +72,35 @@ pub enum Error {
 
     #[error("pinned state of {iface} is inconsistent: {detail}")]
     Inconsistent { iface: String, detail: String },
+
+    #[error("map {name} is not {expected} (sgctl build is inconsistent)")]
+    WrongMapKind { name: &'static str, expected: &'static str },
+
+    #[error("{}: not a valid sgctl state file ({detail}); remove it and apply again", path.display())]
+    StateFile { path: PathBuf, detail: String },
+
+    #[error("encoding {what}: {source}")]
+    Encode { what: String, source: serde_json::Error },
+
+    #[error("no rule set applied in this network namespace (run `sgctl apply FILE` first)")]
+    NoRuleSet,
+
+    #[error("another sgctl daemon{} runs for this network namespace: it holds {}; stop it first",
+        pid.map_or_else(String::new, |p| format!(" (pid {p})")), lock.display())]
+    DaemonRunning { pid: Option<u32>, lock: PathBuf },
+
+    #[error("{}: nothing to enforce: the file does not apply (see above) and no rule set is enforced yet",
+        path.display())]
+    NothingToEnforce { path: PathBuf },
+
+    #[error("{}: not UTF-8 text", path.display())]
+    NotUtf8 { path: PathBuf },
+
+    #[error("{}: {detail}", path.display())]
+    Capture { path: PathBuf, detail: String },
+
+    #[error("failpoint {site}: injected failure")]
+    Injected { site: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,11 +1,13 @@
-//! Typed handles on an instance's maps, opened from an object just loaded or from the pins.
+//! Typed handles on an instance's maps, opened from an object just loaded or from the pins,
+//! every map of the registry (`sg_common::maps::ALL`) that sgctl owns; and the README's map
+//! table, rendered from the registry.
 
-use std::path::Path;
+use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::{
     Ebpf,
     maps::{
-        Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues,
+        Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
 };
@@ -13,27 +15,33 @@ use ipnet::IpNet;
 use sg_common::{
     Counter, Direction, IfaceConfig, PacketSummary, Reason,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_SLOTS, key_seen_slot},
-    flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats},
-    maps::{
-        MAP_CONFIG, MAP_COUNTERS, MAP_CT, MAP_CT_NEW, MAP_CT_SEEN, MAP_FLOW_CFG, MAP_FLOW_EVENTS,
-        MAP_FLOW_STATS, MAP_FRAGS, MAP_LAST_PARSE, MAP_LPM_V4, MAP_LPM_V6, MAP_RULE_HITS, MAP_SEGMENTS,
-    },
+    flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey},
+    maps::{self as reg, F_MMAPABLE, F_NO_PREALLOC, MapKind, MapSpec, Owner},
     policy::{
-        LPM_HDR_BITS, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment, lpm_data_v4,
-        lpm_data_v6,
+        LPM_HDR_BITS, LpmDataV4, LpmDataV6, PortSetRef, SEGMENTS_PER_GEN, Segment, lpm_data_v4, lpm_data_v6,
+        rule_slot,
     },
     reason::counter_index,
 };
 
 use crate::{
     error::{Context as _, Error, Result},
+    failpoint,
     rules::compile::IfacePlan,
 };
 
-/// The maps of one instance (one interface, or a private test instance).
+/// The maps sgctl owns (and pins), from the registry.
+pub fn owned() -> impl Iterator<Item = &'static MapSpec> {
+    reg::ALL.iter().filter(|m| m.owner == Owner::Sgctl)
+}
+
+/// The maps of one instance (one interface, or a private test instance): every map of the
+/// registry that sgctl owns.
 pub struct InstanceMaps {
     config: Array<MapData, IfaceConfig>,
     counters: PerCpuArray<MapData, Counter>,
+    /// Held so that every map of the instance is open; the datapath's scratch space.
+    _scratch: PerCpuArray<MapData, PacketSummary>,
     last_parse: Array<MapData, PacketSummary>,
     lpm_v4: LpmTrie<MapData, LpmDataV4, PortSetRef>,
     lpm_v6: LpmTrie<MapData, LpmDataV6, PortSetRef>,
@@ -43,6 +51,11 @@ pub struct InstanceMaps {
     ct_new: HashMap<MapData, CtKey, CtEntry>,
     seen: SeenMap,
     frags: HashMap<MapData, FragKey, FragEntry>,
+    flow_events: RingBuf<MapData>,
+    flow_cfg: Array<MapData, FlowLogConfig>,
+    /// Held so that every map of the instance is open; the datapath's per-source limits.
+    _flow_rate: HashMap<MapData, RateKey, u64>,
+    flow_stats: PerCpuArray<MapData, FlowLogStats>,
 }
 
 /// `SG_CT_SEEN`, the conntrack presence filter, mapped into this process: one byte per slot
@@ -73,12 +86,12 @@ impl SeenMap {
         };
         if p == libc::MAP_FAILED {
             return Err(Error::Io {
-                what: format!("mapping {MAP_CT_SEEN}"),
+                what: format!("mapping {}", reg::CT_SEEN.name),
                 source: std::io::Error::last_os_error(),
             });
         }
         let ptr = std::ptr::NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Io {
-            what: format!("mapping {MAP_CT_SEEN}"),
+            what: format!("mapping {}", reg::CT_SEEN.name),
             source: std::io::Error::other("null mapping"),
         })?;
         Ok(SeenMap { _data: data, ptr, len })
@@ -147,81 +160,62 @@ pub struct ReasonCount {
     pub bytes: u64,
 }
 
+/// The open maps of an instance, by name, handed out once each with their types.
+struct Opened(StdHashMap<&'static str, Map>);
+
+impl Opened {
+    fn take<T: TryFrom<Map, Error = MapError>>(&mut self, spec: &MapSpec) -> Result<T> {
+        let map = self.0.remove(spec.name).ok_or(Error::MissingInObject(spec.name))?;
+        T::try_from(map).context(|| spec.name.to_string())
+    }
+}
+
 impl InstanceMaps {
     /// Takes the maps out of a freshly loaded object (pin them before, if wanted).
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self> {
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingInObject(name));
-        let maps = [
-            take(MAP_CONFIG)?,
-            take(MAP_COUNTERS)?,
-            take(MAP_LAST_PARSE)?,
-            take(MAP_LPM_V4)?,
-            take(MAP_LPM_V6)?,
-            take(MAP_SEGMENTS)?,
-            take(MAP_RULE_HITS)?,
-            take(MAP_CT)?,
-            take(MAP_CT_NEW)?,
-            take(MAP_CT_SEEN)?,
-            take(MAP_FRAGS)?,
-        ];
-        Self::from_maps(maps)
+        Self::open_with(|spec| ebpf.take_map(spec.name).ok_or(Error::MissingInObject(spec.name)))
     }
 
     /// Opens the maps pinned in an instance directory.
     pub fn from_pins(dir: &Path) -> Result<Self> {
-        let open = |name: &str| -> Result<Map> {
-            let path = dir.join(name);
-            let data = MapData::from_pin(&path).context(|| format!("opening {}", path.display()))?;
-            Map::from_map_data(data).context(|| format!("opening {}", path.display()))
-        };
-        let maps = [
-            open(MAP_CONFIG)?,
-            open(MAP_COUNTERS)?,
-            open(MAP_LAST_PARSE)?,
-            open(MAP_LPM_V4)?,
-            open(MAP_LPM_V6)?,
-            open(MAP_SEGMENTS)?,
-            open(MAP_RULE_HITS)?,
-            open(MAP_CT)?,
-            open(MAP_CT_NEW)?,
-            open(MAP_CT_SEEN)?,
-            open(MAP_FRAGS)?,
-        ];
-        Self::from_maps(maps)
+        Self::open_with(|spec| open_pinned(dir, spec.name))
     }
 
-    fn from_maps(maps: [Map; 11]) -> Result<Self> {
-        let [config, counters, last_parse, lpm_v4, lpm_v6, segments, rule_hits, ct, ct_new, seen, frags] =
-            maps;
-        let Map::Array(seen) = seen else {
-            return Err(Error::Inconsistent {
-                iface: String::new(),
-                detail: format!("{MAP_CT_SEEN} is not an array"),
-            });
+    fn open_with(mut open: impl FnMut(&'static MapSpec) -> Result<Map>) -> Result<Self> {
+        let mut maps = Opened(owned().map(|s| Ok((s.name, open(s)?))).collect::<Result<_>>()?);
+        let seen = match maps.0.remove(reg::CT_SEEN.name) {
+            Some(Map::Array(data)) => SeenMap::new(data)?,
+            Some(_) => return Err(Error::WrongMapKind { name: reg::CT_SEEN.name, expected: "an array" }),
+            None => return Err(Error::MissingInObject(reg::CT_SEEN.name)),
         };
         Ok(Self {
-            config: Array::try_from(config).context(|| MAP_CONFIG.to_string())?,
-            counters: PerCpuArray::try_from(counters).context(|| MAP_COUNTERS.to_string())?,
-            last_parse: Array::try_from(last_parse).context(|| MAP_LAST_PARSE.to_string())?,
-            lpm_v4: LpmTrie::try_from(lpm_v4).context(|| MAP_LPM_V4.to_string())?,
-            lpm_v6: LpmTrie::try_from(lpm_v6).context(|| MAP_LPM_V6.to_string())?,
-            segments: Array::try_from(segments).context(|| MAP_SEGMENTS.to_string())?,
-            rule_hits: PerCpuArray::try_from(rule_hits).context(|| MAP_RULE_HITS.to_string())?,
-            ct: HashMap::try_from(ct).context(|| MAP_CT.to_string())?,
+            config: maps.take(&reg::CONFIG)?,
+            counters: maps.take(&reg::COUNTERS)?,
+            _scratch: maps.take(&reg::SCRATCH)?,
+            last_parse: maps.take(&reg::LAST_PARSE)?,
+            lpm_v4: maps.take(&reg::LPM_V4)?,
+            lpm_v6: maps.take(&reg::LPM_V6)?,
+            segments: maps.take(&reg::SEGMENTS)?,
+            rule_hits: maps.take(&reg::RULE_HITS)?,
+            ct: maps.take(&reg::CT)?,
             // An LRU hash opens as a plain HashMap in aya 0.14.
-            ct_new: HashMap::try_from(ct_new).context(|| MAP_CT_NEW.to_string())?,
-            seen: SeenMap::new(seen)?,
-            frags: HashMap::try_from(frags).context(|| MAP_FRAGS.to_string())?,
+            ct_new: maps.take(&reg::CT_NEW)?,
+            seen,
+            frags: maps.take(&reg::FRAGS)?,
+            flow_events: maps.take(&reg::FLOW_EVENTS)?,
+            flow_cfg: maps.take(&reg::FLOW_CFG)?,
+            _flow_rate: maps.take(&reg::FLOW_RATE)?,
+            flow_stats: maps.take(&reg::FLOW_STATS)?,
         })
     }
 
     pub fn config(&self) -> Result<IfaceConfig> {
-        self.config.get(&0, 0).context(|| format!("reading {MAP_CONFIG}"))
+        self.config.get(&0, 0).context(|| format!("reading {}", reg::CONFIG.name))
     }
 
     /// Replaces the config entry in one map update (the datapath sees old or new, never a mix).
     pub fn set_config(&mut self, cfg: &IfaceConfig) -> Result<()> {
-        self.config.set(0, cfg, 0).context(|| format!("writing {MAP_CONFIG}"))
+        self.config.set(0, cfg, 0).context(|| format!("writing {}", reg::CONFIG.name))
     }
 
     /// Packets and bytes for one (direction, reason), summed over CPUs.
@@ -229,7 +223,7 @@ impl InstanceMaps {
         let per_cpu = self
             .counters
             .get(&counter_index(dir, reason), 0)
-            .context(|| format!("reading {MAP_COUNTERS}"))?;
+            .context(|| format!("reading {}", reg::COUNTERS.name))?;
         Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
             packets: acc.packets + c.packets,
             bytes: acc.bytes + c.bytes,
@@ -256,7 +250,7 @@ impl InstanceMaps {
 
     /// The summary of the last parsed packet (only written with `CONFIG_RECORD_PARSE`).
     pub fn last_parse(&self) -> Result<PacketSummary> {
-        self.last_parse.get(&0, 0).context(|| format!("reading {MAP_LAST_PARSE}"))
+        self.last_parse.get(&0, 0).context(|| format!("reading {}", reg::LAST_PARSE.name))
     }
 }
 
@@ -270,7 +264,7 @@ impl InstanceMaps {
             .filter(|k| k.data()[0] >> 1 == gen_)
             .collect();
         for k in v4 {
-            self.lpm_v4.remove(&k).context(|| format!("clearing {MAP_LPM_V4}"))?;
+            self.lpm_v4.remove(&k).context(|| format!("clearing {}", reg::LPM_V4.name))?;
         }
         let v6: Vec<Key<LpmDataV6>> = self
             .lpm_v6
@@ -279,7 +273,7 @@ impl InstanceMaps {
             .filter(|k| k.data()[0] >> 1 == gen_)
             .collect();
         for k in v6 {
-            self.lpm_v6.remove(&k).context(|| format!("clearing {MAP_LPM_V6}"))?;
+            self.lpm_v6.remove(&k).context(|| format!("clearing {}", reg::LPM_V6.name))?;
         }
         Ok(())
     }
@@ -290,12 +284,10 @@ impl InstanceMaps {
         self.clear_generation(gen_)?;
         let base = u32::from(gen_) * SEGMENTS_PER_GEN;
         for (i, seg) in plan.segments.iter().enumerate() {
-            self.segments.set(base + i as u32, seg, 0).context(|| format!("writing {MAP_SEGMENTS}"))?;
+            self.segments.set(base + i as u32, seg, 0).context(|| format!("writing {}", reg::SEGMENTS.name))?;
         }
         // Test hook: fail or stall with the generation half written.
-        if let Some(e) = crate::apply::failpoint("write_generation", "half") {
-            return Err(e);
-        }
+        failpoint::hit("write_generation")?;
         for e in &plan.entries {
             let dir = e.dir.datapath() as u32;
             match e.net {
@@ -304,14 +296,14 @@ impl InstanceMaps {
                         LPM_HDR_BITS + u32::from(n.prefix_len()),
                         lpm_data_v4(gen_, dir, n.addr().octets()),
                     );
-                    self.lpm_v4.insert(&key, e.set, 0).context(|| format!("writing {MAP_LPM_V4}"))?;
+                    self.lpm_v4.insert(&key, e.set, 0).context(|| format!("writing {}", reg::LPM_V4.name))?;
                 }
                 IpNet::V6(n) => {
                     let key = Key::new(
                         LPM_HDR_BITS + u32::from(n.prefix_len()),
                         lpm_data_v6(gen_, dir, n.addr().octets()),
                     );
-                    self.lpm_v6.insert(&key, e.set, 0).context(|| format!("writing {MAP_LPM_V6}"))?;
+                    self.lpm_v6.insert(&key, e.set, 0).context(|| format!("writing {}", reg::LPM_V6.name))?;
                 }
             }
         }
@@ -325,8 +317,8 @@ impl InstanceMaps {
     pub fn rule_hits(&self, gen_: u8, id: u32) -> Result<u64> {
         let v = self
             .rule_hits
-            .get(&(u32::from(gen_) * MAX_RULES + id), 0)
-            .context(|| format!("reading {MAP_RULE_HITS}"))?;
+            .get(&rule_slot(gen_, id), 0)
+            .context(|| format!("reading {}", reg::RULE_HITS.name))?;
         Ok(v.iter().sum())
     }
 
@@ -337,8 +329,8 @@ impl InstanceMaps {
         vals[0] = hits;
         let vals = PerCpuValues::try_from(vals).context(|| "per-CPU values".to_string())?;
         self.rule_hits
-            .set(u32::from(gen_) * MAX_RULES + id, vals, 0)
-            .context(|| format!("writing {MAP_RULE_HITS}"))
+            .set(rule_slot(gen_, id), vals, 0)
+            .context(|| format!("writing {}", reg::RULE_HITS.name))
     }
 }
 
@@ -423,12 +415,12 @@ impl InstanceMaps {
             .iter()
             .filter(|r| !matches!(r, Err(aya::maps::MapError::KeyNotFound)))
             .collect::<std::result::Result<_, _>>()
-            .context(|| "reading SG_FRAGS".to_string())
+            .context(|| format!("reading {}", reg::FRAGS.name))
     }
 
     /// Writes one admitted datagram (tests age entries this way).
     pub fn frag_put(&mut self, k: &FragKey, e: &FragEntry) -> Result<()> {
-        self.frags.insert(k, e, 0).context(|| "writing SG_FRAGS".to_string())
+        self.frags.insert(k, e, 0).context(|| format!("writing {}", reg::FRAGS.name))
     }
 
     /// Writes one flow (tests age entries this way instead of sleeping).
@@ -523,53 +515,101 @@ impl FlowItem {
     }
 }
 
-/// The flow-log maps of an attached instance (`sg_common::flowlog`), opened from its pins.
-pub struct FlowMaps {
-    events: aya::maps::RingBuf<MapData>,
-    limits: Array<MapData, FlowLogConfig>,
-}
-
 fn open_pinned(dir: &Path, name: &str) -> Result<Map> {
     let path = dir.join(name);
     let data = MapData::from_pin(&path).context(|| format!("opening {}", path.display()))?;
     Map::from_map_data(data).context(|| format!("opening {}", path.display()))
 }
 
-impl FlowMaps {
-    pub fn from_pins(dir: &Path) -> Result<Self> {
-        Ok(FlowMaps {
-            events: aya::maps::RingBuf::try_from(open_pinned(dir, MAP_FLOW_EVENTS)?)
-                .context(|| MAP_FLOW_EVENTS.to_string())?,
-            limits: Array::try_from(open_pinned(dir, MAP_FLOW_CFG)?).context(|| MAP_FLOW_CFG.to_string())?,
-        })
+/// Flow logs: rate limits, events, the datapath's own counters.
+impl InstanceMaps {
+    /// Sets the flow-log rate limits (`SG_FLOW_CFG`).
+    pub fn set_flow_limits(&mut self, cfg: &FlowLogConfig) -> Result<()> {
+        self.flow_cfg.set(0, cfg, 0).context(|| format!("writing {}", reg::FLOW_CFG.name))
     }
 
-    pub fn set_limits(&mut self, cfg: &FlowLogConfig) -> Result<()> {
-        self.limits.set(0, cfg, 0).context(|| format!("writing {MAP_FLOW_CFG}"))
-    }
-
-    /// The next item of the ring buffer, if any (an item of neither size is skipped).
-    pub fn next_event(&mut self) -> Option<FlowItem> {
+    /// The next item of the flow-log ring buffer, if any (an item of neither size is skipped).
+    pub fn next_flow_item(&mut self) -> Option<FlowItem> {
         loop {
-            let item = self.events.next()?;
+            let item = self.flow_events.next()?;
             if let Some(it) = FlowItem::parse(&item) {
                 return Some(it);
             }
         }
     }
+
+    /// `SG_FLOW_STATS`, summed over CPUs (`cpu_tat` and `warn_tat` zero).
+    pub fn flow_stats(&self) -> Result<FlowLogStats> {
+        let per_cpu =
+            self.flow_stats.get(&0, 0).context(|| format!("reading {}", reg::FLOW_STATS.name))?;
+        Ok(per_cpu.iter().fold(FlowLogStats::default(), |a, c| FlowLogStats {
+            emitted: a.emitted + c.emitted,
+            rate_limited: a.rate_limited + c.rate_limited,
+            cpu_limited: a.cpu_limited + c.cpu_limited,
+            ring_full: a.ring_full + c.ring_full,
+            cpu_tat: 0,
+            warn_tat: 0,
+        }))
+    }
 }
 
-/// `SG_FLOW_STATS` of the instance pinned in `dir`, summed over CPUs (`cpu_tat` zero).
-pub fn flow_stats(dir: &Path) -> Result<FlowLogStats> {
-    let map: PerCpuArray<MapData, FlowLogStats> =
-        PerCpuArray::try_from(open_pinned(dir, MAP_FLOW_STATS)?).context(|| MAP_FLOW_STATS.to_string())?;
-    let per_cpu = map.get(&0, 0).context(|| format!("reading {MAP_FLOW_STATS}"))?;
-    Ok(per_cpu.iter().fold(FlowLogStats::default(), |a, c| FlowLogStats {
-        emitted: a.emitted + c.emitted,
-        rate_limited: a.rate_limited + c.rate_limited,
-        cpu_limited: a.cpu_limited + c.cpu_limited,
-        ring_full: a.ring_full + c.ring_full,
-        cpu_tat: 0,
-        warn_tat: 0,
-    }))
+/// `1234567` as `1,234,567`.
+fn thousands(n: u32) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The README's map table (Markdown), rendered from the registry.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| map | kind | key -> value | entries | purpose |\n|---|---|---|---|---|\n");
+    for m in reg::ALL {
+        let mut kind = m.kind.as_str().to_string();
+        if m.flags & F_NO_PREALLOC != 0 && m.kind != MapKind::LpmTrie {
+            kind.push_str(", no prealloc");
+        }
+        if m.flags & F_MMAPABLE != 0 {
+            kind.push_str(", mmapable");
+        }
+        let kv = if m.kind == MapKind::RingBuf {
+            format!("`{}`", m.value)
+        } else {
+            format!("`{}` -> `{}`", m.key, m.value)
+        };
+        let mut entries = thousands(m.max_entries);
+        if !m.size_note.is_empty() {
+            entries = format!("{entries} ({})", m.size_note);
+        }
+        out.push_str(&format!("| `{}` | {kind} | {kv} | {entries} | {} |\n", m.name, m.purpose));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(1), "1");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(262_144), "262,144");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    /// The README's map table is the registry's: edit `sg_common::maps`, then paste this
+    /// test's expected table into the README.
+    #[test]
+    fn readme_map_table_is_the_registry() {
+        let readme = include_str!("../../README.md");
+        let table = markdown_table();
+        assert!(readme.contains(&table), "README.md's map table differs from the registry; it should be:\n{table}");
+    }
 }

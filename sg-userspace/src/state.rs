@@ -1,7 +1,11 @@
 //! sgctl's state directory: `/run/sgctl/<netns cookie>/` (0700), per network namespace like the
-//! pins. `state.json` (0600) holds the applied rule set with its sequence number; `lock`
-//! serialises applies. The state lives in /run, like the pins on bpffs: both are gone after a
-//! reboot, together.
+//! pins. `state.json` (0600) holds the applied rule set with its sequence number, and
+//! `state.prev.json` the one before; `lock` serialises applies; `daemon.lock` and
+//! `daemon.json` belong to the daemon. The state lives in /run, like the pins on bpffs: both
+//! are gone after a reboot, together. Every file is written atomically ([`write_atomic`]).
+//!
+//! [`current_state`] is the applied state as the datapath enforces it (an apply killed between
+//! saving its state and flipping left the previous one in force).
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Context as _, Error, Result},
-    pins,
+    loader, pins,
     rules::RuleSet,
 };
 
@@ -74,18 +78,21 @@ pub fn lock() -> Result<Lock> {
 
 /// The applied state, if any.
 pub fn load() -> Result<Option<State>> {
-    read(&dir()?.join("state.json"))
+    read(&dir()?.join(STATE))
 }
 
 /// The state before the last apply (kept so that an apply killed between saving its state and
 /// flipping the datapath cannot leave the state ahead of the datapath).
 pub fn load_prev() -> Result<Option<State>> {
-    read(&dir()?.join("state.prev.json"))
+    read(&dir()?.join(STATE_PREV))
 }
 
 fn read(path: &std::path::Path) -> Result<Option<State>> {
     read_json(path)
 }
+
+const STATE: &str = "state.json";
+const STATE_PREV: &str = "state.prev.json";
 
 /// A JSON file of the state directory; `None` if it does not exist.
 fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Option<T>> {
@@ -94,29 +101,16 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<O
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
     };
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::Inconsistent {
-        iface: "-".into(),
-        detail: format!("{} is not valid: {e}", path.display()),
-    })
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::StateFile { path: path.to_path_buf(), detail: e.to_string() })
 }
 
-/// Saves the state of a new apply, keeping the current one as `state.prev.json`.
-pub fn save_new(state: &State) -> Result<()> {
-    let dir = dir()?;
-    let path = dir.join("state.json");
-    if path.exists() {
-        fs::rename(&path, dir.join("state.prev.json")).context(|| format!("rotating {}", path.display()))?;
-    }
-    save(state)
-}
-
-/// Writes the state atomically (temporary file, fsync, rename).
-pub fn save(state: &State) -> Result<()> {
-    let dir = dir()?;
-    let path = dir.join("state.json");
-    let tmp = dir.join(format!("state.json.{}", std::process::id()));
-    let text = serde_json::to_vec(state)
-        .map_err(|e| Error::Inconsistent { iface: "-".into(), detail: e.to_string() })?;
+/// Writes `bytes` to `path` atomically, mode 0600: a temporary file beside it, fsync, rename.
+/// Readers see the old file or the new one, never a part.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -124,11 +118,52 @@ pub fn save(state: &State) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(&text).context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes).context(|| format!("writing {}", tmp.display()))?;
     f.sync_all().context(|| format!("syncing {}", tmp.display()))?;
+    // `mode` applies only when the file is created: an old temporary file keeps its mode.
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
         .context(|| format!("chmod {}", tmp.display()))?;
-    fs::rename(&tmp, &path).context(|| format!("renaming to {}", path.display()))
+    fs::rename(&tmp, path).context(|| format!("renaming to {}", path.display()))
+}
+
+fn encode<T: Serialize>(what: &str, v: &T, pretty: bool) -> Result<Vec<u8>> {
+    let r = if pretty { serde_json::to_vec_pretty(v) } else { serde_json::to_vec(v) };
+    r.map_err(|source| Error::Encode { what: what.to_string(), source })
+}
+
+/// Saves the state of a new apply, keeping the current one as `state.prev.json`. Returns
+/// whether there was a current one (for [`undo_new`]).
+pub fn save_new(state: &State) -> Result<bool> {
+    let dir = dir()?;
+    let path = dir.join(STATE);
+    let had_state = path.exists();
+    if had_state {
+        fs::rename(&path, dir.join(STATE_PREV)).context(|| format!("rotating {}", path.display()))?;
+    }
+    save(state)?;
+    Ok(had_state)
+}
+
+/// Takes back [`save_new`] (an apply that failed after saving): `state.prev.json` becomes
+/// `state.json` again, or `state.json` goes when there was none before.
+pub fn undo_new(had_state: bool) -> Result<()> {
+    let dir = dir()?;
+    let path = dir.join(STATE);
+    if had_state {
+        fs::rename(dir.join(STATE_PREV), &path).context(|| format!("restoring {}", path.display()))
+    } else {
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes the state (atomically).
+pub fn save(state: &State) -> Result<()> {
+    write_atomic(&dir()?.join(STATE), &encode("the state", state, false)?)
 }
 
 /// Holds the daemon lock of this network namespace (one `sgctl daemon` per namespace, that is
@@ -169,12 +204,7 @@ pub fn daemon_lock() -> Result<DaemonLock> {
     match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(DaemonLock { _lock: l, info: dir.join("daemon.json") }),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            let other =
-                daemon_info().ok().flatten().map_or_else(String::new, |i| format!(" (pid {})", i.pid));
-            Err(Error::Usage {
-                what: format!("another sgctl daemon{other} runs for this network namespace"),
-                detail: format!("it holds {}; stop it first", path.display()),
-            })
+            Err(Error::DaemonRunning { pid: daemon_info().ok().flatten().map(|i| i.pid), lock: path })
         }
         Err((_, e)) => Err(Error::Io { what: format!("locking {}", path.display()), source: e.into() }),
     }
@@ -183,13 +213,7 @@ pub fn daemon_lock() -> Result<DaemonLock> {
 impl DaemonLock {
     /// Publishes `info` (`daemon.json`, 0600, written atomically).
     pub fn publish(&self, info: &DaemonInfo) -> Result<()> {
-        let text = serde_json::to_vec_pretty(info)
-            .map_err(|e| Error::Inconsistent { iface: "-".into(), detail: e.to_string() })?;
-        let tmp = self.info.with_extension("json.tmp");
-        fs::write(&tmp, text).context(|| format!("writing {}", tmp.display()))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
-            .context(|| format!("chmod {}", tmp.display()))?;
-        fs::rename(&tmp, &self.info).context(|| format!("renaming to {}", self.info.display()))
+        write_atomic(&self.info, &encode("daemon.json", info, true)?)
     }
 }
 
@@ -203,4 +227,37 @@ impl Drop for DaemonLock {
 /// check the pid if it matters).
 pub fn daemon_info() -> Result<Option<DaemonInfo>> {
     read_json(&dir()?.join("daemon.json"))
+}
+
+/// The rule-set number the datapath enforces on the first attached interface of `s`.
+fn live_seq(s: &State) -> Result<Option<u64>> {
+    for b in &s.ruleset.interfaces {
+        if let Ok(Some(a)) = loader::open_attached(&b.iface) {
+            let cfg = a.maps.config()?;
+            if cfg.policy_mode == sg_common::config::POLICY_GROUPS {
+                return Ok(Some(cfg.policy_seq));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The applied state that matches the datapath: after an apply that died between saving its
+/// state and flipping, that is the previous state.
+pub fn current_state() -> Result<Option<State>> {
+    let Some(s) = load()? else { return Ok(None) };
+    if let Some(seq) = live_seq(&s)?
+        && seq != s.seq
+        && let Some(prev) = load_prev()?
+        && prev.seq == seq
+    {
+        log::warn!("rule set #{} was saved but never applied (interrupted apply): using #{seq}", s.seq);
+        return Ok(Some(prev));
+    }
+    Ok(Some(s))
+}
+
+/// The applied rule set, or [`Error::NoRuleSet`].
+pub fn applied() -> Result<State> {
+    current_state()?.ok_or(Error::NoRuleSet)
 }

@@ -5,7 +5,7 @@
 
 use sg_common::{
     Action, Direction, Reason,
-    policy::{MAX_RULES, NO_RULE},
+    policy::{NO_RULE, rule_slot, slot_rule},
 };
 use sg_userspace::{loader::PrivateInstance, maps::InstanceMaps};
 
@@ -101,11 +101,10 @@ fn run_rows(inst: &mut PrivateInstance, table: &str, rows: &[Row], fresh: bool) 
         let ok_reason = moved == [(row.dir, row.reason, 1)];
         if let Some(want) = row.rule {
             let cfg = inst.maps().config().expect("config");
-            let want_slot = u32::from(cfg.active_gen & 1) * MAX_RULES + want;
+            let want_slot = rule_slot(cfg.active_gen, want);
             let got_slot = inst.maps().last_parse().expect("summary").rule;
             if got_slot != want_slot {
-                let shown =
-                    if got_slot == NO_RULE { "none".to_string() } else { (got_slot % MAX_RULES).to_string() };
+                let shown = if got_slot == NO_RULE { "none".to_string() } else { slot_rule(got_slot).to_string() };
                 failures.push(format!(
                     "{} ({}): expected rule #{want}, got rule {shown}",
                     row.desc,

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use sg_common::{
     Direction, Reason,
-    policy::{MAX_RULES, NO_RULE},
+    policy::{NO_RULE, rule_slot, slot_rule},
 };
 use sg_tests::{
     packet::Pkt,
@@ -235,12 +235,10 @@ fn kernel_verdicts_equal_the_reference_model() {
             }
             inst.run(dir, &frame(&probe, syn)).expect("test run");
             let got = inst.maps().last_parse().expect("summary");
-            let got_rule = if got.rule == NO_RULE {
-                None
-            } else {
-                Some((got.rule - u32::from(gen_) * MAX_RULES) as usize)
-            };
-            if Reason::from_u32(got.reason) != Some(want.reason) || got_rule != want.rule {
+            // The slot names the generation too: a rule of the other one is a mismatch.
+            let want_slot = want.rule.map_or(NO_RULE, |r| rule_slot(gen_, r as u32));
+            let got_rule = (got.rule != NO_RULE).then(|| slot_rule(got.rule) as usize);
+            if Reason::from_u32(got.reason) != Some(want.reason) || got.rule != want_slot {
                 panic!(
                     "seed {seed} (SG_DIFF_SEED={seed}), rule set #{set}, {} probe {probe:?}:\n  kernel: {:?} rule {got_rule:?}\n  model:  {:?} rule {:?}\nrules:\n{text}",
                     dir.as_str(),

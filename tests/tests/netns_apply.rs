@@ -1,6 +1,6 @@
-//! Apply is all or nothing: an injected failure with the new generation half written, and an
-//! sgctl killed with -9 in the middle of an apply, both leave the old policy active and whole;
-//! concurrent applies serialise on the lock.
+//! Apply is all or nothing: an injected failure with the new generation half written, a flip
+//! that fails on the second of two interfaces, and an sgctl killed with -9 in the middle of an
+//! apply all leave the old policy active and whole; concurrent applies serialise on the lock.
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -82,7 +82,7 @@ fn a_failure_with_the_new_generation_half_written_keeps_the_old_policy() {
     assert_eq!(reachable(&pair), (true, false), "v1 allows 8080 only");
     let out = spawn_sgctl(
         &pair,
-        Some(("SGCTL_FAILPOINT", "write_generation=half")),
+        Some(("SGCTL_FAILPOINT", "write_generation=fail")),
         &["apply", v2.to_str().unwrap()],
     )
     .wait_with_output()
@@ -98,6 +98,64 @@ fn a_failure_with_the_new_generation_half_written_keeps_the_old_policy() {
     assert_eq!(reachable(&pair), (false, true), "v2 allows 9090 only");
 }
 
+/// Every interface's `policy_seq`, by name.
+fn seqs(pair: &NetnsPair) -> Vec<(String, u64)> {
+    let st = pair.status_json();
+    let mut v: Vec<(String, u64)> = st["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["iface"].as_str().unwrap().to_string(), i["policy_seq"].as_u64().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_flip_failing_on_the_second_interface_flips_the_first_back() {
+    if !require_bpf("a_flip_failing_on_the_second_interface_flips_the_first_back") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let _l = listeners(&pair);
+    // A second interface in A: one end of a second veth pair whose both ends stay in A (it
+    // carries nothing; the kernel has no dummy driver here).
+    let dummy = "sgflip0";
+    for args in [&["link", "add", dummy, "type", "veth", "peer", "name", "sgflip1"][..], &["link", "set", dummy, "up"]] {
+        let out = pair.cmd(Side::A, "ip", args);
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let both = |port| format!("{}[interfaces.{dummy}]\ngroups = [\"g\"]\n", rules(&pair.if_a, port));
+    let v1 = write_temp(&format!("{}-f1.toml", pair.if_a), &both(8080));
+    let v2 = write_temp(&format!("{}-f2.toml", pair.if_a), &both(9090));
+    pair.sgctl_ok(Side::A, &["apply", v1.to_str().unwrap()]);
+    let at = |seq| {
+        let mut v = vec![(pair.if_a.clone(), seq), (dummy.to_string(), seq)];
+        v.sort();
+        v
+    };
+    assert_eq!(seqs(&pair), at(1), "both interfaces enforce v1");
+    assert_eq!(reachable(&pair), (true, false));
+    // The first interface flips to v2, the second fails: the first must go back to v1.
+    let out = spawn_sgctl(&pair, Some(("SGCTL_FAILPOINT", "flip#2=fail")), &["apply", v2.to_str().unwrap()])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the failed flip must fail the apply");
+    assert!(err.contains("failpoint flip#2: injected failure"), "{err}");
+    assert!(err.contains("flipped back to rule set #1"), "the first interface was flipped back: {err}");
+    assert_eq!(seqs(&pair), at(1), "no interface is left on v2");
+    assert_eq!(reachable(&pair), (true, false), "traffic still follows v1, whole");
+    assert!(
+        stats_mention(&pair, "tcp 8080") && !stats_mention(&pair, "tcp 9090"),
+        "the state file describes v1 again"
+    );
+    // The next apply (no failpoint) flips both.
+    pair.sgctl_ok(Side::A, &["apply", v2.to_str().unwrap()]);
+    assert_eq!(seqs(&pair), at(2));
+    assert_eq!(reachable(&pair), (false, true), "v2 allows 9090 only");
+}
+
 #[test]
 fn kill_9_in_the_middle_of_an_apply_leaves_the_old_or_the_new_policy() {
     if !require_bpf("kill_9_in_the_middle_of_an_apply_leaves_the_old_or_the_new_policy") {
@@ -110,7 +168,7 @@ fn kill_9_in_the_middle_of_an_apply_leaves_the_old_or_the_new_policy() {
     pair.sgctl_ok(Side::A, &["apply", v1.to_str().unwrap()]);
     // Killed while writing the inactive generation, then killed after saving its state but
     // before the flip: both times the datapath and what sgctl reports stay on v1.
-    for failpoint in ["write_generation=pause-half:20000", "apply=pause-before-flip:20000"] {
+    for failpoint in ["write_generation=pause:20000", "before_flip=pause:20000"] {
         let mut child =
             spawn_sgctl(&pair, Some(("SGCTL_FAILPOINT", failpoint)), &["apply", v2.to_str().unwrap()]);
         // Wait (bounded) until it reports the pause, then kill it.
@@ -152,7 +210,7 @@ fn concurrent_applies_serialise_on_the_lock() {
     // While one apply holds the lock (paused before its flip), a second one waits for it.
     let first = spawn_sgctl(
         &pair,
-        Some(("SGCTL_FAILPOINT", "apply=pause-before-flip:1500")),
+        Some(("SGCTL_FAILPOINT", "before_flip=pause:1500")),
         &["apply", v2.to_str().unwrap()],
     );
     std::thread::sleep(Duration::from_millis(300));

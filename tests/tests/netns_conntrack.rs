@@ -426,7 +426,7 @@ fn every_connection_closed_both_ways_ends_closing() {
         let list: serde_json::Value =
             serde_json::from_str(&pair.sgctl_ok(Side::A, &["conntrack", "list", "--json"])).unwrap();
         states.clear();
-        for f in list.as_array().unwrap().iter().filter(|f| f["proto"] == 6) {
+        for f in list.as_array().unwrap().iter().filter(|f| f["proto"] == "tcp") {
             *states.entry(f["state"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
         }
         states.get("closing") == Some(&CONNS)

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::common::{AwsInput, load_rules};
 use crate::{
     apply::{ApplyOptions, apply},
     loader::ModeRequest,
-    rules::{self, AwsContext, Format},
+    rules::Format,
 };
 
 #[derive(Debug, Args)]
@@ -32,34 +33,8 @@ pub struct ApplyArgs {
     pub json: bool,
 }
 
-/// What AWS JSON input lacks, given on the command line (apply, import, export, audit).
-#[derive(Debug, Args)]
-pub struct AwsInput {
-    /// AWS JSON: bind groups to an interface, IFACE=GROUP[,GROUP...] (GroupId or GroupName).
-    #[arg(long = "bind", value_name = "IFACE=GROUPS")]
-    pub bind: Vec<String>,
-    /// AWS JSON: TOML file with group members and prefix-list entries.
-    #[arg(long, value_name = "FILE")]
-    pub members: Option<PathBuf>,
-}
-
-impl AwsInput {
-    /// Bindings and the members file's text.
-    pub fn context(&self) -> anyhow::Result<AwsContext> {
-        let members = match &self.members {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                Some((p.display().to_string(), text))
-            }
-            None => None,
-        };
-        Ok(AwsContext { bindings: self.bind.clone(), members })
-    }
-}
-
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
-    let ctx = args.aws.context()?;
-    let rs = rules::load(&args.file, args.format, &ctx)?;
+    let rs = load_rules(&args.file, args.format, &args.aws)?;
     let report = apply(&rs, ApplyOptions { dry_run: args.dry_run, mode: args.mode, revoke: args.revoke })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

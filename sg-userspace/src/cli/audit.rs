@@ -7,12 +7,14 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use super::common::{AwsInput, load_rules};
 use crate::{
-    apply::applied,
+    hits::rule_stats,
     rules::{
-        self, Format,
+        Format,
         audit::{self, Finding, Severity},
     },
+    state::applied,
 };
 
 #[derive(Debug, Args)]
@@ -26,7 +28,7 @@ pub struct AuditArgs {
     #[arg(long, value_enum, default_value = "toml")]
     pub format: Format,
     #[command(flatten)]
-    pub aws: super::apply::AwsInput,
+    pub aws: AwsInput,
     #[arg(long)]
     pub json: bool,
     /// Exit non-zero when a finding is at least this severe.
@@ -47,13 +49,12 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<()> {
         let state = applied()?;
         findings = audit::audit(&state.ruleset);
         for b in &state.ruleset.interfaces {
-            let hits: Vec<u64> = super::stats::collect(Some(&b.iface))?.iter().map(|s| s.hits).collect();
+            let hits: Vec<u64> = rule_stats(Some(&b.iface))?.iter().map(|s| s.hits).collect();
             findings.extend(audit::zero_hits(&state.ruleset, &b.iface, &hits));
         }
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     } else if let Some(file) = &args.file {
-        let ctx = args.aws.context()?;
-        findings = audit::audit(&rules::load(file, args.format, &ctx)?);
+        findings = audit::audit(&load_rules(file, args.format, &args.aws)?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&findings)?);

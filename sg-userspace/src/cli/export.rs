@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use super::common::{AwsInput, load_rules};
 use crate::{
-    apply::applied,
-    rules::{self, Format, aws, nft},
+    rules::{Format, aws, nft},
+    state::applied,
 };
 
 #[derive(Debug, Args)]
@@ -21,7 +22,7 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "toml")]
     pub format: Format,
     #[command(flatten)]
-    pub aws: super::apply::AwsInput,
+    pub aws: AwsInput,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -34,10 +35,7 @@ pub enum ExportFormat {
 
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let rs = match &args.file {
-        Some(file) => {
-            let ctx = args.aws.context()?;
-            rules::load(file, args.format, &ctx)?
-        }
+        Some(file) => load_rules(file, args.format, &args.aws)?,
         None => applied()?.ruleset,
     };
     match args.to {

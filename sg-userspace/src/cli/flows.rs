@@ -1,5 +1,5 @@
 //! `sgctl flows [--follow] [--json] [--file FILE]`: the daemon's flow log (JSON lines; see
-//! `cli::daemon::flowlog`). Without `--file` it reads the log of the daemon of this network
+//! `crate::flowlog`). Without `--file` it reads the log of the daemon of this network
 //! namespace (`daemon.json`). `--json` prints the records as they are, one per line.
 
 use std::{
@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::{cli::daemon::flowlog::Record, state};
+use crate::{flowlog::Record, state};
 
 #[derive(Debug, Args)]
 pub struct FlowsArgs {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::rules::{self, Format, toml_out};
+use super::common::{AwsInput, load_rules};
+use crate::rules::{Format, toml_out};
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -13,7 +14,7 @@ pub struct ImportArgs {
     pub from: ImportFormat,
     pub file: PathBuf,
     #[command(flatten)]
-    pub aws: super::apply::AwsInput,
+    pub aws: AwsInput,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -22,8 +23,7 @@ pub enum ImportFormat {
 }
 
 pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
-    let ctx = args.aws.context()?;
-    let rs = rules::load(&args.file, Format::Aws, &ctx)?;
+    let rs = load_rules(&args.file, Format::Aws, &args.aws)?;
     print!("{}", toml_out::to_toml(&rs));
     Ok(())
 }

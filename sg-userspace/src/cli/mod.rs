@@ -1,9 +1,12 @@
-//! Command-line interface: one module per subcommand. `main.rs` parses [`Cli`] and calls
-//! [`run`]; each subcommand prints its own output.
+//! Command-line interface: one module per subcommand, each parsing its arguments, calling the
+//! library and printing the result (the domain logic lives in the library). What several
+//! subcommands share is in [`common`]; subcommands do not import each other. `main.rs` parses
+//! [`Cli`] and calls [`run`].
 
 pub mod apply;
 pub mod attach;
 pub mod audit;
+pub mod common;
 pub mod completions;
 pub mod conntrack;
 pub mod daemon;

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod aws;
 pub mod compile;
 pub mod diff;
+pub mod edit;
 pub mod model;
 pub mod nft;
 pub mod raw;
@@ -137,6 +138,18 @@ pub const ICMP: u8 = 1;
 pub const ICMPV6: u8 = 58;
 
 impl Proto {
+    /// A protocol by name: tcp, udp, icmp, icmpv6 (any case), all or -1, or a number 0-255.
+    pub fn from_name(name: &str) -> Option<Proto> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "tcp" => Proto::Num(TCP),
+            "udp" => Proto::Num(UDP),
+            "icmp" => Proto::Num(ICMP),
+            "icmpv6" => Proto::Num(ICMPV6),
+            "all" | "-1" => Proto::All,
+            n => Proto::Num(n.parse().ok()?),
+        })
+    }
+
     /// AWS's spelling: "tcp", "udp", "icmp", "icmpv6", "-1", or the number.
     pub fn aws_name(self) -> String {
         match self {

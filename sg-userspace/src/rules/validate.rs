@@ -338,22 +338,14 @@ fn proto(ck: &mut Checker, r: &RawRule) -> Option<Proto> {
     };
     match &p.v {
         ProtoText::Number(n) => number(ck, *n),
-        ProtoText::Name(name) => match name.to_ascii_lowercase().as_str() {
-            "tcp" => Some(Proto::Num(super::TCP)),
-            "udp" => Some(Proto::Num(super::UDP)),
-            "icmp" => Some(Proto::Num(super::ICMP)),
-            "icmpv6" => Some(Proto::Num(super::ICMPV6)),
-            "all" | "-1" => Some(Proto::All),
-            other => match other.parse::<i64>() {
-                Ok(n) => number(ck, n),
-                Err(_) => {
-                    ck.err(
-                        &p.loc,
-                        format!("unknown protocol '{name}' (tcp, udp, icmp, icmpv6, all, -1 or 0-255)"),
-                    );
-                    None
-                }
-            },
+        ProtoText::Name(name) => match (Proto::from_name(name), name.parse::<i64>()) {
+            (Some(proto), _) => Some(proto),
+            // A number out of 0-255 says so.
+            (None, Ok(n)) => number(ck, n),
+            (None, Err(_)) => {
+                ck.err(&p.loc, format!("unknown protocol '{name}' (tcp, udp, icmp, icmpv6, all, -1 or 0-255)"));
+                None
+            }
         },
     }
 }

@@ -1,4 +1,4 @@
-//! `sgctl daemon --config FILE`: keeps the host's enforcement equal to a rules file.
+//! The daemon (`sgctl daemon --config FILE`): keeps the host's enforcement equal to a rules file.
 //!
 //! - At start it applies the file, or adopts the pins already enforcing it (a restarted daemon
 //!   changes nothing when the file did not change: no packet is dropped across a restart).
@@ -16,19 +16,15 @@
 //!
 //! Single-threaded tokio: one loop owns the maps; the metrics endpoint opens them per scrape.
 
-pub mod datapath_log;
-pub mod flowlog;
-pub mod metrics;
+mod datapath_log;
 
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::Context as _;
-use clap::Args;
 use tokio::{
     signal::unix::{SignalKind, signal},
     time::{MissedTickBehavior, interval},
@@ -36,82 +32,41 @@ use tokio::{
 
 use crate::{
     apply::{self, ApplyOptions},
-    cli::apply::AwsInput,
+    error::{Context as _, Error, Result},
+    flowlog::{self, FlowLogger},
     loader::{self, ModeRequest},
     maps::ct_now_ns,
+    metrics::{self, SharedStats, stats_of},
     pins,
-    rules::{self, AwsContext, Format},
-    state::{self, DaemonInfo},
+    rules::{self, AwsContext, Format, RuleSet},
+    state::{self, DaemonInfo, current_state},
 };
 
-#[derive(Debug, Args)]
-pub struct DaemonArgs {
-    /// The rules file to enforce (sgctl TOML, or AWS JSON with --format aws).
-    #[arg(long, value_name = "FILE")]
+/// What the daemon enforces and how (`sgctl daemon`'s flags, checked).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The rules file to enforce, its format and what AWS JSON input lacks.
     pub config: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Toml)]
     pub format: Format,
-    #[command(flatten)]
-    pub aws: AwsInput,
-    /// Seconds between checks of the rules file for changes.
-    #[arg(long, default_value_t = 0.25, value_name = "SECS")]
-    pub poll: f64,
-    /// Seconds between conntrack garbage collections (expired flows, presence filter).
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    pub gc_interval: f64,
-    /// Prometheus metrics address (`off` for none). Keep it on loopback unless a firewall
-    /// rule restricts who can scrape.
-    #[arg(long, default_value = "127.0.0.1:9947", value_name = "ADDR|off")]
-    pub metrics: String,
+    pub aws: AwsContext,
+    /// How often the file is checked for changes.
+    pub poll: Duration,
+    /// How often expired flows are collected and the presence filters rebuilt.
+    pub gc_interval: Duration,
+    /// The Prometheus endpoint's address, if any.
+    pub metrics: Option<SocketAddr>,
     /// Detach every interface of the rule set on SIGTERM (default: enforcement stays).
-    #[arg(long)]
     pub detach_on_exit: bool,
     /// XDP mode for interfaces the daemon attaches.
-    #[arg(long, value_enum)]
     pub mode: Option<ModeRequest>,
-    #[command(flatten)]
-    pub flow: flowlog::FlowArgs,
-}
-
-/// Counters of the daemon itself (exported as metrics).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Rule sets applied (the start's adoption of unchanged pins counts as none).
-    pub applies: u64,
-    /// Versions of the file rejected (invalid, or the apply failed).
-    pub apply_failures: u64,
-    /// Seconds spent applying, total and last.
-    pub apply_seconds_total: f64,
-    pub apply_seconds_last: f64,
-    /// Sequence number of the enforced rule set.
-    pub rule_set_seq: u64,
-    /// Unix time of the last successful apply or adoption.
-    pub last_success_unix: u64,
-    /// Flow-log records written, per kind, and events lost (datapath counters are separate).
-    pub flow: flowlog::Stats,
-    /// Conntrack garbage collections run, and flows they removed.
-    pub gc_runs: u64,
-    pub gc_removed: u64,
-}
-
-pub type SharedStats = Arc<Mutex<Stats>>;
-
-/// Locks the shared counters (a poisoned lock still holds valid counters).
-pub fn stats_of(s: &SharedStats) -> std::sync::MutexGuard<'_, Stats> {
-    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Flow logs, if asked for.
+    pub flow: Option<flowlog::Options>,
 }
 
 /// Whether two rule sets are the same in every respect (rules with their file locations,
 /// bindings, interface settings).
-fn same_rule_set(a: &crate::rules::RuleSet, b: &crate::rules::RuleSet) -> bool {
+fn same_rule_set(a: &RuleSet, b: &RuleSet) -> bool {
     matches!((serde_json::to_value(a), serde_json::to_value(b)), (Ok(x), Ok(y)) if x == y)
-}
-
-fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
-    if !(v.is_finite() && v > 0.0 && v < 1e6) {
-        anyhow::bail!("--{what} must be a positive number of seconds, not {v}");
-    }
-    Ok(Duration::from_secs_f64(v))
 }
 
 fn unix_now() -> u64 {
@@ -137,7 +92,7 @@ struct Daemon {
     /// The last read of the file failed (logged once).
     unreadable: bool,
     stats: SharedStats,
-    flows: Option<flowlog::FlowLogger>,
+    flows: Option<FlowLogger>,
     /// aya-log records of the datapath, forwarded to this process's log.
     dp_log: datapath_log::Forwarder,
 }
@@ -177,7 +132,7 @@ impl Daemon {
                 let mut st = stats_of(&self.stats);
                 st.apply_failures += 1;
                 // Rule errors start with file:line:col already.
-                let e = format!("{e:#}");
+                let e = e.to_string();
                 let path = self.path.display().to_string();
                 let what = if e.starts_with(&path) { e } else { format!("{path}: {e}") };
                 log::error!("rejected {what}; rule set #{} keeps enforcing", st.rule_set_seq);
@@ -187,16 +142,16 @@ impl Daemon {
         }
     }
 
-    fn apply_text(&mut self, bytes: &[u8], why: Trigger) -> anyhow::Result<String> {
+    fn apply_text(&mut self, bytes: &[u8], why: Trigger) -> Result<String> {
         let name = self.path.display().to_string();
-        let text = std::str::from_utf8(bytes).with_context(|| format!("{name}: not UTF-8"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::NotUtf8 { path: self.path.clone() })?;
         let rs = rules::parse_str(&name, text, self.format, &self.aws)?;
         let started = Instant::now();
         // At start, a rule set the pins already enforce (the very same: rules, interfaces
         // and their settings) is adopted without touching the datapath. Any other time the
         // file changed (or SIGHUP asked), so it is applied: the rule diff does not cover
         // interface settings such as monitor mode or timeouts.
-        let adopt = match (why, apply::current_state()?) {
+        let adopt = match (why, current_state()?) {
             (Trigger::Start, Some(current))
                 if same_rule_set(&current.ruleset, &rs)
                     && rs
@@ -288,7 +243,7 @@ impl Daemon {
             log::info!("exiting; enforcement stays in place (pins under {})", pins::SG_DIR);
             return;
         }
-        match apply::current_state() {
+        match current_state() {
             Ok(Some(s)) => {
                 for b in &s.ruleset.interfaces {
                     match loader::detach(&b.iface) {
@@ -303,24 +258,23 @@ impl Daemon {
     }
 }
 
-pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
+fn io(what: &str) -> impl FnOnce() -> String + '_ {
+    move || what.to_string()
+}
+
+/// Runs the daemon until SIGTERM or SIGINT (see the module documentation).
+pub fn run(opts: Options) -> Result<()> {
     pins::check_root()?;
     pins::check_bpffs()?;
-    let poll = secs("poll", args.poll)?;
-    let gc_every = secs("gc-interval", args.gc_interval)?;
-    let metrics: Option<SocketAddr> = match args.metrics.as_str() {
-        "off" | "none" => None,
-        a => Some(a.parse().with_context(|| format!("--metrics {a}: not an address:port"))?),
-    };
-    let flows = args.flow.logger()?;
+    let flows = opts.flow.clone().map(FlowLogger::new).transpose()?;
     let lock = state::daemon_lock()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context(io("starting tokio"))?;
     let stats: SharedStats = Arc::default();
     let mut d = Daemon {
-        path: args.config.clone(),
-        format: args.format,
-        aws: args.aws.context()?,
-        mode: args.mode,
+        path: opts.config.clone(),
+        format: opts.format,
+        aws: opts.aws.clone(),
+        mode: opts.mode,
         applied: None,
         rejected: None,
         unreadable: false,
@@ -331,8 +285,8 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         if !d.reconcile(Trigger::Start) {
             // A bad file at start: keep serving what the pins enforce, if anything.
-            let Some(current) = apply::current_state()? else {
-                anyhow::bail!("{}: nothing to enforce (see the error above)", args.config.display());
+            let Some(current) = current_state()? else {
+                return Err(Error::NothingToEnforce { path: opts.config.clone() });
             };
             log::warn!("keeping rule set #{} (enforced before this daemon started)", current.seq);
             stats_of(&d.stats).rule_set_seq = current.seq;
@@ -341,12 +295,12 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
             }
             d.dp_log.follow(&current.ruleset);
         }
-        let bound = match metrics {
+        let bound = match opts.metrics {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
-                    .with_context(|| format!("metrics: binding {addr}"))?;
-                let local = listener.local_addr()?;
+                    .context(|| format!("metrics: binding {addr}"))?;
+                let local = listener.local_addr().context(io("metrics: local address"))?;
                 log::info!("metrics on http://{local}/metrics");
                 tokio::spawn(metrics::serve(listener, stats.clone()));
                 Some(local.to_string())
@@ -355,17 +309,17 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         };
         lock.publish(&DaemonInfo {
             pid: std::process::id(),
-            config: args.config.clone(),
-            flow_log: args.flow.flow_log.clone(),
-            vpc_flow_log: args.flow.vpc_flow_log.clone(),
+            config: opts.config.clone(),
+            flow_log: opts.flow.as_ref().and_then(|f| f.json.clone()),
+            vpc_flow_log: opts.flow.as_ref().and_then(|f| f.vpc.clone()),
             metrics: bound,
             started: unix_now(),
         })?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut poll_t = interval(poll);
-        let mut gc_t = interval(gc_every);
+        let mut hup = signal(SignalKind::hangup()).context(io("SIGHUP handler"))?;
+        let mut term = signal(SignalKind::terminate()).context(io("SIGTERM handler"))?;
+        let mut int = signal(SignalKind::interrupt()).context(io("SIGINT handler"))?;
+        let mut poll_t = interval(opts.poll);
+        let mut gc_t = interval(opts.gc_interval);
         let mut drain_t = interval(Duration::from_millis(100));
         for t in [&mut poll_t, &mut gc_t, &mut drain_t] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -392,7 +346,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
                 _ = int.recv() => break,
             }
         }
-        d.shutdown(args.detach_on_exit);
+        d.shutdown(opts.detach_on_exit);
         Ok(())
     })
 }

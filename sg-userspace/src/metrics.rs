@@ -17,7 +17,10 @@
 //! | `sgctl_flow_log_records_total` | kind | records the daemon wrote: accept, reject, end, vpc |
 //! | `sgctl_conntrack_gc_runs_total`, `sgctl_conntrack_gc_removed_total` | | daemon gc |
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -31,13 +34,36 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::{SharedStats, stats_of};
-use crate::{
-    apply::current_state,
-    loader,
-    maps::{CtTable, flow_stats},
-    pins,
-};
+use crate::{flowlog, hits, loader, maps::CtTable, pins, state::current_state};
+
+/// Counters of the daemon itself, exported beside the datapath's.
+#[derive(Debug, Default)]
+pub struct DaemonStats {
+    /// Rule sets applied (the start's adoption of unchanged pins counts as none).
+    pub applies: u64,
+    /// Versions of the file rejected (invalid, or the apply failed).
+    pub apply_failures: u64,
+    /// Seconds spent applying, total and last.
+    pub apply_seconds_total: f64,
+    pub apply_seconds_last: f64,
+    /// Sequence number of the enforced rule set.
+    pub rule_set_seq: u64,
+    /// Unix time of the last successful apply or adoption.
+    pub last_success_unix: u64,
+    /// Flow-log records written, per kind, and events lost (datapath counters are separate).
+    pub flow: flowlog::Stats,
+    /// Conntrack garbage collections run, and flows they removed.
+    pub gc_runs: u64,
+    pub gc_removed: u64,
+}
+
+/// The daemon's counters, shared with the metrics endpoint.
+pub type SharedStats = Arc<Mutex<DaemonStats>>;
+
+/// Locks the shared counters (a poisoned lock still holds valid counters).
+pub fn stats_of(s: &SharedStats) -> std::sync::MutexGuard<'_, DaemonStats> {
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 #[derive(Debug)]
 struct SgCollector {
@@ -106,7 +132,7 @@ impl SgCollector {
             Family::new("sgctl_packets", "Packets per interface, direction and verdict reason.", true);
         let mut bytes =
             Family::new("sgctl_bytes", "Bytes per interface, direction and verdict reason.", true);
-        let mut hits = Family::new("sgctl_rule_hits", "Packets each rule allowed.", true);
+        let mut rule_hits = Family::new("sgctl_rule_hits", "Packets each rule allowed.", true);
         let mut ct = Family::new("sgctl_conntrack_entries", "Tracked flows per table.", false);
         let mut cap = Family::new("sgctl_conntrack_capacity", "Conntrack table sizes.", false);
         let mut full =
@@ -145,9 +171,10 @@ impl SgCollector {
             }
             if let Ok(cfg) = a.maps.config() {
                 monitor.add(l(&[("iface", i)]), f64::from(u8::from(cfg.flags & CONFIG_MONITOR != 0)));
-                if let Some(s) = &state {
-                    for (id, r) in s.ruleset.iface_rules(i).iter().enumerate() {
-                        let live = a.maps.rule_hits(cfg.active_gen & 1, id as u32).unwrap_or(0);
+                if let Some(s) = &state
+                    && let Ok(totals) = hits::live_totals(s, i, &a.maps)
+                {
+                    for ((id, r), total) in s.ruleset.iface_rules(i).iter().enumerate().zip(totals) {
                         let labels = vec![
                             ("iface", iface.clone()),
                             ("group", r.group.clone()),
@@ -155,11 +182,11 @@ impl SgCollector {
                             ("rule_id", id.to_string()),
                             ("rule", r.rule.describe(r.dir)),
                         ];
-                        hits.add(labels, (s.base_hits(i, id) + live) as f64);
+                        rule_hits.add(labels, total as f64);
                     }
                 }
             }
-            if let Ok(fs) = flow_stats(&a.dir) {
+            if let Ok(fs) = a.maps.flow_stats() {
                 fl_ev.add(l(&[("iface", i)]), fs.emitted as f64);
                 for (cause, n) in [
                     ("rate_limited", fs.rate_limited),
@@ -188,7 +215,7 @@ impl SgCollector {
         vec![
             packets,
             bytes,
-            hits,
+            rule_hits,
             ct,
             cap,
             full,

@@ -1,0 +1,222 @@
+//! The decision pipeline, read top-down: [`ingress`] (XDP) and [`egress`] (TC) read the
+//! interface's config and parse the packet; [`decide`] then takes, in order:
+//!
+//! 1. non-first fragments: by their datagram's first fragment (`conntrack::later_fragment`);
+//! 2. the implicit allowances (IPv6 neighbour discovery, DHCP client traffic);
+//! 3. RELATED: an ICMP error quoting a tracked flow;
+//! 4. the tracked flow (conntrack), which decides every packet of a flow it holds;
+//! 5. TCP flag combinations no connection sends;
+//! 6. the policy: the interface's posture, or its security groups (`policy::lookup`);
+//! 7. an allowed flow start is tracked; an allowed first fragment admits the rest of its
+//!    datagram.
+//!
+//! Every error on the way is a drop reason (fail closed); the verdict leaves through
+//! `verdict::exit`.
+
+use aya_ebpf::programs::{TcContext, XdpContext};
+use sg_common::{
+    Action, Direction, IfaceConfig, PacketSummary, Posture, Reason,
+    config::{
+        CONFIG_FLOW_LOG, CONFIG_MONITOR, CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6,
+        CONFIG_NO_IMPLICIT_NDP, CONFIG_RECORD_PARSE, POLICY_GROUPS, POLICY_POSTURE,
+    },
+    conntrack::tcp_flags_abusive,
+    packet::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_FRAGMENT, PKT_HAS_L4,
+        PKT_LATER_FRAGMENT},
+    policy::NO_RULE,
+};
+
+use crate::{
+    conntrack,
+    parse::{self, Packet},
+    policy,
+    verdict::Verdict,
+};
+
+/// Ingress (XDP): the frame is complete and linear.
+#[inline(always)]
+pub fn ingress(ctx: &XdpContext, bytes: u64) -> Verdict {
+    run(ctx, Direction::Ingress, bytes)
+}
+
+/// Egress (TC): linearise the headers first (direct packet access only sees the linear part of
+/// an skb), then the same pipeline.
+#[inline(always)]
+pub fn egress(ctx: &TcContext, bytes: u64) -> Verdict {
+    let want = core::cmp::min(ctx.len(), parse::MAX_HDR_BYTES as u32);
+    if ((ctx.data_end() - ctx.data()) as u32) < want && ctx.pull_data(want).is_err() {
+        return Verdict::of(Reason::InternalError);
+    }
+    run(ctx, Direction::Egress, bytes)
+}
+
+/// Config, parse, decide. Once the config is read, the verdict carries its record, monitor and
+/// flow-log flags (malformed packets too).
+#[inline(always)]
+fn run(pkt: &impl Packet, dir: Direction, bytes: u64) -> Verdict {
+    let cfg = match parse::config() {
+        Ok(cfg) => cfg,
+        Err(r) => return Verdict::of(r),
+    };
+    let v = match parse::parse_packet(pkt) {
+        Ok(Some(p)) => decide(cfg, dir, p, bytes).unwrap_or_else(Verdict::of),
+        Ok(None) => Verdict::of(Reason::PassNonIp),
+        Err(r) => Verdict::of(r),
+    };
+    Verdict {
+        record: cfg.flags & CONFIG_RECORD_PARSE != 0,
+        monitor: cfg.flags & CONFIG_MONITOR != 0,
+        flow_log: cfg.flags & CONFIG_FLOW_LOG != 0,
+        ..v
+    }
+}
+
+/// Decides an IP packet (steps 1 and 7 of the module documentation: fragments).
+#[inline(always)]
+fn decide(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, bytes: u64) -> Result<Verdict, Reason> {
+    if pkt.flags & PKT_LATER_FRAGMENT != 0 {
+        return Ok(Verdict::of(conntrack::later_fragment(pkt)));
+    }
+    let v = decide_whole(cfg, dir, pkt, bytes)?;
+    if pkt.flags & PKT_FRAGMENT != 0 && v.reason.action() == Action::Pass {
+        conntrack::admit_fragments(pkt);
+    }
+    Ok(v)
+}
+
+/// Decides a whole packet or a first fragment (steps 2 to 7).
+#[inline(always)]
+fn decide_whole(
+    cfg: &IfaceConfig,
+    dir: Direction,
+    pkt: &PacketSummary,
+    bytes: u64,
+) -> Result<Verdict, Reason> {
+    if is_ndp(cfg, pkt) {
+        return Ok(Verdict::of(Reason::ImplicitNdp));
+    }
+    if is_dhcp_client(cfg, dir, pkt) {
+        return Ok(Verdict::of(Reason::ImplicitDhcp));
+    }
+    if let Some(v) = conntrack::related(cfg, pkt) {
+        return Ok(v);
+    }
+    if let Some(v) = conntrack::track(cfg, dir, pkt, bytes, &Policy(cfg))? {
+        return Ok(v);
+    }
+    if pkt.proto == IPPROTO_TCP && tcp_flags_abusive(pkt.tcp_flags) {
+        return Ok(Verdict::of(Reason::TcpBadFlags));
+    }
+    let v = match cfg.policy_mode {
+        POLICY_POSTURE => Verdict::of(posture(cfg, dir)?),
+        POLICY_GROUPS => groups(cfg, dir, pkt)?,
+        _ => return Err(Reason::NoConfig),
+    };
+    if v.reason.action() == Action::Pass {
+        return Ok(conntrack::create(cfg, dir, pkt, v, bytes));
+    }
+    if conntrack::tcp_not_syn(pkt) {
+        return Ok(Verdict::of(Reason::TcpNotSyn));
+    }
+    Ok(v)
+}
+
+/// DHCP client traffic: replies from a server (v4 67 -> 68, v6 547 -> 546) at ingress, the
+/// client's messages (68 -> 67, 546 -> 547) at egress. Offers may be broadcast, so no 5-tuple
+/// could track them.
+#[inline(always)]
+fn is_dhcp_client(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> bool {
+    if pkt.proto != IPPROTO_UDP || pkt.flags & PKT_HAS_L4 == 0 {
+        return false;
+    }
+    let (server, client, off) = if pkt.family == FAMILY_IPV4 {
+        (67, 68, CONFIG_NO_IMPLICIT_DHCP)
+    } else {
+        (547, 546, CONFIG_NO_IMPLICIT_DHCPV6)
+    };
+    if cfg.flags & off != 0 {
+        return false;
+    }
+    match dir {
+        Direction::Ingress => pkt.sport == server && pkt.dport == client,
+        Direction::Egress => pkt.sport == client && pkt.dport == server,
+    }
+}
+
+/// IPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect) as
+/// RFC 4861 requires it: hop limit 255, so it cannot come from off-link.
+#[inline(always)]
+fn is_ndp(cfg: &IfaceConfig, pkt: &PacketSummary) -> bool {
+    cfg.flags & CONFIG_NO_IMPLICIT_NDP == 0
+        && pkt.family == FAMILY_IPV6
+        && pkt.proto == IPPROTO_ICMPV6
+        && pkt.flags & PKT_HAS_L4 != 0
+        && (133..=137).contains(&pkt.icmp_type)
+        && pkt.ttl == 255
+}
+
+/// The interface's posture for `dir` (posture mode).
+#[inline(always)]
+fn posture(cfg: &IfaceConfig, dir: Direction) -> Result<Reason, Reason> {
+    let posture = match dir {
+        Direction::Ingress => cfg.ingress_posture,
+        Direction::Egress => cfg.egress_posture,
+    };
+    match Posture::from_u8(posture) {
+        Some(Posture::Allow) => Ok(Reason::PostureAllow),
+        Some(Posture::Deny) => Ok(Reason::PostureDeny),
+        None => Err(Reason::NoConfig),
+    }
+}
+
+/// Would the interface's policy allow a packet (`dir`, `family`, `proto`, flow-key low bits
+/// `low16`) with `peer` as the remote address? `Some(rule slot)` if so (`NO_RULE` for a
+/// posture). Conntrack asks this of flows allowed before a `--revoke` apply.
+#[inline(always)]
+fn allows(
+    cfg: &IfaceConfig,
+    dir: Direction,
+    family: u8,
+    proto: u8,
+    peer: &[u8; 16],
+    low16: u16,
+) -> Result<Option<u32>, Reason> {
+    if cfg.policy_mode == POLICY_POSTURE {
+        return Ok(match posture(cfg, dir)? {
+            Reason::PostureAllow => Some(NO_RULE),
+            _ => None,
+        });
+    }
+    policy::lookup(cfg.active_gen & 1, dir, family, proto, peer, low16)
+}
+
+/// The interface's policy, as conntrack may ask it (`conntrack::Recheck`).
+struct Policy<'a>(&'a IfaceConfig);
+
+impl conntrack::Recheck for Policy<'_> {
+    #[inline(always)]
+    fn allows(
+        &self,
+        dir: Direction,
+        family: u8,
+        proto: u8,
+        peer: &[u8; 16],
+        low16: u16,
+    ) -> Result<Option<u32>, Reason> {
+        allows(self.0, dir, family, proto, peer, low16)
+    }
+}
+
+/// Security groups: the first rule allowing the packet, or `no_rule`.
+#[inline(always)]
+fn groups(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verdict, Reason> {
+    // The peer: source address of ingress packets, destination of egress packets.
+    let peer = match dir {
+        Direction::Ingress => &pkt.src,
+        Direction::Egress => &pkt.dst,
+    };
+    Ok(match policy::lookup(cfg.active_gen & 1, dir, pkt.family, pkt.proto, peer, policy::key_low16(pkt))? {
+        Some(slot) => Verdict::by_rule(Reason::RuleAllow, slot),
+        None => Verdict::of(Reason::NoRule),
+    })
+}

@@ -1,0 +1,113 @@
+//! `sgctl daemon --config FILE [...]`: keep enforcement equal to a rules file (`crate::daemon`),
+//! with metrics and flow logs.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+use sg_common::flowlog::FlowLogConfig;
+
+use super::common::AwsInput;
+use crate::{
+    daemon::{self, Options},
+    flowlog,
+    loader::ModeRequest,
+    rules::Format,
+};
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The rules file to enforce (sgctl TOML, or AWS JSON with --format aws).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Toml)]
+    pub format: Format,
+    #[command(flatten)]
+    pub aws: AwsInput,
+    /// Seconds between checks of the rules file for changes.
+    #[arg(long, default_value_t = 0.25, value_name = "SECS")]
+    pub poll: f64,
+    /// Seconds between conntrack garbage collections (expired flows, presence filter).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub gc_interval: f64,
+    /// Prometheus metrics address (`off` for none). Keep it on loopback unless a firewall
+    /// rule restricts who can scrape.
+    #[arg(long, default_value = "127.0.0.1:9947", value_name = "ADDR|off")]
+    pub metrics: String,
+    /// Detach every interface of the rule set on SIGTERM (default: enforcement stays).
+    #[arg(long)]
+    pub detach_on_exit: bool,
+    /// XDP mode for interfaces the daemon attaches.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeRequest>,
+    #[command(flatten)]
+    pub flow: FlowArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FlowArgs {
+    /// Write flow logs as JSON lines to FILE (turns the datapath's flow events on).
+    #[arg(long, value_name = "FILE")]
+    pub flow_log: Option<PathBuf>,
+    /// Also write AWS VPC Flow Logs v2 records, aggregated per --flow-window, to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub vpc_flow_log: Option<PathBuf>,
+    /// Seconds per VPC Flow Logs aggregation window.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub flow_window: u64,
+    /// The account-id field of VPC Flow Logs records.
+    #[arg(long, default_value = "unknown")]
+    pub account_id: String,
+    /// Reject events per second per source address (0: no limit).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub reject_rate: u32,
+    /// Reject events a source may send at once before --reject-rate applies.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub reject_burst: u32,
+    /// Events per second per CPU, all kinds (0: no limit).
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    pub cpu_rate: u32,
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub cpu_burst: u32,
+}
+
+impl FlowArgs {
+    /// The flow-log options, if flow logs are asked for.
+    fn options(&self) -> anyhow::Result<Option<flowlog::Options>> {
+        if self.flow_log.is_none() && self.vpc_flow_log.is_none() {
+            return Ok(None);
+        }
+        anyhow::ensure!(self.flow_window > 0, "--flow-window must be at least 1 second");
+        Ok(Some(flowlog::Options {
+            json: self.flow_log.clone(),
+            vpc: self.vpc_flow_log.clone(),
+            window: Duration::from_secs(self.flow_window),
+            account: self.account_id.clone(),
+            limits: FlowLogConfig::new(self.reject_rate, self.reject_burst, self.cpu_rate, self.cpu_burst),
+        }))
+    }
+}
+
+fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(v.is_finite() && v > 0.0 && v < 1e6, "--{what} must be a positive number of seconds, not {v}");
+    Ok(Duration::from_secs_f64(v))
+}
+
+pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
+    let metrics: Option<SocketAddr> = match args.metrics.as_str() {
+        "off" | "none" => None,
+        a => Some(a.parse().with_context(|| format!("--metrics {a}: not an address:port"))?),
+    };
+    daemon::run(Options {
+        config: args.config.clone(),
+        format: args.format,
+        aws: args.aws.context()?,
+        poll: secs("poll", args.poll)?,
+        gc_interval: secs("gc-interval", args.gc_interval)?,
+        metrics,
+        detach_on_exit: args.detach_on_exit,
+        mode: args.mode,
+        flow: args.flow.options()?,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Per-rule hit totals, computed here only: `sgctl stats`, `sgctl audit --live`, the metrics
+//! endpoint and the carrying of counts across applies all use [`totals`].
+//!
+//! The datapath counts in `SG_RULE_HITS` per generation, and a generation's counters restart
+//! when it is written again. The total of a rule is its base (`State::hit_base`: what earlier
+//! generations counted for the same rule, carried over by each apply) plus the live count of
+//! the generation that holds it.
+
+use serde::Serialize;
+
+use crate::{
+    error::Result,
+    loader,
+    maps::InstanceMaps,
+    state::{self, State},
+};
+
+/// Totals of every rule of `iface` (rule id order) under `state`, with `gen_` the generation
+/// of `maps` that holds them.
+pub fn totals(state: &State, iface: &str, maps: &InstanceMaps, gen_: u8) -> Result<Vec<u64>> {
+    (0..state.ruleset.iface_rules(iface).len())
+        .map(|id| Ok(state.base_hits(iface, id) + maps.rule_hits(gen_, id as u32)?))
+        .collect()
+}
+
+/// Totals of every rule of `iface`, in the generation the datapath reads now.
+pub fn live_totals(state: &State, iface: &str, maps: &InstanceMaps) -> Result<Vec<u64>> {
+    totals(state, iface, maps, maps.config()?.active_gen & 1)
+}
+
+/// One rule of the applied rule set with its hits, as `sgctl stats` shows it.
+#[derive(Debug, Serialize)]
+pub struct RuleStat {
+    pub iface: String,
+    /// Rule id on the interface (file order).
+    pub id: usize,
+    pub group: String,
+    pub direction: &'static str,
+    /// Position in the group's list for the direction.
+    pub index: usize,
+    pub rule: String,
+    pub description: Option<String>,
+    pub location: String,
+    /// Packets this rule allowed (the first rule in file order that allows a packet counts
+    /// it), since the rule was first applied.
+    pub hits: u64,
+}
+
+/// Every rule of the applied rule set on the attached interfaces (or on `iface` only).
+pub fn rule_stats(iface: Option<&str>) -> Result<Vec<RuleStat>> {
+    let state = state::applied()?;
+    let mut out = Vec::new();
+    for b in &state.ruleset.interfaces {
+        if iface.is_some_and(|i| i != b.iface) {
+            continue;
+        }
+        let Some(att) = loader::open_attached(&b.iface)? else { continue };
+        let hits = live_totals(&state, &b.iface, &att.maps)?;
+        for ((id, r), hits) in state.ruleset.iface_rules(&b.iface).into_iter().enumerate().zip(hits) {
+            out.push(RuleStat {
+                iface: b.iface.clone(),
+                id,
+                group: r.group.clone(),
+                direction: r.dir.as_str(),
+                index: r.rule.index,
+                rule: r.rule.describe(r.dir),
+                description: r.rule.description.clone(),
+                location: r.rule.loc.to_string(),
+                hits,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,479 @@
+//! Attaching an instance to an interface, pinned under `pins::iface_dir` so that enforcement
+//! outlives sgctl; opening the attached instance of an interface.
+//!
+//! A new attach is a sequence of named steps, any failure of which removes the half-made
+//! instance directory (nothing half-applied survives):
+//! [`choose_xdp_mode`], [`choose_tc_kind`], load the object, [`pin_objects`],
+//! [`initial_config`] (plus a policy through the generation flip, for `sgctl apply`), the config
+//! written before any packet can reach the programs, [`attach_xdp`], [`attach_egress`]. The
+//! report is built by [`report`] for new and existing attaches alike.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aya::{
+    Ebpf,
+    programs::{
+        LinkOrder, ProgramError, TcAttachType, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::{self, NlOptions, TcAttachOptions},
+    },
+};
+use sg_common::{
+    IfaceConfig, Posture,
+    config::{
+        CONFIG_IMPLICIT_MASK, CONFIG_MONITOR, CONFIG_VALID, POLICY_GROUPS, POLICY_POSTURE, TC_KIND_CLSACT,
+        TC_KIND_NONE, TC_KIND_TCX, XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_NONE, with_monitor,
+    },
+    conntrack::CtTimeouts,
+    maps::{PROG_EGRESS, PROG_INGRESS},
+};
+
+use super::load::{CtSizes, load_object_sized, tc_mut, xdp_mut};
+use crate::{
+    error::{Context as _, Error, Result},
+    generation, iface,
+    maps::{self, InstanceMaps},
+    pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
+    rules::compile::IfacePlan,
+};
+
+/// `--mode` of `sgctl attach`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeRequest {
+    /// veth: generic (native XDP on veth segments GSO traffic); other drivers: native, falling
+    /// back to generic when the driver has no XDP support.
+    Auto,
+    Native,
+    Generic,
+}
+
+/// How the egress program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcRequest {
+    /// TCX on Linux >= 6.6, classic clsact before.
+    Auto,
+    Tcx,
+    Clsact,
+}
+
+#[derive(Clone, Debug)]
+pub struct AttachRequest {
+    pub iface: String,
+    pub mode: ModeRequest,
+    pub tc: TcRequest,
+    /// `None`: keep the current posture (default for a new attach: ingress deny).
+    pub ingress: Option<Posture>,
+    /// `None`: keep the current posture (default for a new attach: egress allow).
+    pub egress: Option<Posture>,
+    /// Conntrack table sizes for a new attach (an attached interface keeps its own).
+    pub ct_sizes: CtSizes,
+    /// `CONFIG_NO_IMPLICIT_*` bits to set (replacing the current ones); `None`: keep.
+    pub no_implicit: Option<u32>,
+    /// Monitor mode on or off (`CONFIG_MONITOR`); `None`: keep (new attach: off). Allowed in
+    /// groups mode too: it changes enforcement, not the policy.
+    pub monitor: Option<bool>,
+}
+
+impl AttachRequest {
+    /// A new attach with every setting at its default.
+    pub fn new(iface: &str, mode: ModeRequest) -> Self {
+        AttachRequest {
+            iface: iface.to_string(),
+            mode,
+            tc: TcRequest::Auto,
+            ingress: None,
+            egress: None,
+            ct_sizes: CtSizes::default(),
+            no_implicit: None,
+            monitor: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AttachReport {
+    pub iface: String,
+    /// `false` when the interface was already attached (postures updated in place).
+    pub newly_attached: bool,
+    pub xdp_mode: &'static str,
+    /// Why this XDP mode, when sgctl chose it.
+    pub mode_note: Option<String>,
+    pub tc_kind: &'static str,
+    pub ingress: &'static str,
+    pub egress: &'static str,
+    pub ingress_prog_id: u32,
+    pub egress_prog_id: u32,
+    pub pin_dir: PathBuf,
+}
+
+pub const fn xdp_mode_name(mode: u8) -> &'static str {
+    match mode {
+        XDP_MODE_NATIVE => "native",
+        XDP_MODE_GENERIC => "generic",
+        XDP_MODE_NONE => "none",
+        _ => "unknown",
+    }
+}
+
+pub const fn tc_kind_name(kind: u8) -> &'static str {
+    match kind {
+        TC_KIND_TCX => "tcx",
+        TC_KIND_CLSACT => "clsact",
+        TC_KIND_NONE => "none",
+        _ => "unknown",
+    }
+}
+
+fn posture_name(p: u8) -> &'static str {
+    Posture::from_u8(p).map_or("invalid", Posture::as_str)
+}
+
+/// Program id of a pinned program.
+pub fn pinned_prog_id(path: &Path) -> Result<u32> {
+    Ok(aya::programs::ProgramInfo::from_pin(path).context(|| format!("reading {}", path.display()))?.id())
+}
+
+/// Link id of a pinned link.
+pub fn pinned_link_id(path: &Path) -> Result<u32> {
+    let link = PinnedLink::from_pin(path).context(|| format!("reading {}", path.display()))?;
+    let fd: FdLink = link.into();
+    let info = fd.info().context(|| format!("reading {}", path.display()))?;
+    // Dropping `fd` closes our descriptor only: the pin keeps the link.
+    Ok(info.id())
+}
+
+/// The errno inside a program error, if it came from a syscall.
+fn errno(e: &ProgramError) -> Option<i32> {
+    match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// Whether the running kernel has TCX (Linux >= 6.6).
+fn kernel_has_tcx() -> bool {
+    aya::util::KernelVersion::current()
+        .is_ok_and(|v| v.code() >= aya::util::KernelVersion::new(6, 6, 0).code())
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Removes a half-made instance directory unless disarmed: nothing half-applied survives.
+struct Rollback<'a> {
+    dir: &'a Path,
+    armed: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if self.armed
+            && let Err(e) = pins::remove_instance_dir(self.dir)
+        {
+            log::error!("rollback of {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Attaches sgctl to `req.iface` (idempotent: an attached interface gets its postures
+/// updated in place, same programs, no re-attach).
+pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
+    pins::check_root()?;
+    pins::check_bpffs()?;
+    let ifindex = iface::ifindex(&req.iface)?;
+    let dir = pins::iface_dir(&req.iface)?;
+    if dir.is_dir() {
+        if let Some(report) = update_existing(req, ifindex, &dir)? {
+            return Ok(report);
+        }
+        log::warn!("{}: removing stale pins of a previous attach", req.iface);
+        pins::remove_instance_dir(&dir)?;
+    }
+    attach_new(req, ifindex, &dir, None)
+}
+
+/// Attaches `iface` with a security-group policy (rule set `seq`) already in force before the
+/// first packet reaches the programs. Used by `sgctl apply` for interfaces new to it.
+pub fn attach_with_policy(
+    iface_name: &str,
+    mode: ModeRequest,
+    plan: &IfacePlan,
+    seq: u64,
+) -> Result<AttachReport> {
+    pins::check_root()?;
+    pins::check_bpffs()?;
+    let ifindex = iface::ifindex(iface_name)?;
+    let dir = pins::iface_dir(iface_name)?;
+    attach_new(&AttachRequest::new(iface_name, mode), ifindex, &dir, Some((plan, seq)))
+}
+
+/// An interface sgctl is attached to, with its maps open.
+pub struct Attached {
+    pub iface: String,
+    pub dir: PathBuf,
+    pub maps: InstanceMaps,
+}
+
+/// The live instance in `dir`, if it is one for `ifindex`; `None` when it is stale (maps that
+/// do not open, the interface deleted and re-created, the instance half-removed). An error
+/// reading a config that opened is an error, not staleness: nothing is removed for it.
+fn open_live(dir: &Path, ifindex: u32) -> Result<Option<(InstanceMaps, IfaceConfig)>> {
+    let Ok(maps) = InstanceMaps::from_pins(dir) else { return Ok(None) };
+    let cfg = maps.config()?;
+    let live = cfg.is_valid() && cfg.ifindex == ifindex && dir.join(PIN_LINK_XDP).exists();
+    Ok(live.then_some((maps, cfg)))
+}
+
+/// Opens the live instance of `iface`, if sgctl is attached to it (stale pins of a deleted
+/// interface are removed and count as not attached).
+pub fn open_attached(iface_name: &str) -> Result<Option<Attached>> {
+    let ifindex = iface::ifindex(iface_name)?;
+    let dir = pins::iface_dir(iface_name)?;
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    if let Some((maps, _)) = open_live(&dir, ifindex)? {
+        return Ok(Some(Attached { iface: iface_name.to_string(), dir, maps }));
+    }
+    log::warn!("{iface_name}: removing stale pins of a previous attach");
+    pins::remove_instance_dir(&dir)?;
+    Ok(None)
+}
+
+/// `Some(report)` when `dir` holds a live instance for `ifindex` (settings updated in place);
+/// `None` when it is stale.
+fn update_existing(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<Option<AttachReport>> {
+    let Some((mut maps, mut cfg)) = open_live(dir, ifindex)? else { return Ok(None) };
+    let requested = match req.mode {
+        ModeRequest::Native => Some(XDP_MODE_NATIVE),
+        ModeRequest::Generic => Some(XDP_MODE_GENERIC),
+        ModeRequest::Auto => None,
+    };
+    if let Some(m) = requested
+        && m != cfg.xdp_mode
+    {
+        return Err(Error::ModeMismatch {
+            iface: req.iface.clone(),
+            current: xdp_mode_name(cfg.xdp_mode),
+            requested: xdp_mode_name(m),
+        });
+    }
+    if cfg.policy_mode == POLICY_GROUPS
+        && (req.ingress.is_some() || req.egress.is_some() || req.no_implicit.is_some())
+    {
+        return Err(Error::ManagedByRules(req.iface.clone()));
+    }
+    if let Some(bits) = req.no_implicit {
+        cfg.flags = (cfg.flags & !CONFIG_IMPLICIT_MASK) | bits;
+    }
+    cfg.flags = with_monitor(cfg.flags, req.monitor);
+    if let Some(p) = req.ingress {
+        cfg.ingress_posture = p as u8;
+    }
+    if let Some(p) = req.egress {
+        cfg.egress_posture = p as u8;
+    }
+    maps.set_config(&cfg)?;
+    report(&req.iface, false, &cfg, None, dir).map(Some)
+}
+
+/// A new attach, step by step (see the module documentation).
+fn attach_new(
+    req: &AttachRequest,
+    ifindex: u32,
+    dir: &Path,
+    policy: Option<(&IfacePlan, u64)>,
+) -> Result<AttachReport> {
+    let driver = iface::driver(&req.iface);
+    let mut xdp = choose_xdp_mode(req.mode, driver.as_deref());
+    let tc_kind = choose_tc_kind(req.tc);
+
+    let mut ebpf = load_object_sized(req.ct_sizes)?;
+    pins::create_private_dir(dir)?;
+    let mut rollback = Rollback { dir, armed: true };
+    pin_objects(&mut ebpf, dir)?;
+
+    let mut maps = InstanceMaps::take_from(&mut ebpf)?;
+    let mut cfg = initial_config(req, ifindex, tc_kind);
+    maps.set_config(&cfg)?;
+    if let Some((plan, seq)) = policy {
+        cfg = generation::apply(&mut maps, plan, seq, false)?.next;
+    }
+    // The config is complete before any packet can reach the programs.
+
+    cfg.xdp_mode = attach_xdp(&mut ebpf, req, ifindex, dir, driver.as_deref(), &mut xdp)?;
+    maps.set_config(&cfg)?;
+    attach_egress(&mut ebpf, &req.iface, tc_kind, dir)?;
+    rollback.armed = false;
+    report(&req.iface, true, &cfg, xdp.note, dir)
+}
+
+/// The XDP mode to try first, and why (when sgctl chose it).
+struct XdpChoice {
+    mode: XdpMode,
+    note: Option<String>,
+}
+
+/// `--mode auto`: generic XDP on veth (native XDP on veth makes the kernel segment GSO
+/// packets), native elsewhere (with a fallback in [`attach_xdp`]).
+fn choose_xdp_mode(req: ModeRequest, driver: Option<&str>) -> XdpChoice {
+    match req {
+        ModeRequest::Native => XdpChoice { mode: XdpMode::Driver, note: None },
+        ModeRequest::Generic => XdpChoice { mode: XdpMode::Skb, note: None },
+        ModeRequest::Auto if driver == Some("veth") => XdpChoice {
+            mode: XdpMode::Skb,
+            note: Some(
+                "auto: generic on veth (native XDP on veth makes the kernel segment GSO packets)".to_string(),
+            ),
+        },
+        ModeRequest::Auto => XdpChoice { mode: XdpMode::Driver, note: Some("auto: native".to_string()) },
+    }
+}
+
+/// `--tc auto`: TCX where the kernel has it.
+fn choose_tc_kind(req: TcRequest) -> u8 {
+    match req {
+        TcRequest::Tcx => TC_KIND_TCX,
+        TcRequest::Clsact => TC_KIND_CLSACT,
+        TcRequest::Auto if kernel_has_tcx() => TC_KIND_TCX,
+        TcRequest::Auto => TC_KIND_CLSACT,
+    }
+}
+
+/// Pins every map sgctl owns and both programs in `dir`.
+fn pin_objects(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
+    for spec in maps::owned() {
+        let path = dir.join(spec.name);
+        ebpf.map(spec.name)
+            .ok_or(Error::MissingInObject(spec.name))?
+            .pin(&path)
+            .context(|| format!("pinning {}", path.display()))?;
+    }
+    for name in [PROG_INGRESS, PROG_EGRESS] {
+        let path = dir.join(name);
+        ebpf.program_mut(name)
+            .ok_or(Error::MissingInObject(name))?
+            .pin(&path)
+            .context(|| format!("pinning {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The config of a new attach: the requested postures (AWS defaults: ingress deny, egress
+/// allow), implicit allowances and monitor mode; XDP not attached yet.
+fn initial_config(req: &AttachRequest, ifindex: u32, tc_kind: u8) -> IfaceConfig {
+    IfaceConfig {
+        flags: CONFIG_VALID
+            | req.no_implicit.unwrap_or(0)
+            | if req.monitor == Some(true) { CONFIG_MONITOR } else { 0 },
+        ifindex,
+        ingress_posture: req.ingress.unwrap_or(Posture::Deny) as u8,
+        egress_posture: req.egress.unwrap_or(Posture::Allow) as u8,
+        xdp_mode: XDP_MODE_NONE,
+        tc_kind,
+        policy_mode: POLICY_POSTURE,
+        active_gen: 0,
+        _pad0: [0; 2],
+        attached_at: now_unix(),
+        policy_seq: 0,
+        revoke_seq: 0,
+        ct_timeouts: CtTimeouts::AWS_DEFAULTS,
+    }
+}
+
+/// Ingress: XDP through a BPF link pinned next to the maps. A busy interface names its holder;
+/// `--mode auto` falls back to generic when the driver refuses native. Returns the mode used
+/// (`XDP_MODE_*`).
+fn attach_xdp(
+    ebpf: &mut Ebpf,
+    req: &AttachRequest,
+    ifindex: u32,
+    dir: &Path,
+    driver: Option<&str>,
+    choice: &mut XdpChoice,
+) -> Result<u8> {
+    let xdp = xdp_mut(ebpf)?;
+    let link_id = match xdp.attach_to_if_index(ifindex, choice.mode) {
+        Ok(id) => id,
+        Err(e) if matches!(errno(&e), Some(libc::EBUSY | libc::EEXIST)) => {
+            return Err(Error::XdpBusy {
+                iface: req.iface.clone(),
+                holder: iface::xdp_holder(&req.iface).unwrap_or_else(|| "another program".to_string()),
+            });
+        }
+        Err(e) if req.mode == ModeRequest::Auto && choice.mode == XdpMode::Driver => {
+            log::info!("{}: native XDP failed ({e}); using generic", req.iface);
+            choice.mode = XdpMode::Skb;
+            choice.note =
+                Some(format!("auto: generic (driver {} refused native XDP: {e})", driver.unwrap_or("unknown")));
+            xdp.attach_to_if_index(ifindex, choice.mode).context(|| format!("attaching XDP to {}", req.iface))?
+        }
+        Err(source) if choice.mode == XdpMode::Driver => {
+            return Err(Error::NativeUnsupported {
+                iface: req.iface.clone(),
+                driver: driver.unwrap_or("unknown").to_string(),
+                source: Box::new(source),
+            });
+        }
+        Err(e) => return Err(e).context(|| format!("attaching XDP to {}", req.iface)),
+    };
+    let link = xdp.take_link(link_id).context(|| "taking the XDP link".to_string())?;
+    let link = FdLink::try_from(link).map_err(|_| Error::NoXdpLink(req.iface.clone()))?;
+    let path = dir.join(PIN_LINK_XDP);
+    link.pin(&path).context(|| format!("pinning {}", path.display()))?;
+    Ok(if choice.mode == XdpMode::Driver { XDP_MODE_NATIVE } else { XDP_MODE_GENERIC })
+}
+
+/// Egress: the TC program first in the chain, as a TCX link (pinned) or a classic clsact
+/// filter (which cannot be pinned: it stays until `sgctl detach` removes it by name).
+fn attach_egress(ebpf: &mut Ebpf, iface_name: &str, tc_kind: u8, dir: &Path) -> Result<()> {
+    let (options, kind) = if tc_kind == TC_KIND_TCX {
+        (TcAttachOptions::TcxOrder(LinkOrder::first()), "TCX")
+    } else {
+        if let Err(e) = tc::qdisc_add_clsact(iface_name) {
+            // EEXIST: the qdisc is already there (shared with other tc users): fine.
+            log::debug!("{iface_name}: clsact qdisc: {e}");
+        }
+        (TcAttachOptions::Netlink(NlOptions::default()), "clsact")
+    };
+    let tc = tc_mut(ebpf)?;
+    let id = tc
+        .attach_with_options(iface_name, TcAttachType::Egress, options)
+        .context(|| format!("attaching {kind} egress to {iface_name}"))?;
+    let link = tc.take_link(id).context(|| "taking the TC link".to_string())?;
+    if tc_kind == TC_KIND_TCX {
+        let link = FdLink::try_from(link).context(|| "converting the TCX link".to_string())?;
+        let path = dir.join(PIN_LINK_TC);
+        link.pin(&path).context(|| format!("pinning {}", path.display()))?;
+    } else {
+        // Dropping the link would remove the filter.
+        std::mem::forget(link);
+    }
+    Ok(())
+}
+
+/// The report of an attach (new or existing), from the config written and the pins.
+fn report(
+    iface_name: &str,
+    newly_attached: bool,
+    cfg: &IfaceConfig,
+    mode_note: Option<String>,
+    dir: &Path,
+) -> Result<AttachReport> {
+    Ok(AttachReport {
+        iface: iface_name.to_string(),
+        newly_attached,
+        xdp_mode: xdp_mode_name(cfg.xdp_mode),
+        mode_note,
+        tc_kind: tc_kind_name(cfg.tc_kind),
+        ingress: posture_name(cfg.ingress_posture),
+        egress: posture_name(cfg.egress_posture),
+        ingress_prog_id: pinned_prog_id(&dir.join(PROG_INGRESS))?,
+        egress_prog_id: pinned_prog_id(&dir.join(PROG_EGRESS))?,
+        pin_dir: dir.to_path_buf(),
+    })
+}

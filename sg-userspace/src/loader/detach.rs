@@ -1,0 +1,50 @@
+//! Detaching: sgctl's links, programs and maps go; nothing else is touched.
+
+use std::path::PathBuf;
+
+use aya::programs::{TcAttachType, tc};
+use sg_common::{config::TC_KIND_CLSACT, maps::PROG_EGRESS};
+
+use crate::{
+    error::{Error, Result},
+    iface,
+    maps::InstanceMaps,
+    pins,
+};
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DetachReport {
+    pub iface: String,
+    pub pin_dir: PathBuf,
+    /// The interface no longer existed (only the pins were removed).
+    pub interface_gone: bool,
+}
+
+/// Detaches sgctl from `iface`: removes its links, programs and maps (pins), nothing else.
+pub fn detach(iface_name: &str) -> Result<DetachReport> {
+    pins::check_root()?;
+    pins::check_bpffs()?;
+    let dir = pins::iface_dir(iface_name)?;
+    if !dir.is_dir() {
+        return Err(Error::NotAttached { iface: iface_name.to_string(), dir });
+    }
+    let cfg = InstanceMaps::from_pins(&dir).and_then(|m| m.config()).ok();
+    let current = iface::ifindex(iface_name).ok();
+    let same_iface = matches!((cfg, current), (Some(c), Some(i)) if c.ifindex == i);
+    if same_iface && cfg.is_some_and(|c| c.tc_kind == TC_KIND_CLSACT) {
+        // A clsact filter has no pin: it is removed by name.
+        match tc::qdisc_detach_program(iface_name, TcAttachType::Egress, PROG_EGRESS) {
+            Ok(()) => {}
+            Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Inconsistent {
+                    iface: iface_name.to_string(),
+                    detail: format!("removing the clsact filter: {e}"),
+                });
+            }
+        }
+    }
+    // Removing the pins releases the links (detaching XDP and TCX), then programs and maps.
+    pins::remove_instance_dir(&dir)?;
+    Ok(DetachReport { iface: iface_name.to_string(), pin_dir: dir, interface_gone: current.is_none() })
+}

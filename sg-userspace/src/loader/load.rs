@@ -1,0 +1,54 @@
+//! Loading the object and both programs into the kernel (not attached anywhere).
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, Xdp},
+};
+use sg_common::maps::{self as reg, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, PROG_EGRESS, PROG_INGRESS};
+
+use super::EBPF_OBJECT;
+use crate::error::{Context as _, Error, Result};
+
+/// Sizes of the conntrack tables of an instance (fixed when the instance is loaded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtSizes {
+    /// `SG_CT`: flows that saw both directions.
+    pub established: u32,
+    /// `SG_CT_NEW`: flows not answered yet (LRU).
+    pub new: u32,
+}
+
+impl Default for CtSizes {
+    fn default() -> Self {
+        CtSizes { established: CT_MAX_ENTRIES, new: CT_NEW_MAX_ENTRIES }
+    }
+}
+
+/// Loads the object and both programs, with the default conntrack sizes.
+pub fn load_object() -> Result<Ebpf> {
+    load_object_sized(CtSizes::default())
+}
+
+/// Loads the object with conntrack tables of the given sizes.
+pub fn load_object_sized(sizes: CtSizes) -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(reg::CT.name, sizes.established)
+        .map_max_entries(reg::CT_NEW.name, sizes.new)
+        .load(EBPF_OBJECT)
+        .map_err(Box::new)?;
+    xdp_mut(&mut ebpf)?.load().context(|| format!("loading {PROG_INGRESS}"))?;
+    tc_mut(&mut ebpf)?.load().context(|| format!("loading {PROG_EGRESS}"))?;
+    Ok(ebpf)
+}
+
+/// The ingress program (XDP).
+pub(super) fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let prog = ebpf.program_mut(PROG_INGRESS).ok_or(Error::MissingInObject(PROG_INGRESS))?;
+    <&mut Xdp>::try_from(prog).context(|| PROG_INGRESS.to_string())
+}
+
+/// The egress program (TC).
+pub(super) fn tc_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+    let prog = ebpf.program_mut(PROG_EGRESS).ok_or(Error::MissingInObject(PROG_EGRESS))?;
+    <&mut SchedClassifier>::try_from(prog).context(|| PROG_EGRESS.to_string())
+}

@@ -1,0 +1,24 @@
+//! Instances of the datapath: the embedded eBPF object, loaded ([`load`]), attached to an
+//! interface and pinned so that enforcement outlives sgctl ([`attach`]), detached
+//! ([`detach`]), or kept private for BPF_PROG_TEST_RUN ([`private`]: verdict tables, replay).
+//! Every instance's policy is written by the one generation flip (`crate::generation`).
+
+mod attach;
+mod detach;
+mod load;
+mod private;
+
+pub use attach::{
+    AttachReport, AttachRequest, Attached, ModeRequest, TcRequest, attach, attach_with_policy, open_attached,
+    pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name,
+};
+pub use detach::{DetachReport, detach};
+pub use load::{CtSizes, load_object, load_object_sized};
+pub use private::PrivateInstance;
+
+/// The eBPF object built by build.rs (aya-build) from `sg-ebpf`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-ebpf"));
+
+/// The benchmark-only object (`sg-ebpf/src/bin/sg-bench.rs`): bare XDP_PASS/XDP_DROP baselines
+/// and the XDP_TX traffic generator. sgctl itself never loads it.
+pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-bench"));

@@ -1,0 +1,110 @@
+//! Private instances: loaded, attached nowhere; packets reach them only through
+//! BPF_PROG_TEST_RUN. The verdict tables, the benchmark and `sgctl replay` run the real
+//! programs and maps this way, with policies written by the same generation flip as a live
+//! apply.
+
+use std::time::Duration;
+
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions},
+};
+use sg_common::{
+    Direction, IfaceConfig,
+    config::{CONFIG_FLOW_LOG, CONFIG_VALID},
+    flowlog::FlowLogConfig,
+    maps::{PROG_EGRESS, PROG_INGRESS},
+};
+
+use super::load::{CtSizes, load_object_sized, tc_mut, xdp_mut};
+use crate::{
+    error::{Context as _, Error, Result},
+    generation,
+    maps::{FlowItem, InstanceMaps},
+    rules::compile::IfacePlan,
+};
+
+/// A loaded instance that is attached nowhere.
+pub struct PrivateInstance {
+    ebpf: Ebpf,
+    maps: InstanceMaps,
+}
+
+impl PrivateInstance {
+    /// Loads a fresh instance (its own maps) and writes `cfg` (marked valid).
+    pub fn load(cfg: &IfaceConfig) -> Result<Self> {
+        Self::load_sized(cfg, CtSizes::default())
+    }
+
+    /// As [`Self::load`], with conntrack tables of the given sizes.
+    pub fn load_sized(cfg: &IfaceConfig, sizes: CtSizes) -> Result<Self> {
+        let mut ebpf = load_object_sized(sizes)?;
+        let mut maps = InstanceMaps::take_from(&mut ebpf)?;
+        maps.set_config(&IfaceConfig { flags: cfg.flags | CONFIG_VALID, ..*cfg })?;
+        Ok(Self { ebpf, maps })
+    }
+
+    pub fn maps(&self) -> &InstanceMaps {
+        &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut InstanceMaps {
+        &mut self.maps
+    }
+
+    /// Writes `plan` into the inactive generation and flips to it, switching the instance to
+    /// security groups: `generation::apply`, as `sgctl apply` does on a live interface.
+    pub fn apply_plan(&mut self, plan: &IfacePlan, seq: u64) -> Result<()> {
+        self.apply_plan_with(plan, seq, false)
+    }
+
+    /// As [`Self::apply_plan`]; with `revoke`, tracked flows the new rules do not allow end
+    /// (on their next packet), as `sgctl apply --revoke`.
+    pub fn apply_plan_with(&mut self, plan: &IfacePlan, seq: u64, revoke: bool) -> Result<()> {
+        generation::apply(&mut self.maps, plan, seq, revoke).map(|_| ())
+    }
+
+    /// Turns flow-log events on (`CONFIG_FLOW_LOG`) with the given rate limits, as
+    /// `sgctl daemon --flow-log` does on an attached interface (nothing reads the events).
+    pub fn set_flow_log(&mut self, limits: &FlowLogConfig) -> Result<()> {
+        self.maps.set_flow_limits(limits)?;
+        let cfg = self.maps.config()?;
+        self.maps.set_config(&IfaceConfig { flags: cfg.flags | CONFIG_FLOW_LOG, ..cfg })
+    }
+
+    /// Every item waiting in the flow-log ring buffer (tests read what the datapath emitted).
+    pub fn flow_items(&mut self) -> Vec<FlowItem> {
+        std::iter::from_fn(|| self.maps.next_flow_item()).collect()
+    }
+
+    /// Runs `frame` through the program of `dir` once; returns the program's return value
+    /// (XDP action for ingress, TC action as u32 for egress).
+    pub fn run(&mut self, dir: Direction, frame: &[u8]) -> Result<u32> {
+        Ok(self.run_timed(dir, frame, 1)?.0)
+    }
+
+    /// Ids of the maps either program uses (every map of the instance), for memory accounting.
+    pub fn map_ids(&self) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        for name in [PROG_INGRESS, PROG_EGRESS] {
+            let prog = self.ebpf.program(name).ok_or(Error::MissingInObject(name))?;
+            let info = prog.info().context(|| format!("{name}: program info"))?;
+            ids.extend(info.map_ids().context(|| format!("{name}: map ids"))?.unwrap_or_default());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Runs `frame` through the program of `dir` `repeat` times in one BPF_PROG_TEST_RUN call;
+    /// returns the last return value and the kernel's average time per run.
+    pub fn run_timed(&mut self, dir: Direction, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        let opts = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() };
+        let res = match dir {
+            Direction::Ingress => xdp_mut(&mut self.ebpf)?.test_run(opts),
+            Direction::Egress => tc_mut(&mut self.ebpf)?.test_run(opts),
+        };
+        let res = res.context(|| format!("BPF_PROG_TEST_RUN on {} program", dir.as_str()))?;
+        Ok((res.return_value, res.duration))
+    }
+}

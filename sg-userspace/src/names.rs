@@ -1,0 +1,76 @@
+//! How sgctl names what it shows: addresses of keys and summaries, flow endpoints, protocols,
+//! the rule a flow or event belongs to. Shared by the CLI, the flow log and replay, so that a
+//! flow reads the same everywhere.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use sg_common::{
+    conntrack::{CtEntry, CtKey},
+    packet::FAMILY_IPV4,
+    policy::NO_RULE,
+};
+
+use crate::{rules::Proto, state::State};
+
+/// An address of a key or summary (IPv4 in the first 4 bytes).
+pub fn addr(family: u8, a: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_IPV4 {
+        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*a))
+    }
+}
+
+/// A tracked flow's initiator and responder, from its normalised key.
+pub fn endpoints(k: &CtKey, e: &CtEntry) -> (SocketAddr, SocketAddr) {
+    let lo = SocketAddr::new(addr(k.family, &k.addr_lo), k.port_lo);
+    let hi = SocketAddr::new(addr(k.family, &k.addr_hi), k.port_hi);
+    if e.initiator_lo != 0 { (lo, hi) } else { (hi, lo) }
+}
+
+/// A protocol number as sgctl spells it (tcp, udp, icmp, icmpv6, or the number).
+pub fn proto_name(p: u8) -> String {
+    Proto::Num(p).aws_name()
+}
+
+/// How `sgctl stats` names rule `rule` of rule set `seq` (low 32 bits) on `iface`; `None` for
+/// `NO_RULE` (a posture allowed it).
+pub fn rule_label(state: Option<&State>, iface: &str, rule: u32, seq: u32) -> Option<String> {
+    if rule == NO_RULE {
+        return None;
+    }
+    match state {
+        Some(s) if s.seq as u32 == seq => s.ruleset.iface_rules(iface).get(rule as usize).map(|r| {
+            format!("{} {} #{}: {}", r.group, r.dir.as_str(), r.rule.index, r.rule.describe(r.dir))
+        }),
+        _ => Some(format!("rule id {rule} of rule set #{seq}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_by_name() {
+        assert_eq!(proto_name(6), "tcp");
+        assert_eq!(proto_name(58), "icmpv6");
+        assert_eq!(proto_name(132), "132");
+    }
+
+    #[test]
+    fn endpoints_follow_the_initiator() {
+        let k = CtKey {
+            addr_lo: [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            addr_hi: [192, 0, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            port_lo: 80,
+            port_hi: 40000,
+            proto: 6,
+            family: FAMILY_IPV4,
+            ..CtKey::default()
+        };
+        let e = CtEntry { initiator_lo: 0, ..CtEntry::default() };
+        let (from, to) = endpoints(&k, &e);
+        assert_eq!((from.to_string(), to.to_string()), ("192.0.2.2:40000".into(), "192.0.2.1:80".into()));
+    }
+}

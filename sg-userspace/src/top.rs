@@ -1,0 +1,209 @@
+//! Live rates for `sgctl top`: packets/s and bits/s per interface, direction and verdict
+//! reason, and the rules with the most hits per second, from two reads of the per-CPU counters
+//! of every interface attached in this network namespace (the datapath pays nothing for it).
+
+use std::{
+    collections::HashMap,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+use crate::{
+    error::{Error, Result},
+    maps::InstanceMaps,
+    pins,
+    state::current_state,
+};
+
+/// One sample.
+#[derive(Debug, Serialize)]
+pub struct Sample {
+    /// Unix time of the sample, seconds.
+    pub time: f64,
+    /// Seconds the rates are averaged over.
+    pub interval: f64,
+    pub interfaces: Vec<IfaceRates>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IfaceRates {
+    pub iface: String,
+    /// Packets/s and bits/s per direction (all reasons).
+    pub ingress_pps: f64,
+    pub ingress_bps: f64,
+    pub egress_pps: f64,
+    pub egress_bps: f64,
+    /// Every (direction, reason) that moved during the interval.
+    pub reasons: Vec<ReasonRate>,
+    /// The busiest rules, most hits per second first.
+    pub top_rules: Vec<RuleRate>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReasonRate {
+    pub direction: &'static str,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub pps: f64,
+    pub bps: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleRate {
+    /// Rule id on the interface.
+    pub id: u32,
+    pub rule: String,
+    pub hits_per_s: f64,
+}
+
+/// Absolute counters of one interface at one moment.
+struct Snapshot {
+    counters: Vec<(&'static str, &'static str, &'static str, u64, u64)>,
+    /// (generation, hits per rule id), of the active generation.
+    rules: (u8, Vec<u64>),
+}
+
+fn snapshot(maps: &InstanceMaps, nrules: usize) -> Result<Snapshot> {
+    let counters =
+        maps.counters()?.into_iter().map(|c| (c.direction, c.reason, c.action, c.packets, c.bytes)).collect();
+    let cfg = maps.config()?;
+    let gen_ = cfg.active_gen & 1;
+    let hits = (0..nrules as u32).map(|id| maps.rule_hits(gen_, id)).collect::<Result<Vec<_>>>()?;
+    Ok(Snapshot { counters, rules: (gen_, hits) })
+}
+
+/// Rule descriptions per interface, from the applied state (empty in posture mode).
+fn rule_names() -> Result<HashMap<String, Vec<String>>> {
+    let Some(state) = current_state()? else { return Ok(HashMap::new()) };
+    Ok(state
+        .ruleset
+        .interfaces
+        .iter()
+        .map(|b| {
+            let names = state
+                .ruleset
+                .iface_rules(&b.iface)
+                .iter()
+                .map(|r| format!("{}/{}: {}", r.group, r.dir.as_str(), r.rule.describe(r.dir)))
+                .collect();
+            (b.iface.clone(), names)
+        })
+        .collect())
+}
+
+fn rates(
+    iface: &str,
+    before: &Snapshot,
+    after: &Snapshot,
+    secs: f64,
+    names: &[String],
+    top: usize,
+) -> IfaceRates {
+    let mut r = IfaceRates {
+        iface: iface.to_string(),
+        ingress_pps: 0.0,
+        ingress_bps: 0.0,
+        egress_pps: 0.0,
+        egress_bps: 0.0,
+        reasons: Vec::new(),
+        top_rules: Vec::new(),
+    };
+    for (b, a) in before.counters.iter().zip(&after.counters) {
+        let pps = a.3.saturating_sub(b.3) as f64 / secs;
+        let bps = a.4.saturating_sub(b.4) as f64 * 8.0 / secs;
+        if pps == 0.0 {
+            continue;
+        }
+        if a.0 == "ingress" {
+            r.ingress_pps += pps;
+            r.ingress_bps += bps;
+        } else {
+            r.egress_pps += pps;
+            r.egress_bps += bps;
+        }
+        r.reasons.push(ReasonRate { direction: a.0, reason: a.1, action: a.2, pps, bps });
+    }
+    // Rule hits are comparable only within one generation (an apply in between restarts them).
+    if before.rules.0 == after.rules.0 {
+        let mut rules: Vec<RuleRate> = before
+            .rules
+            .1
+            .iter()
+            .zip(&after.rules.1)
+            .enumerate()
+            .filter(|(_, (b, a))| a > b)
+            .map(|(id, (b, a))| RuleRate {
+                id: id as u32,
+                rule: names.get(id).cloned().unwrap_or_else(|| format!("rule {id}")),
+                hits_per_s: (a - b) as f64 / secs,
+            })
+            .collect();
+        rules.sort_by(|x, y| y.hits_per_s.total_cmp(&x.hits_per_s));
+        rules.truncate(top);
+        r.top_rules = rules;
+    }
+    r
+}
+
+/// Takes samples of the attached interfaces: each one the rates since the one before.
+pub struct Sampler {
+    /// Per interface: its maps, its rules' descriptions, the last snapshot.
+    ifaces: Vec<(String, InstanceMaps, Vec<String>, Snapshot)>,
+    last: Instant,
+    /// How many of the busiest rules per interface.
+    top: usize,
+}
+
+impl Sampler {
+    /// Starts on every attached interface, or on `only`; the first sample's rates count from
+    /// now.
+    pub fn new(only: Option<&str>, top: usize) -> Result<Self> {
+        pins::check_root()?;
+        pins::check_bpffs()?;
+        let dir = pins::netns_dir()?;
+        let mut names: Vec<String> = pins::attached_ifaces()?;
+        if let Some(only) = only {
+            if !names.iter().any(|n| n == only) {
+                return Err(Error::NotAttached { iface: only.to_string(), dir: dir.join(only) });
+            }
+            names.retain(|n| n == only);
+        }
+        let described = rule_names()?;
+        let mut ifaces = Vec::new();
+        for name in names {
+            let maps = InstanceMaps::from_pins(&dir.join(&name))?;
+            let rules = described.get(&name).cloned().unwrap_or_default();
+            let snap = snapshot(&maps, rules.len())?;
+            ifaces.push((name, maps, rules, snap));
+        }
+        Ok(Sampler { ifaces, last: Instant::now(), top })
+    }
+
+    /// The rates since the last sample (or since [`Sampler::new`]).
+    pub fn sample(&mut self) -> Result<Sample> {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let mut sample = Sample {
+            time: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            interval: secs,
+            interfaces: Vec::new(),
+        };
+        let mut described: Option<HashMap<String, Vec<String>>> = None;
+        for (name, maps, rules, prev) in &mut self.ifaces {
+            let mut cur = snapshot(maps, rules.len())?;
+            if cur.rules.0 != prev.rules.0 {
+                // An apply flipped the generation: the rule list may have changed.
+                if described.is_none() {
+                    described = Some(rule_names()?);
+                }
+                *rules = described.as_ref().and_then(|d| d.get(name.as_str())).cloned().unwrap_or_default();
+                cur = snapshot(maps, rules.len())?;
+            }
+            sample.interfaces.push(rates(name, prev, &cur, secs, rules, self.top));
+            *prev = cur;
+        }
+        Ok(sample)
+    }
+}
