@@ -105,7 +105,7 @@ pub struct IfaceConfig {
     pub ct_timeouts: CtTimeouts,
 }
 
-const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 72);
+const _: () = assert!(size_of::<IfaceConfig>() == 72);
 
 /// `IfaceConfig::policy_mode`: IP packets are decided by the postures.
 pub const POLICY_POSTURE: u8 = 0;

@@ -28,7 +28,7 @@ pub struct CtKey {
     pub _pad: [u8; 2],
 }
 
-const _: () = assert!(core::mem::size_of::<CtKey>() == 40);
+const _: () = assert!(size_of::<CtKey>() == 40);
 
 /// A tracked flow.
 #[repr(C)]
@@ -57,7 +57,7 @@ pub struct CtEntry {
     pub _pad: [u8; 4],
 }
 
-const _: () = assert!(core::mem::size_of::<CtEntry>() == 64);
+const _: () = assert!(size_of::<CtEntry>() == 64);
 
 /// `CtEntry::flags`: a packet from the responder was seen.
 pub const CT_F_SEEN_REPLY: u8 = 1 << 0;
@@ -181,7 +181,7 @@ pub struct CtTimeouts {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<CtTimeouts>() == 32);
+const _: () = assert!(size_of::<CtTimeouts>() == 32);
 
 impl CtTimeouts {
     pub const AWS_DEFAULTS: CtTimeouts = CtTimeouts {
@@ -519,7 +519,7 @@ pub struct FragKey {
     pub _pad: [u8; 2],
 }
 
-const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
+const _: () = assert!(size_of::<FragKey>() == 40);
 
 /// A datagram whose first fragment was accepted: its other fragments may pass until `expires_ns`.
 #[repr(C)]
@@ -528,7 +528,7 @@ pub struct FragEntry {
     pub expires_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<FragEntry>() == 8);
+const _: () = assert!(size_of::<FragEntry>() == 8);
 
 /// How long the other fragments of an accepted first fragment may follow it.
 pub const FRAG_LIFETIME_NS: u64 = 10_000_000_000;

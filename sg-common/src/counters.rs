@@ -8,6 +8,6 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+const _: () = assert!(size_of::<Counter>() == 16);
 
 crate::impl_pod!(Counter);

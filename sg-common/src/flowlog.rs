@@ -46,8 +46,8 @@ pub struct FlowEnd {
     pub _pad: [u8; 5],
 }
 
-const _: () = assert!(core::mem::size_of::<FlowEnd>() == 112);
-const _: () = assert!(core::mem::size_of::<FlowEnd>() != core::mem::size_of::<FlowEvent>());
+const _: () = assert!(size_of::<FlowEnd>() == 112);
+const _: () = assert!(size_of::<FlowEnd>() != size_of::<FlowEvent>());
 
 /// One event (64 bytes in the ring buffer).
 #[repr(C)]
@@ -82,7 +82,7 @@ pub struct FlowEvent {
     pub _pad: u8,
 }
 
-const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
+const _: () = assert!(size_of::<FlowEvent>() == 64);
 
 /// Rate limits of events (index 0 of `SG_FLOW_CFG`), as GCRA emission intervals and burst
 /// tolerances: an event passes if the bucket's theoretical arrival time is at most
@@ -99,7 +99,7 @@ pub struct FlowLogConfig {
     pub cpu_burst_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<FlowLogConfig>() == 32);
+const _: () = assert!(size_of::<FlowLogConfig>() == 32);
 
 impl FlowLogConfig {
     /// `rate` events per second with bursts of `burst` (per source for rejects, per CPU for
@@ -145,7 +145,7 @@ pub struct RateKey {
     pub family: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<RateKey>() == 20);
+const _: () = assert!(size_of::<RateKey>() == 20);
 
 /// Per-CPU bookkeeping (index 0 of `SG_FLOW_STATS`).
 #[repr(C)]
@@ -165,7 +165,7 @@ pub struct FlowLogStats {
     pub warn_tat: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<FlowLogStats>() == 48);
+const _: () = assert!(size_of::<FlowLogStats>() == 48);
 
 crate::impl_pod!(FlowEvent, FlowEnd, FlowLogConfig, RateKey, FlowLogStats);
 

@@ -19,7 +19,9 @@ use crate::{
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_WORDS},
     counters::Counter,
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
-    policy::{GENERATIONS, LPM_MAX_ENTRIES, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment},
+    policy::{
+        GENERATIONS, LPM_MAX_ENTRIES, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
+    },
     reason::MAX_REASONS,
 };
 

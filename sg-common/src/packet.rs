@@ -92,14 +92,14 @@ pub struct PacketSummary {
     pub inner_dst: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<PacketSummary>() == 112);
+const _: () = assert!(size_of::<PacketSummary>() == 112);
 // The datapath clears and fills the summary by 8-byte words (sg-ebpf parse.rs).
 const _: () = assert!(
     core::mem::offset_of!(PacketSummary, src) == 24
         && core::mem::offset_of!(PacketSummary, dst) == 40
         && core::mem::offset_of!(PacketSummary, seq) == 56
         && core::mem::offset_of!(PacketSummary, inner_sport) == 72
-        && core::mem::align_of::<PacketSummary>() == 8
+        && align_of::<PacketSummary>() == 8
 );
 
 crate::impl_pod!(PacketSummary);

@@ -102,7 +102,7 @@ pub struct PortSetRef {
     pub count: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PortSetRef>() == 8);
+const _: () = assert!(size_of::<PortSetRef>() == 8);
 
 /// Flow keys `lo..=hi` are allowed by rule `rule`.
 #[repr(C)]
@@ -114,7 +114,7 @@ pub struct Segment {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Segment>() == 16);
+const _: () = assert!(size_of::<Segment>() == 16);
 
 /// The 24-bit key a packet is matched on: protocol in bits 16..24, then the destination port
 /// (TCP, UDP), or ICMP type << 8 | code (ICMP over IPv4, ICMPv6 over IPv6), or 0.

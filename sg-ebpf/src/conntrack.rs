@@ -36,8 +36,14 @@ use crate::{
 /// before a `--revoke` apply, with the flow's first packet. (A trait, not a closure: closures
 /// are not inlined, and BPF calls cannot take this many arguments.)
 pub trait Recheck {
-    fn allows(&self, dir: Direction, family: u8, proto: u8, peer: &[u8; 16], low16: u16)
-    -> Result<Option<u32>, Reason>;
+    fn allows(
+        &self,
+        dir: Direction,
+        family: u8,
+        proto: u8,
+        peer: &[u8; 16],
+        low16: u16,
+    ) -> Result<Option<u32>, Reason>;
 }
 
 /// The two flow tables, behind one interface.
@@ -123,6 +129,7 @@ fn key_of(pkt: &PacketSummary) -> Option<(CtKey, bool, u32)> {
 #[inline(always)]
 fn slot_of(pkt: &PacketSummary, sport: u16, dport: u16) -> u32 {
     let words = |a: &[u8; 16]| {
+        #[allow(clippy::cast_ptr_alignment, reason = "8-byte aligned fields of the summary, see below")]
         let p = a.as_ptr().cast::<u64>();
         // SAFETY: `src` and `dst` sit at offsets 24 and 40 of the 8-byte aligned summary
         // (asserted in sg-common), so both words are aligned and in bounds.

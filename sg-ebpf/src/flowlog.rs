@@ -35,8 +35,11 @@ unsafe fn copy_words<W: Copy>(to: *mut W, from: *const W, n: usize) {
 /// field of the 8-byte aligned packet summary).
 #[inline(always)]
 unsafe fn copy_addr(to: *mut u8, from: &[u8; 16]) {
+    #[allow(clippy::cast_ptr_alignment, reason = "both 4-byte aligned, as the caller promises")]
     // SAFETY: as the caller promises.
-    unsafe { copy_words(to.cast::<u32>(), from.as_ptr().cast::<u32>(), 4) }
+    unsafe {
+        copy_words(to.cast::<u32>(), from.as_ptr().cast::<u32>(), 4);
+    }
 }
 
 /// The per-CPU limit every event passes (counted when it does not).
@@ -77,8 +80,8 @@ pub fn end_flow(dir: Direction, key: &CtKey, e: &CtEntry, cause: u8, delete: imp
     // field written; the key (2-byte aligned) is copied as u16 words, the entry (a map value,
     // 8-byte aligned) as u64 words.
     unsafe {
-        copy_words((&raw mut (*ev).key).cast::<u16>(), (key as *const CtKey).cast::<u16>(), KEY_U16S);
-        copy_words((&raw mut (*ev).entry).cast::<u64>(), (e as *const CtEntry).cast::<u64>(), ENTRY_U64S);
+        copy_words((&raw mut (*ev).key).cast::<u16>(), core::ptr::from_ref(key).cast::<u16>(), KEY_U16S);
+        copy_words((&raw mut (*ev).entry).cast::<u64>(), core::ptr::from_ref(e).cast::<u64>(), ENTRY_U64S);
         (*ev).kind = EV_END;
         (*ev).cause = cause;
         (*ev).dir = dir as u8;
@@ -92,8 +95,8 @@ pub fn end_flow(dir: Direction, key: &CtKey, e: &CtEntry, cause: u8, delete: imp
     }
 }
 
-const KEY_U16S: usize = core::mem::size_of::<CtKey>() / 2;
-const ENTRY_U64S: usize = core::mem::size_of::<CtEntry>() / 8;
+const KEY_U16S: usize = size_of::<CtKey>() / 2;
+const ENTRY_U64S: usize = size_of::<CtEntry>() / 8;
 
 /// Emits an `EV_ACCEPT` (a new flow) or `EV_REJECT` (a drop) event for the packet being
 /// decided (its summary is in `SG_SCRATCH`), decided by `reason` and the rule in `rule_slot`.

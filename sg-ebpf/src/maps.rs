@@ -18,7 +18,8 @@ use sg_common::{
 
 /// [`reg::CONFIG`]: the interface's config (one entry, index 0).
 #[map]
-pub static SG_CONFIG: Array<IfaceConfig> = Array::with_max_entries(reg::CONFIG.max_entries, reg::CONFIG.flags);
+pub static SG_CONFIG: Array<IfaceConfig> =
+    Array::with_max_entries(reg::CONFIG.max_entries, reg::CONFIG.flags);
 
 /// [`reg::COUNTERS`]: packets and bytes per (direction, reason), per CPU.
 #[map]
@@ -47,7 +48,8 @@ pub static SG_LPM_V6: LpmTrie<LpmDataV6, PortSetRef> =
 
 /// [`reg::SEGMENTS`]: compiled port sets.
 #[map]
-pub static SG_SEGMENTS: Array<Segment> = Array::with_max_entries(reg::SEGMENTS.max_entries, reg::SEGMENTS.flags);
+pub static SG_SEGMENTS: Array<Segment> =
+    Array::with_max_entries(reg::SEGMENTS.max_entries, reg::SEGMENTS.flags);
 
 /// [`reg::RULE_HITS`]: packets each rule allowed, per CPU, by rule slot.
 #[map]
@@ -74,7 +76,8 @@ pub static SG_FRAGS: LruHashMap<FragKey, FragEntry> =
 
 /// [`reg::FLOW_EVENTS`]: flow-log events for the daemon.
 #[map]
-pub static SG_FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(reg::FLOW_EVENTS.max_entries, reg::FLOW_EVENTS.flags);
+pub static SG_FLOW_EVENTS: RingBuf =
+    RingBuf::with_byte_size(reg::FLOW_EVENTS.max_entries, reg::FLOW_EVENTS.flags);
 
 /// [`reg::FLOW_CFG`]: flow-log rate limits.
 #[map]

@@ -54,7 +54,7 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn len(&self) -> usize {
         // SAFETY: ctx points to the xdp_md the kernel passed to the program.
-        let end = unsafe { core::ptr::read_volatile(&(*self.ctx).data_end) };
+        let end = unsafe { core::ptr::read_volatile(&raw const (*self.ctx).data_end) };
         (end as usize).wrapping_sub(self.data())
     }
 }
@@ -78,7 +78,7 @@ impl Packet for TcContext {
 /// fit. The only function that dereferences packet memory.
 #[inline(always)]
 pub fn load<T: Copy>(pkt: &impl Packet, off: usize, short: Reason) -> Result<T, Reason> {
-    let size = core::mem::size_of::<T>();
+    let size = size_of::<T>();
     if off > MAX_HDR_BYTES - size {
         return Err(Reason::HeadersTooLong);
     }
@@ -113,10 +113,7 @@ pub fn parse_packet<'a>(pkt: &impl Packet) -> Result<Option<&'a PacketSummary>, 
     // Opaque to LLVM from here: it must not carry the zeroes into the parser as constants
     // (with them, per-path constants multiplied the verifier's states past its limit).
     let s = core::hint::black_box(s);
-    match parse(pkt, s)? {
-        true => Ok(Some(s)),
-        false => Ok(None),
-    }
+    if parse(pkt, s)? { Ok(Some(s)) } else { Ok(None) }
 }
 
 /// Zeroes what the parser fills: words 0..7 (header fields and addresses) and 9..14 (the
@@ -131,15 +128,15 @@ const SUMMARY_SRC_WORD: usize = 3;
 /// Stores word `i` of the summary (volatile, for the reason given at [`clear`]).
 #[inline(always)]
 fn put_word(s: &mut PacketSummary, i: usize, w: u64) {
-    if i < core::mem::size_of::<PacketSummary>() / 8 {
+    if i < size_of::<PacketSummary>() / 8 {
         // SAFETY: in bounds (checked), and the summary is 8-byte aligned.
-        unsafe { core::ptr::write_volatile((s as *mut PacketSummary).cast::<u64>().add(i), w) };
+        unsafe { core::ptr::write_volatile(core::ptr::from_mut(s).cast::<u64>().add(i), w) };
     }
 }
 
 #[inline(always)]
 fn clear(s: &mut PacketSummary) {
-    let p = (s as *mut PacketSummary).cast::<u64>();
+    let p = core::ptr::from_mut(s).cast::<u64>();
     // PacketSummary is 8-byte aligned and 112 bytes long (asserted in sg-common): words 0..7
     // and 9..14 lie inside it.
     for i in (0..7).chain(9..14) {
@@ -408,7 +405,7 @@ fn parse_l4(pkt: &impl Packet, off: usize, end: usize, s: &mut PacketSummary) ->
             }
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if off + core::mem::size_of::<IcmpHdr>() > end {
+            if off + size_of::<IcmpHdr>() > end {
                 return Err(Reason::L4Truncated);
             }
             let icmp: IcmpHdr = load(pkt, off, Reason::L4Truncated)?;
@@ -425,7 +422,7 @@ fn parse_l4(pkt: &impl Packet, off: usize, end: usize, s: &mut PacketSummary) ->
                 _ => false,
             };
             if error {
-                parse_quoted(pkt, off + core::mem::size_of::<IcmpHdr>(), end, s)?;
+                parse_quoted(pkt, off + size_of::<IcmpHdr>(), end, s)?;
             }
         }
         _ => return Ok(()),
@@ -478,7 +475,7 @@ fn parse_quoted(pkt: &impl Packet, off: usize, end: usize, s: &mut PacketSummary
             s.inner_dport = u16::from_be_bytes([ports[2], ports[3]]);
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if l4 + core::mem::size_of::<IcmpHdr>() > end {
+            if l4 + size_of::<IcmpHdr>() > end {
                 return Err(Reason::IcmpQuoteTruncated);
             }
             let icmp: IcmpHdr = load(pkt, l4, Reason::IcmpQuoteTruncated)?;

@@ -34,7 +34,14 @@ pub struct Verdict {
 impl Verdict {
     #[inline(always)]
     pub const fn of(reason: Reason) -> Self {
-        Verdict { reason, rule_slot: NO_RULE, record: false, monitor: false, flow_log: false, new_flow: false }
+        Verdict {
+            reason,
+            rule_slot: NO_RULE,
+            record: false,
+            monitor: false,
+            flow_log: false,
+            new_flow: false,
+        }
     }
 
     /// Allowed by the rule in `rule_slot`.

@@ -124,7 +124,7 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
             return Err(e);
         }
     };
-    let mut new_state = State { seq, ruleset: rs.clone(), hit_base: Default::default() };
+    let mut new_state = State { seq, ruleset: rs.clone(), hit_base: std::collections::BTreeMap::default() };
     let had_state = match state::save_new(&new_state) {
         Ok(had) => had,
         Err(e) => {
@@ -188,7 +188,11 @@ fn flip_all(staged: &mut [Staged]) -> Result<()> {
         if let Err(e) = result {
             for done in staged[..i].iter_mut().rev() {
                 match done.flip.revert(&mut done.attached.maps) {
-                    Ok(()) => log::warn!("{}: flipped back to rule set #{}", done.attached.iface, done.flip.prev.policy_seq),
+                    Ok(()) => log::warn!(
+                        "{}: flipped back to rule set #{}",
+                        done.attached.iface,
+                        done.flip.prev.policy_seq
+                    ),
                     Err(re) => log::error!("rollback: {}: flipping back: {re}", done.attached.iface),
                 }
             }

@@ -155,6 +155,8 @@ mod tests {
         assert!(FlowFilter { port: Some(40000), ..FlowFilter::default() }.matches(&k));
         assert!(FlowFilter { addr: Some("192.0.2.1".parse().unwrap()), ..FlowFilter::default() }.matches(&k));
         assert!(!FlowFilter { proto: Some(17), ..FlowFilter::default() }.matches(&k));
-        assert!(!FlowFilter { addr: Some("192.0.2.3".parse().unwrap()), ..FlowFilter::default() }.matches(&k));
+        assert!(
+            !FlowFilter { addr: Some("192.0.2.3".parse().unwrap()), ..FlowFilter::default() }.matches(&k)
+        );
     }
 }

@@ -86,7 +86,9 @@ pub fn apply(maps: &mut InstanceMaps, plan: &IfacePlan, seq: u64, revoke: bool) 
 
 #[cfg(test)]
 mod tests {
-    use sg_common::config::{CONFIG_FLOW_LOG, CONFIG_MONITOR, CONFIG_NO_IMPLICIT_NDP, CONFIG_VALID, POLICY_POSTURE};
+    use sg_common::config::{
+        CONFIG_FLOW_LOG, CONFIG_MONITOR, CONFIG_NO_IMPLICIT_NDP, CONFIG_VALID, POLICY_POSTURE,
+    };
 
     use super::*;
     use crate::rules::{AwsContext, Format, compile::compile_iface, parse_str};
@@ -118,7 +120,11 @@ mod tests {
         assert_eq!((again.active_gen, again.revoke_seq), (0, 6));
         let monitored = next_config(&cur, &plan("monitor = true"), 7, false);
         assert_eq!(monitored.flags & CONFIG_MONITOR, CONFIG_MONITOR);
-        assert_eq!(next_config(&monitored, &p, 8, false).flags & CONFIG_MONITOR, CONFIG_MONITOR, "absent: kept");
+        assert_eq!(
+            next_config(&monitored, &p, 8, false).flags & CONFIG_MONITOR,
+            CONFIG_MONITOR,
+            "absent: kept"
+        );
         assert_eq!(next_config(&monitored, &plan("monitor = false"), 9, false).flags & CONFIG_MONITOR, 0);
     }
 }

@@ -63,7 +63,7 @@ pub fn driver(name: &str) -> Option<String> {
         eedump_len: 0,
         regdump_len: 0,
     };
-    let mut req = IfReqData { name: [0; libc::IF_NAMESIZE], data: &mut info, _pad: [0; 16] };
+    let mut req = IfReqData { name: [0; libc::IF_NAMESIZE], data: &raw mut info, _pad: [0; 16] };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: plain socket call.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -71,7 +71,7 @@ pub fn driver(name: &str) -> Option<String> {
         return None;
     }
     // SAFETY: req points to a valid ifreq whose data points to a valid ethtool_drvinfo.
-    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut IfReqData) };
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &raw mut req) };
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
     if rc < 0 {

@@ -2,7 +2,7 @@
 //! every map of the registry (`sg_common::maps::ALL`) that sgctl owns; and the README's map
 //! table, rendered from the registry.
 
-use std::{collections::HashMap as StdHashMap, path::Path};
+use std::{collections::HashMap as StdHashMap, fmt::Write as _, path::Path};
 
 use aya::{
     Ebpf,
@@ -123,6 +123,10 @@ impl SeenMap {
 
     /// Slots set in `bank` (a word at a time).
     fn filled(&self, bank: u32) -> u32 {
+        #[allow(
+            clippy::cast_ptr_alignment,
+            reason = "a bank starts at a multiple of 8 bytes of a page-aligned mapping"
+        )]
         let words = self.byte(bank, 0).cast::<u64>();
         (0..(SEEN_SLOTS / 8) as usize)
             .map(|i| {
@@ -284,7 +288,9 @@ impl InstanceMaps {
         self.clear_generation(gen_)?;
         let base = u32::from(gen_) * SEGMENTS_PER_GEN;
         for (i, seg) in plan.segments.iter().enumerate() {
-            self.segments.set(base + i as u32, seg, 0).context(|| format!("writing {}", reg::SEGMENTS.name))?;
+            self.segments
+                .set(base + i as u32, seg, 0)
+                .context(|| format!("writing {}", reg::SEGMENTS.name))?;
         }
         // Test hook: fail or stall with the generation half written.
         failpoint::hit("write_generation")?;
@@ -355,11 +361,11 @@ impl InstanceMaps {
     pub fn ct_entries(&self) -> Result<Vec<(CtTable, CtKey, CtEntry)>> {
         let mut out = Vec::new();
         for t in [CtTable::Established, CtTable::New] {
-            for item in self.ct_map(t).iter() {
+            for item in self.ct_map(t) {
                 match item {
                     Ok((k, v)) => out.push((t, k, v)),
                     // An entry deleted while we iterate: skip it.
-                    Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(MapError::KeyNotFound) => {}
                     Err(e) => return Err(e).context(|| "reading conntrack".to_string()),
                 }
             }
@@ -374,7 +380,7 @@ impl InstanceMaps {
             CtTable::New => &mut self.ct_new,
         };
         match map.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e).context(|| "removing a conntrack entry".to_string()),
         }
     }
@@ -413,7 +419,7 @@ impl InstanceMaps {
     pub fn frag_entries(&self) -> Result<Vec<(FragKey, FragEntry)>> {
         self.frags
             .iter()
-            .filter(|r| !matches!(r, Err(aya::maps::MapError::KeyNotFound)))
+            .filter(|r| !matches!(r, Err(MapError::KeyNotFound)))
             .collect::<std::result::Result<_, _>>()
             .context(|| format!("reading {}", reg::FRAGS.name))
     }
@@ -480,7 +486,7 @@ impl InstanceMaps {
     /// Capacity of a table (max entries).
     pub fn ct_capacity(&self, t: CtTable) -> u32 {
         use aya::maps::IterableMap as _;
-        self.ct_map(t).map().info().map(|i| i.max_entries()).unwrap_or(0)
+        self.ct_map(t).map().info().map_or(0, |i| i.max_entries())
     }
 }
 
@@ -508,8 +514,8 @@ impl FlowItem {
             unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
         }
         match bytes.len() {
-            n if n == std::mem::size_of::<FlowEvent>() => Some(FlowItem::Event(read(bytes))),
-            n if n == std::mem::size_of::<FlowEnd>() => Some(FlowItem::End(read(bytes))),
+            n if n == size_of::<FlowEvent>() => Some(FlowItem::Event(read(bytes))),
+            n if n == size_of::<FlowEnd>() => Some(FlowItem::End(read(bytes))),
             _ => None,
         }
     }
@@ -540,8 +546,7 @@ impl InstanceMaps {
 
     /// `SG_FLOW_STATS`, summed over CPUs (`cpu_tat` and `warn_tat` zero).
     pub fn flow_stats(&self) -> Result<FlowLogStats> {
-        let per_cpu =
-            self.flow_stats.get(&0, 0).context(|| format!("reading {}", reg::FLOW_STATS.name))?;
+        let per_cpu = self.flow_stats.get(&0, 0).context(|| format!("reading {}", reg::FLOW_STATS.name))?;
         Ok(per_cpu.iter().fold(FlowLogStats::default(), |a, c| FlowLogStats {
             emitted: a.emitted + c.emitted,
             rate_limited: a.rate_limited + c.rate_limited,
@@ -558,7 +563,7 @@ fn thousands(n: u32) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -586,7 +591,7 @@ pub fn markdown_table() -> String {
         if !m.size_note.is_empty() {
             entries = format!("{entries} ({})", m.size_note);
         }
-        out.push_str(&format!("| `{}` | {kind} | {kv} | {entries} | {} |\n", m.name, m.purpose));
+        let _ = writeln!(out, "| `{}` | {kind} | {kv} | {entries} | {} |", m.name, m.purpose);
     }
     out
 }
@@ -610,6 +615,9 @@ mod tests {
     fn readme_map_table_is_the_registry() {
         let readme = include_str!("../../README.md");
         let table = markdown_table();
-        assert!(readme.contains(&table), "README.md's map table differs from the registry; it should be:\n{table}");
+        assert!(
+            readme.contains(&table),
+            "README.md's map table differs from the registry; it should be:\n{table}"
+        );
     }
 }

@@ -40,9 +40,11 @@ pub fn rule_label(state: Option<&State>, iface: &str, rule: u32, seq: u32) -> Op
         return None;
     }
     match state {
-        Some(s) if s.seq as u32 == seq => s.ruleset.iface_rules(iface).get(rule as usize).map(|r| {
-            format!("{} {} #{}: {}", r.group, r.dir.as_str(), r.rule.index, r.rule.describe(r.dir))
-        }),
+        Some(s) if s.seq as u32 == seq => {
+            s.ruleset.iface_rules(iface).get(rule as usize).map(|r| {
+                format!("{} {} #{}: {}", r.group, r.dir.as_str(), r.rule.index, r.rule.describe(r.dir))
+            })
+        }
         _ => Some(format!("rule id {rule} of rule set #{seq}")),
     }
 }

@@ -50,10 +50,10 @@ pub fn current_netns_cookie() -> Result<u64> {
         return Err(std::io::Error::last_os_error()).context(|| "socket for SO_NETNS_COOKIE".to_string());
     }
     let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    let mut len = size_of::<u64>() as libc::socklen_t;
     // SAFETY: valid fd, pointer and length.
     let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, SO_NETNS_COOKIE, (&raw mut cookie).cast(), &mut len)
+        libc::getsockopt(fd, libc::SOL_SOCKET, SO_NETNS_COOKIE, (&raw mut cookie).cast(), &raw mut len)
     };
     let err = std::io::Error::last_os_error();
     // SAFETY: fd is ours.
@@ -111,7 +111,7 @@ pub fn attached_ifaces() -> Result<Vec<String>> {
     };
     for entry in entries {
         let entry = entry.context(|| format!("listing {}", dir.display()))?;
-        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
     }

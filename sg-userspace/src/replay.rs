@@ -156,10 +156,14 @@ pub fn replay(opts: &Options<'_>) -> Result<ReplayReport> {
     let name = opts.rules_name;
     let iface = match (opts.iface, rs.interfaces.as_slice()) {
         (Some(i), _) if rs.binding(i).is_some() => i.to_string(),
-        (Some(i), _) => return Err(usage(format!("{name} binds no groups to {i}"), "choose another --iface")),
+        (Some(i), _) => {
+            return Err(usage(format!("{name} binds no groups to {i}"), "choose another --iface"));
+        }
         (None, [one]) => one.iface.clone(),
         (None, []) => return Err(usage(format!("{name} binds no groups to any interface"), "bind some")),
-        (None, _) => return Err(usage(format!("{name} binds several interfaces"), "choose one with --iface")),
+        (None, _) => {
+            return Err(usage(format!("{name} binds several interfaces"), "choose one with --iface"));
+        }
     };
     let plan = compile::compile_iface(rs, &iface)?;
     let mut inst =

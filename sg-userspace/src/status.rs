@@ -97,7 +97,7 @@ pub fn collect() -> Result<Status> {
                     new_capacity: maps.ct_capacity(CtTable::New),
                     ct_full_drops: Direction::ALL
                         .iter()
-                        .map(|d| maps.counter(*d, Reason::CtFull).map(|c| c.packets).unwrap_or(0))
+                        .map(|d| maps.counter(*d, Reason::CtFull).map_or(0, |c| c.packets))
                         .sum(),
                 }
             },
@@ -107,4 +107,3 @@ pub fn collect() -> Result<Status> {
     }
     Ok(Status { netns_cookie: pins::current_netns_cookie()?, interfaces })
 }
-

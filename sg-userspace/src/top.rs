@@ -186,7 +186,7 @@ impl Sampler {
         let secs = now.duration_since(self.last).as_secs_f64();
         self.last = now;
         let mut sample = Sample {
-            time: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            time: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
             interval: secs,
             interfaces: Vec::new(),
         };

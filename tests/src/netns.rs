@@ -88,7 +88,7 @@ impl NetnsPair {
             ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", ifn, "nodad"])?;
             ip(&["-n", ns, "link", "set", ifn, "up"])?;
         }
-        Ok(())
+        settle(&[(&self.ns_a, &self.if_a), (&self.ns_b, &self.if_b)])
     }
 
     pub fn ns(&self, side: Side) -> &str {
@@ -237,6 +237,61 @@ fn quiet_ipv6(ns: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Packets received and sent on `ifname` in `ns` (`/proc/thread-self/net/dev`, read from a
+/// thread inside the namespace).
+fn link_packets(ns: &str, ifname: &str) -> Result<u64, String> {
+    let name = format!("{ifname}:");
+    run_in_ns(ns, move || {
+        let text = std::fs::read_to_string("/proc/thread-self/net/dev").map_err(|e| e.to_string())?;
+        let line = text.lines().find(|l| l.trim_start().starts_with(&name)).ok_or("no such link")?;
+        let f: Vec<u64> = line
+            .split_once(':')
+            .map_or("", |(_, r)| r)
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // rx: bytes packets errs drop fifo frame compressed multicast; then tx: bytes packets.
+        Ok(f.get(1).copied().unwrap_or(0) + f.get(9).copied().unwrap_or(0))
+    })
+}
+
+/// Waits until IPv6 is up on every link and quiet. The kernel's linkwatch runs addrconf on a
+/// new veth up to a second after `link set up`; the link-local address then appears, and at
+/// once a router solicitation and four multicast listener reports (hop limit 1, so not implicit
+/// NDP: an sgctl with no rule for them counts `no_rule` drops) go out. A test that reads
+/// counters must start after that burst: wait for every link-local address (bounded 5 s), then
+/// for the links' packet counts to stay still for 200 ms (bounded 3 s).
+fn settle(links: &[(&str, &str)]) -> Result<(), String> {
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    for (ns, ifname) in links {
+        loop {
+            let out = Command::new("ip")
+                .args(["-n", ns, "-6", "-o", "addr", "show", "dev", ifname, "scope", "link"])
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if String::from_utf8_lossy(&out.stdout).contains("fe80") {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                return Err(format!("{ns}/{ifname}: no IPv6 link-local address after 5 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let count = || links.iter().map(|(ns, ifn)| link_packets(ns, ifn)).sum::<Result<u64, String>>();
+    let (mut last, mut still_since, quiet_from) = (count()?, Instant::now(), Instant::now());
+    while still_since.elapsed() < Duration::from_millis(200) && quiet_from.elapsed() < Duration::from_secs(3)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = count()?;
+        if now != last {
+            (last, still_since) = (now, Instant::now());
+        }
+    }
+    Ok(())
+}
+
 pub fn run_in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     match spawn_in_ns(ns, f).join() {
         Ok(v) => v,
@@ -339,7 +394,12 @@ impl Routed {
         ip(&["-n", &self.ns_a, "-6", "route", "add", "2001:db8:2::/64", "via", "2001:db8:1::fe"])?;
         ip(&["-n", &self.ns_b, "route", "add", "192.0.2.0/24", "via", "198.51.100.254"])?;
         ip(&["-n", &self.ns_b, "-6", "route", "add", "2001:db8:1::/64", "via", "2001:db8:2::fe"])?;
-        Ok(())
+        settle(&[
+            (&self.ns_a, &self.if_a),
+            (&self.ns_r, &if_ra),
+            (&self.ns_r, &self.if_rb),
+            (&self.ns_b, &if_b),
+        ])
     }
 
     /// Lowers the MTU of R's interface towards B.

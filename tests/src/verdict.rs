@@ -104,7 +104,8 @@ fn run_rows(inst: &mut PrivateInstance, table: &str, rows: &[Row], fresh: bool) 
             let want_slot = rule_slot(cfg.active_gen, want);
             let got_slot = inst.maps().last_parse().expect("summary").rule;
             if got_slot != want_slot {
-                let shown = if got_slot == NO_RULE { "none".to_string() } else { slot_rule(got_slot).to_string() };
+                let shown =
+                    if got_slot == NO_RULE { "none".to_string() } else { slot_rule(got_slot).to_string() };
                 failures.push(format!(
                     "{} ({}): expected rule #{want}, got rule {shown}",
                     row.desc,

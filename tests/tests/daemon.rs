@@ -200,7 +200,7 @@ ingress = [
                 libc::SOL_SOCKET,
                 libc::SO_RCVBUFFORCE,
                 (&raw const size).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
         assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());

@@ -238,15 +238,14 @@ fn kernel_verdicts_equal_the_reference_model() {
             // The slot names the generation too: a rule of the other one is a mismatch.
             let want_slot = want.rule.map_or(NO_RULE, |r| rule_slot(gen_, r as u32));
             let got_rule = (got.rule != NO_RULE).then(|| slot_rule(got.rule) as usize);
-            if Reason::from_u32(got.reason) != Some(want.reason) || got.rule != want_slot {
-                panic!(
-                    "seed {seed} (SG_DIFF_SEED={seed}), rule set #{set}, {} probe {probe:?}:\n  kernel: {:?} rule {got_rule:?}\n  model:  {:?} rule {:?}\nrules:\n{text}",
-                    dir.as_str(),
-                    Reason::from_u32(got.reason),
-                    want.reason,
-                    want.rule
-                );
-            }
+            assert!(
+                !(Reason::from_u32(got.reason) != Some(want.reason) || got.rule != want_slot),
+                "seed {seed} (SG_DIFF_SEED={seed}), rule set #{set}, {} probe {probe:?}:\n  kernel: {:?} rule {got_rule:?}\n  model:  {:?} rule {:?}\nrules:\n{text}",
+                dir.as_str(),
+                Reason::from_u32(got.reason),
+                want.reason,
+                want.rule
+            );
             allowed += usize::from(want.reason == Reason::RuleAllow);
             pairs += 1;
         }

@@ -26,7 +26,9 @@ fn every_map_of_the_object_is_its_registry_entry() {
         let got = (kind, info.key_size(), info.value_size(), info.max_entries(), info.map_flags());
         let want = (spec.kind.bpf_type(), spec.key_size, spec.value_size, spec.max_entries, spec.flags);
         if got != want {
-            wrong.push(format!("{name}: kernel (type, key, value, entries, flags) {got:?}, registry {want:?}"));
+            wrong.push(format!(
+                "{name}: kernel (type, key, value, entries, flags) {got:?}, registry {want:?}"
+            ));
         }
         seen.push(name);
     }

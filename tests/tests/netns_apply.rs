@@ -3,6 +3,7 @@
 //! apply all leave the old policy active and whole; concurrent applies serialise on the lock.
 
 use std::{
+    fmt::Write as _,
     net::{SocketAddr, TcpListener, TcpStream},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -17,14 +18,15 @@ use sg_tests::{
 fn rules(iface: &str, port: u16) -> String {
     let mut t = String::from("[quotas]\nrules_per_group = 1000\n[groups.g]\ningress = [\n");
     for i in 0..999u16 {
-        t.push_str(&format!(
-            "  {{ proto = \"udp\", ports = \"{}\", from = \"203.0.113.{}/32\" }},\n",
+        let _ = writeln!(
+            t,
+            "  {{ proto = \"udp\", ports = \"{}\", from = \"203.0.113.{}/32\" }},",
             10_000 + i,
             i % 250
-        ));
+        );
     }
-    t.push_str(&format!("  {{ proto = \"tcp\", ports = \"{port}\", from = \"192.0.2.2/32\" }},\n]\n"));
-    t.push_str(&format!("[interfaces.{iface}]\ngroups = [\"g\"]\n"));
+    let _ = writeln!(t, "  {{ proto = \"tcp\", ports = \"{port}\", from = \"192.0.2.2/32\" }},\n]");
+    let _ = writeln!(t, "[interfaces.{iface}]\ngroups = [\"g\"]");
     t
 }
 
@@ -121,7 +123,10 @@ fn a_flip_failing_on_the_second_interface_flips_the_first_back() {
     // A second interface in A: one end of a second veth pair whose both ends stay in A (it
     // carries nothing; the kernel has no dummy driver here).
     let dummy = "sgflip0";
-    for args in [&["link", "add", dummy, "type", "veth", "peer", "name", "sgflip1"][..], &["link", "set", dummy, "up"]] {
+    for args in [
+        &["link", "add", dummy, "type", "veth", "peer", "name", "sgflip1"][..],
+        &["link", "set", dummy, "up"],
+    ] {
         let out = pair.cmd(Side::A, "ip", args);
         assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }

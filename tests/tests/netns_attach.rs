@@ -144,7 +144,7 @@ fn ipv6_tcp_follows_the_posture_statefully() {
     try_echo(&pair, true).expect("v6 echo: replies of an allowed inbound flow pass egress deny");
     server.join().unwrap();
     // Outbound from A is denied at egress: its SYN never leaves.
-    let to_b = std::net::SocketAddr::new(pair.addr(Side::B, true), 9);
+    let to_b = SocketAddr::new(pair.addr(Side::B, true), 9);
     let out = pair.run(Side::A, move || TcpStream::connect_timeout(&to_b, Duration::from_millis(800)));
     assert!(out.is_err(), "outbound connect must fail under egress deny");
     let st = status(&pair);
@@ -210,7 +210,7 @@ fn classic_clsact_egress_attach_and_detach() {
     let server = echo_server(&pair, false, 1);
     try_echo(&pair, false).expect("inbound flow: its replies pass the clsact egress program");
     server.join().unwrap();
-    let to_b = std::net::SocketAddr::new(pair.addr(Side::B, false), 9);
+    let to_b = SocketAddr::new(pair.addr(Side::B, false), 9);
     let out = pair.run(Side::A, move || TcpStream::connect_timeout(&to_b, Duration::from_millis(800)));
     assert!(out.is_err(), "outbound SYN denied by egress deny through clsact");
     let st = status(&pair);

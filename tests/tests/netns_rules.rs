@@ -63,7 +63,9 @@ fn thousand_rules(iface: &str, variant: u16, at: usize) -> String {
         t.push_str(&r);
         t.push_str(",\n");
     }
-    t.push_str(&format!("]\n[interfaces.{iface}]\ngroups = [\"bulk\"]\n"));
+    t.push_str("]\n[interfaces.");
+    t.push_str(iface);
+    t.push_str("]\ngroups = [\"bulk\"]\n");
     t
 }
 
@@ -71,10 +73,16 @@ fn thousand_rules(iface: &str, variant: u16, at: usize) -> String {
 fn tcp_info(s: &TcpStream) -> (Duration, u32) {
     // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: valid socket, pointer and length.
     let rc = unsafe {
-        libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len)
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
     };
     assert_eq!(rc, 0, "TCP_INFO");
     (Duration::from_micros(u64::from(info.tcpi_rto)), info.tcpi_total_retrans)
@@ -105,7 +113,7 @@ fn thousand_rules_change_under_a_live_tcp_stream() {
             let (mut s, _) = l.accept().unwrap();
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut buf = [0u8; 4096];
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let deadline = Instant::now() + Duration::from_mins(1);
             while Instant::now() < deadline {
                 match s.read(&mut buf) {
                     Ok(0) | Err(_) => break,

@@ -3,7 +3,7 @@
 //! parser (`sg_tests::refparse`); both must agree: not IP, malformed for the same reason, or
 //! the same parsed summary. At least 100,000 frames; replay with `SG_FUZZ_SEED=<seed>`.
 
-use std::net::IpAddr;
+use std::{fmt::Write as _, net::IpAddr};
 
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use sg_common::{Direction, PacketSummary, Reason};
@@ -169,14 +169,16 @@ fn kernel_parser_agrees_with_the_reference_parser() {
         assert_eq!(got.seq, before + 1, "frame {n} not recorded");
         let kernel = kernel_outcome(&got);
         let reference = refparse::parse(&frame);
-        if kernel != reference {
-            panic!(
-                "seed {seed} (SG_FUZZ_SEED={seed}), frame {n} ({} bytes, {}):\n  kernel:    {kernel:?}\n  reference: {reference:?}\n  frame: {}",
-                frame.len(),
-                dir.as_str(),
-                frame.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            );
-        }
+        assert!(
+            kernel == reference,
+            "seed {seed} (SG_FUZZ_SEED={seed}), frame {n} ({} bytes, {}):\n  kernel:    {kernel:?}\n  reference: {reference:?}\n  frame: {}",
+            frame.len(),
+            dir.as_str(),
+            frame.iter().fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+        );
         by_outcome[match kernel {
             Outcome::NotIp => 0,
             Outcome::Malformed(_) => 1,

@@ -70,9 +70,9 @@ pub fn sg_bench_tx(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     // SAFETY: read of a global the loader may have set.
-    let flows = unsafe { core::ptr::read_volatile(&FLOWS) };
+    let flows = unsafe { core::ptr::read_volatile(&raw const FLOWS) };
     // SAFETY: as above.
-    let base = unsafe { core::ptr::read_volatile(&SPORT_BASE) };
+    let base = unsafe { core::ptr::read_volatile(&raw const SPORT_BASE) };
     // SAFETY: the helper has no preconditions.
     let r = unsafe { bpf_get_prandom_u32() };
     let sport = base.wrapping_add((r & flows.wrapping_sub(1)) as u16);

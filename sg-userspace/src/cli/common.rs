@@ -66,7 +66,11 @@ impl DirArg {
 }
 
 /// The rules of `file` in `format`, with AWS input from the flags.
-pub fn load_rules(file: &std::path::Path, format: rules::Format, aws: &AwsInput) -> anyhow::Result<rules::RuleSet> {
+pub fn load_rules(
+    file: &std::path::Path,
+    format: rules::Format,
+    aws: &AwsInput,
+) -> anyhow::Result<rules::RuleSet> {
     Ok(rules::load(file, format, &aws.context()?)?)
 }
 

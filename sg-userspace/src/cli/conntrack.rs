@@ -76,7 +76,16 @@ pub fn run(args: &ConntrackArgs) -> anyhow::Result<()> {
             }
             println!(
                 "{:<10} {:<6} {:<45} {:<45} {:<7} {:<13} {:>9} {:>9} {:>10} {:>10}  rule",
-                "iface", "proto", "initiator", "responder", "origin", "state", "age s", "idle s", "pkts>", "pkts<"
+                "iface",
+                "proto",
+                "initiator",
+                "responder",
+                "origin",
+                "state",
+                "age s",
+                "idle s",
+                "pkts>",
+                "pkts<"
             );
             for f in &all {
                 println!(

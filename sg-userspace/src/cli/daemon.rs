@@ -89,7 +89,10 @@ impl FlowArgs {
 }
 
 fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
-    anyhow::ensure!(v.is_finite() && v > 0.0 && v < 1e6, "--{what} must be a positive number of seconds, not {v}");
+    anyhow::ensure!(
+        v.is_finite() && v > 0.0 && v < 1e6,
+        "--{what} must be a positive number of seconds, not {v}"
+    );
     Ok(Duration::from_secs_f64(v))
 }
 

@@ -89,7 +89,7 @@ pub fn run(args: &FlowsArgs) -> anyhow::Result<()> {
     let mut partial = String::new();
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
         // Rotated or truncated: start the new file from its beginning.
         let same = std::fs::File::open(&path).ok().and_then(|f| {
             use std::os::unix::fs::MetadataExt as _;

@@ -101,4 +101,3 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -107,7 +107,8 @@ pub fn run(args: &RuleArgs) -> anyhow::Result<()> {
     }
     println!("applied rule set #{} to {}", report.seq, report.interfaces.join(", "));
     if let Some(p) = file {
-        std::fs::write(p, new_text).with_context(|| format!("applied, but writing {} failed", p.display()))?;
+        std::fs::write(p, new_text)
+            .with_context(|| format!("applied, but writing {} failed", p.display()))?;
         println!("updated {}", p.display());
     }
     Ok(())

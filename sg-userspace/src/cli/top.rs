@@ -5,7 +5,7 @@
 //! with their own generator (TRex, MoonGen, pktgen). `--json` prints one JSON object per sample
 //! per line (nothing else), for scripts.
 
-use std::{io::Write as _, time::Duration};
+use std::{fmt::Write as _, io::Write as _, time::Duration};
 
 use clap::Args;
 
@@ -42,13 +42,14 @@ fn si(v: f64) -> String {
 
 fn print_screen(s: &Sample) {
     let mut out = String::from("\x1b[2J\x1b[H");
-    out += &format!("sgctl top: every {:.1} s, Ctrl-C to quit\n\n", s.interval);
+    let _ = writeln!(out, "sgctl top: every {:.1} s, Ctrl-C to quit\n", s.interval);
     if s.interfaces.is_empty() {
         out += "no interface attached in this network namespace\n";
     }
     for i in &s.interfaces {
-        out += &format!(
-            "{}  ingress {} pps {}bit/s   egress {} pps {}bit/s\n",
+        let _ = writeln!(
+            out,
+            "{}  ingress {} pps {}bit/s   egress {} pps {}bit/s",
             i.iface,
             si(i.ingress_pps),
             si(i.ingress_bps),
@@ -56,8 +57,9 @@ fn print_screen(s: &Sample) {
             si(i.egress_bps)
         );
         for r in &i.reasons {
-            out += &format!(
-                "  {:<8} {:<22} {:<5} {:>10} pps {:>10}bit/s\n",
+            let _ = writeln!(
+                out,
+                "  {:<8} {:<22} {:<5} {:>10} pps {:>10}bit/s",
                 r.direction,
                 r.reason,
                 r.action,
@@ -68,7 +70,7 @@ fn print_screen(s: &Sample) {
         if !i.top_rules.is_empty() {
             out += "  top rules (new flows/s):\n";
             for r in &i.top_rules {
-                out += &format!("  {:>10}/s  #{:<4} {}\n", si(r.hits_per_s), r.id, r.rule);
+                let _ = writeln!(out, "  {:>10}/s  #{:<4} {}", si(r.hits_per_s), r.id, r.rule);
             }
         }
         out += "\n";

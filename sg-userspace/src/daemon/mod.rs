@@ -268,7 +268,8 @@ pub fn run(opts: Options) -> Result<()> {
     pins::check_bpffs()?;
     let flows = opts.flow.clone().map(FlowLogger::new).transpose()?;
     let lock = state::daemon_lock()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context(io("starting tokio"))?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context(io("starting tokio"))?;
     let stats: SharedStats = Arc::default();
     let mut d = Daemon {
         path: opts.config.clone(),

@@ -99,7 +99,14 @@ fn direction_name(dir: u8) -> String {
 impl FlowLogger {
     /// Opens the files (appending); events are read once [`FlowLogger::enable`] ran.
     pub fn new(opts: Options) -> Result<Self> {
-        let mut l = FlowLogger { opts, json: None, vpc: None, readers: Vec::new(), state: None, stats: Stats::default() };
+        let mut l = FlowLogger {
+            opts,
+            json: None,
+            vpc: None,
+            readers: Vec::new(),
+            state: None,
+            stats: Stats::default(),
+        };
         l.reopen_files()?;
         Ok(l)
     }
@@ -284,7 +291,7 @@ impl FlowLogger {
         if lines.is_empty() && !last {
             return;
         }
-        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let text: String = lines.iter().flat_map(|l| [l.as_str(), "\n"]).collect();
         if file.write_all(text.as_bytes()).is_err() {
             self.stats.write_errors += lines.len() as u64;
         } else {

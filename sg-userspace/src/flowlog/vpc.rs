@@ -78,7 +78,16 @@ impl Window {
 
     /// A rejected packet (ICMP ports count as 0).
     #[allow(clippy::too_many_arguments, reason = "one rejected packet's fields")]
-    pub(super) fn reject(&mut self, iface: &str, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, proto: u8, bytes: u64) {
+    pub(super) fn reject(
+        &mut self,
+        iface: &str,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+        proto: u8,
+        bytes: u64,
+    ) {
         let (sp, dp) = if is_icmp(proto) { (0, 0) } else { (sport, dport) };
         let c = self.rejects.entry((iface.to_string(), src, dst, sp, dp, proto)).or_default();
         c.0 += 1;
@@ -122,7 +131,14 @@ impl Window {
                 let packets = e.packets[i].saturating_sub(p0[i]);
                 if packets > 0 {
                     let bytes = e.bytes[i].saturating_sub(b0[i]);
-                    lines.push(self.line(&iface, (s, sp, d, dp, k.proto), (packets, bytes), span, "ACCEPT", st));
+                    lines.push(self.line(
+                        &iface,
+                        (s, sp, d, dp, k.proto),
+                        (packets, bytes),
+                        span,
+                        "ACCEPT",
+                        st,
+                    ));
                 }
             }
         }

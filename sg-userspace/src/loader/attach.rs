@@ -408,9 +408,12 @@ fn attach_xdp(
         Err(e) if req.mode == ModeRequest::Auto && choice.mode == XdpMode::Driver => {
             log::info!("{}: native XDP failed ({e}); using generic", req.iface);
             choice.mode = XdpMode::Skb;
-            choice.note =
-                Some(format!("auto: generic (driver {} refused native XDP: {e})", driver.unwrap_or("unknown")));
-            xdp.attach_to_if_index(ifindex, choice.mode).context(|| format!("attaching XDP to {}", req.iface))?
+            choice.note = Some(format!(
+                "auto: generic (driver {} refused native XDP: {e})",
+                driver.unwrap_or("unknown")
+            ));
+            xdp.attach_to_if_index(ifindex, choice.mode)
+                .context(|| format!("attaching XDP to {}", req.iface))?
         }
         Err(source) if choice.mode == XdpMode::Driver => {
             return Err(Error::NativeUnsupported {

@@ -12,6 +12,8 @@
 //! | `zero_hits` | warn | (live) a rule that allowed nothing since it was first applied |
 //! | `egress_allow_all` | info | everything may leave (AWS's default egress) |
 
+use std::fmt::Write as _;
+
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -290,8 +292,9 @@ pub fn render(findings: &[Finding]) -> String {
             .rule
             .as_ref()
             .map_or(String::new(), |r| format!(" [{} {}: {r}]", f.group, f.direction.unwrap_or("")));
-        s += &format!(
-            "{}: {}: {}: {}{rule}\n    fix: {}\n",
+        let _ = writeln!(
+            s,
+            "{}: {}: {}: {}{rule}\n    fix: {}",
             f.location,
             f.severity.as_str(),
             f.check,

@@ -228,7 +228,7 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
         }
     }
     if let Some(m) = &members {
-        out.prefix_lists = m.prefix_lists.clone();
+        out.prefix_lists.clone_from(&m.prefix_lists);
     }
     for b in &ctx.bindings {
         let loc = Loc { file: "--bind".into(), line: 1, col: 1 };
@@ -454,16 +454,16 @@ pub fn export(rs: &RuleSet) -> DescribeOut {
                     let description = r.description.clone();
                     match &r.peer {
                         Peer::Cidr(n @ ipnet::IpNet::V4(_)) => {
-                            p.ip_ranges.push(CidrOut { cidr_ip: n.to_string(), description })
+                            p.ip_ranges.push(CidrOut { cidr_ip: n.to_string(), description });
                         }
                         Peer::Cidr(n) => {
-                            p.ipv6_ranges.push(Cidr6Out { cidr_ipv6: n.to_string(), description })
+                            p.ipv6_ranges.push(Cidr6Out { cidr_ipv6: n.to_string(), description });
                         }
                         Peer::Group(name) => {
-                            p.user_id_group_pairs.push(PairOut { group_id: id_of(name), description })
+                            p.user_id_group_pairs.push(PairOut { group_id: id_of(name), description });
                         }
                         Peer::PrefixList(l) => {
-                            p.prefix_list_ids.push(PrefixListOut { prefix_list_id: l.clone(), description })
+                            p.prefix_list_ids.push(PrefixListOut { prefix_list_id: l.clone(), description });
                         }
                     }
                 }

@@ -272,12 +272,13 @@ groups = ["g"]
 
     #[test]
     fn capacity_errors_are_reported_not_truncated() {
+        use std::fmt::Write as _;
         let half = MAX_RULES / 2 + 1;
         let mut text = format!("[quotas]\nrules_per_group = {MAX_RULES}\n");
         for g in ["a", "b"] {
-            text.push_str(&format!("[groups.{g}]\negress = []\ningress = [\n"));
+            let _ = write!(text, "[groups.{g}]\negress = []\ningress = [\n");
             for i in 0..half {
-                text.push_str(&format!("  {{ proto = \"udp\", ports = \"{i}\", from = \"0.0.0.0/0\" }},\n"));
+                let _ = writeln!(text, "  {{ proto = \"udp\", ports = \"{i}\", from = \"0.0.0.0/0\" }},");
             }
             text.push_str("]\n");
         }

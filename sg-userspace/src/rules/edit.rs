@@ -96,10 +96,12 @@ fn inline(r: &NewRule, dir: Dir) -> InlineTable {
 
 /// `text` (named `name` in errors) with `edit` made to `group`'s `dir` rules.
 pub fn edit(name: &str, text: &str, group: &str, dir: Dir, edit: &Edit) -> Result<String> {
-    let mut doc: DocumentMut =
-        text.parse().map_err(|e: toml_edit::TomlError| usage(format!("{name}: not valid TOML"), &e.to_string()))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| usage(format!("{name}: not valid TOML"), &e.to_string()))?;
     let list = rule_list(&mut doc, group, dir)?;
-    let not_a_list = || usage(format!("{group}.{} is not a list of rules", dir.as_str()), "edit the file by hand");
+    let not_a_list =
+        || usage(format!("{group}.{} is not a list of rules", dir.as_str()), "edit the file by hand");
     match edit {
         Edit::Add(r) => match list {
             Item::Value(Value::Array(arr)) => arr.push(Value::InlineTable(inline(r, dir))),
@@ -143,7 +145,12 @@ mod tests {
 
     #[test]
     fn add_keeps_comments_and_writes_the_default_egress_first() {
-        let r = NewRule { proto: "tcp".into(), ports: Some("80".into()), cidr: vec!["192.0.2.0/24".into()], ..NewRule::default() };
+        let r = NewRule {
+            proto: "tcp".into(),
+            ports: Some("80".into()),
+            cidr: vec!["192.0.2.0/24".into()],
+            ..NewRule::default()
+        };
         let out = edit("f", FILE, "web", Dir::Ingress, &Edit::Add(r.clone())).unwrap();
         assert!(out.starts_with("# web servers\n"), "{out}");
         assert!(out.contains("ports = \"80\", from = [\"192.0.2.0/24\"]"), "{out}");

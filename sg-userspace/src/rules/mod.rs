@@ -166,7 +166,7 @@ impl Proto {
     pub fn name(self) -> String {
         match self {
             Proto::All => "all".to_string(),
-            p => p.aws_name(),
+            p @ Proto::Num(_) => p.aws_name(),
         }
     }
 

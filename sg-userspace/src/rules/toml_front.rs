@@ -167,8 +167,8 @@ impl Ctx<'_> {
         At::new(s.get_ref().clone(), self.loc(s.span().start))
     }
 
-    fn at_opt<T: Clone>(&self, s: &Option<Spanned<T>>) -> Option<At<T>> {
-        s.as_ref().map(|s| self.at(s))
+    fn at_opt<T: Clone>(&self, s: Option<&Spanned<T>>) -> Option<At<T>> {
+        s.map(|s| self.at(s))
     }
 }
 
@@ -183,8 +183,8 @@ pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
     let cx = Ctx { file, text, lines: LineIndex::new(text) };
     let mut out = RawRuleSet { file: file.to_string(), ..RawRuleSet::default() };
     out.quotas = parsed.quotas.as_ref().map(|q| RawQuotas {
-        rules_per_group: cx.at_opt(&q.get_ref().rules_per_group),
-        groups_per_interface: cx.at_opt(&q.get_ref().groups_per_interface),
+        rules_per_group: cx.at_opt(q.get_ref().rules_per_group.as_ref()),
+        groups_per_interface: cx.at_opt(q.get_ref().groups_per_interface.as_ref()),
     });
     let mut groups: Vec<_> = parsed.groups.iter().collect();
     groups.sort_by_key(|(k, _)| k.span().start);
@@ -243,8 +243,8 @@ pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
 fn group(cx: &Ctx<'_>, name: &Spanned<String>, g: &GroupT) -> RawGroup {
     RawGroup {
         name: cx.at(name),
-        description: cx.at_opt(&g.description),
-        aws_id: cx.at_opt(&g.aws_id),
+        description: cx.at_opt(g.description.as_ref()),
+        aws_id: cx.at_opt(g.aws_id.as_ref()),
         members: g.members.iter().map(|m| cx.at(m)).collect(),
         member_groups: g.member_groups.iter().map(|m| cx.at(m)).collect(),
         ingress: g.ingress.iter().map(|r| rule(cx, r, true)).collect(),
@@ -314,11 +314,11 @@ fn rule(cx: &Ctx<'_>, r: &Spanned<RuleT>, ingress: bool) -> RawRule {
             };
             At::new(v, cx.loc(p.span().start))
         }),
-        icmp_type: cx.at_opt(&t.icmp_type),
-        icmp_code: cx.at_opt(&t.icmp_code),
+        icmp_type: cx.at_opt(t.icmp_type.as_ref()),
+        icmp_code: cx.at_opt(t.icmp_code.as_ref()),
         peers,
         wrong_direction,
         peer_kinds,
-        description: cx.at_opt(&t.description),
+        description: cx.at_opt(t.description.as_ref()),
     }
 }

@@ -343,7 +343,10 @@ fn proto(ck: &mut Checker, r: &RawRule) -> Option<Proto> {
             // A number out of 0-255 says so.
             (None, Ok(n)) => number(ck, n),
             (None, Err(_)) => {
-                ck.err(&p.loc, format!("unknown protocol '{name}' (tcp, udp, icmp, icmpv6, all, -1 or 0-255)"));
+                ck.err(
+                    &p.loc,
+                    format!("unknown protocol '{name}' (tcp, udp, icmp, icmpv6, all, -1 or 0-255)"),
+                );
                 None
             }
         },

@@ -222,7 +222,7 @@ pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+    if v.len() % 2 == 1 { v[m] } else { f64::midpoint(v[m - 1], v[m]) }
 }
 
 #[cfg(test)]
@@ -230,6 +230,7 @@ mod tests {
     use super::median;
 
     #[test]
+    #[allow(clippy::float_cmp, reason = "medians of small integers and halves are exact")]
     fn median_of_odd_and_even() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);

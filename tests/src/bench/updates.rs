@@ -22,7 +22,7 @@ use crate::netns::{NetnsPair, Side};
 /// Datagrams per millisecond of the established flow (20,000 per second).
 const PER_MS: u32 = 20;
 /// Upper bound of one loss run.
-const MAX_RUN: Duration = Duration::from_secs(120);
+const MAX_RUN: Duration = Duration::from_mins(2);
 
 fn rule_files(pair: &NetnsPair, n: usize) -> [String; 2] {
     [1, 2].map(|seed| {

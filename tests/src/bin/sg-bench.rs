@@ -29,7 +29,7 @@ fn args() -> Result<Args> {
             "--from" => a.from = Some(it.next().context("--from needs a directory")?.into()),
             "--only" => {
                 a.only =
-                    Some(it.next().context("--only needs a list")?.split(',').map(str::to_string).collect())
+                    Some(it.next().context("--only needs a list")?.split(',').map(str::to_string).collect());
             }
             other => bail!("unknown argument {other}"),
         }

@@ -231,7 +231,7 @@ fn demo() -> Result<(), String> {
         .ok_or_else(|| format!("the daemon did not start: {}", daemon.log()))?;
     // Remove the UDP rule `rule add` wrote to the file.
     let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
-    let edited: String = text.lines().filter(|l| !l.contains("\"udp\"")).map(|l| format!("{l}\n")).collect();
+    let edited: String = text.lines().filter(|l| !l.contains("\"udp\"")).flat_map(|l| [l, "\n"]).collect();
     std::fs::write(&file, edited).map_err(|e| e.to_string())?;
     let took = sg_tests::wait_until(Duration::from_secs(5), || seq() > before)
         .ok_or_else(|| format!("the edit was not applied: {}", daemon.log()))?;
