@@ -108,6 +108,68 @@ const fn sz<T>() -> u32 {
     size_of::<T>() as u32
 }
 
+impl MapSpec {
+    /// An array or per-CPU array of `V`, indexed by a u32, owned by sgctl, no flags.
+    const fn indexed<V>(name: &'static str, kind: MapKind, value: &'static str, max_entries: u32) -> Self {
+        MapSpec {
+            name,
+            kind,
+            key: "u32",
+            value,
+            key_size: 4,
+            value_size: sz::<V>(),
+            max_entries,
+            flags: 0,
+            size_note: "",
+            owner: Owner::Sgctl,
+            purpose: "",
+        }
+    }
+
+    /// A hash, LRU hash or LPM trie from `K` (as the kernel sizes it) to `V`.
+    const fn keyed<K, V>(
+        name: &'static str,
+        kind: MapKind,
+        (key, value): (&'static str, &'static str),
+        max_entries: u32,
+    ) -> Self {
+        MapSpec { key, key_size: sz::<K>(), ..Self::indexed::<V>(name, kind, value, max_entries) }
+    }
+
+    /// A ring buffer of `bytes`.
+    const fn ring(name: &'static str, value: &'static str, bytes: u32) -> Self {
+        MapSpec {
+            key: "-",
+            key_size: 0,
+            value_size: 0,
+            ..Self::indexed::<()>(name, MapKind::RingBuf, value, bytes)
+        }
+    }
+
+    const fn flags(self, flags: u32) -> Self {
+        MapSpec { flags, ..self }
+    }
+
+    const fn note(self, size_note: &'static str) -> Self {
+        MapSpec { size_note, ..self }
+    }
+
+    const fn purpose(self, purpose: &'static str) -> Self {
+        MapSpec { purpose, ..self }
+    }
+
+    const fn owned_by(self, owner: Owner) -> Self {
+        MapSpec { owner, ..self }
+    }
+}
+
+/// An LPM trie key as the kernel sizes it: the prefix length, then the data.
+#[repr(C)]
+struct LpmKey<D> {
+    _prefix_len: u32,
+    _data: D,
+}
+
 /// Default size of `SG_CT` (settable at attach).
 pub const CT_MAX_ENTRIES: u32 = 262_144;
 /// Default size of `SG_CT_NEW` (settable at attach).
@@ -121,253 +183,132 @@ pub const FLOW_RATE_MAX_ENTRIES: u32 = 16_384;
 /// Entries of `SG_COUNTERS`: one per (direction, reason), `reason::counter_index`.
 pub const COUNTERS_LEN: u32 = 2 * MAX_REASONS;
 
-pub const CONFIG: MapSpec = MapSpec {
-    name: "SG_CONFIG",
-    kind: MapKind::Array,
-    key: "u32",
-    value: "IfaceConfig",
-    key_size: 4,
-    value_size: sz::<IfaceConfig>(),
-    max_entries: 1,
-    flags: 0,
-    size_note: "",
-    owner: Owner::Sgctl,
-    purpose: "policy mode (posture or groups), postures, active generation, rule set and revoke numbers, \
+pub const CONFIG: MapSpec = MapSpec::indexed::<IfaceConfig>("SG_CONFIG", MapKind::Array, "IfaceConfig", 1)
+    .purpose(
+        "policy mode (posture or groups), postures, active generation, rule set and revoke numbers, \
               conntrack timeouts, flags (monitor, flow logs, implicit allowances), attach metadata",
-};
+    );
 
-pub const COUNTERS: MapSpec = MapSpec {
-    name: "SG_COUNTERS",
-    kind: MapKind::PerCpuArray,
-    key: "u32",
-    value: "Counter",
-    key_size: 4,
-    value_size: sz::<Counter>(),
-    max_entries: COUNTERS_LEN,
-    flags: 0,
-    size_note: "one per direction and reason",
-    owner: Owner::Sgctl,
-    purpose: "packets and bytes per (direction, verdict reason): every packet counts once",
-};
+pub const COUNTERS: MapSpec =
+    MapSpec::indexed::<Counter>("SG_COUNTERS", MapKind::PerCpuArray, "Counter", COUNTERS_LEN)
+        .note("one per direction and reason")
+        .purpose("packets and bytes per (direction, verdict reason): every packet counts once");
 
-pub const SCRATCH: MapSpec = MapSpec {
-    name: "SG_SCRATCH",
-    kind: MapKind::PerCpuArray,
-    key: "u32",
-    value: "PacketSummary",
-    key_size: 4,
-    value_size: sz::<PacketSummary>(),
-    max_entries: 1,
-    flags: 0,
-    size_note: "",
-    owner: Owner::Sgctl,
-    purpose: "the summary of the packet being decided (keeps the 512-byte BPF stack free)",
-};
+pub const SCRATCH: MapSpec =
+    MapSpec::indexed::<PacketSummary>("SG_SCRATCH", MapKind::PerCpuArray, "PacketSummary", 1)
+        .purpose("the summary of the packet being decided (keeps the 512-byte BPF stack free)");
 
-pub const LAST_PARSE: MapSpec = MapSpec {
-    name: "SG_LAST_PARSE",
-    kind: MapKind::Array,
-    key: "u32",
-    value: "PacketSummary",
-    key_size: 4,
-    value_size: sz::<PacketSummary>(),
-    max_entries: 1,
-    flags: 0,
-    size_note: "",
-    owner: Owner::Sgctl,
-    purpose: "the last packet's summary with its verdict and rule slot, written only with \
+pub const LAST_PARSE: MapSpec =
+    MapSpec::indexed::<PacketSummary>("SG_LAST_PARSE", MapKind::Array, "PacketSummary", 1).purpose(
+        "the last packet's summary with its verdict and rule slot, written only with \
               CONFIG_RECORD_PARSE (verdict tables, replay)",
-};
+    );
 
-pub const LPM_V4: MapSpec = MapSpec {
-    name: "SG_LPM_V4",
-    kind: MapKind::LpmTrie,
-    key: "Key<LpmDataV4>",
-    value: "PortSetRef",
-    key_size: 4 + sz::<LpmDataV4>(),
-    value_size: sz::<PortSetRef>(),
-    max_entries: LPM_MAX_ENTRIES,
-    flags: F_NO_PREALLOC,
-    size_note: "both generations and directions",
-    owner: Owner::Sgctl,
-    purpose: "(generation, direction, IPv4 peer prefix) -> port set: a slice of SG_SEGMENTS",
-};
+pub const LPM_V4: MapSpec = MapSpec::keyed::<LpmKey<LpmDataV4>, PortSetRef>(
+    "SG_LPM_V4",
+    MapKind::LpmTrie,
+    ("Key<LpmDataV4>", "PortSetRef"),
+    LPM_MAX_ENTRIES,
+)
+.flags(F_NO_PREALLOC)
+.note("both generations and directions")
+.purpose("(generation, direction, IPv4 peer prefix) -> port set: a slice of SG_SEGMENTS");
 
-pub const LPM_V6: MapSpec = MapSpec {
-    name: "SG_LPM_V6",
-    kind: MapKind::LpmTrie,
-    key: "Key<LpmDataV6>",
-    value: "PortSetRef",
-    key_size: 4 + sz::<LpmDataV6>(),
-    value_size: sz::<PortSetRef>(),
-    max_entries: LPM_MAX_ENTRIES,
-    flags: F_NO_PREALLOC,
-    size_note: "both generations and directions",
-    owner: Owner::Sgctl,
-    purpose: "(generation, direction, IPv6 peer prefix) -> port set: a slice of SG_SEGMENTS",
-};
+pub const LPM_V6: MapSpec = MapSpec::keyed::<LpmKey<LpmDataV6>, PortSetRef>(
+    "SG_LPM_V6",
+    MapKind::LpmTrie,
+    ("Key<LpmDataV6>", "PortSetRef"),
+    LPM_MAX_ENTRIES,
+)
+.flags(F_NO_PREALLOC)
+.note("both generations and directions")
+.purpose("(generation, direction, IPv6 peer prefix) -> port set: a slice of SG_SEGMENTS");
 
-pub const SEGMENTS: MapSpec = MapSpec {
-    name: "SG_SEGMENTS",
-    kind: MapKind::Array,
-    key: "u32",
-    value: "Segment",
-    key_size: 4,
-    value_size: sz::<Segment>(),
-    max_entries: GENERATIONS * SEGMENTS_PER_GEN,
-    flags: 0,
-    size_note: "2 generations x 131,072",
-    owner: Owner::Sgctl,
-    purpose: "compiled port sets: sorted disjoint flow-key ranges, each with the first rule (file order) \
+pub const SEGMENTS: MapSpec =
+    MapSpec::indexed::<Segment>("SG_SEGMENTS", MapKind::Array, "Segment", GENERATIONS * SEGMENTS_PER_GEN)
+        .note("2 generations x 131,072")
+        .purpose(
+            "compiled port sets: sorted disjoint flow-key ranges, each with the first rule (file order) \
               allowing it",
-};
+        );
 
-pub const RULE_HITS: MapSpec = MapSpec {
-    name: "SG_RULE_HITS",
-    kind: MapKind::PerCpuArray,
-    key: "u32",
-    value: "u64",
-    key_size: 4,
-    value_size: 8,
-    max_entries: GENERATIONS * MAX_RULES,
-    flags: 0,
-    size_note: "2 generations x 16,384, by `policy::rule_slot`",
-    owner: Owner::Sgctl,
-    purpose: "packets each rule allowed (verdict rule_allow: a flow's first packet, or an allowed packet \
+pub const RULE_HITS: MapSpec =
+    MapSpec::indexed::<u64>("SG_RULE_HITS", MapKind::PerCpuArray, "u64", GENERATIONS * MAX_RULES)
+        .note("2 generations x 16,384, by `policy::rule_slot`")
+        .purpose(
+            "packets each rule allowed (verdict rule_allow: a flow's first packet, or an allowed packet \
               no flow tracks); tracked packets count as ct_established / ct_reply instead",
-};
+        );
 
-pub const CT: MapSpec = MapSpec {
-    name: "SG_CT",
-    kind: MapKind::Hash,
-    key: "CtKey",
-    value: "CtEntry",
-    key_size: sz::<CtKey>(),
-    value_size: sz::<CtEntry>(),
-    max_entries: CT_MAX_ENTRIES,
-    flags: F_NO_PREALLOC,
-    size_note: "attach --ct-size",
-    owner: Owner::Sgctl,
-    purpose: "flows that saw both directions; never evicted (full: the flow that would join gets ct_full)",
-};
+pub const CT: MapSpec =
+    MapSpec::keyed::<CtKey, CtEntry>("SG_CT", MapKind::Hash, ("CtKey", "CtEntry"), CT_MAX_ENTRIES)
+        .flags(F_NO_PREALLOC)
+        .note("attach --ct-size")
+        .purpose(
+            "flows that saw both directions; never evicted (full: the flow that would join gets ct_full)",
+        );
 
-pub const CT_NEW: MapSpec = MapSpec {
-    name: "SG_CT_NEW",
-    kind: MapKind::LruHash,
-    key: "CtKey",
-    value: "CtEntry",
-    key_size: sz::<CtKey>(),
-    value_size: sz::<CtEntry>(),
-    max_entries: CT_NEW_MAX_ENTRIES,
-    flags: 0,
-    size_note: "attach --ct-new-size",
-    owner: Owner::Sgctl,
-    purpose: "flows not answered yet (TCP handshakes, one-way UDP, ICMP echo): floods evict each other, \
+pub const CT_NEW: MapSpec =
+    MapSpec::keyed::<CtKey, CtEntry>("SG_CT_NEW", MapKind::LruHash, ("CtKey", "CtEntry"), CT_NEW_MAX_ENTRIES)
+        .note("attach --ct-new-size")
+        .purpose(
+            "flows not answered yet (TCP handshakes, one-way UDP, ICMP echo): floods evict each other, \
               never an established flow",
-};
+        );
 
-pub const CT_SEEN: MapSpec = MapSpec {
-    name: "SG_CT_SEEN",
-    kind: MapKind::Array,
-    key: "u32",
-    value: "u64",
-    key_size: 4,
-    value_size: 8,
-    max_entries: SEEN_BANKS * SEEN_WORDS,
-    flags: F_MMAPABLE,
-    size_note: "2 banks x 131,072 words, 2 MiB",
-    owner: Owner::Sgctl,
-    purpose: "presence filter of SG_CT and SG_CT_NEW: one byte per slot and bank; a packet whose slot is \
+pub const CT_SEEN: MapSpec =
+    MapSpec::indexed::<u64>("SG_CT_SEEN", MapKind::Array, "u64", SEEN_BANKS * SEEN_WORDS)
+        .flags(F_MMAPABLE)
+        .note("2 banks x 131,072 words, 2 MiB")
+        .purpose(
+            "presence filter of SG_CT and SG_CT_NEW: one byte per slot and bank; a packet whose slot is \
               clear in both banks skips both lookups (rebuilt by conntrack gc)",
-};
+        );
 
-pub const FRAGS: MapSpec = MapSpec {
-    name: "SG_FRAGS",
-    kind: MapKind::LruHash,
-    key: "FragKey",
-    value: "FragEntry",
-    key_size: sz::<FragKey>(),
-    value_size: sz::<FragEntry>(),
-    max_entries: FRAGS_MAX_ENTRIES,
-    flags: 0,
-    size_note: "",
-    owner: Owner::Sgctl,
-    purpose: "datagrams (source, destination, protocol, id) whose first fragment was accepted, with an \
+pub const FRAGS: MapSpec = MapSpec::keyed::<FragKey, FragEntry>(
+    "SG_FRAGS",
+    MapKind::LruHash,
+    ("FragKey", "FragEntry"),
+    FRAGS_MAX_ENTRIES,
+)
+.purpose(
+    "datagrams (source, destination, protocol, id) whose first fragment was accepted, with an \
               expiry: their other fragments may pass",
-};
+);
 
-pub const FLOW_EVENTS: MapSpec = MapSpec {
-    name: "SG_FLOW_EVENTS",
-    kind: MapKind::RingBuf,
-    key: "-",
-    value: "FlowEvent or FlowEnd",
-    key_size: 0,
-    value_size: 0,
-    max_entries: FLOW_EVENTS_BYTES,
-    flags: 0,
-    size_note: "bytes, 4,096 events",
-    owner: Owner::Sgctl,
-    purpose: "flow-log events for the daemon, with CONFIG_FLOW_LOG: accept and reject (FlowEvent), flows \
+pub const FLOW_EVENTS: MapSpec = MapSpec::ring("SG_FLOW_EVENTS", "FlowEvent or FlowEnd", FLOW_EVENTS_BYTES)
+    .note("bytes, 4,096 events")
+    .purpose(
+        "flow-log events for the daemon, with CONFIG_FLOW_LOG: accept and reject (FlowEvent), flows \
               the datapath ended (FlowEnd: key and final entry)",
-};
+    );
 
-pub const FLOW_CFG: MapSpec = MapSpec {
-    name: "SG_FLOW_CFG",
-    kind: MapKind::Array,
-    key: "u32",
-    value: "FlowLogConfig",
-    key_size: 4,
-    value_size: sz::<FlowLogConfig>(),
-    max_entries: 1,
-    flags: 0,
-    size_note: "",
-    owner: Owner::Sgctl,
-    purpose: "flow-log rate limits: per-source reject and per-CPU GCRA interval and burst (zero: no limit)",
-};
+pub const FLOW_CFG: MapSpec =
+    MapSpec::indexed::<FlowLogConfig>("SG_FLOW_CFG", MapKind::Array, "FlowLogConfig", 1).purpose(
+        "flow-log rate limits: per-source reject and per-CPU GCRA interval and burst (zero: no limit)",
+    );
 
-pub const FLOW_RATE: MapSpec = MapSpec {
-    name: "SG_FLOW_RATE",
-    kind: MapKind::LruHash,
-    key: "RateKey",
-    value: "u64",
-    key_size: sz::<RateKey>(),
-    value_size: 8,
-    max_entries: FLOW_RATE_MAX_ENTRIES,
-    flags: 0,
-    size_note: "",
-    owner: Owner::Sgctl,
-    purpose: "per-source GCRA state (theoretical arrival time, ns) of reject events",
-};
+pub const FLOW_RATE: MapSpec = MapSpec::keyed::<RateKey, u64>(
+    "SG_FLOW_RATE",
+    MapKind::LruHash,
+    ("RateKey", "u64"),
+    FLOW_RATE_MAX_ENTRIES,
+)
+.purpose("per-source GCRA state (theoretical arrival time, ns) of reject events");
 
-pub const FLOW_STATS: MapSpec = MapSpec {
-    name: "SG_FLOW_STATS",
-    kind: MapKind::PerCpuArray,
-    key: "u32",
-    value: "FlowLogStats",
-    key_size: 4,
-    value_size: sz::<FlowLogStats>(),
-    max_entries: 1,
-    flags: 0,
-    size_note: "",
-    owner: Owner::Sgctl,
-    purpose: "flow-log events emitted, suppressed (rate_limited, cpu_limited) and lost (ring_full); the \
+pub const FLOW_STATS: MapSpec =
+    MapSpec::indexed::<FlowLogStats>("SG_FLOW_STATS", MapKind::PerCpuArray, "FlowLogStats", 1).purpose(
+        "flow-log events emitted, suppressed (rate_limited, cpu_limited) and lost (ring_full); the \
               per-CPU limit's and the datapath warning's GCRA state",
-};
+    );
 
-pub const AYA_LOGS: MapSpec = MapSpec {
-    name: "AYA_LOGS",
-    kind: MapKind::RingBuf,
-    key: "-",
-    value: "aya-log record",
-    key_size: 0,
-    value_size: 0,
-    max_entries: 1 << 17,
-    flags: 0,
-    size_note: "bytes, aya-log's own",
-    owner: Owner::AyaLog,
-    purpose: "datapath log records (a conntrack-full warning, at most one per second per CPU), forwarded by \
+pub const AYA_LOGS: MapSpec = MapSpec::ring("AYA_LOGS", "aya-log record", 1 << 17)
+    .owned_by(Owner::AyaLog)
+    .note("bytes, aya-log's own")
+    .purpose(
+        "datapath log records (a conntrack-full warning, at most one per second per CPU), forwarded by \
               the daemon to its log",
-};
+    );
 
 /// Every map of an instance, in the order of the README's table.
 pub const ALL: &[MapSpec] = &[

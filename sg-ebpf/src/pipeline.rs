@@ -171,28 +171,8 @@ fn posture(cfg: &IfaceConfig, dir: Direction) -> Result<Reason, Reason> {
     }
 }
 
-/// Would the interface's policy allow a packet (`dir`, `family`, `proto`, flow-key low bits
-/// `low16`) with `peer` as the remote address? `Some(rule slot)` if so (`NO_RULE` for a
-/// posture). Conntrack asks this of flows allowed before a `--revoke` apply.
-#[inline(always)]
-fn allows(
-    cfg: &IfaceConfig,
-    dir: Direction,
-    family: u8,
-    proto: u8,
-    peer: &[u8; 16],
-    low16: u16,
-) -> Result<Option<u32>, Reason> {
-    if cfg.policy_mode == POLICY_POSTURE {
-        return Ok(match posture(cfg, dir)? {
-            Reason::PostureAllow => Some(NO_RULE),
-            _ => None,
-        });
-    }
-    policy::lookup(cfg.active_gen & 1, dir, family, proto, peer, low16)
-}
-
-/// The interface's policy, as conntrack may ask it (`conntrack::Recheck`).
+/// The interface's policy, as conntrack may ask it (`conntrack::Recheck`): would it allow a
+/// packet? `Some(rule slot)` if so (`NO_RULE` for a posture).
 struct Policy<'a>(&'a IfaceConfig);
 
 impl conntrack::Recheck for Policy<'_> {
@@ -205,7 +185,14 @@ impl conntrack::Recheck for Policy<'_> {
         peer: &[u8; 16],
         low16: u16,
     ) -> Result<Option<u32>, Reason> {
-        allows(self.0, dir, family, proto, peer, low16)
+        let cfg = self.0;
+        if cfg.policy_mode == POLICY_POSTURE {
+            return Ok(match posture(cfg, dir)? {
+                Reason::PostureAllow => Some(NO_RULE),
+                _ => None,
+            });
+        }
+        policy::lookup(cfg.active_gen & 1, dir, family, proto, peer, low16)
     }
 }
 

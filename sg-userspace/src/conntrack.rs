@@ -142,15 +142,7 @@ mod tests {
 
     #[test]
     fn filters_match_either_end() {
-        let k = CtKey {
-            addr_lo: [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            addr_hi: [192, 0, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            port_lo: 80,
-            port_hi: 40000,
-            proto: 6,
-            family: sg_common::packet::FAMILY_IPV4,
-            ..CtKey::default()
-        };
+        let k = crate::names::sample_key();
         assert!(FlowFilter::default().matches(&k));
         assert!(FlowFilter { port: Some(40000), ..FlowFilter::default() }.matches(&k));
         assert!(FlowFilter { addr: Some("192.0.2.1".parse().unwrap()), ..FlowFilter::default() }.matches(&k));

@@ -49,6 +49,20 @@ pub fn rule_label(state: Option<&State>, iface: &str, rule: u32, seq: u32) -> Op
     }
 }
 
+/// A TCP flow key between 192.0.2.1:80 and 192.0.2.2:40000, for unit tests.
+#[cfg(test)]
+pub(crate) fn sample_key() -> CtKey {
+    CtKey {
+        addr_lo: [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        addr_hi: [192, 0, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        port_lo: 80,
+        port_hi: 40000,
+        proto: 6,
+        family: FAMILY_IPV4,
+        ..CtKey::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,15 +76,7 @@ mod tests {
 
     #[test]
     fn endpoints_follow_the_initiator() {
-        let k = CtKey {
-            addr_lo: [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            addr_hi: [192, 0, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            port_lo: 80,
-            port_hi: 40000,
-            proto: 6,
-            family: FAMILY_IPV4,
-            ..CtKey::default()
-        };
+        let k = sample_key();
         let e = CtEntry { initiator_lo: 0, ..CtEntry::default() };
         let (from, to) = endpoints(&k, &e);
         assert_eq!((from.to_string(), to.to_string()), ("192.0.2.2:40000".into(), "192.0.2.1:80".into()));
