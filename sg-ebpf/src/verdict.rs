@@ -80,10 +80,16 @@ pub fn exit<C: EbpfContext>(ctx: &C, dir: Direction, v: Verdict, bytes: u64) -> 
     }
     let action = v.reason.action();
     if v.flow_log {
-        if v.new_flow {
-            flowlog::emit(dir, EV_ACCEPT, v.reason, v.rule_slot, bytes);
+        // One call site: the emitter is inlined once.
+        let kind = if v.new_flow {
+            EV_ACCEPT
         } else if action == Action::Drop {
-            flowlog::emit(dir, EV_REJECT, v.reason, v.rule_slot, bytes);
+            EV_REJECT
+        } else {
+            0
+        };
+        if kind != 0 {
+            flowlog::emit(dir, kind, v.reason, v.rule_slot, bytes);
         }
     }
     if v.record
