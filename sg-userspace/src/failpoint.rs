@@ -10,7 +10,8 @@
 //! - `write_generation`: the inactive generation half written (segments yes, prefixes no);
 //! - `before_flip`: an apply that saved its new state and has flipped no interface yet;
 //! - `flip`: before flipping one interface (`flip#2=fail`: the second interface of the apply
-//!   fails, after the first flipped).
+//!   fails, after the first flipped);
+//! - `attach_link`: a new attach with its maps and programs pinned, before its links.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

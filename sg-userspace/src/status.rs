@@ -12,8 +12,8 @@ use sg_common::{
 use crate::{
     error::Result,
     iface,
-    loader::{pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name},
-    maps::{CtTable, InstanceMaps, ReasonCount},
+    loader::{open_pinned, pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name},
+    maps::{CtTable, ReasonCount},
     pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
 };
 
@@ -61,7 +61,8 @@ pub struct CtTotals {
     pub ct_full_drops: u64,
 }
 
-/// Collects the status of every interface attached in the current network namespace.
+/// Collects the status of every interface attached in the current network namespace (an
+/// instance still being attached, with no XDP link yet, is not listed).
 pub fn collect() -> Result<Status> {
     pins::check_root()?;
     pins::check_bpffs()?;
@@ -69,7 +70,7 @@ pub fn collect() -> Result<Status> {
     let mut interfaces = Vec::new();
     for name in pins::attached_ifaces()? {
         let d = dir.join(&name);
-        let maps = InstanceMaps::from_pins(&d)?;
+        let Some(maps) = open_pinned(&d)? else { continue };
         let cfg = maps.config()?;
         let live = iface::ifindex(&name).ok() == Some(cfg.ifindex);
         interfaces.push(IfaceStatus {

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::{
     error::{Error, Result},
+    loader,
     maps::InstanceMaps,
     pins,
     state::current_state,
@@ -172,7 +173,7 @@ impl Sampler {
         let described = rule_names()?;
         let mut ifaces = Vec::new();
         for name in names {
-            let maps = InstanceMaps::from_pins(&dir.join(&name))?;
+            let Some(maps) = loader::open_pinned(&dir.join(&name))? else { continue };
             let rules = described.get(&name).cloned().unwrap_or_default();
             let snap = snapshot(&maps, rules.len())?;
             ifaces.push((name, maps, rules, snap));

@@ -221,6 +221,45 @@ fn classic_clsact_egress_attach_and_detach() {
     assert!(!String::from_utf8_lossy(&filters.stdout).contains("sg_egress"), "filter left behind");
 }
 
+/// A reader (status, conntrack list) running while an attach is half done (maps pinned, no
+/// link yet) neither fails nor removes the attach's pins.
+#[test]
+fn readers_leave_an_attach_in_progress_alone() {
+    if !require_bpf("readers_leave_an_attach_in_progress_alone") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let (bin, iface) = (sg_tests::sgctl_path(), pair.if_a.clone());
+    let mut child = pair.run(Side::A, move || {
+        std::process::Command::new(bin)
+            .args(["attach", &iface])
+            .env("SGCTL_FAILPOINT", "attach_link=pause:2000")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sgctl attach")
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let t = Instant::now();
+    while !seen.contains("pausing") && t.elapsed() < Duration::from_secs(10) {
+        let mut buf = [0u8; 256];
+        let n = stderr.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("pausing"), "never reached the failpoint: {seen}");
+    let st = pair.status_json();
+    assert_eq!(st["interfaces"].as_array().unwrap().len(), 0, "not listed until attached: {st}");
+    let flows = pair.sgctl_ok(Side::A, &["conntrack", "list"]);
+    assert!(flows.contains("0 flows"), "{flows}");
+    assert!(child.wait().unwrap().success(), "the attach finished");
+    let s = status(&pair);
+    assert_eq!(s["state"], "attached", "{s}");
+    assert!(s["xdp_link_id"].as_u64().is_some(), "its pins are all there: {s}");
+}
+
 #[test]
 fn clear_errors() {
     if !require_bpf("clear_errors") {

@@ -34,7 +34,7 @@ use sg_common::{
 use super::load::{CtSizes, load_object_sized, tc_mut, xdp_mut};
 use crate::{
     error::{Context as _, Error, Result},
-    generation, iface,
+    failpoint, generation, iface,
     maps::{self, InstanceMaps},
     pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
     rules::compile::IfacePlan,
@@ -208,6 +208,11 @@ pub fn attach_with_policy(
     pins::check_bpffs()?;
     let ifindex = iface::ifindex(iface_name)?;
     let dir = pins::iface_dir(iface_name)?;
+    if dir.is_dir() {
+        // The caller (an apply, under the apply lock) found no live instance here.
+        log::warn!("{iface_name}: removing stale pins of a previous attach");
+        pins::remove_instance_dir(&dir)?;
+    }
     attach_new(&AttachRequest::new(iface_name, mode), ifindex, &dir, Some((plan, seq)))
 }
 
@@ -228,20 +233,27 @@ fn open_live(dir: &Path, ifindex: u32) -> Result<Option<(InstanceMaps, IfaceConf
     Ok(live.then_some((maps, cfg)))
 }
 
-/// Opens the live instance of `iface`, if sgctl is attached to it (stale pins of a deleted
-/// interface are removed and count as not attached).
+/// The maps pinned in instance directory `dir`, for reading; `None` while the instance has no
+/// XDP link pinned: an attach in progress (the directory and its maps come first, the link
+/// last) or a half-removed instance. Readers (`status`, `top`) skip those instead of failing.
+pub fn open_pinned(dir: &Path) -> Result<Option<InstanceMaps>> {
+    if !dir.join(PIN_LINK_XDP).exists() {
+        return Ok(None);
+    }
+    InstanceMaps::from_pins(dir).map(Some)
+}
+
+/// Opens the live instance of `iface`, if sgctl is attached to it. Pins that are not a live
+/// instance (of a deleted interface, half-removed, or of an attach still in progress) count as
+/// not attached and are left alone: only an attach removes stale pins, so that a reader
+/// (status, stats, metrics) never removes the pins of an attach running beside it.
 pub fn open_attached(iface_name: &str) -> Result<Option<Attached>> {
     let ifindex = iface::ifindex(iface_name)?;
     let dir = pins::iface_dir(iface_name)?;
     if !dir.is_dir() {
         return Ok(None);
     }
-    if let Some((maps, _)) = open_live(&dir, ifindex)? {
-        return Ok(Some(Attached { iface: iface_name.to_string(), dir, maps }));
-    }
-    log::warn!("{iface_name}: removing stale pins of a previous attach");
-    pins::remove_instance_dir(&dir)?;
-    Ok(None)
+    Ok(open_live(&dir, ifindex)?.map(|(maps, _)| Attached { iface: iface_name.to_string(), dir, maps }))
 }
 
 /// `Some(report)` when `dir` holds a live instance for `ifindex` (settings updated in place);
@@ -304,6 +316,7 @@ fn attach_new(
         cfg = generation::apply(&mut maps, plan, seq, false)?.next;
     }
     // The config is complete before any packet can reach the programs.
+    failpoint::hit("attach_link")?;
 
     cfg.xdp_mode = attach_xdp(&mut ebpf, req, ifindex, dir, driver.as_deref(), &mut xdp)?;
     maps.set_config(&cfg)?;

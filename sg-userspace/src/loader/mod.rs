@@ -10,7 +10,7 @@ mod private;
 
 pub use attach::{
     AttachReport, AttachRequest, Attached, ModeRequest, TcRequest, attach, attach_with_policy, open_attached,
-    pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name,
+    open_pinned, pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name,
 };
 pub use detach::{DetachReport, detach};
 pub use load::{CtSizes, load_object, load_object_sized};
