@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let ctx = AwsContext {
         bindings: vec!["eth0=sg-1".into()],
         members: Some(("members.toml".into(), MEMBERS.into())),
+        ..AwsContext::default()
     };
     match parse_str("fuzz.json", text, Format::Aws, &ctx) {
         Ok(rs) => {

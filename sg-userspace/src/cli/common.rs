@@ -14,22 +14,40 @@ pub struct AwsInput {
     /// AWS JSON: bind groups to an interface, IFACE=GROUP[,GROUP...] (GroupId or GroupName).
     #[arg(long = "bind", value_name = "IFACE=GROUPS")]
     pub bind: Vec<String>,
-    /// AWS JSON: TOML file with group members and prefix-list entries.
+    /// AWS JSON: TOML file with group members and prefix-list entries AWS does not list
+    /// (`[groups."sg-..."] members = [...]`, `[prefix_lists."pl-..."] entries = [...]`).
     #[arg(long, value_name = "FILE")]
     pub members: Option<PathBuf>,
+    /// AWS JSON: `aws ec2 describe-network-interfaces` output; each interface's private
+    /// addresses and delegated prefixes are members of its groups (repeat for more files).
+    #[arg(long = "network-interfaces", value_name = "FILE")]
+    pub network_interfaces: Vec<PathBuf>,
+    /// AWS JSON: prefix-list entries, `describe-prefix-lists` output as FILE or
+    /// `get-managed-prefix-list-entries` output as PL-ID=FILE (repeat for more).
+    #[arg(long = "prefix-lists", value_name = "[PL-ID=]FILE")]
+    pub prefix_lists: Vec<String>,
 }
 
 impl AwsInput {
-    /// Bindings and the members file's text.
+    /// Bindings and the texts of the input files.
     pub fn context(&self) -> anyhow::Result<AwsContext> {
-        let members = match &self.members {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                Some((p.display().to_string(), text))
-            }
-            None => None,
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p)
+                .map(|text| (p.display().to_string(), text))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
         };
-        Ok(AwsContext { bindings: self.bind.clone(), members })
+        let members = self.members.as_deref().map(read).transpose()?;
+        let network_interfaces = self.network_interfaces.iter().map(|p| read(p)).collect::<Result<_, _>>()?;
+        let mut prefix_lists = Vec::new();
+        for arg in &self.prefix_lists {
+            let (id, path) = match arg.split_once('=') {
+                Some((id, path)) if id.starts_with("pl-") => (Some(id.to_string()), path),
+                _ => (None, arg.as_str()),
+            };
+            let (file, text) = read(std::path::Path::new(path))?;
+            prefix_lists.push(rules::aws::PrefixListInput { id, file, text });
+        }
+        Ok(AwsContext { bindings: self.bind.clone(), members, network_interfaces, prefix_lists })
     }
 }
 
@@ -71,7 +89,11 @@ pub fn load_rules(
     format: rules::Format,
     aws: &AwsInput,
 ) -> anyhow::Result<rules::RuleSet> {
-    Ok(rules::load(file, format, &aws.context()?)?)
+    let loaded = rules::load_with_warnings(file, format, &aws.context()?)?;
+    for w in &loaded.warnings {
+        eprintln!("sgctl: warning: {w}");
+    }
+    Ok(loaded.rules)
 }
 
 #[cfg(test)]

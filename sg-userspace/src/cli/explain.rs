@@ -5,10 +5,10 @@ use std::{net::IpAddr, path::PathBuf};
 
 use clap::Args;
 
-use super::common::{DirArg, proto_number};
+use super::common::{AwsInput, DirArg, load_rules, proto_number};
 use crate::{
     explain::{Query, explain},
-    rules::{self, AwsContext, Format},
+    rules::Format,
     state::applied,
 };
 
@@ -35,13 +35,18 @@ pub struct ExplainArgs {
     /// Explain against this rules file instead of the applied rule set.
     #[arg(long)]
     pub rules: Option<PathBuf>,
+    /// Format of --rules.
+    #[arg(long, value_enum, default_value = "toml")]
+    pub format: Format,
+    #[command(flatten)]
+    pub aws: AwsInput,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
     let rs = match &args.rules {
-        Some(p) => rules::load(p, Format::Toml, &AwsContext::default())?,
+        Some(p) => load_rules(p, args.format, &args.aws)?,
         None => applied()?.ruleset,
     };
     let e = explain(

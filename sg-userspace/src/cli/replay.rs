@@ -9,10 +9,10 @@ use clap::Args;
 use ipnet::IpNet;
 use sg_common::Direction;
 
-use super::common::AwsInput;
+use super::common::{AwsInput, load_rules};
 use crate::{
     replay::{Options, replay},
-    rules::{self, Format},
+    rules::Format,
 };
 
 #[derive(Debug, Args)]
@@ -49,7 +49,7 @@ pub enum Role {
 }
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
-    let rs = rules::load(&args.rules, args.format, &args.aws.context()?)?;
+    let rs = load_rules(&args.rules, args.format, &args.aws)?;
     let r = replay(&Options {
         capture: &args.capture,
         rules: &rs,

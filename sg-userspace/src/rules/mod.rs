@@ -23,7 +23,7 @@ pub mod toml_front;
 pub mod toml_out;
 pub mod validate;
 
-use std::{fmt, net::IpAddr, path::Path};
+use std::{fmt, path::Path};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -279,11 +279,19 @@ impl Rule {
 pub struct Group {
     pub name: String,
     pub description: Option<String>,
-    /// AWS GroupId (sg-...), kept for import/export.
+    /// AWS GroupId (sg-...), kept for import/export: AWS JSON keys groups by it.
     pub aws_id: Option<String>,
-    /// Addresses of the group's members (what `from_group` / `to_group` resolve to),
-    /// including those of `member_groups`, transitively.
-    pub members: Vec<IpAddr>,
+    /// AWS GroupName, when the group is named otherwise here (GroupName is unique only per
+    /// VPC: a name several groups share is not a usable name).
+    #[serde(default)]
+    pub aws_name: Option<String>,
+    /// AWS VpcId, kept for export and for telling same-named groups apart.
+    #[serde(default)]
+    pub aws_vpc: Option<String>,
+    /// The group's members (what `from_group` / `to_group` resolve to): addresses, or
+    /// prefixes delegated to a member's network interface, including those of
+    /// `member_groups`, transitively. Empty: the group matches nothing.
+    pub members: Vec<IpNet>,
     /// Groups whose members are members of this group.
     pub member_groups: Vec<String>,
     pub ingress: Vec<Rule>,
@@ -420,9 +428,7 @@ impl RuleSet {
     pub fn peer_nets(&self, peer: &Peer) -> Vec<IpNet> {
         match peer {
             Peer::Cidr(n) => vec![*n],
-            Peer::Group(g) => {
-                self.group(g).map(|g| g.members.iter().map(|a| IpNet::from(*a)).collect()).unwrap_or_default()
-            }
+            Peer::Group(g) => self.group(g).map(|g| g.members.clone()).unwrap_or_default(),
             Peer::PrefixList(p) => {
                 self.prefix_lists.iter().find(|l| &l.name == p).map(|l| l.entries.clone()).unwrap_or_default()
             }
@@ -476,26 +482,62 @@ pub enum Format {
 pub struct AwsContext {
     /// `IFACE=GROUP[,GROUP...]` bindings (GroupId or GroupName).
     pub bindings: Vec<String>,
-    /// TOML file with `[groups.<id or name>] members = [...]` and `[prefix_lists.<id>]`.
+    /// TOML file with `[groups.<id or name>] members = [...]` and `[prefix_lists.<id>]`:
+    /// (file name, text).
     pub members: Option<(String, String)>,
+    /// `describe-network-interfaces` outputs: (file name, text).
+    pub network_interfaces: Vec<(String, String)>,
+    /// `describe-prefix-lists` / `get-managed-prefix-list-entries` outputs.
+    pub prefix_lists: Vec<aws::PrefixListInput>,
 }
 
-/// Reads, parses and validates a rules file.
+/// A checked rule set and what its front end accepted with a warning (AWS JSON only).
+#[derive(Debug)]
+pub struct Loaded {
+    pub rules: RuleSet,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads, parses and validates a rules file; warnings are logged.
 pub fn load(path: &Path, format: Format, aws: &AwsContext) -> Result<RuleSet, RuleErrors> {
+    Ok(logged(load_with_warnings(path, format, aws)?))
+}
+
+/// Reads, parses and validates a rules file, with its warnings.
+pub fn load_with_warnings(path: &Path, format: Format, aws: &AwsContext) -> Result<Loaded, RuleErrors> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         RuleErrors::one(Loc { file: name.clone(), line: 0, col: 0 }, format!("cannot read: {e}"))
     })?;
-    parse_str(&name, &text, format, aws)
+    parse_with_warnings(&name, &text, format, aws)
 }
 
-/// Parses and validates rules from text (`name` is used in messages).
+/// Parses and validates rules from text (`name` is used in messages); warnings are logged.
 pub fn parse_str(name: &str, text: &str, format: Format, aws: &AwsContext) -> Result<RuleSet, RuleErrors> {
-    let raw = match format {
+    Ok(logged(parse_with_warnings(name, text, format, aws)?))
+}
+
+/// Parses and validates rules from text, with their warnings. A file with errors is rejected
+/// whole; warnings never reject.
+pub fn parse_with_warnings(
+    name: &str,
+    text: &str,
+    format: Format,
+    aws: &AwsContext,
+) -> Result<Loaded, RuleErrors> {
+    let mut raw = match format {
         Format::Toml => toml_front::parse(name, text)?,
         Format::Aws => aws::parse(name, text, aws)?,
     };
-    validate::validate(&raw)
+    let warnings = std::mem::take(&mut raw.warnings);
+    Ok(Loaded { rules: validate::validate(&raw)?, warnings })
+}
+
+fn logged(l: Loaded) -> RuleSet {
+    for w in &l.warnings {
+        log::warn!("{w}");
+    }
+    l.rules
 }
 
 #[cfg(test)]

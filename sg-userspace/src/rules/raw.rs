@@ -61,6 +61,9 @@ pub struct RawGroup {
     pub name: At<String>,
     pub description: Option<At<String>>,
     pub aws_id: Option<At<String>>,
+    pub aws_name: Option<At<String>>,
+    pub aws_vpc: Option<At<String>>,
+    /// Addresses or CIDRs.
     pub members: Vec<At<String>>,
     pub member_groups: Vec<At<String>>,
     pub ingress: Vec<RawRule>,
@@ -100,4 +103,7 @@ pub struct RawRuleSet {
     pub groups: Vec<RawGroup>,
     pub prefix_lists: Vec<RawPrefixList>,
     pub interfaces: Vec<RawBinding>,
+    /// What a front end accepted but the operator should know (AWS JSON: host bits set, stale
+    /// references, groups with no known members). Never rejects the file.
+    pub warnings: Vec<super::Diagnostic>,
 }

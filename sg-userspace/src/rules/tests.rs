@@ -226,9 +226,14 @@ fn invalid_names() {
 #[test]
 fn member_not_an_address() {
     expect_error(
-        "[groups.app]\nmembers = [\"192.0.2.0/24\"]\n",
-        "\"192.0.2.0/24\"",
-        "member '192.0.2.0/24' is not an IP address",
+        "[groups.app]\nmembers = [\"web-1\"]\n",
+        "\"web-1\"",
+        "member 'web-1' is not an IP address or CIDR",
+    );
+    expect_error(
+        "[groups.app]\nmembers = [\"192.0.2.1/24\"]\n",
+        "\"192.0.2.1/24\"",
+        "host bits set in 192.0.2.1/24",
     );
 }
 
@@ -298,6 +303,7 @@ fn aws_ctx() -> AwsContext {
     AwsContext {
         bindings: vec!["eth0=web,sg-0db0000000000001".into(), "eth1=bastion".into()],
         members: Some(("members.toml".into(), AWS_MEMBERS.into())),
+        ..AwsContext::default()
     }
 }
 
@@ -333,12 +339,31 @@ fn aws_round_trip_import_toml_export() {
 #[test]
 fn aws_errors_name_the_json_location() {
     let bad = AWS_FIXTURE.replace("\"CidrIp\": \"198.51.100.0/24\"", "\"CidrIp\": \"198.51.100.1/24\"");
+    // What AWS returned is accepted: the network, with a warning at the JSON location.
+    let l = parse_with_warnings("sg.json", &bad, Format::Aws, &aws_ctx()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    assert!(
+        l.warnings[0].to_string().starts_with("sg.json:46:39: host bits set in 198.51.100.1/24"),
+        "{}",
+        l.warnings[0]
+    );
+    assert_eq!(l.rules.group("web").unwrap().ingress[3].peer, Peer::Cidr("198.51.100.0/24".parse().unwrap()));
+    // A rule with ports and protocol -1 is one error with its location.
+    let bad = AWS_FIXTURE.replacen("\"IpProtocol\": \"tcp\"", "\"IpProtocol\": \"-1\"", 1);
     let e = parse_str("sg.json", &bad, Format::Aws, &aws_ctx()).unwrap_err();
     assert_eq!(e.0.len(), 1, "{e}");
-    assert!(e.to_string().starts_with("sg.json:46:39: host bits set in 198.51.100.1/24"), "{e}");
+    assert!(e.to_string().contains("FromPort/ToPort 443/443 given for protocol -1"), "{e}");
+    // Without members, referenced groups match nothing, with one warning each.
     let no_members = AwsContext { members: None, ..aws_ctx() };
-    let e = parse_str("sg.json", AWS_FIXTURE, Format::Aws, &no_members).unwrap_err();
-    assert!(e.to_string().contains("members are unknown"), "{e}");
+    let l = parse_with_warnings("sg.json", AWS_FIXTURE, Format::Aws, &no_members)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let warned: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warned.len(), 3, "web, bastion, and the office prefix list: {warned:?}");
+    assert!(
+        warned.iter().any(|w| w.contains("group web is referenced but no input lists its members")),
+        "{warned:?}"
+    );
+    assert!(l.rules.group("bastion").unwrap().members.is_empty());
     let e = parse_str("sg.json", "{\"SecurityGroups\": [ { \"GroupId\": 5 } ]}", Format::Aws, &aws_ctx())
         .unwrap_err();
     assert_eq!(e.0[0].loc.line, 1, "{e}");

@@ -16,7 +16,7 @@
 //! # egress omitted: allow all (AWS default); `egress = []` allows nothing.
 //!
 //! [groups.app]
-//! members = ["198.51.100.10", "2001:db8::10"]
+//! members = ["198.51.100.10", "2001:db8::10", "203.0.113.16/28"]   # addresses or prefixes
 //! member_groups = ["web"]        # optional: their members are members too
 //!
 //! [prefix_lists.office]
@@ -66,6 +66,8 @@ struct QuotasT {
 pub(crate) struct GroupT {
     description: Option<Spanned<String>>,
     aws_id: Option<Spanned<String>>,
+    aws_name: Option<Spanned<String>>,
+    aws_vpc: Option<Spanned<String>>,
     #[serde(default)]
     members: Vec<Spanned<String>>,
     #[serde(default)]
@@ -245,6 +247,8 @@ fn group(cx: &Ctx<'_>, name: &Spanned<String>, g: &GroupT) -> RawGroup {
         name: cx.at(name),
         description: cx.at_opt(g.description.as_ref()),
         aws_id: cx.at_opt(g.aws_id.as_ref()),
+        aws_name: cx.at_opt(g.aws_name.as_ref()),
+        aws_vpc: cx.at_opt(g.aws_vpc.as_ref()),
         members: g.members.iter().map(|m| cx.at(m)).collect(),
         member_groups: g.member_groups.iter().map(|m| cx.at(m)).collect(),
         ingress: g.ingress.iter().map(|r| rule(cx, r, true)).collect(),

@@ -85,6 +85,13 @@ fn lines(rules: &[Rule], dir: Dir) -> Vec<String> {
     out
 }
 
+/// Whether a rule of `rs` references group `name`.
+fn referenced(rs: &RuleSet, name: &str) -> bool {
+    rs.groups
+        .iter()
+        .any(|g| g.ingress.iter().chain(&g.egress).any(|r| matches!(&r.peer, Peer::Group(n) if n == name)))
+}
+
 /// The rule set as sgctl TOML.
 pub fn to_toml(rs: &RuleSet) -> String {
     let mut s = String::new();
@@ -99,12 +106,33 @@ pub fn to_toml(rs: &RuleSet) -> String {
         if let Some(id) = &g.aws_id {
             let _ = writeln!(s, "aws_id = {}", q(id));
         }
+        if let Some(n) = &g.aws_name {
+            let _ = writeln!(s, "aws_name = {}", q(n));
+        }
+        if let Some(v) = &g.aws_vpc {
+            let _ = writeln!(s, "aws_vpc = {}", q(v));
+        }
         if let Some(desc) = &g.description {
             let _ = writeln!(s, "description = {}", q(desc));
         }
         if !g.members.is_empty() {
-            let m: Vec<String> = g.members.iter().map(|a| q(&a.to_string())).collect();
+            let m: Vec<String> = g
+                .members
+                .iter()
+                .map(|n| {
+                    if n.prefix_len() == n.max_prefix_len() {
+                        q(&n.addr().to_string())
+                    } else {
+                        q(&n.to_string())
+                    }
+                })
+                .collect();
             let _ = writeln!(s, "members = {}", list(&m));
+        } else if g.member_groups.is_empty() && referenced(rs, &g.name) {
+            let _ = writeln!(
+                s,
+                "members = []   # no input listed its members: it matches nothing. Members come from --network-interfaces (describe-network-interfaces) or --members, or list addresses here"
+            );
         }
         for dir in Dir::BOTH {
             if dir == Dir::Egress && g.default_egress {
@@ -125,6 +153,13 @@ pub fn to_toml(rs: &RuleSet) -> String {
     }
     for l in &rs.prefix_lists {
         let _ = writeln!(s, "[prefix_lists.{}]", key(&l.name));
+        if l.entries.is_empty() {
+            let _ = writeln!(
+                s,
+                "entries = []   # no input listed its entries: it matches nothing. Entries come from --prefix-lists (get-managed-prefix-list-entries, describe-prefix-lists), or list CIDRs here\n"
+            );
+            continue;
+        }
         let e: Vec<String> = l.entries.iter().map(|n| q(&n.to_string())).collect();
         let _ = writeln!(s, "entries = {}\n", list(&e));
     }

@@ -118,6 +118,9 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
     if ck.diags.is_empty() {
         Ok(RuleSet { quotas, groups, prefix_lists: lists, interfaces })
     } else {
+        // One AWS permission is several rules sharing its protocol and ports: one message.
+        let mut seen = BTreeSet::new();
+        ck.diags.retain(|d| seen.insert(d.to_string()));
         Err(RuleErrors(ck.diags))
     }
 }
@@ -177,15 +180,19 @@ fn resolve_members(
     ck: &mut Checker,
     raw: &RawRuleSet,
     names: &BTreeSet<String>,
-) -> BTreeMap<String, Vec<IpAddr>> {
+) -> BTreeMap<String, Vec<IpNet>> {
     let by_name: BTreeMap<&str, &RawGroup> = raw.groups.iter().map(|g| (g.name.v.as_str(), g)).collect();
-    let mut direct: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    let mut direct: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
     for g in &raw.groups {
         let mut addrs = Vec::new();
         for m in &g.members {
-            match m.v.parse::<IpAddr>() {
-                Ok(a) => addrs.push(a),
-                Err(_) => ck.err(&m.loc, format!("member '{}' is not an IP address", m.v)),
+            if m.v.contains('/') {
+                addrs.extend(cidr(ck, m));
+            } else {
+                match m.v.parse::<IpAddr>() {
+                    Ok(a) => addrs.push(IpNet::from(a)),
+                    Err(_) => ck.err(&m.loc, format!("member '{}' is not an IP address or CIDR", m.v)),
+                }
             }
         }
         for mg in &g.member_groups {
@@ -209,10 +216,10 @@ fn resolve_members(
 fn expand<'a>(
     ck: &mut Checker,
     by_name: &BTreeMap<&str, &'a RawGroup>,
-    direct: &BTreeMap<String, Vec<IpAddr>>,
+    direct: &BTreeMap<String, Vec<IpNet>>,
     g: &'a RawGroup,
     path: &mut Vec<&'a str>,
-    out: &mut BTreeSet<IpAddr>,
+    out: &mut BTreeSet<IpNet>,
     reported: &mut BTreeSet<String>,
 ) {
     out.extend(direct.get(&g.name.v).into_iter().flatten().copied());
@@ -237,7 +244,7 @@ fn group(
     g: &RawGroup,
     groups: &BTreeSet<String>,
     lists: &BTreeSet<String>,
-    members: &BTreeMap<String, Vec<IpAddr>>,
+    members: &BTreeMap<String, Vec<IpNet>>,
     quotas: &Quotas,
 ) -> Group {
     if let Some(d) = &g.description {
@@ -284,6 +291,8 @@ fn group(
         name: g.name.v.clone(),
         description: g.description.as_ref().map(|d| d.v.clone()),
         aws_id: g.aws_id.as_ref().map(|d| d.v.clone()),
+        aws_name: g.aws_name.as_ref().map(|d| d.v.clone()),
+        aws_vpc: g.aws_vpc.as_ref().map(|d| d.v.clone()),
         members: members.get(&g.name.v).cloned().unwrap_or_default(),
         member_groups: g.member_groups.iter().map(|m| m.v.clone()).collect(),
         ingress,
