@@ -258,11 +258,11 @@ mod tests {
 
     const ENIS: &str = r#"{"NetworkInterfaces": [
   {"NetworkInterfaceId": "eni-1", "Groups": [{"GroupId": "sg-web", "GroupName": "web"}, {"GroupId": "sg-all"}],
-   "PrivateIpAddress": "10.0.0.5",
-   "PrivateIpAddresses": [{"Primary": true, "PrivateIpAddress": "10.0.0.5", "Association": {"PublicIp": "198.51.100.7"}},
-                          {"Primary": false, "PrivateIpAddress": "10.0.0.6"}],
+   "PrivateIpAddress": "192.0.2.5",
+   "PrivateIpAddresses": [{"Primary": true, "PrivateIpAddress": "192.0.2.5", "Association": {"PublicIp": "198.51.100.7"}},
+                          {"Primary": false, "PrivateIpAddress": "192.0.2.6"}],
    "Ipv6Addresses": [{"Ipv6Address": "2001:db8::5"}],
-   "Ipv4Prefixes": [{"Ipv4Prefix": "10.0.0.17/28"}], "Ipv6Prefixes": [{"Ipv6Prefix": "2001:db8:1::/80"}]}
+   "Ipv4Prefixes": [{"Ipv4Prefix": "192.0.2.17/28"}], "Ipv6Prefixes": [{"Ipv6Prefix": "2001:db8:1::/80"}]}
 ]}"#;
 
     #[test]
@@ -270,7 +270,7 @@ mod tests {
         let mut w = Vec::new();
         let enis = network_interfaces("enis.json", ENIS, &mut w).unwrap();
         let addrs: Vec<&str> = enis[0].addrs.iter().map(|a| a.v.as_str()).collect();
-        assert_eq!(addrs, ["10.0.0.5", "10.0.0.6", "2001:db8::5", "10.0.0.16/28", "2001:db8:1::/80"]);
+        assert_eq!(addrs, ["192.0.2.5", "192.0.2.6", "2001:db8::5", "192.0.2.16/28", "2001:db8:1::/80"]);
         assert_eq!(enis[0].groups, ["sg-web", "sg-all"]);
         assert_eq!(w.len(), 1, "the prefix with host bits: {w:?}");
         assert_eq!(w[0].loc.line, 7, "the line of Ipv4Prefixes");
@@ -285,7 +285,7 @@ mod tests {
             id: Some("pl-1".into()),
             file: "e.json".into(),
             text:
-                r#"{"Entries": [{"Cidr": "172.31.0.0/16"}, {"Cidr": "203.0.113.0/28", "Description": "x"}]}"#
+                r#"{"Entries": [{"Cidr": "198.51.100.0/24"}, {"Cidr": "203.0.113.0/28", "Description": "x"}]}"#
                     .into(),
         };
         let got = prefix_lists(&entries, &mut w).unwrap();
@@ -296,7 +296,7 @@ mod tests {
         let managed = PrefixListInput {
             id: None,
             file: "p.json".into(),
-            text: r#"{"PrefixLists": [{"PrefixListId": "pl-63a5400a", "PrefixListName": "com.amazonaws.us-east-1.s3", "Cidrs": ["52.216.0.0/15"]},
+            text: r#"{"PrefixLists": [{"PrefixListId": "pl-63a5400a", "PrefixListName": "com.amazonaws.us-east-1.s3", "Cidrs": ["203.0.113.0/24"]},
                                      {"PrefixListId": "pl-2", "PrefixListName": "mine", "MaxEntries": 5}]}"#
                 .into(),
         };
