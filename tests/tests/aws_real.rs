@@ -11,9 +11,14 @@
 
 use std::path::PathBuf;
 
+use sg_common::Direction::Ingress;
 use sg_tests::{
     netns::{NetnsPair, Side},
-    require_bpf, write_temp,
+    packet::Pkt,
+    policy::{apply, recording_instance},
+    require_bpf,
+    verdict::{Row as Verdict, run_table},
+    write_temp,
 };
 use sg_userspace::rules::{
     AwsContext, Format, Loaded, RuleErrors, RuleSet, aws, check_diagnostics, compile, parse_with_warnings,
@@ -425,6 +430,84 @@ fn members_come_from_network_interfaces_and_entries_from_prefix_lists() {
     let l = import("sg.json", &text, &only_bastion).unwrap_or_else(|e| panic!("{e}"));
     assert!(l.rules.group("web").unwrap().members.is_empty());
     assert_eq!(l.warnings.len(), 1, "only the prefix list: {:?}", l.warnings);
+}
+
+/// The README's operator path, from the three aws CLI outputs to verdicts of the real
+/// programs: group references match the private addresses and delegated prefixes of the
+/// interfaces in the group (never an association's public address), prefix-list entries
+/// come from `get-managed-prefix-list-entries` given as `PL-ID=FILE`.
+#[test]
+fn three_aws_outputs_give_an_enforcing_host() {
+    if !require_bpf("three_aws_outputs_give_an_enforcing_host") {
+        return;
+    }
+    let text = read(&own("describe-security-groups.json"));
+    let inputs = Inputs {
+        network_interfaces: &[
+            "own:describe-network-interfaces.json",
+            "own:describe-network-interfaces-bastion.json",
+        ],
+        prefix_lists: &["pl-0office00000001=own:get-managed-prefix-list-entries.json"],
+        bind: "web",
+        ..NONE
+    };
+    let l = import("sg.json", &text, &context(&inputs, "eth0")).unwrap_or_else(|e| panic!("{e}"));
+    let rules = l.rules.iface_rules("eth0");
+    let id = |desc: &str| -> u32 {
+        let i = rules.iter().position(|r| r.rule.description.as_deref() == Some(desc));
+        u32::try_from(i.unwrap_or_else(|| panic!("no rule '{desc}'"))).unwrap()
+    };
+    let mut inst = recording_instance();
+    apply(&mut inst, &l.rules, "eth0", 1);
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    let tcp = |src: &str, dport: u16| {
+        let src = ip(src);
+        let dst = if src.is_ipv6() { ip("2001:db8::1") } else { ip("192.0.2.1") };
+        Pkt::tcp(src, dst, 40000, dport).syn().build()
+    };
+    let (a, d) = (Verdict::allow, Verdict::deny);
+    let rows = [
+        a(
+            "ssh from the bastion's private address",
+            Ingress,
+            tcp("203.0.113.7", 22),
+            id("SSH from the bastion"),
+        ),
+        d("ssh from a neighbour of the bastion", Ingress, tcp("203.0.113.8", 22)),
+        a(
+            "any port from a web member (private v4)",
+            Ingress,
+            tcp("192.0.2.2", 5000),
+            id("members talk to each other"),
+        ),
+        a(
+            "from a web member's delegated prefix",
+            Ingress,
+            tcp("192.0.2.30", 5000),
+            id("members talk to each other"),
+        ),
+        a(
+            "from a web member's v6 delegated prefix",
+            Ingress,
+            tcp("2001:db8:0:1::9", 5000),
+            id("members talk to each other"),
+        ),
+        d("from a web member's public address (not a member)", Ingress, tcp("198.51.100.200", 5000)),
+        a(
+            "metrics from the office prefix list (v4)",
+            Ingress,
+            tcp("203.0.113.5", 9100),
+            id("metrics from the office"),
+        ),
+        a(
+            "metrics from the office prefix list (v6)",
+            Ingress,
+            tcp("2001:db8:ffff::5", 9100),
+            id("metrics from the office"),
+        ),
+        d("metrics from outside the office", Ingress, tcp("203.0.113.20", 9100)),
+    ];
+    assert_eq!(run_table(&mut inst, "three aws outputs", &rows), rows.len());
 }
 
 #[test]

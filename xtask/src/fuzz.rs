@@ -12,7 +12,7 @@ use crate::{target_dir, workspace_root};
 
 /// cargo-fuzz version known to work here.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
-pub const TARGETS: &[&str] = &["toml_rules", "aws_json", "compile"];
+pub const TARGETS: &[&str] = &["toml_rules", "aws_json", "aws_inputs", "compile"];
 
 fn cargo_fuzz_present() -> bool {
     Command::new("cargo")

@@ -154,14 +154,18 @@ struct P {
 
 enum PeerIn {
     Cidr(At<String>),
-    Pair {
-        loc: Loc,
-        id: Option<At<String>>,
-        name: Option<At<String>>,
-        user: Option<String>,
-        status: Option<String>,
-    },
+    Pair(PairIn),
     PrefixList(At<String>),
+}
+
+/// A UserIdGroupPairs / ReferencedGroupInfo entry: where it is, the group it names (GroupId,
+/// GroupName), the account that owns it (UserId) and its VPC peering status.
+struct PairIn {
+    loc: Loc,
+    id: Option<At<String>>,
+    name: Option<At<String>>,
+    user: Option<String>,
+    status: Option<String>,
 }
 
 fn proto_at(cx: &Cx<'_>, p: Option<&Spanned<ProtoJ>>) -> Option<At<ProtoText>> {
@@ -202,13 +206,13 @@ fn permission(cx: &Cx<'_>, p: &Spanned<PermissionT>, warnings: &mut Vec<Diagnost
         let at = cx.loc(r.start());
         let r = r.get_ref();
         peers.push((
-            PeerIn::Pair {
+            PeerIn::Pair(PairIn {
                 loc: at,
                 id: r.group_id.as_ref().map(|s| cx.at(s)),
                 name: r.group_name.as_ref().map(|s| cx.at(s)),
                 user: r.user_id.clone(),
                 status: r.peering_status.clone(),
-            },
+            }),
             desc(&r.description),
         ));
     }
@@ -284,13 +288,13 @@ fn from_rules(
             peers.push(PeerIn::Cidr(cx.lenient_cidr(c, warnings)));
         }
         if let Some(g) = &r.referenced_group_info {
-            peers.push(PeerIn::Pair {
+            peers.push(PeerIn::Pair(PairIn {
                 loc: loc.clone(),
                 id: g.group_id.as_ref().map(|s| cx.at(s)),
                 name: None,
                 user: g.user_id.clone(),
                 status: g.peering_status.clone(),
-            });
+            }));
         }
         if let Some(l) = &r.prefix_list_id {
             peers.push(PeerIn::PrefixList(cx.at(l)));
@@ -542,14 +546,9 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
                             lists_used.entry(l.v.clone()).or_insert_with(|| l.loc.clone());
                             (At::new(RawPeer::PrefixList(l.v.clone()), l.loc.clone()), "PrefixListIds")
                         }
-                        PeerIn::Pair { loc, id, name, user, status } => {
-                            match pair(
-                                &groups,
-                                &names,
-                                &known,
-                                g,
-                                (loc, id.as_ref(), name.as_ref(), user, status),
-                            ) {
+                        PeerIn::Pair(pin) => {
+                            let loc = &pin.loc;
+                            match pair(&groups, &names, &known, g, pin) {
                                 Ok(Resolved::Stale(msg)) => {
                                     warnings.push(Diagnostic { loc: loc.clone(), msg });
                                     continue;
@@ -686,18 +685,10 @@ enum Resolved {
     Stale(String),
 }
 
-/// A pair's location, GroupId, GroupName, UserId and PeeringStatus.
-type PairArgs<'a> =
-    (&'a Loc, Option<&'a At<String>>, Option<&'a At<String>>, &'a Option<String>, &'a Option<String>);
-
 /// One UserIdGroupPairs / ReferencedGroupInfo entry of group `owner`.
-fn pair(
-    groups: &[G],
-    names: &Names,
-    known: &Known,
-    owner: &G,
-    (loc, id, name, user, status): PairArgs<'_>,
-) -> Result<Resolved, String> {
+fn pair(groups: &[G], names: &Names, known: &Known, owner: &G, pin: &PairIn) -> Result<Resolved, String> {
+    let PairIn { loc, id, name, user, status } = pin;
+    let (id, name) = (id.as_ref(), name.as_ref());
     let Some(key) = id.or(name) else {
         return Err("UserIdGroupPairs entry without GroupId or GroupName".into());
     };
