@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod error;
 pub mod explain;
 pub mod failpoint;
+pub mod fleet;
 pub mod flowlog;
 pub mod generation;
 pub mod hits;

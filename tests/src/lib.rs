@@ -3,6 +3,8 @@
 //! - [`netns`]: two network namespaces joined by a veth pair, documentation addresses only,
 //!   unique names (tests run in parallel), torn down on drop and on panic; closures and
 //!   `sgctl` run inside a namespace through `setns` on a dedicated thread.
+//! - [`etcd`]: a real etcd cluster on 127.0.0.1, members stopped and restarted at will,
+//!   removed on drop.
 //! - [`packet`]: a small builder for v4/v6/VLAN/TCP/UDP/ICMP frames, and hostile variants.
 //! - [`verdict`]: verdict tables (description, frame, expected action and reason) run through
 //!   BPF_PROG_TEST_RUN against the real programs and maps.
@@ -11,6 +13,7 @@
 
 pub mod bench;
 pub mod daemon;
+pub mod etcd;
 pub mod netns;
 pub mod packet;
 pub mod policy;

@@ -8,7 +8,7 @@ fn sgctl(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-const SUBCOMMANDS: [&str; 17] = [
+const SUBCOMMANDS: [&str; 18] = [
     "attach",
     "detach",
     "status",
@@ -26,6 +26,7 @@ const SUBCOMMANDS: [&str; 17] = [
     "daemon",
     "flows",
     "replay",
+    "fleet",
 ];
 
 #[test]

@@ -23,6 +23,7 @@ pub fn all() -> Result<()> {
     bpffs()?;
     kernel()?;
     debian_tools()?;
+    fleet_tools()?;
     Ok(())
 }
 
@@ -152,6 +153,56 @@ fn have(cmd: &str) -> bool {
 
 fn debian_tools() -> Result<()> {
     install_debian("tools", TOOLS)
+}
+
+/// What the fleet needs: etcd (server and etcdctl, started by the tests and the demo on
+/// ports of their own) and protoc (etcd-client's build script generates its gRPC code).
+const FLEET_TOOLS: &[(&str, &str)] =
+    &[("etcd", "etcd-server"), ("etcdctl", "etcd-client"), ("protoc", "protobuf-compiler")];
+
+fn fleet_tools() -> Result<()> {
+    install_debian("fleet tools", FLEET_TOOLS)?;
+    system_etcd_off()
+}
+
+/// Debian's etcd-server may start a system etcd on 127.0.0.1:2379: stop and disable it (the
+/// tests never use that port, but a stray store is not ours to leave running).
+fn system_etcd_off() -> Result<()> {
+    let pids = output(Command::new("pgrep").args(["-x", "etcd"])).unwrap_or_default();
+    let system: Vec<&str> = pids
+        .lines()
+        .filter(|pid| {
+            // The package's service runs `/usr/bin/etcd` configured by /etc/default/etcd (no
+            // --data-dir argument), on /var/lib/etcd. Other etcds (ours: sgctl-etcd-*, or an
+            // operator's own) are left alone.
+            let cmdline =
+                String::from_utf8_lossy(&fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+                    .into_owned();
+            !cmdline.contains("--data-dir") || cmdline.contains("/var/lib/etcd")
+        })
+        .collect();
+    let systemd = Path::new("/run/systemd/system").exists();
+    let enabled = systemd
+        && output(Command::new("systemctl").args(["is-enabled", "etcd"])).is_some_and(|s| s == "enabled");
+    if system.is_empty() && !enabled {
+        say("system etcd", "not running (tests start their own)");
+        return Ok(());
+    }
+    if !is_root() {
+        say("system etcd", "running: stop it as root (systemctl disable --now etcd)");
+        return Ok(());
+    }
+    if systemd {
+        run(Command::new("systemctl").args(["disable", "--now", "etcd"]))?;
+    } else {
+        let _ = Command::new("service").args(["etcd", "stop"]).stdout(Stdio::null()).status();
+        let _ = Command::new("update-rc.d").args(["etcd", "disable"]).stdout(Stdio::null()).status();
+        for pid in &system {
+            let _ = Command::new("kill").arg(pid).status();
+        }
+    }
+    say("system etcd", "was running: stopped and disabled (tests start their own)");
+    Ok(())
 }
 
 /// Peers and generators of `cargo xtask bench`: (command, package).

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod detach;
 pub mod explain;
 pub mod export;
+pub mod fleet;
 pub mod flows;
 pub mod import;
 pub mod replay;
@@ -53,6 +54,8 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// Which rule (if any) allows a packet, by the reference model.
     Explain(explain::ExplainArgs),
+    /// The fleet's policy in etcd: `fleet put FILE` writes it, `fleet get` reads it.
+    Fleet(fleet::FleetArgs),
     /// Convert AWS describe-security-groups JSON to sgctl TOML (printed).
     Import(import::ImportArgs),
     /// Live packets/s and bits/s per interface and verdict reason, and the busiest rules.
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Conntrack(args) => conntrack::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Import(args) => import::run(&args),
+        Command::Fleet(args) => fleet::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Top(args) => top::run(&args),
         Command::Completions(args) => completions::run(&args),

@@ -389,6 +389,18 @@ pub struct RuleSet {
     pub groups: Vec<Group>,
     pub prefix_lists: Vec<PrefixList>,
     pub interfaces: Vec<Binding>,
+    /// Fleet: the interfaces of each host (`[hosts.NAME.interfaces.IF]`); a host enforces
+    /// [`RuleSet::for_host`]. Empty in a single host's file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostBinding>,
+}
+
+/// Fleet: the interfaces of one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostBinding {
+    pub host: String,
+    pub interfaces: Vec<Binding>,
+    pub loc: Loc,
 }
 
 /// A rule as seen from an interface: its id there is its position in
@@ -450,10 +462,21 @@ impl RuleSet {
         for l in &mut rs.prefix_lists {
             l.loc = Loc::default();
         }
-        for b in &mut rs.interfaces {
+        for b in rs.interfaces.iter_mut().chain(rs.hosts.iter_mut().flat_map(|h| h.interfaces.iter_mut())) {
             b.loc = Loc::default();
         }
+        for h in &mut rs.hosts {
+            h.loc = Loc::default();
+        }
         rs
+    }
+
+    /// Fleet: what host `host` enforces: the groups and prefix lists, with its interfaces as
+    /// the bindings (none when the file does not name the host).
+    pub fn for_host(&self, host: &str) -> RuleSet {
+        let interfaces =
+            self.hosts.iter().find(|h| h.host == host).map(|h| h.interfaces.clone()).unwrap_or_default();
+        RuleSet { interfaces, hosts: Vec::new(), ..self.clone() }
     }
 }
 

@@ -89,6 +89,13 @@ pub struct RawBinding {
     pub monitor: Option<bool>,
 }
 
+/// Fleet: one host's `[hosts.NAME.interfaces.*]` tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawHost {
+    pub name: At<String>,
+    pub interfaces: Vec<RawBinding>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawQuotas {
     pub rules_per_group: Option<At<i64>>,
@@ -103,6 +110,8 @@ pub struct RawRuleSet {
     pub groups: Vec<RawGroup>,
     pub prefix_lists: Vec<RawPrefixList>,
     pub interfaces: Vec<RawBinding>,
+    /// Fleet: the interfaces of each host (TOML only).
+    pub hosts: Vec<RawHost>,
     /// What a front end accepted but the operator should know (AWS JSON: host bits set, stale
     /// references, groups with no known members). Never rejects the file.
     pub warnings: Vec<super::Diagnostic>,

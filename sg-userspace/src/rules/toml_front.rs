@@ -37,7 +37,7 @@ use toml::Spanned;
 use super::{
     LineIndex, Loc, RuleErrors,
     raw::{
-        At, PortsText, ProtoText, RawBinding, RawGroup, RawPeer, RawPrefixList, RawQuotas, RawRule,
+        At, PortsText, ProtoText, RawBinding, RawGroup, RawHost, RawPeer, RawPrefixList, RawQuotas, RawRule,
         RawRuleSet,
     },
 };
@@ -50,6 +50,16 @@ struct FileT {
     groups: BTreeMap<Spanned<String>, Spanned<GroupT>>,
     #[serde(default)]
     prefix_lists: BTreeMap<Spanned<String>, Spanned<PrefixListT>>,
+    #[serde(default)]
+    interfaces: BTreeMap<Spanned<String>, Spanned<IfaceT>>,
+    /// Fleet: the interfaces of each host (`[hosts.db1.interfaces.eth0]`).
+    #[serde(default)]
+    hosts: BTreeMap<Spanned<String>, Spanned<HostT>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostT {
     #[serde(default)]
     interfaces: BTreeMap<Spanned<String>, Spanned<IfaceT>>,
 }
@@ -201,8 +211,20 @@ pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
             entries: l.get_ref().entries.iter().map(|e| cx.at(e)).collect(),
         });
     }
-    let mut ifaces: Vec<_> = parsed.interfaces.iter().collect();
+    out.interfaces = bindings(&cx, &parsed.interfaces);
+    let mut hosts: Vec<_> = parsed.hosts.iter().collect();
+    hosts.sort_by_key(|(k, _)| k.span().start);
+    for (name, h) in hosts {
+        out.hosts.push(RawHost { name: cx.at(name), interfaces: bindings(&cx, &h.get_ref().interfaces) });
+    }
+    Ok(out)
+}
+
+/// The `[interfaces.*]` tables (of the file, or of one host), in file order.
+fn bindings(cx: &Ctx<'_>, ifaces: &BTreeMap<Spanned<String>, Spanned<IfaceT>>) -> Vec<RawBinding> {
+    let mut ifaces: Vec<_> = ifaces.iter().collect();
     ifaces.sort_by_key(|(k, _)| k.span().start);
+    let mut out = Vec::new();
     for (name, i) in ifaces {
         let i = i.get_ref();
         let mut timeouts = Vec::new();
@@ -231,7 +253,7 @@ pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
         .iter()
         .filter(|(on, _)| *on == Some(false))
         .fold(0, |acc, (_, bit)| acc | bit);
-        out.interfaces.push(RawBinding {
+        out.push(RawBinding {
             iface: cx.at(name),
             groups: i.groups.iter().map(|g| cx.at(g)).collect(),
             timeouts,
@@ -239,7 +261,7 @@ pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
             monitor: i.monitor,
         });
     }
-    Ok(out)
+    out
 }
 
 fn group(cx: &Ctx<'_>, name: &Spanned<String>, g: &GroupT) -> RawGroup {

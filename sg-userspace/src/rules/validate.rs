@@ -9,8 +9,9 @@ use std::{
 use ipnet::IpNet;
 
 use super::{
-    Binding, Diagnostic, Group, Loc, Peer, Ports, PrefixList, Proto, Quotas, Rule, RuleErrors, RuleSet,
-    raw::{At, PortsText, ProtoText, RawGroup, RawPeer, RawRule, RawRuleSet},
+    Binding, Diagnostic, Group, HostBinding, Loc, Peer, Ports, PrefixList, Proto, Quotas, Rule, RuleErrors,
+    RuleSet,
+    raw::{At, PortsText, ProtoText, RawBinding, RawGroup, RawPeer, RawRule, RawRuleSet},
 };
 
 /// Longest description AWS accepts.
@@ -64,59 +65,16 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
         groups.push(group(&mut ck, g, &group_names, &list_names, &members, &quotas));
     }
 
-    let mut interfaces = Vec::new();
-    let mut seen_ifaces = BTreeSet::new();
-    for b in &raw.interfaces {
-        check_iface_name(&mut ck, &b.iface);
-        if !seen_ifaces.insert(b.iface.v.clone()) {
-            ck.err(&b.iface.loc, format!("interface '{}' bound twice", b.iface.v));
-        }
-        let mut names: Vec<String> = Vec::new();
-        for g in &b.groups {
-            if !group_names.contains(&g.v) {
-                ck.err(&g.loc, format!("unknown group '{}'", g.v));
-            } else if names.contains(&g.v) {
-                ck.err(&g.loc, format!("group '{}' listed twice for {}", g.v, b.iface.v));
-            } else {
-                names.push(g.v.clone());
-            }
-        }
-        if b.groups.len() > quotas.groups_per_interface {
-            ck.err(
-                &b.iface.loc,
-                format!(
-                    "{} groups bound to {}, quota is {} (groups_per_interface)",
-                    b.groups.len(),
-                    b.iface.v,
-                    quotas.groups_per_interface
-                ),
-            );
-        }
-        let mut timeouts = sg_common::conntrack::CtTimeouts::AWS_DEFAULTS;
-        for (name, v) in &b.timeouts {
-            let (_, lo, hi) = sg_common::conntrack::CtTimeouts::RANGES
-                .iter()
-                .find(|(n, _, _)| n == name)
-                .copied()
-                .expect("known timeout field");
-            if (i64::from(lo)..=i64::from(hi)).contains(&v.v) {
-                super::set_timeout(&mut timeouts, name, v.v as u32);
-            } else {
-                ck.err(&v.loc, format!("{name} timeout {} out of range {lo}-{hi} seconds", v.v));
-            }
-        }
-        interfaces.push(Binding {
-            iface: b.iface.v.clone(),
-            groups: names,
-            timeouts,
-            no_implicit: b.no_implicit,
-            monitor: b.monitor,
-            loc: b.iface.loc.clone(),
-        });
+    let interfaces = bindings(&mut ck, &raw.interfaces, &group_names, &quotas, None);
+    let mut hosts = Vec::new();
+    for h in &raw.hosts {
+        check_name(&mut ck, &h.name, "host");
+        let interfaces = bindings(&mut ck, &h.interfaces, &group_names, &quotas, Some(&h.name.v));
+        hosts.push(HostBinding { host: h.name.v.clone(), interfaces, loc: h.name.loc.clone() });
     }
 
     if ck.diags.is_empty() {
-        Ok(RuleSet { quotas, groups, prefix_lists: lists, interfaces })
+        Ok(RuleSet { quotas, groups, prefix_lists: lists, interfaces, hosts })
     } else {
         // One AWS permission is several rules sharing its protocol and ports: one message.
         let mut seen = BTreeSet::new();
@@ -548,4 +506,66 @@ fn rule(
             loc: r.loc.clone(),
         })
         .collect()
+}
+
+/// Checks the interface tables of the file, or of host `host`.
+fn bindings(
+    ck: &mut Checker,
+    raw: &[RawBinding],
+    group_names: &BTreeSet<String>,
+    quotas: &Quotas,
+    host: Option<&str>,
+) -> Vec<Binding> {
+    let mut interfaces = Vec::new();
+    let mut seen_ifaces = BTreeSet::new();
+    for b in raw {
+        let on = host.map_or(String::new(), |h| format!(" of host {h}"));
+        check_iface_name(ck, &b.iface);
+        if !seen_ifaces.insert(b.iface.v.clone()) {
+            ck.err(&b.iface.loc, format!("interface '{}'{on} bound twice", b.iface.v));
+        }
+        let mut names: Vec<String> = Vec::new();
+        for g in &b.groups {
+            if !group_names.contains(&g.v) {
+                ck.err(&g.loc, format!("unknown group '{}'", g.v));
+            } else if names.contains(&g.v) {
+                ck.err(&g.loc, format!("group '{}' listed twice for {}", g.v, b.iface.v));
+            } else {
+                names.push(g.v.clone());
+            }
+        }
+        if b.groups.len() > quotas.groups_per_interface {
+            ck.err(
+                &b.iface.loc,
+                format!(
+                    "{} groups bound to {}, quota is {} (groups_per_interface)",
+                    b.groups.len(),
+                    b.iface.v,
+                    quotas.groups_per_interface
+                ),
+            );
+        }
+        let mut timeouts = sg_common::conntrack::CtTimeouts::AWS_DEFAULTS;
+        for (name, v) in &b.timeouts {
+            let (_, lo, hi) = sg_common::conntrack::CtTimeouts::RANGES
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .copied()
+                .expect("known timeout field");
+            if (i64::from(lo)..=i64::from(hi)).contains(&v.v) {
+                super::set_timeout(&mut timeouts, name, v.v as u32);
+            } else {
+                ck.err(&v.loc, format!("{name} timeout {} out of range {lo}-{hi} seconds", v.v));
+            }
+        }
+        interfaces.push(Binding {
+            iface: b.iface.v.clone(),
+            groups: names,
+            timeouts,
+            no_implicit: b.no_implicit,
+            monitor: b.monitor,
+            loc: b.iface.loc.clone(),
+        });
+    }
+    interfaces
 }

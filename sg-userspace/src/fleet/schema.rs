@@ -1,0 +1,282 @@
+//! The key schema under a prefix (default `/sgctl/v1/`), and the policy as key/value pairs.
+//!
+//! | key (after the prefix) | value (JSON) | written by |
+//! |---|---|---|
+//! | `groups/<group>` | the group's table of the rules file (`description`, `ingress`, `egress`, `members`, `member_groups`) | `fleet put` |
+//! | `prefix_lists/<list>` | `{"entries": [...]}` | `fleet put` |
+//! | `quotas` | `{"rules_per_group": N, "groups_per_interface": N}` | `fleet put` |
+//! | `hosts/<host>/interfaces/<iface>` | the interface's table (`groups`, `timeouts`, `implicit`, `monitor`) | `fleet put` |
+//! | `meta` | `{"keys": N, "written_at": unix seconds}`: the policy's last write | `fleet put` |
+//! | `members/<group>/<host>/<iface>` | `{"addresses": [...]}`, under the host's lease | each daemon |
+//! | `status/<host>` | the revision the host enforces, when, its error | each daemon |
+//!
+//! The policy is every key of the first five rows: a rules file's meaning, split so that a
+//! change rewrites only the keys it touches, in one transaction (one revision). Reading it back
+//! assembles the same TOML document and puts it through the rules file's own parser and
+//! validator, so a value written by hand (etcdctl) is checked exactly as a file is.
+
+use std::collections::BTreeMap;
+
+use super::FleetError;
+use crate::rules::{AwsContext, Format, Loc, RuleErrors, RuleSet};
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "/sgctl/v1/";
+
+/// Policy key (after the prefix) -> JSON value.
+pub type PolicyKeys = BTreeMap<String, String>;
+
+/// Keys of one store under a prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schema {
+    prefix: String,
+}
+
+impl Schema {
+    /// `prefix` must start and end with `/`.
+    pub fn new(prefix: &str) -> Result<Schema, FleetError> {
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.contains("//") {
+            return Err(FleetError::BadPrefix(prefix.to_string()));
+        }
+        Ok(Schema { prefix: prefix.to_string() })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The full key of `rel`.
+    pub fn key(&self, rel: &str) -> String {
+        format!("{}{rel}", self.prefix)
+    }
+
+    /// The key relative to the prefix, when `key` is under it.
+    pub fn rel<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(&self.prefix)
+    }
+
+    pub fn meta(&self) -> String {
+        self.key(META)
+    }
+}
+
+/// The policy's write marker (compared by `fleet put`, so that two puts never interleave).
+pub const META: &str = "meta";
+
+/// Whether a relative key belongs to the policy (as opposed to members and status).
+pub fn is_policy(rel: &str) -> bool {
+    rel == "quotas" || ["groups/", "prefix_lists/", "hosts/"].iter().any(|p| rel.starts_with(p))
+}
+
+fn json(v: &toml::Value) -> String {
+    serde_json::to_string(v).expect("a TOML value is JSON")
+}
+
+fn tables<'a>(t: &'a toml::Table, key: &str) -> impl Iterator<Item = (&'a String, &'a toml::Value)> {
+    t.get(key).and_then(toml::Value::as_table).into_iter().flatten()
+}
+
+/// The policy keys of a fleet rules file: `text` must be the TOML file `rs` was read from
+/// (validated). A fleet file binds interfaces per host; a top-level `[interfaces]` table is an
+/// error at its line.
+pub fn policy_of_file(file: &str, text: &str, rs: &RuleSet) -> Result<PolicyKeys, RuleErrors> {
+    if let Some(b) = rs.interfaces.first() {
+        return Err(RuleErrors::one(
+            b.loc.clone(),
+            format!(
+                "a fleet file binds interfaces per host: write [hosts.HOST.interfaces.{}] instead of [interfaces.{}]",
+                b.iface, b.iface
+            ),
+        ));
+    }
+    let doc: toml::Table = toml::from_str(text).map_err(|e| {
+        RuleErrors::one(Loc { file: file.to_string(), line: 0, col: 0 }, e.message().to_string())
+    })?;
+    let mut keys = PolicyKeys::new();
+    for (name, g) in tables(&doc, "groups") {
+        keys.insert(format!("groups/{name}"), json(g));
+    }
+    for (name, l) in tables(&doc, "prefix_lists") {
+        keys.insert(format!("prefix_lists/{name}"), json(l));
+    }
+    if let Some(q) = doc.get("quotas") {
+        keys.insert("quotas".into(), json(q));
+    }
+    for (host, h) in tables(&doc, "hosts") {
+        for (iface, i) in h.as_table().map(|h| tables(h, "interfaces")).into_iter().flatten() {
+            keys.insert(format!("hosts/{host}/interfaces/{iface}"), json(i));
+        }
+    }
+    Ok(keys)
+}
+
+/// A bad key or value in the store.
+fn bad(key: &str, why: impl std::fmt::Display) -> FleetError {
+    FleetError::BadKey { key: key.to_string(), why: why.to_string() }
+}
+
+/// The TOML document the policy keys stand for (what `fleet get` prints).
+pub fn document(keys: &PolicyKeys) -> Result<String, FleetError> {
+    let mut doc = toml::Table::new();
+    for (rel, value) in keys {
+        let v: toml::Value = serde_json::from_str(value).map_err(|e| bad(rel, e))?;
+        let path: Vec<&str> = rel.split('/').collect();
+        let (table_path, leaf): (Vec<&str>, &str) = match path.as_slice() {
+            ["quotas"] => (vec![], "quotas"),
+            ["groups" | "prefix_lists", g] => (vec![path[0]], g),
+            ["hosts", h, "interfaces", i] => (vec!["hosts", h, "interfaces"], i),
+            _ => return Err(bad(rel, "not a policy key of this schema")),
+        };
+        if leaf.is_empty() {
+            return Err(bad(rel, "empty name"));
+        }
+        let mut t = &mut doc;
+        for p in table_path {
+            t = t
+                .entry(p.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("built as tables");
+        }
+        t.insert(leaf.to_string(), v);
+    }
+    toml::to_string(&doc).map_err(|e| bad("(all)", e))
+}
+
+/// The name errors of a stored policy carry: lines are those of `sgctl fleet get`'s output at
+/// that revision.
+pub fn source_name(schema: &Schema, revision: i64) -> String {
+    format!("etcd:{}@{revision}", schema.prefix())
+}
+
+/// The rule set the policy keys stand for, checked as a rules file is.
+pub fn ruleset(schema: &Schema, revision: i64, keys: &PolicyKeys) -> Result<RuleSet, FleetError> {
+    let text = document(keys)?;
+    crate::rules::parse_str(&source_name(schema, revision), &text, Format::Toml, &AwsContext::default())
+        .map_err(FleetError::Policy)
+}
+
+/// What `fleet put` changes: keys to write (new or changed) and keys to delete.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KeyDiff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl KeyDiff {
+    pub fn between(old: &PolicyKeys, new: &PolicyKeys) -> KeyDiff {
+        let mut d = KeyDiff::default();
+        for (k, v) in new {
+            match old.get(k) {
+                None => d.added.push(k.clone()),
+                Some(o) if o != v => d.changed.push(k.clone()),
+                Some(_) => {}
+            }
+        }
+        d.removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+        d
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[groups.web]
+ingress = [ { proto = "tcp", ports = "443", from = "0.0.0.0/0" } ]
+
+[groups.db]
+ingress = [ { proto = "tcp", ports = "5432", from_group = "web" } ]
+egress = []
+
+[prefix_lists.office]
+entries = ["203.0.113.0/28"]
+
+[hosts.db1.interfaces.eth0]
+groups = ["db"]
+
+[hosts.web1.interfaces.eth0]
+groups = ["web"]
+monitor = true
+"#;
+
+    fn rs(text: &str) -> RuleSet {
+        crate::rules::parse_str("f.toml", text, Format::Toml, &AwsContext::default()).unwrap()
+    }
+
+    #[test]
+    fn a_file_is_split_into_keys_and_reassembled_to_the_same_rule_set() {
+        let keys = policy_of_file("f.toml", FILE, &rs(FILE)).unwrap();
+        assert_eq!(
+            keys.keys().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "groups/db",
+                "groups/web",
+                "hosts/db1/interfaces/eth0",
+                "hosts/web1/interfaces/eth0",
+                "prefix_lists/office"
+            ]
+        );
+        assert_eq!(keys["hosts/web1/interfaces/eth0"], r#"{"groups":["web"],"monitor":true}"#);
+        let schema = Schema::new(DEFAULT_PREFIX).unwrap();
+        let back = ruleset(&schema, 7, &keys).unwrap();
+        let mut want = rs(FILE).without_locations();
+        // Group order is the document's (sorted keys), not the file's.
+        want.groups.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut got = back.without_locations();
+        got.groups.sort_by(|a, b| a.name.cmp(&b.name));
+        for (g, w) in got.groups.iter_mut().zip(&mut want.groups) {
+            g.loc = w.loc.clone();
+        }
+        assert_eq!(got, want);
+        assert_eq!(back.for_host("db1").interfaces[0].groups, ["db"]);
+        assert!(back.for_host("nobody").interfaces.is_empty());
+    }
+
+    #[test]
+    fn top_level_interfaces_are_refused_with_their_line() {
+        let text = format!("{FILE}\n[interfaces.eth1]\ngroups = [\"web\"]\n");
+        let e = policy_of_file("f.toml", &text, &rs(&text)).unwrap_err().to_string();
+        assert!(e.starts_with("f.toml:19:") && e.contains("[hosts.HOST.interfaces.eth1]"), "{e}");
+    }
+
+    #[test]
+    fn stored_values_are_checked_as_a_file_is() {
+        let schema = Schema::new(DEFAULT_PREFIX).unwrap();
+        let mut keys = PolicyKeys::new();
+        keys.insert(
+            "groups/web".into(),
+            r#"{"ingress":[{"proto":"tcp","ports":"99999","from":"0.0.0.0/0"}]}"#.into(),
+        );
+        let e = ruleset(&schema, 3, &keys).unwrap_err().to_string();
+        assert!(e.starts_with("etcd:/sgctl/v1/@3:") && e.contains("99999"), "{e}");
+        keys.insert("groups/web".into(), "{not json".into());
+        assert!(matches!(ruleset(&schema, 3, &keys), Err(FleetError::BadKey { .. })));
+        let mut keys = PolicyKeys::new();
+        keys.insert("hosts/h1/eth0".into(), "{}".into());
+        assert!(matches!(document(&keys), Err(FleetError::BadKey { .. })));
+    }
+
+    #[test]
+    fn diff_names_added_changed_and_removed_keys() {
+        let old: PolicyKeys = [("a".into(), "1".into()), ("b".into(), "2".into())].into();
+        let new: PolicyKeys = [("b".into(), "3".into()), ("c".into(), "4".into())].into();
+        let d = KeyDiff::between(&old, &new);
+        assert_eq!((d.added, d.changed, d.removed), (vec!["c".into()], vec!["b".into()], vec!["a".into()]));
+        assert!(KeyDiff::between(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn prefixes_must_be_absolute_directories() {
+        for p in ["sgctl/", "/sgctl", "/a//b/"] {
+            assert!(Schema::new(p).is_err(), "{p}");
+        }
+        assert_eq!(Schema::new("/x/").unwrap().key("meta"), "/x/meta");
+    }
+}

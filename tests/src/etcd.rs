@@ -1,0 +1,164 @@
+//! A real etcd cluster (Debian's etcd-server) on 127.0.0.1 with ports and data directories of
+//! its own: started by a test or the demo, its members stopped and restarted at will, and
+//! every member killed and its data removed on drop, also on panic (and, through
+//! `PR_SET_PDEATHSIG`, when the test process dies).
+
+use std::{
+    net::TcpListener,
+    os::unix::process::CommandExt as _,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// One member's ports and process.
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+pub struct EtcdCluster {
+    dir: PathBuf,
+    members: Vec<Member>,
+    initial_cluster: String,
+}
+
+/// Ports the kernel says are free now (held open together so that they differ).
+fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until every one is healthy (20 s at most).
+    pub fn start(n: usize) -> EtcdCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "sgctl-etcd-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).expect("etcd data dir");
+        let ports = free_ports(2 * n);
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: ports[2 * i],
+                peer: ports[2 * i + 1],
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = EtcdCluster { dir, members, initial_cluster };
+        for i in 0..n {
+            c.start_member(i);
+        }
+        c.wait_healthy(&(0..n).collect::<Vec<_>>());
+        c
+    }
+
+    /// Client URLs of every member, comma-separated (`--etcd`).
+    pub fn urls(&self) -> String {
+        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The client URL of member `i`.
+    pub fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].client)
+    }
+
+    /// (Re)starts member `i` on its data directory.
+    pub fn start_member(&mut self, i: usize) {
+        let m = &self.members[i];
+        assert!(m.child.is_none(), "member {} runs already", m.name);
+        let data = self.dir.join(&m.name);
+        let state = if data.exists() { "existing" } else { "new" };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", m.name)))
+            .expect("etcd log");
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", &m.name, "--data-dir"])
+            .arg(&data)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", state])
+            .args(["--initial-cluster-token", "sgctl-test", "--max-txn-ops", "1024"])
+            // Fast elections and lease renewals, as a test wants them.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // SAFETY: prctl only sets a flag of the child; async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn etcd (cargo xtask setup installs etcd-server)");
+        self.members[i].child = Some(child);
+    }
+
+    /// Kills member `i` (SIGKILL) and reaps it; its data stays for a restart.
+    pub fn stop_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until the members `which` answer healthy (a quorum read through each).
+    pub fn wait_healthy(&self, which: &[usize]) {
+        let urls: Vec<String> = which.iter().map(|&i| self.url(i)).collect();
+        let t = Instant::now();
+        loop {
+            let ok = Command::new("etcdctl")
+                .args(["--endpoints", &urls.join(","), "--command-timeout", "2s", "endpoint", "health"])
+                .env("ETCDCTL_API", "3")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "etcd not healthy after 20 s; logs in {}",
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `etcdctl ARGS` against every member; panics unless it succeeds; its stdout.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let out = Command::new("etcdctl")
+            .args(["--endpoints", &self.urls(), "--command-timeout", "5s"])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("run etcdctl");
+        assert!(out.status.success(), "etcdctl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop_member(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
