@@ -55,6 +55,11 @@ pub struct DaemonStats {
     /// Conntrack garbage collections run, and flows they removed.
     pub gc_runs: u64,
     pub gc_removed: u64,
+    /// Fleet mode: whether the store answers (`None`: not in fleet mode), the unix time it
+    /// last did, and the policy revision enforced.
+    pub fleet_connected: Option<bool>,
+    pub fleet_last_sync_unix: u64,
+    pub fleet_revision: i64,
 }
 
 /// The daemon's counters, shared with the metrics endpoint.
@@ -212,7 +217,36 @@ impl SgCollector {
         ] {
             records.add(l(&[("kind", kind)]), n as f64);
         }
-        vec![
+        let mut fleet = Vec::new();
+        if let Some(up) = st.fleet_connected {
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            fleet.push(one(
+                "sgctl_fleet_connected",
+                "1 while the fleet's etcd answers.",
+                false,
+                f64::from(u8::from(up)),
+            ));
+            // Since the daemon started when the store never answered.
+            let age = if st.fleet_last_sync_unix == 0 {
+                f64::NAN
+            } else {
+                now.saturating_sub(st.fleet_last_sync_unix) as f64
+            };
+            fleet.push(one(
+                "sgctl_fleet_last_sync_seconds",
+                "Seconds since the fleet's etcd last answered (NaN: never).",
+                false,
+                age,
+            ));
+            fleet.push(one(
+                "sgctl_fleet_revision",
+                "The etcd revision of the enforced policy.",
+                false,
+                st.fleet_revision as f64,
+            ));
+        }
+        let mut all = vec![
             packets,
             bytes,
             rule_hits,
@@ -257,7 +291,9 @@ impl SgCollector {
             ),
             one("sgctl_conntrack_gc_runs", "Conntrack garbage collections run.", true, st.gc_runs as f64),
             one("sgctl_conntrack_gc_removed", "Expired flows the gc removed.", true, st.gc_removed as f64),
-        ]
+        ];
+        all.extend(fleet);
+        all
     }
 }
 

@@ -16,11 +16,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `sgctl -v daemon ARGS` in side A's namespace; `name` names its log file.
     pub fn start(pair: &NetnsPair, name: &str, args: &[&str]) -> Daemon {
+        Daemon::start_in(pair.ns(Side::A), name, args)
+    }
+
+    /// Starts `sgctl -v daemon ARGS` in namespace `ns`.
+    pub fn start_in(ns: &str, name: &str, args: &[&str]) -> Daemon {
         let bin = crate::sgctl_path();
         let log = crate::write_temp(&format!("daemon-{name}.log"), "");
         let args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
         let log2 = log.clone();
-        let child = pair.run(Side::A, move || {
+        let child = crate::netns::run_in_ns(ns, move || {
             let err = std::fs::File::create(&log2).expect("log file");
             Command::new(bin)
                 .arg("-v")

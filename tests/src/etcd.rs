@@ -23,6 +23,9 @@ pub struct EtcdCluster {
     dir: PathBuf,
     members: Vec<Member>,
     initial_cluster: String,
+    /// The address members listen on, and the namespace they run in (`None`: this one).
+    ip: String,
+    ns: Option<String>,
 }
 
 /// Ports the kernel says are free now (held open together so that they differ).
@@ -33,15 +36,26 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 impl EtcdCluster {
-    /// Starts `n` members and waits until every one is healthy (20 s at most).
+    /// Starts `n` members on 127.0.0.1 and waits until every one is healthy (20 s at most).
     pub fn start(n: usize) -> EtcdCluster {
+        let ports = free_ports(2 * n);
+        Self::start_with(n, None, "127.0.0.1", &ports)
+    }
+
+    /// Starts `n` members inside namespace `ns` (a LAN host), listening on `ip` (its address)
+    /// and on its loopback, ports 32379 and up (the namespace is the cluster's own).
+    pub fn start_in(n: usize, ns: &str, ip: std::net::IpAddr) -> EtcdCluster {
+        let ports: Vec<u16> = (0..2 * n).map(|i| 32379 + i as u16).collect();
+        Self::start_with(n, Some(ns.to_string()), &ip.to_string(), &ports)
+    }
+
+    fn start_with(n: usize, ns: Option<String>, ip: &str, ports: &[u16]) -> EtcdCluster {
         let dir = std::env::temp_dir().join(format!(
             "sgctl-etcd-{}-{}",
             std::process::id(),
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
         ));
         std::fs::create_dir_all(&dir).expect("etcd data dir");
-        let ports = free_ports(2 * n);
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -52,10 +66,10 @@ impl EtcdCluster {
             .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .map(|m| format!("{}=http://{ip}:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = EtcdCluster { dir, members, initial_cluster };
+        let mut c = EtcdCluster { dir, members, initial_cluster, ip: ip.to_string(), ns };
         for i in 0..n {
             c.start_member(i);
         }
@@ -65,12 +79,24 @@ impl EtcdCluster {
 
     /// Client URLs of every member, comma-separated (`--etcd`).
     pub fn urls(&self) -> String {
-        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect::<Vec<_>>().join(",")
+        (0..self.members.len()).map(|i| self.url(i)).collect::<Vec<_>>().join(",")
     }
 
     /// The client URL of member `i`.
     pub fn url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client)
+        format!("http://{}:{}", self.ip, self.members[i].client)
+    }
+
+    /// A command run in the cluster's namespace.
+    fn command(&self, program: &str) -> Command {
+        match &self.ns {
+            None => Command::new(program),
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+                c
+            }
+        }
     }
 
     /// (Re)starts member `i` on its data directory.
@@ -84,12 +110,17 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.join(format!("{}.log", m.name)))
             .expect("etcd log");
-        let client = format!("http://127.0.0.1:{}", m.client);
-        let peer = format!("http://127.0.0.1:{}", m.peer);
-        let mut cmd = Command::new("etcd");
+        let client = format!("http://{}:{}", self.ip, m.client);
+        let peer = format!("http://{}:{}", self.ip, m.peer);
+        let listen = if self.ns.is_some() && self.ip != "127.0.0.1" {
+            format!("{client},http://127.0.0.1:{}", m.client)
+        } else {
+            client.clone()
+        };
+        let mut cmd = self.command("etcd");
         cmd.args(["--name", &m.name, "--data-dir"])
             .arg(&data)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-client-urls", &listen, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", "sgctl-test", "--max-txn-ops", "1024"])
@@ -122,7 +153,8 @@ impl EtcdCluster {
         let urls: Vec<String> = which.iter().map(|&i| self.url(i)).collect();
         let t = Instant::now();
         loop {
-            let ok = Command::new("etcdctl")
+            let ok = self
+                .command("etcdctl")
                 .args(["--endpoints", &urls.join(","), "--command-timeout", "2s", "endpoint", "health"])
                 .env("ETCDCTL_API", "3")
                 .stdout(Stdio::null())
@@ -143,7 +175,8 @@ impl EtcdCluster {
 
     /// `etcdctl ARGS` against every member; panics unless it succeeds; its stdout.
     pub fn etcdctl(&self, args: &[&str]) -> String {
-        let out = Command::new("etcdctl")
+        let out = self
+            .command("etcdctl")
             .args(["--endpoints", &self.urls(), "--command-timeout", "5s"])
             .args(args)
             .env("ETCDCTL_API", "3")

@@ -38,7 +38,7 @@ pub struct NetnsPair {
     pub v6_b: Ipv6Addr,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
     if out.status.success() {
         Ok(())
@@ -223,7 +223,7 @@ impl Drop for NetnsPair {
 /// detection (fresh addresses are usable at once), and MLD reports sent at once (1 jiffy
 /// instead of a random delay up to 1 s, twice): the reports a link sends when it comes up
 /// are over before a test attaches, instead of being counted as drops in the middle of it.
-fn quiet_ipv6(ns: &str) -> Result<(), String> {
+pub(crate) fn quiet_ipv6(ns: &str) -> Result<(), String> {
     for key in ["all", "default"] {
         for (name, value) in [
             ("accept_dad", "0"),
@@ -261,7 +261,7 @@ fn link_packets(ns: &str, ifname: &str) -> Result<u64, String> {
 /// NDP: an sgctl with no rule for them counts `no_rule` drops) go out. A test that reads
 /// counters must start after that burst: wait for every link-local address (bounded 5 s), then
 /// for the links' packet counts to stay still for 200 ms (bounded 3 s).
-fn settle(links: &[(&str, &str)]) -> Result<(), String> {
+pub(crate) fn settle(links: &[(&str, &str)]) -> Result<(), String> {
     use std::time::{Duration, Instant};
     let start = Instant::now();
     for (ns, ifname) in links {

@@ -1,5 +1,6 @@
-//! `sgctl daemon --config FILE [...]`: keep enforcement equal to a rules file (`crate::daemon`),
-//! with metrics and flow logs.
+//! `sgctl daemon --config FILE [...]` or `sgctl daemon --etcd URLS --host NAME [...]`: keep
+//! enforcement equal to a rules file or to the fleet's policy (`crate::daemon`), with metrics
+//! and flow logs.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -9,7 +10,8 @@ use sg_common::flowlog::FlowLogConfig;
 
 use super::common::AwsInput;
 use crate::{
-    daemon::{self, Options},
+    daemon::{self, Options, Source},
+    fleet::{Endpoints, Schema, agent::AgentConfig},
     flowlog,
     loader::ModeRequest,
     rules::Format,
@@ -18,8 +20,10 @@ use crate::{
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// The rules file to enforce (sgctl TOML, or AWS JSON with --format aws).
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "etcd", conflicts_with = "etcd")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub fleet: FleetDaemonArgs,
     #[arg(long, value_enum, default_value_t = Format::Toml)]
     pub format: Format,
     #[command(flatten)]
@@ -42,6 +46,26 @@ pub struct DaemonArgs {
     pub mode: Option<ModeRequest>,
     #[command(flatten)]
     pub flow: FlowArgs,
+}
+
+/// Fleet mode: enforce this host's part of the policy in etcd (see README, Fleet).
+#[derive(Debug, Args)]
+pub struct FleetDaemonArgs {
+    /// etcd client URLs, comma-separated: enforce the fleet's policy instead of a file.
+    #[arg(long, value_name = "URL[,URL..]", value_delimiter = ',', requires = "host")]
+    pub etcd: Vec<String>,
+    /// This host's name in the policy (`[hosts.NAME]`) and in its member and status keys.
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Key prefix of the fleet's keys.
+    #[arg(long = "etcd-prefix", value_name = "PREFIX", default_value = crate::fleet::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// Seconds to wait for the store (connecting, and each request).
+    #[arg(long = "etcd-timeout", value_name = "S", default_value_t = 5)]
+    pub timeout: u64,
+    /// Seconds this host's member keys outlive it when it stops renewing them (etcd lease).
+    #[arg(long = "lease-ttl", value_name = "S", default_value_t = 10)]
+    pub lease_ttl: i64,
 }
 
 #[derive(Debug, Args)]
@@ -101,10 +125,30 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         "off" | "none" => None,
         a => Some(a.parse().with_context(|| format!("--metrics {a}: not an address:port"))?),
     };
+    let source = match (&args.config, args.fleet.host.as_ref()) {
+        (Some(config), _) => {
+            Source::File { config: config.clone(), format: args.format, aws: args.aws.context()? }
+        }
+        (None, Some(host)) => {
+            anyhow::ensure!(args.fleet.lease_ttl >= 2, "--lease-ttl must be at least 2 seconds");
+            anyhow::ensure!(
+                !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "._:@+=-".contains(c)),
+                "--host {host}: use letters, digits and . _ : @ + = -"
+            );
+            Source::Fleet(AgentConfig {
+                endpoints: Endpoints {
+                    urls: args.fleet.etcd.clone(),
+                    timeout: Duration::from_secs(args.fleet.timeout),
+                },
+                schema: Schema::new(&args.fleet.prefix)?,
+                host: host.clone(),
+                lease_ttl: args.fleet.lease_ttl,
+            })
+        }
+        (None, None) => anyhow::bail!("give --config FILE, or --etcd URLS with --host NAME"),
+    };
     daemon::run(Options {
-        config: args.config.clone(),
-        format: args.format,
-        aws: args.aws.context()?,
+        source,
         poll: secs("poll", args.poll)?,
         gc_interval: secs("gc-interval", args.gc_interval)?,
         metrics,

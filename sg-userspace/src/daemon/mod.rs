@@ -30,9 +30,12 @@ use tokio::{
     time::{MissedTickBehavior, interval},
 };
 
+use tokio::sync::{Notify, mpsc, watch};
+
 use crate::{
     apply::{self, ApplyOptions},
     error::{Context as _, Error, Result},
+    fleet::agent::{self, AgentConfig, HostStatus, Update},
     flowlog::{self, FlowLogger},
     loader::{self, ModeRequest},
     maps::ct_now_ns,
@@ -42,13 +45,19 @@ use crate::{
     state::{self, DaemonInfo, current_state},
 };
 
+/// Where the rule set comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A rules file, its format and what AWS JSON input lacks.
+    File { config: PathBuf, format: Format, aws: AwsContext },
+    /// The fleet's policy in etcd, for one host (`crate::fleet::agent`).
+    Fleet(AgentConfig),
+}
+
 /// What the daemon enforces and how (`sgctl daemon`'s flags, checked).
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The rules file to enforce, its format and what AWS JSON input lacks.
-    pub config: PathBuf,
-    pub format: Format,
-    pub aws: AwsContext,
+    pub source: Source,
     /// How often the file is checked for changes.
     pub poll: Duration,
     /// How often expired flows are collected and the presence filters rebuilt.
@@ -95,6 +104,19 @@ struct Daemon {
     flows: Option<FlowLogger>,
     /// aya-log records of the datapath, forwarded to this process's log.
     dp_log: datapath_log::Forwarder,
+    /// Fleet mode: the host's rule set last enforced (without locations), what is reported
+    /// to the store, and the agent's reconnect signal.
+    fleet: Option<FleetSide>,
+}
+
+struct FleetSide {
+    host: String,
+    enforced: Option<RuleSet>,
+    status: watch::Sender<Option<HostStatus>>,
+    reconnect: Arc<Notify>,
+    started: bool,
+    /// The error last reported (a repeated one is not reported again).
+    last_error: Option<String>,
 }
 
 impl Daemon {
@@ -146,19 +168,28 @@ impl Daemon {
         let name = self.path.display().to_string();
         let text = std::str::from_utf8(bytes).map_err(|_| Error::NotUtf8 { path: self.path.clone() })?;
         let rs = rules::parse_str(&name, text, self.format, &self.aws)?;
+        self.enforce(&name, &rs, why == Trigger::Start, same_rule_set, why == Trigger::Hup)
+            .map(|(msg, _)| msg)
+    }
+
+    /// Applies `rs` through the one apply path; at start, a rule set the pins already enforce
+    /// (`same` as the state's) is adopted without touching the datapath. Returns the log line
+    /// and whether the apply attached interfaces that were not attached.
+    fn enforce(
+        &mut self,
+        name: &str,
+        rs: &RuleSet,
+        start: bool,
+        same: fn(&RuleSet, &RuleSet) -> bool,
+        hup: bool,
+    ) -> Result<(String, bool)> {
         let started = Instant::now();
-        // At start, a rule set the pins already enforce (the very same: rules, interfaces
-        // and their settings) is adopted without touching the datapath. Any other time the
-        // file changed (or SIGHUP asked), so it is applied: the rule diff does not cover
-        // interface settings such as monitor mode or timeouts.
-        let adopt = match (why, current_state()?) {
-            (Trigger::Start, Some(current))
-                if same_rule_set(&current.ruleset, &rs)
-                    && rs
-                        .interfaces
-                        .iter()
-                        .all(|b| matches!(loader::open_attached(&b.iface), Ok(Some(_)))) =>
-            {
+        // Any other time the source changed (or SIGHUP asked), so it is applied: the rule
+        // diff does not cover interface settings such as monitor mode or timeouts.
+        let attached: Vec<bool> =
+            rs.interfaces.iter().map(|b| matches!(loader::open_attached(&b.iface), Ok(Some(_)))).collect();
+        let adopt = match (start, current_state()?) {
+            (true, Some(current)) if same(&current.ruleset, rs) && attached.iter().all(|a| *a) => {
                 Some(current.seq)
             }
             _ => None,
@@ -168,7 +199,7 @@ impl Daemon {
             let ifaces: Vec<&str> = rs.interfaces.iter().map(|b| b.iface.as_str()).collect();
             format!("{name}: rule set #{seq} already enforced on {}: adopted", ifaces.join(", "))
         } else {
-            let report = apply::apply(&rs, ApplyOptions { dry_run: false, mode: self.mode, revoke: false })?;
+            let report = apply::apply(rs, ApplyOptions { dry_run: false, mode: self.mode, revoke: false })?;
             let took = started.elapsed().as_secs_f64();
             let mut st = stats_of(&self.stats);
             st.applies += 1;
@@ -183,15 +214,100 @@ impl Daemon {
                 "{name}: applied rule set #{} to {} ({changes} changes{})",
                 report.seq,
                 report.interfaces.join(", "),
-                if why == Trigger::Hup { ", SIGHUP" } else { "" }
+                if hup { ", SIGHUP" } else { "" }
             )
         };
         stats_of(&self.stats).last_success_unix = unix_now();
         if let Some(f) = &mut self.flows {
-            f.enable(&rs)?;
+            f.enable(rs)?;
         }
-        self.dp_log.follow(&rs);
-        Ok(msg)
+        self.dp_log.follow(rs);
+        Ok((msg, adopt.is_none() && attached.iter().any(|a| !*a)))
+    }
+
+    /// An update from the fleet agent.
+    fn fleet_update(&mut self, u: Update) {
+        let Some(fleet) = &mut self.fleet else { return };
+        match u {
+            Update::Connected { up, why } => {
+                let mut st = stats_of(&self.stats);
+                st.fleet_connected = Some(up);
+                if let (false, Some(why)) = (up, why) {
+                    log::warn!(
+                        "fleet: store unreachable ({why}); rule set #{} keeps enforcing",
+                        st.rule_set_seq
+                    );
+                }
+            }
+            Update::Synced => stats_of(&self.stats).fleet_last_sync_unix = unix_now(),
+            Update::Policy { revision, rules } => {
+                let start = !fleet.started;
+                fleet.started = true;
+                let host = fleet.host.clone();
+                let name = format!("etcd revision {revision} (host {host})");
+                let outcome = match rules {
+                    Err(why) if fleet.last_error.as_deref() == Some(why.as_str()) => return,
+                    Err(why) => Err(why),
+                    Ok(rs) => {
+                        let bare = rs.without_locations();
+                        if self.fleet.as_ref().and_then(|f| f.enforced.as_ref()) == Some(&bare) {
+                            log::debug!("{name}: the host's rule set is unchanged");
+                            if self.fleet.as_ref().is_some_and(|f| f.last_error.is_none()) {
+                                return;
+                            }
+                            Ok(false)
+                        } else {
+                            match self.enforce(
+                                &name,
+                                &rs,
+                                start,
+                                |a, b| a.without_locations() == b.without_locations(),
+                                false,
+                            ) {
+                                Ok((msg, attached)) => {
+                                    log::info!("{msg}");
+                                    if let Some(f) = &mut self.fleet {
+                                        f.enforced = Some(bare);
+                                    }
+                                    Ok(attached)
+                                }
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
+                    }
+                };
+                let Some(fleet) = &mut self.fleet else { return };
+                let mut st = stats_of(&self.stats);
+                let error = match outcome {
+                    Ok(attached) => {
+                        st.fleet_revision = revision;
+                        fleet.last_error = None;
+                        if attached {
+                            fleet.reconnect.notify_one();
+                        }
+                        None
+                    }
+                    Err(why) => {
+                        st.apply_failures += 1;
+                        log::error!("{name}: rejected: {why}; rule set #{} keeps enforcing", st.rule_set_seq);
+                        fleet.last_error = Some(why.clone());
+                        Some(why)
+                    }
+                };
+                let interfaces = fleet
+                    .enforced
+                    .as_ref()
+                    .map(|rs| rs.interfaces.iter().map(|b| b.iface.clone()).collect())
+                    .unwrap_or_default();
+                let _ = fleet.status.send(Some(HostStatus {
+                    revision: st.fleet_revision,
+                    rule_set: st.rule_set_seq,
+                    at: unix_now(),
+                    error,
+                    interfaces,
+                }));
+            }
+        }
     }
 
     /// Removes expired flows (flow-end records) and rebuilds the presence filters.
@@ -271,10 +387,29 @@ pub fn run(opts: Options) -> Result<()> {
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context(io("starting tokio"))?;
     let stats: SharedStats = Arc::default();
+    let (path, format, aws, agent_cfg) = match &opts.source {
+        Source::File { config, format, aws } => (config.clone(), *format, aws.clone(), None),
+        Source::Fleet(cfg) => (
+            PathBuf::from(format!("etcd:{}{}", cfg.endpoints.urls.join(","), cfg.schema.prefix())),
+            Format::Toml,
+            AwsContext::default(),
+            Some(cfg.clone()),
+        ),
+    };
+    let (status_tx, status_rx) = watch::channel(None);
+    let reconnect = Arc::new(Notify::new());
     let mut d = Daemon {
-        path: opts.config.clone(),
-        format: opts.format,
-        aws: opts.aws.clone(),
+        path: path.clone(),
+        format,
+        aws,
+        fleet: agent_cfg.as_ref().map(|c| FleetSide {
+            host: c.host.clone(),
+            enforced: None,
+            status: status_tx,
+            reconnect: reconnect.clone(),
+            started: false,
+            last_error: None,
+        }),
         mode: opts.mode,
         applied: None,
         rejected: None,
@@ -284,10 +419,27 @@ pub fn run(opts: Options) -> Result<()> {
         dp_log: datapath_log::Forwarder::default(),
     };
     rt.block_on(async move {
-        if !d.reconcile(Trigger::Start) {
+        let mut updates = None;
+        if let Some(cfg) = agent_cfg {
+            // Until the store answers, the pins enforce what they hold (fail static).
+            let (tx, rx) = mpsc::unbounded_channel();
+            updates = Some(rx);
+            tokio::spawn(agent::run(cfg, tx, status_rx, reconnect));
+            stats_of(&d.stats).fleet_connected = Some(false);
+            if let Some(current) = current_state()? {
+                log::info!("fleet: enforcing rule set #{} (pinned) until the store answers", current.seq);
+                stats_of(&d.stats).rule_set_seq = current.seq;
+                if let Some(f) = &mut d.flows {
+                    f.enable(&current.ruleset)?;
+                }
+                d.dp_log.follow(&current.ruleset);
+            } else {
+                log::info!("fleet: nothing enforced yet; waiting for the store");
+            }
+        } else if !d.reconcile(Trigger::Start) {
             // A bad file at start: keep serving what the pins enforce, if anything.
             let Some(current) = current_state()? else {
-                return Err(Error::NothingToEnforce { path: opts.config.clone() });
+                return Err(Error::NothingToEnforce { path: path.clone() });
             };
             log::warn!("keeping rule set #{} (enforced before this daemon started)", current.seq);
             stats_of(&d.stats).rule_set_seq = current.seq;
@@ -310,7 +462,7 @@ pub fn run(opts: Options) -> Result<()> {
         };
         lock.publish(&DaemonInfo {
             pid: std::process::id(),
-            config: opts.config.clone(),
+            config: path.clone(),
             flow_log: opts.flow.as_ref().and_then(|f| f.json.clone()),
             vpc_flow_log: opts.flow.as_ref().and_then(|f| f.vpc.clone()),
             metrics: bound,
@@ -329,11 +481,17 @@ pub fn run(opts: Options) -> Result<()> {
         log::info!("sgctl daemon {} running, pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
         loop {
             tokio::select! {
-                _ = poll_t.tick() => { d.reconcile(Trigger::Poll); }
+                _ = poll_t.tick(), if d.fleet.is_none() => { d.reconcile(Trigger::Poll); }
+                u = async { match &mut updates { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    match u {
+                        Some(u) => d.fleet_update(u),
+                        None => { log::error!("fleet: the agent stopped"); break; }
+                    }
+                }
                 _ = hup.recv() => {
                     log::info!("SIGHUP: reloading {} and reopening logs", d.path.display());
                     if let Some(f) = &mut d.flows { f.reopen(); }
-                    d.reconcile(Trigger::Hup);
+                    if let Some(f) = &d.fleet { f.reconnect.notify_one(); } else { d.reconcile(Trigger::Hup); }
                 }
                 _ = gc_t.tick() => d.gc(),
                 _ = drain_t.tick() => {

@@ -1,6 +1,7 @@
 //! Fleet mode: one policy for many hosts, in etcd. [`schema`] is the key layout and the policy
 //! as keys; [`store`] reads it at one revision and writes it in one transaction.
 
+pub mod agent;
 pub mod schema;
 pub mod store;
 

@@ -156,6 +156,79 @@ pub fn ruleset(schema: &Schema, revision: i64, keys: &PolicyKeys) -> Result<Rule
         .map_err(FleetError::Policy)
 }
 
+/// Every key under the prefix (relative key -> value): the policy, members and status.
+pub type AllKeys = BTreeMap<String, String>;
+
+/// The relative key of a member registration.
+pub fn member_key(group: &str, host: &str, iface: &str) -> String {
+    format!("members/{group}/{host}/{iface}")
+}
+
+/// The relative key of a host's status.
+pub fn status_key(host: &str) -> String {
+    format!("status/{host}")
+}
+
+/// A member registration's value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberValue {
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+/// The groups host `host` binds to each of its interfaces, read from the policy keys
+/// (interface -> groups); a value that is not a JSON object with a `groups` list binds none.
+pub fn host_bindings(all: &AllKeys, host: &str) -> BTreeMap<String, Vec<String>> {
+    let start = format!("hosts/{host}/interfaces/");
+    all.range(start.clone()..)
+        .take_while(|(k, _)| k.starts_with(&start))
+        .filter_map(|(k, v)| {
+            let iface = &k[start.len()..];
+            let groups: Vec<String> = serde_json::from_str::<serde_json::Value>(v)
+                .ok()?
+                .get("groups")?
+                .as_array()?
+                .iter()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .collect();
+            Some((iface.to_string(), groups))
+        })
+        .collect()
+}
+
+/// The policy keys with every registered member added to its group's `members` (a group
+/// the policy does not have gets none; a registration that does not parse is skipped and
+/// named in the returned warnings).
+pub fn with_members(all: &AllKeys) -> (PolicyKeys, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut added: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (k, v) in all.range("members/".to_string()..).take_while(|(k, _)| k.starts_with("members/")) {
+        let Some(group) = k["members/".len()..].split('/').next() else { continue };
+        match serde_json::from_str::<MemberValue>(v) {
+            Ok(m) => added.entry(group).or_default().extend(m.addresses.iter().map(ToString::to_string)),
+            Err(e) => warnings.push(format!("member registration {k}: {e}; skipped")),
+        }
+    }
+    let mut keys: PolicyKeys =
+        all.iter().filter(|(k, _)| is_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (group, addrs) in added {
+        let Some(v) = keys.get_mut(&format!("groups/{group}")) else { continue };
+        let Ok(serde_json::Value::Object(mut g)) = serde_json::from_str::<serde_json::Value>(v) else {
+            continue;
+        };
+        let members = g.entry("members").or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(list) = members {
+            for a in addrs {
+                let a = serde_json::Value::String(a);
+                if !list.contains(&a) {
+                    list.push(a);
+                }
+            }
+        }
+        *v = serde_json::Value::Object(g).to_string();
+    }
+    (keys, warnings)
+}
+
 /// What `fleet put` changes: keys to write (new or changed) and keys to delete.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KeyDiff {

@@ -158,6 +158,16 @@ impl Store {
         Err(FleetError::Etcd { endpoints: self.endpoints.urls.join(","), why: failures.join("; ") })
     }
 
+    /// A handle on the member this store talks to now (for streams: watch, lease keepalive).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The URL of the member this store talks to now.
+    pub fn current_endpoint(&self) -> &str {
+        &self.endpoints.urls[self.current]
+    }
+
     pub fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -171,8 +181,10 @@ impl Store {
                 async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
             })
             .await?;
-        let mut snap =
-            Snapshot { revision: resp.header().map_or(0, etcd_client::ResponseHeader::revision), ..Snapshot::default() };
+        let mut snap = Snapshot {
+            revision: resp.header().map_or(0, etcd_client::ResponseHeader::revision),
+            ..Snapshot::default()
+        };
         for kv in resp.kvs() {
             let key = kv.key_str().map_err(|e| FleetError::BadKey { key: "?".into(), why: e.to_string() })?;
             let Some(rel) = self.schema.rel(key) else { continue };

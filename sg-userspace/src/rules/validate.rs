@@ -39,6 +39,15 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
     let mut aws_ids = BTreeMap::new();
     for g in &raw.groups {
         check_name(&mut ck, &g.name, "group");
+        if g.name.v.starts_with('@') {
+            ck.err(
+                &g.name.loc,
+                format!(
+                    "group name '{}': names starting with '@' are reserved for groups sgctl adds",
+                    g.name.v
+                ),
+            );
+        }
         if !group_names.insert(g.name.v.clone()) {
             ck.err(&g.name.loc, format!("duplicate group name '{}'", g.name.v));
         }

@@ -1,0 +1,420 @@
+//! The daemon's fleet side (`sgctl daemon --etcd URLS --host NAME`): it reads the policy and
+//! the group members at one revision, watches from that revision, and hands the host's rule
+//! set to the daemon after every change; it registers the addresses of the host's bound
+//! interfaces as members of their groups under a lease it keeps alive; it writes the status
+//! the daemon reports into `status/<host>`.
+//!
+//! When the store is unreachable it says so (`Update::Connected(false)`) and retries with
+//! backoff (0.25 s doubling to 10 s); the daemon keeps enforcing what it applied last. A
+//! compacted or cancelled watch, a lost connection or a lost leader end the session: the next
+//! one reads everything again, so it reconciles to the current revision.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr, ToSocketAddrs as _},
+    sync::Arc,
+    time::Duration,
+};
+
+use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::{
+    Endpoints, Schema, Store,
+    schema::{self, AllKeys, MemberValue, host_bindings, member_key, status_key, with_members},
+};
+use crate::rules::{Group, Loc, Peer, Ports, Proto, Rule, RuleSet, TCP};
+
+/// Name of the group the daemon adds to every bound interface so that its own connections to
+/// the store are never cut by the policy it enforces (egress TCP to each endpoint; replies
+/// come back as tracked flows). A rules file cannot name it: group names starting with `@`
+/// are reserved.
+pub const FAILSAFE_GROUP: &str = "@fleet-failsafe";
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub endpoints: Endpoints,
+    pub schema: Schema,
+    pub host: String,
+    /// Seconds the host's member keys outlive it (etcd lease TTL).
+    pub lease_ttl: i64,
+}
+
+/// What the agent tells the daemon.
+#[derive(Debug)]
+pub enum Update {
+    /// The host's rule set at `revision`, or why the stored policy cannot be used.
+    Policy { revision: i64, rules: Result<RuleSet, String> },
+    /// Reachability of the store changed, with the reason when it was lost.
+    Connected { up: bool, why: Option<String> },
+    /// The store answered (a read, a watch event or a lease renewal): the view is current.
+    Synced,
+}
+
+/// What the daemon reports, written to `status/<host>`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostStatus {
+    /// The policy revision the host enforces: the revision of the change it applied last (a
+    /// later revision that leaves this host's rule set as it is is not reported, so that one
+    /// change does not make every host write its status).
+    pub revision: i64,
+    /// The local rule set number (`sgctl status`).
+    pub rule_set: u64,
+    /// Unix seconds of the last apply or error.
+    pub at: u64,
+    /// Why the last policy seen was not applied, if it was not.
+    pub error: Option<String>,
+    pub interfaces: Vec<String>,
+}
+
+/// The socket addresses of the endpoints (names resolved once).
+pub fn endpoint_addrs(urls: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for u in urls {
+        let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        match hostport.to_socket_addrs() {
+            Ok(addrs) => out.extend(addrs),
+            Err(e) => log::warn!("fleet: cannot resolve {u} for the failsafe rule: {e}"),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The groups, prefix lists and bindings that decide host traffic: groups bound to its
+/// interfaces, plus the groups and prefix lists their rules name (those keep only their
+/// members). A change elsewhere in the policy leaves this equal, so it is not re-applied.
+pub fn relevant(rs: &RuleSet) -> RuleSet {
+    let bound: BTreeSet<&str> =
+        rs.interfaces.iter().flat_map(|b| b.groups.iter().map(String::as_str)).collect();
+    let mut peers = BTreeSet::new();
+    let mut lists = BTreeSet::new();
+    for g in rs.groups.iter().filter(|g| bound.contains(g.name.as_str())) {
+        for r in g.ingress.iter().chain(&g.egress) {
+            match &r.peer {
+                Peer::Group(n) => {
+                    peers.insert(n.clone());
+                }
+                Peer::PrefixList(n) => {
+                    lists.insert(n.clone());
+                }
+                Peer::Cidr(_) => {}
+            }
+        }
+    }
+    let groups = rs
+        .groups
+        .iter()
+        .filter(|g| bound.contains(g.name.as_str()) || peers.contains(&g.name))
+        .map(|g| {
+            if bound.contains(g.name.as_str()) {
+                g.clone()
+            } else {
+                Group { ingress: Vec::new(), egress: Vec::new(), description: None, ..g.clone() }
+            }
+        })
+        .collect();
+    let prefix_lists = rs.prefix_lists.iter().filter(|l| lists.contains(&l.name)).cloned().collect();
+    RuleSet { groups, prefix_lists, ..rs.clone() }
+}
+
+/// Adds the failsafe group (egress TCP to each store endpoint) to every bound interface.
+pub fn with_failsafe(mut rs: RuleSet, endpoints: &[SocketAddr]) -> RuleSet {
+    if rs.interfaces.is_empty() || endpoints.is_empty() {
+        return rs;
+    }
+    let egress = endpoints
+        .iter()
+        .map(|a| Rule {
+            proto: Proto::Num(TCP),
+            ports: Ports::Range(a.port(), a.port()),
+            peer: Peer::Cidr(ipnet::IpNet::from(a.ip())),
+            description: Some("sgctl daemon to its etcd endpoint (failsafe)".into()),
+            index: 0,
+            loc: Loc::default(),
+        })
+        .enumerate()
+        .map(|(i, r)| Rule { index: i, ..r })
+        .collect();
+    rs.groups.push(Group {
+        name: FAILSAFE_GROUP.into(),
+        description: Some("added by sgctl daemon --etcd".into()),
+        aws_id: None,
+        aws_name: None,
+        aws_vpc: None,
+        members: Vec::new(),
+        member_groups: Vec::new(),
+        ingress: Vec::new(),
+        egress,
+        default_egress: false,
+        loc: Loc::default(),
+    });
+    for b in &mut rs.interfaces {
+        b.groups.push(FAILSAFE_GROUP.into());
+    }
+    rs
+}
+
+/// The host's rule set from everything under the prefix at `revision`.
+pub fn host_rules(
+    cfg: &AgentConfig,
+    failsafe: &[SocketAddr],
+    revision: i64,
+    all: &AllKeys,
+) -> Result<RuleSet, String> {
+    let (keys, warnings) = with_members(all);
+    for w in warnings {
+        log::warn!("fleet: {w}");
+    }
+    let rs = schema::ruleset(&cfg.schema, revision, &keys).map_err(|e| e.to_string())?;
+    let rs = relevant(&rs.for_host(&cfg.host));
+    if rs.interfaces.is_empty() {
+        return Err(format!("the policy binds no interface of host {}", cfg.host));
+    }
+    Ok(with_failsafe(rs, failsafe))
+}
+
+/// The addresses a group reference to this host matches: every address of the interface but
+/// IPv6 link-local ones.
+pub fn iface_addresses(iface: &str) -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let mut out: Vec<IpAddr> = addrs
+        .filter(|a| a.interface_name == iface)
+        .filter_map(|a| {
+            let s = a.address?;
+            if let Some(v4) = s.as_sockaddr_in() {
+                return Some(IpAddr::V4(v4.ip()));
+            }
+            let v6 = s.as_sockaddr_in6()?.ip();
+            ((v6.segments()[0] & 0xffc0) != 0xfe80).then_some(IpAddr::V6(v6))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Runs until the daemon drops its end of `updates`.
+pub async fn run(
+    cfg: AgentConfig,
+    updates: mpsc::UnboundedSender<Update>,
+    mut status: watch::Receiver<Option<HostStatus>>,
+    reconnect: Arc<Notify>,
+) {
+    let failsafe = endpoint_addrs(&cfg.endpoints.urls);
+    let mut backoff = Duration::from_millis(250);
+    let mut lease: Option<i64> = None;
+    let mut up = false;
+    loop {
+        let mut s = Session {
+            cfg: &cfg,
+            failsafe: &failsafe,
+            updates: &updates,
+            all: AllKeys::new(),
+            lease,
+            lease_of_keys: None,
+        };
+        let r = s.run(&mut status, &reconnect, &mut up, &mut backoff).await;
+        lease = s.lease;
+        match r {
+            Ok(()) => return,
+            Err(why) => {
+                if up {
+                    log::warn!("fleet: lost the store ({why}); enforcing the last applied policy, retrying");
+                    up = false;
+                    if updates.send(Update::Connected { up: false, why: Some(why) }).is_err() {
+                        return;
+                    }
+                } else {
+                    log::debug!("fleet: store unreachable: {why}; retrying in {backoff:?}");
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+struct Session<'a> {
+    cfg: &'a AgentConfig,
+    failsafe: &'a [SocketAddr],
+    updates: &'a mpsc::UnboundedSender<Update>,
+    /// Everything under the prefix, as of the last event seen.
+    all: AllKeys,
+    lease: Option<i64>,
+    /// The lease this session's member keys were written with.
+    lease_of_keys: Option<i64>,
+}
+
+fn e(err: impl std::fmt::Display) -> String {
+    err.to_string()
+}
+
+impl Session<'_> {
+    fn send(&self, u: Update) -> Result<(), ()> {
+        self.updates.send(u).map_err(|_| ())
+    }
+
+    async fn run(
+        &mut self,
+        status: &mut watch::Receiver<Option<HostStatus>>,
+        reconnect: &Notify,
+        up: &mut bool,
+        backoff: &mut Duration,
+    ) -> Result<(), String> {
+        let store = Store::connect(&self.cfg.endpoints, self.cfg.schema.clone()).await.map_err(e)?;
+        let mut client = store.client();
+        let prefix = self.cfg.schema.prefix().to_string();
+        let resp = client
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|x| super::store::describe(&x))?;
+        let mut revision = resp.header().map_or(0, etcd_client::ResponseHeader::revision);
+        for kv in resp.kvs() {
+            if let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str())
+                && let Some(rel) = self.cfg.schema.rel(k)
+            {
+                self.all.insert(rel.to_string(), v.to_string());
+            }
+        }
+        if !*up {
+            log::info!("fleet: connected to {} (revision {revision})", store.current_endpoint());
+            *up = true;
+            self.send(Update::Connected { up: true, why: None }).map_err(|()| "daemon gone")?;
+        }
+        *backoff = Duration::from_millis(250);
+        self.send(Update::Synced).map_err(|()| "daemon gone")?;
+        // The lease: the one of a previous session if the store still has it.
+        let id = match self.lease {
+            Some(id) if client.lease_time_to_live(id, None).await.is_ok_and(|r| r.ttl() > 0) => id,
+            _ => {
+                let id = client
+                    .lease_grant(self.cfg.lease_ttl, None)
+                    .await
+                    .map_err(|x| super::store::describe(&x))?
+                    .id();
+                log::info!("fleet: lease {id:x} granted ({} s)", self.cfg.lease_ttl);
+                id
+            }
+        };
+        self.lease = Some(id);
+        let (mut keeper, mut alive) =
+            client.lease_keep_alive(id).await.map_err(|x| super::store::describe(&x))?;
+        self.policy(revision)?;
+        self.register(&mut client).await?;
+        let mut stream = client
+            .watch(prefix.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)))
+            .await
+            .map_err(|x| super::store::describe(&x))?;
+        let mut renew =
+            tokio::time::interval(Duration::from_secs_f64((self.cfg.lease_ttl as f64 / 3.0).max(0.5)));
+        renew.reset();
+        loop {
+            tokio::select! {
+                msg = stream.message() => {
+                    let resp = msg.map_err(|x| super::store::describe(&x))?.ok_or("the watch ended")?;
+                    if resp.compact_revision() > 0 {
+                        return Err(format!("watch compacted at revision {}: reading again", resp.compact_revision()));
+                    }
+                    if resp.canceled() {
+                        return Err(format!("watch cancelled: {}", resp.cancel_reason()));
+                    }
+                    if resp.events().is_empty() {
+                        continue;
+                    }
+                    // Status keys (every host's, this one's too) do not change the policy.
+                    let mut policy_changed = false;
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let Some(rel) = kv.key_str().ok().and_then(|k| self.cfg.schema.rel(k)) else { continue };
+                        policy_changed |= !rel.starts_with("status/");
+                        match ev.event_type() {
+                            EventType::Put => { self.all.insert(rel.to_string(), kv.value_str().unwrap_or_default().to_string()); }
+                            EventType::Delete => { self.all.remove(rel); }
+                        }
+                        revision = revision.max(kv.mod_revision());
+                    }
+                    if let Some(h) = resp.header() {
+                        revision = revision.max(h.revision());
+                    }
+                    self.send(Update::Synced).map_err(|()| "daemon gone")?;
+                    if policy_changed {
+                        self.policy(revision)?;
+                        self.register(&mut client).await?;
+                    }
+                }
+                _ = renew.tick() => {
+                    keeper.keep_alive().await.map_err(|x| super::store::describe(&x))?;
+                    let r = alive.message().await.map_err(|x| super::store::describe(&x))?.ok_or("lease keepalive ended")?;
+                    if r.ttl() <= 0 {
+                        log::warn!("fleet: lease {id:x} expired in the store: granting a new one and registering again");
+                        self.lease = None;
+                        return Err("lease expired".into());
+                    }
+                    self.send(Update::Synced).map_err(|()| "daemon gone")?;
+                }
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let st = status.borrow_and_update().clone();
+                    if let Some(st) = st {
+                        let v = serde_json::to_string(&st).map_err(e)?;
+                        client.put(self.cfg.schema.key(&status_key(&self.cfg.host)), v, None).await.map_err(|x| super::store::describe(&x))?;
+                    }
+                }
+                () = reconnect.notified() => {
+                    // The daemon attached interfaces: connections opened before the attach are
+                    // not tracked, so open new ones (the failsafe rule lets them out).
+                    return Err("interfaces attached: reconnecting".into());
+                }
+            }
+        }
+    }
+
+    fn policy(&self, revision: i64) -> Result<(), String> {
+        let rules = host_rules(self.cfg, self.failsafe, revision, &self.all);
+        self.send(Update::Policy { revision, rules }).map_err(|()| "daemon gone".to_string())
+    }
+
+    /// Makes the store's member keys of this host what its bindings and addresses say.
+    async fn register(&mut self, client: &mut etcd_client::Client) -> Result<(), String> {
+        let lease = self.lease.ok_or("no lease")?;
+        let host = &self.cfg.host;
+        let mut want: BTreeMap<String, String> = BTreeMap::new();
+        for (iface, groups) in host_bindings(&self.all, host) {
+            let v = serde_json::to_string(&MemberValue { addresses: iface_addresses(&iface) }).map_err(e)?;
+            for g in groups {
+                want.insert(member_key(&g, host, &iface), v.clone());
+            }
+        }
+        let fresh = self.lease_of_keys != Some(lease);
+        for (k, v) in &want {
+            if fresh || self.all.get(k) != Some(v) {
+                client
+                    .put(self.cfg.schema.key(k), v.clone(), Some(PutOptions::new().with_lease(lease)))
+                    .await
+                    .map_err(|x| super::store::describe(&x))?;
+                log::info!("fleet: registered {k} {v}");
+            }
+        }
+        let mine: Vec<String> = self
+            .all
+            .keys()
+            .filter(|k| {
+                k.starts_with("members/")
+                    && k.split('/').nth(2) == Some(host.as_str())
+                    && !want.contains_key(*k)
+            })
+            .cloned()
+            .collect();
+        for k in mine {
+            client.delete(self.cfg.schema.key(&k), None).await.map_err(|x| super::store::describe(&x))?;
+            log::info!("fleet: unregistered {k}");
+        }
+        self.lease_of_keys = Some(lease);
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! Fleet daemons on a LAN of namespaces, with a real 3-member etcd cluster in its own
+//! namespace on the same subnet (so each daemon's connection to the store crosses the
+//! interface it enforces). A group reference follows the hosts: a host that joins group web
+//! is let in by the database's `from_group = "web"` rule, and its address leaves the group
+//! one lease after its daemon is killed. A policy whose egress allows nothing does not cut a
+//! host from the store (the failsafe rule).
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use sg_tests::{
+    daemon::Daemon,
+    etcd::EtcdCluster,
+    lan::{Lan, LanHost},
+    require_bpf, wait_until, write_temp,
+};
+
+const POLICY: &str = r#"
+[groups.web]
+ingress = [ { proto = "tcp", ports = "80", from = "198.51.100.0/24" } ]
+
+[groups.db]
+ingress = [ { proto = "tcp", ports = "5432", from_group = "web" } ]
+
+[hosts.db1.interfaces.eth0]
+groups = ["db"]
+
+[hosts.web1.interfaces.eth0]
+groups = ["web"]
+
+[hosts.web2.interfaces.eth0]
+groups = ["web"]
+"#;
+
+const LEASE_TTL: u64 = 3;
+
+/// Listeners on `ports` in `host`'s namespace that accept and close every connection (so the
+/// backlog never fills), until dropped.
+struct Servers {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Servers {
+    fn start(host: &LanHost, ports: &[u16]) -> Servers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ls: Vec<TcpListener> = ports
+            .iter()
+            .map(|&p| {
+                host.run(move || {
+                    let l = TcpListener::bind(("0.0.0.0", p)).expect("listen");
+                    l.set_nonblocking(true).expect("nonblocking");
+                    l
+                })
+            })
+            .collect();
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                for l in &ls {
+                    while l.accept().is_ok() {}
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        Servers { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether a TCP connection from `from` to `to:port` is established within 400 ms.
+fn connects(from: &LanHost, to: &LanHost, port: u16) -> bool {
+    let addr = SocketAddr::new(to.addr(false), port);
+    from.run(move || TcpStream::connect_timeout(&addr, Duration::from_millis(400)).is_ok())
+}
+
+fn status(cluster: &EtcdCluster, host: &str) -> Option<serde_json::Value> {
+    let v = cluster.etcdctl(&["get", &format!("/sgctl/v1/status/{host}"), "--print-value-only"]);
+    serde_json::from_str(v.trim()).ok()
+}
+
+/// The revision of the store now.
+fn store_revision(cluster: &EtcdCluster) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(&cluster.etcdctl(&["endpoint", "status", "-w", "json"]))
+        .expect("endpoint status");
+    v[0]["Status"]["header"]["revision"].as_i64().expect("revision")
+}
+
+/// Waits (10 s at most) until `host` reports enforcing revision `rev` or later, without error.
+fn wait_enforcing(cluster: &EtcdCluster, host: &str, rev: i64, daemon: &Daemon) {
+    let ok = wait_until(Duration::from_secs(10), || {
+        status(cluster, host).is_some_and(|s| s["revision"].as_i64() >= Some(rev) && s["error"].is_null())
+    });
+    assert!(
+        ok.is_some(),
+        "{host} does not enforce revision {rev}: {:?}\n{}",
+        status(cluster, host),
+        daemon.log()
+    );
+}
+
+fn put(store: &LanHost, urls: &str, name: &str, text: &str) -> i64 {
+    let file = write_temp(name, text);
+    let out = store.sgctl(&["fleet", "put", file.to_str().unwrap(), "--etcd", urls, "--json"]);
+    assert!(out.status.success(), "fleet put: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["revision"].as_i64().expect("a revision was written")
+}
+
+#[test]
+fn group_membership_follows_hosts_and_the_store_stays_reachable() {
+    if !require_bpf("group_membership_follows_hosts_and_the_store_stays_reachable") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let store = lan.add_host("store", 250);
+    let db1 = lan.add_host("db1", 1);
+    let web1 = lan.add_host("web1", 2);
+    let web2 = lan.add_host("web2", 3);
+    let client = lan.add_host("client", 9);
+    let cluster = EtcdCluster::start_in(3, &store.ns, store.addr(false));
+    let urls = cluster.urls();
+    let rev = put(&store, &urls, "fleet-daemon.toml", POLICY);
+
+    let _servers = Servers::start(&db1, &[5432, 5433, 5434]);
+    assert!(connects(&client, &db1, 5432), "before any daemon, nothing is enforced");
+
+    let args = |host: &str| -> Vec<String> {
+        ["--etcd", &urls, "--host", host, "--metrics", "off", "--lease-ttl", &LEASE_TTL.to_string()]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect()
+    };
+    let start = |h: &LanHost| {
+        let a = args(&h.name);
+        Daemon::start_in(&h.ns, &h.name, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let d_db1 = start(&db1);
+    let d_web1 = start(&web1);
+    wait_enforcing(&cluster, "db1", rev, &d_db1);
+    wait_enforcing(&cluster, "web1", rev, &d_web1);
+    // web1 registered itself: db1 lets it in; the client and web2 (no daemon yet) stay out.
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || connects(&web1, &db1, 5432)).is_some(),
+        "web1 -> db1:5432 never connected\n{}",
+        d_db1.log()
+    );
+    eprintln!("web1 admitted {:?} after db1 enforced the put", t.elapsed());
+    assert!(!connects(&client, &db1, 5432), "the client is in no group");
+    assert!(!connects(&web2, &db1, 5432), "web2 has not joined yet");
+
+    // web2 joins: its daemon registers its address in group web.
+    let mut d_web2 = start(&web2);
+    let t = Instant::now();
+    let joined = wait_until(Duration::from_secs(10), || connects(&web2, &db1, 5432));
+    assert!(joined.is_some(), "web2 never admitted\n{}\n{}", d_web2.log(), d_db1.log());
+    eprintln!("web2 joined: admitted by db1 {:?} after its daemon started", t.elapsed());
+
+    // web2 dies: one lease later its address leaves group web and db1 shuts it out.
+    d_web2.kill9();
+    let t = Instant::now();
+    let left = wait_until(Duration::from_secs(LEASE_TTL * 4 + 5), || !connects(&web2, &db1, 5432));
+    assert!(left.is_some(), "web2 still admitted after its lease\n{}", d_db1.log());
+    eprintln!("web2 killed: out after {:?} (lease TTL {LEASE_TTL} s)", t.elapsed());
+    assert!(connects(&web1, &db1, 5432), "web1 stays admitted");
+
+    // A policy that lets nothing out of db1 and moves the port: db1 still hears of it.
+    let locked = POLICY.replace(
+        "ingress = [ { proto = \"tcp\", ports = \"5432\", from_group = \"web\" } ]",
+        "ingress = [ { proto = \"tcp\", ports = \"5433\", from_group = \"web\" } ]\negress = []",
+    );
+    let rev2 = put(&store, &urls, "fleet-daemon-2.toml", &locked);
+    wait_enforcing(&cluster, "db1", rev2, &d_db1);
+    assert!(
+        wait_until(Duration::from_secs(5), || connects(&web1, &db1, 5433) && !connects(&web1, &db1, 5432))
+            .is_some(),
+        "db1 does not enforce the new port\n{}",
+        d_db1.log()
+    );
+    // Its tracked connection to the store lives on; a new one needs the failsafe rule:
+    // restart db1's daemon (it adopts the pinned rule set) and change the policy again.
+    let mut d_db1 = d_db1;
+    d_db1.kill9();
+    let d_db1 = start(&db1);
+    let rev3 = put(&store, &urls, "fleet-daemon-3.toml", &locked.replace("5433", "5434"));
+    wait_enforcing(&cluster, "db1", rev3, &d_db1);
+    assert!(connects(&web1, &db1, 5434), "db1 does not enforce revision {rev3}\n{}", d_db1.log());
+    // Idle, the fleet writes nothing (no status echo between hosts): leases renew without
+    // revisions.
+    let before = store_revision(&cluster);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = store_revision(&cluster);
+    assert!(after - before <= 2, "the store went from revision {before} to {after} in 2 idle seconds");
+}
