@@ -200,10 +200,180 @@ fn group_membership_follows_hosts_and_the_store_stays_reachable() {
     let rev3 = put(&store, &urls, "fleet-daemon-3.toml", &locked.replace("5433", "5434"));
     wait_enforcing(&cluster, "db1", rev3, &d_db1);
     assert!(connects(&web1, &db1, 5434), "db1 does not enforce revision {rev3}\n{}", d_db1.log());
+    // `fleet status`: db1 and web1 alive and enforcing, web2 (killed) not alive.
+    let out = store.sgctl(&["fleet", "status", "--json", "--etcd", &urls]);
+    assert!(out.status.success(), "fleet status: {}", String::from_utf8_lossy(&out.stderr));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let host = |n: &str| st["hosts"].as_array().unwrap().iter().find(|h| h["host"] == n).cloned().unwrap();
+    assert_eq!(host("db1")["alive"], true, "{st}");
+    assert_eq!(host("db1")["status"]["revision"].as_i64(), Some(rev3), "{st}");
+    assert_eq!(host("web1")["alive"], true, "{st}");
+    assert_eq!(host("web2")["alive"], false, "{st}");
+    assert_eq!(host("db1")["interfaces"], serde_json::json!(["eth0"]), "{st}");
+    let table = store.sgctl(&["fleet", "status", "--etcd", &urls]);
+    eprintln!("{}", String::from_utf8_lossy(&table.stdout));
+
     // Idle, the fleet writes nothing (no status echo between hosts): leases renew without
     // revisions.
     let before = store_revision(&cluster);
     std::thread::sleep(Duration::from_secs(2));
     let after = store_revision(&cluster);
     assert!(after - before <= 2, "the store went from revision {before} to {after} in 2 idle seconds");
+}
+
+/// Numbered UDP datagrams from `from` to `to:port` every 2 ms until stopped (at most 60 s):
+/// how many were sent and which arrived.
+struct Stream {
+    stop: Arc<AtomicBool>,
+    sender: Option<std::thread::JoinHandle<u32>>,
+    receiver: Option<std::thread::JoinHandle<Vec<u32>>>,
+}
+
+impl Stream {
+    fn start(from: &LanHost, to: &LanHost, port: u16) -> Stream {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sock = to.run(move || {
+            let s = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            s
+        });
+        let s2 = stop.clone();
+        let receiver = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            let mut idle_after_stop = 0;
+            while idle_after_stop < 5 {
+                match sock.recv(&mut buf) {
+                    Ok(4) => got.push(u32::from_be_bytes(buf[..4].try_into().unwrap())),
+                    Ok(_) => {}
+                    Err(_) if s2.load(Ordering::Relaxed) => idle_after_stop += 1,
+                    Err(_) => {}
+                }
+            }
+            got
+        });
+        let dst = SocketAddr::new(to.addr(false), port);
+        let s3 = stop.clone();
+        let sender = sg_tests::netns::spawn_in_ns(&from.ns, move || {
+            let s = std::net::UdpSocket::bind(("0.0.0.0", 40900)).expect("bind sender");
+            let t = Instant::now();
+            let mut n = 0u32;
+            while !s3.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(60) {
+                let _ = s.send_to(&n.to_be_bytes(), dst);
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            n
+        });
+        Stream { stop, sender: Some(sender), receiver: Some(receiver) }
+    }
+
+    /// Stops; (sent, received numbers).
+    fn finish(mut self) -> (u32, Vec<u32>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.sender.take().unwrap().join().unwrap();
+        let got = self.receiver.take().unwrap().join().unwrap();
+        (sent, got)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+const OUTAGE_POLICY: &str = r#"
+[groups.web]
+ingress = [ { proto = "tcp", ports = "80", from = "198.51.100.0/24" } ]
+
+[groups.db]
+ingress = [
+  { proto = "udp", ports = "9000", from_group = "web" },
+  { proto = "tcp", ports = "5432", from_group = "web" },
+]
+
+[hosts.db1.interfaces.eth0]
+groups = ["db"]
+
+[hosts.web1.interfaces.eth0]
+groups = ["web"]
+
+[hosts.web2.interfaces.eth0]
+groups = ["web"]
+"#;
+
+#[test]
+fn enforcement_holds_through_store_outages_and_a_tracked_flow_loses_nothing() {
+    if !require_bpf("enforcement_holds_through_store_outages_and_a_tracked_flow_loses_nothing") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let store = lan.add_host("store", 250);
+    let db1 = lan.add_host("db1", 1);
+    let web1 = lan.add_host("web1", 2);
+    let web2 = lan.add_host("web2", 3);
+    let client = lan.add_host("client", 9);
+    let mut cluster = EtcdCluster::start_in(3, &store.ns, store.addr(false));
+    let urls = cluster.urls();
+    let rev = put(&store, &urls, "fleet-outage.toml", OUTAGE_POLICY);
+    let _servers = Servers::start(&db1, &[5432, 5433, 5434]);
+    let start = |h: &LanHost| {
+        let ttl = LEASE_TTL.to_string();
+        let a = ["--etcd", &urls, "--host", &h.name, "--metrics", "off", "--lease-ttl", &ttl];
+        Daemon::start_in(&h.ns, &h.name, &a)
+    };
+    let d_db1 = start(&db1);
+    let _d_web1 = start(&web1);
+    let mut d_web2 = start(&web2);
+    wait_enforcing(&cluster, "db1", rev, &d_db1);
+    for w in [&web1, &web2] {
+        assert!(
+            wait_until(Duration::from_secs(10), || connects(w, &db1, 5432)).is_some(),
+            "{} never admitted\n{}",
+            w.name,
+            d_db1.log()
+        );
+    }
+    let stream = Stream::start(&web1, &db1, 9000);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // One member of three down: updates go on.
+    cluster.stop_member(0);
+    let rev2 = put(&store, &urls, "fleet-outage-2.toml", &OUTAGE_POLICY.replace("\"5432\"", "\"5433\""));
+    wait_enforcing(&cluster, "db1", rev2, &d_db1);
+    assert!(wait_until(Duration::from_secs(5), || connects(&web1, &db1, 5433)).is_some());
+
+    // All down: enforcement stays as it is; web2 dies meanwhile.
+    cluster.stop_member(1);
+    cluster.stop_member(2);
+    std::thread::sleep(Duration::from_secs(1));
+    d_web2.kill9();
+    assert!(connects(&web1, &db1, 5433), "enforcement changed while the store was down");
+    assert!(!connects(&client, &db1, 5433), "the client got in while the store was down");
+    assert!(!connects(&web1, &db1, 5432), "the old rule came back while the store was down");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(d_db1.log().contains("keeps enforcing"), "db1 does not say it lost the store\n{}", d_db1.log());
+
+    // The store returns: web2's lease runs out one TTL after a new leader, db1 reconciles.
+    let back = Instant::now();
+    for i in 0..3 {
+        cluster.start_member(i);
+    }
+    cluster.wait_healthy(&[0, 1, 2]);
+    let out = wait_until(Duration::from_secs(LEASE_TTL * 4 + 15), || !connects(&web2, &db1, 5433));
+    assert!(out.is_some(), "web2 (dead) still admitted after the outage\n{}", d_db1.log());
+    eprintln!(
+        "store back: dead web2 out {:?} after the members restarted (lease TTL {LEASE_TTL} s)",
+        back.elapsed()
+    );
+    let rev3 = put(&store, &urls, "fleet-outage-3.toml", &OUTAGE_POLICY.replace("\"5432\"", "\"5434\""));
+    wait_enforcing(&cluster, "db1", rev3, &d_db1);
+    assert!(wait_until(Duration::from_secs(5), || connects(&web1, &db1, 5434)).is_some());
+
+    let (sent, got) = stream.finish();
+    let lost = sent as usize - got.len();
+    eprintln!("tracked UDP flow web1 -> db1: {sent} datagrams sent, {} received", got.len());
+    assert!(sent > 1000, "{sent} datagrams");
+    assert_eq!(lost, 0, "the tracked flow lost {lost} of {sent} datagrams");
 }

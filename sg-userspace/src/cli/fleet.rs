@@ -48,6 +48,9 @@ pub enum FleetCommand {
     Put(PutArgs),
     /// Print the fleet's policy as a rules file (TOML), or its keys as JSON.
     Get(GetArgs),
+    /// List the hosts: interfaces, whether their daemon is alive (holds its lease), the policy
+    /// revision each enforces, since when, and its last error.
+    Status(GetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +85,7 @@ pub fn run(args: &FleetArgs) -> anyhow::Result<()> {
     match &args.command {
         FleetCommand::Put(a) => put(a),
         FleetCommand::Get(a) => get(a),
+        FleetCommand::Status(a) => status(a),
     }
 }
 
@@ -141,5 +145,39 @@ fn get(a: &GetArgs) -> anyhow::Result<()> {
     print!("{}", schema::document(&snap.keys)?);
     println!("# sgctl fleet policy: etcd {} at revision {}", a.etcd.prefix, snap.revision);
     schema::ruleset(&schema, snap.revision, &snap.keys)?;
+    Ok(())
+}
+
+fn status(a: &GetArgs) -> anyhow::Result<()> {
+    let schema = a.etcd.schema()?;
+    let (revision, all) = block_on(async {
+        let mut store = Store::connect(&a.etcd.endpoints(), schema).await?;
+        store.read_all().await
+    })??;
+    let rows = schema::host_rows(&all);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "revision": revision, "hosts": rows }))?
+        );
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    println!("{:<20} {:<6} {:>9} {:>9}  {:<16} error", "host", "alive", "revision", "since", "interfaces");
+    for r in &rows {
+        let st = r.status.as_ref();
+        let rev = st.and_then(|s| s["revision"].as_i64()).map_or("-".to_string(), |v| v.to_string());
+        let since = st
+            .and_then(|s| s["at"].as_u64())
+            .map_or("-".to_string(), |t| format!("{}s ago", now.saturating_sub(t)));
+        let err = st.and_then(|s| s["error"].as_str()).unwrap_or("");
+        println!(
+            "{:<20} {:<6} {rev:>9} {since:>9}  {:<16} {err}",
+            r.host,
+            if r.alive { "yes" } else { "no" },
+            r.interfaces.join(",")
+        );
+    }
+    println!("(store at revision {revision})");
     Ok(())
 }

@@ -105,7 +105,7 @@ struct Daemon {
     /// aya-log records of the datapath, forwarded to this process's log.
     dp_log: datapath_log::Forwarder,
     /// Fleet mode: the host's rule set last enforced (without locations), what is reported
-    /// to the store, and the agent's reconnect signal.
+    /// to the store, and the agent's resync signal (SIGHUP).
     fleet: Option<FleetSide>,
 }
 
@@ -113,7 +113,7 @@ struct FleetSide {
     host: String,
     enforced: Option<RuleSet>,
     status: watch::Sender<Option<HostStatus>>,
-    reconnect: Arc<Notify>,
+    resync: Arc<Notify>,
     started: bool,
     /// The error last reported (a repeated one is not reported again).
     last_error: Option<String>,
@@ -240,7 +240,7 @@ impl Daemon {
                 }
             }
             Update::Synced => stats_of(&self.stats).fleet_last_sync_unix = unix_now(),
-            Update::Policy { revision, rules } => {
+            Update::Policy { revision, rules, done } => {
                 let start = !fleet.started;
                 fleet.started = true;
                 let host = fleet.host.clone();
@@ -282,9 +282,7 @@ impl Daemon {
                     Ok(attached) => {
                         st.fleet_revision = revision;
                         fleet.last_error = None;
-                        if attached {
-                            fleet.reconnect.notify_one();
-                        }
+                        let _ = done.send(attached);
                         None
                     }
                     Err(why) => {
@@ -397,7 +395,7 @@ pub fn run(opts: Options) -> Result<()> {
         ),
     };
     let (status_tx, status_rx) = watch::channel(None);
-    let reconnect = Arc::new(Notify::new());
+    let resync = Arc::new(Notify::new());
     let mut d = Daemon {
         path: path.clone(),
         format,
@@ -406,7 +404,7 @@ pub fn run(opts: Options) -> Result<()> {
             host: c.host.clone(),
             enforced: None,
             status: status_tx,
-            reconnect: reconnect.clone(),
+            resync: resync.clone(),
             started: false,
             last_error: None,
         }),
@@ -424,7 +422,7 @@ pub fn run(opts: Options) -> Result<()> {
             // Until the store answers, the pins enforce what they hold (fail static).
             let (tx, rx) = mpsc::unbounded_channel();
             updates = Some(rx);
-            tokio::spawn(agent::run(cfg, tx, status_rx, reconnect));
+            tokio::spawn(agent::run(cfg, tx, status_rx, resync));
             stats_of(&d.stats).fleet_connected = Some(false);
             if let Some(current) = current_state()? {
                 log::info!("fleet: enforcing rule set #{} (pinned) until the store answers", current.seq);
@@ -491,7 +489,7 @@ pub fn run(opts: Options) -> Result<()> {
                 _ = hup.recv() => {
                     log::info!("SIGHUP: reloading {} and reopening logs", d.path.display());
                     if let Some(f) = &mut d.flows { f.reopen(); }
-                    if let Some(f) = &d.fleet { f.reconnect.notify_one(); } else { d.reconcile(Trigger::Hup); }
+                    if let Some(f) = &d.fleet { f.resync.notify_one(); } else { d.reconcile(Trigger::Hup); }
                 }
                 _ = gc_t.tick() => d.gc(),
                 _ = drain_t.tick() => {

@@ -16,8 +16,8 @@ use std::{
     time::Duration,
 };
 
-use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
-use tokio::sync::{Notify, mpsc, watch};
+use etcd_client::{EventType, PutOptions, WatchOptions};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::{
     Endpoints, Schema, Store,
@@ -43,8 +43,10 @@ pub struct AgentConfig {
 /// What the agent tells the daemon.
 #[derive(Debug)]
 pub enum Update {
-    /// The host's rule set at `revision`, or why the stored policy cannot be used.
-    Policy { revision: i64, rules: Result<RuleSet, String> },
+    /// The host's rule set at `revision`, or why the stored policy cannot be used. The daemon
+    /// answers on `done` whether applying it attached interfaces (dropping it means no):
+    /// connections opened before an attach are not tracked, so the agent opens new ones.
+    Policy { revision: i64, rules: Result<RuleSet, String>, done: oneshot::Sender<bool> },
     /// Reachability of the store changed, with the reason when it was lost.
     Connected { up: bool, why: Option<String> },
     /// The store answered (a read, a watch event or a lease renewal): the view is current.
@@ -201,7 +203,7 @@ pub async fn run(
     cfg: AgentConfig,
     updates: mpsc::UnboundedSender<Update>,
     mut status: watch::Receiver<Option<HostStatus>>,
-    reconnect: Arc<Notify>,
+    resync: Arc<Notify>,
 ) {
     let failsafe = endpoint_addrs(&cfg.endpoints.urls);
     let mut backoff = Duration::from_millis(250);
@@ -216,10 +218,15 @@ pub async fn run(
             lease,
             lease_of_keys: None,
         };
-        let r = s.run(&mut status, &reconnect, &mut up, &mut backoff).await;
+        let r = s.run(&mut status, &resync, &mut up, &mut backoff).await;
         lease = s.lease;
         match r {
             Ok(()) => return,
+            // Not an outage: a new session at once.
+            Err(why) if why.starts_with(AGAIN) => {
+                log::info!("fleet: {}", &why[AGAIN.len()..]);
+                continue;
+            }
             Err(why) => {
                 if up {
                     log::warn!("fleet: lost the store ({why}); enforcing the last applied policy, retrying");
@@ -236,6 +243,9 @@ pub async fn run(
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
+
+/// Marks a session end that is no outage (the next session starts at once).
+const AGAIN: &str = "again: ";
 
 struct Session<'a> {
     cfg: &'a AgentConfig,
@@ -260,25 +270,16 @@ impl Session<'_> {
     async fn run(
         &mut self,
         status: &mut watch::Receiver<Option<HostStatus>>,
-        reconnect: &Notify,
+        resync: &Notify,
         up: &mut bool,
         backoff: &mut Duration,
     ) -> Result<(), String> {
-        let store = Store::connect(&self.cfg.endpoints, self.cfg.schema.clone()).await.map_err(e)?;
+        let mut store = Store::connect(&self.cfg.endpoints, self.cfg.schema.clone()).await.map_err(e)?;
+        // Through the store's failover: the first member that answers; streams stay on it.
+        let (mut revision, all) = store.read_all().await.map_err(e)?;
+        self.all = all;
         let mut client = store.client();
         let prefix = self.cfg.schema.prefix().to_string();
-        let resp = client
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|x| super::store::describe(&x))?;
-        let mut revision = resp.header().map_or(0, etcd_client::ResponseHeader::revision);
-        for kv in resp.kvs() {
-            if let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str())
-                && let Some(rel) = self.cfg.schema.rel(k)
-            {
-                self.all.insert(rel.to_string(), v.to_string());
-            }
-        }
         if !*up {
             log::info!("fleet: connected to {} (revision {revision})", store.current_endpoint());
             *up = true;
@@ -302,8 +303,8 @@ impl Session<'_> {
         self.lease = Some(id);
         let (mut keeper, mut alive) =
             client.lease_keep_alive(id).await.map_err(|x| super::store::describe(&x))?;
-        self.policy(revision)?;
         self.register(&mut client).await?;
+        self.policy(revision).await?;
         let mut stream = client
             .watch(prefix.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)))
             .await
@@ -341,8 +342,8 @@ impl Session<'_> {
                     }
                     self.send(Update::Synced).map_err(|()| "daemon gone")?;
                     if policy_changed {
-                        self.policy(revision)?;
                         self.register(&mut client).await?;
+                        self.policy(revision).await?;
                     }
                 }
                 _ = renew.tick() => {
@@ -365,18 +366,22 @@ impl Session<'_> {
                         client.put(self.cfg.schema.key(&status_key(&self.cfg.host)), v, None).await.map_err(|x| super::store::describe(&x))?;
                     }
                 }
-                () = reconnect.notified() => {
-                    // The daemon attached interfaces: connections opened before the attach are
-                    // not tracked, so open new ones (the failsafe rule lets them out).
-                    return Err("interfaces attached: reconnecting".into());
-                }
+                () = resync.notified() => return Err(format!("{AGAIN}SIGHUP: reading everything again")),
             }
         }
     }
 
-    fn policy(&self, revision: i64) -> Result<(), String> {
+    /// Hands the host's rule set to the daemon and waits until it is applied.
+    async fn policy(&self, revision: i64) -> Result<(), String> {
         let rules = host_rules(self.cfg, self.failsafe, revision, &self.all);
-        self.send(Update::Policy { revision, rules }).map_err(|()| "daemon gone".to_string())
+        let (done, attached) = oneshot::channel();
+        self.send(Update::Policy { revision, rules, done }).map_err(|()| "daemon gone".to_string())?;
+        if attached.await.unwrap_or(false) {
+            // Connections opened before the attach are not tracked: open new ones (the
+            // failsafe rule lets them out).
+            return Err(format!("{AGAIN}interfaces attached: connecting again"));
+        }
+        Ok(())
     }
 
     /// Makes the store's member keys of this host what its bindings and addresses say.

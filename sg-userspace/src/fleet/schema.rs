@@ -229,6 +229,40 @@ pub fn with_members(all: &AllKeys) -> (PolicyKeys, Vec<String>) {
     (keys, warnings)
 }
 
+/// One host as `fleet status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HostRow {
+    pub host: String,
+    /// Interfaces the policy binds on it.
+    pub interfaces: Vec<String>,
+    /// Its daemon holds a live lease (member keys present).
+    pub alive: bool,
+    /// What its daemon last reported (`None`: never).
+    pub status: Option<serde_json::Value>,
+}
+
+/// Every host the policy names or that reported a status, in name order.
+pub fn host_rows(all: &AllKeys) -> Vec<HostRow> {
+    fn row<'a>(rows: &'a mut BTreeMap<String, HostRow>, h: &str) -> &'a mut HostRow {
+        rows.entry(h.to_string()).or_insert_with(|| HostRow {
+            host: h.to_string(),
+            interfaces: Vec::new(),
+            alive: false,
+            status: None,
+        })
+    }
+    let mut rows: BTreeMap<String, HostRow> = BTreeMap::new();
+    for (k, v) in all {
+        match k.split('/').collect::<Vec<_>>().as_slice() {
+            ["hosts", h, "interfaces", i] => row(&mut rows, h).interfaces.push((*i).to_string()),
+            ["members", _, h, _] => row(&mut rows, h).alive = true,
+            ["status", h] => row(&mut rows, h).status = serde_json::from_str(v).ok(),
+            _ => {}
+        }
+    }
+    rows.into_values().collect()
+}
+
 /// What `fleet put` changes: keys to write (new or changed) and keys to delete.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KeyDiff {

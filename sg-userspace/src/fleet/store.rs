@@ -172,6 +172,26 @@ impl Store {
         &self.schema
     }
 
+    /// Every key under the prefix at one revision: (revision, relative key -> value).
+    pub async fn read_all(&mut self) -> Result<(i64, super::schema::AllKeys), FleetError> {
+        let prefix = self.schema.prefix().to_string();
+        let resp = self
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        let mut all = super::schema::AllKeys::new();
+        for kv in resp.kvs() {
+            if let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str())
+                && let Some(rel) = self.schema.rel(k)
+            {
+                all.insert(rel.to_string(), v.to_string());
+            }
+        }
+        Ok((resp.header().map_or(0, etcd_client::ResponseHeader::revision), all))
+    }
+
     /// Every policy key at one revision (one range read: a consistent snapshot).
     pub async fn read_policy(&mut self) -> Result<Snapshot, FleetError> {
         let prefix = self.schema.prefix().to_string();
