@@ -258,7 +258,7 @@ impl Stream {
             let s = std::net::UdpSocket::bind(("0.0.0.0", 40900)).expect("bind sender");
             let t = Instant::now();
             let mut n = 0u32;
-            while !s3.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(60) {
+            while !s3.load(Ordering::Relaxed) && t.elapsed() < Duration::from_mins(1) {
                 let _ = s.send_to(&n.to_be_bytes(), dst);
                 n += 1;
                 std::thread::sleep(Duration::from_millis(2));
