@@ -7,7 +7,8 @@
 //!   `apply`: the live, all-or-nothing apply across interfaces (CLI, daemon).
 //! - `loader/`: load, attach, detach, private instances; `maps`: typed handles on every map
 //!   of the registry (`sg_common::maps`); `pins`, `state`, `iface`: where things live.
-//! - Operator features: `daemon/`, `flowlog/`, `metrics`, `replay`, `conntrack`, `status`,
+//! - Operator features: `daemon/`, `fleet/` (the policy in etcd: schema, store, the daemon's
+//!   agent), `flowlog/`, `metrics`, `replay`, `conntrack`, `status`,
 //!   `top`, `explain`, `hits` (per-rule hit totals), `names` (how flows and rules are shown).
 //! - `cli/`: one module per subcommand, argument parsing and printing only.
 //! - `error` (thiserror enums; anyhow only at the binary edge), `failpoint` (a test hook).

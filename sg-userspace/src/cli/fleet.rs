@@ -18,7 +18,7 @@ pub struct EtcdArgs {
     #[arg(long, value_name = "URL[,URL..]", value_delimiter = ',', required = true, env = "SGCTL_ETCD")]
     pub etcd: Vec<String>,
     /// Key prefix of this fleet's keys.
-    #[arg(long, value_name = "PREFIX", default_value = crate::fleet::DEFAULT_PREFIX)]
+    #[arg(long = "etcd-prefix", value_name = "PREFIX", default_value = crate::fleet::DEFAULT_PREFIX)]
     pub prefix: String,
     /// Seconds to wait for the store (connecting, and each request).
     #[arg(long = "etcd-timeout", value_name = "S", default_value_t = 5)]

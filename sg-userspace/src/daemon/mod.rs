@@ -8,6 +8,10 @@
 //!   reason; the last good rule set keeps enforcing.
 //! - Every `--gc-interval` seconds it removes expired flows and rebuilds the conntrack
 //!   presence filter (`sgctl conntrack gc`), writing flow-end records when flow logs are on.
+//! - Fleet mode (`--etcd URLS --host NAME`): the rule set comes from the fleet's policy in
+//!   etcd instead of a file (`crate::fleet::agent` reads, watches and registers members; this
+//!   loop applies each host rule set that differs from the enforced one, through the same
+//!   apply). The store unreachable: the last applied rule set keeps enforcing.
 //! - SIGTERM or SIGINT: it stops and leaves enforcement in place (the pins), unless
 //!   `--detach-on-exit`.
 //! - One daemon per network namespace (the host, in the root namespace): a lock in
