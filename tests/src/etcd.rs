@@ -26,6 +26,57 @@ pub struct EtcdCluster {
     /// The address members listen on, and the namespace they run in (`None`: this one).
     ip: String,
     ns: Option<String>,
+    /// TLS: the directory holding ca.pem, server.pem/key and client.pem/key.
+    tls: Option<PathBuf>,
+}
+
+/// Runs openssl; panics unless it succeeds.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A test CA and, signed by it, a server certificate for 127.0.0.1 and a client certificate
+/// (CN `cn`), all in `dir`, valid for a day.
+fn make_certs(dir: &std::path::Path, client_cn: &str) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=sgctl-test-ca"]);
+    openssl(dir, &a);
+    for (name, cn, ext) in [
+        ("server", "etcd", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        ("client", client_cn, "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let mut a = vec!["req"];
+        a.extend(ec);
+        let (key, csr, pem, extf) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        let subj = format!("/CN={cn}");
+        a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &a);
+        std::fs::write(dir.join(&extf), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "1",
+                "-extfile",
+                &extf,
+            ],
+        );
+    }
 }
 
 /// Ports the kernel says are free now (held open together so that they differ).
@@ -49,7 +100,30 @@ impl EtcdCluster {
         Self::start_with(n, Some(ns.to_string()), &ip.to_string(), &ports)
     }
 
+    /// One member on 127.0.0.1 serving clients over TLS only, and requiring a client
+    /// certificate signed by its CA (`--client-cert-auth`); the client certificate's CN is
+    /// `client_cn` (etcd maps it to a user when auth is on).
+    pub fn start_tls(client_cn: &str) -> EtcdCluster {
+        let ports = free_ports(2);
+        Self::start_inner(1, None, "127.0.0.1", &ports, Some(client_cn))
+    }
+
+    /// Paths of (ca.pem, client.pem, client.key) of a TLS cluster.
+    pub fn client_tls(&self) -> Option<(PathBuf, PathBuf, PathBuf)> {
+        self.tls.as_ref().map(|d| (d.join("ca.pem"), d.join("client.pem"), d.join("client.key")))
+    }
+
     fn start_with(n: usize, ns: Option<String>, ip: &str, ports: &[u16]) -> EtcdCluster {
+        Self::start_inner(n, ns, ip, ports, None)
+    }
+
+    fn start_inner(
+        n: usize,
+        ns: Option<String>,
+        ip: &str,
+        ports: &[u16],
+        tls_cn: Option<&str>,
+    ) -> EtcdCluster {
         let dir = std::env::temp_dir().join(format!(
             "sgctl-etcd-{}-{}",
             std::process::id(),
@@ -69,7 +143,13 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://{ip}:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = EtcdCluster { dir, members, initial_cluster, ip: ip.to_string(), ns };
+        let tls = tls_cn.map(|cn| {
+            let d = dir.join("tls");
+            std::fs::create_dir_all(&d).expect("tls dir");
+            make_certs(&d, cn);
+            d
+        });
+        let mut c = EtcdCluster { dir, members, initial_cluster, ip: ip.to_string(), ns, tls };
         for i in 0..n {
             c.start_member(i);
         }
@@ -84,7 +164,19 @@ impl EtcdCluster {
 
     /// The client URL of member `i`.
     pub fn url(&self, i: usize) -> String {
-        format!("http://{}:{}", self.ip, self.members[i].client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.ip, self.members[i].client)
+    }
+
+    /// etcdctl's TLS flags (client certificate), if TLS is on.
+    fn ctl_tls(&self) -> Vec<String> {
+        self.client_tls().map_or_else(Vec::new, |(ca, cert, key)| {
+            vec![
+                format!("--cacert={}", ca.display()),
+                format!("--cert={}", cert.display()),
+                format!("--key={}", key.display()),
+            ]
+        })
     }
 
     /// A command run in the cluster's namespace.
@@ -110,7 +202,8 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.join(format!("{}.log", m.name)))
             .expect("etcd log");
-        let client = format!("http://{}:{}", self.ip, m.client);
+        let client =
+            format!("{}://{}:{}", if self.tls.is_some() { "https" } else { "http" }, self.ip, m.client);
         let peer = format!("http://{}:{}", self.ip, m.peer);
         let listen = if self.ns.is_some() && self.ip != "127.0.0.1" {
             format!("{client},http://127.0.0.1:{}", m.client)
@@ -124,6 +217,14 @@ impl EtcdCluster {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", "sgctl-test", "--max-txn-ops", "1024"])
+            .args(self.tls.as_ref().map_or_else(Vec::new, |d| {
+                vec![
+                    format!("--cert-file={}", d.join("server.pem").display()),
+                    format!("--key-file={}", d.join("server.key").display()),
+                    format!("--trusted-ca-file={}", d.join("ca.pem").display()),
+                    "--client-cert-auth".to_string(),
+                ]
+            }))
             // Fast elections and lease renewals, as a test wants them.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .stdin(Stdio::null())
@@ -155,6 +256,7 @@ impl EtcdCluster {
         loop {
             let ok = self
                 .command("etcdctl")
+                .args(self.ctl_tls())
                 .args(["--endpoints", &urls.join(","), "--command-timeout", "2s", "endpoint", "health"])
                 .env("ETCDCTL_API", "3")
                 .stdout(Stdio::null())
@@ -177,6 +279,7 @@ impl EtcdCluster {
     pub fn etcdctl(&self, args: &[&str]) -> String {
         let out = self
             .command("etcdctl")
+            .args(self.ctl_tls())
             .args(["--endpoints", &self.urls(), "--command-timeout", "5s"])
             .args(args)
             .env("ETCDCTL_API", "3")

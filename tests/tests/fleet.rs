@@ -183,3 +183,35 @@ fn a_value_written_by_hand_is_checked_as_a_file_is() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("etcd:/sgctl/v1/@") && err.contains("70000"), "{err}");
 }
+
+/// A member that serves clients over TLS only and requires client certificates: sgctl gets in
+/// with `--etcd-cacert/--etcd-cert/--etcd-key`, not without its certificate, and not over
+/// plain HTTP.
+#[test]
+fn tls_with_client_certificates() {
+    let cluster = EtcdCluster::start_tls("admin");
+    let (ca, cert, key) = cluster.client_tls().unwrap();
+    let (ca, cert, key) = (ca.to_str().unwrap(), cert.to_str().unwrap(), key.to_str().unwrap());
+    let file = write_temp("fleet-tls.toml", POLICY);
+    let tls = ["--etcd-cacert", ca, "--etcd-cert", cert, "--etcd-key", key];
+    let with_tls =
+        |args: &[&str]| -> Vec<String> { args.iter().chain(&tls).map(|s| (*s).to_string()).collect() };
+    let put = with_tls(&["fleet", "put", file.to_str().unwrap()]);
+    let out = ok(&cluster, &put.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("wrote 5 keys"), "{out}");
+    let get = with_tls(&["fleet", "get"]);
+    assert_eq!(
+        rs("get", &ok(&cluster, &get.iter().map(String::as_str).collect::<Vec<_>>())),
+        rs("file", POLICY)
+    );
+    // The CA but no client certificate: the member refuses the handshake.
+    let out = sgctl(&cluster, &["fleet", "get", "--etcd-cacert", ca]);
+    assert!(!out.status.success(), "got in without a client certificate");
+    // Plain HTTP to a TLS port.
+    let plain = cluster.urls().replace("https://", "http://");
+    let out = Command::new(sg_tests::sgctl_path())
+        .args(["fleet", "get", "--etcd", &plain, "--etcd-timeout", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "plain HTTP got an answer");
+}

@@ -51,6 +51,38 @@ impl AwsInput {
     }
 }
 
+/// TLS to the fleet's etcd (fleet subcommands and the daemon's fleet mode).
+#[derive(Debug, Args)]
+pub struct EtcdTlsArgs {
+    /// PEM file of the CA that signed the etcd members' certificates (turns TLS on; use
+    /// https:// URLs).
+    #[arg(long = "etcd-cacert", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate, for members started with --client-cert-auth.
+    #[arg(long = "etcd-cert", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM key of --etcd-cert.
+    #[arg(long = "etcd-key", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    /// The TLS settings, files read.
+    pub fn tls(&self) -> anyhow::Result<Option<crate::fleet::Tls>> {
+        let read =
+            |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+        let Some(ca) = &self.cacert else {
+            anyhow::ensure!(self.cert.is_none(), "--etcd-cert needs --etcd-cacert");
+            return Ok(None);
+        };
+        let identity = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        };
+        Ok(Some(crate::fleet::Tls { ca: read(ca)?, identity }))
+    }
+}
+
 /// A protocol argument of one packet or flow: tcp, udp, icmp, icmpv6 or a number 0-255
 /// (`all` means no single protocol).
 pub fn proto_number(p: &str) -> Result<u8, String> {

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use sg_common::flowlog::FlowLogConfig;
 
-use super::common::AwsInput;
+use super::common::{AwsInput, EtcdTlsArgs};
 use crate::{
     daemon::{self, Options, Source},
     fleet::{Endpoints, Schema, agent::AgentConfig},
@@ -66,6 +66,8 @@ pub struct FleetDaemonArgs {
     /// Seconds this host's member keys outlive it when it stops renewing them (etcd lease).
     #[arg(long = "lease-ttl", value_name = "S", default_value_t = 10)]
     pub lease_ttl: i64,
+    #[command(flatten)]
+    pub tls: EtcdTlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +141,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
                 endpoints: Endpoints {
                     urls: args.fleet.etcd.clone(),
                     timeout: Duration::from_secs(args.fleet.timeout),
+                    tls: args.fleet.tls.tls()?,
                 },
                 schema: Schema::new(&args.fleet.prefix)?,
                 host: host.clone(),

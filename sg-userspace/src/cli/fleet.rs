@@ -6,6 +6,8 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
+use super::common::EtcdTlsArgs;
+
 use crate::{
     fleet::{Endpoints, Schema, Store, schema},
     rules::{self, AwsContext, Format},
@@ -23,11 +25,17 @@ pub struct EtcdArgs {
     /// Seconds to wait for the store (connecting, and each request).
     #[arg(long = "etcd-timeout", value_name = "S", default_value_t = 5)]
     pub timeout: u64,
+    #[command(flatten)]
+    pub tls: EtcdTlsArgs,
 }
 
 impl EtcdArgs {
-    pub fn endpoints(&self) -> Endpoints {
-        Endpoints { urls: self.etcd.clone(), timeout: Duration::from_secs(self.timeout) }
+    pub fn endpoints(&self) -> anyhow::Result<Endpoints> {
+        Ok(Endpoints {
+            urls: self.etcd.clone(),
+            timeout: Duration::from_secs(self.timeout),
+            tls: self.tls.tls()?,
+        })
     }
 
     pub fn schema(&self) -> anyhow::Result<Schema> {
@@ -98,8 +106,9 @@ fn put(a: &PutArgs) -> anyhow::Result<()> {
     }
     let keys = schema::policy_of_file(&name, &text, &loaded.rules)?;
     let schema = a.etcd.schema()?;
+    let ep = a.etcd.endpoints()?;
     let out = block_on(async {
-        let mut store = Store::connect(&a.etcd.endpoints(), schema).await?;
+        let mut store = Store::connect(&ep, schema).await?;
         store.put_policy(&keys, a.dry_run).await
     })??;
     if a.json {
@@ -122,8 +131,9 @@ fn put(a: &PutArgs) -> anyhow::Result<()> {
 
 fn get(a: &GetArgs) -> anyhow::Result<()> {
     let schema = a.etcd.schema()?;
+    let ep = a.etcd.endpoints()?;
     let snap = block_on(async {
-        let mut store = Store::connect(&a.etcd.endpoints(), schema.clone()).await?;
+        let mut store = Store::connect(&ep, schema.clone()).await?;
         store.read_policy().await
     })??;
     if a.json {
@@ -150,8 +160,9 @@ fn get(a: &GetArgs) -> anyhow::Result<()> {
 
 fn status(a: &GetArgs) -> anyhow::Result<()> {
     let schema = a.etcd.schema()?;
+    let ep = a.etcd.endpoints()?;
     let (revision, all) = block_on(async {
-        let mut store = Store::connect(&a.etcd.endpoints(), schema).await?;
+        let mut store = Store::connect(&ep, schema).await?;
         store.read_all().await
     })??;
     let rows = schema::host_rows(&all);

@@ -6,7 +6,7 @@ pub mod schema;
 pub mod store;
 
 pub use schema::{DEFAULT_PREFIX, KeyDiff, PolicyKeys, Schema};
-pub use store::{Endpoints, PutOutcome, Snapshot, Store};
+pub use store::{Endpoints, PutOutcome, Snapshot, Store, Tls};
 
 use crate::rules::RuleErrors;
 

@@ -16,6 +16,16 @@ pub struct Endpoints {
     pub urls: Vec<String>,
     /// Per request, and for connecting.
     pub timeout: Duration,
+    /// TLS (`https://` URLs), if given.
+    pub tls: Option<Tls>,
+}
+
+/// PEM texts: the CA that signed the members' certificates, and this client's certificate and
+/// key (etcd's `--client-cert-auth`).
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub ca: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A connected store under one prefix. It talks to one member at a time and moves to the
@@ -102,6 +112,17 @@ async fn connect_one(ep: &Endpoints, url: &str) -> Result<Client, etcd_client::E
         .with_timeout(ep.timeout)
         // A member cut off from the quorum answers with an error, not stale silence.
         .with_require_leader(true);
+    let opts = match &ep.tls {
+        None => opts,
+        Some(t) => {
+            let mut tls =
+                etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(&t.ca));
+            if let Some((cert, key)) = &t.identity {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            opts.with_tls(tls)
+        }
+    };
     Client::connect([url], Some(opts)).await
 }
 
