@@ -36,47 +36,48 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
+const EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+/// A certificate `name`.pem/.key in `dir` for subject CN `cn`, signed by the CA there, with the
+/// extensions `ext` (openssl extfile lines), valid for a day.
+fn sign(dir: &std::path::Path, name: &str, cn: &str, ext: &str) {
+    let (key, csr, pem, extf) =
+        (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+    let subj = format!("/CN={cn}");
+    let mut a = vec!["req"];
+    a.extend(EC_KEY);
+    a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+    openssl(dir, &a);
+    std::fs::write(dir.join(&extf), ext).unwrap();
+    let a = [
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &pem,
+        "-days",
+        "1",
+        "-extfile",
+        &extf,
+    ];
+    openssl(dir, &a);
+}
+
 /// A test CA and, signed by it, a server certificate for 127.0.0.1 and a client certificate
-/// (CN `cn`), all in `dir`, valid for a day.
+/// (CN `client_cn`), all in `dir`.
 fn make_certs(dir: &std::path::Path, client_cn: &str) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     let mut a = vec!["req", "-x509"];
-    a.extend(ec);
+    a.extend(EC_KEY);
     a.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=sgctl-test-ca"]);
     openssl(dir, &a);
-    for (name, cn, ext) in [
-        ("server", "etcd", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
-        ("client", client_cn, "extendedKeyUsage=clientAuth\n"),
-    ] {
-        let mut a = vec!["req"];
-        a.extend(ec);
-        let (key, csr, pem, extf) =
-            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-        let subj = format!("/CN={cn}");
-        a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-        openssl(dir, &a);
-        std::fs::write(dir.join(&extf), ext).unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "1",
-                "-extfile",
-                &extf,
-            ],
-        );
-    }
+    sign(dir, "server", "etcd", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n");
+    sign(dir, "client", client_cn, "extendedKeyUsage=clientAuth\n");
 }
 
 /// Ports the kernel says are free now (held open together so that they differ).
@@ -106,6 +107,14 @@ impl EtcdCluster {
     pub fn start_tls(client_cn: &str) -> EtcdCluster {
         let ports = free_ports(2);
         Self::start_inner(1, None, "127.0.0.1", &ports, Some(client_cn))
+    }
+
+    /// Another client certificate of a TLS cluster, for user `cn`: (cert, key).
+    pub fn client_cert(&self, cn: &str) -> (PathBuf, PathBuf) {
+        let d = self.tls.as_ref().expect("a TLS cluster");
+        let name = format!("client-{cn}");
+        sign(d, &name, cn, "extendedKeyUsage=clientAuth\n");
+        (d.join(format!("{name}.pem")), d.join(format!("{name}.key")))
     }
 
     /// Paths of (ca.pem, client.pem, client.key) of a TLS cluster.

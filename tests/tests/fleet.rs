@@ -215,3 +215,69 @@ fn tls_with_client_certificates() {
         .unwrap();
     assert!(!out.status.success(), "plain HTTP got an answer");
 }
+
+/// etcd users and roles as the README sets them up (client certificates name the user by
+/// their CN): the admin writes the policy; a host reads it and writes only its own member and
+/// status keys.
+#[test]
+fn roles_let_a_host_write_only_its_own_keys() {
+    let cluster = EtcdCluster::start_tls("root");
+    for cmd in [
+        "user add root --no-password",
+        "user grant-role root root",
+        "role add sgctl-admin",
+        "role grant-permission sgctl-admin --prefix=true readwrite /sgctl/v1/",
+        "user add admin --no-password",
+        "user grant-role admin sgctl-admin",
+        "role add sgctl-host-db1",
+        "role grant-permission sgctl-host-db1 --prefix=true read /sgctl/v1/",
+        "role grant-permission sgctl-host-db1 --prefix=true readwrite /sgctl/v1/members/db1/",
+        "role grant-permission sgctl-host-db1 readwrite /sgctl/v1/status/db1",
+        "user add db1 --no-password",
+        "user grant-role db1 sgctl-host-db1",
+        "auth enable",
+    ] {
+        cluster.etcdctl(&cmd.split(' ').collect::<Vec<_>>());
+    }
+    let (ca, _, _) = cluster.client_tls().unwrap();
+    let ca = ca.to_str().unwrap().to_string();
+    let as_user = |user: &str, args: &[&str]| -> Output {
+        let (cert, key) = cluster.client_cert(user);
+        Command::new(sg_tests::sgctl_path())
+            .args(args)
+            .args(["--etcd", &cluster.urls(), "--etcd-timeout", "3", "--etcd-cacert", &ca])
+            .args(["--etcd-cert", cert.to_str().unwrap(), "--etcd-key", key.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let file = write_temp("fleet-roles.toml", POLICY);
+    let file = file.to_str().unwrap();
+    let out = as_user("db1", &["fleet", "put", file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("permission denied"), "a host wrote the policy: {err}");
+    let out = as_user("admin", &["fleet", "put", file]);
+    assert!(out.status.success(), "admin: {}", String::from_utf8_lossy(&out.stderr));
+    let out = as_user("db1", &["fleet", "get"]);
+    assert!(out.status.success(), "db1 cannot read the policy: {}", String::from_utf8_lossy(&out.stderr));
+
+    // What a host's daemon writes, with its own certificate (etcdctl, as the daemon needs BPF).
+    let (cert, key) = cluster.client_cert("db1");
+    let ctl = |args: &[&str]| -> Output {
+        Command::new("etcdctl")
+            .args(["--endpoints", &cluster.urls(), "--cacert", &ca])
+            .args(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .unwrap()
+    };
+    let lease = String::from_utf8(ctl(&["lease", "grant", "10"]).stdout).unwrap();
+    let id = lease.split_whitespace().nth(1).expect("lease id");
+    let v = r#"{"groups":["db"],"addresses":["192.0.2.1"]}"#;
+    assert!(ctl(&["put", "--lease", id, "/sgctl/v1/members/db1/eth0", v]).status.success(), "own member key");
+    assert!(ctl(&["put", "/sgctl/v1/status/db1", "{}"]).status.success(), "own status key");
+    for other in ["/sgctl/v1/members/web1/eth0", "/sgctl/v1/status/web1", "/sgctl/v1/groups/db"] {
+        let out = ctl(&["put", other, "{}"]);
+        assert!(!out.status.success(), "db1 wrote {other}");
+    }
+}

@@ -390,10 +390,9 @@ impl Session<'_> {
         let host = &self.cfg.host;
         let mut want: BTreeMap<String, String> = BTreeMap::new();
         for (iface, groups) in host_bindings(&self.all, host) {
-            let v = serde_json::to_string(&MemberValue { addresses: iface_addresses(&iface) }).map_err(e)?;
-            for g in groups {
-                want.insert(member_key(&g, host, &iface), v.clone());
-            }
+            let v = serde_json::to_string(&MemberValue { groups, addresses: iface_addresses(&iface) })
+                .map_err(e)?;
+            want.insert(member_key(host, &iface), v);
         }
         let fresh = self.lease_of_keys != Some(lease);
         for (k, v) in &want {
@@ -410,7 +409,7 @@ impl Session<'_> {
             .keys()
             .filter(|k| {
                 k.starts_with("members/")
-                    && k.split('/').nth(2) == Some(host.as_str())
+                    && k.split('/').nth(1) == Some(host.as_str())
                     && !want.contains_key(*k)
             })
             .cloned()

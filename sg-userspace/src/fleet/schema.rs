@@ -7,7 +7,7 @@
 //! | `quotas` | `{"rules_per_group": N, "groups_per_interface": N}` | `fleet put` |
 //! | `hosts/<host>/interfaces/<iface>` | the interface's table (`groups`, `timeouts`, `implicit`, `monitor`) | `fleet put` |
 //! | `meta` | `{"keys": N, "written_at": unix seconds}`: the policy's last write | `fleet put` |
-//! | `members/<group>/<host>/<iface>` | `{"addresses": [...]}`, under the host's lease | each daemon |
+//! | `members/<host>/<iface>` | `{"groups": [...], "addresses": [...]}`, under the host's lease | each daemon |
 //! | `status/<host>` | the revision the host enforces, when, its error | each daemon |
 //!
 //! The policy is every key of the first five rows: a rules file's meaning, split so that a
@@ -160,8 +160,10 @@ pub fn ruleset(schema: &Schema, revision: i64, keys: &PolicyKeys) -> Result<Rule
 pub type AllKeys = BTreeMap<String, String>;
 
 /// The relative key of a member registration.
-pub fn member_key(group: &str, host: &str, iface: &str) -> String {
-    format!("members/{group}/{host}/{iface}")
+/// Keyed by host first, so that an etcd role can let a host write only its own keys
+/// (`members/<host>/` and `status/<host>`).
+pub fn member_key(host: &str, iface: &str) -> String {
+    format!("members/{host}/{iface}")
 }
 
 /// The relative key of a host's status.
@@ -172,6 +174,8 @@ pub fn status_key(host: &str) -> String {
 /// A member registration's value.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberValue {
+    /// The groups the interface is bound to (the policy's `hosts/<host>/interfaces/<iface>`).
+    pub groups: Vec<String>,
     pub addresses: Vec<std::net::IpAddr>,
 }
 
@@ -200,11 +204,14 @@ pub fn host_bindings(all: &AllKeys, host: &str) -> BTreeMap<String, Vec<String>>
 /// named in the returned warnings).
 pub fn with_members(all: &AllKeys) -> (PolicyKeys, Vec<String>) {
     let mut warnings = Vec::new();
-    let mut added: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut added: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in all.range("members/".to_string()..).take_while(|(k, _)| k.starts_with("members/")) {
-        let Some(group) = k["members/".len()..].split('/').next() else { continue };
         match serde_json::from_str::<MemberValue>(v) {
-            Ok(m) => added.entry(group).or_default().extend(m.addresses.iter().map(ToString::to_string)),
+            Ok(m) => {
+                for g in m.groups {
+                    added.entry(g).or_default().extend(m.addresses.iter().map(ToString::to_string));
+                }
+            }
             Err(e) => warnings.push(format!("member registration {k}: {e}; skipped")),
         }
     }
@@ -255,7 +262,7 @@ pub fn host_rows(all: &AllKeys) -> Vec<HostRow> {
     for (k, v) in all {
         match k.split('/').collect::<Vec<_>>().as_slice() {
             ["hosts", h, "interfaces", i] => row(&mut rows, h).interfaces.push((*i).to_string()),
-            ["members", _, h, _] => row(&mut rows, h).alive = true,
+            ["members", h, _] => row(&mut rows, h).alive = true,
             ["status", h] => row(&mut rows, h).status = serde_json::from_str(v).ok(),
             _ => {}
         }
