@@ -378,6 +378,35 @@ monitor = true
     }
 
     #[test]
+    fn registered_members_join_the_groups_their_value_names() {
+        let keys = policy_of_file("f.toml", FILE, &rs(FILE)).unwrap();
+        let mut all: AllKeys = keys.into_iter().collect();
+        all.insert(
+            member_key("web1", "eth0"),
+            r#"{"groups":["web"],"addresses":["198.51.100.2","2001:db8::2"]}"#.into(),
+        );
+        all.insert(member_key("web2", "eth0"), "not json".into());
+        all.insert(
+            member_key("ghost", "eth0"),
+            r#"{"groups":["nosuch"],"addresses":["198.51.100.9"]}"#.into(),
+        );
+        all.insert(status_key("db1"), r#"{"revision":3}"#.into());
+        let (with, warnings) = with_members(&all);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("members/web2/eth0"));
+        let schema = Schema::new(DEFAULT_PREFIX).unwrap();
+        let back = ruleset(&schema, 1, &with).unwrap();
+        let web = back.groups.iter().find(|g| g.name == "web").unwrap();
+        let m: Vec<String> = web.members.iter().map(ToString::to_string).collect();
+        assert_eq!(m, ["198.51.100.2/32", "2001:db8::2/128"]);
+        let rows = host_rows(&all);
+        let names: Vec<&str> = rows.iter().map(|r| r.host.as_str()).collect();
+        assert_eq!(names, ["db1", "ghost", "web1", "web2"]);
+        assert!(rows[0].status.is_some() && !rows[0].alive && rows[0].interfaces == ["eth0"]);
+        assert!(rows[2].alive);
+    }
+
+    #[test]
     fn diff_names_added_changed_and_removed_keys() {
         let old: PolicyKeys = [("a".into(), "1".into()), ("b".into(), "2".into())].into();
         let new: PolicyKeys = [("b".into(), "3".into()), ("c".into(), "4".into())].into();
