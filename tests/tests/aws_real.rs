@@ -379,19 +379,21 @@ fn stale_pairs_are_warned_and_allow_nothing() {
     assert!(l.rules.group("sg-bbbb2222").is_none(), "the stale group is not added");
 }
 
+/// Our own fixtures' members and prefix-list entries, with group web bound.
+const OWN_INPUTS: Inputs = Inputs {
+    network_interfaces: &[
+        "own:describe-network-interfaces.json",
+        "own:describe-network-interfaces-bastion.json",
+    ],
+    prefix_lists: &["pl-0office00000001=own:get-managed-prefix-list-entries.json"],
+    bind: "web",
+    ..NONE
+};
+
 #[test]
 fn members_come_from_network_interfaces_and_entries_from_prefix_lists() {
     let text = read(&own("describe-security-groups.json"));
-    let inputs = Inputs {
-        network_interfaces: &[
-            "own:describe-network-interfaces.json",
-            "own:describe-network-interfaces-bastion.json",
-        ],
-        prefix_lists: &["pl-0office00000001=own:get-managed-prefix-list-entries.json"],
-        bind: "web",
-        ..NONE
-    };
-    let l = import("sg.json", &text, &context(&inputs, "eth0")).unwrap_or_else(|e| panic!("{e}"));
+    let l = import("sg.json", &text, &context(&OWN_INPUTS, "eth0")).unwrap_or_else(|e| panic!("{e}"));
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     let members = |g: &str| -> Vec<String> {
         l.rules.group(g).unwrap().members.iter().map(ToString::to_string).collect()
@@ -442,16 +444,7 @@ fn three_aws_outputs_give_an_enforcing_host() {
         return;
     }
     let text = read(&own("describe-security-groups.json"));
-    let inputs = Inputs {
-        network_interfaces: &[
-            "own:describe-network-interfaces.json",
-            "own:describe-network-interfaces-bastion.json",
-        ],
-        prefix_lists: &["pl-0office00000001=own:get-managed-prefix-list-entries.json"],
-        bind: "web",
-        ..NONE
-    };
-    let l = import("sg.json", &text, &context(&inputs, "eth0")).unwrap_or_else(|e| panic!("{e}"));
+    let l = import("sg.json", &text, &context(&OWN_INPUTS, "eth0")).unwrap_or_else(|e| panic!("{e}"));
     let rules = l.rules.iface_rules("eth0");
     let id = |desc: &str| -> u32 {
         let i = rules.iter().position(|r| r.rule.description.as_deref() == Some(desc));

@@ -121,22 +121,45 @@ fn put(store: &LanHost, urls: &str, name: &str, text: &str) -> i64 {
     v["revision"].as_i64().expect("a revision was written")
 }
 
+/// The LAN both tests use: the store (3-member etcd), db1, web1, web2 and a client; `policy`
+/// written; TCP servers on db1's ports 5432-5434.
+struct Fleet {
+    lan: Lan,
+    store: LanHost,
+    db1: LanHost,
+    web1: LanHost,
+    web2: LanHost,
+    client: LanHost,
+    cluster: EtcdCluster,
+    urls: String,
+    /// The revision of the policy's put.
+    rev: i64,
+    servers: Servers,
+}
+
+impl Fleet {
+    fn new(name: &str, policy: &str) -> Fleet {
+        let mut lan = Lan::new();
+        let store = lan.add_host("store", 250);
+        let db1 = lan.add_host("db1", 1);
+        let web1 = lan.add_host("web1", 2);
+        let web2 = lan.add_host("web2", 3);
+        let client = lan.add_host("client", 9);
+        let cluster = EtcdCluster::start_in(3, &store.ns, store.addr(false));
+        let urls = cluster.urls();
+        let rev = put(&store, &urls, name, policy);
+        let servers = Servers::start(&db1, &[5432, 5433, 5434]);
+        Fleet { lan, store, db1, web1, web2, client, cluster, urls, rev, servers }
+    }
+}
+
 #[test]
 fn group_membership_follows_hosts_and_the_store_stays_reachable() {
     if !require_bpf("group_membership_follows_hosts_and_the_store_stays_reachable") {
         return;
     }
-    let mut lan = Lan::new();
-    let store = lan.add_host("store", 250);
-    let db1 = lan.add_host("db1", 1);
-    let web1 = lan.add_host("web1", 2);
-    let web2 = lan.add_host("web2", 3);
-    let client = lan.add_host("client", 9);
-    let cluster = EtcdCluster::start_in(3, &store.ns, store.addr(false));
-    let urls = cluster.urls();
-    let rev = put(&store, &urls, "fleet-daemon.toml", POLICY);
-
-    let _servers = Servers::start(&db1, &[5432, 5433, 5434]);
+    let Fleet { lan: _lan, store, db1, web1, web2, client, cluster, urls, rev, servers: _servers } =
+        Fleet::new("fleet-daemon.toml", POLICY);
     assert!(connects(&client, &db1, 5432), "before any daemon, nothing is enforced");
 
     let args = |host: &str| -> Vec<String> {
@@ -328,16 +351,8 @@ fn enforcement_holds_through_store_outages_and_a_tracked_flow_loses_nothing() {
     if !require_bpf("enforcement_holds_through_store_outages_and_a_tracked_flow_loses_nothing") {
         return;
     }
-    let mut lan = Lan::new();
-    let store = lan.add_host("store", 250);
-    let db1 = lan.add_host("db1", 1);
-    let web1 = lan.add_host("web1", 2);
-    let web2 = lan.add_host("web2", 3);
-    let client = lan.add_host("client", 9);
-    let mut cluster = EtcdCluster::start_in(3, &store.ns, store.addr(false));
-    let urls = cluster.urls();
-    let rev = put(&store, &urls, "fleet-outage.toml", OUTAGE_POLICY);
-    let _servers = Servers::start(&db1, &[5432, 5433, 5434]);
+    let Fleet { lan: _lan, store, db1, web1, web2, client, mut cluster, urls, rev, servers: _servers } =
+        Fleet::new("fleet-outage.toml", OUTAGE_POLICY);
     // Each host namespace has its own loopback: one metrics port for all.
     const METRICS: u16 = 9947;
     let start = |h: &LanHost| {

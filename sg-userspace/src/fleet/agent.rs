@@ -129,16 +129,15 @@ pub fn with_failsafe(mut rs: RuleSet, endpoints: &[SocketAddr]) -> RuleSet {
     }
     let egress = endpoints
         .iter()
-        .map(|a| Rule {
+        .enumerate()
+        .map(|(index, a)| Rule {
             proto: Proto::Num(TCP),
             ports: Ports::Range(a.port(), a.port()),
             peer: Peer::Cidr(ipnet::IpNet::from(a.ip())),
             description: Some("sgctl daemon to its etcd endpoint (failsafe)".into()),
-            index: 0,
+            index,
             loc: Loc::default(),
         })
-        .enumerate()
-        .map(|(i, r)| Rule { index: i, ..r })
         .collect();
     rs.groups.push(Group {
         name: FAILSAFE_GROUP.into(),
@@ -262,6 +261,12 @@ fn e(err: impl std::fmt::Display) -> String {
     err.to_string()
 }
 
+/// An etcd error as one line.
+#[expect(clippy::needless_pass_by_value, reason = "the shape `map_err` calls")]
+fn ed(err: etcd_client::Error) -> String {
+    super::store::describe(&err)
+}
+
 impl Session<'_> {
     fn send(&self, u: Update) -> Result<(), ()> {
         self.updates.send(u).map_err(|_| ())
@@ -291,31 +296,26 @@ impl Session<'_> {
         let id = match self.lease {
             Some(id) if client.lease_time_to_live(id, None).await.is_ok_and(|r| r.ttl() > 0) => id,
             _ => {
-                let id = client
-                    .lease_grant(self.cfg.lease_ttl, None)
-                    .await
-                    .map_err(|x| super::store::describe(&x))?
-                    .id();
+                let id = client.lease_grant(self.cfg.lease_ttl, None).await.map_err(ed)?.id();
                 log::info!("fleet: lease {id:x} granted ({} s)", self.cfg.lease_ttl);
                 id
             }
         };
         self.lease = Some(id);
-        let (mut keeper, mut alive) =
-            client.lease_keep_alive(id).await.map_err(|x| super::store::describe(&x))?;
+        let (mut keeper, mut alive) = client.lease_keep_alive(id).await.map_err(ed)?;
         self.register(&mut client).await?;
         self.policy(revision).await?;
         let mut stream = client
             .watch(prefix.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)))
             .await
-            .map_err(|x| super::store::describe(&x))?;
+            .map_err(ed)?;
         let mut renew =
             tokio::time::interval(Duration::from_secs_f64((self.cfg.lease_ttl as f64 / 3.0).max(0.5)));
         renew.reset();
         loop {
             tokio::select! {
                 msg = stream.message() => {
-                    let resp = msg.map_err(|x| super::store::describe(&x))?.ok_or("the watch ended")?;
+                    let resp = msg.map_err(ed)?.ok_or("the watch ended")?;
                     if resp.compact_revision() > 0 {
                         return Err(format!("watch compacted at revision {}: reading again", resp.compact_revision()));
                     }
@@ -347,8 +347,8 @@ impl Session<'_> {
                     }
                 }
                 _ = renew.tick() => {
-                    keeper.keep_alive().await.map_err(|x| super::store::describe(&x))?;
-                    let r = alive.message().await.map_err(|x| super::store::describe(&x))?.ok_or("lease keepalive ended")?;
+                    keeper.keep_alive().await.map_err(ed)?;
+                    let r = alive.message().await.map_err(ed)?.ok_or("lease keepalive ended")?;
                     if r.ttl() <= 0 {
                         log::warn!("fleet: lease {id:x} expired in the store: granting a new one and registering again");
                         self.lease = None;
@@ -363,7 +363,7 @@ impl Session<'_> {
                     let st = status.borrow_and_update().clone();
                     if let Some(st) = st {
                         let v = serde_json::to_string(&st).map_err(e)?;
-                        client.put(self.cfg.schema.key(&status_key(&self.cfg.host)), v, None).await.map_err(|x| super::store::describe(&x))?;
+                        client.put(self.cfg.schema.key(&status_key(&self.cfg.host)), v, None).await.map_err(ed)?;
                     }
                 }
                 () = resync.notified() => return Err(format!("{AGAIN}SIGHUP: reading everything again")),
@@ -400,7 +400,7 @@ impl Session<'_> {
                 client
                     .put(self.cfg.schema.key(k), v.clone(), Some(PutOptions::new().with_lease(lease)))
                     .await
-                    .map_err(|x| super::store::describe(&x))?;
+                    .map_err(ed)?;
                 log::info!("fleet: registered {k} {v}");
             }
         }
@@ -415,7 +415,7 @@ impl Session<'_> {
             .cloned()
             .collect();
         for k in mine {
-            client.delete(self.cfg.schema.key(&k), None).await.map_err(|x| super::store::describe(&x))?;
+            client.delete(self.cfg.schema.key(&k), None).await.map_err(ed)?;
             log::info!("fleet: unregistered {k}");
         }
         self.lease_of_keys = Some(lease);

@@ -193,15 +193,20 @@ impl Store {
         &self.schema
     }
 
+    /// One range read of everything under the prefix (a consistent snapshot), through the
+    /// failover.
+    async fn range(&mut self) -> Result<etcd_client::GetResponse, FleetError> {
+        let prefix = self.schema.prefix().to_string();
+        self.call(|mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await
+    }
+
     /// Every key under the prefix at one revision: (revision, relative key -> value).
     pub async fn read_all(&mut self) -> Result<(i64, super::schema::AllKeys), FleetError> {
-        let prefix = self.schema.prefix().to_string();
-        let resp = self
-            .call(|mut c| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
+        let resp = self.range().await?;
         let mut all = super::schema::AllKeys::new();
         for kv in resp.kvs() {
             if let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str())
@@ -215,13 +220,7 @@ impl Store {
 
     /// Every policy key at one revision (one range read: a consistent snapshot).
     pub async fn read_policy(&mut self) -> Result<Snapshot, FleetError> {
-        let prefix = self.schema.prefix().to_string();
-        let resp = self
-            .call(|mut c| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
+        let resp = self.range().await?;
         let mut snap = Snapshot {
             revision: resp.header().map_or(0, etcd_client::ResponseHeader::revision),
             ..Snapshot::default()
