@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod daemon;
 pub mod etcd;
+pub mod fleet;
 pub mod lan;
 pub mod netns;
 pub mod packet;

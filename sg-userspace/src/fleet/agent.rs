@@ -111,10 +111,25 @@ pub fn relevant(rs: &RuleSet) -> RuleSet {
         .iter()
         .filter(|g| bound.contains(g.name.as_str()) || peers.contains(&g.name))
         .map(|g| {
-            if bound.contains(g.name.as_str()) {
-                g.clone()
+            // Members (already expanded from member_groups) matter only where a rule names
+            // the group; rules only where the group is bound. A host joining group web thus
+            // changes nothing on the web hosts unless a rule of theirs names web.
+            let (members, member_groups) = if peers.contains(&g.name) {
+                (g.members.clone(), Vec::new())
             } else {
-                Group { ingress: Vec::new(), egress: Vec::new(), description: None, ..g.clone() }
+                (Vec::new(), Vec::new())
+            };
+            if bound.contains(g.name.as_str()) {
+                Group { members, member_groups, ..g.clone() }
+            } else {
+                Group {
+                    ingress: Vec::new(),
+                    egress: Vec::new(),
+                    description: None,
+                    members,
+                    member_groups,
+                    ..g.clone()
+                }
             }
         })
         .collect();
@@ -420,5 +435,73 @@ impl Session<'_> {
         }
         self.lease_of_keys = Some(lease);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{AwsContext, Format};
+
+    const FILE: &str = r#"
+[groups.web]
+ingress = [ { proto = "tcp", ports = "80", from = "198.51.100.0/24" } ]
+members = ["198.51.100.3/32"]
+
+[groups.db]
+ingress = [ { proto = "tcp", ports = "5432", from_group = "web" } ]
+members = ["198.51.100.1/32"]
+
+[groups.unused]
+ingress = [ { proto = "tcp", ports = "22", from = "203.0.113.0/24" } ]
+
+[prefix_lists.office]
+entries = ["203.0.113.0/28"]
+
+[hosts.db1.interfaces.eth0]
+groups = ["db"]
+
+[hosts.web1.interfaces.eth0]
+groups = ["web"]
+"#;
+
+    fn host(name: &str, text: &str) -> RuleSet {
+        let rs = crate::rules::parse_str("f.toml", text, Format::Toml, &AwsContext::default()).unwrap();
+        relevant(&rs.for_host(name))
+    }
+
+    fn group<'a>(rs: &'a RuleSet, name: &str) -> Option<&'a Group> {
+        rs.groups.iter().find(|g| g.name == name)
+    }
+
+    #[test]
+    fn a_host_keeps_its_groups_rules_and_the_members_its_rules_name() {
+        let db = host("db1", FILE);
+        let names: Vec<&str> = db.groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["web", "db"]);
+        // web is named by db's rule: its members stay, its rules go.
+        let web = group(&db, "web").unwrap();
+        assert_eq!(web.members, ["198.51.100.3/32".parse::<ipnet::IpNet>().unwrap()]);
+        assert!(web.ingress.is_empty());
+        // db is bound but named by no rule: its rules stay, its members go.
+        let d = group(&db, "db").unwrap();
+        assert!(d.members.is_empty());
+        assert_eq!(d.ingress.len(), 1);
+        assert!(db.prefix_lists.is_empty());
+    }
+
+    #[test]
+    fn a_change_of_members_no_rule_of_the_host_names_leaves_its_rule_set_equal() {
+        let more = FILE.replace(
+            "members = [\"198.51.100.3/32\"]",
+            "members = [\"198.51.100.3/32\", \"198.51.100.4/32\"]",
+        );
+        // web1 is bound to web; no rule of web names web.
+        assert_eq!(host("web1", FILE).without_locations(), host("web1", &more).without_locations());
+        // db1's rule names web: it sees the new member.
+        assert_ne!(host("db1", FILE).without_locations(), host("db1", &more).without_locations());
+        // A group nothing of db1 touches.
+        let other = FILE.replace("ports = \"22\"", "ports = \"23\"");
+        assert_eq!(host("db1", FILE).without_locations(), host("db1", &other).without_locations());
     }
 }
