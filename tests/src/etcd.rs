@@ -200,6 +200,11 @@ impl EtcdCluster {
         }
     }
 
+    /// Process ids of the running members (for their CPU time).
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().filter_map(|m| m.child.as_ref().map(Child::id)).collect()
+    }
+
     /// (Re)starts member `i` on its data directory.
     pub fn start_member(&mut self, i: usize) {
         let m = &self.members[i];

@@ -145,6 +145,11 @@ pub struct Fleet {
 impl Fleet {
     /// `name` names the policy file; `lease_ttl` is the daemons' `--lease-ttl`.
     pub fn new(name: &str, dbs: usize, webs: usize, lease_ttl: u64) -> Fleet {
+        Fleet::with_policy(name, dbs, webs, lease_ttl, &policy(dbs, webs, DB_PORTS[0], WEB_PORTS[0], None))
+    }
+
+    /// [`Fleet::new`] with another first policy.
+    pub fn with_policy(name: &str, dbs: usize, webs: usize, lease_ttl: u64, text: &str) -> Fleet {
         assert!(dbs + webs < 200, "host numbers");
         let mut lan = Lan::new();
         let store = lan.add_host("store", 250);
@@ -154,7 +159,7 @@ impl Fleet {
         let client = lan.add_host("client", 240);
         let cluster = EtcdCluster::start_in(3, &store.ns, store.addr(false));
         let urls = cluster.urls();
-        let rev = put(&store, &urls, name, &policy(dbs.len(), webs.len(), DB_PORTS[0], WEB_PORTS[0], None));
+        let rev = put(&store, &urls, name, text);
         let mut on: Vec<(&LanHost, &[u16])> = dbs.iter().map(|h| (h, &DB_PORTS[..])).collect();
         on.extend(webs.iter().map(|h| (h, &WEB_PORTS[..])));
         let servers = Servers::start(&on);

@@ -25,8 +25,13 @@ struct Cli {
 enum Cmd {
     /// Install what is missing (rust-src, bpf-linker, bpffs mount, Debian tools); idempotent.
     Setup,
-    /// Set up, build, and run the demo: two namespaces, sgctl attached, real traffic.
-    Demo,
+    /// Set up, build, and run the demo: two namespaces, sgctl attached, real traffic
+    /// (`demo fleet`: three hosts and an etcd cluster, a group following a host).
+    Demo {
+        /// Which demo: none for the single host, `fleet` for the fleet.
+        #[arg(value_parser = ["fleet"])]
+        which: Option<String>,
+    },
     /// Set up, build, and run the whole test suite, fmt and clippy, and a short fuzz run.
     Test,
     /// Clippy with -D warnings on the host crates and on sg-ebpf for its BPF target.
@@ -37,7 +42,7 @@ enum Cmd {
         /// Every configuration briefly (under 3 minutes); checks only that each produced numbers.
         #[arg(long)]
         quick: bool,
-        /// Only these sections (testrun, traffic, iperf3, updates, memory), comma-separated.
+        /// Only these sections (testrun, traffic, iperf3, updates, memory, fleet), comma-separated.
         #[arg(long)]
         only: Option<String>,
     },
@@ -69,11 +74,11 @@ fn main() -> std::process::ExitCode {
 fn run_cli(cli: &Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Setup => setup::all(),
-        Cmd::Demo => {
+        Cmd::Demo { ref which } => {
             setup::all()?;
             cargo(&["build", "--package", "sg-userspace", "--package", "sg-tests", "--bins"])?;
             let demo = target_dir().join("debug").join("sg-demo");
-            run(Command::new(&demo).env("SGCTL", target_dir().join("debug").join("sgctl")))
+            run(Command::new(&demo).args(which).env("SGCTL", target_dir().join("debug").join("sgctl")))
         }
         Cmd::Test => {
             setup::all()?;

@@ -11,7 +11,10 @@ use sg_common::flowlog::FlowLogConfig;
 use super::common::{AwsInput, EtcdTlsArgs};
 use crate::{
     daemon::{self, Options, Source},
-    fleet::{Endpoints, Schema, agent::AgentConfig},
+    fleet::{
+        Endpoints, Schema,
+        agent::{Addresses, AgentConfig},
+    },
     flowlog,
     loader::ModeRequest,
     rules::Format,
@@ -55,7 +58,7 @@ pub struct FleetDaemonArgs {
     #[arg(long, value_name = "URL[,URL..]", value_delimiter = ',', requires = "host")]
     pub etcd: Vec<String>,
     /// This host's name in the policy (`[hosts.NAME]`) and in its member and status keys.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", requires = "etcd")]
     pub host: Option<String>,
     /// Key prefix of the fleet's keys.
     #[arg(long = "etcd-prefix", value_name = "PREFIX", default_value = crate::fleet::DEFAULT_PREFIX)]
@@ -146,6 +149,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
                 schema: Schema::new(&args.fleet.prefix)?,
                 host: host.clone(),
                 lease_ttl: args.fleet.lease_ttl,
+                addresses: Addresses::Interfaces,
             })
         }
         (None, None) => anyhow::bail!("give --config FILE, or --etcd URLS with --host NAME"),

@@ -38,6 +38,27 @@ pub struct AgentConfig {
     pub host: String,
     /// Seconds the host's member keys outlive it (etcd lease TTL).
     pub lease_ttl: i64,
+    pub addresses: Addresses,
+}
+
+/// Where the addresses a host registers for its bound interfaces come from.
+#[derive(Clone, Debug, Default)]
+pub enum Addresses {
+    /// The interfaces' own (the daemon): see [`iface_addresses`].
+    #[default]
+    Interfaces,
+    /// Given per interface name: for many simulated hosts in one process (the fleet
+    /// benchmark), whose interfaces do not exist.
+    Given(BTreeMap<String, Vec<IpAddr>>),
+}
+
+impl Addresses {
+    fn of(&self, iface: &str) -> Vec<IpAddr> {
+        match self {
+            Addresses::Interfaces => iface_addresses(iface),
+            Addresses::Given(m) => m.get(iface).cloned().unwrap_or_default(),
+        }
+    }
 }
 
 /// What the agent tells the daemon.
@@ -85,10 +106,8 @@ pub fn endpoint_addrs(urls: &[String]) -> Vec<SocketAddr> {
     out
 }
 
-/// The groups, prefix lists and bindings that decide host traffic: groups bound to its
-/// interfaces, plus the groups and prefix lists their rules name (those keep only their
-/// members). A change elsewhere in the policy leaves this equal, so it is not re-applied.
-pub fn relevant(rs: &RuleSet) -> RuleSet {
+/// The groups bound to the host's interfaces, and the groups and prefix lists their rules name.
+fn references(rs: &RuleSet) -> (BTreeSet<&str>, BTreeSet<&str>, BTreeSet<&str>) {
     let bound: BTreeSet<&str> =
         rs.interfaces.iter().flat_map(|b| b.groups.iter().map(String::as_str)).collect();
     let mut peers = BTreeSet::new();
@@ -97,44 +116,59 @@ pub fn relevant(rs: &RuleSet) -> RuleSet {
         for r in g.ingress.iter().chain(&g.egress) {
             match &r.peer {
                 Peer::Group(n) => {
-                    peers.insert(n.clone());
+                    peers.insert(n.as_str());
                 }
                 Peer::PrefixList(n) => {
-                    lists.insert(n.clone());
+                    lists.insert(n.as_str());
                 }
                 Peer::Cidr(_) => {}
             }
         }
     }
+    (bound, peers, lists)
+}
+
+/// The groups, prefix lists and bindings that decide host traffic: groups bound to its
+/// interfaces, plus the groups and prefix lists their rules name. Members (already expanded
+/// from `member_groups`) are kept only where a rule names the group, rules only where the
+/// group is bound: a host joining group web changes nothing on the web hosts unless a rule
+/// of theirs names web. A change elsewhere in the policy leaves this equal, so it is not
+/// re-applied.
+pub fn relevant(rs: &RuleSet) -> RuleSet {
+    let (bound, peers, lists) = references(rs);
     let groups = rs
         .groups
         .iter()
-        .filter(|g| bound.contains(g.name.as_str()) || peers.contains(&g.name))
+        .filter(|g| bound.contains(g.name.as_str()) || peers.contains(g.name.as_str()))
         .map(|g| {
-            // Members (already expanded from member_groups) matter only where a rule names
-            // the group; rules only where the group is bound. A host joining group web thus
-            // changes nothing on the web hosts unless a rule of theirs names web.
-            let (members, member_groups) = if peers.contains(&g.name) {
-                (g.members.clone(), Vec::new())
-            } else {
-                (Vec::new(), Vec::new())
-            };
+            let members = if peers.contains(g.name.as_str()) { g.members.clone() } else { Vec::new() };
+            let g = Group { members, member_groups: Vec::new(), ..g.clone() };
             if bound.contains(g.name.as_str()) {
-                Group { members, member_groups, ..g.clone() }
+                g
             } else {
-                Group {
-                    ingress: Vec::new(),
-                    egress: Vec::new(),
-                    description: None,
-                    members,
-                    member_groups,
-                    ..g.clone()
-                }
+                Group { ingress: Vec::new(), egress: Vec::new(), description: None, ..g }
             }
         })
         .collect();
-    let prefix_lists = rs.prefix_lists.iter().filter(|l| lists.contains(&l.name)).cloned().collect();
+    let prefix_lists = rs.prefix_lists.iter().filter(|l| lists.contains(l.name.as_str())).cloned().collect();
     RuleSet { groups, prefix_lists, ..rs.clone() }
+}
+
+/// The groups whose members can change the host's rule set: those its bound groups' rules
+/// name and, transitively, the groups whose members are members of those (`member_groups`).
+pub fn named_groups(rs: &RuleSet) -> BTreeSet<String> {
+    let (_, peers, _) = references(rs);
+    let mut named: BTreeSet<String> = peers.iter().map(|s| (*s).to_string()).collect();
+    let mut todo: Vec<String> = named.iter().cloned().collect();
+    while let Some(n) = todo.pop() {
+        let Some(g) = rs.groups.iter().find(|g| g.name == n) else { continue };
+        for m in &g.member_groups {
+            if named.insert(m.clone()) {
+                todo.push(m.clone());
+            }
+        }
+    }
+    named
 }
 
 /// Adds the failsafe group (egress TCP to each store endpoint) to every bound interface.
@@ -173,23 +207,74 @@ pub fn with_failsafe(mut rs: RuleSet, endpoints: &[SocketAddr]) -> RuleSet {
     rs
 }
 
-/// The host's rule set from everything under the prefix at `revision`.
+/// The host's rule set from everything under the prefix at `revision`, and its
+/// [`named_groups`].
+///
+/// With `whole`, the whole policy is validated, as `fleet put` does, so that a stored policy
+/// with an error anywhere is rejected whole. Without, only the part that can decide this host
+/// (every key but other hosts' bindings) is read: for a change of members only, when the
+/// policy is the one validated last (members cannot make a valid policy invalid). With many
+/// hosts this is what keeps a membership change from costing every host a parse of every
+/// host's bindings.
 pub fn host_rules(
     cfg: &AgentConfig,
     failsafe: &[SocketAddr],
     revision: i64,
     all: &AllKeys,
-) -> Result<RuleSet, String> {
-    let (keys, warnings) = with_members(all);
+    whole: bool,
+) -> Result<(RuleSet, BTreeSet<String>), String> {
+    let (mut keys, warnings) = with_members(all);
     for w in warnings {
         log::warn!("fleet: {w}");
     }
-    let rs = schema::ruleset(&cfg.schema, revision, &keys).map_err(|e| e.to_string())?;
-    let rs = relevant(&rs.for_host(&cfg.host));
+    if !whole {
+        let own = format!("hosts/{}/", cfg.host);
+        keys.retain(|k, _| !k.starts_with("hosts/") || k.starts_with(&own));
+    }
+    let rs = match schema::ruleset(&cfg.schema, revision, &keys) {
+        Ok(rs) => rs,
+        // Not expected (the whole was valid): say it with the lines of `fleet get`.
+        Err(_) if !whole => return host_rules(cfg, failsafe, revision, all, true),
+        Err(e) => return Err(e.to_string()),
+    }
+    .for_host(&cfg.host);
+    let named = named_groups(&rs);
+    let rs = relevant(&rs);
     if rs.interfaces.is_empty() {
         return Err(format!("the policy binds no interface of host {}", cfg.host));
     }
-    Ok(with_failsafe(rs, failsafe))
+    Ok((with_failsafe(rs, failsafe), named))
+}
+
+/// The `groups` list of a member or binding value (none if it has none).
+fn groups_of(value: Option<&str>) -> Vec<String> {
+    let Some(v) = value.and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()) else {
+        return Vec::new();
+    };
+    v.get("groups")
+        .and_then(|g| g.as_array())
+        .map(|a| a.iter().filter_map(|g| g.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a change of key `rel` (from `old` to `new`) can change host `host`'s rule set or
+/// its registrations, given the groups whose members it depends on (`None`: unknown, so
+/// every change can). Status keys never do; another host's member or binding key only when
+/// its groups, before or after, are among `named`.
+pub fn concerns(
+    host: &str,
+    named: Option<&BTreeSet<String>>,
+    rel: &str,
+    old: Option<&str>,
+    new: Option<&str>,
+) -> bool {
+    if rel.starts_with("status/") {
+        return false;
+    }
+    let Some(named) = named else { return true };
+    let Some(rest) = rel.strip_prefix("members/").or_else(|| rel.strip_prefix("hosts/")) else { return true };
+    rest.split('/').next() == Some(host)
+        || groups_of(old).iter().chain(&groups_of(new)).any(|g| named.contains(g))
 }
 
 /// The addresses a group reference to this host matches: every address of the interface but
@@ -231,6 +316,8 @@ pub async fn run(
             all: AllKeys::new(),
             lease,
             lease_of_keys: None,
+            named: None,
+            validated: false,
         };
         let r = s.run(&mut status, &resync, &mut up, &mut backoff).await;
         lease = s.lease;
@@ -270,6 +357,12 @@ struct Session<'a> {
     lease: Option<i64>,
     /// The lease this session's member keys were written with.
     lease_of_keys: Option<i64>,
+    /// The groups whose members the host's rule set depends on (`None`: not known yet, or
+    /// the stored policy does not validate).
+    named: Option<BTreeSet<String>>,
+    /// The policy keys in `all` are the ones last validated whole (no policy key changed
+    /// since).
+    validated: bool,
 }
 
 fn e(err: impl std::fmt::Display) -> String {
@@ -296,7 +389,7 @@ impl Session<'_> {
     ) -> Result<(), String> {
         let mut store = Store::connect(&self.cfg.endpoints, self.cfg.schema.clone()).await.map_err(e)?;
         // Through the store's failover: the first member that answers; streams stay on it.
-        let (mut revision, all) = store.read_all().await.map_err(e)?;
+        let (mut revision, all) = store.read_view().await.map_err(e)?;
         self.all = all;
         let mut client = store.client();
         let prefix = self.cfg.schema.prefix().to_string();
@@ -321,7 +414,14 @@ impl Session<'_> {
         self.register(&mut client).await?;
         self.policy(revision).await?;
         let mut stream = client
-            .watch(prefix.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)))
+            .watch(
+                prefix.clone(),
+                Some(
+                    WatchOptions::new()
+                        .with_range(self.cfg.schema.view_end())
+                        .with_start_revision(revision + 1),
+                ),
+            )
             .await
             .map_err(ed)?;
         let mut renew =
@@ -330,33 +430,19 @@ impl Session<'_> {
         loop {
             tokio::select! {
                 msg = stream.message() => {
-                    let resp = msg.map_err(ed)?.ok_or("the watch ended")?;
-                    if resp.compact_revision() > 0 {
-                        return Err(format!("watch compacted at revision {}: reading again", resp.compact_revision()));
-                    }
-                    if resp.canceled() {
-                        return Err(format!("watch cancelled: {}", resp.cancel_reason()));
-                    }
-                    if resp.events().is_empty() {
-                        continue;
-                    }
-                    // Status keys (every host's, this one's too) do not change the policy.
-                    let mut policy_changed = false;
-                    for ev in resp.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        let Some(rel) = kv.key_str().ok().and_then(|k| self.cfg.schema.rel(k)) else { continue };
-                        policy_changed |= !rel.starts_with("status/");
-                        match ev.event_type() {
-                            EventType::Put => { self.all.insert(rel.to_string(), kv.value_str().unwrap_or_default().to_string()); }
-                            EventType::Delete => { self.all.remove(rel); }
+                    let mut resp = msg.map_err(ed)?.ok_or("the watch ended")?;
+                    // This response and those already waiting (a burst, such as many hosts
+                    // joining, is handled once); then whether any change concerns this host.
+                    let mut concerned = false;
+                    loop {
+                        revision = revision.max(self.take(&resp, &mut concerned)?);
+                        match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                            Ok(msg) => resp = msg.map_err(ed)?.ok_or("the watch ended")?,
+                            Err(_) => break,
                         }
-                        revision = revision.max(kv.mod_revision());
-                    }
-                    if let Some(h) = resp.header() {
-                        revision = revision.max(h.revision());
                     }
                     self.send(Update::Synced).map_err(|()| "daemon gone")?;
-                    if policy_changed {
+                    if concerned {
                         self.register(&mut client).await?;
                         self.policy(revision).await?;
                     }
@@ -386,9 +472,56 @@ impl Session<'_> {
         }
     }
 
+    /// Takes the events of one watch response into the view; the revision it brings.
+    /// `concerned` is set when an event can change this host's rule set or registrations.
+    fn take(&mut self, resp: &etcd_client::WatchResponse, concerned: &mut bool) -> Result<i64, String> {
+        if resp.compact_revision() > 0 {
+            return Err(format!("watch compacted at revision {}: reading again", resp.compact_revision()));
+        }
+        if resp.canceled() {
+            return Err(format!("watch cancelled: {}", resp.cancel_reason()));
+        }
+        let mut revision = resp.header().map_or(0, etcd_client::ResponseHeader::revision);
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let Some(rel) = kv.key_str().ok().and_then(|k| self.cfg.schema.rel(k)) else { continue };
+            let new = match ev.event_type() {
+                EventType::Put => Some(kv.value_str().unwrap_or_default()),
+                EventType::Delete => None,
+            };
+            *concerned |= concerns(
+                &self.cfg.host,
+                self.named.as_ref(),
+                rel,
+                self.all.get(rel).map(String::as_str),
+                new,
+            );
+            if schema::is_policy(rel) {
+                self.validated = false;
+            }
+            match new {
+                Some(v) => self.all.insert(rel.to_string(), v.to_string()),
+                None => self.all.remove(rel),
+            };
+            revision = revision.max(kv.mod_revision());
+        }
+        Ok(revision)
+    }
+
     /// Hands the host's rule set to the daemon and waits until it is applied.
-    async fn policy(&self, revision: i64) -> Result<(), String> {
-        let rules = host_rules(self.cfg, self.failsafe, revision, &self.all);
+    async fn policy(&mut self, revision: i64) -> Result<(), String> {
+        let rules = match host_rules(self.cfg, self.failsafe, revision, &self.all, !self.validated) {
+            Ok((rs, named)) => {
+                self.named = Some(named);
+                self.validated = true;
+                Ok(rs)
+            }
+            Err(e) => {
+                self.named = None;
+                self.validated = false;
+                Err(e)
+            }
+        };
         let (done, attached) = oneshot::channel();
         self.send(Update::Policy { revision, rules, done }).map_err(|()| "daemon gone".to_string())?;
         if attached.await.unwrap_or(false) {
@@ -405,7 +538,7 @@ impl Session<'_> {
         let host = &self.cfg.host;
         let mut want: BTreeMap<String, String> = BTreeMap::new();
         for (iface, groups) in host_bindings(&self.all, host) {
-            let v = serde_json::to_string(&MemberValue { groups, addresses: iface_addresses(&iface) })
+            let v = serde_json::to_string(&MemberValue { groups, addresses: self.cfg.addresses.of(&iface) })
                 .map_err(e)?;
             want.insert(member_key(host, &iface), v);
         }
@@ -488,6 +621,61 @@ groups = ["web"]
         assert!(d.members.is_empty());
         assert_eq!(d.ingress.len(), 1);
         assert!(db.prefix_lists.is_empty());
+    }
+
+    #[test]
+    fn the_host_part_alone_gives_the_same_rule_set_and_only_the_whole_sees_other_hosts_errors() {
+        let rs = crate::rules::parse_str("f.toml", FILE, Format::Toml, &AwsContext::default()).unwrap();
+        let mut all: AllKeys = schema::policy_of_file("f.toml", FILE, &rs).unwrap().into_iter().collect();
+        all.insert(
+            member_key("web1", "eth0"),
+            r#"{"groups":["web"],"addresses":["198.51.100.7"]}"#.into(),
+        );
+        let cfg = AgentConfig {
+            endpoints: Endpoints { urls: Vec::new(), timeout: Duration::from_secs(1), tls: None },
+            schema: Schema::new(crate::fleet::DEFAULT_PREFIX).unwrap(),
+            host: "db1".into(),
+            lease_ttl: 10,
+            addresses: Addresses::Interfaces,
+        };
+        let (whole, named) = host_rules(&cfg, &[], 5, &all, true).unwrap();
+        let (part, named2) = host_rules(&cfg, &[], 5, &all, false).unwrap();
+        assert_eq!(whole.without_locations(), part.without_locations());
+        assert_eq!(named, named2);
+        let web = group(&part, "web").unwrap();
+        assert!(web.members.contains(&"198.51.100.7/32".parse().unwrap()), "{:?}", web.members);
+        // Another host's binding names a group that does not exist: the whole is rejected.
+        all.insert("hosts/web9/interfaces/eth0".into(), r#"{"groups":["nosuch"]}"#.into());
+        let err = host_rules(&cfg, &[], 6, &all, true).unwrap_err();
+        assert!(err.contains("nosuch"), "{err}");
+        assert!(host_rules(&cfg, &[], 6, &all, false).is_ok());
+    }
+
+    #[test]
+    fn only_changes_of_named_groups_concern_a_host() {
+        let text = FILE
+            .replace(
+                "[groups.unused]",
+                "[groups.front]\nmember_groups = [\"edge\"]\n[groups.edge]\n[groups.unused]",
+            )
+            .replace("from_group = \"web\"", "from_group = \"front\"");
+        let rs = crate::rules::parse_str("f.toml", &text, Format::Toml, &AwsContext::default()).unwrap();
+        let named = named_groups(&rs.for_host("db1"));
+        // db's rule names front, whose members include edge's.
+        assert_eq!(named.iter().map(String::as_str).collect::<Vec<_>>(), ["edge", "front"]);
+        let n = Some(&named);
+        let web = Some(r#"{"groups":["web"],"addresses":[]}"#);
+        let edge = Some(r#"{"groups":["edge"],"addresses":[]}"#);
+        assert!(!concerns("db1", n, "members/web9/eth0", None, web), "web is not named");
+        assert!(concerns("db1", n, "members/e1/eth0", None, edge), "edge is, through front");
+        assert!(concerns("db1", n, "members/e1/eth0", edge, None), "a member leaving");
+        assert!(concerns("db1", n, "hosts/e1/interfaces/eth0", web, edge), "a host moved into edge");
+        assert!(!concerns("db1", n, "hosts/w2/interfaces/eth0", None, web));
+        assert!(concerns("db1", n, "hosts/db1/interfaces/eth1", None, web), "its own binding");
+        assert!(concerns("db1", n, "members/db1/eth0", web, None), "its own registration");
+        assert!(concerns("db1", n, "groups/unused", None, Some("{}")), "policy keys always");
+        assert!(!concerns("db1", n, "status/db1", None, Some("{}")));
+        assert!(concerns("db1", None, "members/web9/eth0", None, web), "unknown: everything");
     }
 
     #[test]

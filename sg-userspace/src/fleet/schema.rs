@@ -58,7 +58,17 @@ impl Schema {
     pub fn meta(&self) -> String {
         self.key(META)
     }
+
+    /// The end (exclusive) of a host's view, which starts at the prefix: every key but the
+    /// hosts' status keys, which sort after all others. Hosts neither read nor watch each
+    /// other's status (with N hosts, every status write would be N deliveries).
+    pub fn view_end(&self) -> String {
+        self.key(STATUS)
+    }
 }
+
+/// Where the status keys start (relative); every other key sorts before it.
+pub const STATUS: &str = "status/";
 
 /// The policy's write marker (compared by `fleet put`, so that two puts never interleave).
 pub const META: &str = "meta";
@@ -168,7 +178,7 @@ pub fn member_key(host: &str, iface: &str) -> String {
 
 /// The relative key of a host's status.
 pub fn status_key(host: &str) -> String {
-    format!("status/{host}")
+    format!("{STATUS}{host}")
 }
 
 /// A member registration's value.
@@ -199,20 +209,33 @@ pub fn host_bindings(all: &AllKeys, host: &str) -> BTreeMap<String, Vec<String>>
         .collect()
 }
 
-/// The policy keys with every registered member added to its group's `members` (a group
-/// the policy does not have gets none; a registration that does not parse is skipped and
-/// named in the returned warnings).
+/// The policy keys with every registered member added to its group's `members`. A
+/// registration `members/<host>/<iface>` counts only for the groups the policy binds to that
+/// host's interface: a host cannot join a group by naming it (nor stay in one the policy
+/// moved it out of). A registration that does not parse is skipped; both are named in the
+/// returned warnings.
 pub fn with_members(all: &AllKeys) -> (PolicyKeys, Vec<String>) {
     let mut warnings = Vec::new();
     let mut added: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in all.range("members/".to_string()..).take_while(|(k, _)| k.starts_with("members/")) {
-        match serde_json::from_str::<MemberValue>(v) {
-            Ok(m) => {
-                for g in m.groups {
-                    added.entry(g).or_default().extend(m.addresses.iter().map(ToString::to_string));
-                }
+        let m = match serde_json::from_str::<MemberValue>(v) {
+            Ok(m) => m,
+            Err(e) => {
+                warnings.push(format!("member registration {k}: {e}; skipped"));
+                continue;
             }
-            Err(e) => warnings.push(format!("member registration {k}: {e}; skipped")),
+        };
+        let mut parts = k["members/".len()..].splitn(2, '/');
+        let (host, iface) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let bound = host_bindings(all, host).remove(iface).unwrap_or_default();
+        for g in m.groups {
+            if bound.contains(&g) {
+                added.entry(g).or_default().extend(m.addresses.iter().map(ToString::to_string));
+            } else {
+                warnings.push(format!(
+                    "member registration {k} names group {g}, which the policy does not bind to {host} {iface}; ignored"
+                ));
+            }
         }
     }
     let mut keys: PolicyKeys =
@@ -381,9 +404,10 @@ monitor = true
     fn registered_members_join_the_groups_their_value_names() {
         let keys = policy_of_file("f.toml", FILE, &rs(FILE)).unwrap();
         let mut all: AllKeys = keys.into_iter().collect();
+        // web1 is bound to web: it joins web, not db.
         all.insert(
             member_key("web1", "eth0"),
-            r#"{"groups":["web"],"addresses":["198.51.100.2","2001:db8::2"]}"#.into(),
+            r#"{"groups":["web","db"],"addresses":["198.51.100.2","2001:db8::2"]}"#.into(),
         );
         all.insert(member_key("web2", "eth0"), "not json".into());
         all.insert(
@@ -392,13 +416,17 @@ monitor = true
         );
         all.insert(status_key("db1"), r#"{"revision":3}"#.into());
         let (with, warnings) = with_members(&all);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("members/web2/eth0"));
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("members/ghost/eth0 names group nosuch"), "{warnings:?}");
+        assert!(warnings[1].contains("members/web1/eth0 names group db"), "{warnings:?}");
+        assert!(warnings[2].contains("members/web2/eth0"), "{warnings:?}");
         let schema = Schema::new(DEFAULT_PREFIX).unwrap();
         let back = ruleset(&schema, 1, &with).unwrap();
         let web = back.groups.iter().find(|g| g.name == "web").unwrap();
         let m: Vec<String> = web.members.iter().map(ToString::to_string).collect();
         assert_eq!(m, ["198.51.100.2/32", "2001:db8::2/128"]);
+        let db = back.groups.iter().find(|g| g.name == "db").unwrap();
+        assert!(db.members.is_empty(), "{:?}", db.members);
         let rows = host_rows(&all);
         let names: Vec<&str> = rows.iter().map(|r| r.host.as_str()).collect();
         assert_eq!(names, ["db1", "ghost", "web1", "web2"]);
@@ -413,6 +441,22 @@ monitor = true
         let d = KeyDiff::between(&old, &new);
         assert_eq!((d.added, d.changed, d.removed), (vec!["c".into()], vec!["b".into()], vec!["a".into()]));
         assert!(KeyDiff::between(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn every_key_but_status_sorts_before_the_status_keys() {
+        let keys = policy_of_file("f.toml", FILE, &rs(FILE)).unwrap();
+        let mut all: Vec<String> = keys.into_keys().collect();
+        all.extend([
+            META.to_string(),
+            member_key("zz", "zz"),
+            "quotas".to_string(),
+            "prefix_lists/zz".to_string(),
+        ]);
+        for k in all {
+            assert!(k.as_str() < STATUS, "{k} sorts after {STATUS}");
+        }
+        assert!(status_key("a").as_str() >= STATUS);
     }
 
     #[test]

@@ -193,20 +193,34 @@ impl Store {
         &self.schema
     }
 
-    /// One range read of everything under the prefix (a consistent snapshot), through the
-    /// failover.
-    async fn range(&mut self) -> Result<etcd_client::GetResponse, FleetError> {
+    /// One range read (a consistent snapshot) through the failover: everything under the
+    /// prefix, or up to `end` (exclusive).
+    async fn range(&mut self, end: Option<String>) -> Result<etcd_client::GetResponse, FleetError> {
         let prefix = self.schema.prefix().to_string();
         self.call(|mut c| {
             let prefix = prefix.clone();
-            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            let opts = match &end {
+                Some(end) => GetOptions::new().with_range(end.clone()),
+                None => GetOptions::new().with_prefix(),
+            };
+            async move { c.get(prefix, Some(opts)).await }
         })
         .await
     }
 
     /// Every key under the prefix at one revision: (revision, relative key -> value).
     pub async fn read_all(&mut self) -> Result<(i64, super::schema::AllKeys), FleetError> {
-        let resp = self.range().await?;
+        self.read(None).await
+    }
+
+    /// A host's view ([`Schema::view_end`]): every key but the status keys.
+    pub async fn read_view(&mut self) -> Result<(i64, super::schema::AllKeys), FleetError> {
+        let end = self.schema.view_end();
+        self.read(Some(end)).await
+    }
+
+    async fn read(&mut self, end: Option<String>) -> Result<(i64, super::schema::AllKeys), FleetError> {
+        let resp = self.range(end).await?;
         let mut all = super::schema::AllKeys::new();
         for kv in resp.kvs() {
             if let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str())
@@ -220,7 +234,8 @@ impl Store {
 
     /// Every policy key at one revision (one range read: a consistent snapshot).
     pub async fn read_policy(&mut self) -> Result<Snapshot, FleetError> {
-        let resp = self.range().await?;
+        let end = self.schema.view_end();
+        let resp = self.range(Some(end)).await?;
         let mut snap = Snapshot {
             revision: resp.header().map_or(0, etcd_client::ResponseHeader::revision),
             ..Snapshot::default()

@@ -10,10 +10,13 @@
 //! - [`updates`]: apply time at 1,000 and 10,000 rules, and packets lost from an established
 //!   flow while applies run back to back.
 //! - [`memory`]: kernel memory of sgctl's maps.
+//! - [`fleet`]: convergence of a fleet (10 hosts with daemons; 10 to 1,000 simulated hosts)
+//!   and the etcd cluster's load.
 //!
 //! [`report`] turns the results into BENCHMARKS.md with SVG plots. No section asserts a speed;
 //! `--quick` runs everything briefly and fails only when a configuration produced no number.
 
+pub mod fleet;
 pub mod iperf;
 pub mod memory;
 pub mod report;
@@ -171,7 +174,7 @@ impl Bench {
 
 /// Reads back the CSVs [`Bench::write_csv`] wrote (to regenerate the report without measuring).
 pub fn read_csv(dir: &std::path::Path) -> std::io::Result<Vec<Sample>> {
-    const SECTIONS: [&str; 5] = ["testrun", "traffic", "iperf3", "updates", "memory"];
+    const SECTIONS: [&str; 6] = ["testrun", "traffic", "iperf3", "updates", "memory", "fleet"];
     let mut out = Vec::new();
     for sec in SECTIONS {
         let Ok(text) = std::fs::read_to_string(dir.join(format!("{sec}.csv"))) else { continue };
@@ -194,7 +197,7 @@ pub fn read_csv(dir: &std::path::Path) -> std::io::Result<Vec<Sample>> {
 
 /// The `'static` label names the sections use.
 fn label_name(h: &str) -> &'static str {
-    const NAMES: [&str; 11] = [
+    const NAMES: [&str; 12] = [
         "subject",
         "rules",
         "case",
@@ -206,12 +209,16 @@ fn label_name(h: &str) -> &'static str {
         "metric",
         "measure",
         "config",
+        "hosts",
     ];
     NAMES.iter().copied().chain(["map"]).find(|n| *n == h).unwrap_or("?")
 }
 
 fn unit_name(u: &str) -> &'static str {
-    ["ns/packet", "pps", "Gbit/s", "ms", "packets", "bytes"].into_iter().find(|n| *n == u).unwrap_or("?")
+    ["ns/packet", "pps", "Gbit/s", "ms", "packets", "bytes", "s", "MB", "count"]
+        .into_iter()
+        .find(|n| *n == u)
+        .unwrap_or("?")
 }
 
 /// Median of `v` (NaN when empty).

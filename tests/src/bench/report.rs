@@ -173,6 +173,15 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         format!("{} of {} lost", fmt(lost, 0), fmt(upd("flow_sent", "1000"), 0)),
         |v| v == 0.0,
     ));
+    for (case, what) in [("put", "a `fleet put`"), ("join", "a membership change")] {
+        let v = super::fleet::lan_quantile(s, case, 0.99);
+        goals.push(goal(
+            &format!("Fleet: {what} enforced on all 10 hosts, p99 < 1 s"),
+            v,
+            format!("{} ms", fmt(v, 1)),
+            |v| v < 1000.0,
+        ));
+    }
     let _ = writeln!(m, "## Goals\n\n| goal | measured | met |\n|---|---|---|");
     for g in &goals {
         let met = match g.met {
@@ -364,6 +373,8 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         let _ = writeln!(m, "| {map} | {} |", cells.join(" | "));
     }
 
+    super::fleet::report(s, &mut m);
+
     if !b.failures.is_empty() {
         let _ = writeln!(m, "\n## Configurations without numbers\n");
         for f in &b.failures {
@@ -385,6 +396,7 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
     std::fs::create_dir_all(svg_dir)?;
     plot_ns(s, &svg_dir.join("ns_per_packet.svg"))?;
     plot_pps(s, &svg_dir.join("pps.svg"))?;
+    super::fleet::plot(s, &svg_dir.join("fleet.svg"))?;
     Ok(())
 }
 

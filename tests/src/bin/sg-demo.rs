@@ -5,6 +5,10 @@
 //! allowed TCP and dropped UDP with real sockets, the counters, per-rule hits and `explain`,
 //! adds a rule at runtime, exports the groups as AWS JSON, lets `sgctl daemon` apply an edit of
 //! the file and shows its flow log, detaches and tears everything down.
+//!
+//! `sg-demo fleet` (`cargo xtask demo fleet`): three hosts and a 3-member etcd cluster on a LAN
+//! of namespaces; one policy put in etcd; a group reference that follows a host joining and
+//! leaving.
 
 use std::{
     io::{Read as _, Write as _},
@@ -91,7 +95,12 @@ fn udp_echo(pair: &NetnsPair, msg: &'static str) -> String {
 }
 
 fn main() {
-    if let Err(e) = demo() {
+    let result = match std::env::args().nth(1).as_deref() {
+        None => demo(),
+        Some("fleet") => fleet_demo(),
+        Some(other) => Err(format!("unknown demo {other:?} (none, or fleet)")),
+    };
+    if let Err(e) = result {
         eprintln!("demo failed: {e}");
         std::process::exit(1);
     }
@@ -260,6 +269,70 @@ fn demo() -> Result<(), String> {
     step(12, "Tearing down the namespaces");
     drop(pair);
     let _ = std::fs::remove_dir_all(&dir);
+    println!("    done: nothing of the demo is left on this machine");
+    Ok(())
+}
+
+/// `cargo xtask demo fleet`: db1, web1 and web2, each its own namespace and `sgctl daemon
+/// --etcd`, a client in no group, and a 3-member etcd cluster in its own namespace. The db
+/// group admits TCP 5432 `from_group = "web"`: web2 gets in when its daemon starts and is out
+/// one lease after it dies.
+fn fleet_demo() -> Result<(), String> {
+    use sg_tests::fleet::{DB_PORTS, Fleet, connects, policy};
+    let missing = sg_tests::missing_privileges();
+    if !missing.is_empty() {
+        return Err(format!("the demo needs {}", missing.join(", ")));
+    }
+    const TTL: u64 = 3;
+    println!(
+        "sgctl fleet demo: one policy in etcd, enforced by three hosts; group membership follows the hosts"
+    );
+    step(
+        1,
+        "A LAN of namespaces (198.51.100.0/24): etcd (3 members) on .250, db1 .1, web1 .2, web2 .3, a client .240",
+    );
+    let f = Fleet::new("demo-fleet.toml", 1, 2, TTL);
+    let (db1, web1, web2, client) = (&f.dbs[0], &f.webs[0], &f.webs[1], &f.client);
+    step(2, "The policy, written with `sgctl fleet put` (one etcd transaction):");
+    show(&policy(1, 2, DB_PORTS[0], sg_tests::fleet::WEB_PORTS[0], None));
+
+    step(3, &format!("sgctl daemon --etcd ... --host NAME on db1 and web1 (lease {TTL} s)"));
+    let d_db1 = f.daemon(db1, None);
+    let d_web1 = f.daemon(web1, None);
+    sg_tests::wait_until(Duration::from_secs(20), || f.enforces("db1", f.rev) && f.enforces("web1", f.rev))
+        .ok_or_else(|| format!("the daemons do not enforce the policy:\n{}\n{}", d_db1.log(), d_web1.log()))?;
+    let probe =
+        |from: &sg_tests::lan::LanHost| if connects(from, db1, DB_PORTS[0]) { "connects" } else { "dropped" };
+    sg_tests::wait_until(Duration::from_secs(10), || connects(web1, db1, DB_PORTS[0]))
+        .ok_or("web1 is not admitted by db1")?;
+    println!("    web1   -> db1:5432  {}   (web1 registered itself in group web)", probe(web1));
+    println!("    web2   -> db1:5432  {}    (no daemon: not in group web)", probe(web2));
+    println!("    client -> db1:5432  {}    (in no group)", probe(client));
+
+    step(4, "web2's daemon starts: it registers its address in group web under its lease");
+    let mut d_web2 = f.daemon(web2, None);
+    let t = Instant::now();
+    sg_tests::wait_until(Duration::from_secs(10), || connects(web2, db1, DB_PORTS[0]))
+        .ok_or_else(|| format!("web2 never admitted:\n{}", d_web2.log()))?;
+    println!("    web2   -> db1:5432  connects, {} ms after its daemon started", t.elapsed().as_millis());
+    sg_tests::wait_until(Duration::from_secs(10), || f.enforces("web2", f.rev));
+    show(&String::from_utf8_lossy(&f.store.sgctl(&["fleet", "status", "--etcd", &f.urls]).stdout));
+
+    step(5, "web2 dies (kill -9): its lease runs out and db1 drops it from group web");
+    d_web2.kill9();
+    let t = Instant::now();
+    sg_tests::wait_until(Duration::from_secs(TTL * 4 + 5), || !connects(web2, db1, DB_PORTS[0]))
+        .ok_or("web2 still admitted after its lease")?;
+    println!(
+        "    web2   -> db1:5432  dropped, {:.1} s after it died (lease {TTL} s)",
+        t.elapsed().as_secs_f64()
+    );
+    println!("    web1   -> db1:5432  {}", probe(web1));
+    show(&String::from_utf8_lossy(&f.store.sgctl(&["fleet", "status", "--etcd", &f.urls]).stdout));
+
+    step(6, "Tearing down: daemons, etcd, namespaces");
+    drop((d_db1, d_web1, d_web2));
+    drop(f);
     println!("    done: nothing of the demo is left on this machine");
     Ok(())
 }
