@@ -5,7 +5,7 @@
 //! the daemon reports into `status/<host>`.
 //!
 //! When the store is unreachable it says so (`Update::Connected(false)`) and retries with
-//! backoff (0.25 s doubling to 10 s); the daemon keeps enforcing what it applied last. A
+//! jittered backoff (0.25 s doubling to 10 s); the daemon keeps enforcing what it applied last. A
 //! compacted or cancelled watch, a lost connection or a lost leader end the session: the next
 //! one reads everything again, so it reconciles to the current revision.
 
@@ -340,7 +340,9 @@ pub async fn run(
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
+        // Jittered (x0.5 to x1.5), so that a fleet that lost the store does not come back
+        // to it in lockstep, every host reading everything at the same instant.
+        tokio::time::sleep(backoff.mul_f64(rand::random_range(0.5..1.5))).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
@@ -627,10 +629,7 @@ groups = ["web"]
     fn the_host_part_alone_gives_the_same_rule_set_and_only_the_whole_sees_other_hosts_errors() {
         let rs = crate::rules::parse_str("f.toml", FILE, Format::Toml, &AwsContext::default()).unwrap();
         let mut all: AllKeys = schema::policy_of_file("f.toml", FILE, &rs).unwrap().into_iter().collect();
-        all.insert(
-            member_key("web1", "eth0"),
-            r#"{"groups":["web"],"addresses":["198.51.100.7"]}"#.into(),
-        );
+        all.insert(member_key("web1", "eth0"), r#"{"groups":["web"],"addresses":["198.51.100.7"]}"#.into());
         let cfg = AgentConfig {
             endpoints: Endpoints { urls: Vec::new(), timeout: Duration::from_secs(1), tls: None },
             schema: Schema::new(crate::fleet::DEFAULT_PREFIX).unwrap(),

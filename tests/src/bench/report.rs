@@ -41,7 +41,7 @@ pub const RULES: [&str; 4] = ["1", "100", "1000", "10000"];
 pub const RECEIVERS: [&str; 6] =
     ["none", "nftables", "xdp-filter", "sgctl-native", "sgctl-generic", "xdp-drop"];
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -80,7 +80,10 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
             "**Quick run**: every configuration briefly; the numbers are not meant to be read.\n"
         );
     }
-    let _ = writeln!(m, "- Machine: {}", machine());
+    // The run's own machine (saved with its CSVs); this one's for an older run without it.
+    if !b.notes.iter().any(|n| n.starts_with("Machine: ")) {
+        let _ = writeln!(m, "- Machine: {}", machine());
+    }
     for n in &b.notes {
         let _ = writeln!(m, "- {n}");
     }
@@ -386,7 +389,7 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
     }
     let _ = writeln!(
         m,
-        "\n## How to reproduce\n\n```sh\ncargo xtask bench           # full run (about 15 minutes), rewrites this file\n\
+        "\n## How to reproduce\n\n```sh\ncargo xtask bench           # full run (about 20 minutes), rewrites this file\n\
          cargo xtask bench --quick   # every configuration briefly (CI), into target/bench-quick/\n```\n\n\
          Run as root on an otherwise idle machine; the xtask installs nftables, xdp-tools, netsniff-ng, \
          iperf3, ethtool and bpftool if missing. Everything runs in namespaces the benchmark creates \

@@ -71,6 +71,7 @@ fn main() -> Result<()> {
         .unwrap_or_else(|| if a.quick { out.join("BENCHMARKS.md") } else { PathBuf::from("BENCHMARKS.md") });
     let opts = if a.quick { Opts::quick(out) } else { Opts::full(out) };
     let mut b = Bench::new(opts);
+    b.notes.push(format!("Machine: {}", bench::report::machine()));
     b.notes.push(format!(
         "Debian packages: {}",
         ["nftables", "xdp-tools", "netsniff-ng", "iperf3", "bpftool"].map(tools::package_version).join(", ")
