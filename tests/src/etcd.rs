@@ -69,14 +69,15 @@ fn sign(dir: &std::path::Path, name: &str, cn: &str, ext: &str) {
     openssl(dir, &a);
 }
 
-/// A test CA and, signed by it, a server certificate for 127.0.0.1 and a client certificate
-/// (CN `client_cn`), all in `dir`.
-fn make_certs(dir: &std::path::Path, client_cn: &str) {
+/// A test CA and, signed by it, a server certificate for 127.0.0.1 and `ip` and a client
+/// certificate (CN `client_cn`), all in `dir`.
+fn make_certs(dir: &std::path::Path, client_cn: &str, ip: &str) {
     let mut a = vec!["req", "-x509"];
     a.extend(EC_KEY);
     a.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=sgctl-test-ca"]);
     openssl(dir, &a);
-    sign(dir, "server", "etcd", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n");
+    let san = if ip == "127.0.0.1" { "IP:127.0.0.1".to_string() } else { format!("IP:127.0.0.1,IP:{ip}") };
+    sign(dir, "server", "etcd", &format!("subjectAltName={san}\nextendedKeyUsage=serverAuth,clientAuth\n"));
     sign(dir, "client", client_cn, "extendedKeyUsage=clientAuth\n");
 }
 
@@ -107,6 +108,55 @@ impl EtcdCluster {
     pub fn start_tls(client_cn: &str) -> EtcdCluster {
         let ports = free_ports(2);
         Self::start_inner(1, None, "127.0.0.1", &ports, Some(client_cn))
+    }
+
+    /// [`EtcdCluster::start_tls`] inside namespace `ns` (a LAN host), listening on `ip` (which
+    /// its certificate names) and on its loopback, ports 32379 and 32380.
+    pub fn start_tls_in(ns: &str, ip: std::net::IpAddr, client_cn: &str) -> EtcdCluster {
+        Self::start_inner(1, Some(ns.to_string()), &ip.to_string(), &[32379, 32380], Some(client_cn))
+    }
+
+    /// etcd users and roles as the README sets them up (the cluster's client certificate must
+    /// be root's): user `admin` with role sgctl-admin (read and write the prefix), and per host
+    /// a user and role sgctl-host-HOST that reads the prefix and writes only
+    /// `members/HOST/` and `status/HOST`; then auth on.
+    pub fn enable_roles(&self, hosts: &[&str]) {
+        let mut cmds: Vec<String> = [
+            "user add root --no-password",
+            "user grant-role root root",
+            "role add sgctl-admin",
+            "role grant-permission sgctl-admin --prefix=true readwrite /sgctl/v1/",
+            "user add admin --no-password",
+            "user grant-role admin sgctl-admin",
+        ]
+        .map(str::to_string)
+        .into();
+        for h in hosts {
+            cmds.extend([
+                format!("role add sgctl-host-{h}"),
+                format!("role grant-permission sgctl-host-{h} --prefix=true read /sgctl/v1/"),
+                format!(
+                    "role grant-permission sgctl-host-{h} --prefix=true readwrite /sgctl/v1/members/{h}/"
+                ),
+                format!("role grant-permission sgctl-host-{h} readwrite /sgctl/v1/status/{h}"),
+                format!("user add {h} --no-password"),
+                format!("user grant-role {h} sgctl-host-{h}"),
+            ]);
+        }
+        cmds.push("auth enable".into());
+        for cmd in cmds {
+            self.etcdctl(&cmd.split(' ').collect::<Vec<_>>());
+        }
+    }
+
+    /// `--etcd-cacert/--etcd-cert/--etcd-key` for user `cn` of a TLS cluster.
+    pub fn tls_args(&self, cn: &str) -> Vec<String> {
+        let (ca, _, _) = self.client_tls().expect("a TLS cluster");
+        let (cert, key) = self.client_cert(cn);
+        [("--etcd-cacert", ca), ("--etcd-cert", cert), ("--etcd-key", key)]
+            .into_iter()
+            .flat_map(|(f, p)| [f.to_string(), p.display().to_string()])
+            .collect()
     }
 
     /// Another client certificate of a TLS cluster, for user `cn`: (cert, key).
@@ -155,7 +205,7 @@ impl EtcdCluster {
         let tls = tls_cn.map(|cn| {
             let d = dir.join("tls");
             std::fs::create_dir_all(&d).expect("tls dir");
-            make_certs(&d, cn);
+            make_certs(&d, cn, ip);
             d
         });
         let mut c = EtcdCluster { dir, members, initial_cluster, ip: ip.to_string(), ns, tls };
@@ -216,11 +266,11 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.join(format!("{}.log", m.name)))
             .expect("etcd log");
-        let client =
-            format!("{}://{}:{}", if self.tls.is_some() { "https" } else { "http" }, self.ip, m.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://{}:{}", self.ip, m.client);
         let peer = format!("http://{}:{}", self.ip, m.peer);
         let listen = if self.ns.is_some() && self.ip != "127.0.0.1" {
-            format!("{client},http://127.0.0.1:{}", m.client)
+            format!("{client},{scheme}://127.0.0.1:{}", m.client)
         } else {
             client.clone()
         };

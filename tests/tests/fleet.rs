@@ -222,23 +222,7 @@ fn tls_with_client_certificates() {
 #[test]
 fn roles_let_a_host_write_only_its_own_keys() {
     let cluster = EtcdCluster::start_tls("root");
-    for cmd in [
-        "user add root --no-password",
-        "user grant-role root root",
-        "role add sgctl-admin",
-        "role grant-permission sgctl-admin --prefix=true readwrite /sgctl/v1/",
-        "user add admin --no-password",
-        "user grant-role admin sgctl-admin",
-        "role add sgctl-host-db1",
-        "role grant-permission sgctl-host-db1 --prefix=true read /sgctl/v1/",
-        "role grant-permission sgctl-host-db1 --prefix=true readwrite /sgctl/v1/members/db1/",
-        "role grant-permission sgctl-host-db1 readwrite /sgctl/v1/status/db1",
-        "user add db1 --no-password",
-        "user grant-role db1 sgctl-host-db1",
-        "auth enable",
-    ] {
-        cluster.etcdctl(&cmd.split(' ').collect::<Vec<_>>());
-    }
+    cluster.enable_roles(&["db1"]);
     let (ca, _, _) = cluster.client_tls().unwrap();
     let ca = ca.to_str().unwrap().to_string();
     let as_user = |user: &str, args: &[&str]| -> Output {

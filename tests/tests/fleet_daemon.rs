@@ -319,3 +319,63 @@ fn enforcement_holds_through_store_outages_and_a_tracked_flow_loses_nothing() {
     assert!(sent > 1000, "{sent} datagrams");
     assert_eq!(lost, 0, "the tracked flow lost {lost} of {sent} datagrams");
 }
+
+/// The daemons over TLS with client certificates, each under its own etcd role (README: a
+/// host reads the policy and writes only its member and status keys): they enforce, register
+/// and report as without.
+#[test]
+fn daemons_under_tls_and_their_own_roles_enforce_and_register() {
+    if !require_bpf("daemons_under_tls_and_their_own_roles_enforce_and_register") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut lan = sg_tests::lan::Lan::new();
+    let store = lan.add_host("store", 250);
+    let db1 = lan.add_host("db1", 1);
+    let web1 = lan.add_host("web1", 2);
+    let client = lan.add_host("client", 240);
+    let cluster = sg_tests::etcd::EtcdCluster::start_tls_in(&store.ns, store.addr(false), "root");
+    cluster.enable_roles(&["db1", "web1"]);
+    let urls = cluster.urls();
+    assert!(urls.starts_with("https://198.51.100.250:"), "{urls}");
+    let file = sg_tests::write_temp("fleet-tls.toml", &policy(1, 1, DB_PORTS[0], WEB_PORTS[0], None));
+    let admin = cluster.tls_args("admin");
+    let mut put = vec!["fleet", "put", file.to_str().unwrap(), "--etcd", &urls, "--json"];
+    put.extend(admin.iter().map(String::as_str));
+    let out = store.sgctl(&put);
+    assert!(out.status.success(), "admin's fleet put: {}", String::from_utf8_lossy(&out.stderr));
+    let rev = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["revision"].as_i64().unwrap();
+    let _servers = sg_tests::fleet::Servers::start(&[(&db1, &DB_PORTS[..])]);
+    let daemon = |h: &LanHost| {
+        let mut a: Vec<String> = ["--etcd", &urls, "--host", &h.name, "--metrics", "off", "--lease-ttl", "3"]
+            .map(str::to_string)
+            .into();
+        a.extend(cluster.tls_args(&h.name));
+        Daemon::start_in(&h.ns, &h.ns, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let d_db1 = daemon(&db1);
+    let d_web1 = daemon(&web1);
+    for (h, d) in [(&db1, &d_db1), (&web1, &d_web1)] {
+        let ok = wait_until(Duration::from_secs(15), || {
+            sg_tests::fleet::status(&cluster, &h.name)
+                .is_some_and(|s| s["revision"].as_i64() >= Some(rev) && s["error"].is_null())
+        });
+        assert!(
+            ok.is_some(),
+            "{} does not report revision {rev} under TLS and its role\n{}",
+            h.name,
+            d.log()
+        );
+    }
+    let admitted = wait_until(Duration::from_secs(10), || connects(&web1, &db1, DB_PORTS[0]));
+    assert!(admitted.is_some(), "web1 not admitted (its member key under its role)\n{}", d_db1.log());
+    assert!(!connects(&client, &db1, DB_PORTS[0]), "the client is in no group");
+    let members = cluster.etcdctl(&["get", "--prefix", "/sgctl/v1/members/", "--keys-only"]);
+    assert!(
+        members.contains("/sgctl/v1/members/db1/eth0") && members.contains("/sgctl/v1/members/web1/eth0"),
+        "{members}"
+    );
+    for d in [&d_db1, &d_web1] {
+        assert!(!d.log().contains("permission denied"), "{}", d.log());
+    }
+}
