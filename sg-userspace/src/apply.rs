@@ -98,6 +98,10 @@ struct Staged {
 
 /// Applies `rs` (see the module documentation). With `dry_run`, only the diff.
 pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
+    if rs.interfaces.is_empty() && !rs.hosts.is_empty() {
+        let hosts: Vec<&str> = rs.hosts.iter().map(|h| h.host.as_str()).collect();
+        return Err(Error::HostsOnly { hosts: hosts.join(", ") });
+    }
     pins::check_root()?;
     pins::check_bpffs()?;
     let plans = compile::compile(rs)?;

@@ -96,6 +96,12 @@ pub enum Error {
     #[error("{}: not UTF-8 text", path.display())]
     NotUtf8 { path: PathBuf },
 
+    #[error(
+        "the rules bind interfaces only per host ([hosts.*]: {hosts}): applying them here would detach every interface; \
+         pick this host's with `sgctl apply --host NAME`, or give them to a fleet with `sgctl fleet put`"
+    )]
+    HostsOnly { hosts: String },
+
     #[error("{}: {detail}", path.display())]
     Capture { path: PathBuf, detail: String },
 

@@ -290,3 +290,37 @@ fn private_state_and_no_path_traversal() {
     assert!(err.contains("must run as root"), "{err}");
     assert_eq!(policy_seq(&pair), before);
 }
+
+/// A fleet file (interfaces bound per host) is refused by a plain apply, which would detach
+/// every interface, and nothing changes; `--host NAME` applies that host's bindings.
+#[test]
+fn a_fleet_file_needs_host_and_host_picks_its_bindings() {
+    if !require_bpf("a_fleet_file_needs_host_and_host_picks_its_bindings") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let _l = listeners(&pair);
+    let first = write_temp("fleet-apply-first.toml", &rules(&pair.if_a, 8080));
+    pair.sgctl_ok(Side::A, &["apply", first.to_str().unwrap()]);
+    let seq = policy_seq(&pair);
+    let fleet = format!(
+        "[groups.g]\ningress = [ {{ proto = \"tcp\", ports = \"9090\", from = \"192.0.2.2/32\" }} ]\n\
+         [hosts.h1.interfaces.{0}]\ngroups = [\"g\"]\n[hosts.h2.interfaces.{0}]\ngroups = []\n",
+        pair.if_a
+    );
+    let file = write_temp("fleet-apply.toml", &fleet);
+    let file = file.to_str().unwrap();
+    let out = pair.sgctl(Side::A, &["apply", file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--host NAME") && err.contains("h1, h2"), "{err}");
+    assert_eq!(
+        (policy_seq(&pair), reachable(&pair)),
+        (seq, (true, false)),
+        "a refused apply changed something"
+    );
+    let out = pair.sgctl(Side::A, &["apply", file, "--host", "h9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no [hosts.h9]"), "{err}");
+    pair.sgctl_ok(Side::A, &["apply", file, "--host", "h1"]);
+    assert_eq!(reachable(&pair), (false, true), "h1's bindings are not enforced");
+}

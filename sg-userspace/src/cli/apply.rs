@@ -1,5 +1,5 @@
-//! `sgctl apply FILE [--format toml|aws] [--dry-run]`: validate, compile, diff and hot-apply a
-//! rules file (generation flip; no reload, tracked traffic unaffected).
+//! `sgctl apply FILE [--format toml|aws] [--dry-run] [--host NAME]`: validate, compile, diff
+//! and hot-apply a rules file (generation flip; no reload, tracked traffic unaffected).
 
 use std::path::PathBuf;
 
@@ -29,12 +29,29 @@ pub struct ApplyArgs {
     /// XDP mode for interfaces this apply attaches.
     #[arg(long, value_enum)]
     pub mode: Option<ModeRequest>,
+    /// Apply the bindings of `[hosts.NAME]` (a fleet file) instead of `[interfaces]`.
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
-    let rs = load_rules(&args.file, args.format, &args.aws)?;
+    let mut rs = load_rules(&args.file, args.format, &args.aws)?;
+    if let Some(host) = &args.host {
+        anyhow::ensure!(
+            rs.hosts.iter().any(|h| &h.host == host),
+            "{}: no [hosts.{host}] in the file (hosts: {})",
+            args.file.display(),
+            rs.hosts.iter().map(|h| h.host.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        rs = rs.for_host(host);
+    } else if !rs.interfaces.is_empty() && !rs.hosts.is_empty() {
+        eprintln!(
+            "sgctl: warning: {}: [hosts.*] tables ignored (--host NAME applies one)",
+            args.file.display()
+        );
+    }
     let report = apply(&rs, ApplyOptions { dry_run: args.dry_run, mode: args.mode, revoke: args.revoke })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
