@@ -131,6 +131,28 @@ fn a_rule_change_reaches_ten_hosts_and_group_membership_follows_them() {
         daemons[i].1.log()
     );
 
+    // A value written by hand that does not validate: rejected whole, the host says why in
+    // its status and keeps enforcing; a good value again clears the error.
+    let good = f.cluster.etcdctl(&["get", "/sgctl/v1/groups/db", "--print-value-only"]).trim().to_string();
+    assert!(good.contains("\"5434\""), "{good}");
+    f.cluster.etcdctl(&["put", "/sgctl/v1/groups/db", &good.replace("\"5434\"", "\"99999\"")]);
+    let rejected = wait_until(Duration::from_secs(10), || {
+        sg_tests::fleet::status(&f.cluster, "db1").is_some_and(|s| {
+            s["error"].as_str().is_some_and(|e| e.contains("etcd:/sgctl/v1/@") && e.contains("99999"))
+        })
+    });
+    assert!(
+        rejected.is_some(),
+        "db1 does not report the bad value: {:?}",
+        sg_tests::fleet::status(&f.cluster, "db1")
+    );
+    assert!(connects(&webs[0], db1, DB_PORTS[2]), "db1 stopped enforcing revision {rev3}");
+    f.cluster.etcdctl(&["put", "/sgctl/v1/groups/db", &good]);
+    let cleared = wait_until(Duration::from_secs(10), || {
+        sg_tests::fleet::status(&f.cluster, "db1").is_some_and(|s| s["error"].is_null())
+    });
+    assert!(cleared.is_some(), "the error stays: {:?}", sg_tests::fleet::status(&f.cluster, "db1"));
+
     // `fleet status`: the nine alive and enforcing, the joiner (killed) not alive.
     let out = f.store.sgctl(&["fleet", "status", "--json", "--etcd", &f.urls]);
     assert!(out.status.success(), "fleet status: {}", String::from_utf8_lossy(&out.stderr));

@@ -34,7 +34,7 @@ use tokio::{
     time::{MissedTickBehavior, interval},
 };
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::{
     apply::{self, ApplyOptions},
@@ -231,7 +231,9 @@ impl Daemon {
 
     /// An update from the fleet agent.
     fn fleet_update(&mut self, u: Update) {
-        let Some(fleet) = &mut self.fleet else { return };
+        if self.fleet.is_none() {
+            return;
+        }
         match u {
             Update::Connected { up, why } => {
                 let mut st = stats_of(&self.stats);
@@ -244,72 +246,91 @@ impl Daemon {
                 }
             }
             Update::Synced => stats_of(&self.stats).fleet_last_sync_unix = unix_now(),
-            Update::Policy { revision, rules, done } => {
-                let start = !fleet.started;
-                fleet.started = true;
-                let host = fleet.host.clone();
-                let name = format!("etcd revision {revision} (host {host})");
-                let outcome = match rules {
-                    Err(why) if fleet.last_error.as_deref() == Some(why.as_str()) => return,
-                    Err(why) => Err(why),
-                    Ok(rs) => {
-                        let bare = rs.without_locations();
-                        if self.fleet.as_ref().and_then(|f| f.enforced.as_ref()) == Some(&bare) {
-                            log::debug!("{name}: the host's rule set is unchanged");
-                            if self.fleet.as_ref().is_some_and(|f| f.last_error.is_none()) {
-                                return;
-                            }
-                            Ok(false)
-                        } else {
-                            match self.enforce(
-                                &name,
-                                &rs,
-                                start,
-                                |a, b| a.without_locations() == b.without_locations(),
-                                false,
-                            ) {
-                                Ok((msg, attached)) => {
-                                    log::info!("{msg}");
-                                    if let Some(f) = &mut self.fleet {
-                                        f.enforced = Some(bare);
-                                    }
-                                    Ok(attached)
-                                }
-                                Err(e) => Err(e.to_string()),
-                            }
-                        }
-                    }
-                };
-                let Some(fleet) = &mut self.fleet else { return };
-                let mut st = stats_of(&self.stats);
-                let error = match outcome {
-                    Ok(attached) => {
-                        st.fleet_revision = revision;
-                        fleet.last_error = None;
-                        let _ = done.send(attached);
-                        None
-                    }
-                    Err(why) => {
-                        st.apply_failures += 1;
-                        log::error!("{name}: rejected: {why}; rule set #{} keeps enforcing", st.rule_set_seq);
-                        fleet.last_error = Some(why.clone());
-                        Some(why)
-                    }
-                };
-                let interfaces = fleet
-                    .enforced
-                    .as_ref()
-                    .map(|rs| rs.interfaces.iter().map(|b| b.iface.clone()).collect())
-                    .unwrap_or_default();
-                let _ = fleet.status.send(Some(HostStatus {
-                    revision: st.fleet_revision,
-                    rule_set: st.rule_set_seq,
-                    at: unix_now(),
-                    error,
-                    interfaces,
-                }));
-            }
+            Update::Policy { revision, rules, done } => self.fleet_policy(revision, rules, done),
         }
+    }
+
+    /// The host's rule set at `revision` from the agent: applied unless it is the one
+    /// enforced, and the outcome reported (status key, metrics). `done` says whether the
+    /// apply attached interfaces.
+    fn fleet_policy(&mut self, revision: i64, rules: Result<RuleSet, String>, done: oneshot::Sender<bool>) {
+        let Some(fleet) = &mut self.fleet else { return };
+        let start = !fleet.started;
+        fleet.started = true;
+        let name = format!("etcd revision {revision} (host {})", fleet.host);
+        let outcome = match rules {
+            // Said already.
+            Err(why) if fleet.last_error.as_deref() == Some(why.as_str()) => return,
+            Err(why) => Err(why),
+            Ok(rs) => match self.fleet_apply(&name, &rs, start) {
+                Some(outcome) => outcome,
+                None => return,
+            },
+        };
+        self.fleet_report(&name, revision, outcome, done);
+    }
+
+    /// Applies `rs` unless it is what is enforced: whether it attached interfaces, or why it
+    /// was rejected; `None` when it is enforced already and nothing needs reporting (a
+    /// rule set equal to the enforced one after an error clears the error).
+    fn fleet_apply(&mut self, name: &str, rs: &RuleSet, start: bool) -> Option<Result<bool, String>> {
+        let bare = rs.without_locations();
+        let fleet = self.fleet.as_ref()?;
+        if fleet.enforced.as_ref() == Some(&bare) {
+            log::debug!("{name}: the host's rule set is unchanged");
+            return fleet.last_error.is_some().then_some(Ok(false));
+        }
+        Some(
+            match self.enforce(name, rs, start, |a, b| a.without_locations() == b.without_locations(), false)
+            {
+                Ok((msg, attached)) => {
+                    log::info!("{msg}");
+                    if let Some(f) = &mut self.fleet {
+                        f.enforced = Some(bare);
+                    }
+                    Ok(attached)
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        )
+    }
+
+    /// Reports the outcome of `revision`: metrics, log, and the status key through the agent.
+    fn fleet_report(
+        &mut self,
+        name: &str,
+        revision: i64,
+        outcome: Result<bool, String>,
+        done: oneshot::Sender<bool>,
+    ) {
+        let Some(fleet) = &mut self.fleet else { return };
+        let mut st = stats_of(&self.stats);
+        let error = match outcome {
+            Ok(attached) => {
+                st.fleet_revision = revision;
+                fleet.last_error = None;
+                let _ = done.send(attached);
+                None
+            }
+            Err(why) => {
+                st.apply_failures += 1;
+                log::error!("{name}: rejected: {why}; rule set #{} keeps enforcing", st.rule_set_seq);
+                fleet.last_error = Some(why.clone());
+                Some(why)
+            }
+        };
+        let interfaces = fleet
+            .enforced
+            .as_ref()
+            .map(|rs| rs.interfaces.iter().map(|b| b.iface.clone()).collect())
+            .unwrap_or_default();
+        let _ = fleet.status.send(Some(HostStatus {
+            revision: st.fleet_revision,
+            rule_set: st.rule_set_seq,
+            at: unix_now(),
+            error,
+            interfaces,
+        }));
     }
 
     /// Removes expired flows (flow-end records) and rebuilds the presence filters.
