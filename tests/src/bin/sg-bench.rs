@@ -69,13 +69,46 @@ fn main() -> Result<()> {
     let report = a
         .report
         .unwrap_or_else(|| if a.quick { out.join("BENCHMARKS.md") } else { PathBuf::from("BENCHMARKS.md") });
+    // Sections not measured now keep the numbers (and notes) of the run before, so that
+    // `--only` rewrites its sections of the report and leaves the others.
+    let earlier = match &a.only {
+        Some(only) if out.exists() => {
+            let samples: Vec<_> =
+                bench::read_csv(&out)?.into_iter().filter(|s| !only.iter().any(|o| o == s.section)).collect();
+            let notes = std::fs::read_to_string(out.join("notes.txt")).unwrap_or_default();
+            // (A note of an earlier `--only` run goes: its sections are measured again or
+            // were the run before's.)
+            let notes: Vec<String> = notes
+                .lines()
+                .filter(|l| !l.is_empty() && !l.ends_with("(`--only`); the others are the earlier run's"))
+                .map(str::to_string)
+                .collect();
+            Some((samples, notes))
+        }
+        _ => None,
+    };
     let opts = if a.quick { Opts::quick(out) } else { Opts::full(out) };
     let mut b = Bench::new(opts);
-    b.notes.push(format!("Machine: {}", bench::report::machine()));
-    b.notes.push(format!(
+    if let Some((samples, notes)) = earlier
+        && !samples.is_empty()
+    {
+        b.samples = samples;
+        b.notes = notes;
+        b.notes.push(format!(
+            "Sections {} measured on {} (`--only`); the others are the earlier run's",
+            a.only.as_deref().unwrap_or_default().join(", "),
+            bench::report::machine()
+        ));
+    } else {
+        b.notes.push(format!("Machine: {}", bench::report::machine()));
+    }
+    let packages = format!(
         "Debian packages: {}",
         ["nftables", "xdp-tools", "netsniff-ng", "iperf3", "bpftool"].map(tools::package_version).join(", ")
-    ));
+    );
+    if !b.notes.contains(&packages) {
+        b.notes.push(packages);
+    }
     let want = |s: &str| a.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
     let sections: [(&str, bench::Section); 6] = [
         ("testrun", bench::testrun::run),
