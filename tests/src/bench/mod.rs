@@ -43,6 +43,9 @@ pub struct Opts {
     pub repeat: u32,
     /// Fresh tuples per new-flow measurement (one test run each).
     pub fresh: u32,
+    /// Interleaved rounds of the per-packet measurement (`repeat` and `fresh` are split
+    /// among them; each round is one sample, so the report shows the spread).
+    pub rounds: usize,
     /// Rule counts of the per-packet and memory sections.
     pub rule_counts: Vec<usize>,
     /// Length of one traffic run.
@@ -60,6 +63,7 @@ impl Opts {
             quick: false,
             repeat: 1_000_000,
             fresh: 20_000,
+            rounds: 15,
             rule_counts: vec![1, 100, 1_000, 10_000],
             run: Duration::from_secs(5),
             reps: 3,
@@ -74,6 +78,7 @@ impl Opts {
             quick: true,
             repeat: 20_000,
             fresh: 500,
+            rounds: 3,
             rule_counts: vec![1, 100, 1_000, 10_000],
             run: Duration::from_millis(500),
             reps: 1,
@@ -219,6 +224,14 @@ fn unit_name(u: &str) -> &'static str {
         .into_iter()
         .find(|n| *n == u)
         .unwrap_or("?")
+}
+
+/// (min, max) of `v` ((NaN, NaN) when empty).
+pub fn spread(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max))
 }
 
 /// Median of `v` (NaN when empty).

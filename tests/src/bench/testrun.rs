@@ -16,9 +16,11 @@
 //! same frames). Plus sgctl stage by stage, to show where a denied packet's time goes.
 //!
 //! The machines are shared and their speed wanders by tens of percent over seconds, so the
-//! measurements are interleaved: every subject is set up first, then [`ROUNDS`] rounds each
-//! run every measurement once (`repeat / ROUNDS` runs per call), and each number is the
-//! median of its rounds. A slow phase of the machine then touches every subject alike.
+//! measurements are interleaved: every subject is set up first, then `rounds` rounds each
+//! run every measurement once (`repeat / rounds` runs per call). Every round is recorded (label
+//! `rep`): the report gives each number as the median of its rounds with their spread, and a
+//! ratio per round from the two measurements of that round, so that a slow phase of the
+//! machine touches both sides of a ratio alike.
 
 use std::net::IpAddr;
 
@@ -86,9 +88,6 @@ impl Bare {
         Ok((r.return_value, r.duration.as_nanos() as f64))
     }
 }
-
-/// Rounds of the interleaved measurement (each number is the median of its rounds).
-const ROUNDS: usize = 7;
 
 /// One measurement: what it runs, and its labels.
 struct Measure {
@@ -370,11 +369,12 @@ pub fn run(b: &mut Bench) {
         Ok(s) => s,
         Err(e) => return b.fail(format!("testrun setup: {e:#}")),
     };
-    let repeat = (b.opts.repeat / ROUNDS as u32).max(1);
-    let fresh = (b.opts.fresh / ROUNDS as u32).max(1);
+    let rounds = b.opts.rounds.max(1);
+    let repeat = (b.opts.repeat / rounds as u32).max(1);
+    let fresh = (b.opts.fresh / rounds as u32).max(1);
     let mut failed = vec![false; subj.list.len()];
-    for round in 0..ROUNDS {
-        b.progress("testrun", &format!("round {}/{ROUNDS}: {} measurements", round + 1, subj.list.len()));
+    for round in 0..rounds {
+        b.progress("testrun", &format!("round {}/{rounds}: {} measurements", round + 1, subj.list.len()));
         for (m, failed) in failed.iter_mut().enumerate() {
             if *failed {
                 continue;
@@ -389,22 +389,38 @@ pub fn run(b: &mut Bench) {
         }
     }
     for m in &subj.list {
-        if !m.samples.is_empty() {
-            record(b, &m.rules, m.case, m.v6, m.subject, super::median(&m.samples));
+        if m.samples.is_empty() {
+            continue;
         }
+        let labels = |rep: usize| {
+            vec![
+                ("subject", m.subject.to_string()),
+                ("rules", m.rules.clone()),
+                ("case", m.case.to_string()),
+                ("family", fam(m.v6).to_string()),
+                ("rep", rep.to_string()),
+            ]
+        };
+        for (rep, &ns) in m.samples.iter().enumerate() {
+            b.samples.push(super::Sample {
+                section: "testrun",
+                labels: labels(rep),
+                value: ns,
+                unit: "ns/packet",
+            });
+        }
+        let (lo, hi) = super::spread(&m.samples);
+        b.progress(
+            "testrun",
+            &format!(
+                "{} {} {} {} = {:.1} ns/packet ({lo:.1}-{hi:.1} over {} rounds)",
+                m.subject,
+                m.rules,
+                m.case,
+                fam(m.v6),
+                super::median(&m.samples),
+                m.samples.len()
+            ),
+        );
     }
-}
-
-fn record(b: &mut Bench, rules: &str, case: &str, v6: bool, subject: &str, ns: f64) {
-    b.record(
-        "testrun",
-        vec![
-            ("subject", subject.to_string()),
-            ("rules", rules.to_string()),
-            ("case", case.to_string()),
-            ("family", fam(v6).to_string()),
-        ],
-        ns,
-        "ns/packet",
-    );
 }
