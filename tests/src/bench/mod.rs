@@ -7,6 +7,7 @@
 //!   XDP_TX generator and from trafgen, into each receiver (none, nftables, xdp-filter, sgctl
 //!   native and generic, bare XDP_DROP), for denied and for allowed established traffic.
 //! - [`iperf`]: TCP throughput with iperf3.
+//! - [`connrate`]: new TCP connections per second (handshake and close) through the veth.
 //! - [`updates`]: apply time at 1,000 and 10,000 rules, and packets lost from an established
 //!   flow while applies run back to back.
 //! - [`memory`]: kernel memory of sgctl's maps.
@@ -16,6 +17,7 @@
 //! [`report`] turns the results into BENCHMARKS.md with SVG plots. No section asserts a speed;
 //! `--quick` runs everything briefly and fails only when a configuration produced no number.
 
+pub mod connrate;
 pub mod fleet;
 pub mod iperf;
 pub mod memory;
@@ -179,7 +181,7 @@ impl Bench {
 
 /// Reads back the CSVs [`Bench::write_csv`] wrote (to regenerate the report without measuring).
 pub fn read_csv(dir: &std::path::Path) -> std::io::Result<Vec<Sample>> {
-    const SECTIONS: [&str; 6] = ["testrun", "traffic", "iperf3", "updates", "memory", "fleet"];
+    const SECTIONS: [&str; 7] = ["testrun", "traffic", "iperf3", "connrate", "updates", "memory", "fleet"];
     let mut out = Vec::new();
     for sec in SECTIONS {
         let Ok(text) = std::fs::read_to_string(dir.join(format!("{sec}.csv"))) else { continue };
@@ -220,7 +222,7 @@ fn label_name(h: &str) -> &'static str {
 }
 
 fn unit_name(u: &str) -> &'static str {
-    ["ns/packet", "pps", "Gbit/s", "ms", "packets", "bytes", "s", "MB", "count"]
+    ["ns/packet", "pps", "Gbit/s", "ms", "packets", "bytes", "s", "MB", "count", "conn/s"]
         .into_iter()
         .find(|n| *n == u)
         .unwrap_or("?")

@@ -212,6 +212,23 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         format!("{}%", fmt(100.0 * ratio(tcp_gen, iperf("none")), 1)),
         |r| r >= 0.9,
     ));
+    // New connections per second, paired by round.
+    let conn = |r: &str| -> std::collections::BTreeMap<String, f64> {
+        s.iter()
+            .filter(|x| {
+                x.section == "connrate" && x.label("receiver") == r && x.label("measure") == "conn_per_s"
+            })
+            .map(|x| (x.label("rep").to_string(), x.value))
+            .collect()
+    };
+    let (c_sg, c_nft) = (conn("sgctl-generic"), conn("nftables"));
+    let conn_ratios: Vec<f64> =
+        c_sg.iter().filter_map(|(k, v)| c_nft.get(k).map(|n| ratio(*v, *n))).collect();
+    goals.push(goal_rounds(
+        "New TCP connections per second >= 1.5x nftables with conntrack (sgctl generic, what --mode auto picks on veth)",
+        &conn_ratios,
+        |r| r >= 1.5,
+    ));
     let a1k = upd("apply_ms", "1000");
     goals.push(goal("A 1,000-rule apply under 100 ms", a1k, format!("{} ms", fmt(a1k, 1)), |v| v < 100.0));
     let lost = upd("flow_lost", "1000");
@@ -389,6 +406,36 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         );
     }
 
+    if s.iter().any(|x| x.section == "connrate") {
+        let _ = writeln!(
+            m,
+            "\n## New TCP connections per second (handshake and close, medians)\n\n\
+             | receiver | conn/s | vs none | vs nftables | failed (all rounds) |\n|---|---:|---:|---:|---:|"
+        );
+        let none = med(s, "connrate", &[("receiver", "none"), ("measure", "conn_per_s")]);
+        let nft = med(s, "connrate", &[("receiver", "nftables"), ("measure", "conn_per_s")]);
+        for r in super::connrate::RECEIVERS {
+            let v = med(s, "connrate", &[("receiver", r.name()), ("measure", "conn_per_s")]);
+            let failed: f64 = s
+                .iter()
+                .filter(|x| {
+                    x.section == "connrate"
+                        && x.label("receiver") == r.name()
+                        && x.label("measure") == "failed"
+                })
+                .map(|x| x.value)
+                .sum();
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} |",
+                r.name(),
+                fmt(v, 0),
+                fmt(ratio(v, none), 2),
+                fmt(ratio(v, nft), 2),
+                fmt(failed, 0)
+            );
+        }
+    }
     let _ = writeln!(m, "\n## Updates under load\n\n| measure | value |\n|---|---:|");
     for n in ["1000", "10000"] {
         let _ = writeln!(

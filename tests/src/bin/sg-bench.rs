@@ -1,7 +1,7 @@
 //! `cargo xtask bench [--quick]`: measures sgctl against nftables, xdp-filter, bare XDP and no
 //! filter, and writes CSVs and BENCHMARKS.md (see `sg_tests::bench`). Run as root.
 //!
-//! `sg-bench [--quick] [--out DIR] [--report FILE] [--only testrun,traffic,iperf3,updates,memory,fleet]`
+//! `sg-bench [--quick] [--out DIR] [--report FILE] [--only testrun,traffic,iperf3,connrate,updates,memory,fleet]`
 //! `sg-bench --from bench/results [--report FILE]`: the report again from saved CSVs.
 
 use std::path::PathBuf;
@@ -35,6 +35,15 @@ fn args() -> Result<Args> {
         }
     }
     Ok(a)
+}
+
+const ONLY_NOTE_END: &str = "; the others are the earlier run's";
+
+/// The sections a note written by an `--only` run names.
+fn only_note_sections(note: &str) -> Option<Vec<String>> {
+    let rest = note.strip_prefix("Sections ")?.strip_suffix(ONLY_NOTE_END)?;
+    let (secs, _) = rest.split_once(" measured on ")?;
+    Some(secs.split(", ").map(str::to_string).collect())
 }
 
 fn main() -> Result<()> {
@@ -76,11 +85,15 @@ fn main() -> Result<()> {
             let samples: Vec<_> =
                 bench::read_csv(&out)?.into_iter().filter(|s| !only.iter().any(|o| o == s.section)).collect();
             let notes = std::fs::read_to_string(out.join("notes.txt")).unwrap_or_default();
-            // (A note of an earlier `--only` run goes: its sections are measured again or
-            // were the run before's.)
+            // A note of an earlier `--only` run stays while a section it names is not
+            // measured again now.
             let notes: Vec<String> = notes
                 .lines()
-                .filter(|l| !l.is_empty() && !l.ends_with("(`--only`); the others are the earlier run's"))
+                .filter(|l| !l.is_empty())
+                .filter(|l| match only_note_sections(l) {
+                    Some(secs) => secs.iter().any(|s| !only.iter().any(|o| o == s)),
+                    None => true,
+                })
                 .map(str::to_string)
                 .collect();
             Some((samples, notes))
@@ -95,7 +108,7 @@ fn main() -> Result<()> {
         b.samples = samples;
         b.notes = notes;
         b.notes.push(format!(
-            "Sections {} measured on {} (`--only`); the others are the earlier run's",
+            "Sections {} measured on {} (`--only`){ONLY_NOTE_END}",
             a.only.as_deref().unwrap_or_default().join(", "),
             bench::report::machine()
         ));
@@ -110,10 +123,11 @@ fn main() -> Result<()> {
         b.notes.push(packages);
     }
     let want = |s: &str| a.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
-    let sections: [(&str, bench::Section); 6] = [
+    let sections: [(&str, bench::Section); 7] = [
         ("testrun", bench::testrun::run),
         ("traffic", bench::traffic::run),
         ("iperf3", bench::iperf::run),
+        ("connrate", bench::connrate::run),
         ("updates", bench::updates::run),
         ("memory", bench::memory::run),
         ("fleet", bench::fleet::run),
@@ -125,7 +139,8 @@ fn main() -> Result<()> {
     }
     for s in &b.samples {
         // A lost count, and CPU time or bytes of a short phase (10 ms ticks), may be 0.
-        let zero_ok = s.label("measure") == "flow_lost" || (s.section == "fleet" && s.unit != "ms");
+        let zero_ok =
+            ["flow_lost", "failed"].contains(&s.label("measure")) || (s.section == "fleet" && s.unit != "ms");
         if !s.value.is_finite() || s.value < 0.0 || (s.value == 0.0 && !zero_ok) {
             let what = format!("{} {:?}: no usable number ({})", s.section, s.labels, s.value);
             b.failures.push(what);
