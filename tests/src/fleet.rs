@@ -125,13 +125,14 @@ pub fn put(store: &LanHost, urls: &str, name: &str, text: &str) -> i64 {
     v["revision"].as_i64().expect("a revision was written")
 }
 
-/// The LAN: the store, db hosts `db1..`, web hosts `web1..`, a client in no group, the policy
+/// The LAN: the store, db hosts `db1..`, web hosts `web1..`, two clients in no group, the policy
 /// put, and TCP servers on [`DB_PORTS`] (db hosts) and [`WEB_PORTS`] (web hosts).
 pub struct Fleet {
     pub store: LanHost,
     pub dbs: Vec<LanHost>,
     pub webs: Vec<LanHost>,
     pub client: LanHost,
+    pub client2: LanHost,
     pub cluster: EtcdCluster,
     pub urls: String,
     /// The revision of the first put.
@@ -157,13 +158,26 @@ impl Fleet {
         let webs: Vec<LanHost> =
             (1..=webs).map(|i| lan.add_host(&format!("web{i}"), (dbs.len() + i) as u8)).collect();
         let client = lan.add_host("client", 240);
+        let client2 = lan.add_host("client2", 241);
         let cluster = EtcdCluster::start_in(3, &store.ns, store.addr(false));
         let urls = cluster.urls();
         let rev = put(&store, &urls, name, text);
         let mut on: Vec<(&LanHost, &[u16])> = dbs.iter().map(|h| (h, &DB_PORTS[..])).collect();
         on.extend(webs.iter().map(|h| (h, &WEB_PORTS[..])));
         let servers = Servers::start(&on);
-        Fleet { store, dbs, webs, client, cluster, urls, rev, lease_ttl, _servers: servers, _lan: lan }
+        Fleet {
+            store,
+            dbs,
+            webs,
+            client,
+            client2,
+            cluster,
+            urls,
+            rev,
+            lease_ttl,
+            _servers: servers,
+            _lan: lan,
+        }
     }
 
     /// Every host with a daemon role: db hosts, then web hosts.

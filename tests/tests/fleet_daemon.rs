@@ -1,5 +1,5 @@
 //! Fleet daemons on a LAN of 10 hosts (2 db, 8 web), each its own namespace, interface and
-//! daemon, a client in no group, and a real 3-member etcd cluster in its own namespace on the
+//! daemon, two clients in no group, and a real 3-member etcd cluster in its own namespace on the
 //! same subnet (so each daemon's connection to the store crosses the interface it enforces).
 //! A rule change reaches every host; a group reference follows the hosts: a host that joins
 //! group web is let in by the db hosts' `from_group = "web"` rule, and its address leaves the
@@ -65,11 +65,12 @@ fn a_rule_change_reaches_ten_hosts_and_group_membership_follows_them() {
     assert_eq!(
         connects_all(&[
             (&f.client, db1, DB_PORTS[0]),
+            (&f.client2, db2, DB_PORTS[0]),
             (joiner, db1, DB_PORTS[0]),
             (joiner, db2, DB_PORTS[0])
         ]),
-        [false; 3],
-        "the client is in no group and {} has not joined yet",
+        [false; 4],
+        "the clients are in no group and {} has not joined yet",
         joiner.name
     );
 
@@ -106,8 +107,9 @@ fn a_rule_change_reaches_ten_hosts_and_group_membership_follows_them() {
     f.wait_enforcing(&daemons, rev2, Duration::from_secs(10));
     eprintln!("revision {rev2} enforced by all 9 hosts {:?} after the put started", t.elapsed());
     let mut probes: Vec<(&LanHost, &LanHost, u16)> = Vec::new();
-    for w in webs {
-        probes.extend([(&f.client, w, WEB_PORTS[1]), (&f.client, w, WEB_PORTS[0])]);
+    for (i, w) in webs.iter().enumerate() {
+        let c = if i % 2 == 0 { &f.client } else { &f.client2 };
+        probes.extend([(c, w, WEB_PORTS[1]), (c, w, WEB_PORTS[0])]);
     }
     for d in [db1, db2] {
         probes.extend([(&webs[0], d, DB_PORTS[1]), (&webs[0], d, DB_PORTS[0])]);
