@@ -36,7 +36,10 @@ use sg_userspace::{
 };
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::{Bench, Sample, median, report::med};
+use super::{
+    Bench, Sample, median,
+    report::{fmt, matching, med},
+};
 use crate::{
     etcd::EtcdCluster,
     fleet::{Fleet, WEB_PORTS, connects},
@@ -490,20 +493,18 @@ fn sim_one(b: &mut Bench, cluster: &EtcdCluster, urls: &[String], n: usize) -> R
     Ok(())
 }
 
+/// The LAN's times of change `case` (put, join, leave): `measure` "all" (until every host
+/// reported, one per repetition) or "host" (each host's).
+fn lan_values(s: &[Sample], case: &str, measure: &str) -> Vec<f64> {
+    matching(s, SECTION, &[("config", "lan"), ("case", case), ("measure", measure)])
+        .map(|x| x.value)
+        .collect()
+}
+
 /// The `q` quantile over repetitions of the time until every host of the LAN reported
 /// (`case`: put, join, leave); NaN when not measured.
 pub fn lan_quantile(s: &[Sample], case: &str, q: f64) -> f64 {
-    let v: Vec<f64> = s
-        .iter()
-        .filter(|x| {
-            x.section == SECTION
-                && x.label("config") == "lan"
-                && x.label("case") == case
-                && x.label("measure") == "all"
-        })
-        .map(|x| x.value)
-        .collect();
-    p(&v, q)
+    p(&lan_values(s, case, "all"), q)
 }
 
 fn sim_value(s: &[Sample], hosts: &str, case: &str, measure: &str) -> f64 {
@@ -519,10 +520,6 @@ fn sim_hosts(s: &[Sample]) -> Vec<String> {
     h.sort_unstable();
     h.dedup();
     h.into_iter().map(|n| n.to_string()).collect()
-}
-
-fn f1(v: f64) -> String {
-    if v.is_nan() { "n/a".to_string() } else { format!("{v:.1}") }
 }
 
 /// The fleet section of BENCHMARKS.md (empty when the run had none).
@@ -546,23 +543,14 @@ pub fn report(s: &[Sample], m: &mut String) {
         ("join", "a member key of group web written (a host joins)"),
         ("leave", "that member's lease revoked (a host's death, after its lease runs out)"),
     ] {
-        let host: Vec<f64> = s
-            .iter()
-            .filter(|x| {
-                x.section == SECTION
-                    && x.label("config") == "lan"
-                    && x.label("case") == case
-                    && x.label("measure") == "host"
-            })
-            .map(|x| x.value)
-            .collect();
+        let host = lan_values(s, case, "host");
         let _ = writeln!(
             m,
             "| {label} | {} ms | {} ms | {} ms | {} ms |",
-            f1(lan_quantile(s, case, 0.5)),
-            f1(lan_quantile(s, case, 0.99)),
-            f1(lan_quantile(s, case, 1.0)),
-            f1(median(&host))
+            fmt(lan_quantile(s, case, 0.5), 1),
+            fmt(lan_quantile(s, case, 0.99), 1),
+            fmt(lan_quantile(s, case, 1.0), 1),
+            fmt(median(&host), 1)
         );
     }
     let hosts = sim_hosts(s);
@@ -588,16 +576,18 @@ pub fn report(s: &[Sample], m: &mut String) {
     let _ = writeln!(m, "|---:|---:|---:|---:|---:|---:|");
     for h in &hosts {
         let n: f64 = h.parse().unwrap_or(f64::NAN);
-        let q = |c: &str| format!("{} / {} ms", f1(sim_value(s, h, c, "p50")), f1(sim_value(s, h, c, "p99")));
+        let q = |c: &str| {
+            format!("{} / {} ms", fmt(sim_value(s, h, c, "p50"), 1), fmt(sim_value(s, h, c, "p99"), 1))
+        };
         let _ = writeln!(
             m,
             "| {h} | {} | {} | {} | {} | {}, {} MB |",
             q("join"),
             q("put"),
             q("member"),
-            f1(sim_value(s, h, "join", "applies") / n),
-            f0(sim_value(s, h, "store", "keys")),
-            fmt2(sim_value(s, h, "store", "db_size"))
+            fmt(sim_value(s, h, "join", "applies") / n, 1),
+            fmt(sim_value(s, h, "store", "keys"), 0),
+            fmt(sim_value(s, h, "store", "db_size"), 2)
         );
     }
     let _ = writeln!(
@@ -612,21 +602,13 @@ pub fn report(s: &[Sample], m: &mut String) {
         let load = |c: &str| {
             format!(
                 "{} s / {} MB / {} ms",
-                fmt2(sim_value(s, h, c, "etcd_cpu")),
-                fmt2(sim_value(s, h, c, "etcd_sent")),
-                fmt2(1e3 * sim_value(s, h, c, "hosts_cpu") / n)
+                fmt(sim_value(s, h, c, "etcd_cpu"), 2),
+                fmt(sim_value(s, h, c, "etcd_sent"), 2),
+                fmt(1e3 * sim_value(s, h, c, "hosts_cpu") / n, 2)
             )
         };
         let _ = writeln!(m, "| {h} | {} | {} | {} |", load("join"), load("put"), load("member"));
     }
-}
-
-fn fmt2(v: f64) -> String {
-    if v.is_nan() { "n/a".to_string() } else { format!("{v:.2}") }
-}
-
-fn f0(v: f64) -> String {
-    if v.is_nan() { "n/a".to_string() } else { format!("{v:.0}") }
 }
 
 /// bench/fleet.svg: p99 convergence of each change (left) against simulated hosts (log).
@@ -669,11 +651,7 @@ pub fn plot(s: &[Sample], path: &std::path::Path) -> anyhow::Result<()> {
         .y_label_formatter(&|y| format!("{:.0}", 10f64.powf(*y)))
         .draw()?;
     for (i, (name, pts)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        let color = super::report::line(&mut chart, i, name, pts, 2)?;
         chart.draw_series(pts.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))?;
     }
     // The goal for 10 hosts: p99 < 1 s.

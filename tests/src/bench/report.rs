@@ -1,24 +1,38 @@
 //! BENCHMARKS.md and its SVG plots, from one run's samples: medians, ratios to the baselines
 //! measured in the same run, and the goals marked met or not met.
 
-use std::{fmt::Write as _, path::Path};
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use anyhow::Result;
-use plotters::prelude::*;
+use plotters::{coord::types::RangedCoordf64, prelude::*};
 
 use super::{Bench, Sample, median, spread};
 
-/// Median of the samples of `section` whose labels include every `(name, value)` of `want`.
-pub fn med(samples: &[Sample], section: &str, want: &[(&str, &str)]) -> f64 {
-    let v: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.section == section && want.iter().all(|(n, v)| s.label(n) == *v))
-        .map(|s| s.value)
-        .collect();
-    median(&v)
+/// The samples of `section` whose labels include every `(name, value)` of `want`.
+pub fn matching<'a>(
+    samples: &'a [Sample],
+    section: &'a str,
+    want: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = &'a Sample> {
+    samples.iter().filter(move |s| s.section == section && want.iter().all(|(n, v)| s.label(n) == *v))
 }
 
-fn fmt(v: f64, digits: usize) -> String {
+/// Median of the samples of `section` whose labels include every `(name, value)` of `want`.
+pub fn med(samples: &[Sample], section: &str, want: &[(&str, &str)]) -> f64 {
+    median(&matching(samples, section, want).map(|s| s.value).collect::<Vec<_>>())
+}
+
+/// The values of [`matching`] samples by round (label `rep`; "" for a run without rounds).
+pub fn by_round(samples: &[Sample], section: &str, want: &[(&str, &str)]) -> BTreeMap<String, f64> {
+    matching(samples, section, want).map(|s| (s.label("rep").to_string(), s.value)).collect()
+}
+
+/// Per-round ratios a/b, rounds matched.
+fn round_ratios(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    a.iter().filter_map(|(k, va)| b.get(k).map(|vb| (k.clone(), ratio(*va, *vb)))).collect()
+}
+
+pub fn fmt(v: f64, digits: usize) -> String {
     if v.is_nan() { "n/a".to_string() } else { format!("{v:.digits$}") }
 }
 
@@ -49,30 +63,14 @@ fn goal_rounds(text: &str, ratios: &[f64], ok: impl Fn(f64) -> bool) -> Goal {
     Goal { text: text.to_string(), measured, met: (!ratios.is_empty()).then(|| ok(lo) && ok(hi)) }
 }
 
-/// The samples of testrun measurement (subject, rules, case, family) by round (`rep`; a run
-/// without rounds has its one median as round "").
-fn tr_rounds(s: &[Sample], m: [&str; 4]) -> std::collections::BTreeMap<String, f64> {
-    s.iter()
-        .filter(|x| {
-            x.section == "testrun"
-                && x.label("subject") == m[0]
-                && x.label("rules") == m[1]
-                && x.label("case") == m[2]
-                && x.label("family") == m[3]
-        })
-        .map(|x| (x.label("rep").to_string(), x.value))
-        .collect()
+/// The samples of testrun measurement (subject, rules, case, family) by round.
+fn tr_rounds(s: &[Sample], m: [&str; 4]) -> BTreeMap<String, f64> {
+    by_round(s, "testrun", &[("subject", m[0]), ("rules", m[1]), ("case", m[2]), ("family", m[3])])
 }
 
 /// Per-round ratios a/b of two testrun measurements of `fam`, rounds matched.
-fn tr_ratio_rounds(
-    s: &[Sample],
-    a: [&str; 3],
-    b: [&str; 3],
-    fam: &str,
-) -> std::collections::BTreeMap<String, f64> {
-    let (ra, rb) = (tr_rounds(s, [a[0], a[1], a[2], fam]), tr_rounds(s, [b[0], b[1], b[2], fam]));
-    ra.iter().filter_map(|(k, va)| rb.get(k).map(|vb| (k.clone(), ratio(*va, *vb)))).collect()
+fn tr_ratio_rounds(s: &[Sample], a: [&str; 3], b: [&str; 3], fam: &str) -> BTreeMap<String, f64> {
+    round_ratios(&tr_rounds(s, [a[0], a[1], a[2], fam]), &tr_rounds(s, [b[0], b[1], b[2], fam]))
 }
 
 /// Per round, the worse (larger) of the v4 and v6 ratios a/b.
@@ -213,17 +211,9 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         |r| r >= 0.9,
     ));
     // New connections per second, paired by round.
-    let conn = |r: &str| -> std::collections::BTreeMap<String, f64> {
-        s.iter()
-            .filter(|x| {
-                x.section == "connrate" && x.label("receiver") == r && x.label("measure") == "conn_per_s"
-            })
-            .map(|x| (x.label("rep").to_string(), x.value))
-            .collect()
-    };
-    let (c_sg, c_nft) = (conn("sgctl-generic"), conn("nftables"));
+    let conn = |r: &str| by_round(s, "connrate", &[("receiver", r), ("measure", "conn_per_s")]);
     let conn_ratios: Vec<f64> =
-        c_sg.iter().filter_map(|(k, v)| c_nft.get(k).map(|n| ratio(*v, *n))).collect();
+        round_ratios(&conn("sgctl-generic"), &conn("nftables")).into_values().collect();
     goals.push(goal_rounds(
         "New TCP connections per second >= 1.5x nftables with conntrack (sgctl generic, what --mode auto picks on veth)",
         &conn_ratios,
@@ -416,13 +406,7 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         let nft = med(s, "connrate", &[("receiver", "nftables"), ("measure", "conn_per_s")]);
         for r in super::connrate::RECEIVERS {
             let v = med(s, "connrate", &[("receiver", r.name()), ("measure", "conn_per_s")]);
-            let failed: f64 = s
-                .iter()
-                .filter(|x| {
-                    x.section == "connrate"
-                        && x.label("receiver") == r.name()
-                        && x.label("measure") == "failed"
-                })
+            let failed: f64 = matching(s, "connrate", &[("receiver", r.name()), ("measure", "failed")])
                 .map(|x| x.value)
                 .sum();
             let _ = writeln!(
@@ -500,6 +484,28 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
     Ok(())
 }
 
+/// A chart with f64 axes.
+pub type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws `pts` as a line of palette colour `i` and `width`, named `name` in the legend.
+pub fn line<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    i: usize,
+    name: &str,
+    pts: &[(f64, f64)],
+    width: u32,
+) -> Result<RGBAColor>
+where
+    DB::ErrorType: 'static,
+{
+    let color = Palette99::pick(i).to_rgba();
+    chart
+        .draw_series(LineSeries::new(pts.to_vec(), color.stroke_width(width)))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
+    Ok(color)
+}
+
 fn plot_ns(s: &[Sample], path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -554,18 +560,10 @@ fn plot_ns(s: &[Sample], path: &Path) -> Result<()> {
         .x_label_formatter(&|x| format!("{:.0}", 10f64.powf(*x)))
         .draw()?;
     for (i, (name, pts)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        line(&mut chart, i, name, pts, 2)?;
     }
     for (i, (name, v)) in baselines.iter().enumerate() {
-        let color = Palette99::pick(i + 6).to_rgba();
-        chart
-            .draw_series(LineSeries::new(vec![(-0.2, *v), (4.2, *v)], color.stroke_width(1)))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1)));
+        line(&mut chart, i + 6, name, &[(-0.2, *v), (4.2, *v)], 1)?;
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     root.present()?;
