@@ -20,7 +20,8 @@ use crate::{
     counters::Counter,
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
     policy::{
-        GENERATIONS, LPM_MAX_ENTRIES, LpmDataV4, LpmDataV6, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
+        GENERATIONS, MAX_RULES, NODES_PER_GEN, PORT_SETS_PER_GEN, PortSetRef, PrefixNode, PrefixRoot,
+        PrefixTip, ROOT_TABLES, SEGMENTS_PER_GEN, Segment, TIPS_PER_GEN,
     },
     reason::MAX_REASONS,
 };
@@ -42,7 +43,6 @@ pub enum MapKind {
     PerCpuArray,
     Hash,
     LruHash,
-    LpmTrie,
     RingBuf,
 }
 
@@ -54,7 +54,6 @@ impl MapKind {
             MapKind::Array => 2,
             MapKind::PerCpuArray => 6,
             MapKind::LruHash => 9,
-            MapKind::LpmTrie => 11,
             MapKind::RingBuf => 27,
         }
     }
@@ -65,7 +64,6 @@ impl MapKind {
             MapKind::PerCpuArray => "per-CPU array",
             MapKind::Hash => "hash",
             MapKind::LruHash => "LRU hash",
-            MapKind::LpmTrie => "LPM trie",
             MapKind::RingBuf => "ring buffer",
         }
     }
@@ -89,8 +87,8 @@ pub struct MapSpec {
     /// Key and value types, as the datapath declares them (ring buffers have none).
     pub key: &'static str,
     pub value: &'static str,
-    /// Sizes in bytes of a key and of a value, as the kernel reports them (an LPM key includes
-    /// its 4-byte prefix length; a per-CPU value is one CPU's).
+    /// Sizes in bytes of a key and of a value, as the kernel reports them (a per-CPU value is
+    /// one CPU's).
     pub key_size: u32,
     pub value_size: u32,
     /// Default number of entries (ring buffer: bytes).
@@ -126,7 +124,7 @@ impl MapSpec {
         }
     }
 
-    /// A hash, LRU hash or LPM trie from `K` (as the kernel sizes it) to `V`.
+    /// A hash or LRU hash from `K` (as the kernel sizes it) to `V`.
     const fn keyed<K, V>(
         name: &'static str,
         kind: MapKind,
@@ -163,13 +161,6 @@ impl MapSpec {
     }
 }
 
-/// An LPM trie key as the kernel sizes it: the prefix length, then the data.
-#[repr(C)]
-struct LpmKey<D> {
-    _prefix_len: u32,
-    _data: D,
-}
-
 /// Default size of `SG_CT` (settable at attach).
 pub const CT_MAX_ENTRIES: u32 = 262_144;
 /// Default size of `SG_CT_NEW` (settable at attach).
@@ -204,25 +195,32 @@ pub const LAST_PARSE: MapSpec =
               CONFIG_RECORD_PARSE (verdict tables, replay)",
     );
 
-pub const LPM_V4: MapSpec = MapSpec::keyed::<LpmKey<LpmDataV4>, PortSetRef>(
-    "SG_LPM_V4",
-    MapKind::LpmTrie,
-    ("Key<LpmDataV4>", "PortSetRef"),
-    LPM_MAX_ENTRIES,
-)
-.flags(F_NO_PREALLOC)
-.note("both generations and directions")
-.purpose("(generation, direction, IPv4 peer prefix) -> port set: a slice of SG_SEGMENTS");
+pub const PFX_ROOT: MapSpec =
+    MapSpec::indexed::<PrefixRoot>("SG_PFX_ROOT", MapKind::Array, "PrefixRoot", ROOT_TABLES)
+        .note("2 generations x 2 directions x 2 families, by `policy::root_index`; a value is 65,536 slots")
+        .purpose(
+            "prefix table roots: the peer address's first 16 bits -> a slot (port set, node, tip or \
+              nothing)",
+        );
 
-pub const LPM_V6: MapSpec = MapSpec::keyed::<LpmKey<LpmDataV6>, PortSetRef>(
-    "SG_LPM_V6",
-    MapKind::LpmTrie,
-    ("Key<LpmDataV6>", "PortSetRef"),
-    LPM_MAX_ENTRIES,
+pub const PFX_NODES: MapSpec =
+    MapSpec::indexed::<PrefixNode>("SG_PFX_NODES", MapKind::Array, "PrefixNode", GENERATIONS * NODES_PER_GEN)
+        .note("2 generations x 2,048")
+        .purpose("prefix table nodes: below a prefix (path-compressed), the next address byte -> a slot");
+
+pub const PFX_TIPS: MapSpec =
+    MapSpec::indexed::<PrefixTip>("SG_PFX_TIPS", MapKind::Array, "PrefixTip", GENERATIONS * TIPS_PER_GEN)
+        .note("2 generations x 32,768")
+        .purpose("prefix table tips: one prefix alone in its region -> the slot inside it, the slot outside");
+
+pub const PORT_SETS: MapSpec = MapSpec::indexed::<PortSetRef>(
+    "SG_PORT_SETS",
+    MapKind::Array,
+    "PortSetRef",
+    GENERATIONS * PORT_SETS_PER_GEN,
 )
-.flags(F_NO_PREALLOC)
-.note("both generations and directions")
-.purpose("(generation, direction, IPv6 peer prefix) -> port set: a slice of SG_SEGMENTS");
+.note("2 generations x 32,768")
+.purpose("the port sets a prefix table's slots name: slices of SG_SEGMENTS");
 
 pub const SEGMENTS: MapSpec =
     MapSpec::indexed::<Segment>("SG_SEGMENTS", MapKind::Array, "Segment", GENERATIONS * SEGMENTS_PER_GEN)
@@ -316,8 +314,10 @@ pub const ALL: &[MapSpec] = &[
     COUNTERS,
     SCRATCH,
     LAST_PARSE,
-    LPM_V4,
-    LPM_V6,
+    PFX_ROOT,
+    PFX_NODES,
+    PFX_TIPS,
+    PORT_SETS,
     SEGMENTS,
     RULE_HITS,
     CT,

@@ -1,12 +1,12 @@
 //! Compiled security-group policy as the datapath reads it.
 //!
-//! Per interface and generation (0/1), per direction and family, an LPM trie maps the peer
-//! address (source on ingress, destination on egress) to a [`PortSetRef`]: a slice of
-//! `SG_SEGMENTS`. The slice is the compiled union of every rule whose CIDR covers the matched
+//! Per interface and generation (0/1), per direction and family, a prefix table (below) maps
+//! the peer address (source on ingress, destination on egress), by longest prefix, to a
+//! [`PortSetRef`]: a slice of `SG_SEGMENTS`. The slice is the compiled union of every rule whose CIDR covers the matched
 //! prefix: disjoint, sorted [`Segment`]s over the 24-bit [`flow_key`] (protocol, then port or
 //! ICMP type/code), each carrying the first rule (file order) that allows it. A packet is
-//! allowed when its key falls in a segment; the lookup costs one trie lookup and a binary
-//! search, whatever the number of rules.
+//! allowed when its key falls in a segment; the lookup costs at most `2 + MAX_WALK` array
+//! reads (IPv4: 5) and a binary search, whatever the number of rules.
 
 /// Policy generations: userspace writes the inactive one, then flips `IfaceConfig::active_gen`.
 pub const GENERATIONS: u32 = 2;
@@ -16,8 +16,6 @@ pub const MAX_RULES: u32 = 16384;
 pub const SEGMENTS_PER_GEN: u32 = 131_072;
 /// Binary-search steps: enough for `SEGMENTS_PER_GEN` segments in one port set.
 pub const MAX_SEARCH_STEPS: u32 = 18;
-/// Prefixes per LPM trie (both generations and directions of one family).
-pub const LPM_MAX_ENTRIES: u32 = 65_536;
 
 const _: () = assert!(1 << MAX_SEARCH_STEPS > SEGMENTS_PER_GEN);
 
@@ -44,57 +42,104 @@ pub const fn slot_gen(slot: u32) -> u8 {
     ((slot / MAX_RULES) & 1) as u8
 }
 
-/// Bits of the LPM key taken by the header byte (generation and direction).
-pub const LPM_HDR_BITS: u32 = 8;
+// The prefix table: a multibit trie in array maps (no LPM trie, no helper call: the
+// verifier inlines array lookups). Per generation, direction and family a root table indexed by
+// the address's first 16 bits; below it stride-8 nodes (indexed by one address byte, with a
+// path-compressed prefix check) and tips (one prefix test, for a prefix alone in its region).
+// Every slot is a [`Slot`]: nothing, a port set, a node or a tip. Built by userspace
+// (`sg_userspace::rules::prefix_table`), which proves each lookup equal to longest-prefix
+// match.
 
-/// The header byte of an LPM key: generation and direction.
+/// Address bits indexing a root table.
+pub const ROOT_BITS: u32 = 16;
+/// Slots of a root table.
+pub const ROOT_SLOTS: usize = 1 << ROOT_BITS;
+/// Root tables: one per (generation, direction, family).
+pub const ROOT_TABLES: u32 = GENERATIONS * 2 * 2;
+/// Slots of a node (one address byte).
+pub const NODE_SLOTS: usize = 256;
+/// Nodes per generation in `SG_PFX_NODES`.
+pub const NODES_PER_GEN: u32 = 2048;
+/// Tips per generation in `SG_PFX_TIPS`.
+pub const TIPS_PER_GEN: u32 = 32_768;
+/// Port sets per generation in `SG_PORT_SETS`.
+pub const PORT_SETS_PER_GEN: u32 = 32_768;
+/// Steps of a lookup below the root: a node per address byte after the first two (14 for
+/// IPv6), then one tip.
+pub const MAX_WALK: u32 = 15;
+
+/// A slot of a root table or node: the top two bits are its kind, the rest its payload.
+pub type Slot = u32;
+/// Slot kind bits.
+pub const SLOT_KIND: Slot = 0xc000_0000;
+/// A port set: payload = index in the generation's `SG_PORT_SETS` + 1 (payload 0: no rule
+/// covers the address).
+pub const SLOT_SET: Slot = 0;
+/// A node: payload = index in the generation's half of `SG_PFX_NODES`.
+pub const SLOT_NODE: Slot = 0x8000_0000;
+/// A tip: payload = index in the generation's half of `SG_PFX_TIPS`.
+pub const SLOT_TIP: Slot = 0x4000_0000;
+/// The slot of an address no prefix covers.
+pub const SLOT_NONE: Slot = 0;
+
+/// The root table of (generation, direction, family): its index in `SG_PFX_ROOT`.
 #[inline(always)]
-pub const fn lpm_hdr(gen_: u8, dir: u32) -> u8 {
-    (gen_ << 1) | (dir as u8 & 1)
+pub const fn root_index(gen_: u8, dir: u32, v6: bool) -> u32 {
+    ((gen_ as u32 & 1) << 2) | ((dir & 1) << 1) | v6 as u32
 }
 
-/// LPM key data of the IPv4 trie (with aya's `Key { prefix_len, data }`): `data[0]` =
-/// [`lpm_hdr`], `data[1..5]` = address, the rest zero; `prefix_len` = 8 + CIDR length.
-pub type LpmDataV4 = [u8; 8];
-/// LPM key data of the IPv6 trie: `data[0]` = header, `data[1..17]` = address, the rest zero.
-pub type LpmDataV6 = [u8; 20];
-
-/// Key data for an IPv4 address (or prefix) in generation `gen_`, direction `dir`.
+/// Byte `i` (0..16) of an address held as two native-endian words (`conntrack::addr_words`;
+/// the datapath reads the packet summary's 8-byte aligned address fields as words).
 #[inline(always)]
-pub const fn lpm_data_v4(gen_: u8, dir: u32, addr: [u8; 4]) -> LpmDataV4 {
-    [lpm_hdr(gen_, dir), addr[0], addr[1], addr[2], addr[3], 0, 0, 0]
+pub const fn addr_byte(words: &[u64; 2], i: u32) -> u8 {
+    let w = words[((i >> 3) & 1) as usize];
+    let b = i & 7;
+    #[cfg(target_endian = "little")]
+    let shift = b * 8;
+    #[cfg(target_endian = "big")]
+    let shift = (7 - b) * 8;
+    (w >> shift) as u8
 }
 
-/// Key data for an IPv6 address (or prefix) in generation `gen_`, direction `dir`.
+/// The root-table slot index of an address: its first 16 bits.
 #[inline(always)]
-pub const fn lpm_data_v6(gen_: u8, dir: u32, addr: [u8; 16]) -> LpmDataV6 {
-    // Written out: a zeroed array filled in a loop becomes a memset call in the eBPF object.
-    let a = addr;
-    [
-        lpm_hdr(gen_, dir),
-        a[0],
-        a[1],
-        a[2],
-        a[3],
-        a[4],
-        a[5],
-        a[6],
-        a[7],
-        a[8],
-        a[9],
-        a[10],
-        a[11],
-        a[12],
-        a[13],
-        a[14],
-        a[15],
-        0,
-        0,
-        0,
-    ]
+pub const fn root_slot(words: &[u64; 2]) -> usize {
+    ((addr_byte(words, 0) as usize) << 8) | addr_byte(words, 1) as usize
 }
 
-/// Trie value: the segments `start..start+count` of the generation's half of `SG_SEGMENTS`.
+/// A root table: a slot per value of the address's first 16 bits.
+pub type PrefixRoot = [Slot; ROOT_SLOTS];
+
+const _: () = assert!(size_of::<PrefixRoot>() == 4 * ROOT_SLOTS);
+
+/// A node: addresses whose words masked by `mask` equal `key` (the node's prefix, all bits
+/// above `byte`) take `slots[address byte `byte`]`; others take `miss`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixNode {
+    pub mask: [u64; 2],
+    pub key: [u64; 2],
+    pub miss: Slot,
+    /// The address byte indexing `slots` (2..16).
+    pub byte: u32,
+    pub slots: [Slot; NODE_SLOTS],
+}
+
+const _: () = assert!(size_of::<PrefixNode>() == 40 + 4 * NODE_SLOTS);
+
+/// A tip: addresses inside the prefix (`mask`, `key`) take `inside`, others `outside`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefixTip {
+    pub mask: [u64; 2],
+    pub key: [u64; 2],
+    pub inside: Slot,
+    pub outside: Slot,
+}
+
+const _: () = assert!(size_of::<PrefixTip>() == 40);
+
+/// A port set: the segments `start..start+count` of the generation's half of `SG_SEGMENTS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PortSetRef {
@@ -123,7 +168,7 @@ pub const fn flow_key(proto: u8, low16: u16) -> u32 {
     ((proto as u32) << 16) | low16 as u32
 }
 
-crate::impl_pod!(PortSetRef, Segment);
+crate::impl_pod!(PortSetRef, Segment, PrefixNode, PrefixTip);
 
 #[cfg(test)]
 mod tests {

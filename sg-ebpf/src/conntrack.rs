@@ -16,8 +16,8 @@ use sg_common::{
     config::CONFIG_FLOW_LOG,
     conntrack::{
         CT_F_SEEN_REPLY, CT_NEW, CT_STREAM, CT_TCP_CLOSED, CT_TCP_CLOSING, CT_TCP_SYN_SENT, CtEntry, CtKey,
-        FRAG_LIFETIME_NS, FragEntry, FragKey, SEEN_WORDS, TCP_ACK, TCP_SYN, ct_key, is_established,
-        seen_slot, tcp_next,
+        FRAG_LIFETIME_NS, FragEntry, FragKey, SEEN_WORDS, TCP_ACK, TCP_SYN, addr_words, ct_key,
+        is_established, seen_slot, tcp_next,
     },
     flowlog::{END_EXPIRED, END_REUSED, END_REVOKED},
     packet::{FAMILY_IPV4, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_ICMP_ERROR},
@@ -28,11 +28,12 @@ use aya_ebpf::maps::{HashMap, LruHashMap};
 
 use crate::{
     maps::{SG_CT, SG_CT_NEW, SG_CT_SEEN, SG_FRAGS},
+    parse,
     verdict::Verdict,
 };
 
 /// The question conntrack may ask the policy: would it allow a packet (direction, family,
-/// protocol, peer address, flow-key low bits)? `Some(rule slot)` if so. Asked of a flow allowed
+/// protocol, peer address as words, flow-key low bits)? `Some(rule slot)` if so. Asked of a flow allowed
 /// before a `--revoke` apply, with the flow's first packet. (A trait, not a closure: closures
 /// are not inlined, and BPF calls cannot take this many arguments.)
 pub trait Recheck {
@@ -41,7 +42,7 @@ pub trait Recheck {
         dir: Direction,
         family: u8,
         proto: u8,
-        peer: &[u8; 16],
+        peer: &[u64; 2],
         low16: u16,
     ) -> Result<Option<u32>, Reason>;
 }
@@ -124,18 +125,10 @@ fn key_of(pkt: &PacketSummary) -> Option<(CtKey, bool, u32)> {
     Some((key, src_lo, slot_of(pkt, sport, dport)))
 }
 
-/// The presence-filter slot of the packet's flow, from the summary's addresses (8-byte
-/// aligned there: two plain loads each, where the stack key would need byte loads).
+/// The presence-filter slot of the packet's flow, from the summary's addresses (as words).
 #[inline(always)]
 fn slot_of(pkt: &PacketSummary, sport: u16, dport: u16) -> u32 {
-    let words = |a: &[u8; 16]| {
-        #[allow(clippy::cast_ptr_alignment, reason = "8-byte aligned fields of the summary, see below")]
-        let p = a.as_ptr().cast::<u64>();
-        // SAFETY: `src` and `dst` sit at offsets 24 and 40 of the 8-byte aligned summary
-        // (asserted in sg-common), so both words are aligned and in bounds.
-        unsafe { [core::ptr::read(p), core::ptr::read(p.add(1))] }
-    };
-    seen_slot(pkt.proto, words(&pkt.src), sport, words(&pkt.dst), dport)
+    seen_slot(pkt.proto, parse::src_words(pkt), sport, parse::dst_words(pkt), dport)
 }
 
 /// The byte of `slot` in `bank` of `SG_CT_SEEN`.
@@ -342,7 +335,7 @@ fn revalidate(key: &CtKey, e: &CtEntry, recheck: &impl Recheck) -> Result<Option
         (IPPROTO_ICMPV6, _) => u16::from(ICMPV6_ECHO_REQUEST) << 8,
         _ => 0,
     };
-    recheck.allows(origin, key.family, key.proto, peer, low16)
+    recheck.allows(origin, key.family, key.proto, &addr_words(peer), low16)
 }
 
 /// Does this allowed packet start a flow (and get tracked)?

@@ -6,14 +6,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sg_common::{
     Counter, IfaceConfig, PacketSummary,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey},
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
     maps as reg,
-    policy::{LpmDataV4, LpmDataV6, PortSetRef, Segment},
+    policy::{PortSetRef, PrefixNode, PrefixRoot, PrefixTip, Segment},
 };
 
 /// [`reg::CONFIG`]: the interface's config (one entry, index 0).
@@ -36,15 +36,25 @@ pub static SG_SCRATCH: PerCpuArray<PacketSummary> =
 pub static SG_LAST_PARSE: Array<PacketSummary> =
     Array::with_max_entries(reg::LAST_PARSE.max_entries, reg::LAST_PARSE.flags);
 
-/// [`reg::LPM_V4`]: IPv4 peer prefix -> port set.
+/// [`reg::PFX_ROOT`]: prefix table roots.
 #[map]
-pub static SG_LPM_V4: LpmTrie<LpmDataV4, PortSetRef> =
-    LpmTrie::with_max_entries(reg::LPM_V4.max_entries, reg::LPM_V4.flags);
+pub static SG_PFX_ROOT: Array<PrefixRoot> =
+    Array::with_max_entries(reg::PFX_ROOT.max_entries, reg::PFX_ROOT.flags);
 
-/// [`reg::LPM_V6`]: IPv6 peer prefix -> port set.
+/// [`reg::PFX_NODES`]: prefix table nodes.
 #[map]
-pub static SG_LPM_V6: LpmTrie<LpmDataV6, PortSetRef> =
-    LpmTrie::with_max_entries(reg::LPM_V6.max_entries, reg::LPM_V6.flags);
+pub static SG_PFX_NODES: Array<PrefixNode> =
+    Array::with_max_entries(reg::PFX_NODES.max_entries, reg::PFX_NODES.flags);
+
+/// [`reg::PFX_TIPS`]: prefix table tips.
+#[map]
+pub static SG_PFX_TIPS: Array<PrefixTip> =
+    Array::with_max_entries(reg::PFX_TIPS.max_entries, reg::PFX_TIPS.flags);
+
+/// [`reg::PORT_SETS`]: the port sets of the prefix tables.
+#[map]
+pub static SG_PORT_SETS: Array<PortSetRef> =
+    Array::with_max_entries(reg::PORT_SETS.max_entries, reg::PORT_SETS.flags);
 
 /// [`reg::SEGMENTS`]: compiled port sets.
 #[map]

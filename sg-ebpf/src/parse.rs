@@ -100,6 +100,29 @@ pub fn config() -> Result<&'static IfaceConfig, Reason> {
     }
 }
 
+/// The summary's source address as two words (see `sg_common::policy::addr_byte`).
+#[inline(always)]
+pub fn src_words(pkt: &PacketSummary) -> [u64; 2] {
+    aligned_words(&pkt.src)
+}
+
+/// The summary's destination address as two words.
+#[inline(always)]
+pub fn dst_words(pkt: &PacketSummary) -> [u64; 2] {
+    aligned_words(&pkt.dst)
+}
+
+/// Two plain loads, where an address on the stack would need byte loads. Only for the
+/// summary's `src` and `dst`.
+#[inline(always)]
+fn aligned_words(a: &[u8; 16]) -> [u64; 2] {
+    #[allow(clippy::cast_ptr_alignment, reason = "8-byte aligned fields of the summary, see below")]
+    let p = a.as_ptr().cast::<u64>();
+    // SAFETY: `src` and `dst` sit at offsets 24 and 40 of the 8-byte aligned summary
+    // (asserted in sg-common), so both words are aligned and in bounds.
+    unsafe { [core::ptr::read(p), core::ptr::read(p.add(1))] }
+}
+
 /// Parses the packet into the per-CPU scratch summary (which `verdict::exit` may record).
 /// `Ok(None)`: not an IP frame.
 #[inline(always)]

@@ -182,7 +182,7 @@ impl conntrack::Recheck for Policy<'_> {
         dir: Direction,
         family: u8,
         proto: u8,
-        peer: &[u8; 16],
+        peer: &[u64; 2],
         low16: u16,
     ) -> Result<Option<u32>, Reason> {
         let cfg = self.0;
@@ -201,10 +201,10 @@ impl conntrack::Recheck for Policy<'_> {
 fn groups(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verdict, Reason> {
     // The peer: source address of ingress packets, destination of egress packets.
     let peer = match dir {
-        Direction::Ingress => &pkt.src,
-        Direction::Egress => &pkt.dst,
+        Direction::Ingress => parse::src_words(pkt),
+        Direction::Egress => parse::dst_words(pkt),
     };
-    Ok(match policy::lookup(cfg.active_gen & 1, dir, pkt.family, pkt.proto, peer, policy::key_low16(pkt))? {
+    Ok(match policy::lookup(cfg.active_gen & 1, dir, pkt.family, pkt.proto, &peer, policy::key_low16(pkt))? {
         Some(slot) => Verdict::by_rule(Reason::RuleAllow, slot),
         None => Verdict::of(Reason::NoRule),
     })

@@ -1,20 +1,22 @@
 //! The rule lookup of security groups: the peer address (source on ingress, destination on
-//! egress) in the LPM trie of its family gives the compiled port set of every rule covering it
-//! (`sg_common::policy`); a bounded binary search of that set's segments finds the first rule
-//! (file order) allowing the packet's flow key (protocol, then port or ICMP type and code).
-//! One trie lookup and at most `MAX_SEARCH_STEPS` array lookups, whatever the number of rules.
+//! egress) in the prefix table of its generation, direction and family gives the compiled port
+//! set of every rule covering it (`sg_common::policy`); a bounded binary search of that set's
+//! segments finds the first rule (file order) allowing the packet's flow key (protocol, then
+//! port or ICMP type and code). Array lookups only (the verifier inlines them: no call): a root
+//! slot, at most `MAX_WALK` nodes and tips, the port set, at most `MAX_SEARCH_STEPS` segments,
+//! whatever the number of rules.
 
-use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
     Direction, PacketSummary, Reason,
     packet::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
     policy::{
-        LPM_HDR_BITS, MAX_RULES, MAX_SEARCH_STEPS, PortSetRef, SEGMENTS_PER_GEN, flow_key, lpm_data_v4,
-        lpm_data_v6, rule_slot,
+        MAX_RULES, MAX_SEARCH_STEPS, MAX_WALK, NODES_PER_GEN, PORT_SETS_PER_GEN, PortSetRef,
+        SEGMENTS_PER_GEN, SLOT_KIND, SLOT_NODE, SLOT_SET, SLOT_TIP, Slot, TIPS_PER_GEN, addr_byte, flow_key,
+        root_index, root_slot, rule_slot,
     },
 };
 
-use crate::maps::{SG_LPM_V4, SG_LPM_V6, SG_SEGMENTS};
+use crate::maps::{SG_PFX_NODES, SG_PFX_ROOT, SG_PFX_TIPS, SG_PORT_SETS, SG_SEGMENTS};
 
 /// The 16 low bits of the flow key: destination port (TCP/UDP), ICMP type and code (ICMP on
 /// IPv4, ICMPv6 on IPv6), 0 for any other protocol.
@@ -29,32 +31,65 @@ pub fn key_low16(pkt: &PacketSummary) -> u16 {
     }
 }
 
-/// The port set of the longest prefix covering `peer` in generation `gen_`, direction `dir`.
+/// Do the address words match a prefix (`mask`, `key`)?
 #[inline(always)]
-fn port_set(gen_: u8, dir: Direction, family: u8, peer: &[u8; 16]) -> Option<PortSetRef> {
-    if family == FAMILY_IPV4 {
-        let addr = [peer[0], peer[1], peer[2], peer[3]];
-        let key = Key::new(LPM_HDR_BITS + 32, lpm_data_v4(gen_, dir as u32, addr));
-        SG_LPM_V4.get(&key).copied()
-    } else {
-        let key = Key::new(LPM_HDR_BITS + 128, lpm_data_v6(gen_, dir as u32, *peer));
-        SG_LPM_V6.get(&key).copied()
+fn within(peer: &[u64; 2], mask: &[u64; 2], key: &[u64; 2]) -> bool {
+    peer[0] & mask[0] == key[0] && peer[1] & mask[1] == key[1]
+}
+
+/// The port set of the longest prefix covering `peer` (as words, see `addr_byte`) in
+/// generation `gen_`, direction `dir`: `Ok(None)` when no prefix covers it. A slot out of
+/// bounds, or a walk longer than any table the compiler builds, is an `InternalError`.
+#[inline(always)]
+fn port_set(gen_: u8, dir: Direction, family: u8, peer: &[u64; 2]) -> Result<Option<PortSetRef>, Reason> {
+    let root =
+        SG_PFX_ROOT.get(root_index(gen_, dir as u32, family != FAMILY_IPV4)).ok_or(Reason::InternalError)?;
+    let mut slot: Slot = root[root_slot(peer)];
+    let node_base = u32::from(gen_ & 1) * NODES_PER_GEN;
+    let tip_base = u32::from(gen_ & 1) * TIPS_PER_GEN;
+    for _ in 0..MAX_WALK {
+        let at = slot & !SLOT_KIND;
+        match slot & SLOT_KIND {
+            SLOT_NODE if at < NODES_PER_GEN => {
+                let node = SG_PFX_NODES.get(node_base + at).ok_or(Reason::InternalError)?;
+                slot = if within(peer, &node.mask, &node.key) {
+                    node.slots[usize::from(addr_byte(peer, node.byte))]
+                } else {
+                    node.miss
+                };
+            }
+            SLOT_TIP if at < TIPS_PER_GEN => {
+                let tip = SG_PFX_TIPS.get(tip_base + at).ok_or(Reason::InternalError)?;
+                slot = if within(peer, &tip.mask, &tip.key) { tip.inside } else { tip.outside };
+            }
+            _ => break,
+        }
     }
+    let at = slot & !SLOT_KIND;
+    if slot & SLOT_KIND != SLOT_SET || at > PORT_SETS_PER_GEN {
+        return Err(Reason::InternalError);
+    }
+    if at == 0 {
+        return Ok(None);
+    }
+    let set =
+        SG_PORT_SETS.get(u32::from(gen_ & 1) * PORT_SETS_PER_GEN + at - 1).ok_or(Reason::InternalError)?;
+    Ok(Some(*set))
 }
 
 /// The rule-hit slot of the first rule of generation `gen_` allowing (`dir`, `proto`, flow-key
-/// low bits `low16`) with `peer` as the remote address; `None` when none does. A port set or
-/// segment out of bounds is an `InternalError` (fail closed).
+/// low bits `low16`) with `peer` (the remote address, as words) as the remote address; `None`
+/// when none does. A port set or segment out of bounds is an `InternalError` (fail closed).
 #[inline(always)]
 pub fn lookup(
     gen_: u8,
     dir: Direction,
     family: u8,
     proto: u8,
-    peer: &[u8; 16],
+    peer: &[u64; 2],
     low16: u16,
 ) -> Result<Option<u32>, Reason> {
-    let Some(set) = port_set(gen_, dir, family, peer) else {
+    let Some(set) = port_set(gen_, dir, family, peer)? else {
         return Ok(None);
     };
     if set.count > SEGMENTS_PER_GEN || set.start > SEGMENTS_PER_GEN - set.count {

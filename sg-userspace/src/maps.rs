@@ -6,20 +6,16 @@ use std::{collections::HashMap as StdHashMap, fmt::Write as _, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{
-        Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
-        lpm_trie::{Key, LpmTrie},
-    },
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
 };
-use ipnet::IpNet;
 use sg_common::{
     Counter, Direction, IfaceConfig, PacketSummary, Reason,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_SLOTS, key_seen_slot},
     flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey},
     maps::{self as reg, F_MMAPABLE, F_NO_PREALLOC, MapKind, MapSpec, Owner},
     policy::{
-        LPM_HDR_BITS, LpmDataV4, LpmDataV6, PortSetRef, SEGMENTS_PER_GEN, Segment, lpm_data_v4, lpm_data_v6,
-        rule_slot,
+        NODES_PER_GEN, PORT_SETS_PER_GEN, PortSetRef, PrefixNode, PrefixRoot, PrefixTip, SEGMENTS_PER_GEN,
+        Segment, TIPS_PER_GEN, root_index, rule_slot,
     },
     reason::counter_index,
 };
@@ -43,8 +39,10 @@ pub struct InstanceMaps {
     /// Held so that every map of the instance is open; the datapath's scratch space.
     _scratch: PerCpuArray<MapData, PacketSummary>,
     last_parse: Array<MapData, PacketSummary>,
-    lpm_v4: LpmTrie<MapData, LpmDataV4, PortSetRef>,
-    lpm_v6: LpmTrie<MapData, LpmDataV6, PortSetRef>,
+    pfx_root: Array<MapData, PrefixRoot>,
+    pfx_nodes: Array<MapData, PrefixNode>,
+    pfx_tips: Array<MapData, PrefixTip>,
+    port_sets: Array<MapData, PortSetRef>,
     segments: Array<MapData, Segment>,
     rule_hits: PerCpuArray<MapData, u64>,
     ct: HashMap<MapData, CtKey, CtEntry>,
@@ -197,8 +195,10 @@ impl InstanceMaps {
             counters: maps.take(&reg::COUNTERS)?,
             _scratch: maps.take(&reg::SCRATCH)?,
             last_parse: maps.take(&reg::LAST_PARSE)?,
-            lpm_v4: maps.take(&reg::LPM_V4)?,
-            lpm_v6: maps.take(&reg::LPM_V6)?,
+            pfx_root: maps.take(&reg::PFX_ROOT)?,
+            pfx_nodes: maps.take(&reg::PFX_NODES)?,
+            pfx_tips: maps.take(&reg::PFX_TIPS)?,
+            port_sets: maps.take(&reg::PORT_SETS)?,
             segments: maps.take(&reg::SEGMENTS)?,
             rule_hits: maps.take(&reg::RULE_HITS)?,
             ct: maps.take(&reg::CT)?,
@@ -259,59 +259,39 @@ impl InstanceMaps {
 }
 
 impl InstanceMaps {
-    /// Removes every LPM entry of generation `gen_` (both directions, both families).
-    pub fn clear_generation(&mut self, gen_: u8) -> Result<()> {
-        let v4: Vec<Key<LpmDataV4>> = self
-            .lpm_v4
-            .keys()
-            .filter_map(std::result::Result::ok)
-            .filter(|k| k.data()[0] >> 1 == gen_)
-            .collect();
-        for k in v4 {
-            self.lpm_v4.remove(&k).context(|| format!("clearing {}", reg::LPM_V4.name))?;
-        }
-        let v6: Vec<Key<LpmDataV6>> = self
-            .lpm_v6
-            .keys()
-            .filter_map(std::result::Result::ok)
-            .filter(|k| k.data()[0] >> 1 == gen_)
-            .collect();
-        for k in v6 {
-            self.lpm_v6.remove(&k).context(|| format!("clearing {}", reg::LPM_V6.name))?;
-        }
-        Ok(())
-    }
-
-    /// Writes `plan` into generation `gen_` (which the datapath must not be reading): clears
-    /// its old LPM entries, writes the segments, inserts the entries and zeroes its rule hits.
+    /// Writes `plan` into generation `gen_` (which the datapath must not be reading): its
+    /// segments, port sets, prefix tips, nodes and roots (every root slot is written, so no
+    /// entry of the generation's previous plan stays reachable), and zeroes its rule hits.
     pub fn write_generation(&mut self, gen_: u8, plan: &IfacePlan) -> Result<()> {
-        self.clear_generation(gen_)?;
-        let base = u32::from(gen_) * SEGMENTS_PER_GEN;
+        let g = u32::from(gen_ & 1);
         for (i, seg) in plan.segments.iter().enumerate() {
             self.segments
-                .set(base + i as u32, seg, 0)
+                .set(g * SEGMENTS_PER_GEN + i as u32, seg, 0)
                 .context(|| format!("writing {}", reg::SEGMENTS.name))?;
         }
         // Test hook: fail or stall with the generation half written.
         failpoint::hit("write_generation")?;
-        for e in &plan.entries {
-            let dir = e.dir.datapath() as u32;
-            match e.net {
-                IpNet::V4(n) => {
-                    let key = Key::new(
-                        LPM_HDR_BITS + u32::from(n.prefix_len()),
-                        lpm_data_v4(gen_, dir, n.addr().octets()),
-                    );
-                    self.lpm_v4.insert(&key, e.set, 0).context(|| format!("writing {}", reg::LPM_V4.name))?;
-                }
-                IpNet::V6(n) => {
-                    let key = Key::new(
-                        LPM_HDR_BITS + u32::from(n.prefix_len()),
-                        lpm_data_v6(gen_, dir, n.addr().octets()),
-                    );
-                    self.lpm_v6.insert(&key, e.set, 0).context(|| format!("writing {}", reg::LPM_V6.name))?;
-                }
-            }
+        let t = &plan.tables;
+        for (i, set) in t.sets.iter().enumerate() {
+            self.port_sets
+                .set(g * PORT_SETS_PER_GEN + i as u32, set, 0)
+                .context(|| format!("writing {}", reg::PORT_SETS.name))?;
+        }
+        for (i, tip) in t.tips.iter().enumerate() {
+            self.pfx_tips
+                .set(g * TIPS_PER_GEN + i as u32, tip, 0)
+                .context(|| format!("writing {}", reg::PFX_TIPS.name))?;
+        }
+        for (i, node) in t.nodes.iter().enumerate() {
+            self.pfx_nodes
+                .set(g * NODES_PER_GEN + i as u32, node, 0)
+                .context(|| format!("writing {}", reg::PFX_NODES.name))?;
+        }
+        for (i, root) in t.roots.iter().enumerate() {
+            // `prefix_table::table` is the index in generation 0.
+            self.pfx_root
+                .set(root_index(gen_, 0, false) + i as u32, root.as_ref(), 0)
+                .context(|| format!("writing {}", reg::PFX_ROOT.name))?;
         }
         for id in 0..plan.rules.len() as u32 {
             self.set_rule_hits(gen_, id, 0)?;
@@ -576,7 +556,7 @@ pub fn markdown_table() -> String {
     let mut out = String::from("| map | kind | key -> value | entries | purpose |\n|---|---|---|---|---|\n");
     for m in reg::ALL {
         let mut kind = m.kind.as_str().to_string();
-        if m.flags & F_NO_PREALLOC != 0 && m.kind != MapKind::LpmTrie {
+        if m.flags & F_NO_PREALLOC != 0 {
             kind.push_str(", no prealloc");
         }
         if m.flags & F_MMAPABLE != 0 {

@@ -2,10 +2,11 @@
 //! interface must hold ([`IfacePlan`]). No I/O.
 //!
 //! For one interface and direction, every rule contributes (peer network, flow-key range,
-//! rule id). Each distinct network becomes one LPM entry; its port set is the union of the
+//! rule id). Each distinct network becomes one prefix entry; its port set is the union of the
 //! ranges of every rule whose network contains it (so the longest-prefix match alone decides),
 //! painted in rule order so that each key carries the first rule (file order) allowing it,
-//! then merged into sorted disjoint segments. Identical port sets are stored once.
+//! then merged into sorted disjoint segments. Identical port sets are stored once. The entries
+//! then become the datapath's prefix tables (`prefix_table`), where the longest prefix decides.
 
 use std::{
     cmp::Reverse,
@@ -13,11 +14,14 @@ use std::{
 };
 
 use ipnet::IpNet;
-use sg_common::policy::{LPM_MAX_ENTRIES, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment, flow_key};
+use sg_common::policy::{MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment, flow_key};
 
-use super::{Dir, Ports, Proto, RuleRef, RuleSet};
+use super::{
+    Dir, Ports, Proto, RuleRef, RuleSet,
+    prefix_table::{self, PrefixTables},
+};
 
-/// One LPM entry: peer network -> port set, for a direction.
+/// One prefix: peer network -> port set, for a direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrieEntry {
     pub dir: Dir,
@@ -32,6 +36,8 @@ pub struct IfacePlan {
     /// Rule ids: index into this list (file order).
     pub rules: Vec<RuleRef>,
     pub entries: Vec<TrieEntry>,
+    /// The entries as the datapath's prefix tables (`prefix_table`).
+    pub tables: PrefixTables,
     /// Relative to the generation's base in `SG_SEGMENTS`.
     pub segments: Vec<Segment>,
     /// Conntrack idle timeouts of the interface.
@@ -50,8 +56,8 @@ pub enum CompileError {
         "{iface}: the compiled port sets need {n} segments, the datapath holds {max} (many prefixes nested under prefixes with many port ranges multiply)"
     )]
     TooManySegments { iface: String, n: usize, max: usize },
-    #[error("{iface}: {n} distinct IPv{family} prefixes, the datapath holds {max}")]
-    TooManyPrefixes { iface: String, family: u8, n: usize, max: usize },
+    #[error("{iface}: the prefix tables need {n} {what}, the datapath holds {max} per generation")]
+    TableFull { iface: String, what: &'static str, n: usize, max: usize },
 }
 
 /// The flow-key range a rule allows (see `sg_common::policy::flow_key`).
@@ -94,7 +100,6 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
     let mut entries = Vec::new();
     let mut segments: Vec<Segment> = Vec::new();
     let mut interned: HashMap<Vec<Segment>, PortSetRef> = HashMap::new();
-    let mut prefixes = [0usize; 2];
     for dir in Dir::BOTH {
         let mut by_net: BTreeMap<IpNet, Ranges> = BTreeMap::new();
         for (id, r) in rules.iter().enumerate().filter(|(_, r)| r.dir == dir) {
@@ -121,7 +126,6 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
                     r
                 }
             };
-            prefixes[usize::from(matches!(net, IpNet::V6(_)))] += 1;
             entries.push(TrieEntry { dir, net: *net, set: set_ref });
         }
     }
@@ -132,28 +136,20 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
             max: SEGMENTS_PER_GEN as usize,
         });
     }
-    for (family, n) in [(4u8, prefixes[0]), (6, prefixes[1])] {
-        // Both generations share a trie: one generation may use half of it.
-        let max = (LPM_MAX_ENTRIES / 2) as usize;
-        if n > max {
-            return Err(CompileError::TooManyPrefixes { iface: iface.into(), family, n, max });
-        }
-    }
+    let tables = prefix_table::build(entries.iter().map(|e| (e.dir, e.net, e.set)))
+        .map_err(|f| CompileError::TableFull { iface: iface.into(), what: f.what, n: f.n, max: f.max })?;
     let timeouts = rs.binding(iface).map_or(sg_common::conntrack::CtTimeouts::AWS_DEFAULTS, |b| b.timeouts);
     let no_implicit = rs.binding(iface).map_or(0, |b| b.no_implicit);
     let monitor = rs.binding(iface).and_then(|b| b.monitor);
-    Ok(IfacePlan { iface: iface.into(), rules, entries, segments, timeouts, no_implicit, monitor })
+    Ok(IfacePlan { iface: iface.into(), rules, entries, tables, segments, timeouts, no_implicit, monitor })
 }
 
-/// Decides a flow key the way the datapath reads a plan: longest prefix match on `peer`
-/// among the entries of `dir`, then a search of that entry's segments. Returns the rule id.
+/// Decides a flow key the way the datapath reads a plan: the prefix tables' walk for `peer`
+/// in `dir` (`PrefixTables::lookup`), then a search of that port set's segments. Returns the
+/// rule id.
 pub fn interpret(plan: &IfacePlan, dir: Dir, peer: std::net::IpAddr, key: u32) -> Option<u32> {
-    let entry = plan
-        .entries
-        .iter()
-        .filter(|e| e.dir == dir && e.net.contains(&peer))
-        .max_by_key(|e| e.net.prefix_len())?;
-    let segs = &plan.segments[entry.set.start as usize..(entry.set.start + entry.set.count) as usize];
+    let set = plan.tables.lookup(dir, peer).ok()??;
+    let segs = &plan.segments[set.start as usize..(set.start + set.count) as usize];
     segs.iter().find(|s| s.lo <= key && key <= s.hi).map(|s| s.rule)
 }
 
@@ -254,7 +250,7 @@ groups = ["g"]
         );
         let plan = compile_iface(&rs(&text), "eth0").unwrap();
         assert_eq!(plan.rules.len(), 1);
-        assert_eq!(plan.entries.len(), 50, "one LPM entry per member");
+        assert_eq!(plan.entries.len(), 50, "one prefix entry per member");
         assert_eq!(plan.segments.len(), 1, "one shared port set");
         assert!(plan.entries.iter().all(|e| e.set == plan.entries[0].set));
     }
@@ -265,7 +261,7 @@ groups = ["g"]
         let egress: Vec<String> =
             plan.entries.iter().filter(|e| e.dir == Dir::Egress).map(|e| e.net.to_string()).collect();
         assert_eq!(egress, vec!["0.0.0.0/0", "::/0"]);
-        assert!(plan.entries.iter().all(|e| e.dir == Dir::Egress), "no ingress rule: nothing in the trie");
+        assert!(plan.entries.iter().all(|e| e.dir == Dir::Egress), "no ingress rule: no ingress prefix");
         let s = &plan.segments[plan.entries[0].set.start as usize];
         assert_eq!((s.lo, s.hi), (0, 0x00ff_ffff));
     }

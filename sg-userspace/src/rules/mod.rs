@@ -6,7 +6,7 @@
 //! 2. [`validate`]: raw -> checked [`RuleSet`] (protocols, ports, CIDRs, references, quotas);
 //!    every problem is reported with file:line:column, and one problem rejects the whole file.
 //! 3. [`compile`]: a pure function from a `RuleSet` to one [`compile::IfacePlan`] per interface:
-//!    LPM entries and port-set segments, ready for the maps.
+//!    prefix entries as [`prefix_table`]s, and port-set segments, ready for the maps.
 //!
 //! [`model`] is the reference semantics (evaluate a packet against a `RuleSet`): it backs
 //! `sgctl explain` and the differential tests that hold the datapath to it.
@@ -18,6 +18,7 @@ pub mod diff;
 pub mod edit;
 pub mod model;
 pub mod nft;
+pub mod prefix_table;
 pub mod raw;
 pub mod toml_front;
 pub mod toml_out;

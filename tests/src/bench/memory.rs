@@ -1,6 +1,6 @@
 //! Kernel memory of sgctl's maps (`bytes_memlock` as bpftool reports it: the kernel's own
-//! accounting of each map, which for the LPM tries and the no-prealloc conntrack table grows
-//! with what they hold). Measured on a private instance with generated rule sets, then with
+//! accounting of each map, which for the no-prealloc conntrack table grows with what it
+//! holds; the prefix tables are preallocated arrays). Measured on a private instance with generated rule sets, then with
 //! both conntrack tables filled to their default sizes (`SG_CT` 262,144 and `SG_CT_NEW`
 //! 65,536 flows).
 

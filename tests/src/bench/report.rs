@@ -285,7 +285,7 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         ("entry and exit only (no config: dropped at once)", "stage_no_config"),
         ("+ config and Ethernet (a non-IP frame, passed)", "stage_non_ip"),
         ("+ IP/UDP parse, ICMP-related check, two conntrack misses (posture deny)", "stage_posture_deny"),
-        ("+ LPM trie and port-set search (1 rule, denied)", "stage_groups_deny"),
+        ("+ prefix table and port-set search (1 rule, denied)", "stage_groups_deny"),
         ("the same with flow logs on (reject events rate-limited per source)", "stage_groups_deny_flow_log"),
     ] {
         let _ = writeln!(m, "| {label} | {} |", fmt(tr("sgctl", "-", case, "v4"), 1));

@@ -1,0 +1,363 @@
+//! The prefix tables of one generation: longest-prefix match from the peer address to a port
+//! set, built for the datapath's array maps (`sg_common::policy`: roots, nodes, tips, port
+//! sets). Pure; no I/O.
+//!
+//! Per direction and family, the root table has a slot for each value of the address's first
+//! 16 bits. A prefix of 16 bits or fewer paints its range of root slots (shorter first, so
+//! that a longer prefix overwrites). The longer prefixes under one root slot form a *region*,
+//! built recursively with the slot's value as the default:
+//!
+//! - one prefix alone: a **tip** (is the address inside it? its port set : the default);
+//! - several: a **node** at the deepest whole byte that all of them share and that none of
+//!   them ends before (path compression: bytes they all share cost no level). The node checks
+//!   that prefix (else the default), and its 256 slots, one per value of the next byte, hold
+//!   the prefixes that end within that byte (painted shorter first) and, below them, the
+//!   regions of the longer ones.
+//!
+//! Every node consumes at least one byte, so a lookup takes at most 2 nodes and a tip below
+//! an IPv4 root and 14 nodes and a tip below an IPv6 one (`MAX_WALK`). [`PrefixTables::lookup`]
+//! is the datapath's walk, step for step; the tests hold it equal to a plain longest-prefix
+//! match.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ipnet::IpNet;
+use sg_common::{
+    conntrack::addr_words,
+    policy::{
+        MAX_WALK, NODE_SLOTS, NODES_PER_GEN, PORT_SETS_PER_GEN, PortSetRef, PrefixNode, PrefixRoot,
+        PrefixTip, ROOT_BITS, ROOT_SLOTS, SLOT_KIND, SLOT_NODE, SLOT_NONE, SLOT_SET, SLOT_TIP, Slot,
+        TIPS_PER_GEN, addr_byte, root_slot,
+    },
+};
+
+use super::Dir;
+
+/// What the datapath's prefix maps hold for one generation.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrefixTables {
+    /// Root tables by [`table`] (direction, family).
+    pub roots: Vec<Box<PrefixRoot>>,
+    pub nodes: Vec<PrefixNode>,
+    pub tips: Vec<PrefixTip>,
+    /// Port sets, by slot payload - 1.
+    pub sets: Vec<PortSetRef>,
+}
+
+impl std::fmt::Debug for PrefixTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The roots alone are 4 x 65,536 slots.
+        f.debug_struct("PrefixTables")
+            .field("nodes", &self.nodes.len())
+            .field("tips", &self.tips.len())
+            .field("sets", &self.sets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A table that does not fit its map: (what, needed, held).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableFull {
+    pub what: &'static str,
+    pub n: usize,
+    pub max: usize,
+}
+
+/// The index of the root table of (`dir`, family) in [`PrefixTables::roots`]; generation g's
+/// is at `policy::root_index(g, dir, v6)`, which adds `4 * g`.
+pub fn table(dir: Dir, v6: bool) -> usize {
+    sg_common::policy::root_index(0, dir.datapath() as u32, v6) as usize
+}
+
+/// One prefix: its address as a u128 (IPv4 in the top 32 bits), its length, its slot.
+#[derive(Clone, Copy, Debug)]
+struct Pfx {
+    bits: u128,
+    len: u32,
+    slot: Slot,
+}
+
+fn prefix_mask(len: u32) -> u128 {
+    if len == 0 { 0 } else { u128::MAX << (128 - len) }
+}
+
+/// (mask, key) words of the first `len` bits of `bits`.
+fn mask_key(bits: u128, len: u32) -> ([u64; 2], [u64; 2]) {
+    let m = prefix_mask(len);
+    (addr_words(&m.to_be_bytes()), addr_words(&(bits & m).to_be_bytes()))
+}
+
+/// The value of the 8 bits of `bits` starting at bit `at`.
+fn byte_at(bits: u128, at: u32) -> usize {
+    ((bits >> (120 - at)) & 0xff) as usize
+}
+
+/// Paints `prefs` (all ending within the `width` bits after bit `at`) into `slots`, shorter
+/// first.
+fn paint(slots: &mut [Slot], prefs: &mut [Pfx], at: u32, width: u32) {
+    prefs.sort_by_key(|p| p.len);
+    for p in prefs.iter() {
+        let free = at + width - p.len;
+        let first = ((p.bits >> (128 - at - width)) as usize & ((1 << width) - 1)) & !((1 << free) - 1);
+        slots[first..first + (1 << free)].fill(p.slot);
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    nodes: Vec<PrefixNode>,
+    tips: Vec<PrefixTip>,
+}
+
+impl Builder {
+    /// The root table of one direction and family.
+    fn root(&mut self, prefs: &[Pfx]) -> Box<PrefixRoot> {
+        let mut root: Box<PrefixRoot> =
+            vec![SLOT_NONE; ROOT_SLOTS].into_boxed_slice().try_into().expect("ROOT_SLOTS slots");
+        let (mut short, long): (Vec<Pfx>, Vec<Pfx>) = prefs.iter().partition(|p| p.len <= ROOT_BITS);
+        paint(&mut root[..], &mut short, 0, ROOT_BITS);
+        let mut regions: BTreeMap<usize, Vec<Pfx>> = BTreeMap::new();
+        for p in long {
+            regions.entry((p.bits >> (128 - ROOT_BITS)) as usize).or_default().push(p);
+        }
+        for (at, group) in regions {
+            root[at] = self.region(root[at], group);
+        }
+        root
+    }
+
+    /// The slot of a region: `prefs` (at least one, all inside the region and longer than
+    /// it), `default` for the rest of it.
+    fn region(&mut self, default: Slot, mut prefs: Vec<Pfx>) -> Slot {
+        if let [p] = prefs[..] {
+            let (mask, key) = mask_key(p.bits, p.len);
+            self.tips.push(PrefixTip { mask, key, inside: p.slot, outside: default });
+            return SLOT_TIP | (self.tips.len() - 1) as u32;
+        }
+        let first = prefs[0].bits;
+        let common = prefs.iter().map(|p| (p.bits ^ first).leading_zeros()).min().unwrap_or(128);
+        let shortest = prefs.iter().map(|p| p.len).min().unwrap_or(128);
+        let depth = common.min(shortest - 1) / 8 * 8;
+        let (mut within, deeper): (Vec<Pfx>, Vec<Pfx>) = prefs.drain(..).partition(|p| p.len <= depth + 8);
+        let mut slots = [default; NODE_SLOTS];
+        paint(&mut slots, &mut within, depth, 8);
+        let mut regions: BTreeMap<usize, Vec<Pfx>> = BTreeMap::new();
+        for p in deeper {
+            regions.entry(byte_at(p.bits, depth)).or_default().push(p);
+        }
+        for (at, group) in regions {
+            slots[at] = self.region(slots[at], group);
+        }
+        let (mask, key) = mask_key(first, depth);
+        self.nodes.push(PrefixNode { mask, key, miss: default, byte: depth / 8, slots });
+        SLOT_NODE | (self.nodes.len() - 1) as u32
+    }
+}
+
+/// Builds the tables of `entries` (one per (direction, network): the compiler's trie entries,
+/// each naming its port set).
+pub fn build(entries: impl IntoIterator<Item = (Dir, IpNet, PortSetRef)>) -> Result<PrefixTables, TableFull> {
+    let mut sets: Vec<PortSetRef> = Vec::new();
+    let mut interned: HashMap<PortSetRef, Slot> = HashMap::new();
+    let mut by_table: [Vec<Pfx>; 4] = Default::default();
+    for (dir, net, set) in entries {
+        let slot = *interned.entry(set).or_insert_with(|| {
+            sets.push(set);
+            SLOT_SET | sets.len() as u32
+        });
+        let (bits, len, v6) = match net.trunc() {
+            IpNet::V4(n) => (u128::from(n.addr().to_bits()) << 96, u32::from(n.prefix_len()), false),
+            IpNet::V6(n) => (n.addr().to_bits(), u32::from(n.prefix_len()), true),
+        };
+        by_table[table(dir, v6)].push(Pfx { bits, len, slot });
+    }
+    let mut b = Builder::default();
+    let mut roots = Vec::with_capacity(4);
+    for prefs in &mut by_table {
+        prefs.sort_by_key(|p| (p.bits, p.len));
+        roots.push(b.root(prefs));
+    }
+    for (what, n, max) in [
+        ("prefix nodes", b.nodes.len(), NODES_PER_GEN),
+        ("prefix tips", b.tips.len(), TIPS_PER_GEN),
+        ("distinct port sets", sets.len(), PORT_SETS_PER_GEN),
+    ] {
+        if n > max as usize {
+            return Err(TableFull { what, n, max: max as usize });
+        }
+    }
+    Ok(PrefixTables { roots, nodes: b.nodes, tips: b.tips, sets })
+}
+
+impl PrefixTables {
+    /// The port set of the longest prefix of (`dir`, family of `peer`) covering `peer`, by
+    /// the datapath's walk (`sg-ebpf/src/policy.rs`). `Err` where the datapath would answer
+    /// `internal_error` (a table this module did not build).
+    pub fn lookup(&self, dir: Dir, peer: std::net::IpAddr) -> Result<Option<PortSetRef>, &'static str> {
+        let (bytes, v6) = match peer {
+            std::net::IpAddr::V4(a) => ((u128::from(a.to_bits()) << 96).to_be_bytes(), false),
+            std::net::IpAddr::V6(a) => (a.octets(), true),
+        };
+        let w = addr_words(&bytes);
+        let within = |mask: &[u64; 2], key: &[u64; 2]| w[0] & mask[0] == key[0] && w[1] & mask[1] == key[1];
+        let mut slot = self.roots[table(dir, v6)][root_slot(&w)];
+        for _ in 0..MAX_WALK {
+            let at = (slot & !SLOT_KIND) as usize;
+            slot = match slot & SLOT_KIND {
+                SLOT_NODE => {
+                    let n = self.nodes.get(at).ok_or("node out of bounds")?;
+                    if within(&n.mask, &n.key) { n.slots[usize::from(addr_byte(&w, n.byte))] } else { n.miss }
+                }
+                SLOT_TIP => {
+                    let t = self.tips.get(at).ok_or("tip out of bounds")?;
+                    if within(&t.mask, &t.key) { t.inside } else { t.outside }
+                }
+                _ => break,
+            };
+        }
+        match (slot & SLOT_KIND, slot & !SLOT_KIND) {
+            (SLOT_SET, 0) => Ok(None),
+            (SLOT_SET, i) => self.sets.get(i as usize - 1).copied().map(Some).ok_or("port set out of bounds"),
+            _ => Err("walk longer than MAX_WALK"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::*;
+
+    fn set(i: u32) -> PortSetRef {
+        PortSetRef { start: i, count: 1 }
+    }
+
+    /// Plain longest-prefix match: what the tables must answer.
+    fn lpm(entries: &[(Dir, IpNet, PortSetRef)], dir: Dir, peer: IpAddr) -> Option<PortSetRef> {
+        entries
+            .iter()
+            .filter(|(d, n, _)| *d == dir && n.contains(&peer))
+            .max_by_key(|(_, n, _)| n.prefix_len())
+            .map(|(_, _, s)| *s)
+    }
+
+    /// A random address near `net` (inside, at its edges, or just outside).
+    fn near(rng: &mut StdRng, net: &IpNet) -> IpAddr {
+        match net {
+            IpNet::V4(n) => {
+                let base = match rng.random_range(0..4) {
+                    0 => n.network().to_bits(),
+                    1 => n.broadcast().to_bits(),
+                    2 => n.network().to_bits().wrapping_sub(1),
+                    _ => n.broadcast().to_bits().wrapping_add(1),
+                };
+                IpAddr::V4(Ipv4Addr::from_bits(base ^ (rng.random::<u32>() >> rng.random_range(8..32))))
+            }
+            IpNet::V6(n) => {
+                let base = match rng.random_range(0..4) {
+                    0 => n.network().to_bits(),
+                    1 => n.broadcast().to_bits(),
+                    2 => n.network().to_bits().wrapping_sub(1),
+                    _ => n.broadcast().to_bits().wrapping_add(1),
+                };
+                IpAddr::V6(Ipv6Addr::from_bits(base ^ (rng.random::<u128>() >> rng.random_range(16..128))))
+            }
+        }
+    }
+
+    /// Random prefixes clustered under a few bases, so that they nest and share bytes.
+    fn random_entries(rng: &mut StdRng, n: usize) -> Vec<(Dir, IpNet, PortSetRef)> {
+        let bases4: Vec<u32> = (0..4).map(|_| rng.random()).collect();
+        let bases6: Vec<u128> = (0..4).map(|_| rng.random()).collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        while out.len() < n {
+            let dir = if rng.random_bool(0.5) { Dir::Ingress } else { Dir::Egress };
+            let net = if rng.random_bool(0.5) {
+                let b = bases4[rng.random_range(0..4)] ^ (rng.random::<u32>() >> rng.random_range(0..32));
+                IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from_bits(b), rng.random_range(0..=32)).unwrap())
+                    .trunc()
+            } else {
+                let b = bases6[rng.random_range(0..4)] ^ (rng.random::<u128>() >> rng.random_range(0..128));
+                IpNet::V6(ipnet::Ipv6Net::new(Ipv6Addr::from_bits(b), rng.random_range(0..=128)).unwrap())
+                    .trunc()
+            };
+            if seen.insert((dir, net)) {
+                out.push((dir, net, set(rng.random_range(0..50))));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn walk_equals_longest_prefix_match() {
+        let mut rng = StdRng::seed_from_u64(17);
+        for round in 0..60 {
+            let entries = random_entries(&mut rng, [1, 2, 5, 40, 300][round % 5]);
+            let t = build(entries.iter().copied()).unwrap();
+            for _ in 0..3000 {
+                let (_, net, _) = entries[rng.random_range(0..entries.len())];
+                let peer = near(&mut rng, &net);
+                for dir in Dir::BOTH {
+                    assert_eq!(
+                        t.lookup(dir, peer),
+                        Ok(lpm(&entries, dir, peer)),
+                        "{dir:?} {peer} round {round}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn isolated_prefixes_are_tips_and_nested_ones_nodes() {
+        let e = |net: &str| (Dir::Ingress, net.parse::<IpNet>().unwrap(), set(1));
+        let t = build([e("192.0.2.0/24"), e("2001:db8::/32")]).unwrap();
+        assert_eq!((t.nodes.len(), t.tips.len()), (0, 2));
+        // Two prefixes under one /16: one node at the third byte, then a tip for the /32.
+        let t = build([e("198.51.100.0/24"), e("198.51.100.7/32")]).unwrap();
+        assert_eq!((t.nodes.len(), t.tips.len()), (1, 1));
+        assert_eq!(t.nodes[0].byte, 2);
+        // Short prefixes paint the root; /0 everything.
+        let t = build([e("0.0.0.0/0"), e("203.0.0.0/8")]).unwrap();
+        assert_eq!((t.nodes.len(), t.tips.len()), (0, 0));
+        assert_eq!(t.lookup(Dir::Ingress, "203.0.113.9".parse().unwrap()), Ok(Some(set(1))));
+        assert_eq!(t.lookup(Dir::Egress, "203.0.113.9".parse().unwrap()), Ok(None));
+        assert_eq!(t.lookup(Dir::Ingress, "2001:db8::1".parse().unwrap()), Ok(None));
+    }
+
+    #[test]
+    fn deepest_walk_fits_max_walk() {
+        // Every IPv6 length nested under one address: a node per byte, then the /128.
+        let a: Ipv6Addr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        let entries: Vec<_> = (0..=128u8)
+            .map(|l| (Dir::Ingress, IpNet::V6(ipnet::Ipv6Net::new(a, l).unwrap()).trunc(), set(u32::from(l))))
+            .collect();
+        let t = build(entries.iter().copied()).unwrap();
+        assert_eq!(t.lookup(Dir::Ingress, IpAddr::V6(a)), Ok(Some(set(128))));
+        let other: Ipv6Addr = "2001:db8:1:2:3:4:5:7".parse().unwrap();
+        assert_eq!(t.lookup(Dir::Ingress, IpAddr::V6(other)), Ok(Some(set(127))));
+    }
+
+    #[test]
+    fn full_tables_are_refused() {
+        // Isolated /32s, one per /16: one tip each.
+        let entries: Vec<_> = (0..=TIPS_PER_GEN)
+            .map(|i| {
+                (
+                    Dir::Ingress,
+                    IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from_bits(i << 16), 32).unwrap()),
+                    set(1),
+                )
+            })
+            .collect();
+        let err = build(entries).unwrap_err();
+        assert_eq!(
+            (err.what, err.n, err.max),
+            ("prefix tips", TIPS_PER_GEN as usize + 1, TIPS_PER_GEN as usize)
+        );
+    }
+}
