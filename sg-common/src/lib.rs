@@ -7,6 +7,7 @@
 //! With the `user` feature the types also implement [`aya::Pod`].
 #![cfg_attr(not(test), no_std)]
 
+pub mod clock;
 pub mod config;
 pub mod conntrack;
 pub mod counters;

@@ -16,6 +16,7 @@ use core::mem::size_of;
 
 use crate::{
     IfaceConfig, PacketSummary,
+    clock::ClockCache,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_WORDS},
     counters::Counter,
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
@@ -300,6 +301,12 @@ pub const FLOW_STATS: MapSpec =
               per-CPU limit's and the datapath warning's GCRA state",
     );
 
+pub const CLOCK: MapSpec = MapSpec::indexed::<ClockCache>("SG_CLOCK", MapKind::PerCpuArray, "ClockCache", 1)
+    .purpose(
+        "the coarse monotonic time each CPU last read and the jiffy it read it in: the clock helper \
+              is called once per tick per CPU, not per packet",
+    );
+
 pub const AYA_LOGS: MapSpec = MapSpec::ring("AYA_LOGS", "aya-log record", 1 << 17)
     .owned_by(Owner::AyaLog)
     .note("bytes, aya-log's own")
@@ -328,6 +335,7 @@ pub const ALL: &[MapSpec] = &[
     FLOW_CFG,
     FLOW_RATE,
     FLOW_STATS,
+    CLOCK,
     AYA_LOGS,
 ];
 

@@ -10,7 +10,7 @@
 //! Conntrack does not read the rules: when a `--revoke` apply asks that a flow be checked
 //! again, the pipeline passes in the question it may ask ([`Recheck`]).
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns};
+use aya_ebpf::bindings::BPF_NOEXIST;
 use sg_common::{
     Direction, IfaceConfig, PacketSummary, Reason,
     config::CONFIG_FLOW_LOG,
@@ -27,6 +27,7 @@ use sg_common::{
 use aya_ebpf::maps::{HashMap, LruHashMap};
 
 use crate::{
+    clock::now_ns,
     maps::{SG_CT, SG_CT_NEW, SG_CT_SEEN, SG_FRAGS},
     parse,
     verdict::Verdict,
@@ -87,12 +88,6 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMPV6_ECHO_REPLY: u8 = 129;
-
-#[inline(always)]
-fn now_ns() -> u64 {
-    // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
-}
 
 /// Is this ICMP message an echo request or reply (the only tracked ICMP)?
 #[inline(always)]
@@ -233,7 +228,7 @@ fn track_in(
 ) -> Result<Lookup, Reason> {
     let Flow { key, src_lo, slot } = *flow;
     let Some(e) = map.entry(key) else { return Ok(Lookup::Absent) };
-    // The clock only once a flow is found: a helper call saved on every untracked packet.
+    // The clock only once a flow is found (see `clock`).
     let now = now_ns();
     // SAFETY: valid map value pointer for this program run; concurrent updates of counters
     // from other CPUs may race (they are statistics).

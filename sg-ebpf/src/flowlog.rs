@@ -5,7 +5,6 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
     Direction, Reason,
     conntrack::{CtEntry, CtKey},
@@ -64,8 +63,7 @@ pub fn end_flow(dir: Direction, key: &CtKey, e: &CtEntry, cause: u8, delete: imp
     };
     // SAFETY: this CPU's entry of a per-CPU map, valid for the program's run.
     let stats: &mut FlowLogStats = unsafe { &mut *stats };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = crate::clock::now_ns();
     if !cpu_allows(stats, lim, now) {
         delete();
         return;
@@ -110,8 +108,7 @@ pub fn emit(dir: Direction, kind: u8, reason: Reason, rule_slot: u32, bytes: u64
     // SAFETY: valid map value pointers for the program's run; the stats and scratch entries
     // are this CPU's.
     let (stats, s): (&mut FlowLogStats, _) = unsafe { (&mut *stats, &*s) };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = crate::clock::now_ns();
     if kind == EV_REJECT && lim.reject_interval_ns != 0 {
         let mut key = MaybeUninit::<RateKey>::uninit();
         let k = key.as_mut_ptr();

@@ -7,7 +7,7 @@
 //! every attach (2.5 s -> 3.4 s here). Flow logs (`flowlog.rs`, `--reject-rate 0`) give the
 //! same per-packet view without that cost.
 
-use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_coarse_ns};
+use aya_ebpf::EbpfContext;
 use aya_log_ebpf::warn;
 use sg_common::flowlog::gcra_allow;
 
@@ -22,8 +22,7 @@ pub fn ct_full<C: EbpfContext>(ctx: &C) {
     let Some(st) = SG_FLOW_STATS.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's entry, valid for the program's run.
     let st = unsafe { &mut *st };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = crate::clock::now_ns();
     if gcra_allow(&mut st.warn_tat, now, WARN_INTERVAL_NS, 0) {
         warn!(ctx, "conntrack table full: new flows refused (ct_full); attach with a larger --ct-size");
     }

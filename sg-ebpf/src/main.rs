@@ -4,10 +4,11 @@
 //!
 //! Read top-down: `pipeline.rs` (the order of decisions), then `conntrack.rs` (tracked flows,
 //! fragments) and `policy.rs` (the rule lookup), with `parse.rs` (the one bounds-checked way
-//! to read a packet), `verdict.rs`, `flowlog.rs`, `log.rs` and `maps.rs` beside them.
+//! to read a packet), `verdict.rs`, `clock.rs`, `flowlog.rs`, `log.rs` and `maps.rs` beside them.
 #![no_std]
 #![no_main]
 
+mod clock;
 mod conntrack;
 mod flowlog;
 mod log;

@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 use sg_common::{
     Counter, IfaceConfig, PacketSummary,
+    clock::ClockCache,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey},
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
     maps as reg,
@@ -103,3 +104,7 @@ pub static SG_FLOW_RATE: LruHashMap<RateKey, u64> =
 #[map]
 pub static SG_FLOW_STATS: PerCpuArray<FlowLogStats> =
     PerCpuArray::with_max_entries(reg::FLOW_STATS.max_entries, reg::FLOW_STATS.flags);
+
+/// [`reg::CLOCK`]: each CPU's cached coarse time and its jiffy.
+#[map]
+pub static SG_CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(reg::CLOCK.max_entries, reg::CLOCK.flags);

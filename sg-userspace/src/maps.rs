@@ -10,6 +10,7 @@ use aya::{
 };
 use sg_common::{
     Counter, Direction, IfaceConfig, PacketSummary, Reason,
+    clock::ClockCache,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_SLOTS, key_seen_slot},
     flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey},
     maps::{self as reg, F_MMAPABLE, F_NO_PREALLOC, MapKind, MapSpec, Owner},
@@ -54,6 +55,8 @@ pub struct InstanceMaps {
     /// Held so that every map of the instance is open; the datapath's per-source limits.
     _flow_rate: HashMap<MapData, RateKey, u64>,
     flow_stats: PerCpuArray<MapData, FlowLogStats>,
+    /// Held so that every map of the instance is open; the datapath's clock cache.
+    _clock: PerCpuArray<MapData, ClockCache>,
 }
 
 /// `SG_CT_SEEN`, the conntrack presence filter, mapped into this process: one byte per slot
@@ -210,6 +213,7 @@ impl InstanceMaps {
             flow_cfg: maps.take(&reg::FLOW_CFG)?,
             _flow_rate: maps.take(&reg::FLOW_RATE)?,
             flow_stats: maps.take(&reg::FLOW_STATS)?,
+            _clock: maps.take(&reg::CLOCK)?,
         })
     }
 
