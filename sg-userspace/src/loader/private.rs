@@ -96,6 +96,11 @@ impl PrivateInstance {
         Ok(ids)
     }
 
+    /// The ingress program's fd (for the benchmark, which puts it behind a tail call).
+    pub fn ingress_fd(&mut self) -> Result<&aya::programs::ProgramFd> {
+        xdp_mut(&mut self.ebpf)?.fd().context(|| format!("{PROG_INGRESS}: fd"))
+    }
+
     /// Runs `frame` through the program of `dir` `repeat` times in one BPF_PROG_TEST_RUN call;
     /// returns the last return value and the kernel's average time per run.
     pub fn run_timed(&mut self, dir: Direction, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {

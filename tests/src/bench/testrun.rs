@@ -4,11 +4,15 @@
 //! - `deny`: a packet no rule allows (from [`DENIED_V4`]/[`DENIED_V6`]), XDP_DROP.
 //! - `established`: a packet of a flow that saw both directions (one ingress packet, one egress
 //!   reply, then the measured ingress packet `repeat` times: every run is a conntrack hit).
-//! - `new`: a packet of a flow never seen. A repeated test run would only measure the first
-//!   packet as new, so this case makes `fresh` distinct frames (source ports counting up,
-//!   conntrack emptied first) and runs each once; the number is the mean of the kernel's
-//!   per-run times. A single run also pays for starting the kernel's timer, so the same method
-//!   is applied to bare XDP_PASS (`pass_single`) as this case's baseline.
+//! - `new`: a packet of a flow never seen. The bench object's `sg_bench_new_flow` counts the
+//!   frame's source port up and tail-calls sgctl's ingress program; the test run keeps the
+//!   frame between repetitions, so each repetition is a new flow (conntrack emptied and its
+//!   presence filter cleared first; at most `NEW_PER_CALL` per call). Its baseline is the same
+//!   wrapper in front of bare XDP_PASS (`pass_chain`).
+//! - `new_single`: new flows measured cold, as the first run of a test-run call: `fresh`
+//!   distinct frames run once each, the mean of the kernel's per-run times. A single run also
+//!   pays for starting the kernel's timer, so the same method is applied to bare XDP_PASS
+//!   (`pass_single`) as this case's baseline.
 //!
 //! Subjects: sgctl's ingress program with generated rule sets ([`rulegen`]), the bare XDP_PASS
 //! and XDP_DROP programs of the bench object, and xdp-filter's program (loaded by xdp-filter
@@ -27,7 +31,8 @@ use std::net::IpAddr;
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    maps::ProgramArray,
+    programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
 };
 use sg_common::{Direction, IfaceConfig, Posture, flowlog::FlowLogConfig};
 use sg_userspace::{
@@ -74,11 +79,28 @@ pub struct Bare {
 impl Bare {
     pub fn load() -> Result<Self> {
         let mut ebpf = Ebpf::load(BENCH_OBJECT).context("load the bench object")?;
-        for name in ["sg_bench_pass", "sg_bench_drop"] {
+        for name in ["sg_bench_pass", "sg_bench_drop", "sg_bench_new_flow"] {
             let p: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
             p.load().with_context(|| format!("load {name}"))?;
         }
         Ok(Bare { ebpf })
+    }
+
+    /// Makes `sg_bench_new_flow` tail-call `fd` (sgctl's ingress program, or `None`: the bare
+    /// XDP_PASS).
+    fn chain(&mut self, fd: Option<&ProgramFd>) -> Result<()> {
+        let own;
+        let fd = match fd {
+            Some(fd) => fd,
+            None => {
+                let p: &Xdp = self.ebpf.program("sg_bench_pass").context("sg_bench_pass")?.try_into()?;
+                own = p.fd()?.try_clone()?;
+                &own
+            }
+        };
+        let mut next = ProgramArray::try_from(self.ebpf.map_mut("SG_BENCH_NEXT").context("SG_BENCH_NEXT")?)?;
+        next.set(0, fd, 0).context("SG_BENCH_NEXT[0]")?;
+        Ok(())
     }
 
     /// (return value, average ns per run).
@@ -110,9 +132,19 @@ enum Kind {
     Sgctl { inst: usize, frame: Vec<u8>, want: u32 },
     /// sgctl established: as `Sgctl`, after one packet and a reply made the flow established.
     Established { inst: usize, v6: bool },
-    /// sgctl new flows: fresh tuples, one run each.
+    /// sgctl new flows, warm: `sg_bench_new_flow` in front of the instance, repeated (every
+    /// repetition a new source port).
     New { inst: usize, v6: bool },
+    /// `sg_bench_new_flow` in front of the bare XDP_PASS (baseline of `New`).
+    BareChain { v6: bool },
+    /// sgctl new flows, each the first run of a BPF_PROG_TEST_RUN call: fresh tuples, one run
+    /// each.
+    NewSingle { inst: usize, v6: bool },
 }
+
+/// New flows per `New` call: fewer than `SG_CT_NEW` holds, and source ports from 1024 up do
+/// not wrap.
+const NEW_PER_CALL: u32 = 30_000;
 
 fn check(got: u32, want: u32, what: &str) -> Result<()> {
     if got != want {
@@ -181,6 +213,7 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
             Kind::Bare { prog: "sg_bench_drop", frame: frame(v6, false, SPORT), want: XDP_DROP },
         ));
         list.push(measure("xdp_pass", "-", "pass_single", v6, Kind::BareSingle { frame_v6: v6 }));
+        list.push(measure("xdp_pass", "-", "pass_chain", v6, Kind::BareChain { v6 }));
     }
     b.progress("testrun", "loading xdp-filter");
     let filter = match xdp_filter() {
@@ -273,6 +306,7 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
             ));
             list.push(measure("sgctl", n.to_string(), "established", v6, Kind::Established { inst: i, v6 }));
             list.push(measure("sgctl", n.to_string(), "new", v6, Kind::New { inst: i, v6 }));
+            list.push(measure("sgctl", n.to_string(), "new_single", v6, Kind::NewSingle { inst: i, v6 }));
         }
     }
     Ok(Subjects { bare: Bare::load()?, _filter: filter, insts, list, next_sport: 1024 })
@@ -337,6 +371,26 @@ fn once(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
             (ret, XDP_PASS, ns)
         }
         Kind::New { inst, v6 } => {
+            let (i, v6) = (*inst, *v6);
+            let n = repeat.min(NEW_PER_CALL);
+            let inst = &mut subj.insts[i];
+            inst.maps_mut().ct_flush()?;
+            inst.maps_mut().seen_rebuild()?;
+            subj.bare.chain(Some(inst.ingress_fd()?))?;
+            let (ret, ns) = subj.bare.run("sg_bench_new_flow", &frame(v6, true, 1024), n)?;
+            check(ret, XDP_PASS, &what)?;
+            let tracked = subj.insts[i].maps().ct_entries()?.len();
+            if tracked < n as usize {
+                bail!("{what}: {tracked} flows tracked after {n} runs with new source ports");
+            }
+            (ret, XDP_PASS, ns)
+        }
+        Kind::BareChain { v6 } => {
+            subj.bare.chain(None)?;
+            let (ret, ns) = subj.bare.run("sg_bench_new_flow", &frame(*v6, true, 1024), repeat.min(NEW_PER_CALL))?;
+            (ret, XDP_PASS, ns)
+        }
+        Kind::NewSingle { inst, v6 } => {
             let (i, v6) = (*inst, *v6);
             let frames: Vec<Vec<u8>> = (0..fresh)
                 .map(|_| {
