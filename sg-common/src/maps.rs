@@ -34,6 +34,10 @@ pub const PROG_EGRESS: &str = "sg_egress";
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated on insert.
 pub const F_NO_PREALLOC: u32 = 1 << 0;
+/// `BPF_F_NO_COMMON_LRU`: an LRU hash keeps one LRU list per CPU (no shared list and lock on
+/// insert); each CPU evicts only among the entries it inserted, and holds at most
+/// `max_entries / CPUs` of them.
+pub const F_NO_COMMON_LRU: u32 = 1 << 1;
 /// `BPF_F_MMAPABLE`: userspace may map the array's memory.
 pub const F_MMAPABLE: u32 = 1 << 10;
 
@@ -94,7 +98,7 @@ pub struct MapSpec {
     pub value_size: u32,
     /// Default number of entries (ring buffer: bytes).
     pub max_entries: u32,
-    /// `F_NO_PREALLOC`, `F_MMAPABLE`.
+    /// `F_NO_PREALLOC`, `F_NO_COMMON_LRU`, `F_MMAPABLE`.
     pub flags: u32,
     /// How the size can be changed, if it can, and how the entries are laid out.
     pub size_note: &'static str,
@@ -249,7 +253,8 @@ pub const CT: MapSpec =
 
 pub const CT_NEW: MapSpec =
     MapSpec::keyed::<CtKey, CtEntry>("SG_CT_NEW", MapKind::LruHash, ("CtKey", "CtEntry"), CT_NEW_MAX_ENTRIES)
-        .note("attach --ct-new-size")
+        .flags(F_NO_COMMON_LRU)
+        .note("attach --ct-new-size; each CPU's LRU list holds its share")
         .purpose(
             "flows not answered yet (TCP handshakes, one-way UDP, ICMP echo): floods evict each other, \
               never an established flow",

@@ -13,7 +13,7 @@ use sg_common::{
     clock::ClockCache,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_SLOTS, key_seen_slot},
     flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey},
-    maps::{self as reg, F_MMAPABLE, F_NO_PREALLOC, MapKind, MapSpec, Owner},
+    maps::{self as reg, F_MMAPABLE, F_NO_COMMON_LRU, F_NO_PREALLOC, MapKind, MapSpec, Owner},
     policy::{
         NODES_PER_GEN, PORT_SETS_PER_GEN, PortSetRef, PrefixNode, PrefixRoot, PrefixTip, SEGMENTS_PER_GEN,
         Segment, TIPS_PER_GEN, root_index, rule_slot,
@@ -562,6 +562,9 @@ pub fn markdown_table() -> String {
         let mut kind = m.kind.as_str().to_string();
         if m.flags & F_NO_PREALLOC != 0 {
             kind.push_str(", no prealloc");
+        }
+        if m.flags & F_NO_COMMON_LRU != 0 {
+            kind.push_str(", per-CPU LRU lists");
         }
         if m.flags & F_MMAPABLE != 0 {
             kind.push_str(", mmapable");
