@@ -107,4 +107,5 @@ pub static SG_FLOW_STATS: PerCpuArray<FlowLogStats> =
 
 /// [`reg::CLOCK`]: each CPU's cached coarse time and its jiffy.
 #[map]
-pub static SG_CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(reg::CLOCK.max_entries, reg::CLOCK.flags);
+pub static SG_CLOCK: PerCpuArray<ClockCache> =
+    PerCpuArray::with_max_entries(reg::CLOCK.max_entries, reg::CLOCK.flags);

@@ -387,7 +387,8 @@ fn once(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
         }
         Kind::BareChain { v6 } => {
             subj.bare.chain(None)?;
-            let (ret, ns) = subj.bare.run("sg_bench_new_flow", &frame(*v6, true, 1024), repeat.min(NEW_PER_CALL))?;
+            let (ret, ns) =
+                subj.bare.run("sg_bench_new_flow", &frame(*v6, true, 1024), repeat.min(NEW_PER_CALL))?;
             (ret, XDP_PASS, ns)
         }
         Kind::NewSingle { inst, v6 } => {
