@@ -21,8 +21,8 @@ use crate::{
     counters::Counter,
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
     policy::{
-        GENERATIONS, MAX_RULES, NODES_PER_GEN, PORT_SETS_PER_GEN, PortSetRef, PrefixNode, PrefixRoot,
-        PrefixTip, ROOT_TABLES, SEGMENTS_PER_GEN, Segment, TIPS_PER_GEN,
+        GENERATIONS, MAX_RULES, PREFIX_CAPACITY, PortSetRef, PrefixNode, PrefixRoot, PrefixTip, ROOT_TABLES,
+        SEGMENTS_PER_GEN, Segment, nodes_for,
     },
     reason::MAX_REASONS,
 };
@@ -208,23 +208,33 @@ pub const PFX_ROOT: MapSpec =
               nothing)",
         );
 
-pub const PFX_NODES: MapSpec =
-    MapSpec::indexed::<PrefixNode>("SG_PFX_NODES", MapKind::Array, "PrefixNode", GENERATIONS * NODES_PER_GEN)
-        .note("2 generations x 2,048")
-        .purpose("prefix table nodes: below a prefix (path-compressed), the next address byte -> a slot");
+pub const PFX_NODES: MapSpec = MapSpec::indexed::<PrefixNode>(
+    "SG_PFX_NODES",
+    MapKind::Array,
+    "PrefixNode",
+    GENERATIONS * nodes_for(PREFIX_CAPACITY),
+)
+.note("2 generations x 2,048 (attach --prefix-capacity / 16), by `policy::pool_index`")
+.purpose("prefix table nodes: below a prefix (path-compressed), the next address byte -> a slot");
 
-pub const PFX_TIPS: MapSpec =
-    MapSpec::indexed::<PrefixTip>("SG_PFX_TIPS", MapKind::Array, "PrefixTip", GENERATIONS * TIPS_PER_GEN)
-        .note("2 generations x 32,768")
-        .purpose("prefix table tips: one prefix alone in its region -> the slot inside it, the slot outside");
+pub const PFX_TIPS: MapSpec = MapSpec::indexed::<PrefixTip>(
+    "SG_PFX_TIPS",
+    MapKind::Array,
+    "PrefixTip",
+    GENERATIONS * PREFIX_CAPACITY,
+)
+.note("2 generations x 32,768 (attach --prefix-capacity)")
+.purpose(
+    "prefix table tips: one prefix -> the slot inside it, the slot outside (a chain for a few prefixes)",
+);
 
 pub const PORT_SETS: MapSpec = MapSpec::indexed::<PortSetRef>(
     "SG_PORT_SETS",
     MapKind::Array,
     "PortSetRef",
-    GENERATIONS * PORT_SETS_PER_GEN,
+    GENERATIONS * PREFIX_CAPACITY,
 )
-.note("2 generations x 32,768")
+.note("2 generations x 32,768 (attach --prefix-capacity)")
 .purpose("the port sets a prefix table's slots name: slices of SG_SEGMENTS");
 
 pub const SEGMENTS: MapSpec =

@@ -6,7 +6,7 @@
 //! prefix: disjoint, sorted [`Segment`]s over the 24-bit [`flow_key`] (protocol, then port or
 //! ICMP type/code), each carrying the first rule (file order) that allows it. A packet is
 //! allowed when its key falls in a segment; the lookup costs at most `2 + MAX_WALK` array
-//! reads (IPv4: 5) and a binary search, whatever the number of rules.
+//! reads (IPv4: 7) and a binary search, whatever the number of rules.
 
 /// Policy generations: userspace writes the inactive one, then flips `IfaceConfig::active_gen`.
 pub const GENERATIONS: u32 = 2;
@@ -46,7 +46,8 @@ pub const fn slot_gen(slot: u32) -> u8 {
 // verifier inlines array lookups). Per generation, direction and family a root table indexed by
 // the address's first 16 bits; below it stride-8 nodes (indexed by one address byte, with a
 // path-compressed prefix check) and tips (one prefix test, for a prefix alone in its region).
-// Every slot is a [`Slot`]: nothing, a port set, a node or a tip. Built by userspace
+// Every slot is a [`Slot`]: nothing, a port set, a node or a tip.
+// A region of up to `CHAIN_MAX` prefixes is a chain of tips instead of a node. Built by userspace
 // (`sg_userspace::rules::prefix_table`), which proves each lookup equal to longest-prefix
 // match.
 
@@ -58,26 +59,40 @@ pub const ROOT_SLOTS: usize = 1 << ROOT_BITS;
 pub const ROOT_TABLES: u32 = GENERATIONS * 2 * 2;
 /// Slots of a node (one address byte).
 pub const NODE_SLOTS: usize = 256;
-/// Nodes per generation in `SG_PFX_NODES`.
-pub const NODES_PER_GEN: u32 = 2048;
-/// Tips per generation in `SG_PFX_TIPS`.
-pub const TIPS_PER_GEN: u32 = 32_768;
-/// Port sets per generation in `SG_PORT_SETS`.
-pub const PORT_SETS_PER_GEN: u32 = 32_768;
+/// Default capacity of an instance's prefix tables, per generation: tips and port sets
+/// (`sgctl attach --prefix-capacity`); nodes get [`nodes_for`] of it.
+pub const PREFIX_CAPACITY: u32 = 32_768;
+/// A region of at most this many prefixes is a chain of tips, not a node.
+pub const CHAIN_MAX: u32 = 3;
 /// Steps of a lookup below the root: a node per address byte after the first two (14 for
-/// IPv6), then one tip.
-pub const MAX_WALK: u32 = 15;
+/// IPv6), then a chain of tips.
+pub const MAX_WALK: u32 = 14 + CHAIN_MAX;
+
+/// Nodes per generation for a prefix capacity (a node stands for a region of more than
+/// `CHAIN_MAX` prefixes).
+pub const fn nodes_for(capacity: u32) -> u32 {
+    let n = capacity / 16;
+    if n < 64 { 64 } else { n }
+}
+
+/// The index in `SG_PFX_NODES`, `SG_PFX_TIPS` or `SG_PORT_SETS` of entry `at` of generation
+/// `gen_`: the two generations interleave, so the programs need not know the maps' sizes
+/// (an index past the end is a failed lookup: `internal_error`).
+#[inline(always)]
+pub const fn pool_index(gen_: u8, at: u32) -> u32 {
+    (at << 1) | (gen_ as u32 & 1)
+}
 
 /// A slot of a root table or node: the top two bits are its kind, the rest its payload.
 pub type Slot = u32;
 /// Slot kind bits.
 pub const SLOT_KIND: Slot = 0xc000_0000;
-/// A port set: payload = index in the generation's `SG_PORT_SETS` + 1 (payload 0: no rule
-/// covers the address).
+/// A port set: payload = its number in the generation + 1 (payload 0: no rule covers the
+/// address); see [`pool_index`].
 pub const SLOT_SET: Slot = 0;
-/// A node: payload = index in the generation's half of `SG_PFX_NODES`.
+/// A node: payload = its number in the generation (`SG_PFX_NODES`, see [`pool_index`]).
 pub const SLOT_NODE: Slot = 0x8000_0000;
-/// A tip: payload = index in the generation's half of `SG_PFX_TIPS`.
+/// A tip: payload = its number in the generation (`SG_PFX_TIPS`).
 pub const SLOT_TIP: Slot = 0x4000_0000;
 /// The slot of an address no prefix covers.
 pub const SLOT_NONE: Slot = 0;

@@ -10,9 +10,8 @@ use sg_common::{
     Direction, PacketSummary, Reason,
     packet::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
     policy::{
-        MAX_RULES, MAX_SEARCH_STEPS, MAX_WALK, NODES_PER_GEN, PORT_SETS_PER_GEN, PortSetRef,
-        SEGMENTS_PER_GEN, SLOT_KIND, SLOT_NODE, SLOT_SET, SLOT_TIP, Slot, TIPS_PER_GEN, addr_byte, flow_key,
-        root_index, root_slot, rule_slot,
+        MAX_RULES, MAX_SEARCH_STEPS, MAX_WALK, PortSetRef, SEGMENTS_PER_GEN, SLOT_KIND, SLOT_NODE, SLOT_SET,
+        SLOT_TIP, Slot, addr_byte, flow_key, pool_index, root_index, root_slot, rule_slot,
     },
 };
 
@@ -38,43 +37,38 @@ fn within(peer: &[u64; 2], mask: &[u64; 2], key: &[u64; 2]) -> bool {
 }
 
 /// The port set of the longest prefix covering `peer` (as words, see `addr_byte`) in
-/// generation `gen_`, direction `dir`: `Ok(None)` when no prefix covers it. A slot out of
-/// bounds, or a walk longer than any table the compiler builds, is an `InternalError`.
+/// generation `gen_`, direction `dir`: `Ok(None)` when no prefix covers it. A slot past the
+/// end of its map, or a walk longer than any table the compiler builds, is an `InternalError`.
 #[inline(always)]
 fn port_set(gen_: u8, dir: Direction, family: u8, peer: &[u64; 2]) -> Result<Option<PortSetRef>, Reason> {
     let root =
         SG_PFX_ROOT.get(root_index(gen_, dir as u32, family != FAMILY_IPV4)).ok_or(Reason::InternalError)?;
     let mut slot: Slot = root[root_slot(peer)];
-    let node_base = u32::from(gen_ & 1) * NODES_PER_GEN;
-    let tip_base = u32::from(gen_ & 1) * TIPS_PER_GEN;
     for _ in 0..MAX_WALK {
-        let at = slot & !SLOT_KIND;
+        let at = pool_index(gen_, slot & !SLOT_KIND);
         match slot & SLOT_KIND {
-            SLOT_NODE if at < NODES_PER_GEN => {
-                let node = SG_PFX_NODES.get(node_base + at).ok_or(Reason::InternalError)?;
+            SLOT_NODE => {
+                let node = SG_PFX_NODES.get(at).ok_or(Reason::InternalError)?;
                 slot = if within(peer, &node.mask, &node.key) {
                     node.slots[usize::from(addr_byte(peer, node.byte))]
                 } else {
                     node.miss
                 };
             }
-            SLOT_TIP if at < TIPS_PER_GEN => {
-                let tip = SG_PFX_TIPS.get(tip_base + at).ok_or(Reason::InternalError)?;
+            SLOT_TIP => {
+                let tip = SG_PFX_TIPS.get(at).ok_or(Reason::InternalError)?;
                 slot = if within(peer, &tip.mask, &tip.key) { tip.inside } else { tip.outside };
             }
             _ => break,
         }
     }
-    let at = slot & !SLOT_KIND;
-    if slot & SLOT_KIND != SLOT_SET || at > PORT_SETS_PER_GEN {
+    if slot & SLOT_KIND != SLOT_SET {
         return Err(Reason::InternalError);
     }
-    if at == 0 {
-        return Ok(None);
+    match slot {
+        0 => Ok(None),
+        n => Ok(Some(*SG_PORT_SETS.get(pool_index(gen_, n - 1)).ok_or(Reason::InternalError)?)),
     }
-    let set =
-        SG_PORT_SETS.get(u32::from(gen_ & 1) * PORT_SETS_PER_GEN + at - 1).ok_or(Reason::InternalError)?;
-    Ok(Some(*set))
 }
 
 /// The rule-hit slot of the first rule of generation `gen_` allowing (`dir`, `proto`, flow-key

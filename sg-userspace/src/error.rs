@@ -53,6 +53,10 @@ pub enum Error {
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 
+    #[error(
+        "{iface}: the rules need {n} {what} per generation, the interface's prefix tables hold {max}; detach and attach again with a larger --prefix-capacity"
+    )]
+    PrefixTableFull { iface: String, what: &'static str, n: usize, max: usize },
     #[error("BPF object is missing {0} (sgctl build is inconsistent)")]
     MissingInObject(&'static str),
 

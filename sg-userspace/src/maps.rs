@@ -15,8 +15,8 @@ use sg_common::{
     flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey},
     maps::{self as reg, F_MMAPABLE, F_NO_COMMON_LRU, F_NO_PREALLOC, MapKind, MapSpec, Owner},
     policy::{
-        NODES_PER_GEN, PORT_SETS_PER_GEN, PortSetRef, PrefixNode, PrefixRoot, PrefixTip, SEGMENTS_PER_GEN,
-        Segment, TIPS_PER_GEN, root_index, rule_slot,
+        PortSetRef, PrefixNode, PrefixRoot, PrefixTip, SEGMENTS_PER_GEN, Segment, pool_index, root_index,
+        rule_slot,
     },
     reason::counter_index,
 };
@@ -24,7 +24,7 @@ use sg_common::{
 use crate::{
     error::{Context as _, Error, Result},
     failpoint,
-    rules::compile::IfacePlan,
+    rules::{compile::IfacePlan, prefix_table::Capacity},
 };
 
 /// The maps sgctl owns (and pins), from the registry.
@@ -267,6 +267,12 @@ impl InstanceMaps {
     /// segments, port sets, prefix tips, nodes and roots (every root slot is written, so no
     /// entry of the generation's previous plan stays reachable), and zeroes its rule hits.
     pub fn write_generation(&mut self, gen_: u8, plan: &IfacePlan) -> Result<()> {
+        plan.tables.check(self.prefix_capacity()).map_err(|f| Error::PrefixTableFull {
+            iface: plan.iface.clone(),
+            what: f.what,
+            n: f.n,
+            max: f.max,
+        })?;
         let g = u32::from(gen_ & 1);
         for (i, seg) in plan.segments.iter().enumerate() {
             self.segments
@@ -278,17 +284,17 @@ impl InstanceMaps {
         let t = &plan.tables;
         for (i, set) in t.sets.iter().enumerate() {
             self.port_sets
-                .set(g * PORT_SETS_PER_GEN + i as u32, set, 0)
+                .set(pool_index(gen_, i as u32), set, 0)
                 .context(|| format!("writing {}", reg::PORT_SETS.name))?;
         }
         for (i, tip) in t.tips.iter().enumerate() {
             self.pfx_tips
-                .set(g * TIPS_PER_GEN + i as u32, tip, 0)
+                .set(pool_index(gen_, i as u32), tip, 0)
                 .context(|| format!("writing {}", reg::PFX_TIPS.name))?;
         }
         for (i, node) in t.nodes.iter().enumerate() {
             self.pfx_nodes
-                .set(g * NODES_PER_GEN + i as u32, node, 0)
+                .set(pool_index(gen_, i as u32), node, 0)
                 .context(|| format!("writing {}", reg::PFX_NODES.name))?;
         }
         for (i, root) in t.roots.iter().enumerate() {
@@ -301,6 +307,16 @@ impl InstanceMaps {
             self.set_rule_hits(gen_, id, 0)?;
         }
         Ok(())
+    }
+
+    /// What the instance's prefix maps hold per generation (their sizes, set at attach).
+    pub fn prefix_capacity(&self) -> Capacity {
+        let half = |len: u32| len as usize / 2;
+        Capacity {
+            nodes: half(self.pfx_nodes.len()),
+            tips: half(self.pfx_tips.len()),
+            sets: half(self.port_sets.len()),
+        }
     }
 
     /// Hits of rule `id` in generation `gen_`, summed over CPUs.

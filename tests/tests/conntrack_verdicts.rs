@@ -18,7 +18,7 @@ use sg_tests::{
     verdict::{Row, run_sequence},
 };
 use sg_userspace::{
-    loader::{CtSizes, PrivateInstance},
+    loader::{PrivateInstance, Sizes},
     maps::{CtTable, FlowItem, ct_now_ns},
     rules::compile,
 };
@@ -474,7 +474,8 @@ fn full_table_drops_new_flows_and_keeps_established_ones() {
         return;
     }
     let cfg = IfaceConfig { flags: CONFIG_RECORD_PARSE, ..IfaceConfig::default() };
-    let mut inst = PrivateInstance::load_sized(&cfg, CtSizes { established: 4, new: 8 }).unwrap();
+    let mut inst =
+        PrivateInstance::load_sized(&cfg, Sizes { established: 4, new: 8, ..Sizes::default() }).unwrap();
     apply(&mut inst, &ruleset(RULES), "eth0", 1);
     // Four UDP streams fill the established table.
     for p in 0..4u16 {
@@ -542,7 +543,9 @@ fn lru_eviction_under_a_flood_is_measured() {
     }
     let cfg = IfaceConfig { flags: CONFIG_RECORD_PARSE, ..IfaceConfig::default() };
     let cpus = aya::util::nr_cpus().unwrap() as u32;
-    let mut inst = PrivateInstance::load_sized(&cfg, CtSizes { established: 1024, new: 256 * cpus }).unwrap();
+    let mut inst =
+        PrivateInstance::load_sized(&cfg, Sizes { established: 1024, new: 256 * cpus, ..Sizes::default() })
+            .unwrap();
     let open = ruleset(&RULES.replace("\"tcp\", ports = \"443\"", "\"all\""));
     apply(&mut inst, &open, "eth0", 1);
     let hot: Vec<u16> = (0..64).collect();

@@ -222,3 +222,47 @@ fn generation_flip_replaces_the_policy_whole() {
         );
     }
 }
+
+/// An instance attached with a small `--prefix-capacity` refuses a rule set whose prefix
+/// tables do not fit, before its generation flips: the rules applied before still decide.
+#[test]
+fn rules_beyond_the_prefix_capacity_are_refused_and_change_nothing() {
+    if !require_bpf("rules_beyond_the_prefix_capacity_are_refused_and_change_nothing") {
+        return;
+    }
+    let cfg = sg_common::IfaceConfig {
+        flags: sg_common::config::CONFIG_RECORD_PARSE,
+        ingress_posture: sg_common::Posture::Allow as u8,
+        egress_posture: sg_common::Posture::Allow as u8,
+        ..sg_common::IfaceConfig::default()
+    };
+    let sizes = sg_userspace::loader::Sizes { prefixes: 64, ..sg_userspace::loader::Sizes::default() };
+    let mut inst = sg_userspace::loader::PrivateInstance::load_sized(&cfg, sizes).unwrap();
+    let small = ruleset(
+        "[groups.g]\ningress = [{ proto = \"tcp\", ports = \"80\", from = \"192.0.2.0/24\" }]\n[interfaces.eth0]\ngroups = [\"g\"]\n",
+    );
+    apply(&mut inst, &small, "eth0", 1);
+    // 65 /64s that differ in the fifth byte: one node for that byte, a tip below each of its
+    // slots: 65 tips for 64.
+    let hosts: Vec<String> = (0..65u32).map(|i| format!("\"2001:db8:{i:02x}00:1::/64\"")).collect();
+    let big = ruleset(&format!(
+        "[groups.g]\ningress = [{{ proto = \"tcp\", ports = \"80\", from = [{}] }}]\n[interfaces.eth0]\ngroups = [\"g\"]\n",
+        hosts.join(", ")
+    ));
+    let plan = sg_userspace::rules::compile::compile_iface(&big, "eth0").unwrap();
+    let before = inst.maps().config().unwrap();
+    let err = inst.apply_plan(&plan, 2).unwrap_err().to_string();
+    assert!(
+        err.contains("65 prefix tips") && err.contains("hold 64") && err.contains("--prefix-capacity"),
+        "{err}"
+    );
+    assert_eq!(inst.maps().config().unwrap(), before, "no flip");
+    run_table(
+        &mut inst,
+        "kept",
+        &[
+            Row::allow("the rules applied before still allow", Ingress, tcp_in("192.0.2.9", 80), 0),
+            Row::deny("and still deny", Ingress, tcp_in("198.51.100.9", 80)),
+        ],
+    );
+}

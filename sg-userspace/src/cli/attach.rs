@@ -27,6 +27,11 @@ pub struct AttachArgs {
     /// Size of the LRU table of flows not answered yet (new attach only).
     #[arg(long, default_value_t = sg_common::maps::CT_NEW_MAX_ENTRIES)]
     pub ct_new_size: u32,
+    /// Capacity of the prefix tables per generation (new attach only): about the number of
+    /// distinct peer prefixes the interface's rules may name (tips and port sets; nodes get a
+    /// sixteenth). An apply that needs more is refused before anything changes.
+    #[arg(long, default_value_t = sg_common::policy::PREFIX_CAPACITY, value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
+    pub prefix_capacity: u32,
     /// Switch implicit allowances off (posture mode; in a rules file use `implicit = {...}`).
     /// `none` switches them all back on.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -93,7 +98,11 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
         tc: args.tc,
         ingress: args.ingress.map(Into::into),
         egress: args.egress.map(Into::into),
-        ct_sizes: loader::CtSizes { established: args.ct_size, new: args.ct_new_size },
+        sizes: loader::Sizes {
+            established: args.ct_size,
+            new: args.ct_new_size,
+            prefixes: args.prefix_capacity,
+        },
         no_implicit: args.no_implicit.as_deref().map(implicit_bits),
         monitor: args.monitor.map(|m| m == Switch::On),
     })?;

@@ -31,7 +31,7 @@ use sg_common::{
     maps::{PROG_EGRESS, PROG_INGRESS},
 };
 
-use super::load::{CtSizes, load_object_sized, tc_mut, xdp_mut};
+use super::load::{Sizes, load_object_sized, tc_mut, xdp_mut};
 use crate::{
     error::{Context as _, Error, Result},
     failpoint, generation, iface,
@@ -68,8 +68,8 @@ pub struct AttachRequest {
     pub ingress: Option<Posture>,
     /// `None`: keep the current posture (default for a new attach: egress allow).
     pub egress: Option<Posture>,
-    /// Conntrack table sizes for a new attach (an attached interface keeps its own).
-    pub ct_sizes: CtSizes,
+    /// Table sizes for a new attach (an attached interface keeps its own).
+    pub sizes: Sizes,
     /// `CONFIG_NO_IMPLICIT_*` bits to set (replacing the current ones); `None`: keep.
     pub no_implicit: Option<u32>,
     /// Monitor mode on or off (`CONFIG_MONITOR`); `None`: keep (new attach: off). Allowed in
@@ -86,7 +86,7 @@ impl AttachRequest {
             tc: TcRequest::Auto,
             ingress: None,
             egress: None,
-            ct_sizes: CtSizes::default(),
+            sizes: Sizes::default(),
             no_implicit: None,
             monitor: None,
         }
@@ -304,7 +304,7 @@ fn attach_new(
     let mut xdp = choose_xdp_mode(req.mode, driver.as_deref());
     let tc_kind = choose_tc_kind(req.tc);
 
-    let mut ebpf = load_object_sized(req.ct_sizes)?;
+    let mut ebpf = load_object_sized(req.sizes)?;
     pins::create_private_dir(dir)?;
     let mut rollback = Rollback { dir, armed: true };
     pin_objects(&mut ebpf, dir)?;

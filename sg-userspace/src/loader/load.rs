@@ -4,36 +4,45 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{SchedClassifier, Xdp},
 };
-use sg_common::maps::{self as reg, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, PROG_EGRESS, PROG_INGRESS};
+use sg_common::{
+    maps::{self as reg, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, PROG_EGRESS, PROG_INGRESS},
+    policy::{GENERATIONS, PREFIX_CAPACITY, nodes_for},
+};
 
 use super::EBPF_OBJECT;
 use crate::error::{Context as _, Error, Result};
 
-/// Sizes of the conntrack tables of an instance (fixed when the instance is loaded).
+/// The sizes of an instance's tables that can be chosen (fixed when the instance is loaded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CtSizes {
+pub struct Sizes {
     /// `SG_CT`: flows that saw both directions.
     pub established: u32,
     /// `SG_CT_NEW`: flows not answered yet (LRU).
     pub new: u32,
+    /// Prefix tables, per generation: tips and port sets (`SG_PFX_TIPS`, `SG_PORT_SETS`);
+    /// `SG_PFX_NODES` gets `policy::nodes_for` of it.
+    pub prefixes: u32,
 }
 
-impl Default for CtSizes {
+impl Default for Sizes {
     fn default() -> Self {
-        CtSizes { established: CT_MAX_ENTRIES, new: CT_NEW_MAX_ENTRIES }
+        Sizes { established: CT_MAX_ENTRIES, new: CT_NEW_MAX_ENTRIES, prefixes: PREFIX_CAPACITY }
     }
 }
 
-/// Loads the object and both programs, with the default conntrack sizes.
+/// Loads the object and both programs, with the default sizes.
 pub fn load_object() -> Result<Ebpf> {
-    load_object_sized(CtSizes::default())
+    load_object_sized(Sizes::default())
 }
 
-/// Loads the object with conntrack tables of the given sizes.
-pub fn load_object_sized(sizes: CtSizes) -> Result<Ebpf> {
+/// Loads the object with tables of the given sizes.
+pub fn load_object_sized(sizes: Sizes) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(reg::CT.name, sizes.established)
         .map_max_entries(reg::CT_NEW.name, sizes.new)
+        .map_max_entries(reg::PFX_NODES.name, GENERATIONS * nodes_for(sizes.prefixes))
+        .map_max_entries(reg::PFX_TIPS.name, GENERATIONS * sizes.prefixes)
+        .map_max_entries(reg::PORT_SETS.name, GENERATIONS * sizes.prefixes)
         .load(EBPF_OBJECT)
         .map_err(Box::new)?;
     xdp_mut(&mut ebpf)?.load().context(|| format!("loading {PROG_INGRESS}"))?;

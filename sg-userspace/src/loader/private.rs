@@ -16,7 +16,7 @@ use sg_common::{
     maps::{PROG_EGRESS, PROG_INGRESS},
 };
 
-use super::load::{CtSizes, load_object_sized, tc_mut, xdp_mut};
+use super::load::{Sizes, load_object_sized, tc_mut, xdp_mut};
 use crate::{
     error::{Context as _, Error, Result},
     generation,
@@ -33,11 +33,11 @@ pub struct PrivateInstance {
 impl PrivateInstance {
     /// Loads a fresh instance (its own maps) and writes `cfg` (marked valid).
     pub fn load(cfg: &IfaceConfig) -> Result<Self> {
-        Self::load_sized(cfg, CtSizes::default())
+        Self::load_sized(cfg, Sizes::default())
     }
 
     /// As [`Self::load`], with conntrack tables of the given sizes.
-    pub fn load_sized(cfg: &IfaceConfig, sizes: CtSizes) -> Result<Self> {
+    pub fn load_sized(cfg: &IfaceConfig, sizes: Sizes) -> Result<Self> {
         let mut ebpf = load_object_sized(sizes)?;
         let mut maps = InstanceMaps::take_from(&mut ebpf)?;
         maps.set_config(&IfaceConfig { flags: cfg.flags | CONFIG_VALID, ..*cfg })?;

@@ -56,8 +56,6 @@ pub enum CompileError {
         "{iface}: the compiled port sets need {n} segments, the datapath holds {max} (many prefixes nested under prefixes with many port ranges multiply)"
     )]
     TooManySegments { iface: String, n: usize, max: usize },
-    #[error("{iface}: the prefix tables need {n} {what}, the datapath holds {max} per generation")]
-    TableFull { iface: String, what: &'static str, n: usize, max: usize },
 }
 
 /// The flow-key range a rule allows (see `sg_common::policy::flow_key`).
@@ -136,8 +134,7 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
             max: SEGMENTS_PER_GEN as usize,
         });
     }
-    let tables = prefix_table::build(entries.iter().map(|e| (e.dir, e.net, e.set)))
-        .map_err(|f| CompileError::TableFull { iface: iface.into(), what: f.what, n: f.n, max: f.max })?;
+    let tables = prefix_table::build(entries.iter().map(|e| (e.dir, e.net, e.set)));
     let timeouts = rs.binding(iface).map_or(sg_common::conntrack::CtTimeouts::AWS_DEFAULTS, |b| b.timeouts);
     let no_implicit = rs.binding(iface).map_or(0, |b| b.no_implicit);
     let monitor = rs.binding(iface).and_then(|b| b.monitor);

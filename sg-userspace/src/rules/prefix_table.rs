@@ -7,15 +7,17 @@
 //! that a longer prefix overwrites). The longer prefixes under one root slot form a *region*,
 //! built recursively with the slot's value as the default:
 //!
-//! - one prefix alone: a **tip** (is the address inside it? its port set : the default);
-//! - several: a **node** at the deepest whole byte that all of them share and that none of
+//! - up to `CHAIN_MAX` (3) prefixes: a chain of **tips** (is the address inside the first?
+//!   then the chain of the prefixes within it, or its port set; else the next tip, and at the
+//!   end the default);
+//! - more: a **node** at the deepest whole byte that all of them share and that none of
 //!   them ends before (path compression: bytes they all share cost no level). The node checks
 //!   that prefix (else the default), and its 256 slots, one per value of the next byte, hold
 //!   the prefixes that end within that byte (painted shorter first) and, below them, the
 //!   regions of the longer ones.
 //!
-//! Every node consumes at least one byte, so a lookup takes at most 2 nodes and a tip below
-//! an IPv4 root and 14 nodes and a tip below an IPv6 one (`MAX_WALK`). [`PrefixTables::lookup`]
+//! Every node consumes at least one byte, so a lookup takes at most 2 nodes and 3 tips below
+//! an IPv4 root and 14 nodes and 3 tips below an IPv6 one (`MAX_WALK`). [`PrefixTables::lookup`]
 //! is the datapath's walk, step for step; the tests hold it equal to a plain longest-prefix
 //! match.
 
@@ -25,9 +27,9 @@ use ipnet::IpNet;
 use sg_common::{
     conntrack::addr_words,
     policy::{
-        MAX_WALK, NODE_SLOTS, NODES_PER_GEN, PORT_SETS_PER_GEN, PortSetRef, PrefixNode, PrefixRoot,
-        PrefixTip, ROOT_BITS, ROOT_SLOTS, SLOT_KIND, SLOT_NODE, SLOT_NONE, SLOT_SET, SLOT_TIP, Slot,
-        TIPS_PER_GEN, addr_byte, root_slot,
+        CHAIN_MAX, MAX_WALK, NODE_SLOTS, PortSetRef, PrefixNode, PrefixRoot, PrefixTip, ROOT_BITS,
+        ROOT_SLOTS, SLOT_KIND, SLOT_NODE, SLOT_NONE, SLOT_SET, SLOT_TIP, Slot, addr_byte, nodes_for,
+        root_slot,
     },
 };
 
@@ -129,10 +131,8 @@ impl Builder {
     /// The slot of a region: `prefs` (at least one, all inside the region and longer than
     /// it), `default` for the rest of it.
     fn region(&mut self, default: Slot, mut prefs: Vec<Pfx>) -> Slot {
-        if let [p] = prefs[..] {
-            let (mask, key) = mask_key(p.bits, p.len);
-            self.tips.push(PrefixTip { mask, key, inside: p.slot, outside: default });
-            return SLOT_TIP | (self.tips.len() - 1) as u32;
+        if prefs.len() <= CHAIN_MAX as usize {
+            return self.chain(default, prefs);
         }
         let first = prefs[0].bits;
         let common = prefs.iter().map(|p| (p.bits ^ first).leading_zeros()).min().unwrap_or(128);
@@ -152,11 +152,33 @@ impl Builder {
         self.nodes.push(PrefixNode { mask, key, miss: default, byte: depth / 8, slots });
         SLOT_NODE | (self.nodes.len() - 1) as u32
     }
+
+    /// A chain of tips for a few prefixes: the outer ones (inside no other) one after the
+    /// other, each tip's inside the chain of the prefixes within it. A lookup visits at most
+    /// one tip per prefix.
+    fn chain(&mut self, default: Slot, mut prefs: Vec<Pfx>) -> Slot {
+        prefs.sort_by_key(|p| p.len);
+        let mut outer: Vec<(Pfx, Vec<Pfx>)> = Vec::new();
+        for p in prefs {
+            match outer.iter_mut().find(|(o, _)| (p.bits & prefix_mask(o.len)) == o.bits) {
+                Some((_, inner)) => inner.push(p),
+                None => outer.push((p, Vec::new())),
+            }
+        }
+        let mut next = default;
+        for (o, inner) in outer.into_iter().rev() {
+            let inside = if inner.is_empty() { o.slot } else { self.chain(o.slot, inner) };
+            let (mask, key) = mask_key(o.bits, o.len);
+            self.tips.push(PrefixTip { mask, key, inside, outside: next });
+            next = SLOT_TIP | (self.tips.len() - 1) as u32;
+        }
+        next
+    }
 }
 
 /// Builds the tables of `entries` (one per (direction, network): the compiler's trie entries,
-/// each naming its port set).
-pub fn build(entries: impl IntoIterator<Item = (Dir, IpNet, PortSetRef)>) -> Result<PrefixTables, TableFull> {
+/// each naming its port set). Whether they fit an instance is [`PrefixTables::check`]'s.
+pub fn build(entries: impl IntoIterator<Item = (Dir, IpNet, PortSetRef)>) -> PrefixTables {
     let mut sets: Vec<PortSetRef> = Vec::new();
     let mut interned: HashMap<PortSetRef, Slot> = HashMap::new();
     let mut by_table: [Vec<Pfx>; 4] = Default::default();
@@ -177,19 +199,39 @@ pub fn build(entries: impl IntoIterator<Item = (Dir, IpNet, PortSetRef)>) -> Res
         prefs.sort_by_key(|p| (p.bits, p.len));
         roots.push(b.root(prefs));
     }
-    for (what, n, max) in [
-        ("prefix nodes", b.nodes.len(), NODES_PER_GEN),
-        ("prefix tips", b.tips.len(), TIPS_PER_GEN),
-        ("distinct port sets", sets.len(), PORT_SETS_PER_GEN),
-    ] {
-        if n > max as usize {
-            return Err(TableFull { what, n, max: max as usize });
-        }
+    PrefixTables { roots, nodes: b.nodes, tips: b.tips, sets }
+}
+
+/// What an instance's prefix maps hold per generation (`sgctl attach --prefix-capacity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub nodes: usize,
+    pub tips: usize,
+    pub sets: usize,
+}
+
+impl Capacity {
+    /// For a prefix capacity (tips and port sets; nodes: `policy::nodes_for`).
+    pub const fn of(prefixes: u32) -> Self {
+        Capacity { nodes: nodes_for(prefixes) as usize, tips: prefixes as usize, sets: prefixes as usize }
     }
-    Ok(PrefixTables { roots, nodes: b.nodes, tips: b.tips, sets })
 }
 
 impl PrefixTables {
+    /// Do the tables fit `cap`? The first map that is too small otherwise.
+    pub fn check(&self, cap: Capacity) -> Result<(), TableFull> {
+        for (what, n, max) in [
+            ("prefix nodes", self.nodes.len(), cap.nodes),
+            ("prefix tips", self.tips.len(), cap.tips),
+            ("distinct port sets", self.sets.len(), cap.sets),
+        ] {
+            if n > max {
+                return Err(TableFull { what, n, max });
+            }
+        }
+        Ok(())
+    }
+
     /// The port set of the longest prefix of (`dir`, family of `peer`) covering `peer`, by
     /// the datapath's walk (`sg-ebpf/src/policy.rs`). `Err` where the datapath would answer
     /// `internal_error` (a table this module did not build).
@@ -297,7 +339,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(17);
         for round in 0..60 {
             let entries = random_entries(&mut rng, [1, 2, 5, 40, 300][round % 5]);
-            let t = build(entries.iter().copied()).unwrap();
+            let t = build(entries.iter().copied());
             for _ in 0..3000 {
                 let (_, net, _) = entries[rng.random_range(0..entries.len())];
                 let peer = near(&mut rng, &net);
@@ -313,16 +355,19 @@ mod tests {
     }
 
     #[test]
-    fn isolated_prefixes_are_tips_and_nested_ones_nodes() {
+    fn few_prefixes_are_tip_chains_and_more_a_node() {
         let e = |net: &str| (Dir::Ingress, net.parse::<IpNet>().unwrap(), set(1));
-        let t = build([e("192.0.2.0/24"), e("2001:db8::/32")]).unwrap();
+        let t = build([e("192.0.2.0/24"), e("2001:db8::/32")]);
         assert_eq!((t.nodes.len(), t.tips.len()), (0, 2));
-        // Two prefixes under one /16: one node at the third byte, then a tip for the /32.
-        let t = build([e("198.51.100.0/24"), e("198.51.100.7/32")]).unwrap();
+        // Three prefixes under one /16 (one nested): three tips.
+        let t = build([e("198.51.100.0/24"), e("198.51.100.7/32"), e("198.51.99.0/24")]);
+        assert_eq!((t.nodes.len(), t.tips.len()), (0, 3));
+        // Four: a node at the third byte, the nested /32 a tip below it.
+        let t = build([e("198.51.100.0/24"), e("198.51.100.7/32"), e("198.51.99.0/24"), e("198.51.1.0/24")]);
         assert_eq!((t.nodes.len(), t.tips.len()), (1, 1));
         assert_eq!(t.nodes[0].byte, 2);
         // Short prefixes paint the root; /0 everything.
-        let t = build([e("0.0.0.0/0"), e("203.0.0.0/8")]).unwrap();
+        let t = build([e("0.0.0.0/0"), e("203.0.0.0/8")]);
         assert_eq!((t.nodes.len(), t.tips.len()), (0, 0));
         assert_eq!(t.lookup(Dir::Ingress, "203.0.113.9".parse().unwrap()), Ok(Some(set(1))));
         assert_eq!(t.lookup(Dir::Egress, "203.0.113.9".parse().unwrap()), Ok(None));
@@ -336,16 +381,16 @@ mod tests {
         let entries: Vec<_> = (0..=128u8)
             .map(|l| (Dir::Ingress, IpNet::V6(ipnet::Ipv6Net::new(a, l).unwrap()).trunc(), set(u32::from(l))))
             .collect();
-        let t = build(entries.iter().copied()).unwrap();
+        let t = build(entries.iter().copied());
         assert_eq!(t.lookup(Dir::Ingress, IpAddr::V6(a)), Ok(Some(set(128))));
         let other: Ipv6Addr = "2001:db8:1:2:3:4:5:7".parse().unwrap();
         assert_eq!(t.lookup(Dir::Ingress, IpAddr::V6(other)), Ok(Some(set(127))));
     }
 
     #[test]
-    fn full_tables_are_refused() {
+    fn tables_larger_than_the_capacity_are_refused() {
         // Isolated /32s, one per /16: one tip each.
-        let entries: Vec<_> = (0..=TIPS_PER_GEN)
+        let entries: Vec<_> = (0..100u32)
             .map(|i| {
                 (
                     Dir::Ingress,
@@ -354,10 +399,13 @@ mod tests {
                 )
             })
             .collect();
-        let err = build(entries).unwrap_err();
+        let t = build(entries);
+        assert_eq!(t.check(Capacity { nodes: 0, tips: 100, sets: 1 }), Ok(()));
+        let err = t.check(Capacity { nodes: 0, tips: 99, sets: 1 }).unwrap_err();
+        assert_eq!((err.what, err.n, err.max), ("prefix tips", 100, 99));
         assert_eq!(
-            (err.what, err.n, err.max),
-            ("prefix tips", TIPS_PER_GEN as usize + 1, TIPS_PER_GEN as usize)
+            Capacity::of(sg_common::policy::PREFIX_CAPACITY),
+            Capacity { nodes: 2048, tips: 32_768, sets: 32_768 }
         );
     }
 }
