@@ -50,6 +50,8 @@ pub struct Opts {
     pub rounds: usize,
     /// Rule counts of the per-packet and memory sections.
     pub rule_counts: Vec<usize>,
+    /// Distinct prefixes of the per-packet section's large prefix sets.
+    pub prefix_counts: Vec<usize>,
     /// Length of one traffic run.
     pub run: Duration,
     /// Repetitions of each traffic and iperf3 run (medians are reported).
@@ -67,6 +69,7 @@ impl Opts {
             fresh: 20_000,
             rounds: 15,
             rule_counts: vec![1, 100, 1_000, 10_000],
+            prefix_counts: vec![100_000],
             run: Duration::from_secs(5),
             reps: 3,
             applies: 10,
@@ -82,6 +85,7 @@ impl Opts {
             fresh: 500,
             rounds: 3,
             rule_counts: vec![1, 100, 1_000, 10_000],
+            prefix_counts: vec![100_000],
             run: Duration::from_millis(500),
             reps: 1,
             applies: 2,

@@ -137,6 +137,36 @@ pub fn rules_toml_for(iface: &str, n: usize, seed: u64) -> String {
     s
 }
 
+/// A TOML rules file whose ingress rules name `n` distinct peer prefixes (mixed lengths, v4
+/// and v6 as in [`rules_toml`]): 10 rules, each naming a prefix list of `n / 10` entries (a
+/// list reference is one rule for the quotas), after the allowed rule 0 of [`rules_toml`];
+/// bound to [`IFACE`]. Egress allows everything.
+pub fn prefixes_toml(n: usize, seed: u64) -> String {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut seen = std::collections::HashSet::new();
+    let mut s = format!(
+        "[groups.g0]\ningress = [\n  {{ proto = \"udp\", ports = \"{ALLOWED_PORT}\", from = [\"{}\", \"{}\"] }},\n",
+        Ipv4Net::new(ALLOWED_V4, 24).expect("/24").trunc(),
+        Ipv6Net::new(ALLOWED_V6, 48).expect("/48").trunc()
+    );
+    let mut lists = String::new();
+    for r in 0..10 {
+        let mut nets = Vec::with_capacity(n / 10);
+        while nets.len() < n / 10 {
+            let net = peer(&mut rng);
+            if seen.insert(net) {
+                nets.push(format!("\"{net}\""));
+            }
+        }
+        let _ = writeln!(s, "  {{ proto = \"tcp\", ports = \"{}\", from_prefix_list = \"pl{r}\" }},", 1000 + r);
+        let _ = writeln!(lists, "[prefix_lists.pl{r}]\nentries = [{}]\n", nets.join(", "));
+    }
+    let _ = writeln!(s, "]\negress = [ {{ proto = \"all\", to = [\"0.0.0.0/0\", \"::/0\"] }} ]\n");
+    s.push_str(&lists);
+    let _ = writeln!(s, "[interfaces.{IFACE}]\ngroups = [\"g0\"]");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +182,13 @@ mod tests {
                 rules.iter().map(|r| (r.group.clone(), r.rule.index, r.dir.as_str().to_string())).collect();
             assert_eq!(lines.len(), n + 1, "n={n}");
         }
+    }
+
+    #[test]
+    fn prefix_sets_hold_n_distinct_prefixes() {
+        let rs = crate::policy::ruleset(&prefixes_toml(1000, 3));
+        let plan = sg_userspace::rules::compile::compile_iface(&rs, IFACE).unwrap();
+        // The allowed rule's two prefixes, 1,000 generated ones, the egress allow-all's two.
+        assert_eq!(plan.entries.len(), 1004);
     }
 }

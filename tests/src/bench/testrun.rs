@@ -14,7 +14,8 @@
 //!   pays for starting the kernel's timer, so the same method is applied to bare XDP_PASS
 //!   (`pass_single`) as this case's baseline.
 //!
-//! Subjects: sgctl's ingress program with generated rule sets ([`rulegen`]), the bare XDP_PASS
+//! Subjects: sgctl's ingress program with generated rule sets ([`rulegen`]: `rule_counts`
+//! rules, and rule sets naming `prefix_counts` distinct prefixes, label `<n>p`), the bare XDP_PASS
 //! and XDP_DROP programs of the bench object, and xdp-filter's program (loaded by xdp-filter
 //! with policy deny and the allowed sources as its rules, run with `bpftool prog run` on the
 //! same frames). Plus sgctl stage by stage, to show where a denied packet's time goes.
@@ -34,9 +35,9 @@ use aya::{
     maps::ProgramArray,
     programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
 };
-use sg_common::{Direction, IfaceConfig, Posture, flowlog::FlowLogConfig};
+use sg_common::{Direction, IfaceConfig, Posture, flowlog::FlowLogConfig, policy::PREFIX_CAPACITY};
 use sg_userspace::{
-    loader::{BENCH_OBJECT, PrivateInstance},
+    loader::{BENCH_OBJECT, PrivateInstance, Sizes},
     rules::compile,
 };
 
@@ -174,6 +175,31 @@ fn with_rules(n: usize) -> Result<PrivateInstance> {
     Ok(inst)
 }
 
+/// An instance whose rules name `n` distinct prefixes (`rulegen::prefixes_toml`), attached
+/// with a prefix capacity that holds them.
+fn with_prefixes(n: usize) -> Result<PrivateInstance> {
+    let rs = crate::policy::ruleset(&rulegen::prefixes_toml(n, 7 + n as u64));
+    let plan =
+        compile::compile_iface(&rs, rulegen::IFACE).with_context(|| format!("compile {n} prefixes"))?;
+    let sizes =
+        Sizes { prefixes: (n as u32 * 2).next_power_of_two().max(PREFIX_CAPACITY), ..Sizes::default() };
+    let mut inst = PrivateInstance::load_sized(
+        &IfaceConfig {
+            ingress_posture: Posture::Deny as u8,
+            egress_posture: Posture::Allow as u8,
+            ..IfaceConfig::default()
+        },
+        sizes,
+    )?;
+    inst.apply_plan(&plan, 1)?;
+    Ok(inst)
+}
+
+/// The rules label of a [`with_prefixes`] instance.
+pub fn prefixes_label(n: usize) -> String {
+    format!("{n}p")
+}
+
 /// Everything measured, and what it needs alive.
 struct Subjects {
     bare: Bare,
@@ -307,6 +333,23 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
             list.push(measure("sgctl", n.to_string(), "established", v6, Kind::Established { inst: i, v6 }));
             list.push(measure("sgctl", n.to_string(), "new", v6, Kind::New { inst: i, v6 }));
             list.push(measure("sgctl", n.to_string(), "new_single", v6, Kind::NewSingle { inst: i, v6 }));
+        }
+    }
+    for n in b.opts.prefix_counts.clone() {
+        b.progress("testrun", &format!("compiling and applying {n} prefixes"));
+        insts.push(with_prefixes(n)?);
+        let i = insts.len() - 1;
+        for v6 in [false, true] {
+            let label = prefixes_label(n);
+            list.push(measure(
+                "sgctl",
+                label.clone(),
+                "deny",
+                v6,
+                Kind::Sgctl { inst: i, frame: frame(v6, false, SPORT), want: XDP_DROP },
+            ));
+            list.push(measure("sgctl", label.clone(), "established", v6, Kind::Established { inst: i, v6 }));
+            list.push(measure("sgctl", label, "new", v6, Kind::New { inst: i, v6 }));
         }
     }
     Ok(Subjects { bare: Bare::load()?, _filter: filter, insts, list, next_sport: 1024 })
