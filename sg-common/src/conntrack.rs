@@ -281,10 +281,18 @@ pub fn ct_key(
 pub const SEEN_BITS: u32 = 20;
 /// Slots (bytes) per bank: 1 MiB.
 pub const SEEN_SLOTS: u32 = 1 << SEEN_BITS;
-/// `u64` words per bank (the map's element type).
-pub const SEEN_WORDS: u32 = SEEN_SLOTS / 8;
 /// Banks: the datapath marks both and checks either; `conntrack gc` rebuilds one at a time.
 pub const SEEN_BANKS: u32 = 2;
+/// `u64` words of the map (its element type): both banks.
+pub const SEEN_WORDS: u32 = SEEN_BANKS * SEEN_SLOTS / 8;
+
+/// The byte offset in `SG_CT_SEEN` of `slot` in `bank`. The banks interleave: a slot's two
+/// bytes are neighbours, so a packet's check reads one cache line, not two (a new flow's
+/// check is a cache miss: one instead of two).
+#[inline(always)]
+pub const fn seen_offset(bank: u32, slot: u32) -> u32 {
+    (slot & (SEEN_SLOTS - 1)) * SEEN_BANKS + (bank & 1)
+}
 
 /// Presence-filter slot of a flow from its two endpoints (address as two native-endian
 /// words, port). Symmetric in the endpoints, so either direction's packet finds the flow's

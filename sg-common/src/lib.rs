@@ -16,6 +16,7 @@ pub mod maps;
 pub mod packet;
 pub mod policy;
 pub mod reason;
+pub mod stage;
 
 pub use config::{IfaceConfig, Posture};
 pub use counters::Counter;

@@ -17,7 +17,7 @@ use core::mem::size_of;
 use crate::{
     IfaceConfig, PacketSummary,
     clock::ClockCache,
-    conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_WORDS},
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_WORDS},
     counters::Counter,
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
     policy::{
@@ -270,14 +270,13 @@ pub const CT_NEW: MapSpec =
               never an established flow",
         );
 
-pub const CT_SEEN: MapSpec =
-    MapSpec::indexed::<u64>("SG_CT_SEEN", MapKind::Array, "u64", SEEN_BANKS * SEEN_WORDS)
-        .flags(F_MMAPABLE)
-        .note("2 banks x 131,072 words, 2 MiB")
-        .purpose(
-            "presence filter of SG_CT and SG_CT_NEW: one byte per slot and bank; a packet whose slot is \
+pub const CT_SEEN: MapSpec = MapSpec::indexed::<u64>("SG_CT_SEEN", MapKind::Array, "u64", SEEN_WORDS)
+    .flags(F_MMAPABLE)
+    .note("2 MiB: 1,048,576 slots x 2 banks, a slot's two bytes side by side")
+    .purpose(
+        "presence filter of SG_CT and SG_CT_NEW: one byte per slot and bank; a packet whose slot is \
               clear in both banks skips both lookups (rebuilt by conntrack gc)",
-        );
+    );
 
 pub const FRAGS: MapSpec = MapSpec::keyed::<FragKey, FragEntry>(
     "SG_FRAGS",

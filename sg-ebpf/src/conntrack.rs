@@ -16,12 +16,13 @@ use sg_common::{
     config::CONFIG_FLOW_LOG,
     conntrack::{
         CT_F_SEEN_REPLY, CT_NEW, CT_STREAM, CT_TCP_CLOSED, CT_TCP_CLOSING, CT_TCP_SYN_SENT, CtEntry, CtKey,
-        FRAG_LIFETIME_NS, FragEntry, FragKey, SEEN_WORDS, TCP_ACK, TCP_SYN, addr_words, ct_key,
-        is_established, seen_slot, tcp_next,
+        FRAG_LIFETIME_NS, FragEntry, FragKey, TCP_ACK, TCP_SYN, addr_words, ct_key, is_established,
+        seen_offset, seen_slot, tcp_next,
     },
     flowlog::{END_EXPIRED, END_REUSED, END_REVOKED},
     packet::{FAMILY_IPV4, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_ICMP_ERROR},
     policy::slot_rule,
+    stage::{STAGE_CT_FOUND, STAGE_CT_KEYED, STAGE_NEW_KEYED},
 };
 
 use aya_ebpf::maps::{HashMap, LruHashMap};
@@ -29,7 +30,7 @@ use aya_ebpf::maps::{HashMap, LruHashMap};
 use crate::{
     clock::now_ns,
     maps::{SG_CT, SG_CT_NEW, SG_CT_SEEN, SG_FRAGS},
-    parse,
+    parse, stage,
     verdict::Verdict,
 };
 
@@ -129,8 +130,9 @@ fn slot_of(pkt: &PacketSummary, sport: u16, dport: u16) -> u32 {
 /// The byte of `slot` in `bank` of `SG_CT_SEEN`.
 #[inline(always)]
 fn seen_byte(bank: u32, slot: u32) -> Option<*mut u8> {
-    let word = SG_CT_SEEN.get_ptr_mut(bank * SEEN_WORDS + ((slot >> 3) & (SEEN_WORDS - 1)))?;
-    Some(word.cast::<u8>().wrapping_add((slot & 7) as usize))
+    let off = seen_offset(bank, slot);
+    let word = SG_CT_SEEN.get_ptr_mut(off >> 3)?;
+    Some(word.cast::<u8>().wrapping_add((off & 7) as usize))
 }
 
 /// Might a tracked flow have this slot? False only when both banks say no. A failed lookup of
@@ -196,6 +198,9 @@ pub fn track(
         return Ok(None);
     }
     let (key, src_lo) = ct_key(pkt.family, pkt.proto, &pkt.src, sport, &pkt.dst, dport);
+    if stage::stop_at(STAGE_CT_KEYED) {
+        return Ok(Some(Verdict::of(Reason::CtEstablished)));
+    }
     let flow = Flow { key: &key, src_lo, slot };
     if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &flow, bytes, recheck)? {
         return Ok(v);
@@ -228,6 +233,9 @@ fn track_in(
 ) -> Result<Lookup, Reason> {
     let Flow { key, src_lo, slot } = *flow;
     let Some(e) = map.entry(key) else { return Ok(Lookup::Absent) };
+    if established && stage::stop_at(STAGE_CT_FOUND) {
+        return Ok(Lookup::Done(Some(Verdict::of(Reason::CtEstablished))));
+    }
     // The clock only once a flow is found (see `clock`).
     let now = now_ns();
     // SAFETY: valid map value pointer for this program run; concurrent updates of counters
@@ -353,6 +361,9 @@ pub fn create(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, v: Verdict
         return v;
     }
     let Some((key, src_lo, slot)) = key_of(pkt) else { return v };
+    if stage::stop_at(STAGE_NEW_KEYED) {
+        return v;
+    }
     let now = now_ns();
     let entry = CtEntry {
         created_ns: now,

@@ -16,6 +16,7 @@ mod maps;
 mod parse;
 mod pipeline;
 mod policy;
+mod stage;
 mod verdict;
 
 use aya_ebpf::{

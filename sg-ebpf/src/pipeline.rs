@@ -26,12 +26,13 @@ use sg_common::{
         PKT_LATER_FRAGMENT,
     },
     policy::NO_RULE,
+    stage::{STAGE_PARSED, STAGE_POLICY},
 };
 
 use crate::{
     conntrack,
     parse::{self, Packet},
-    policy,
+    policy, stage,
     verdict::Verdict,
 };
 
@@ -61,6 +62,7 @@ fn run(pkt: &impl Packet, dir: Direction, bytes: u64) -> Verdict {
         Err(r) => return Verdict::of(r),
     };
     let v = match parse::parse_packet(pkt) {
+        Ok(Some(_)) if stage::stop_at(STAGE_PARSED) => Verdict::of(Reason::PostureAllow),
         Ok(Some(p)) => decide(cfg, dir, p, bytes).unwrap_or_else(Verdict::of),
         Ok(None) => Verdict::of(Reason::PassNonIp),
         Err(r) => Verdict::of(r),
@@ -115,6 +117,9 @@ fn decide_whole(
         _ => return Err(Reason::NoConfig),
     };
     if v.reason.action() == Action::Pass {
+        if stage::stop_at(STAGE_POLICY) {
+            return Ok(v);
+        }
         return Ok(conntrack::create(cfg, dir, pkt, v, bytes));
     }
     if conntrack::tcp_not_syn(pkt) {

@@ -11,7 +11,7 @@ use aya::{
 use sg_common::{
     Counter, Direction, IfaceConfig, PacketSummary, Reason,
     clock::ClockCache,
-    conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_SLOTS, key_seen_slot},
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_WORDS, key_seen_slot, seen_offset},
     flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey},
     maps::{self as reg, F_MMAPABLE, F_NO_COMMON_LRU, F_NO_PREALLOC, MapKind, MapSpec, Owner},
     policy::{
@@ -79,7 +79,7 @@ unsafe impl Sync for SeenMap {}
 impl SeenMap {
     fn new(data: MapData) -> Result<Self> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
-        let len = (SEEN_BANKS * SEEN_SLOTS) as usize;
+        let len = SEEN_WORDS as usize * 8;
         let fd = data.fd().as_fd().as_raw_fd();
         // SAFETY: mapping a BPF_F_MMAPABLE array of exactly `len` bytes, shared, at offset 0.
         let p = unsafe {
@@ -99,7 +99,7 @@ impl SeenMap {
     }
 
     fn byte(&self, bank: u32, slot: u32) -> *mut u8 {
-        let off = (bank * SEEN_SLOTS + (slot % SEEN_SLOTS)) as usize;
+        let off = seen_offset(bank, slot) as usize;
         assert!(off < self.len);
         // SAFETY: in bounds (asserted).
         unsafe { self.ptr.as_ptr().add(off) }
@@ -115,25 +115,44 @@ impl SeenMap {
         unsafe { std::ptr::read_volatile(self.byte(bank, slot)) != 0 }
     }
 
+    /// The map as words (page-aligned mapping of `SEEN_WORDS` words).
+    fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        #[allow(clippy::cast_ptr_alignment, reason = "the mapping is page aligned")]
+        let p = self.ptr.as_ptr().cast::<std::sync::atomic::AtomicU64>();
+        // SAFETY: the mapping holds exactly `SEEN_WORDS` aligned words for the map's life; the
+        // datapath writes single bytes of them, which atomic word operations do not tear.
+        unsafe { std::slice::from_raw_parts(p, self.len / 8) }
+    }
+
+    /// The bits of a word that hold `bank`'s bytes (the banks interleave byte by byte).
+    fn bank_mask(bank: u32) -> u64 {
+        let mut bytes = [0u8; 8];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            if i as u32 % SEEN_BANKS == bank {
+                *b = 0xff;
+            }
+        }
+        u64::from_ne_bytes(bytes)
+    }
+
     fn zero_bank(&self, bank: u32) {
-        // SAFETY: the bank's bytes lie inside the mapping. The datapath may mark bytes of this
-        // bank meanwhile; losing those marks is what the rebuild protocol repairs.
-        unsafe { std::ptr::write_bytes(self.byte(bank, 0), 0, SEEN_SLOTS as usize) };
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        // One atomic AND per word: the other bank's bytes, which the datapath may be setting
+        // meanwhile, stay as they are. Marks of this bank set meanwhile may be lost; that is
+        // what the rebuild protocol repairs.
+        let keep = !Self::bank_mask(bank);
+        for w in self.words() {
+            w.fetch_and(keep, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Slots set in `bank` (a word at a time).
     fn filled(&self, bank: u32) -> u32 {
-        #[allow(
-            clippy::cast_ptr_alignment,
-            reason = "a bank starts at a multiple of 8 bytes of a page-aligned mapping"
-        )]
-        let words = self.byte(bank, 0).cast::<u64>();
-        (0..(SEEN_SLOTS / 8) as usize)
-            .map(|i| {
-                // SAFETY: inside the bank, and 8-byte aligned (the mapping is page aligned).
-                let w = unsafe { std::ptr::read_volatile(words.add(i)) };
-                w.to_ne_bytes().iter().filter(|b| **b != 0).count() as u32
+        let mask = Self::bank_mask(bank);
+        self.words()
+            .iter()
+            .map(|w| {
+                let v = w.load(std::sync::atomic::Ordering::Relaxed) & mask;
+                v.to_ne_bytes().iter().filter(|b| **b != 0).count() as u32
             })
             .sum()
     }

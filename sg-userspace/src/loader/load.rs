@@ -7,6 +7,7 @@ use aya::{
 use sg_common::{
     maps::{self as reg, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, PROG_EGRESS, PROG_INGRESS},
     policy::{GENERATIONS, PREFIX_CAPACITY, nodes_for},
+    stage::{STAGE_FULL, STAGE_STOP_GLOBAL},
 };
 
 use super::EBPF_OBJECT;
@@ -37,7 +38,14 @@ pub fn load_object() -> Result<Ebpf> {
 
 /// Loads the object with tables of the given sizes.
 pub fn load_object_sized(sizes: Sizes) -> Result<Ebpf> {
+    load_object_staged(sizes, STAGE_FULL)
+}
+
+/// Loads the object with tables of the given sizes and a benchmark stage stop
+/// (`sg_common::stage`; `STAGE_FULL` for every instance sgctl attaches).
+pub fn load_object_staged(sizes: Sizes, stop: u32) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
+        .override_global(STAGE_STOP_GLOBAL, &stop, true)
         .map_max_entries(reg::CT.name, sizes.established)
         .map_max_entries(reg::CT_NEW.name, sizes.new)
         .map_max_entries(reg::PFX_NODES.name, GENERATIONS * nodes_for(sizes.prefixes))

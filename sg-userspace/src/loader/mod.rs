@@ -13,7 +13,7 @@ pub use attach::{
     open_pinned, pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name,
 };
 pub use detach::{DetachReport, detach};
-pub use load::{Sizes, load_object, load_object_sized};
+pub use load::{Sizes, load_object, load_object_sized, load_object_staged};
 pub use private::PrivateInstance;
 
 /// The eBPF object built by build.rs (aya-build) from `sg-ebpf`.

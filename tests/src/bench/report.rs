@@ -316,11 +316,44 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
     for (label, case) in [
         ("entry and exit only (no config: dropped at once)", "stage_no_config"),
         ("+ config and Ethernet (a non-IP frame, passed)", "stage_non_ip"),
-        ("+ IP/UDP parse, ICMP-related check, two conntrack misses (posture deny)", "stage_posture_deny"),
+        ("+ IP/UDP parse, ICMP-related check, presence filter (posture deny)", "stage_posture_deny"),
         ("+ prefix table and port-set search (1 rule, denied)", "stage_groups_deny"),
         ("the same with flow logs on (reject events rate-limited per source)", "stage_groups_deny_flow_log"),
     ] {
         let _ = writeln!(m, "| {label} | {} |", fmt(tr("sgctl", "-", case, "v4"), 1));
+    }
+    let _ = writeln!(
+        m,
+        "\nWhere the time of an established and of a new IPv4 packet goes (sgctl, 1 rule, cumulative; \
+         the stops are `sg_common::stage`, which attached instances do not carry):\n"
+    );
+    let _ = writeln!(m, "| established packet | ns/packet |\n|---|---:|");
+    let staged = |case: &str| fmt(tr("sgctl", "-", case, "v4"), 1);
+    for (label, v) in [
+        ("entry and exit only (no config)", staged("stage_no_config")),
+        ("+ config and Ethernet (a non-IP frame)", staged("stage_non_ip")),
+        ("+ IP/UDP parse", staged("est_parsed")),
+        ("+ ICMP-related check, presence filter, flow key", staged("est_keyed")),
+        ("+ conntrack lookup (a hit in SG_CT)", staged("est_found")),
+        (
+            "+ clock, entry update, verdict (the whole fast path)",
+            fmt(tr("sgctl", "1", "established", "v4"), 1),
+        ),
+    ] {
+        let _ = writeln!(m, "| {label} | {v} |");
+    }
+    let _ = writeln!(m, "\n| new flow (warm, behind `sg_bench_new_flow`) | ns/packet |\n|---|---:|");
+    for (label, v) in [
+        ("the wrapper and bare XDP_PASS", fmt(tr("xdp_pass", "-", "pass_chain", "v4"), 1)),
+        ("+ sgctl up to the IP/UDP parse", staged("new_parsed")),
+        ("+ ICMP-related check, presence filter (a miss), policy (allowed)", staged("new_policy")),
+        ("+ flow key", staged("new_keyed")),
+        (
+            "+ clock, LRU insert, presence marks, rule hit, verdict (the whole new-flow path)",
+            fmt(tr("sgctl", "1", "new", "v4"), 1),
+        ),
+    ] {
+        let _ = writeln!(m, "| {label} | {v} |");
     }
     let _ = writeln!(m, "\n| ratio (v4 / v6) | 1 rule | 10,000 rules |\n|---|---:|---:|");
     for (label, case, base_subj, base_case) in [

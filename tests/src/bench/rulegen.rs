@@ -158,7 +158,8 @@ pub fn prefixes_toml(n: usize, seed: u64) -> String {
                 nets.push(format!("\"{net}\""));
             }
         }
-        let _ = writeln!(s, "  {{ proto = \"tcp\", ports = \"{}\", from_prefix_list = \"pl{r}\" }},", 1000 + r);
+        let _ =
+            writeln!(s, "  {{ proto = \"tcp\", ports = \"{}\", from_prefix_list = \"pl{r}\" }},", 1000 + r);
         let _ = writeln!(lists, "[prefix_lists.pl{r}]\nentries = [{}]\n", nets.join(", "));
     }
     let _ = writeln!(s, "]\negress = [ {{ proto = \"all\", to = [\"0.0.0.0/0\", \"::/0\"] }} ]\n");

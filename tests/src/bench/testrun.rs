@@ -35,7 +35,12 @@ use aya::{
     maps::ProgramArray,
     programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
 };
-use sg_common::{Direction, IfaceConfig, Posture, flowlog::FlowLogConfig, policy::PREFIX_CAPACITY};
+use sg_common::{
+    Direction, IfaceConfig, Posture,
+    flowlog::FlowLogConfig,
+    policy::PREFIX_CAPACITY,
+    stage::{STAGE_CT_FOUND, STAGE_CT_KEYED, STAGE_FULL, STAGE_NEW_KEYED, STAGE_PARSED, STAGE_POLICY},
+};
 use sg_userspace::{
     loader::{BENCH_OBJECT, PrivateInstance, Sizes},
     rules::compile,
@@ -135,7 +140,8 @@ enum Kind {
     Established { inst: usize, v6: bool },
     /// sgctl new flows, warm: `sg_bench_new_flow` in front of the instance, repeated (every
     /// repetition a new source port).
-    New { inst: usize, v6: bool },
+    /// `staged`: the instance stops before the insert (a stage measurement: nothing tracked).
+    New { inst: usize, v6: bool, staged: bool },
     /// `sg_bench_new_flow` in front of the bare XDP_PASS (baseline of `New`).
     BareChain { v6: bool },
     /// sgctl new flows, each the first run of a BPF_PROG_TEST_RUN call: fresh tuples, one run
@@ -168,12 +174,35 @@ fn instance() -> Result<PrivateInstance> {
 }
 
 fn with_rules(n: usize) -> Result<PrivateInstance> {
+    with_rules_staged(n, STAGE_FULL)
+}
+
+/// As [`with_rules`], stopping at a stage (`sg_common::stage`).
+fn with_rules_staged(n: usize, stop: u32) -> Result<PrivateInstance> {
     let rs = crate::policy::ruleset(&rulegen::rules_toml(n, 42 + n as u64));
     let plan = compile::compile_iface(&rs, rulegen::IFACE).with_context(|| format!("compile {n} rules"))?;
-    let mut inst = instance()?;
+    let mut inst = PrivateInstance::load_staged(
+        &IfaceConfig {
+            ingress_posture: Posture::Deny as u8,
+            egress_posture: Posture::Allow as u8,
+            ..IfaceConfig::default()
+        },
+        Sizes::default(),
+        stop,
+    )?;
     inst.apply_plan(&plan, 1)?;
     Ok(inst)
 }
+
+/// The stages of the established and new paths (1 rule, IPv4): (case, stop, new flows?).
+pub const PATH_STAGES: [(&str, u32, bool); 6] = [
+    ("est_parsed", STAGE_PARSED, false),
+    ("est_keyed", STAGE_CT_KEYED, false),
+    ("est_found", STAGE_CT_FOUND, false),
+    ("new_parsed", STAGE_PARSED, true),
+    ("new_policy", STAGE_POLICY, true),
+    ("new_keyed", STAGE_NEW_KEYED, true),
+];
 
 /// An instance whose rules name `n` distinct prefixes (`rulegen::prefixes_toml`), attached
 /// with a prefix capacity that holds them.
@@ -297,6 +326,17 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
         false,
         Kind::Sgctl { inst: 1, frame: udp.clone(), want: XDP_DROP },
     ));
+    b.progress("testrun", "loading the stage-stop instances");
+    for (case, stop, new) in PATH_STAGES {
+        insts.push(with_rules_staged(1, stop)?);
+        let inst = insts.len() - 1;
+        let kind = if new {
+            Kind::New { inst, v6: false, staged: true }
+        } else {
+            Kind::Established { inst, v6: false }
+        };
+        list.push(measure("sgctl", "-", case, false, kind));
+    }
     for n in b.opts.rule_counts.clone() {
         b.progress("testrun", &format!("compiling and applying {n} rules"));
         insts.push(with_rules(n)?);
@@ -331,7 +371,7 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
                 Kind::Sgctl { inst: i, frame: frame(v6, false, SPORT), want: XDP_DROP },
             ));
             list.push(measure("sgctl", n.to_string(), "established", v6, Kind::Established { inst: i, v6 }));
-            list.push(measure("sgctl", n.to_string(), "new", v6, Kind::New { inst: i, v6 }));
+            list.push(measure("sgctl", n.to_string(), "new", v6, Kind::New { inst: i, v6, staged: false }));
             list.push(measure("sgctl", n.to_string(), "new_single", v6, Kind::NewSingle { inst: i, v6 }));
         }
     }
@@ -349,7 +389,7 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
                 Kind::Sgctl { inst: i, frame: frame(v6, false, SPORT), want: XDP_DROP },
             ));
             list.push(measure("sgctl", label.clone(), "established", v6, Kind::Established { inst: i, v6 }));
-            list.push(measure("sgctl", label, "new", v6, Kind::New { inst: i, v6 }));
+            list.push(measure("sgctl", label, "new", v6, Kind::New { inst: i, v6, staged: false }));
         }
     }
     Ok(Subjects { bare: Bare::load()?, _filter: filter, insts, list, next_sport: 1024 })
@@ -413,8 +453,8 @@ fn once(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
             let (ret, ns) = timed(inst, &frame(v6, true, SPORT), repeat)?;
             (ret, XDP_PASS, ns)
         }
-        Kind::New { inst, v6 } => {
-            let (i, v6) = (*inst, *v6);
+        Kind::New { inst, v6, staged } => {
+            let (i, v6, staged) = (*inst, *v6, *staged);
             let n = repeat.min(NEW_PER_CALL);
             let inst = &mut subj.insts[i];
             inst.maps_mut().ct_flush()?;
@@ -423,7 +463,7 @@ fn once(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
             let (ret, ns) = subj.bare.run("sg_bench_new_flow", &frame(v6, true, 1024), n)?;
             check(ret, XDP_PASS, &what)?;
             let tracked = subj.insts[i].maps().ct_entries()?.len();
-            if tracked < n as usize {
+            if !staged && tracked < n as usize {
                 bail!("{what}: {tracked} flows tracked after {n} runs with new source ports");
             }
             (ret, XDP_PASS, ns)
