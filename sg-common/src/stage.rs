@@ -1,8 +1,8 @@
 //! Benchmark stage stops: where the datapath returns early when its read-only global
-//! `SG_STAGE_STOP` (in `.rodata`) says so. Every instance sgctl loads keeps the default,
-//! [`STAGE_FULL`]; the verifier then knows each stop's test is false and removes it, so the
-//! programs sgctl attaches carry none of them. The benchmark loads private instances with a
-//! stop set, to measure the cost of a path up to each stage ("where the time goes").
+//! `SG_STAGE_STOP` says so. Only a second build of the datapath object has them (feature
+//! `stages` of sg-ebpf, `loader::STAGED_OBJECT`), which the benchmark loads into private
+//! instances to measure the cost of a path up to each stage ("where the time goes"); the
+//! object sgctl attaches is built without them.
 
 /// The global's name in the datapath object.
 pub const STAGE_STOP_GLOBAL: &str = "SG_STAGE_STOP";

@@ -122,17 +122,22 @@ fn bench(quick: bool, only: Option<&str>) -> Result<()> {
 
 fn clippy() -> Result<()> {
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
-    let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "clippy", "--package", "sg-ebpf"])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release"])
-        .args(["--target-dir", &target_dir().join("ebpf-clippy").to_string_lossy()])
-        .args(["--", "-D", "warnings"])
-        .current_dir(workspace_root());
-    // rustup's proxy environment from the stable cargo must not leak into the nightly one.
-    for key in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "CARGO", "RUSTUP_TOOLCHAIN"] {
-        cmd.env_remove(key);
+    // The datapath as attached, and as the benchmark's staged object (feature `stages`).
+    for features in [&[][..], &["--features", "stages"][..]] {
+        let mut cmd = Command::new("rustup");
+        cmd.args(["run", "nightly", "cargo", "clippy", "--package", "sg-ebpf"])
+            .args(features)
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release"])
+            .args(["--target-dir", &target_dir().join("ebpf-clippy").to_string_lossy()])
+            .args(["--", "-D", "warnings"])
+            .current_dir(workspace_root());
+        // rustup's proxy environment from the stable cargo must not leak into the nightly one.
+        for key in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "CARGO", "RUSTUP_TOOLCHAIN"] {
+            cmd.env_remove(key);
+        }
+        run(&mut cmd)?;
     }
-    run(&mut cmd)
+    Ok(())
 }
 
 pub fn workspace_root() -> PathBuf {

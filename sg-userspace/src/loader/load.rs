@@ -7,10 +7,10 @@ use aya::{
 use sg_common::{
     maps::{self as reg, CT_MAX_ENTRIES, CT_NEW_MAX_ENTRIES, PROG_EGRESS, PROG_INGRESS},
     policy::{GENERATIONS, PREFIX_CAPACITY, nodes_for},
-    stage::{STAGE_FULL, STAGE_STOP_GLOBAL},
+    stage::STAGE_STOP_GLOBAL,
 };
 
-use super::EBPF_OBJECT;
+use super::{EBPF_OBJECT, STAGED_OBJECT};
 use crate::error::{Context as _, Error, Result};
 
 /// The sizes of an instance's tables that can be chosen (fixed when the instance is loaded).
@@ -38,20 +38,25 @@ pub fn load_object() -> Result<Ebpf> {
 
 /// Loads the object with tables of the given sizes.
 pub fn load_object_sized(sizes: Sizes) -> Result<Ebpf> {
-    load_object_staged(sizes, STAGE_FULL)
+    load(EbpfLoader::new(), sizes, EBPF_OBJECT)
 }
 
-/// Loads the object with tables of the given sizes and a benchmark stage stop
-/// (`sg_common::stage`; `STAGE_FULL` for every instance sgctl attaches).
+/// Loads the benchmark's staged object (`STAGED_OBJECT`) with tables of the given sizes and a
+/// stage stop (`sg_common::stage`).
 pub fn load_object_staged(sizes: Sizes, stop: u32) -> Result<Ebpf> {
-    let mut ebpf = EbpfLoader::new()
-        .override_global(STAGE_STOP_GLOBAL, &stop, true)
+    let mut loader = EbpfLoader::new();
+    loader.override_global(STAGE_STOP_GLOBAL, &stop, true);
+    load(loader, sizes, STAGED_OBJECT)
+}
+
+fn load(mut loader: EbpfLoader<'_>, sizes: Sizes, object: &[u8]) -> Result<Ebpf> {
+    let mut ebpf = loader
         .map_max_entries(reg::CT.name, sizes.established)
         .map_max_entries(reg::CT_NEW.name, sizes.new)
         .map_max_entries(reg::PFX_NODES.name, GENERATIONS * nodes_for(sizes.prefixes))
         .map_max_entries(reg::PFX_TIPS.name, GENERATIONS * sizes.prefixes)
         .map_max_entries(reg::PORT_SETS.name, GENERATIONS * sizes.prefixes)
-        .load(EBPF_OBJECT)
+        .load(object)
         .map_err(Box::new)?;
     xdp_mut(&mut ebpf)?.load().context(|| format!("loading {PROG_INGRESS}"))?;
     tc_mut(&mut ebpf)?.load().context(|| format!("loading {PROG_EGRESS}"))?;

@@ -16,7 +16,7 @@ use sg_common::{
     maps::{PROG_EGRESS, PROG_INGRESS},
 };
 
-use super::load::{Sizes, load_object_staged, tc_mut, xdp_mut};
+use super::load::{Sizes, load_object_sized, load_object_staged, tc_mut, xdp_mut};
 use crate::{
     error::{Context as _, Error, Result},
     generation,
@@ -38,12 +38,16 @@ impl PrivateInstance {
 
     /// As [`Self::load`], with conntrack tables of the given sizes.
     pub fn load_sized(cfg: &IfaceConfig, sizes: Sizes) -> Result<Self> {
-        Self::load_staged(cfg, sizes, sg_common::stage::STAGE_FULL)
+        Self::with_object(cfg, load_object_sized(sizes)?)
     }
 
-    /// As [`Self::load_sized`], with a benchmark stage stop (`sg_common::stage`).
+    /// As [`Self::load_sized`], from the benchmark's staged object with a stage stop
+    /// (`sg_common::stage`).
     pub fn load_staged(cfg: &IfaceConfig, sizes: Sizes, stop: u32) -> Result<Self> {
-        let mut ebpf = load_object_staged(sizes, stop)?;
+        Self::with_object(cfg, load_object_staged(sizes, stop)?)
+    }
+
+    fn with_object(cfg: &IfaceConfig, mut ebpf: Ebpf) -> Result<Self> {
         let mut maps = InstanceMaps::take_from(&mut ebpf)?;
         maps.set_config(&IfaceConfig { flags: cfg.flags | CONFIG_VALID, ..*cfg })?;
         Ok(Self { ebpf, maps })
