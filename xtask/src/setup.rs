@@ -156,9 +156,15 @@ fn debian_tools() -> Result<()> {
 }
 
 /// What the fleet needs: etcd (server and etcdctl, started by the tests and the demo on
-/// ports of their own) and protoc (etcd-client's build script generates its gRPC code).
-const FLEET_TOOLS: &[(&str, &str)] =
-    &[("etcd", "etcd-server"), ("etcdctl", "etcd-client"), ("protoc", "protobuf-compiler")];
+/// ports of their own), protoc and the well-known types it imports (etcd-client's build script
+/// generates its gRPC code from protos that import `google/protobuf/descriptor.proto`, which
+/// is in libprotobuf-dev: only a recommendation of protobuf-compiler, which we do not install).
+const FLEET_TOOLS: &[(&str, &str)] = &[
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
+    ("protoc", "protobuf-compiler"),
+    ("/usr/include/google/protobuf/descriptor.proto", "libprotobuf-dev"),
+];
 
 fn fleet_tools() -> Result<()> {
     install_debian("fleet tools", FLEET_TOOLS)?;
@@ -219,9 +225,14 @@ pub fn bench_tools() -> Result<()> {
     install_debian("bench tools", BENCH_TOOLS)
 }
 
-/// Installs the Debian packages of the missing commands of `tools`; says what it did.
+/// Whether a tool entry is present: an absolute path must exist, anything else is a command.
+fn present(what: &str) -> bool {
+    if what.starts_with('/') { Path::new(what).exists() } else { have(what) }
+}
+
+/// Installs the Debian packages of the missing commands (or files) of `tools`; says what it did.
 fn install_debian(item: &str, tools: &[(&str, &str)]) -> Result<()> {
-    let mut missing: Vec<&str> = tools.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    let mut missing: Vec<&str> = tools.iter().filter(|(c, _)| !present(c)).map(|(_, p)| *p).collect();
     missing.dedup();
     let names: Vec<&str> = tools.iter().map(|(c, _)| *c).collect();
     if missing.is_empty() {
