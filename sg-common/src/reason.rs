@@ -156,6 +156,10 @@ reasons! {
     FragmentAllowed = 36, Pass, "fragment_allowed";
     /// DHCP client traffic (v4 68<->67, v6 546<->547), allowed implicitly unless switched off.
     ImplicitDhcp = 37, Pass, "implicit_dhcp";
+    /// Denied by a deny entry of the interface's network ACL (counted on that entry).
+    AclDeny = 38, Drop, "acl_deny";
+    /// No entry of the interface's network ACL matches: its implicit final deny.
+    AclDefault = 39, Drop, "acl_default";
 }
 
 impl Reason {

@@ -1,5 +1,6 @@
 //! Which rule decides a packet, by the reference model of the semantics (`rules::model`), for
-//! `sgctl explain`.
+//! `sgctl explain`: the security-group rule that allows it (if any) and, on an interface with
+//! a network ACL, the ACL entry that decides (or its implicit final deny).
 
 use std::net::IpAddr;
 
@@ -36,6 +37,20 @@ pub struct Explanation {
     pub index: Option<usize>,
     pub location: Option<String>,
     pub bound_groups: Vec<String>,
+    /// The interface's network ACL and what it said, when it was consulted.
+    pub acl: Option<AclExplanation>,
+}
+
+/// What the network ACL said of the packet.
+#[derive(Debug, Serialize)]
+pub struct AclExplanation {
+    pub name: String,
+    /// allow or deny.
+    pub action: &'static str,
+    /// The deciding entry (`None`: no entry matched, the implicit final deny).
+    pub number: Option<u16>,
+    pub entry: Option<String>,
+    pub location: Option<String>,
 }
 
 /// Explains `q` under `rs`.
@@ -63,6 +78,19 @@ pub fn explain(rs: &RuleSet, q: &Query<'_>) -> Result<Explanation> {
     };
     let d = model::evaluate(rs, q.iface, q.dir, &probe);
     let rule = d.rule.map(|i| rs.iface_rules(q.iface)[i].clone());
+    let acl = match (rs.iface_acl(q.iface), d.acl) {
+        (Some(acl), Some(v)) => {
+            let entry = v.entry().map(|i| &acl.entries(q.dir)[i]);
+            Some(AclExplanation {
+                name: acl.name.clone(),
+                action: if v.allows() { "allow" } else { "deny" },
+                number: entry.map(|e| e.number),
+                entry: entry.map(|e| e.describe(q.dir)),
+                location: entry.map(|e| e.loc.to_string()),
+            })
+        }
+        _ => None,
+    };
     Ok(Explanation {
         verdict: d.reason.action().as_str(),
         reason: d.reason.name(),
@@ -71,5 +99,6 @@ pub fn explain(rs: &RuleSet, q: &Query<'_>) -> Result<Explanation> {
         index: rule.as_ref().map(|r| r.rule.index),
         location: rule.as_ref().map(|r| r.rule.loc.to_string()),
         bound_groups: binding.groups.clone(),
+        acl,
     })
 }

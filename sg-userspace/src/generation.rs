@@ -16,7 +16,11 @@ use sg_common::{
     config::{CONFIG_IMPLICIT_MASK, POLICY_GROUPS, with_monitor},
 };
 
-use crate::{error::Result, maps::InstanceMaps, rules::compile::IfacePlan};
+use crate::{
+    error::{Error, Result},
+    maps::InstanceMaps,
+    rules::compile::IfacePlan,
+};
 
 /// A staged flip of one instance: the config before and the config that enforces the plan.
 #[derive(Clone, Copy, Debug)]
@@ -68,9 +72,20 @@ pub fn next_config(cur: &IfaceConfig, plan: &IfacePlan, seq: u64, revoke: bool) 
     }
 }
 
+/// Refuses a plan the datapath cannot enforce whole: one with a network ACL (the ACL layer of
+/// the datapath is not built yet; a policy applied without its ACL would let in what the ACL
+/// denies).
+pub fn check_enforceable(plan: &IfacePlan) -> Result<()> {
+    match &plan.acl {
+        Some(acl) => Err(Error::AclNotEnforced { iface: plan.iface.clone(), acl: acl.acl.clone() }),
+        None => Ok(()),
+    }
+}
+
 /// Writes `plan` into the inactive generation of `maps` and returns the flip to it. Nothing
 /// the datapath reads changes until [`Flip::commit`].
 pub fn stage(maps: &mut InstanceMaps, plan: &IfacePlan, seq: u64, revoke: bool) -> Result<Flip> {
+    check_enforceable(plan)?;
     let prev = maps.config()?;
     let next = next_config(&prev, plan, seq, revoke);
     maps.write_generation(next.active_gen & 1, plan)?;
@@ -126,5 +141,15 @@ mod tests {
             "absent: kept"
         );
         assert_eq!(next_config(&monitored, &plan("monitor = false"), 9, false).flags & CONFIG_MONITOR, 0);
+    }
+
+    #[test]
+    fn a_plan_with_a_network_acl_is_refused_until_the_datapath_enforces_it() {
+        assert!(check_enforceable(&plan("")).is_ok());
+        let text = "[groups.g]\n[acls.a]\ningress = [{ rule = 1, action = \"deny\", proto = \"all\", cidr = \"0.0.0.0/0\" }]\n[interfaces.eth0]\ngroups = [\"g\"]\nacl = \"a\"\n";
+        let rs = parse_str("t.toml", text, Format::Toml, &AwsContext::default()).unwrap();
+        let p = compile_iface(&rs, "eth0").unwrap();
+        let err = check_enforceable(&p).unwrap_err().to_string();
+        assert!(err.contains("eth0: network ACL 'a'") && err.contains("nothing applied"), "{err}");
     }
 }

@@ -66,21 +66,38 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&e)?);
         return Ok(());
     }
-    match (&e.group, &e.rule) {
-        (Some(g), Some(r)) => println!(
-            "{}: allowed by group {g}, {} rule #{}: {r} ({})",
-            e.verdict,
+    let groups = match (&e.group, &e.rule) {
+        (Some(g), Some(r)) => format!(
+            "allowed by group {g}, {} rule #{}: {r} ({})",
             args.dir.as_str(),
             e.index.unwrap_or(0),
             e.location.as_deref().unwrap_or("?")
         ),
-        _ => println!(
-            "{}: no rule of the groups bound to {} ({}) allows it ({})",
-            e.verdict,
-            args.iface,
-            e.bound_groups.join(", "),
-            e.reason
+        _ => {
+            format!("no rule of the groups bound to {} ({}) allows it", args.iface, e.bound_groups.join(", "))
+        }
+    };
+    let Some(acl) = &e.acl else {
+        match e.group {
+            Some(_) => println!("{}: {groups}", e.verdict),
+            None => println!("{}: {groups} ({})", e.verdict, e.reason),
+        }
+        return Ok(());
+    };
+    let acl_says = match (&acl.entry, &acl.location) {
+        (Some(entry), Some(loc)) => {
+            format!("network ACL {}, {} entry {entry} ({loc})", acl.name, args.dir.as_str())
+        }
+        _ => format!(
+            "network ACL {}: no {} entry matches (the implicit final deny)",
+            acl.name,
+            args.dir.as_str()
         ),
+    };
+    match (e.verdict, acl.action) {
+        ("pass", _) => println!("pass: {groups}; {acl_says}"),
+        (_, "deny") => println!("drop: {acl_says} ({}); the groups: {groups}", e.reason),
+        _ => println!("drop: {groups} ({}); {acl_says}", e.reason),
     }
     Ok(())
 }

@@ -52,7 +52,7 @@ pub enum Command {
     Conntrack(conntrack::ConntrackArgs),
     /// Per-rule hit counters of the applied rule set.
     Stats(stats::StatsArgs),
-    /// Which rule (if any) allows a packet, by the reference model.
+    /// Which rule (if any) allows a packet, and which network ACL entry decides, by the reference model.
     Explain(explain::ExplainArgs),
     /// The fleet's policy in etcd: `fleet put FILE` writes it, `fleet get` reads it.
     Fleet(fleet::FleetArgs),

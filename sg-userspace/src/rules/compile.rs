@@ -18,6 +18,7 @@ use sg_common::policy::{MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment, flow_k
 
 use super::{
     Dir, Ports, Proto, RuleRef, RuleSet,
+    acl::{Acl, AclEntry},
     prefix_table::{self, PrefixTables},
 };
 
@@ -46,6 +47,8 @@ pub struct IfacePlan {
     pub no_implicit: u32,
     /// Monitor mode from the file (`None`: keep the interface's).
     pub monitor: Option<bool>,
+    /// The interface's network ACL, compiled.
+    pub acl: Option<AclPlan>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -95,17 +98,49 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
             max: MAX_RULES as usize,
         });
     }
+    let mut by_net: [BTreeMap<IpNet, Ranges>; 2] = Default::default();
+    for (id, r) in rules.iter().enumerate() {
+        let (lo, hi) = key_range(r.rule.proto, r.rule.ports);
+        for net in rs.peer_nets(&r.rule.peer) {
+            by_net[r.dir as usize].entry(net).or_default().push((id as u32, lo, hi));
+        }
+    }
+    let (entries, segments) = port_sets(&by_net);
+    if segments.len() > SEGMENTS_PER_GEN as usize {
+        return Err(CompileError::TooManySegments {
+            iface: iface.into(),
+            n: segments.len(),
+            max: SEGMENTS_PER_GEN as usize,
+        });
+    }
+    let tables = prefix_table::build(entries.iter().map(|e| (e.dir, e.net, e.set)));
+    let timeouts = rs.binding(iface).map_or(sg_common::conntrack::CtTimeouts::AWS_DEFAULTS, |b| b.timeouts);
+    let no_implicit = rs.binding(iface).map_or(0, |b| b.no_implicit);
+    let monitor = rs.binding(iface).and_then(|b| b.monitor);
+    let acl = rs.iface_acl(iface).map(compile_acl);
+    Ok(IfacePlan {
+        iface: iface.into(),
+        rules,
+        entries,
+        tables,
+        segments,
+        timeouts,
+        no_implicit,
+        monitor,
+        acl,
+    })
+}
+
+/// Prefix entries and their port sets from what each id contributes per direction (index
+/// `Dir as usize`): (network -> (id, lo, hi) flow-key ranges). A network's port set is the
+/// union of the ranges of every network containing it, each key labelled with the lowest id
+/// covering it; identical port sets are stored once.
+fn port_sets(by_net: &[BTreeMap<IpNet, Ranges>; 2]) -> (Vec<TrieEntry>, Vec<Segment>) {
     let mut entries = Vec::new();
     let mut segments: Vec<Segment> = Vec::new();
     let mut interned: HashMap<Vec<Segment>, PortSetRef> = HashMap::new();
     for dir in Dir::BOTH {
-        let mut by_net: BTreeMap<IpNet, Ranges> = BTreeMap::new();
-        for (id, r) in rules.iter().enumerate().filter(|(_, r)| r.dir == dir) {
-            let (lo, hi) = key_range(r.rule.proto, r.rule.ports);
-            for net in rs.peer_nets(&r.rule.peer) {
-                by_net.entry(net).or_default().push((id as u32, lo, hi));
-            }
-        }
+        let by_net = &by_net[dir as usize];
         for net in by_net.keys() {
             let mut ranges: Ranges = Vec::new();
             for len in 0..=net.prefix_len() {
@@ -127,18 +162,47 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
             entries.push(TrieEntry { dir, net: *net, set: set_ref });
         }
     }
-    if segments.len() > SEGMENTS_PER_GEN as usize {
-        return Err(CompileError::TooManySegments {
-            iface: iface.into(),
-            n: segments.len(),
-            max: SEGMENTS_PER_GEN as usize,
-        });
+    (entries, segments)
+}
+
+/// A network ACL compiled for one interface, as the groups are: prefix entries whose port sets
+/// label each flow key with the first entry (lowest rule number) matching it, so that a packet
+/// pays one lookup whatever the number of entries. A key in no segment (or an address under
+/// no prefix) meets the implicit final deny.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclPlan {
+    pub acl: String,
+    /// Entry ids: index into this list (`Acl::entry_id`: ingress by rule number, then egress).
+    pub entries: Vec<(Dir, AclEntry)>,
+    pub prefixes: Vec<TrieEntry>,
+    pub tables: PrefixTables,
+    /// Segments' `rule`: the deciding entry's id.
+    pub segments: Vec<Segment>,
+}
+
+/// Compiles a network ACL.
+pub fn compile_acl(acl: &Acl) -> AclPlan {
+    let mut entries = Vec::new();
+    let mut by_net: [BTreeMap<IpNet, Ranges>; 2] = Default::default();
+    for dir in Dir::BOTH {
+        for e in acl.entries(dir) {
+            let id = entries.len() as u32;
+            let (lo, hi) = key_range(e.proto, e.ports);
+            by_net[dir as usize].entry(e.cidr).or_default().push((id, lo, hi));
+            entries.push((dir, e.clone()));
+        }
     }
-    let tables = prefix_table::build(entries.iter().map(|e| (e.dir, e.net, e.set)));
-    let timeouts = rs.binding(iface).map_or(sg_common::conntrack::CtTimeouts::AWS_DEFAULTS, |b| b.timeouts);
-    let no_implicit = rs.binding(iface).map_or(0, |b| b.no_implicit);
-    let monitor = rs.binding(iface).and_then(|b| b.monitor);
-    Ok(IfacePlan { iface: iface.into(), rules, entries, tables, segments, timeouts, no_implicit, monitor })
+    let (prefixes, segments) = port_sets(&by_net);
+    let tables = prefix_table::build(prefixes.iter().map(|e| (e.dir, e.net, e.set)));
+    AclPlan { acl: acl.name.clone(), entries, prefixes, tables, segments }
+}
+
+/// Decides a packet the way the datapath will read an ACL plan: the deciding entry's id, or
+/// `None` for the implicit final deny.
+pub fn interpret_acl(plan: &AclPlan, dir: Dir, peer: std::net::IpAddr, key: u32) -> Option<u32> {
+    let set = plan.tables.lookup(dir, peer).ok()??;
+    let segs = &plan.segments[set.start as usize..(set.start + set.count) as usize];
+    segs.iter().find(|s| s.lo <= key && key <= s.hi).map(|s| s.rule)
 }
 
 /// Decides a flow key the way the datapath reads a plan: the prefix tables' walk for `peer`

@@ -11,6 +11,7 @@
 //! [`model`] is the reference semantics (evaluate a packet against a `RuleSet`): it backs
 //! `sgctl explain` and the differential tests that hold the datapath to it.
 
+pub mod acl;
 pub mod audit;
 pub mod aws;
 pub mod compile;
@@ -333,6 +334,9 @@ pub struct Binding {
     /// set it.
     #[serde(default)]
     pub monitor: Option<bool>,
+    /// The network ACL bound to the interface (at most one, as a subnet has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<String>,
     pub loc: Loc,
 }
 
@@ -389,6 +393,9 @@ pub struct RuleSet {
     /// In file order (the order that decides which rule a flow is attributed to).
     pub groups: Vec<Group>,
     pub prefix_lists: Vec<PrefixList>,
+    /// Network ACLs ([`acl`]), in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<acl::Acl>,
     pub interfaces: Vec<Binding>,
     /// Fleet: the interfaces of each host (`[hosts.NAME.interfaces.IF]`); a host enforces
     /// [`RuleSet::for_host`]. Empty in a single host's file.
@@ -420,6 +427,12 @@ impl RuleSet {
 
     pub fn binding(&self, iface: &str) -> Option<&Binding> {
         self.interfaces.iter().find(|b| b.iface == iface)
+    }
+
+    /// The network ACL bound to `iface`, if any.
+    pub fn iface_acl(&self, iface: &str) -> Option<&acl::Acl> {
+        let name = self.binding(iface)?.acl.as_ref()?;
+        self.acls.iter().find(|a| &a.name == name)
     }
 
     /// The rules that apply on `iface`, in file order (groups in file order, then ingress
@@ -462,6 +475,12 @@ impl RuleSet {
         }
         for l in &mut rs.prefix_lists {
             l.loc = Loc::default();
+        }
+        for a in &mut rs.acls {
+            a.loc = Loc::default();
+            for e in a.ingress.iter_mut().chain(a.egress.iter_mut()) {
+                e.loc = Loc::default();
+            }
         }
         for b in rs.interfaces.iter_mut().chain(rs.hosts.iter_mut().flat_map(|h| h.interfaces.iter_mut())) {
             b.loc = Loc::default();

@@ -5,12 +5,16 @@
 //! the interface, covers its peer address (source for ingress, destination for egress) and
 //! its protocol/port or ICMP type/code. The rule reported is the first such rule in file
 //! order. A non-first fragment carries no ports: the model (which tracks no state) drops it (`fragment_no_first`); the datapath passes it only after an accepted first fragment of the same datagram.
+//!
+//! A network ACL bound to the interface ([`super::acl`]) is a second, stateless layer: at
+//! ingress it decides before the groups, at egress after them; the packet passes only when
+//! both allow it (`acl_deny`, `acl_default` otherwise).
 
 use std::net::IpAddr;
 
 use sg_common::Reason;
 
-use super::{Dir, RuleRef, RuleSet, compile::key_range};
+use super::{Dir, RuleRef, RuleSet, acl::AclVerdict, compile::key_range};
 
 /// What the model needs of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,12 +30,15 @@ pub struct Probe {
     pub later_fragment: bool,
 }
 
-/// The model's decision: a reason (`rule_allow`, `no_rule`, `fragment_no_first`) and, when
-/// allowed, the rule's id on the interface (index into `RuleSet::iface_rules`).
+/// The model's decision: a reason (`rule_allow`, `no_rule`, `fragment_no_first`, `acl_deny`,
+/// `acl_default`), the id on the interface (index into `RuleSet::iface_rules`) of the
+/// security-group rule that allows the packet (also when the ACL then drops it), and the ACL's
+/// verdict when the interface has an ACL and it was consulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub reason: Reason,
     pub rule: Option<usize>,
+    pub acl: Option<AclVerdict>,
 }
 
 /// The 16 low bits of the flow key (mirrors the datapath's definition).
@@ -59,14 +66,28 @@ pub fn rule_allows(rs: &RuleSet, r: &RuleRef, dir: Dir, p: &Probe) -> bool {
     (lo..=hi).contains(&key) && rs.peer_nets(&r.rule.peer).iter().any(|n| n.contains(&peer))
 }
 
-/// Evaluates `p` arriving (ingress) or leaving (egress) on `iface`.
+/// Evaluates `p` arriving (ingress) or leaving (egress) on `iface`: the groups and, if the
+/// interface has one, its network ACL (first at ingress, after the groups at egress: a packet
+/// both layers drop is the ACL's at ingress and the groups' at egress).
 pub fn evaluate(rs: &RuleSet, iface: &str, dir: Dir, p: &Probe) -> Decision {
     if p.later_fragment {
-        return Decision { reason: Reason::FragmentNoFirst, rule: None };
+        return Decision { reason: Reason::FragmentNoFirst, rule: None, acl: None };
     }
     let rules = rs.iface_rules(iface);
-    match rules.iter().position(|r| rule_allows(rs, r, dir, p)) {
-        Some(i) => Decision { reason: Reason::RuleAllow, rule: Some(i) },
-        None => Decision { reason: Reason::NoRule, rule: None },
-    }
+    let rule = rules.iter().position(|r| rule_allows(rs, r, dir, p));
+    let groups = if rule.is_some() { Reason::RuleAllow } else { Reason::NoRule };
+    let Some(acl) = rs.iface_acl(iface) else { return Decision { reason: groups, rule, acl: None } };
+    let verdict = acl.decide(dir, p);
+    let acl_reason = match verdict {
+        AclVerdict::Allow { .. } => None,
+        AclVerdict::Deny { .. } => Some(Reason::AclDeny),
+        AclVerdict::Default => Some(Reason::AclDefault),
+    };
+    let reason = match (dir, acl_reason) {
+        (_, None) => groups,
+        (Dir::Ingress, Some(r)) => r,
+        (Dir::Egress, Some(_)) if rule.is_none() => return Decision { reason: groups, rule, acl: None },
+        (Dir::Egress, Some(r)) => r,
+    };
+    Decision { reason, rule, acl: Some(verdict) }
 }

@@ -11,6 +11,12 @@
 //! and ports share one named interval set of peer prefixes (`auto-merge`), as an nftables user
 //! would write them: the ruleset stays short when thousands of rules differ only in the peer.
 //!
+//! An interface with a network ACL gets, per direction, a stateless chain `acl_in_N` /
+//! `acl_out_N` jumped to right after the implicit allowances and before the conntrack accept:
+//! its entries in rule-number order, `return` for an allow, `drop` for a deny, and a counted
+//! `drop` at the end (the implicit final rule). Every packet passes through it, replies of
+//! tracked flows included, as AWS evaluates a network ACL.
+//!
 //! Differences a reader should know: nftables' `related` also covers connection-tracking
 //! helpers (none are loaded by this ruleset), and `invalid` includes TCP out-of-window packets,
 //! which sgctl does not track. Group references and prefix lists are expanded to their
@@ -21,7 +27,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use ipnet::IpNet;
 use sg_common::config::{CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6, CONFIG_NO_IMPLICIT_NDP};
 
-use super::{Binding, Dir, ICMP, ICMPV6, Ports, Proto, RuleSet, TCP, UDP};
+use super::{Binding, Dir, ICMP, ICMPV6, Ports, Proto, RuleSet, TCP, UDP, acl::AclAction};
 
 /// The nftables table every export defines (and replaces when loaded again).
 pub const TABLE: &str = "sgctl";
@@ -113,9 +119,46 @@ pub fn export(rs: &RuleSet) -> String {
                 Dir::Egress => ("out", "daddr"),
             };
             let chain = format!("{tag}_{i}");
-            let mut rules =
-                vec!["ct state established,related accept".to_string(), "ct state invalid drop".to_string()];
-            rules.extend(implicit(b, dir));
+            let tracked =
+                ["ct state established,related accept".to_string(), "ct state invalid drop".to_string()];
+            let mut rules = Vec::new();
+            match rs.iface_acl(&b.iface) {
+                Some(acl) => {
+                    // The ACL sees every packet but the implicit allowances, before conntrack.
+                    let acl_chain = format!("acl_{chain}");
+                    let _ = writeln!(
+                        s,
+                        "  chain {acl_chain} {{\n    comment \"{} {} network ACL {}\"",
+                        b.iface,
+                        dir.as_str(),
+                        acl.name
+                    );
+                    for e in acl.entries(dir) {
+                        let fam = if matches!(e.cidr, IpNet::V6(_)) { "ip6" } else { "ip" };
+                        let what = Match { proto: e.proto, ports: e.ports }.expr();
+                        let sep = if what.is_empty() { "" } else { " " };
+                        let verdict = if e.action == AclAction::Allow { "return" } else { "counter drop" };
+                        let _ = writeln!(
+                            s,
+                            "    {fam} {addr} {}{sep}{what} {verdict} comment \"rule {}\"",
+                            e.cidr, e.number
+                        );
+                    }
+                    let _ = writeln!(
+                        s,
+                        "    counter drop comment \"{} {}: no ACL entry matches\"\n  }}",
+                        b.iface,
+                        dir.as_str()
+                    );
+                    rules.extend(implicit(b, dir));
+                    rules.push(format!("jump {acl_chain}"));
+                    rules.extend(tracked);
+                }
+                None => {
+                    rules.extend(tracked);
+                    rules.extend(implicit(b, dir));
+                }
+            }
             for (n, ((m, v6), nets)) in grouped(rs, &b.iface, dir).into_iter().enumerate() {
                 let fam = if v6 { "ip6" } else { "ip" };
                 let peer = if nets.len() == 1 {
@@ -225,5 +268,23 @@ groups = ["web"]
         assert!(!off.contains("hoplimit 255"), "{off}");
         assert!(!off.contains("dport 68"), "{off}");
         assert!(!off.contains("dport 546"), "{off}");
+    }
+
+    #[test]
+    fn a_network_acl_is_a_stateless_chain_before_conntrack() {
+        let text = WEB.replace(
+            "[interfaces.eth0]\ngroups = [\"web\"]\n",
+            "[acls.pub]\ningress = [\n  { rule = 20, action = \"allow\", proto = \"tcp\", ports = \"80\", cidr = \"0.0.0.0/0\" },\n  { rule = 10, action = \"deny\", proto = \"all\", cidr = \"203.0.113.0/24\" },\n]\n[interfaces.eth0]\ngroups = [\"web\"]\nacl = \"pub\"\n",
+        );
+        let out = export(&rs(&text));
+        let deny = out.find("ip saddr 203.0.113.0/24 counter drop comment \"rule 10\"").expect(&out);
+        let allow = out.find("ip saddr 0.0.0.0/0 tcp dport 80 return comment \"rule 20\"").expect(&out);
+        assert!(deny < allow, "rule-number order:\n{out}");
+        assert!(out.contains("counter drop comment \"eth0 ingress: no ACL entry matches\""), "{out}");
+        assert!(out.contains("chain acl_out_0"), "the egress ACL is empty: it denies all\n{out}");
+        let chain = &out[out.find("chain in_0 {").expect(&out)..];
+        let jump = chain.find("jump acl_in_0").expect(&out);
+        assert!(jump < chain.find("ct state established").unwrap(), "before conntrack:\n{out}");
+        assert!(chain.find("hoplimit 255 accept").unwrap() < jump, "after the implicit allowances:\n{out}");
     }
 }

@@ -87,6 +87,32 @@ pub struct RawBinding {
     pub no_implicit: u32,
     /// Monitor mode on or off; `None`: not given (the interface keeps its mode).
     pub monitor: Option<bool>,
+    /// The network ACL bound to the interface (`acl = "NAME"`).
+    pub acl: Option<At<String>>,
+}
+
+/// One entry of a network ACL as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawAclEntry {
+    pub loc: Loc,
+    /// The rule number (`rule`, AWS RuleNumber).
+    pub number: Option<At<i64>>,
+    /// `allow` or `deny` (AWS RuleAction).
+    pub action: Option<At<String>>,
+    /// The entry's CIDR (AWS CidrBlock or Ipv6CidrBlock).
+    pub cidr: Option<At<String>>,
+    /// Protocol, ports and ICMP type/code as in a security-group rule (`peers` unused).
+    pub matches: RawRule,
+}
+
+/// A network ACL as written (`[acls.NAME]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawAcl {
+    pub name: At<String>,
+    pub aws_id: Option<At<String>>,
+    pub aws_vpc: Option<At<String>>,
+    pub ingress: Vec<RawAclEntry>,
+    pub egress: Vec<RawAclEntry>,
 }
 
 /// Fleet: one host's `[hosts.NAME.interfaces.*]` tables.
@@ -109,6 +135,8 @@ pub struct RawRuleSet {
     /// In file order.
     pub groups: Vec<RawGroup>,
     pub prefix_lists: Vec<RawPrefixList>,
+    /// Network ACLs, in file order.
+    pub acls: Vec<RawAcl>,
     pub interfaces: Vec<RawBinding>,
     /// Fleet: the interfaces of each host (TOML only).
     pub hosts: Vec<RawHost>,

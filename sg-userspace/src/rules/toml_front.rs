@@ -22,8 +22,18 @@
 //! [prefix_lists.office]
 //! entries = ["203.0.113.0/28"]
 //!
+//! [acls.public]                  # a network ACL: stateless, numbered, lowest number first
+//! ingress = [
+//!   { rule = 90, action = "deny", proto = "all", cidr = "203.0.113.0/24" },
+//!   { rule = 100, action = "allow", proto = "tcp", ports = "443", cidr = "0.0.0.0/0" },
+//!   { rule = 110, action = "allow", proto = "tcp", ports = "1024-65535", cidr = "0.0.0.0/0" },
+//! ]
+//! egress = [{ rule = 100, action = "allow", proto = "all", cidr = "0.0.0.0/0" }]
+//! # a list left out denies everything in its direction (the implicit final deny)
+//!
 //! [interfaces.eth0]
 //! groups = ["web"]
+//! acl = "public"                 # optional: at most one network ACL
 //! timeouts = { tcp_established = 3600, udp_stream = 120 }   # optional, seconds
 //! implicit = { ndp = true, dhcp = false, dhcpv6 = false }    # optional, all true by default
 //! monitor = true                # optional: count verdicts, drop nothing (absent: keep as is)
@@ -37,8 +47,8 @@ use toml::Spanned;
 use super::{
     LineIndex, Loc, RuleErrors,
     raw::{
-        At, PortsText, ProtoText, RawBinding, RawGroup, RawHost, RawPeer, RawPrefixList, RawQuotas, RawRule,
-        RawRuleSet,
+        At, PortsText, ProtoText, RawAcl, RawAclEntry, RawBinding, RawGroup, RawHost, RawPeer, RawPrefixList,
+        RawQuotas, RawRule, RawRuleSet,
     },
 };
 
@@ -50,6 +60,8 @@ struct FileT {
     groups: BTreeMap<Spanned<String>, Spanned<GroupT>>,
     #[serde(default)]
     prefix_lists: BTreeMap<Spanned<String>, Spanned<PrefixListT>>,
+    #[serde(default)]
+    acls: BTreeMap<Spanned<String>, Spanned<AclT>>,
     #[serde(default)]
     interfaces: BTreeMap<Spanned<String>, Spanned<IfaceT>>,
     /// Fleet: the interfaces of each host (`[hosts.db1.interfaces.eth0]`).
@@ -94,11 +106,37 @@ struct PrefixListT {
     entries: Vec<Spanned<String>>,
 }
 
+/// A network ACL (`[acls.NAME]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclT {
+    aws_id: Option<Spanned<String>>,
+    aws_vpc: Option<Spanned<String>>,
+    #[serde(default)]
+    ingress: Vec<Spanned<AclEntryT>>,
+    #[serde(default)]
+    egress: Vec<Spanned<AclEntryT>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclEntryT {
+    rule: Option<Spanned<i64>>,
+    action: Option<Spanned<String>>,
+    proto: Option<Spanned<ProtoT>>,
+    ports: Option<Spanned<PortsT>>,
+    icmp_type: Option<Spanned<i64>>,
+    icmp_code: Option<Spanned<i64>>,
+    cidr: Option<Spanned<String>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IfaceT {
     #[serde(default)]
     groups: Vec<Spanned<String>>,
+    /// The network ACL of the interface.
+    acl: Option<Spanned<String>>,
     timeouts: Option<Spanned<TimeoutsT>>,
     implicit: Option<Spanned<ImplicitT>>,
     /// Monitor mode: count verdicts, drop nothing (absent: keep what `sgctl attach` set).
@@ -211,6 +249,19 @@ pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
             entries: l.get_ref().entries.iter().map(|e| cx.at(e)).collect(),
         });
     }
+    let mut acls: Vec<_> = parsed.acls.iter().collect();
+    acls.sort_by_key(|(k, _)| k.span().start);
+    for (name, a) in acls {
+        let a = a.get_ref();
+        let entries = |list: &[Spanned<AclEntryT>]| list.iter().map(|e| acl_entry(&cx, e)).collect();
+        out.acls.push(RawAcl {
+            name: cx.at(name),
+            aws_id: cx.at_opt(a.aws_id.as_ref()),
+            aws_vpc: cx.at_opt(a.aws_vpc.as_ref()),
+            ingress: entries(&a.ingress),
+            egress: entries(&a.egress),
+        });
+    }
     out.interfaces = bindings(&cx, &parsed.interfaces);
     let mut hosts: Vec<_> = parsed.hosts.iter().collect();
     hosts.sort_by_key(|(k, _)| k.span().start);
@@ -259,6 +310,7 @@ fn bindings(cx: &Ctx<'_>, ifaces: &BTreeMap<Spanned<String>, Spanned<IfaceT>>) -
             timeouts,
             no_implicit,
             monitor: i.monitor,
+            acl: cx.at_opt(i.acl.as_ref()),
         });
     }
     out
@@ -325,26 +377,63 @@ fn rule(cx: &Ctx<'_>, r: &Spanned<RuleT>, ingress: bool) -> RawRule {
         peers.push(At::new(RawPeer::PrefixList(l.get_ref().clone()), cx.loc(l.span().start)));
     }
     RawRule {
+        peers,
+        wrong_direction,
+        peer_kinds,
+        description: cx.at_opt(t.description.as_ref()),
+        ..matches(cx, loc, t.proto.as_ref(), t.ports.as_ref(), t.icmp_type.as_ref(), t.icmp_code.as_ref())
+    }
+}
+
+/// What a rule or an ACL entry matches of a packet (protocol, ports, ICMP type and code).
+fn matches(
+    cx: &Ctx<'_>,
+    loc: Loc,
+    proto: Option<&Spanned<ProtoT>>,
+    ports: Option<&Spanned<PortsT>>,
+    icmp_type: Option<&Spanned<i64>>,
+    icmp_code: Option<&Spanned<i64>>,
+) -> RawRule {
+    RawRule {
         loc,
-        proto: t.proto.as_ref().map(|p| {
+        proto: proto.map(|p| {
             let v = match p.get_ref() {
                 ProtoT::Name(n) => ProtoText::Name(n.clone()),
                 ProtoT::Number(n) => ProtoText::Number(*n),
             };
             At::new(v, cx.loc(p.span().start))
         }),
-        ports: t.ports.as_ref().map(|p| {
+        ports: ports.map(|p| {
             let v = match p.get_ref() {
                 PortsT::Text(s) => PortsText::Text(s.clone()),
                 PortsT::Number(n) => PortsText::Number(*n),
             };
             At::new(v, cx.loc(p.span().start))
         }),
-        icmp_type: cx.at_opt(t.icmp_type.as_ref()),
-        icmp_code: cx.at_opt(t.icmp_code.as_ref()),
-        peers,
-        wrong_direction,
-        peer_kinds,
-        description: cx.at_opt(t.description.as_ref()),
+        icmp_type: cx.at_opt(icmp_type),
+        icmp_code: cx.at_opt(icmp_code),
+        peers: Vec::new(),
+        wrong_direction: Vec::new(),
+        peer_kinds: Vec::new(),
+        description: None,
+    }
+}
+
+fn acl_entry(cx: &Ctx<'_>, e: &Spanned<AclEntryT>) -> RawAclEntry {
+    let loc = cx.loc(e.span().start);
+    let t = e.get_ref();
+    RawAclEntry {
+        number: cx.at_opt(t.rule.as_ref()),
+        action: cx.at_opt(t.action.as_ref()),
+        cidr: cx.at_opt(t.cidr.as_ref()),
+        matches: matches(
+            cx,
+            loc.clone(),
+            t.proto.as_ref(),
+            t.ports.as_ref(),
+            t.icmp_type.as_ref(),
+            t.icmp_code.as_ref(),
+        ),
+        loc,
     }
 }

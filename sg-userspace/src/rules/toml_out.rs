@@ -23,10 +23,10 @@ fn list(items: &[String]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-fn rule_line(rules: &[&Rule], dir: Dir) -> String {
-    let r = rules[0];
-    let mut fields = vec![format!("proto = {}", q(&r.proto.name()))];
-    match (r.proto, r.ports) {
+/// The `proto`, `ports`, `icmp_type` and `icmp_code` fields of a rule or an ACL entry.
+fn match_fields(proto: Proto, ports: Ports) -> Vec<String> {
+    let mut fields = vec![format!("proto = {}", q(&proto.name()))];
+    match (proto, ports) {
         (Proto::All, _) | (_, Ports::All) => {}
         (_, Ports::Range(lo, hi)) if lo == hi => fields.push(format!("ports = {}", q(&lo.to_string()))),
         (_, Ports::Range(lo, hi)) => fields.push(format!("ports = {}", q(&format!("{lo}-{hi}")))),
@@ -39,6 +39,12 @@ fn rule_line(rules: &[&Rule], dir: Dir) -> String {
             }
         }
     }
+    fields
+}
+
+fn rule_line(rules: &[&Rule], dir: Dir) -> String {
+    let r = rules[0];
+    let mut fields = match_fields(r.proto, r.ports);
     let (cidr_key, group_key, list_key) = match dir {
         Dir::Ingress => ("from", "from_group", "from_prefix_list"),
         Dir::Egress => ("to", "to_group", "to_prefix_list"),
@@ -92,6 +98,15 @@ fn referenced(rs: &RuleSet, name: &str) -> bool {
         .any(|g| g.ingress.iter().chain(&g.egress).any(|r| matches!(&r.peer, Peer::Group(n) if n == name)))
 }
 
+/// `key = "value"` lines for the optional strings that are set.
+fn strings(s: &mut String, fields: &[(&str, &Option<String>)]) {
+    for (k, v) in fields {
+        if let Some(v) = v {
+            let _ = writeln!(s, "{k} = {}", q(v));
+        }
+    }
+}
+
 /// The rule set as sgctl TOML.
 pub fn to_toml(rs: &RuleSet) -> String {
     let mut s = String::new();
@@ -103,15 +118,7 @@ pub fn to_toml(rs: &RuleSet) -> String {
     }
     for g in &rs.groups {
         let _ = writeln!(s, "[groups.{}]", key(&g.name));
-        if let Some(id) = &g.aws_id {
-            let _ = writeln!(s, "aws_id = {}", q(id));
-        }
-        if let Some(n) = &g.aws_name {
-            let _ = writeln!(s, "aws_name = {}", q(n));
-        }
-        if let Some(v) = &g.aws_vpc {
-            let _ = writeln!(s, "aws_vpc = {}", q(v));
-        }
+        strings(&mut s, &[("aws_id", &g.aws_id), ("aws_name", &g.aws_name), ("aws_vpc", &g.aws_vpc)]);
         if let Some(desc) = &g.description {
             let _ = writeln!(s, "description = {}", q(desc));
         }
@@ -163,10 +170,29 @@ pub fn to_toml(rs: &RuleSet) -> String {
         let e: Vec<String> = l.entries.iter().map(|n| q(&n.to_string())).collect();
         let _ = writeln!(s, "entries = {}\n", list(&e));
     }
+    for a in &rs.acls {
+        let _ = writeln!(s, "[acls.{}]", key(&a.name));
+        strings(&mut s, &[("aws_id", &a.aws_id), ("aws_vpc", &a.aws_vpc)]);
+        for dir in Dir::BOTH {
+            let _ = writeln!(s, "{} = [", dir.as_str());
+            for e in a.entries(dir) {
+                let mut fields =
+                    vec![format!("rule = {}", e.number), format!("action = {}", q(e.action.as_str()))];
+                fields.extend(match_fields(e.proto, e.ports));
+                fields.push(format!("cidr = {}", q(&e.cidr.to_string())));
+                let _ = writeln!(s, "  {{ {} }},", fields.join(", "));
+            }
+            let _ = writeln!(s, "]");
+        }
+        s.push('\n');
+    }
     for b in &rs.interfaces {
         let _ = writeln!(s, "[interfaces.{}]", key(&b.iface));
         let g: Vec<String> = b.groups.iter().map(|g| q(g)).collect();
         let _ = writeln!(s, "groups = {}", list(&g));
+        if let Some(a) = &b.acl {
+            let _ = writeln!(s, "acl = {}", q(a));
+        }
         let defaults = super::timeout_fields(&sg_common::conntrack::CtTimeouts::AWS_DEFAULTS);
         let set: Vec<String> = sg_common::conntrack::CtTimeouts::RANGES
             .iter()

@@ -11,7 +11,10 @@ use ipnet::IpNet;
 use super::{
     Binding, Diagnostic, Group, HostBinding, Loc, Peer, Ports, PrefixList, Proto, Quotas, Rule, RuleErrors,
     RuleSet,
-    raw::{At, PortsText, ProtoText, RawBinding, RawGroup, RawPeer, RawRule, RawRuleSet},
+    acl::{Acl, AclAction, AclEntry, MAX_ACL_RULE},
+    raw::{
+        At, PortsText, ProtoText, RawAcl, RawAclEntry, RawBinding, RawGroup, RawPeer, RawRule, RawRuleSet,
+    },
 };
 
 /// Longest description AWS accepts.
@@ -74,16 +77,24 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
         groups.push(group(&mut ck, g, &group_names, &list_names, &members, &quotas));
     }
 
-    let interfaces = bindings(&mut ck, &raw.interfaces, &group_names, &quotas, None);
+    let acls: Vec<Acl> = raw.acls.iter().map(|a| acl(&mut ck, a)).collect();
+    let mut acl_names = BTreeSet::new();
+    for a in &raw.acls {
+        if !acl_names.insert(a.name.v.clone()) {
+            ck.err(&a.name.loc, format!("duplicate network ACL name '{}'", a.name.v));
+        }
+    }
+    let names = Names { groups: &group_names, acls: &acl_names };
+    let interfaces = bindings(&mut ck, &raw.interfaces, &names, &quotas, None);
     let mut hosts = Vec::new();
     for h in &raw.hosts {
         check_name(&mut ck, &h.name, "host");
-        let interfaces = bindings(&mut ck, &h.interfaces, &group_names, &quotas, Some(&h.name.v));
+        let interfaces = bindings(&mut ck, &h.interfaces, &names, &quotas, Some(&h.name.v));
         hosts.push(HostBinding { host: h.name.v.clone(), interfaces, loc: h.name.loc.clone() });
     }
 
     if ck.diags.is_empty() {
-        Ok(RuleSet { quotas, groups, prefix_lists: lists, interfaces, hosts })
+        Ok(RuleSet { quotas, groups, prefix_lists: lists, acls, interfaces, hosts })
     } else {
         // One AWS permission is several rules sharing its protocol and ports: one message.
         let mut seen = BTreeSet::new();
@@ -517,14 +528,103 @@ fn rule(
         .collect()
 }
 
+/// A network ACL: names, rule numbers (1-32766, unique per direction), actions, CIDRs, and
+/// what each entry matches (checked as a rule's protocol and ports). Entries come out sorted
+/// by rule number.
+fn acl(ck: &mut Checker, a: &RawAcl) -> Acl {
+    check_name(ck, &a.name, "network ACL");
+    let mut dirs = [Vec::new(), Vec::new()];
+    for ((out, raw), dir) in dirs.iter_mut().zip([&a.ingress, &a.egress]).zip(["ingress", "egress"]) {
+        let mut numbers: BTreeMap<u16, &Loc> = BTreeMap::new();
+        for e in raw {
+            let Some(entry) = acl_entry(ck, e) else { continue };
+            let at = e.number.as_ref().map_or(&e.loc, |n| &n.loc);
+            if let Some(first) = numbers.insert(entry.number, at) {
+                ck.err(
+                    at,
+                    format!("rule number {} used twice in the {dir} list (first at {first})", entry.number),
+                );
+            }
+            out.push(entry);
+        }
+        out.sort_by_key(|e: &AclEntry| e.number);
+    }
+    let [ingress, egress] = dirs;
+    Acl {
+        name: a.name.v.clone(),
+        aws_id: a.aws_id.as_ref().map(|v| v.v.clone()),
+        aws_vpc: a.aws_vpc.as_ref().map(|v| v.v.clone()),
+        ingress,
+        egress,
+        loc: a.name.loc.clone(),
+    }
+}
+
+fn acl_entry(ck: &mut Checker, e: &RawAclEntry) -> Option<AclEntry> {
+    let before = ck.diags.len();
+    let max = i64::from(MAX_ACL_RULE);
+    let number = match &e.number {
+        None => {
+            ck.err(&e.loc, format!("ACL entry has no rule number (rule = 1-{max})"));
+            None
+        }
+        Some(n) if (1..=max).contains(&n.v) => Some(n.v as u16),
+        Some(n) => {
+            ck.err(&n.loc, format!("rule number {} out of range 1-{max}", n.v));
+            None
+        }
+    };
+    let action = match &e.action {
+        None => {
+            ck.err(&e.loc, "ACL entry has no action (allow or deny)");
+            None
+        }
+        Some(a) => match a.v.to_ascii_lowercase().as_str() {
+            "allow" => Some(AclAction::Allow),
+            "deny" => Some(AclAction::Deny),
+            other => {
+                ck.err(&a.loc, format!("unknown action '{other}' (allow or deny)"));
+                None
+            }
+        },
+    };
+    let net = match &e.cidr {
+        None => {
+            ck.err(&e.loc, "ACL entry has no cidr (one IPv4 or IPv6 CIDR)");
+            None
+        }
+        Some(c) => cidr(ck, c),
+    };
+    let proto = proto(ck, &e.matches);
+    let ports = proto.and_then(|p| ports(ck, &e.matches, p));
+    if ck.diags.len() > before {
+        return None;
+    }
+    Some(AclEntry {
+        number: number?,
+        action: action?,
+        proto: proto?,
+        ports: ports?,
+        cidr: net?,
+        loc: e.loc.clone(),
+    })
+}
+
+/// The names a binding may refer to.
+struct Names<'a> {
+    groups: &'a BTreeSet<String>,
+    acls: &'a BTreeSet<String>,
+}
+
 /// Checks the interface tables of the file, or of host `host`.
 fn bindings(
     ck: &mut Checker,
     raw: &[RawBinding],
-    group_names: &BTreeSet<String>,
+    names_known: &Names<'_>,
     quotas: &Quotas,
     host: Option<&str>,
 ) -> Vec<Binding> {
+    let group_names = names_known.groups;
     let mut interfaces = Vec::new();
     let mut seen_ifaces = BTreeSet::new();
     for b in raw {
@@ -567,12 +667,18 @@ fn bindings(
                 ck.err(&v.loc, format!("{name} timeout {} out of range {lo}-{hi} seconds", v.v));
             }
         }
+        if let Some(a) = &b.acl
+            && !names_known.acls.contains(&a.v)
+        {
+            ck.err(&a.loc, format!("unknown network ACL '{}'", a.v));
+        }
         interfaces.push(Binding {
             iface: b.iface.v.clone(),
             groups: names,
             timeouts,
             no_implicit: b.no_implicit,
             monitor: b.monitor,
+            acl: b.acl.as_ref().map(|a| a.v.clone()),
             loc: b.iface.loc.clone(),
         });
     }

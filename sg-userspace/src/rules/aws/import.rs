@@ -670,6 +670,7 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
             timeouts: Vec::new(),
             no_implicit: 0,
             monitor: None,
+            acl: None,
             iface: At::new(iface.to_string(), loc.clone()),
             groups: bound,
         });
