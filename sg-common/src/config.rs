@@ -51,6 +51,9 @@ pub const CONFIG_MONITOR: u32 = 1 << 5;
 /// `IfaceConfig::flags`: emit flow-log events (`flowlog`) into `SG_FLOW_EVENTS`. Set by
 /// `sgctl daemon --flow-log/--vpc-flow-log`; off, the datapath pays one bit test.
 pub const CONFIG_FLOW_LOG: u32 = 1 << 6;
+/// `IfaceConfig::flags`: the active generation has a network ACL (`policy::LAYER_ACL`): every
+/// IP packet meets it (set by an apply, with the generation, in the same config update).
+pub const CONFIG_ACL: u32 = 1 << 7;
 /// `flags` with monitor mode switched on or off (`Some`), or kept (`None`).
 pub const fn with_monitor(flags: u32, monitor: Option<bool>) -> u32 {
     match monitor {

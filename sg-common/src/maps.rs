@@ -21,8 +21,8 @@ use crate::{
     counters::Counter,
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
     policy::{
-        GENERATIONS, MAX_RULES, PREFIX_CAPACITY, PortSetRef, PrefixNode, PrefixRoot, PrefixTip, ROOT_TABLES,
-        SEGMENTS_PER_GEN, Segment, nodes_for,
+        GENERATIONS, MAX_ACL_ENTRIES, MAX_RULES, PREFIX_CAPACITY, PortSetRef, PrefixNode, PrefixRoot,
+        PrefixTip, ROOT_TABLES, SEGMENTS_PER_GEN, Segment, nodes_for,
     },
     reason::MAX_REASONS,
 };
@@ -202,7 +202,7 @@ pub const LAST_PARSE: MapSpec =
 
 pub const PFX_ROOT: MapSpec =
     MapSpec::indexed::<PrefixRoot>("SG_PFX_ROOT", MapKind::Array, "PrefixRoot", ROOT_TABLES)
-        .note("2 generations x 2 directions x 2 families, by `policy::root_index`; a value is 65,536 slots")
+        .note("2 generations x 2 layers (groups, ACL) x 2 directions x 2 families, by `policy::root_index`; a value is 65,536 slots")
         .purpose(
             "prefix table roots: the peer address's first 16 bits -> a slot (port set, node, tip or \
               nothing)",
@@ -251,6 +251,13 @@ pub const RULE_HITS: MapSpec =
         .purpose(
             "packets each rule allowed (verdict rule_allow: a flow's first packet, or an allowed packet \
               no flow tracks); tracked packets count as ct_established / ct_reply instead",
+        );
+
+pub const ACL_HITS: MapSpec =
+    MapSpec::indexed::<u64>("SG_ACL_HITS", MapKind::PerCpuArray, "u64", GENERATIONS * MAX_ACL_ENTRIES)
+        .note("2 generations x 16,384, by `policy::acl_slot`")
+        .purpose(
+            "packets each network ACL entry decided (allowed or denied), every packet: ACLs are stateless",
         );
 
 pub const CT: MapSpec =
@@ -341,6 +348,7 @@ pub const ALL: &[MapSpec] = &[
     PORT_SETS,
     SEGMENTS,
     RULE_HITS,
+    ACL_HITS,
     CT,
     CT_NEW,
     CT_SEEN,

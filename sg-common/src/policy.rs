@@ -5,7 +5,8 @@
 //! [`PortSetRef`]: a slice of `SG_SEGMENTS`. The slice is the compiled union of every rule whose CIDR covers the matched
 //! prefix: disjoint, sorted [`Segment`]s over the 24-bit [`flow_key`] (protocol, then port or
 //! ICMP type/code), each carrying the first rule (file order) that allows it. A packet is
-//! allowed when its key falls in a segment; the lookup costs at most `2 + MAX_WALK` array
+//! allowed when its key falls in a segment; the network ACL's layer has tables of its own
+//! ([`LAYER_ACL`]) whose segments carry the deciding entry instead; the lookup costs at most `2 + MAX_WALK` array
 //! reads (IPv4: 7) and a binary search, whatever the number of rules.
 
 /// Policy generations: userspace writes the inactive one, then flips `IfaceConfig::active_gen`.
@@ -51,12 +52,30 @@ pub const fn slot_gen(slot: u32) -> u8 {
 // (`sg_userspace::rules::prefix_table`), which proves each lookup equal to longest-prefix
 // match.
 
+/// Layers of a generation's prefix tables: the security groups and the network ACL.
+pub const LAYERS: u32 = 2;
+/// The security groups' layer: a segment's `rule` is the first rule (file order) allowing it.
+pub const LAYER_GROUPS: u32 = 0;
+/// The network ACL's layer: a segment's `rule` is the deciding entry, [`ACL_DENY`] set for a
+/// deny entry; a key in no segment meets the ACL's implicit final deny.
+pub const LAYER_ACL: u32 = 1;
+/// ACL entries per generation (both directions; `SG_ACL_HITS` holds a counter each).
+pub const MAX_ACL_ENTRIES: u32 = 16384;
+/// `Segment::rule` flag of an ACL segment decided by a deny entry.
+pub const ACL_DENY: u32 = 0x8000_0000;
+
+/// The hit-counter slot of ACL entry `entry` in generation `gen_` (its index in `SG_ACL_HITS`).
+#[inline(always)]
+pub const fn acl_slot(gen_: u8, entry: u32) -> u32 {
+    (gen_ as u32 & 1) * MAX_ACL_ENTRIES + entry
+}
+
 /// Address bits indexing a root table.
 pub const ROOT_BITS: u32 = 16;
 /// Slots of a root table.
 pub const ROOT_SLOTS: usize = 1 << ROOT_BITS;
-/// Root tables: one per (generation, direction, family).
-pub const ROOT_TABLES: u32 = GENERATIONS * 2 * 2;
+/// Root tables: one per (generation, layer, direction, family).
+pub const ROOT_TABLES: u32 = GENERATIONS * LAYERS * 2 * 2;
 /// Slots of a node (one address byte).
 pub const NODE_SLOTS: usize = 256;
 /// Default capacity of an instance's prefix tables, per generation: tips and port sets
@@ -97,11 +116,13 @@ pub const SLOT_TIP: Slot = 0x4000_0000;
 /// The slot of an address no prefix covers.
 pub const SLOT_NONE: Slot = 0;
 
-/// The root table of (generation, direction, family): its index in `SG_PFX_ROOT`.
+/// The root table of (generation, layer, direction, family): its index in `SG_PFX_ROOT`.
 #[inline(always)]
-pub const fn root_index(gen_: u8, dir: u32, v6: bool) -> u32 {
-    ((gen_ as u32 & 1) << 2) | ((dir & 1) << 1) | v6 as u32
+pub const fn root_index(gen_: u8, layer: u32, dir: u32, v6: bool) -> u32 {
+    ((gen_ as u32 & 1) << 3) | ((layer & 1) << 2) | ((dir & 1) << 1) | v6 as u32
 }
+
+const _: () = assert!(root_index(1, LAYER_ACL, 1, true) == ROOT_TABLES - 1);
 
 /// Byte `i` (0..16) of an address held as two native-endian words (`conntrack::addr_words`;
 /// the datapath reads the packet summary's 8-byte aligned address fields as words).
@@ -164,7 +185,8 @@ pub struct PortSetRef {
 
 const _: () = assert!(size_of::<PortSetRef>() == 8);
 
-/// Flow keys `lo..=hi` are allowed by rule `rule`.
+/// Flow keys `lo..=hi` are allowed by rule `rule` (groups), or decided by ACL entry
+/// `rule & !ACL_DENY` (ACL).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Segment {

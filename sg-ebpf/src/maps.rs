@@ -67,6 +67,11 @@ pub static SG_SEGMENTS: Array<Segment> =
 pub static SG_RULE_HITS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(reg::RULE_HITS.max_entries, reg::RULE_HITS.flags);
 
+/// [`reg::ACL_HITS`]: packets each network ACL entry decided, per CPU, by ACL slot.
+#[map]
+pub static SG_ACL_HITS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(reg::ACL_HITS.max_entries, reg::ACL_HITS.flags);
+
 /// [`reg::CT`]: flows that saw both directions.
 #[map]
 pub static SG_CT: HashMap<CtKey, CtEntry> = HashMap::with_max_entries(reg::CT.max_entries, reg::CT.flags);

@@ -3,11 +3,14 @@
 //!
 //! 1. non-first fragments: by their datagram's first fragment (`conntrack::later_fragment`);
 //! 2. the implicit allowances (IPv6 neighbour discovery, DHCP client traffic);
-//! 3. RELATED: an ICMP error quoting a tracked flow;
-//! 4. the tracked flow (conntrack), which decides every packet of a flow it holds;
-//! 5. TCP flag combinations no connection sends;
-//! 6. the policy: the interface's posture, or its security groups (`policy::lookup`);
-//! 7. an allowed flow start is tracked; an allowed first fragment admits the rest of its
+//! 3. at ingress, the network ACL (`policy::acl`), when the interface has one: stateless, every
+//!    packet, replies of tracked flows included;
+//! 4. RELATED: an ICMP error quoting a tracked flow;
+//! 5. the tracked flow (conntrack), which decides every packet of a flow it holds;
+//! 6. TCP flag combinations no connection sends;
+//! 7. the policy: the interface's posture, or its security groups (`policy::lookup`);
+//! 8. at egress, the network ACL, for a packet steps 4-7 pass (before a new flow is tracked);
+//! 9. an allowed flow start is tracked; an allowed first fragment admits the rest of its
 //!    datagram.
 //!
 //! Every error on the way is a drop reason (fail closed); the verdict leaves through
@@ -17,7 +20,7 @@ use aya_ebpf::programs::{TcContext, XdpContext};
 use sg_common::{
     Action, Direction, IfaceConfig, PacketSummary, Posture, Reason,
     config::{
-        CONFIG_FLOW_LOG, CONFIG_MONITOR, CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6,
+        CONFIG_ACL, CONFIG_FLOW_LOG, CONFIG_MONITOR, CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6,
         CONFIG_NO_IMPLICIT_NDP, CONFIG_RECORD_PARSE, POLICY_GROUPS, POLICY_POSTURE,
     },
     conntrack::tcp_flags_abusive,
@@ -31,8 +34,10 @@ use sg_common::{
 
 use crate::{
     conntrack,
+    maps::SG_ACL_HITS,
     parse::{self, Packet},
-    policy, stage,
+    policy::{self, AclHit},
+    stage,
     verdict::Verdict,
 };
 
@@ -88,7 +93,7 @@ fn decide(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, bytes: u64) ->
     Ok(v)
 }
 
-/// Decides a whole packet or a first fragment (steps 2 to 7).
+/// Decides a whole packet or a first fragment (steps 2 to 9).
 #[inline(always)]
 fn decide_whole(
     cfg: &IfaceConfig,
@@ -102,14 +107,42 @@ fn decide_whole(
     if is_dhcp_client(cfg, dir, pkt) {
         return Ok(Verdict::of(Reason::ImplicitDhcp));
     }
-    if let Some(v) = conntrack::related(cfg, pkt) {
+    // The ACL decides first at ingress, last at egress: one call site each (the verifier
+    // walks each inlined copy of the lookup on its own).
+    if dir == Direction::Ingress
+        && let Some(v) = acl(cfg, dir, pkt)?
+    {
         return Ok(v);
+    }
+    let (v, start) = decide_stateful(cfg, dir, pkt, bytes)?;
+    let v = if dir == Direction::Egress && v.reason.action() == Action::Pass {
+        acl(cfg, dir, pkt)?.unwrap_or(v)
+    } else {
+        v
+    };
+    if start && v.reason.action() == Action::Pass {
+        return Ok(conntrack::create(cfg, dir, pkt, v, bytes));
+    }
+    Ok(v)
+}
+
+/// Steps 4 to 7: RELATED, the tracked flow, TCP flags, the policy. `true` with a verdict of
+/// the policy that passes: the packet starts a flow, tracked once the egress ACL let it.
+#[inline(always)]
+fn decide_stateful(
+    cfg: &IfaceConfig,
+    dir: Direction,
+    pkt: &PacketSummary,
+    bytes: u64,
+) -> Result<(Verdict, bool), Reason> {
+    if let Some(v) = conntrack::related(cfg, pkt) {
+        return Ok((v, false));
     }
     if let Some(v) = conntrack::track(cfg, dir, pkt, bytes, &Policy(cfg))? {
-        return Ok(v);
+        return Ok((v, false));
     }
     if pkt.proto == IPPROTO_TCP && tcp_flags_abusive(pkt.tcp_flags) {
-        return Ok(Verdict::of(Reason::TcpBadFlags));
+        return Ok((Verdict::of(Reason::TcpBadFlags), false));
     }
     let v = match cfg.policy_mode {
         POLICY_POSTURE => Verdict::of(posture(cfg, dir)?),
@@ -117,15 +150,36 @@ fn decide_whole(
         _ => return Err(Reason::NoConfig),
     };
     if v.reason.action() == Action::Pass {
-        if stage::stop_at(STAGE_POLICY) {
-            return Ok(v);
-        }
-        return Ok(conntrack::create(cfg, dir, pkt, v, bytes));
+        return Ok((v, !stage::stop_at(STAGE_POLICY)));
     }
     if conntrack::tcp_not_syn(pkt) {
-        return Ok(Verdict::of(Reason::TcpNotSyn));
+        return Ok((Verdict::of(Reason::TcpNotSyn), false));
     }
-    Ok(v)
+    Ok((v, false))
+}
+
+/// The network ACL's verdict when it drops the packet (`None`: the ACL allows it, or the
+/// interface has none). Every entry's decision is counted in `SG_ACL_HITS`.
+#[inline(always)]
+fn acl(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Option<Verdict>, Reason> {
+    if cfg.flags & CONFIG_ACL == 0 {
+        return Ok(None);
+    }
+    let peer = match dir {
+        Direction::Ingress => parse::src_words(pkt),
+        Direction::Egress => parse::dst_words(pkt),
+    };
+    let hit = policy::acl(cfg.active_gen & 1, dir, pkt.family, pkt.proto, &peer, policy::key_low16(pkt))?;
+    let (slot, drop) = match hit {
+        AclHit::Allow(slot) => (slot, false),
+        AclHit::Deny(slot) => (slot, true),
+        AclHit::Default => return Ok(Some(Verdict::of(Reason::AclDefault))),
+    };
+    if let Some(h) = SG_ACL_HITS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, valid for the program's run; no concurrent writer on this CPU.
+        unsafe { *h += 1 };
+    }
+    Ok(drop.then_some(Verdict { acl_slot: slot, ..Verdict::of(Reason::AclDeny) }))
 }
 
 /// DHCP client traffic: replies from a server (v4 67 -> 68, v6 547 -> 546) at ingress, the

@@ -29,6 +29,9 @@ pub struct Verdict {
     pub flow_log: bool,
     /// This packet started a tracked flow (an `EV_ACCEPT` event).
     pub new_flow: bool,
+    /// `acl_deny`: the ACL slot (`sg_common::policy::acl_slot`) of the deny entry, recorded in
+    /// the summary's `rule` for tests (the entry's hit is counted where the ACL decided).
+    pub acl_slot: u32,
 }
 
 impl Verdict {
@@ -41,6 +44,7 @@ impl Verdict {
             monitor: false,
             flow_log: false,
             new_flow: false,
+            acl_slot: NO_RULE,
         }
     }
 
@@ -100,7 +104,7 @@ pub fn exit<C: EbpfContext>(ctx: &C, dir: Direction, v: Verdict, bytes: u64) -> 
         unsafe {
             (*s).seq = (*slot).seq.wrapping_add(1);
             (*s).reason = v.reason as u32;
-            (*s).rule = v.rule_slot;
+            (*s).rule = if v.reason == Reason::AclDeny { v.acl_slot } else { v.rule_slot };
             *slot = *s;
         }
     }

@@ -105,9 +105,6 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
     pins::check_root()?;
     pins::check_bpffs()?;
     let plans = compile::compile(rs)?;
-    for p in &plans {
-        generation::check_enforceable(p)?;
-    }
     let _lock = state::lock()?;
     let old = state::current_state()?;
     let d = diff(old.as_ref().map(|s| &s.ruleset), rs);

@@ -106,11 +106,6 @@ pub enum Error {
     )]
     HostsOnly { hosts: String },
 
-    #[error(
-        "{iface}: network ACL '{acl}' is checked (explain, audit) but this build's datapath does not enforce ACLs yet; nothing applied (remove `acl` from the interface to apply the groups)"
-    )]
-    AclNotEnforced { iface: String, acl: String },
-
     #[error("{}: {detail}", path.display())]
     Capture { path: PathBuf, detail: String },
 

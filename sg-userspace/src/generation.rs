@@ -13,14 +13,10 @@
 
 use sg_common::{
     IfaceConfig,
-    config::{CONFIG_IMPLICIT_MASK, POLICY_GROUPS, with_monitor},
+    config::{CONFIG_ACL, CONFIG_IMPLICIT_MASK, POLICY_GROUPS, with_monitor},
 };
 
-use crate::{
-    error::{Error, Result},
-    maps::InstanceMaps,
-    rules::compile::IfacePlan,
-};
+use crate::{error::Result, maps::InstanceMaps, rules::compile::IfacePlan};
 
 /// A staged flip of one instance: the config before and the config that enforces the plan.
 #[derive(Clone, Copy, Debug)]
@@ -67,25 +63,23 @@ pub fn next_config(cur: &IfaceConfig, plan: &IfacePlan, seq: u64, revoke: bool) 
         policy_seq: seq,
         revoke_seq: if revoke { seq } else { cur.revoke_seq },
         ct_timeouts: plan.timeouts,
-        flags: with_monitor((cur.flags & !CONFIG_IMPLICIT_MASK) | plan.no_implicit, plan.monitor),
+        flags: with_monitor(
+            (cur.flags & !(CONFIG_IMPLICIT_MASK | CONFIG_ACL)) | plan.no_implicit | acl_flag(plan),
+            plan.monitor,
+        ),
         ..*cur
     }
 }
 
-/// Refuses a plan the datapath cannot enforce whole: one with a network ACL (the ACL layer of
-/// the datapath is not built yet; a policy applied without its ACL would let in what the ACL
-/// denies).
-pub fn check_enforceable(plan: &IfacePlan) -> Result<()> {
-    match &plan.acl {
-        Some(acl) => Err(Error::AclNotEnforced { iface: plan.iface.clone(), acl: acl.acl.clone() }),
-        None => Ok(()),
-    }
+/// `CONFIG_ACL` when the plan has a network ACL: the datapath reads the ACL layer of the
+/// generation it flips to (the flag and the generation change in one config update).
+fn acl_flag(plan: &IfacePlan) -> u32 {
+    if plan.acl.is_some() { CONFIG_ACL } else { 0 }
 }
 
 /// Writes `plan` into the inactive generation of `maps` and returns the flip to it. Nothing
 /// the datapath reads changes until [`Flip::commit`].
 pub fn stage(maps: &mut InstanceMaps, plan: &IfacePlan, seq: u64, revoke: bool) -> Result<Flip> {
-    check_enforceable(plan)?;
     let prev = maps.config()?;
     let next = next_config(&prev, plan, seq, revoke);
     maps.write_generation(next.active_gen & 1, plan)?;
@@ -144,12 +138,17 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_with_a_network_acl_is_refused_until_the_datapath_enforces_it() {
-        assert!(check_enforceable(&plan("")).is_ok());
+    fn the_acl_flag_follows_the_plan() {
         let text = "[groups.g]\n[acls.a]\ningress = [{ rule = 1, action = \"deny\", proto = \"all\", cidr = \"0.0.0.0/0\" }]\n[interfaces.eth0]\ngroups = [\"g\"]\nacl = \"a\"\n";
         let rs = parse_str("t.toml", text, Format::Toml, &AwsContext::default()).unwrap();
-        let p = compile_iface(&rs, "eth0").unwrap();
-        let err = check_enforceable(&p).unwrap_err().to_string();
-        assert!(err.contains("eth0: network ACL 'a'") && err.contains("nothing applied"), "{err}");
+        let with = compile_iface(&rs, "eth0").unwrap();
+        let cur = IfaceConfig { flags: CONFIG_VALID, ..IfaceConfig::default() };
+        let on = next_config(&cur, &with, 1, false);
+        assert_eq!(on.flags & CONFIG_ACL, CONFIG_ACL);
+        assert_eq!(
+            next_config(&on, &plan(""), 2, false).flags & CONFIG_ACL,
+            0,
+            "a plan without an ACL clears it"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Per-rule hit totals, computed here only: `sgctl stats`, `sgctl audit --live`, the metrics
-//! endpoint and the carrying of counts across applies all use [`totals`].
+//! endpoint and the carrying of counts across applies all use [`totals`]. Network ACL entries
+//! count every packet they decide ([`acl_stats`]), since the apply that wrote them.
 //!
 //! The datapath counts in `SG_RULE_HITS` per generation, and a generation's counters restart
 //! when it is written again. The total of a rule is its base (`State::hit_base`: what earlier
@@ -67,6 +68,53 @@ pub fn rule_stats(iface: Option<&str>) -> Result<Vec<RuleStat>> {
                 description: r.rule.description.clone(),
                 location: r.rule.loc.to_string(),
                 hits,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One entry of an interface's network ACL with its hits, as `sgctl stats --acl` shows it.
+#[derive(Debug, Serialize)]
+pub struct AclStat {
+    pub iface: String,
+    pub acl: String,
+    /// Entry id on the interface (ingress by rule number, then egress).
+    pub id: usize,
+    pub direction: &'static str,
+    pub number: u16,
+    pub action: &'static str,
+    pub entry: String,
+    pub location: String,
+    /// Packets this entry decided (allowed or denied) since the last apply: an ACL is
+    /// stateless, so every packet of a flow counts.
+    pub hits: u64,
+}
+
+/// Every network ACL entry of the applied rule set on the attached interfaces (or on `iface`).
+pub fn acl_stats(iface: Option<&str>) -> Result<Vec<AclStat>> {
+    let state = state::applied()?;
+    let mut out = Vec::new();
+    for b in &state.ruleset.interfaces {
+        if iface.is_some_and(|i| i != b.iface) {
+            continue;
+        }
+        let Some(acl) = state.ruleset.iface_acl(&b.iface) else { continue };
+        let Some(att) = loader::open_attached(&b.iface)? else { continue };
+        let gen_ = att.maps.config()?.active_gen & 1;
+        let entries =
+            crate::rules::Dir::BOTH.into_iter().flat_map(|d| acl.entries(d).iter().map(move |e| (d, e)));
+        for (id, (dir, e)) in entries.enumerate() {
+            out.push(AclStat {
+                iface: b.iface.clone(),
+                acl: acl.name.clone(),
+                id,
+                direction: dir.as_str(),
+                number: e.number,
+                action: e.action.as_str(),
+                entry: e.describe(dir),
+                location: e.loc.to_string(),
+                hits: att.maps.acl_hits(gen_, id as u32)?,
             });
         }
     }

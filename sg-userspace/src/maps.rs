@@ -15,8 +15,8 @@ use sg_common::{
     flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey},
     maps::{self as reg, F_MMAPABLE, F_NO_COMMON_LRU, F_NO_PREALLOC, MapKind, MapSpec, Owner},
     policy::{
-        PortSetRef, PrefixNode, PrefixRoot, PrefixTip, SEGMENTS_PER_GEN, Segment, pool_index, root_index,
-        rule_slot,
+        LAYERS, PortSetRef, PrefixNode, PrefixRoot, PrefixTip, SEGMENTS_PER_GEN, Segment, acl_slot,
+        pool_index, root_index, rule_slot,
     },
     reason::counter_index,
 };
@@ -46,6 +46,7 @@ pub struct InstanceMaps {
     port_sets: Array<MapData, PortSetRef>,
     segments: Array<MapData, Segment>,
     rule_hits: PerCpuArray<MapData, u64>,
+    acl_hits: PerCpuArray<MapData, u64>,
     ct: HashMap<MapData, CtKey, CtEntry>,
     ct_new: HashMap<MapData, CtKey, CtEntry>,
     seen: SeenMap,
@@ -223,6 +224,7 @@ impl InstanceMaps {
             port_sets: maps.take(&reg::PORT_SETS)?,
             segments: maps.take(&reg::SEGMENTS)?,
             rule_hits: maps.take(&reg::RULE_HITS)?,
+            acl_hits: maps.take(&reg::ACL_HITS)?,
             ct: maps.take(&reg::CT)?,
             // An LRU hash opens as a plain HashMap in aya 0.14.
             ct_new: maps.take(&reg::CT_NEW)?,
@@ -316,16 +318,31 @@ impl InstanceMaps {
                 .set(pool_index(gen_, i as u32), node, 0)
                 .context(|| format!("writing {}", reg::PFX_NODES.name))?;
         }
-        for (i, root) in t.roots.iter().enumerate() {
+        // The ACL layer's roots only for a plan with an ACL: without one the datapath does
+        // not read them (`CONFIG_ACL` is off).
+        let layers = if plan.acl.is_some() { LAYERS } else { 1 };
+        for (i, root) in t.roots.iter().enumerate().take((layers * 4) as usize) {
             // `prefix_table::table` is the index in generation 0.
             self.pfx_root
-                .set(root_index(gen_, 0, false) + i as u32, root.as_ref(), 0)
+                .set(root_index(gen_, 0, 0, false) + i as u32, root.as_ref(), 0)
                 .context(|| format!("writing {}", reg::PFX_ROOT.name))?;
         }
         for id in 0..plan.rules.len() as u32 {
             self.set_rule_hits(gen_, id, 0)?;
         }
+        for id in 0..plan.acl.as_ref().map_or(0, |a| a.entries.len()) as u32 {
+            set_per_cpu(&mut self.acl_hits, &reg::ACL_HITS, acl_slot(gen_, id), 0)?;
+        }
         Ok(())
+    }
+
+    /// Packets ACL entry `id` of generation `gen_` decided, summed over CPUs.
+    pub fn acl_hits(&self, gen_: u8, id: u32) -> Result<u64> {
+        let v = self
+            .acl_hits
+            .get(&acl_slot(gen_, id), 0)
+            .context(|| format!("reading {}", reg::ACL_HITS.name))?;
+        Ok(v.iter().sum())
     }
 
     /// What the instance's prefix maps hold per generation (their sizes, set at attach).
@@ -349,14 +366,18 @@ impl InstanceMaps {
 
     /// Sets the hits of rule `id` in generation `gen_` (the count goes to the first CPU).
     pub fn set_rule_hits(&mut self, gen_: u8, id: u32, hits: u64) -> Result<()> {
-        let n = aya::util::nr_cpus().map_err(|(_, e)| e).context(|| "counting CPUs".to_string())?;
-        let mut vals = vec![0u64; n];
-        vals[0] = hits;
-        let vals = PerCpuValues::try_from(vals).context(|| "per-CPU values".to_string())?;
-        self.rule_hits
-            .set(rule_slot(gen_, id), vals, 0)
-            .context(|| format!("writing {}", reg::RULE_HITS.name))
+        set_per_cpu(&mut self.rule_hits, &reg::RULE_HITS, rule_slot(gen_, id), hits)
     }
+}
+
+/// Sets slot `slot` of a per-CPU counter map (`spec`: `SG_RULE_HITS`, `SG_ACL_HITS`) to `n`,
+/// on the first CPU.
+fn set_per_cpu(map: &mut PerCpuArray<MapData, u64>, spec: &MapSpec, slot: u32, n: u64) -> Result<()> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context(|| "counting CPUs".to_string())?;
+    let mut vals = vec![0u64; cpus];
+    vals[0] = n;
+    let vals = PerCpuValues::try_from(vals).context(|| "per-CPU values".to_string())?;
+    map.set(slot, vals, 0).context(|| format!("writing {}", spec.name))
 }
 
 /// Which conntrack table an entry is in.

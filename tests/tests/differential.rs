@@ -1,7 +1,9 @@
-//! Differential test: random rule sets and random packets; the kernel's verdict (reason and
-//! rule id, read from the recorded packet summary) must equal the reference model's.
+//! Differential test: random rule sets (half of them with a network ACL) and random packets;
+//! the kernel's verdict (reason and rule id, or the deciding ACL entry, read from the recorded
+//! packet summary) must equal the reference model's. Every allowed TCP or UDP packet is
+//! followed by its reply, which conntrack admits and the (stateless) ACL decides again.
 //!
-//! At least 20,000 (rule set, packet) pairs per run. The seed is printed; replay a failure
+//! At least 100,000 (rule set, packet) pairs per run. The seed is printed; replay a failure
 //! with `SG_DIFF_SEED=<seed> cargo test -p sg-tests --test differential`.
 
 use std::{
@@ -13,20 +15,23 @@ use ipnet::IpNet;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use sg_common::{
     Direction, Reason,
-    policy::{NO_RULE, rule_slot, slot_rule},
+    policy::{NO_RULE, acl_slot, rule_slot},
 };
 use sg_tests::{
     packet::Pkt,
     policy::{apply, recording_instance, ruleset},
     require_bpf,
 };
-use sg_userspace::rules::{
-    Dir,
-    model::{self, Probe},
+use sg_userspace::{
+    loader::PrivateInstance,
+    rules::{
+        Dir,
+        model::{self, Probe},
+    },
 };
 
-const RULE_SETS: usize = 100;
-const PACKETS_PER_SET: usize = 200;
+const RULE_SETS: usize = 250;
+const PACKETS_PER_SET: usize = 400;
 
 const V4_BASES: [[u8; 4]; 3] = [[192, 0, 2, 0], [198, 51, 100, 0], [203, 0, 113, 0]];
 const V4_LENS: [u8; 10] = [0, 8, 16, 22, 24, 25, 26, 28, 31, 32];
@@ -63,7 +68,8 @@ fn cidr(rng: &mut StdRng) -> IpNet {
     }
 }
 
-fn rule_line(rng: &mut StdRng, dir: &str, members: &[String]) -> String {
+/// The protocol, ports and ICMP fields of a rule or an ACL entry.
+fn match_fields(rng: &mut StdRng) -> Vec<String> {
     let proto = *PROTOS.choose(rng).unwrap();
     let mut f = vec![format!("proto = \"{proto}\"")];
     match proto {
@@ -84,6 +90,11 @@ fn rule_line(rng: &mut StdRng, dir: &str, members: &[String]) -> String {
         }
         _ => {}
     }
+    f
+}
+
+fn rule_line(rng: &mut StdRng, dir: &str, members: &[String]) -> String {
+    let mut f = match_fields(rng);
     let (cidr_key, group_key, list_key) = if dir == "ingress" {
         ("from", "from_group", "from_prefix_list")
     } else {
@@ -133,7 +144,71 @@ fn random_rules(rng: &mut StdRng) -> String {
     }
     let bound: Vec<String> = bound.iter().map(|n| format!("\"{n}\"")).collect();
     let _ = writeln!(t, "[interfaces.eth0]\ngroups = [{}]", bound.join(", "));
+    if rng.random_bool(0.5) {
+        let _ = writeln!(t, "acl = \"a\"");
+        t.push_str(&random_acl(rng));
+    }
     t
+}
+
+/// A random network ACL `a`: numbered entries, allow and deny, nested CIDRs; the ephemeral
+/// ports of the replies (40000) are often allowed, so that both outcomes of a reply occur.
+fn random_acl(rng: &mut StdRng) -> String {
+    let mut t = String::from("[acls.a]\n");
+    for dir in ["ingress", "egress"] {
+        let _ = writeln!(t, "{dir} = [");
+        let mut numbers: Vec<u16> =
+            (0..rng.random_range(0..=10)).map(|_| rng.random_range(1..=32764)).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        for n in numbers {
+            let action = if rng.random_bool(0.6) { "allow" } else { "deny" };
+            let mut f = vec![format!("rule = {n}"), format!("action = \"{action}\"")];
+            if rng.random_bool(0.2) {
+                f.push(format!("proto = \"{}\"", ["tcp", "udp"].choose(rng).unwrap()));
+                f.push("ports = \"32768-65535\"".to_string());
+            } else {
+                f.extend(match_fields(rng));
+            }
+            let net = match rng.random_range(0..8) {
+                0 => "0.0.0.0/0".to_string(),
+                1 => "::/0".to_string(),
+                _ => cidr(rng).to_string(),
+            };
+            f.push(format!("cidr = \"{net}\""));
+            let _ = writeln!(t, "  {{ {} }},", f.join(", "));
+        }
+        if rng.random_bool(0.3) {
+            // The last entries allow the rest (what an operator writes after a deny list).
+            let _ = writeln!(
+                t,
+                "  {{ rule = 32765, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }},"
+            );
+            let _ =
+                writeln!(t, "  {{ rule = 32766, action = \"allow\", proto = \"all\", cidr = \"::/0\" }},");
+        }
+        let _ = writeln!(t, "]");
+    }
+    t
+}
+
+/// The reply to a TCP or UDP probe: the other direction, ports swapped.
+fn reply_of(p: &Probe) -> Probe {
+    Probe { src: p.dst, dst: p.src, dport: 40000, ..*p }
+}
+
+/// What the kernel records as the rule of a decision: the rule slot of the allowing rule, the
+/// ACL slot of a denying ACL entry, nothing for the ACL's final rule.
+fn want_slot(rs: &sg_userspace::rules::RuleSet, dir: Dir, d: &model::Decision, gen_: u8) -> u32 {
+    match d.reason {
+        Reason::AclDeny => {
+            let acl = rs.iface_acl("eth0").expect("an ACL decided");
+            let entry = d.acl.and_then(sg_userspace::rules::acl::AclVerdict::entry).expect("a deny entry");
+            acl_slot(gen_, acl.entry_id(dir, entry) as u32)
+        }
+        Reason::AclDefault | Reason::NoRule | Reason::TcpNotSyn | Reason::FragmentNoFirst => NO_RULE,
+        _ => d.rule.map_or(NO_RULE, |r| rule_slot(gen_, r as u32)),
+    }
 }
 
 /// A random probe, biased towards the rule set's own addresses and edge ports.
@@ -216,11 +291,34 @@ fn kernel_verdicts_equal_the_reference_model() {
     let mut inst = recording_instance();
     let mut pairs = 0;
     let mut allowed = 0;
+    let mut by_acl = [0usize; 3];
     for set in 0..RULE_SETS {
         let text = random_rules(&mut rng);
         let rs = ruleset(&text);
         apply(&mut inst, &rs, "eth0", set as u64 + 1);
         let gen_ = inst.maps().config().unwrap().active_gen & 1;
+        let check = |inst: &mut PrivateInstance,
+                     dir: Direction,
+                     probe: &Probe,
+                     want: model::Decision,
+                     got_frame: Vec<u8>,
+                     what: &str| {
+            let mdir = if dir == Direction::Ingress { Dir::Ingress } else { Dir::Egress };
+            inst.run(dir, &got_frame).expect("test run");
+            let got = inst.maps().last_parse().expect("summary");
+            // The slot names the generation too: a rule of the other one is a mismatch.
+            let want_slot = want_slot(&rs, mdir, &want, gen_);
+            assert!(
+                !(Reason::from_u32(got.reason) != Some(want.reason) || got.rule != want_slot),
+                "seed {seed} (SG_DIFF_SEED={seed}), rule set #{set}, {what} {} probe {probe:?}:\n  kernel: {:?} slot {:#x}\n  model:  {:?} rule {:?} acl {:?} (slot {want_slot:#x})\nrules:\n{text}",
+                dir.as_str(),
+                Reason::from_u32(got.reason),
+                got.rule,
+                want.reason,
+                want.rule,
+                want.acl,
+            );
+        };
         for _ in 0..PACKETS_PER_SET {
             let dir = if rng.random_bool(0.5) { Direction::Ingress } else { Direction::Egress };
             let probe = random_probe(&mut rng, dir);
@@ -233,31 +331,50 @@ fn kernel_verdicts_equal_the_reference_model() {
                 // A denied TCP packet that is not a SYN has its own reason.
                 want.reason = Reason::TcpNotSyn;
             }
-            inst.run(dir, &frame(&probe, syn)).expect("test run");
-            let got = inst.maps().last_parse().expect("summary");
-            // The slot names the generation too: a rule of the other one is a mismatch.
-            let want_slot = want.rule.map_or(NO_RULE, |r| rule_slot(gen_, r as u32));
-            let got_rule = (got.rule != NO_RULE).then(|| slot_rule(got.rule) as usize);
-            assert!(
-                !(Reason::from_u32(got.reason) != Some(want.reason) || got.rule != want_slot),
-                "seed {seed} (SG_DIFF_SEED={seed}), rule set #{set}, {} probe {probe:?}:\n  kernel: {:?} rule {got_rule:?}\n  model:  {:?} rule {:?}\nrules:\n{text}",
-                dir.as_str(),
-                Reason::from_u32(got.reason),
-                want.reason,
-                want.rule
-            );
+            check(&mut inst, dir, &probe, want, frame(&probe, syn), "first");
+            match want.acl {
+                Some(model_acl) if model_acl.allows() => by_acl[0] += 1,
+                Some(model_acl) if model_acl.entry().is_some() => by_acl[1] += 1,
+                Some(_) => by_acl[2] += 1,
+                None => {}
+            }
             allowed += usize::from(want.reason == Reason::RuleAllow);
             pairs += 1;
+            // The reply of an allowed TCP or UDP flow: conntrack admits it, the ACL of the
+            // other direction decides it again (the groups of that direction do not).
+            // (A TCP packet other than a SYN passes without starting a flow.)
+            let tracked = (probe.proto == 6 && syn) || probe.proto == 17;
+            if want.reason == Reason::RuleAllow && tracked && !probe.later_fragment {
+                let reply = reply_of(&probe);
+                let rdir = if dir == Direction::Ingress { Direction::Egress } else { Direction::Ingress };
+                let rmdir = if rdir == Direction::Ingress { Dir::Ingress } else { Dir::Egress };
+                let acl = rs.iface_acl("eth0").map(|a| a.decide(rmdir, &reply));
+                let reason = match acl {
+                    Some(v) if v.allows() => Reason::CtReply,
+                    Some(v) if v.entry().is_some() => Reason::AclDeny,
+                    Some(_) => Reason::AclDefault,
+                    None => Reason::CtReply,
+                };
+                let want = model::Decision { reason, rule: None, acl };
+                let frame = match probe.proto {
+                    6 => Pkt::tcp(reply.src, reply.dst, probe.dport, 40000).flags(0x12).build(),
+                    _ => Pkt::udp(reply.src, reply.dst, probe.dport, 40000).build(),
+                };
+                check(&mut inst, rdir, &reply, want, frame, "reply");
+                pairs += 1;
+            }
         }
     }
     println!(
-        "differential: {pairs} (rule set, packet) pairs agree, {allowed} allowed, {} denied",
-        pairs - allowed
+        "differential: {pairs} (rule set, packet) pairs agree, {allowed} allowed first packets; ACL allowed {}, denied by an entry {}, by its final rule {}",
+        by_acl[0], by_acl[1], by_acl[2]
     );
-    assert!(pairs >= 20_000);
+    assert!(pairs >= 100_000);
     // A generator that only produced denials (or only allows) would test little.
+    let firsts = RULE_SETS * PACKETS_PER_SET;
     assert!(
-        allowed > pairs / 10 && allowed < pairs * 9 / 10,
-        "allowed {allowed} of {pairs}: generator is off balance"
+        allowed > firsts / 10 && allowed < firsts * 9 / 10,
+        "allowed {allowed} of {firsts}: generator is off balance"
     );
+    assert!(by_acl.iter().all(|&n| n > firsts / 100), "ACL outcomes off balance: {by_acl:?}");
 }

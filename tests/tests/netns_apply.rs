@@ -324,27 +324,3 @@ fn a_fleet_file_needs_host_and_host_picks_its_bindings() {
     pair.sgctl_ok(Side::A, &["apply", file, "--host", "h1"]);
     assert_eq!(reachable(&pair), (false, true), "h1's bindings are not enforced");
 }
-
-/// Until the datapath enforces network ACLs, a file binding one is refused whole: the groups
-/// are not applied without their ACL, and the rule set before stays active.
-#[test]
-fn a_file_binding_a_network_acl_is_refused_whole() {
-    if !require_bpf("a_file_binding_a_network_acl_is_refused_whole") {
-        return;
-    }
-    let pair = NetnsPair::new();
-    let _l = listeners(&pair);
-    let v1 = write_temp(&format!("{}-acl-v1.toml", pair.if_a), &rules(&pair.if_a, 8080));
-    pair.sgctl_ok(Side::A, &["apply", v1.to_str().unwrap()]);
-    let with_acl = format!(
-        "{}acl = \"a\"\n[acls.a]\ningress = [{{ rule = 1, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }}]\n",
-        rules(&pair.if_a, 9090)
-    );
-    let v2 = write_temp(&format!("{}-acl-v2.toml", pair.if_a), &with_acl);
-    let out = pair.sgctl(Side::A, &["apply", v2.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "must be refused");
-    assert!(err.contains("network ACL 'a'") && err.contains("nothing applied"), "{err}");
-    assert_eq!(policy_seq(&pair), 1, "the old rule set is still the active one");
-    assert_eq!(reachable(&pair), (true, false), "traffic still follows v1");
-}

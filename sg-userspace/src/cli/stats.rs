@@ -1,9 +1,9 @@
-//! `sgctl stats [--json] [--iface IF]`: per-rule hit counters of the applied rule set
-//! (`crate::hits`).
+//! `sgctl stats [--json] [--iface IF] [--acl]`: per-rule hit counters of the applied rule set,
+//! and those of the network ACL entries (`crate::hits`).
 
 use clap::Args;
 
-use crate::hits::rule_stats;
+use crate::hits::{acl_stats, rule_stats};
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
@@ -12,19 +12,48 @@ pub struct StatsArgs {
     /// Only this interface.
     #[arg(long)]
     pub iface: Option<String>,
+    /// The network ACL entries only (packets each entry decided since the last apply); with
+    /// --json, their rows instead of the rules'.
+    #[arg(long)]
+    pub acl: bool,
 }
 
 pub fn run(args: &StatsArgs) -> anyhow::Result<()> {
-    let stats = rule_stats(args.iface.as_deref())?;
+    let acl = acl_stats(args.iface.as_deref())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        let out = if args.acl {
+            serde_json::to_string_pretty(&acl)?
+        } else {
+            serde_json::to_string_pretty(&rule_stats(args.iface.as_deref())?)?
+        };
+        println!("{out}");
         return Ok(());
     }
-    println!("{:<12} {:>4} {:<16} {:<8} {:>5} {:>12}  rule", "iface", "id", "group", "dir", "index", "hits");
-    for s in &stats {
+    if !args.acl {
+        let stats = rule_stats(args.iface.as_deref())?;
+        println!(
+            "{:<12} {:>4} {:<16} {:<8} {:>5} {:>12}  rule",
+            "iface", "id", "group", "dir", "index", "hits"
+        );
+        for s in &stats {
+            println!(
+                "{:<12} {:>4} {:<16} {:<8} {:>5} {:>12}  {}",
+                s.iface, s.id, s.group, s.direction, s.index, s.hits, s.rule
+            );
+        }
+        if acl.is_empty() {
+            return Ok(());
+        }
+        println!();
+    }
+    println!(
+        "{:<12} {:>4} {:<16} {:<8} {:>5} {:>12}  network ACL entry",
+        "iface", "id", "acl", "dir", "rule", "hits"
+    );
+    for s in &acl {
         println!(
             "{:<12} {:>4} {:<16} {:<8} {:>5} {:>12}  {}",
-            s.iface, s.id, s.group, s.direction, s.index, s.hits, s.rule
+            s.iface, s.id, s.acl, s.direction, s.number, s.hits, s.entry
         );
     }
     Ok(())

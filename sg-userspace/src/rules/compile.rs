@@ -14,11 +14,14 @@ use std::{
 };
 
 use ipnet::IpNet;
-use sg_common::policy::{MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment, flow_key};
+use sg_common::policy::{
+    ACL_DENY, LAYER_ACL, LAYER_GROUPS, MAX_ACL_ENTRIES, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
+    flow_key,
+};
 
 use super::{
     Dir, Ports, Proto, RuleRef, RuleSet,
-    acl::{Acl, AclEntry},
+    acl::{Acl, AclAction, AclEntry},
     prefix_table::{self, PrefixTables},
 };
 
@@ -55,6 +58,8 @@ pub struct IfacePlan {
 pub enum CompileError {
     #[error("{iface}: {n} rules, the datapath holds at most {max} per interface")]
     TooManyRules { iface: String, n: usize, max: usize },
+    #[error("{iface}: its network ACL has {n} entries, the datapath holds at most {max} per interface")]
+    TooManyAclEntries { iface: String, n: usize, max: usize },
     #[error(
         "{iface}: the compiled port sets need {n} segments, the datapath holds {max} (many prefixes nested under prefixes with many port ranges multiply)"
     )]
@@ -105,7 +110,11 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
             by_net[r.dir as usize].entry(net).or_default().push((id as u32, lo, hi));
         }
     }
-    let (entries, segments) = port_sets(&by_net);
+    let (entries, mut segments) = port_sets(&by_net);
+    let acl = match rs.iface_acl(iface) {
+        Some(acl) => Some(compile_acl(iface, acl, &mut segments)?),
+        None => None,
+    };
     if segments.len() > SEGMENTS_PER_GEN as usize {
         return Err(CompileError::TooManySegments {
             iface: iface.into(),
@@ -113,11 +122,12 @@ pub fn compile_iface(rs: &RuleSet, iface: &str) -> Result<IfacePlan, CompileErro
             max: SEGMENTS_PER_GEN as usize,
         });
     }
-    let tables = prefix_table::build(entries.iter().map(|e| (e.dir, e.net, e.set)));
+    let groups = entries.iter().map(|e| (LAYER_GROUPS, e.dir, e.net, e.set));
+    let acl_prefixes = acl.iter().flat_map(|a| a.prefixes.iter().map(|e| (LAYER_ACL, e.dir, e.net, e.set)));
+    let tables = prefix_table::build_layers(groups.chain(acl_prefixes));
     let timeouts = rs.binding(iface).map_or(sg_common::conntrack::CtTimeouts::AWS_DEFAULTS, |b| b.timeouts);
     let no_implicit = rs.binding(iface).map_or(0, |b| b.no_implicit);
     let monitor = rs.binding(iface).and_then(|b| b.monitor);
-    let acl = rs.iface_acl(iface).map(compile_acl);
     Ok(IfacePlan {
         iface: iface.into(),
         rules,
@@ -165,23 +175,22 @@ fn port_sets(by_net: &[BTreeMap<IpNet, Ranges>; 2]) -> (Vec<TrieEntry>, Vec<Segm
     (entries, segments)
 }
 
-/// A network ACL compiled for one interface, as the groups are: prefix entries whose port sets
-/// label each flow key with the first entry (lowest rule number) matching it, so that a packet
-/// pays one lookup whatever the number of entries. A key in no segment (or an address under
-/// no prefix) meets the implicit final deny.
+/// A network ACL compiled for one interface, as the groups are: prefix entries (in the ACL's
+/// layer of the interface's prefix tables) whose port sets label each flow key with the first
+/// entry (lowest rule number) matching it, so that a packet pays one lookup whatever the
+/// number of entries. A key in no segment (or an address under no prefix) meets the implicit
+/// final deny. The segments follow the groups' in [`IfacePlan::segments`]; a segment's `rule`
+/// is the entry id, with `ACL_DENY` for a deny entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AclPlan {
     pub acl: String,
     /// Entry ids: index into this list (`Acl::entry_id`: ingress by rule number, then egress).
     pub entries: Vec<(Dir, AclEntry)>,
     pub prefixes: Vec<TrieEntry>,
-    pub tables: PrefixTables,
-    /// Segments' `rule`: the deciding entry's id.
-    pub segments: Vec<Segment>,
 }
 
-/// Compiles a network ACL.
-pub fn compile_acl(acl: &Acl) -> AclPlan {
+/// Compiles the network ACL of `iface`, appending its segments to `segments`.
+fn compile_acl(iface: &str, acl: &Acl, segments: &mut Vec<Segment>) -> Result<AclPlan, CompileError> {
     let mut entries = Vec::new();
     let mut by_net: [BTreeMap<IpNet, Ranges>; 2] = Default::default();
     for dir in Dir::BOTH {
@@ -192,17 +201,34 @@ pub fn compile_acl(acl: &Acl) -> AclPlan {
             entries.push((dir, e.clone()));
         }
     }
-    let (prefixes, segments) = port_sets(&by_net);
-    let tables = prefix_table::build(prefixes.iter().map(|e| (e.dir, e.net, e.set)));
-    AclPlan { acl: acl.name.clone(), entries, prefixes, tables, segments }
+    if entries.len() > MAX_ACL_ENTRIES as usize {
+        return Err(CompileError::TooManyAclEntries {
+            iface: iface.into(),
+            n: entries.len(),
+            max: MAX_ACL_ENTRIES as usize,
+        });
+    }
+    let (mut prefixes, acl_segments) = port_sets(&by_net);
+    let base = segments.len() as u32;
+    segments.extend(acl_segments.into_iter().map(|mut s| {
+        if entries[s.rule as usize].1.action == AclAction::Deny {
+            s.rule |= ACL_DENY;
+        }
+        s
+    }));
+    for p in &mut prefixes {
+        p.set.start += base;
+    }
+    Ok(AclPlan { acl: acl.name.clone(), entries, prefixes })
 }
 
-/// Decides a packet the way the datapath will read an ACL plan: the deciding entry's id, or
-/// `None` for the implicit final deny.
-pub fn interpret_acl(plan: &AclPlan, dir: Dir, peer: std::net::IpAddr, key: u32) -> Option<u32> {
-    let set = plan.tables.lookup(dir, peer).ok()??;
+/// How the datapath's reading of a plan decides a packet at the ACL: the deciding entry's id
+/// and whether it allows, or `None` for the implicit final deny (or a plan without an ACL).
+pub fn interpret_acl(plan: &IfacePlan, dir: Dir, peer: std::net::IpAddr, key: u32) -> Option<(u32, bool)> {
+    plan.acl.as_ref()?;
+    let set = plan.tables.lookup_in(LAYER_ACL, dir, peer).ok()??;
     let segs = &plan.segments[set.start as usize..(set.start + set.count) as usize];
-    segs.iter().find(|s| s.lo <= key && key <= s.hi).map(|s| s.rule)
+    segs.iter().find(|s| s.lo <= key && key <= s.hi).map(|s| (s.rule & !ACL_DENY, s.rule & ACL_DENY == 0))
 }
 
 /// Decides a flow key the way the datapath reads a plan: the prefix tables' walk for `peer`

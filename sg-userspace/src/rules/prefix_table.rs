@@ -27,9 +27,9 @@ use ipnet::IpNet;
 use sg_common::{
     conntrack::addr_words,
     policy::{
-        CHAIN_MAX, MAX_WALK, NODE_SLOTS, PortSetRef, PrefixNode, PrefixRoot, PrefixTip, ROOT_BITS,
-        ROOT_SLOTS, SLOT_KIND, SLOT_NODE, SLOT_NONE, SLOT_SET, SLOT_TIP, Slot, addr_byte, nodes_for,
-        root_slot,
+        CHAIN_MAX, LAYER_GROUPS, LAYERS, MAX_WALK, NODE_SLOTS, PortSetRef, PrefixNode, PrefixRoot, PrefixTip,
+        ROOT_BITS, ROOT_SLOTS, SLOT_KIND, SLOT_NODE, SLOT_NONE, SLOT_SET, SLOT_TIP, Slot, addr_byte,
+        nodes_for, root_slot,
     },
 };
 
@@ -65,11 +65,14 @@ pub struct TableFull {
     pub max: usize,
 }
 
-/// The index of the root table of (`dir`, family) in [`PrefixTables::roots`]; generation g's
-/// is at `policy::root_index(g, dir, v6)`, which adds `4 * g`.
-pub fn table(dir: Dir, v6: bool) -> usize {
-    sg_common::policy::root_index(0, dir.datapath() as u32, v6) as usize
+/// The index of the root table of (`layer`, `dir`, family) in [`PrefixTables::roots`];
+/// generation g's is at `policy::root_index(g, layer, dir, v6)`, which adds `8 * g`.
+pub fn table(layer: u32, dir: Dir, v6: bool) -> usize {
+    sg_common::policy::root_index(0, layer, dir.datapath() as u32, v6) as usize
 }
+
+/// Root tables per generation: layers x directions x families.
+pub const TABLES: usize = (LAYERS * 2 * 2) as usize;
 
 /// One prefix: its address as a u128 (IPv4 in the top 32 bits), its length, its slot.
 #[derive(Clone, Copy, Debug)]
@@ -176,13 +179,19 @@ impl Builder {
     }
 }
 
-/// Builds the tables of `entries` (one per (direction, network): the compiler's trie entries,
-/// each naming its port set). Whether they fit an instance is [`PrefixTables::check`]'s.
+/// Builds the tables of `entries` of the groups' layer alone (see [`build_layers`]).
 pub fn build(entries: impl IntoIterator<Item = (Dir, IpNet, PortSetRef)>) -> PrefixTables {
+    build_layers(entries.into_iter().map(|(dir, net, set)| (LAYER_GROUPS, dir, net, set)))
+}
+
+/// Builds the tables of `entries` (one per (layer, direction, network): the compiler's trie
+/// entries, each naming its port set), every layer's roots over the same pools. Whether they
+/// fit an instance is [`PrefixTables::check`]'s.
+pub fn build_layers(entries: impl IntoIterator<Item = (u32, Dir, IpNet, PortSetRef)>) -> PrefixTables {
     let mut sets: Vec<PortSetRef> = Vec::new();
     let mut interned: HashMap<PortSetRef, Slot> = HashMap::new();
-    let mut by_table: [Vec<Pfx>; 4] = Default::default();
-    for (dir, net, set) in entries {
+    let mut by_table: [Vec<Pfx>; TABLES] = Default::default();
+    for (layer, dir, net, set) in entries {
         let slot = *interned.entry(set).or_insert_with(|| {
             sets.push(set);
             SLOT_SET | sets.len() as u32
@@ -191,10 +200,10 @@ pub fn build(entries: impl IntoIterator<Item = (Dir, IpNet, PortSetRef)>) -> Pre
             IpNet::V4(n) => (u128::from(n.addr().to_bits()) << 96, u32::from(n.prefix_len()), false),
             IpNet::V6(n) => (n.addr().to_bits(), u32::from(n.prefix_len()), true),
         };
-        by_table[table(dir, v6)].push(Pfx { bits, len, slot });
+        by_table[table(layer, dir, v6)].push(Pfx { bits, len, slot });
     }
     let mut b = Builder::default();
-    let mut roots = Vec::with_capacity(4);
+    let mut roots = Vec::with_capacity(TABLES);
     for prefs in &mut by_table {
         prefs.sort_by_key(|p| (p.bits, p.len));
         roots.push(b.root(prefs));
@@ -232,17 +241,27 @@ impl PrefixTables {
         Ok(())
     }
 
-    /// The port set of the longest prefix of (`dir`, family of `peer`) covering `peer`, by
-    /// the datapath's walk (`sg-ebpf/src/policy.rs`). `Err` where the datapath would answer
-    /// `internal_error` (a table this module did not build).
+    /// [`PrefixTables::lookup_in`] the groups' layer.
     pub fn lookup(&self, dir: Dir, peer: std::net::IpAddr) -> Result<Option<PortSetRef>, &'static str> {
+        self.lookup_in(LAYER_GROUPS, dir, peer)
+    }
+
+    /// The port set of the longest prefix of (`layer`, `dir`, family of `peer`) covering
+    /// `peer`, by the datapath's walk (`sg-ebpf/src/policy.rs`). `Err` where the datapath would
+    /// answer `internal_error` (a table this module did not build).
+    pub fn lookup_in(
+        &self,
+        layer: u32,
+        dir: Dir,
+        peer: std::net::IpAddr,
+    ) -> Result<Option<PortSetRef>, &'static str> {
         let (bytes, v6) = match peer {
             std::net::IpAddr::V4(a) => ((u128::from(a.to_bits()) << 96).to_be_bytes(), false),
             std::net::IpAddr::V6(a) => (a.octets(), true),
         };
         let w = addr_words(&bytes);
         let within = |mask: &[u64; 2], key: &[u64; 2]| w[0] & mask[0] == key[0] && w[1] & mask[1] == key[1];
-        let mut slot = self.roots[table(dir, v6)][root_slot(&w)];
+        let mut slot = self.roots[table(layer, dir, v6)][root_slot(&w)];
         for _ in 0..MAX_WALK {
             let at = (slot & !SLOT_KIND) as usize;
             slot = match slot & SLOT_KIND {
