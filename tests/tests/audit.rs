@@ -40,6 +40,9 @@ fn each_fixture_triggers_exactly_its_check() {
         ("shadowed_rule.toml", "shadowed_rule", "warn"),
         ("unbound_group.toml", "unbound_group", "warn"),
         ("egress_allow_all.toml", "egress_allow_all", "info"),
+        ("acl_blocks_return_traffic.toml", "acl_blocks_return_traffic", "warn"),
+        ("acl_shadowed_entry.toml", "acl_shadowed_entry", "warn"),
+        ("acl_entry_never_matches.toml", "acl_entry_never_matches", "warn"),
     ] {
         let (got, findings) = checks(file);
         assert_eq!(got, BTreeSet::from([check.to_string()]), "{file}: {findings:#?}");
@@ -64,6 +67,17 @@ fn shadowed_finding_names_both_rules() {
     assert!(f["rule"].as_str().unwrap().contains("tcp 8080"), "{f}");
     assert!(f["message"].as_str().unwrap().contains("8000-9000"), "{f}");
     assert!(f["location"].as_str().unwrap().ends_with(":4:3"), "the narrower rule's line: {f}");
+}
+
+#[test]
+fn acl_findings_name_the_entries_that_decide() {
+    let (_, f) = checks("acl_blocks_return_traffic.toml");
+    let m = f[0]["message"].as_str().unwrap();
+    assert!(m.contains("egress tcp to port 32768 for 192.0.2.0") && m.contains("its final deny"), "{m}");
+    assert!(f[0]["location"].as_str().unwrap().ends_with(":4:13"), "the group rule: {}", f[0]);
+    let (_, f) = checks("acl_shadowed_entry.toml");
+    assert!(f[0]["message"].as_str().unwrap().contains("entry 100 (allow"), "{}", f[0]);
+    assert!(f[0]["rule"].as_str().unwrap().starts_with("200 deny tcp 443"), "{}", f[0]);
 }
 
 #[test]

@@ -41,6 +41,8 @@ struct Inputs {
     prefix_lists: &'static [&'static str],
     /// The group token bound to the interface (`--bind IF=TOKEN`).
     bind: &'static str,
+    /// `describe-network-acls` outputs (`--network-acls`).
+    network_acls: &'static [&'static str],
 }
 
 enum Expect {
@@ -125,7 +127,7 @@ const ROWS: &[Row] = &[
         file: "custodian-test_network_acl_s3_missing-describe-network-acls-2.json",
         inputs: NONE,
         expect: Expect::Rejected(
-            "custodian-test_network_acl_s3_missing-describe-network-acls-2.json:1:1: describe-network-acls output: network ACLs are not supported yet",
+            "custodian-test_network_acl_s3_missing-describe-network-acls-2.json:1:1: describe-network-acls output: give it with --network-acls FILE beside the security groups (and bind with --bind IFACE=GROUPS,acl-ID)",
             1,
         ),
     },
@@ -231,7 +233,8 @@ const ROWS: &[Row] = &[
     },
 ];
 
-const NONE: Inputs = Inputs { members: None, network_interfaces: &[], prefix_lists: &[], bind: "" };
+const NONE: Inputs =
+    Inputs { members: None, network_interfaces: &[], prefix_lists: &[], bind: "", network_acls: &[] };
 
 fn input_path(name: &str) -> PathBuf {
     match name.strip_prefix("own:") {
@@ -267,6 +270,7 @@ fn context(inputs: &Inputs, iface: &str) -> AwsContext {
                 aws::PrefixListInput { id, file: n.to_string(), text: read(&input_path(n)) }
             })
             .collect(),
+        network_acls: inputs.network_acls.iter().map(|n| (n.to_string(), read(&input_path(n)))).collect(),
     }
 }
 
@@ -601,4 +605,58 @@ fn every_importable_real_file_applies_and_exports_to_nftables() {
     let importable = ROWS.iter().filter(|r| matches!(r.expect, Expect::Imports { .. })).count();
     assert_eq!(applied, importable);
     assert!(applied >= 9, "{applied} rows applied");
+}
+
+/// `describe-network-acls` beside the groups (`--network-acls`, `--bind IF=GROUPS,acl-ID`):
+/// ours (every entry field, both families, AWS's final rules 32767/32768 left to the implicit
+/// deny, a CIDR with host bits warned about) and the recorded default ACL of a real VPC.
+#[test]
+fn network_acls_come_with_network_acls_and_bind_by_id() {
+    let sg = read(&own("describe-security-groups.json"));
+    let ctx = |acls: &str, bind: &str| AwsContext {
+        members: Some(("m.toml".into(), read(&own("members.toml")))),
+        network_acls: vec![(acls.to_string(), read(&input_path(acls)))],
+        bindings: vec![format!("eth0={bind}")],
+        ..AwsContext::default()
+    };
+    let l = import("sg.json", &sg, &ctx("own:describe-network-acls.json", "web,acl-0pub000000000001"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let acl = l.rules.iface_acl("eth0").expect("bound by its id");
+    assert_eq!(
+        (acl.aws_id.as_deref(), acl.aws_vpc.as_deref()),
+        (Some("acl-0pub000000000001"), Some("vpc-0a1b2c3d4e5f00001"))
+    );
+    let numbers = |d| acl.entries(d).iter().map(|e| e.number).collect::<Vec<_>>();
+    assert_eq!(numbers(sg_userspace::rules::Dir::Ingress), vec![90, 100, 101, 110, 120, 130, 140]);
+    assert_eq!(
+        numbers(sg_userspace::rules::Dir::Egress),
+        vec![100, 101],
+        "32767 and 32768 are the implicit deny"
+    );
+    let said: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+    assert!(said.iter().any(|w| w.contains("host bits set in 198.51.100.7/24")), "{said:?}");
+    let text = sg_userspace::rules::toml_out::to_toml(&l.rules);
+    assert!(text.contains("{ rule = 120, action = \"allow\", proto = \"icmp\", icmp_type = 3, icmp_code = 4, cidr = \"0.0.0.0/0\" }"), "{text}");
+    assert!(
+        text.contains("{ rule = 130, action = \"allow\", proto = \"icmpv6\", cidr = \"::/0\" }"),
+        "{text}"
+    );
+    compile::compile(&l.rules).expect("compiles");
+    // export aws-acls -> --network-acls: the same ACLs.
+    let exported = serde_json::to_string_pretty(&aws::nacl::export(&l.rules)).unwrap();
+    let back = AwsContext {
+        network_acls: vec![("acls.json".into(), exported.clone())],
+        ..ctx("own:describe-network-acls.json", "web,acl-0pub000000000001")
+    };
+    let again = import("sg.json", &sg, &back).unwrap_or_else(|e| panic!("{e}\n{exported}"));
+    assert_eq!(again.rules.without_locations().acls, l.rules.without_locations().acls, "{exported}");
+
+    let real = "custodian-test_network_acl_s3_missing-describe-network-acls-2.json";
+    let l = import("sg.json", &sg, &ctx(real, "web,acl-6c9db915")).unwrap_or_else(|e| panic!("{e}"));
+    let acl = l.rules.iface_acl("eth0").expect("bound");
+    assert_eq!(acl.ingress.len(), 1, "100 allow all; 32767 is the implicit deny");
+    assert!(acl.egress.is_empty(), "this recorded ACL lists no egress allow: all egress is denied");
+
+    let err = import("sg.json", &sg, &ctx(real, "web,acl-6c9db915,acl-6c9db915")).unwrap_err().to_string();
+    assert!(err.contains("an interface has at most one"), "{err}");
 }

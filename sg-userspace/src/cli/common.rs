@@ -11,7 +11,8 @@ use crate::rules::{self, AwsContext, Dir, Proto};
 /// replay, daemon).
 #[derive(Debug, Args)]
 pub struct AwsInput {
-    /// AWS JSON: bind groups to an interface, IFACE=GROUP[,GROUP...] (GroupId or GroupName).
+    /// AWS JSON: bind groups to an interface, IFACE=GROUP[,GROUP...] (GroupId or GroupName;
+    /// the NetworkAclId of a --network-acls input binds that network ACL).
     #[arg(long = "bind", value_name = "IFACE=GROUPS")]
     pub bind: Vec<String>,
     /// AWS JSON: TOML file with group members and prefix-list entries AWS does not list
@@ -26,6 +27,10 @@ pub struct AwsInput {
     /// `get-managed-prefix-list-entries` output as PL-ID=FILE (repeat for more).
     #[arg(long = "prefix-lists", value_name = "[PL-ID=]FILE")]
     pub prefix_lists: Vec<String>,
+    /// AWS JSON: `aws ec2 describe-network-acls` output; bind an ACL with --bind
+    /// IFACE=...,acl-ID (repeat for more files).
+    #[arg(long = "network-acls", value_name = "FILE")]
+    pub network_acls: Vec<PathBuf>,
 }
 
 impl AwsInput {
@@ -38,6 +43,7 @@ impl AwsInput {
         };
         let members = self.members.as_deref().map(read).transpose()?;
         let network_interfaces = self.network_interfaces.iter().map(|p| read(p)).collect::<Result<_, _>>()?;
+        let network_acls = self.network_acls.iter().map(|p| read(p)).collect::<Result<_, _>>()?;
         let mut prefix_lists = Vec::new();
         for arg in &self.prefix_lists {
             let (id, path) = match arg.split_once('=') {
@@ -47,7 +53,13 @@ impl AwsInput {
             let (file, text) = read(std::path::Path::new(path))?;
             prefix_lists.push(rules::aws::PrefixListInput { id, file, text });
         }
-        Ok(AwsContext { bindings: self.bind.clone(), members, network_interfaces, prefix_lists })
+        Ok(AwsContext {
+            bindings: self.bind.clone(),
+            members,
+            network_interfaces,
+            prefix_lists,
+            network_acls,
+        })
     }
 }
 

@@ -1,5 +1,6 @@
-//! `sgctl export aws|nft [FILE]`: security groups as AWS describe-security-groups JSON, or as
-//! an nftables ruleset with conntrack. Without FILE, the applied rule set; with FILE, that
+//! `sgctl export aws|aws-acls|nft [FILE]`: security groups as AWS describe-security-groups
+//! JSON, network ACLs as describe-network-acls JSON, or both as an nftables ruleset with
+//! conntrack. Without FILE, the applied rule set; with FILE, that
 //! rules file (validated first: a file that would not apply does not convert).
 
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ pub struct ExportArgs {
 pub enum ExportFormat {
     /// `aws ec2 describe-security-groups` JSON.
     Aws,
+    /// `aws ec2 describe-network-acls` JSON (the network ACLs; read back with --network-acls).
+    AwsAcls,
     /// An nftables ruleset (`nft -f`) with conntrack enforcing the same groups.
     Nft,
 }
@@ -40,6 +43,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     };
     match args.to {
         ExportFormat::Aws => println!("{}", serde_json::to_string_pretty(&aws::export(&rs))?),
+        ExportFormat::AwsAcls => println!("{}", serde_json::to_string_pretty(&aws::nacl::export(&rs))?),
         ExportFormat::Nft => print!("{}", nft::export(&rs)),
     }
     Ok(())

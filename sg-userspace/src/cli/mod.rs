@@ -68,7 +68,7 @@ pub enum Command {
     Man,
     /// Keep enforcement equal to a rules file: watch it, apply each valid version, serve
     /// metrics, write flow logs, collect expired flows.
-    Daemon(daemon::DaemonArgs),
+    Daemon(Box<daemon::DaemonArgs>),
     /// The daemon's flow log: accepted flows, rejected packets, flow ends.
     Flows(flows::FlowsArgs),
     /// Run a capture through the real datapath with candidate rules (private instance):

@@ -306,6 +306,22 @@ acl = "public"
     }
 
     #[test]
+    fn the_apply_diff_names_acl_changes() {
+        let old = parse(PUBLIC).unwrap();
+        let text = PUBLIC
+            .replace("{ rule = 90, action = \"deny\", proto = \"all\", cidr = \"203.0.113.0/24\" },\n", "")
+            .replace("acl = \"public\"\n", "");
+        let new = parse(&text).unwrap();
+        let d = crate::rules::diff::diff(Some(&old), &new);
+        assert!(
+            d.lines.contains(&"network ACL public: - ingress 90 deny all from 203.0.113.0/24".to_string()),
+            "{d:?}"
+        );
+        assert!(d.lines.contains(&"~ interface eth0: network ACL public -> none".to_string()), "{d:?}");
+        assert!(crate::rules::diff::diff(Some(&old), &old).is_empty());
+    }
+
+    #[test]
     fn the_same_number_in_both_directions_is_fine() {
         let rs = parse(PUBLIC).unwrap();
         let acl = rs.iface_acl("eth0").unwrap();

@@ -11,8 +11,14 @@
 //! | `unbound_group` | warn | a group bound to no interface and a member of no other group |
 //! | `zero_hits` | warn | (live) a rule that allowed nothing since it was first applied |
 //! | `egress_allow_all` | info | everything may leave (AWS's default egress) |
+//! | `acl_blocks_return_traffic` | warn | a group rule admits flows whose replies the interface's network ACL denies (the ephemeral ports) |
+//! | `acl_shadowed_entry` | warn | a network ACL entry that a lower-numbered entry always decides first |
+//! | `acl_entry_never_matches` | warn | a network ACL entry that matches no packet (ICMP of the other family) |
 
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -260,8 +266,129 @@ pub fn audit(rs: &RuleSet) -> Vec<Finding> {
             }
         }
     }
+    out.extend(acl_checks(rs));
     out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
+}
+
+/// Ephemeral ports replies go to (Linux's default range and AWS's 1024-65535 both hold them).
+const EPHEMERAL: [u16; 3] = [32768, 49152, 60999];
+
+/// The network ACL checks: entries that cannot decide anything, and group rules whose replies
+/// the interface's ACL denies (an ACL is stateless: return traffic needs its own entries).
+fn acl_checks(rs: &RuleSet) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for acl in &rs.acls {
+        for dir in Dir::BOTH {
+            let entries = acl.entries(dir);
+            for (i, e) in entries.iter().enumerate() {
+                let f = |check, message: String, fix: &str| Finding {
+                    check,
+                    severity: Severity::Warn,
+                    location: e.loc.to_string(),
+                    group: acl.name.clone(),
+                    direction: Some(dir.as_str()),
+                    rule: Some(e.describe(dir)),
+                    message,
+                    fix: fix.to_string(),
+                };
+                let other_family = match (e.proto, e.cidr) {
+                    (Proto::Num(super::ICMP), IpNet::V6(_)) => Some("icmp (IPv4) with an IPv6 CIDR"),
+                    (Proto::Num(super::ICMPV6), IpNet::V4(_)) => Some("icmpv6 with an IPv4 CIDR"),
+                    _ => None,
+                };
+                if let Some(what) = other_family {
+                    out.push(f(
+                        "acl_entry_never_matches",
+                        format!("{what}: no packet matches it"),
+                        "use icmp for IPv4 CIDRs and icmpv6 for IPv6 ones",
+                    ));
+                } else if let Some(o) = entries[..i].iter().find(|o| acl_covers(o, e)) {
+                    out.push(f(
+                        "acl_shadowed_entry",
+                        format!(
+                            "entry {} ({}, {}) matches every packet this one would and is met first: this entry never decides",
+                            o.number,
+                            o.action.as_str(),
+                            o.loc
+                        ),
+                        "remove it, or give it a number below the broader entry if it was meant to decide",
+                    ));
+                }
+            }
+        }
+    }
+    for b in &rs.interfaces {
+        let Some(acl) = rs.iface_acl(&b.iface) else { continue };
+        for r in rs.iface_rules(&b.iface) {
+            let proto = match r.rule.proto {
+                Proto::All => TCP,
+                Proto::Num(p @ (TCP | UDP)) => p,
+                Proto::Num(_) => continue,
+            };
+            let back = if r.dir == Dir::Ingress { Dir::Egress } else { Dir::Ingress };
+            let blocked = rs.peer_nets(&r.rule.peer).into_iter().take(16).find_map(|net| {
+                let peer = net.network();
+                let host = if peer.is_ipv4() {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                };
+                EPHEMERAL.iter().find_map(|&dport| {
+                    // The reply: from the host to the peer at egress, from the peer at ingress.
+                    let (src, dst) = if back == Dir::Egress { (host, peer) } else { (peer, host) };
+                    let p = super::model::Probe {
+                        src,
+                        dst,
+                        proto,
+                        dport,
+                        icmp_type: 0,
+                        icmp_code: 0,
+                        later_fragment: false,
+                    };
+                    let v = acl.decide(back, &p);
+                    (!v.allows()).then_some((peer, dport, v))
+                })
+            });
+            if let Some((peer, dport, v)) = blocked {
+                let by = match v.entry() {
+                    Some(i) => {
+                        format!("entry {} ({})", acl.entries(back)[i].number, acl.entries(back)[i].loc)
+                    }
+                    None => "its final deny".to_string(),
+                };
+                let name = if proto == TCP { "tcp" } else { "udp" };
+                out.push(Finding {
+                    check: "acl_blocks_return_traffic",
+                    severity: Severity::Warn,
+                    location: r.rule.loc.to_string(),
+                    group: r.group.clone(),
+                    direction: Some(r.dir.as_str()),
+                    rule: Some(r.rule.describe(r.dir)),
+                    message: format!(
+                        "on {}, network ACL {} denies the replies ({} {name} to port {dport} for {peer}) by {by}: the ACL is stateless",
+                        b.iface,
+                        acl.name,
+                        back.as_str()
+                    ),
+                    fix: format!(
+                        "allow {name} 1024-65535 {} {} in the ACL's {} entries",
+                        if back == Dir::Egress { "to" } else { "from" },
+                        peer,
+                        back.as_str()
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Does ACL entry `o` match every packet `e` matches (same direction)?
+fn acl_covers(o: &super::acl::AclEntry, e: &super::acl::AclEntry) -> bool {
+    let (olo, ohi) = super::compile::key_range(o.proto, o.ports);
+    let (lo, hi) = super::compile::key_range(e.proto, e.ports);
+    o.cidr.contains(&e.cidr) && olo <= lo && hi <= ohi
 }
 
 /// Live check: rules of `iface` with zero hits (`hits[id]`, from `sgctl stats`).

@@ -1,5 +1,6 @@
 //! What an apply changes, for `sgctl apply` (and `--dry-run`): interfaces attached,
-//! detached or re-bound, groups added or removed, rules added or removed per group.
+//! detached or re-bound, groups added or removed, rules added or removed per group, network
+//! ACLs added, removed or with entries changed, and ACL bindings.
 
 use std::collections::BTreeMap;
 
@@ -78,6 +79,17 @@ pub fn diff(old: Option<&RuleSet>, new: &RuleSet) -> Diff {
             )),
             Some(_) => {}
         }
+        if let Some(ob) = old.binding(&b.iface)
+            && ob.acl != b.acl
+        {
+            let name = |a: &Option<String>| a.clone().unwrap_or_else(|| "none".into());
+            d.lines.push(format!(
+                "~ interface {}: network ACL {} -> {}",
+                b.iface,
+                name(&ob.acl),
+                name(&b.acl)
+            ));
+        }
     }
     for b in &old.interfaces {
         if new.binding(&b.iface).is_none() {
@@ -101,5 +113,37 @@ pub fn diff(old: Option<&RuleSet>, new: &RuleSet) -> Diff {
             d.lines.push(format!("- group {}", g.name));
         }
     }
+    acl_lines(old, new, &mut d.lines);
     d
+}
+
+/// Network ACLs added, removed, or with entries added or removed (an entry is its number and
+/// everything it matches; a renumbered entry is one removed and one added).
+fn acl_lines(old: &RuleSet, new: &RuleSet, out: &mut Vec<String>) {
+    use super::acl::AclEntry;
+    let same = |a: &AclEntry, b: &AclEntry| {
+        (a.number, a.action, a.proto, a.ports, a.cidr) == (b.number, b.action, b.proto, b.ports, b.cidr)
+    };
+    for a in &new.acls {
+        let Some(o) = old.acls.iter().find(|o| o.name == a.name) else {
+            out.push(format!(
+                "+ network ACL {} ({} ingress, {} egress entries)",
+                a.name,
+                a.ingress.len(),
+                a.egress.len()
+            ));
+            continue;
+        };
+        for dir in Dir::BOTH {
+            for e in a.entries(dir).iter().filter(|e| !o.entries(dir).iter().any(|x| same(x, e))) {
+                out.push(format!("network ACL {}: + {} {}", a.name, dir.as_str(), e.describe(dir)));
+            }
+            for e in o.entries(dir).iter().filter(|e| !a.entries(dir).iter().any(|x| same(x, e))) {
+                out.push(format!("network ACL {}: - {} {}", a.name, dir.as_str(), e.describe(dir)));
+            }
+        }
+    }
+    for o in old.acls.iter().filter(|o| !new.acls.iter().any(|a| a.name == o.name)) {
+        out.push(format!("- network ACL {}", o.name));
+    }
 }

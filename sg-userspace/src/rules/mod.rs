@@ -523,13 +523,16 @@ pub enum Format {
 /// Extra input for AWS JSON, which has no interfaces, members or prefix-list entries.
 #[derive(Clone, Debug, Default)]
 pub struct AwsContext {
-    /// `IFACE=GROUP[,GROUP...]` bindings (GroupId or GroupName).
+    /// `IFACE=GROUP[,GROUP...]` bindings (GroupId or GroupName; an `acl-` id of a
+    /// `network_acls` input binds that network ACL).
     pub bindings: Vec<String>,
     /// TOML file with `[groups.<id or name>] members = [...]` and `[prefix_lists.<id>]`:
     /// (file name, text).
     pub members: Option<(String, String)>,
     /// `describe-network-interfaces` outputs: (file name, text).
     pub network_interfaces: Vec<(String, String)>,
+    /// `describe-network-acls` outputs: (file name, text).
+    pub network_acls: Vec<(String, String)>,
     /// `describe-prefix-lists` / `get-managed-prefix-list-entries` outputs.
     pub prefix_lists: Vec<aws::PrefixListInput>,
 }

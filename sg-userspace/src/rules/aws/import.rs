@@ -493,7 +493,9 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
             );
         }
         (None, None) if top.network_acls.is_some() => {
-            return wrong("describe-network-acls output: network ACLs are not supported yet");
+            return wrong(
+                "describe-network-acls output: give it with --network-acls FILE beside the security groups (and bind with --bind IFACE=GROUPS,acl-ID)",
+            );
         }
         (None, None) if top.prefix_lists.is_some() => {
             return wrong("prefix-list output: give it with --prefix-lists FILE beside the security groups");
@@ -652,6 +654,9 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
         });
         out.prefix_lists.push(RawPrefixList { name: At::new(id, loc), entries });
     }
+    for (file, text) in &ctx.network_acls {
+        out.acls.extend(super::nacl::parse(file, text, &mut warnings)?);
+    }
     for b in &ctx.bindings {
         let loc = Loc { file: "--bind".into(), line: 1, col: 1 };
         let Some((iface, tokens)) = b.split_once('=') else {
@@ -659,7 +664,21 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
             continue;
         };
         let mut bound = Vec::new();
+        let mut acl: Option<At<String>> = None;
         for t in tokens.split(',').map(str::trim) {
+            if out.acls.iter().any(|a| a.name.v == t) {
+                if let Some(first) = &acl {
+                    diags.push(Diagnostic {
+                        loc: loc.clone(),
+                        msg: format!(
+                            "--bind {b}: two network ACLs ({} and {t}): an interface has at most one",
+                            first.v
+                        ),
+                    });
+                }
+                acl = Some(At::new(t.to_string(), loc.clone()));
+                continue;
+            }
             match names.lookup(&groups, t) {
                 Ok(Some(i)) => bound.push(At::new(names.ours[i].clone(), loc.clone())),
                 Ok(None) => bound.push(At::new(t.to_string(), loc.clone())),
@@ -670,7 +689,7 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
             timeouts: Vec::new(),
             no_implicit: 0,
             monitor: None,
-            acl: None,
+            acl,
             iface: At::new(iface.to_string(), loc.clone()),
             groups: bound,
         });

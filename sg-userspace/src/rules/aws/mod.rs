@@ -9,6 +9,8 @@
 //!   entries ([`inputs`]).
 //! - a members file in sgctl's TOML (`--members`): members and entries AWS cannot list
 //!   (groups of other accounts such as `amazon-elb`).
+//! - `describe-network-acls` (`--network-acls`): network ACLs ([`nacl`]), bound by their id in
+//!   `--bind IFACE=...,acl-ID`.
 //!
 //! Groups are keyed by GroupId: GroupName is unique only per VPC. See [`import`] for naming,
 //! references and what is accepted with a warning.
@@ -16,6 +18,7 @@
 pub mod export;
 mod import;
 pub mod inputs;
+pub mod nacl;
 
 pub use export::{DescribeOut, GroupOut, PermissionOut, export, meaning};
 pub use import::parse;
