@@ -52,6 +52,8 @@ pub struct Opts {
     pub rule_counts: Vec<usize>,
     /// Distinct prefixes of the per-packet section's large prefix sets.
     pub prefix_counts: Vec<usize>,
+    /// Ingress entries of the per-packet section's network ACLs (on a 1-rule set).
+    pub acl_counts: Vec<usize>,
     /// Length of one traffic run.
     pub run: Duration,
     /// Repetitions of each traffic and iperf3 run (medians are reported).
@@ -70,6 +72,7 @@ impl Opts {
             rounds: 15,
             rule_counts: vec![1, 100, 1_000, 10_000],
             prefix_counts: vec![100_000],
+            acl_counts: vec![20, 10_000],
             run: Duration::from_secs(5),
             reps: 3,
             applies: 10,
@@ -86,6 +89,7 @@ impl Opts {
             rounds: 3,
             rule_counts: vec![1, 100, 1_000, 10_000],
             prefix_counts: vec![100_000],
+            acl_counts: vec![20, 10_000],
             run: Duration::from_millis(500),
             reps: 1,
             applies: 2,

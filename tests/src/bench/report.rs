@@ -93,6 +93,10 @@ fn with_spread(s: &[Sample], m: [&str; 4]) -> String {
 pub const RULES: [&str; 4] = ["1", "100", "1000", "10000"];
 /// The rules label of the 100,000-prefix set (`testrun::prefixes_label`).
 pub const PREFIXES: &str = "100000p";
+/// The rules labels of the network ACL subjects (`testrun::acl_label`): 20 and 10,000 ingress
+/// entries on the 1-rule set.
+pub const ACL_SMALL: &str = "acl20";
+pub const ACL_LARGE: &str = "acl10000";
 pub const RECEIVERS: [&str; 6] =
     ["none", "nftables", "xdp-filter", "sgctl-native", "sgctl-generic", "xdp-drop"];
 
@@ -211,6 +215,18 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         "New flow (policy + insert) <= 3x the established fast path (10,000 rules, worse family)",
         &worse_family(s, ["sgctl", "10000", "new"], ["sgctl", "10000", "established"]),
         |r| r <= 3.0,
+    ));
+    for case in ["deny", "established", "new"] {
+        goals.push(goal_rounds(
+            &format!("A 10,000-entry network ACL <= 1.2x a 20-entry one ({case}, worse family)"),
+            &worse_family(s, ["sgctl", ACL_LARGE, case], ["sgctl", ACL_SMALL, case]),
+            |r| r <= 1.2,
+        ));
+    }
+    goals.push(goal_rounds(
+        "A network ACL (20 entries) adds at most 30% to the established fast path (worse family)",
+        &worse_family(s, ["sgctl", ACL_SMALL, "established"], ["sgctl", "1", "established"]),
+        |r| r <= 1.3,
     ));
     let tcp_gen = iperf("sgctl-generic");
     goals.push(goal(
@@ -380,6 +396,41 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
             fmt(ratio(tr("sgctl", "10000", case, "v4"), tr("sgctl", "1", case, "v4")), 2),
             fmt(ratio(tr("sgctl", "10000", case, "v6"), tr("sgctl", "1", case, "v6")), 2)
         );
+    }
+
+    let _ = writeln!(
+        m,
+        "\nNetwork ACLs (the 1-rule set with an ACL of 20 or 10,000 ingress entries: deny entries, \
+         then allow-all; egress allows all. The packets meet the whole list and pass it; the \
+         denied one is then denied by the groups):\n"
+    );
+    let _ = writeln!(
+        m,
+        "| network ACL | deny v4 | deny v6 | established v4 | established v6 | new v4 | new v6 |"
+    );
+    let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|");
+    for (label, r) in [("none (1 rule)", "1"), ("20 entries", ACL_SMALL), ("10,000 entries", ACL_LARGE)] {
+        let cells: Vec<String> = ["deny", "established", "new"]
+            .iter()
+            .flat_map(|c| ["v4", "v6"].map(|f| with_spread(s, ["sgctl", r, c, f])))
+            .collect();
+        let _ = writeln!(m, "| {label} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(m, "\n| ratio (v4 / v6) | deny | established | new |\n|---|---:|---:|---:|");
+    for (label, a, b) in
+        [("20 entries / none", ACL_SMALL, "1"), ("10,000 / 20 entries", ACL_LARGE, ACL_SMALL)]
+    {
+        let cells: Vec<String> = ["deny", "established", "new"]
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} / {}",
+                    fmt(ratio(tr("sgctl", a, c, "v4"), tr("sgctl", b, c, "v4")), 2),
+                    fmt(ratio(tr("sgctl", a, c, "v6"), tr("sgctl", b, c, "v6")), 2)
+                )
+            })
+            .collect();
+        let _ = writeln!(m, "| {label} | {} |", cells.join(" | "));
     }
 
     // Traffic.

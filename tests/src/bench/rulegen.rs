@@ -168,6 +168,36 @@ pub fn prefixes_toml(n: usize, seed: u64) -> String {
     s
 }
 
+/// [`rules_toml`] with `n` rules and a network ACL bound to [`IFACE`] whose ingress has
+/// `entries` entries: `entries - 2` deny entries of random peers (none covering a benchmark
+/// source, mixed lengths and protocols as the rules), then allow-all for IPv4 and IPv6 (what an
+/// operator writes after a deny list); its egress allows all. The benchmark's packets meet the
+/// whole list and pass it.
+pub fn acl_toml(n: usize, entries: usize, seed: u64) -> String {
+    assert!(entries >= 2);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xac1);
+    let mut s = rules_toml(n, seed);
+    let _ = writeln!(s, "acl = \"bench\"\n\n[acls.bench]");
+    for (dir, denies) in [("ingress", entries - 2), ("egress", 0)] {
+        let _ = writeln!(s, "{dir} = [");
+        for i in 0..denies {
+            // A rule's match fields, with its peer as the entry's CIDR.
+            let r = rule(&mut rng, false);
+            let (what, net) = r
+                .trim()
+                .trim_start_matches("{ ")
+                .trim_end_matches(" },")
+                .rsplit_once(", from = ")
+                .expect("a rule");
+            let _ = writeln!(s, "  {{ rule = {}, action = \"deny\", {what}, cidr = {net} }},", i + 1);
+        }
+        let _ =
+            writeln!(s, "  {{ rule = 32765, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }},");
+        let _ = writeln!(s, "  {{ rule = 32766, action = \"allow\", proto = \"all\", cidr = \"::/0\" }},\n]");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +212,29 @@ mod tests {
             let lines: std::collections::BTreeSet<(String, usize, String)> =
                 rules.iter().map(|r| (r.group.clone(), r.rule.index, r.dir.as_str().to_string())).collect();
             assert_eq!(lines.len(), n + 1, "n={n}");
+        }
+    }
+
+    #[test]
+    fn acls_hold_their_entries_and_pass_the_bench_packets() {
+        let rs = crate::policy::ruleset(&acl_toml(1, 20, 5));
+        let acl = rs.iface_acl(IFACE).expect("bound");
+        assert_eq!((acl.ingress.len(), acl.egress.len()), (20, 2));
+        let probe = |src: IpAddr, dst: IpAddr| sg_userspace::rules::model::Probe {
+            src,
+            dst,
+            proto: 17,
+            dport: ALLOWED_PORT,
+            icmp_type: 0,
+            icmp_code: 0,
+            later_fragment: false,
+        };
+        use sg_userspace::rules::Dir;
+        for (src, dst) in
+            [(IpAddr::V4(ALLOWED_V4), IpAddr::V4(HOST_V4)), (IpAddr::V6(DENIED_V6), IpAddr::V6(HOST_V6))]
+        {
+            assert!(acl.decide(Dir::Ingress, &probe(src, dst)).allows());
+            assert!(acl.decide(Dir::Egress, &probe(dst, src)).allows());
         }
     }
 

@@ -15,7 +15,8 @@
 //!   (`pass_single`) as this case's baseline.
 //!
 //! Subjects: sgctl's ingress program with generated rule sets ([`rulegen`]: `rule_counts`
-//! rules, and rule sets naming `prefix_counts` distinct prefixes, label `<n>p`), the bare XDP_PASS
+//! rules, rule sets naming `prefix_counts` distinct prefixes, label `<n>p`, and the 1-rule set
+//! with a network ACL of `acl_counts` ingress entries, label `acl<n>`), the bare XDP_PASS
 //! and XDP_DROP programs of the bench object, and xdp-filter's program (loaded by xdp-filter
 //! with policy deny and the allowed sources as its rules, run with `bpftool prog run` on the
 //! same frames). Plus sgctl stage by stage, to show where a denied packet's time goes.
@@ -224,6 +225,25 @@ fn with_prefixes(n: usize) -> Result<PrivateInstance> {
     Ok(inst)
 }
 
+/// The 1-rule set with a network ACL of `n` ingress entries (`rulegen::acl_toml`).
+fn with_acl(n: usize) -> Result<PrivateInstance> {
+    let rs = crate::policy::ruleset(&rulegen::acl_toml(1, n, 11 + n as u64));
+    let plan =
+        compile::compile_iface(&rs, rulegen::IFACE).with_context(|| format!("compile an ACL of {n}"))?;
+    let mut inst = PrivateInstance::load(&IfaceConfig {
+        ingress_posture: Posture::Deny as u8,
+        egress_posture: Posture::Allow as u8,
+        ..IfaceConfig::default()
+    })?;
+    inst.apply_plan(&plan, 1)?;
+    Ok(inst)
+}
+
+/// The rules label of a [`with_acl`] instance.
+pub fn acl_label(n: usize) -> String {
+    format!("acl{n}")
+}
+
 /// The rules label of a [`with_prefixes`] instance.
 pub fn prefixes_label(n: usize) -> String {
     format!("{n}p")
@@ -381,6 +401,23 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
         let i = insts.len() - 1;
         for v6 in [false, true] {
             let label = prefixes_label(n);
+            list.push(measure(
+                "sgctl",
+                label.clone(),
+                "deny",
+                v6,
+                Kind::Sgctl { inst: i, frame: frame(v6, false, SPORT), want: XDP_DROP },
+            ));
+            list.push(measure("sgctl", label.clone(), "established", v6, Kind::Established { inst: i, v6 }));
+            list.push(measure("sgctl", label, "new", v6, Kind::New { inst: i, v6, staged: false }));
+        }
+    }
+    for n in b.opts.acl_counts.clone() {
+        b.progress("testrun", &format!("compiling and applying a network ACL of {n} entries"));
+        insts.push(with_acl(n)?);
+        let i = insts.len() - 1;
+        for v6 in [false, true] {
+            let label = acl_label(n);
             list.push(measure(
                 "sgctl",
                 label.clone(),
