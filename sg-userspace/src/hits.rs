@@ -91,6 +91,20 @@ pub struct AclStat {
     pub hits: u64,
 }
 
+/// The network ACL entries of `iface` under `rs` (entry id order: ingress by rule number, then
+/// egress) with the packets each decided in the generation the datapath reads now.
+pub fn acl_totals<'a>(
+    rs: &'a crate::rules::RuleSet,
+    iface: &str,
+    maps: &InstanceMaps,
+) -> Result<Vec<(crate::rules::Dir, &'a crate::rules::acl::AclEntry, u64)>> {
+    let Some(acl) = rs.iface_acl(iface) else { return Ok(Vec::new()) };
+    let gen_ = maps.config()?.active_gen & 1;
+    let entries =
+        crate::rules::Dir::BOTH.into_iter().flat_map(|d| acl.entries(d).iter().map(move |e| (d, e)));
+    entries.enumerate().map(|(id, (d, e))| Ok((d, e, maps.acl_hits(gen_, id as u32)?))).collect()
+}
+
 /// Every network ACL entry of the applied rule set on the attached interfaces (or on `iface`).
 pub fn acl_stats(iface: Option<&str>) -> Result<Vec<AclStat>> {
     let state = state::applied()?;
@@ -101,10 +115,7 @@ pub fn acl_stats(iface: Option<&str>) -> Result<Vec<AclStat>> {
         }
         let Some(acl) = state.ruleset.iface_acl(&b.iface) else { continue };
         let Some(att) = loader::open_attached(&b.iface)? else { continue };
-        let gen_ = att.maps.config()?.active_gen & 1;
-        let entries =
-            crate::rules::Dir::BOTH.into_iter().flat_map(|d| acl.entries(d).iter().map(move |e| (d, e)));
-        for (id, (dir, e)) in entries.enumerate() {
+        for (id, (dir, e, hits)) in acl_totals(&state.ruleset, &b.iface, &att.maps)?.into_iter().enumerate() {
             out.push(AclStat {
                 iface: b.iface.clone(),
                 acl: acl.name.clone(),
@@ -114,7 +125,7 @@ pub fn acl_stats(iface: Option<&str>) -> Result<Vec<AclStat>> {
                 action: e.action.as_str(),
                 entry: e.describe(dir),
                 location: e.loc.to_string(),
-                hits: att.maps.acl_hits(gen_, id as u32)?,
+                hits,
             });
         }
     }

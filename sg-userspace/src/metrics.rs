@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `sgctl_packets_total`, `sgctl_bytes_total` | iface, direction, reason, action | verdicts (`SG_COUNTERS`) |
 //! | `sgctl_rule_hits_total` | iface, group, direction, rule_id, rule | packets each rule allowed |
+//! | `sgctl_acl_entry_hits_total` | iface, acl, direction, rule_number, action | packets each network ACL entry decided (since the last apply) |
 //! | `sgctl_conntrack_entries`, `sgctl_conntrack_capacity` | iface, table | conntrack fill |
 //! | `sgctl_conntrack_full_total` | iface | new flows refused, table full (`ct_full`) |
 //! | `sgctl_monitor_mode` | iface | 1 if the interface is in monitor mode |
@@ -138,6 +139,11 @@ impl SgCollector {
         let mut bytes =
             Family::new("sgctl_bytes", "Bytes per interface, direction and verdict reason.", true);
         let mut rule_hits = Family::new("sgctl_rule_hits", "Packets each rule allowed.", true);
+        let mut acl_hits = Family::new(
+            "sgctl_acl_entry_hits",
+            "Packets each network ACL entry decided, since the last apply.",
+            true,
+        );
         let mut ct = Family::new("sgctl_conntrack_entries", "Tracked flows per table.", false);
         let mut cap = Family::new("sgctl_conntrack_capacity", "Conntrack table sizes.", false);
         let mut full =
@@ -188,6 +194,21 @@ impl SgCollector {
                             ("rule", r.rule.describe(r.dir)),
                         ];
                         rule_hits.add(labels, total as f64);
+                    }
+                }
+                if let Some(s) = &state
+                    && let (Some(acl), Ok(totals)) =
+                        (s.ruleset.iface_acl(i), hits::acl_totals(&s.ruleset, i, &a.maps))
+                {
+                    for (dir, e, n) in totals {
+                        let labels = vec![
+                            ("iface", iface.clone()),
+                            ("acl", acl.name.clone()),
+                            ("direction", dir.as_str().to_string()),
+                            ("rule_number", e.number.to_string()),
+                            ("action", e.action.as_str().to_string()),
+                        ];
+                        acl_hits.add(labels, n as f64);
                     }
                 }
             }
@@ -250,6 +271,7 @@ impl SgCollector {
             packets,
             bytes,
             rule_hits,
+            acl_hits,
             ct,
             cap,
             full,

@@ -404,3 +404,42 @@ fn flows_the_datapath_ends_get_end_records() {
         "both connections were accepted: {recs:?}"
     );
 }
+
+/// A network ACL's drops reach every view: the verdict counters and the per-entry hits on the
+/// metrics endpoint, and the flow log's reject records (reason `acl_deny`).
+#[test]
+fn acl_drops_reach_metrics_and_flow_logs() {
+    if !require_bpf("acl_drops_reach_metrics_and_flow_logs") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    // The group allows udp 7001 from B; the ACL's rule 10 denies it, rule 100 allows the rest.
+    let acl = "acl = \"edge\"\n[acls.edge]\ningress = [\n  { rule = 10, action = \"deny\", proto = \"udp\", ports = \"7001\", cidr = \"192.0.2.0/24\" },\n  { rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" },\n]\negress = [{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }]\n";
+    let file = group_rules("acl-metrics.toml", &pair.if_a, &["udp 7001"], acl);
+    let jl = write_temp("acl-flows.jsonl", "");
+    let d = Daemon::start(
+        &pair,
+        "acl-metrics",
+        &["--config", file.to_str().unwrap(), "--metrics", "127.0.0.1:0", "--flow-log", jl.to_str().unwrap()],
+    );
+    assert!(wait_until(Duration::from_secs(10), || d.log().contains("metrics on")).is_some(), "{}", d.log());
+    udp_send(&pair, 7001, 10);
+    let ifa = pair.if_a.clone();
+    let m = http_get(&pair, "/metrics");
+    let drops = metric(
+        &m,
+        "sgctl_packets_total",
+        &[("iface", &ifa), ("direction", "ingress"), ("reason", "acl_deny")],
+    );
+    assert_eq!(drops, Some(10.0), "{m}");
+    let entry =
+        metric(&m, "sgctl_acl_entry_hits_total", &[("iface", &ifa), ("acl", "edge"), ("rule_number", "10")]);
+    assert_eq!(entry, Some(10.0), "{m}");
+    assert!(
+        wait_until(Duration::from_secs(10), || find(&records(&jl), "reject", "udp", 7001).is_some())
+            .is_some()
+    );
+    let r = records(&jl);
+    let rej = find(&r, "reject", "udp", 7001).unwrap();
+    assert_eq!(rej["reason"], "acl_deny", "{rej}");
+}
