@@ -145,4 +145,28 @@ fn replay_reports_rule_hits_and_drops_and_leaves_live_counters_alone() {
     let out = ok(&["--json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["dropped"].as_u64().unwrap() > 4, "{r}");
+
+    // Candidate rules with a network ACL whose rule 10 denies udp 5000: both datagrams of
+    // that flow are dropped by the ACL (stateless: the second one as well), the rest as before.
+    let text = std::fs::read_to_string(&rules).unwrap()
+        + "acl = \"edge\"\n[acls.edge]\ningress = [\n  { rule = 10, action = \"deny\", proto = \"udp\", ports = \"5000\", cidr = \"192.0.2.0/24\" },\n  { rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" },\n]\negress = [{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }]\n";
+    let with_acl = write_temp("replay-acl.toml", &text);
+    let out = pair.sgctl(
+        Side::A,
+        &[
+            "replay",
+            cap.to_str().unwrap(),
+            "--rules",
+            with_acl.to_str().unwrap(),
+            "--local",
+            "192.0.2.1/32",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["dropped"], 6, "{r}");
+    let acl_drop =
+        r["drops"].as_array().unwrap().iter().find(|d| d["reason"] == "acl_deny").expect("an ACL drop");
+    assert_eq!((acl_drop["dport"].as_u64(), acl_drop["packets"].as_u64()), (Some(5000), Some(2)), "{r}");
 }
