@@ -4,13 +4,14 @@
 //! |---|---|---|
 //! | `groups/<group>` | the group's table of the rules file (`description`, `ingress`, `egress`, `members`, `member_groups`) | `fleet put` |
 //! | `prefix_lists/<list>` | `{"entries": [...]}` | `fleet put` |
+//! | `acls/<acl>` | the network ACL's table (`ingress`, `egress` entries) | `fleet put` |
 //! | `quotas` | `{"rules_per_group": N, "groups_per_interface": N}` | `fleet put` |
-//! | `hosts/<host>/interfaces/<iface>` | the interface's table (`groups`, `timeouts`, `implicit`, `monitor`) | `fleet put` |
+//! | `hosts/<host>/interfaces/<iface>` | the interface's table (`groups`, `acl`, `timeouts`, `implicit`, `monitor`) | `fleet put` |
 //! | `meta` | `{"keys": N, "written_at": unix seconds}`: the policy's last write | `fleet put` |
 //! | `members/<host>/<iface>` | `{"groups": [...], "addresses": [...]}`, under the host's lease | each daemon |
 //! | `status/<host>` | the revision the host enforces, when, its error | each daemon |
 //!
-//! The policy is every key of the first five rows: a rules file's meaning, split so that a
+//! The policy is every key of the first six rows: a rules file's meaning, split so that a
 //! change rewrites only the keys it touches, in one transaction (one revision). Reading it back
 //! assembles the same TOML document and puts it through the rules file's own parser and
 //! validator, so a value written by hand (etcdctl) is checked exactly as a file is.
@@ -75,7 +76,7 @@ pub const META: &str = "meta";
 
 /// Whether a relative key belongs to the policy (as opposed to members and status).
 pub fn is_policy(rel: &str) -> bool {
-    rel == "quotas" || ["groups/", "prefix_lists/", "hosts/"].iter().any(|p| rel.starts_with(p))
+    rel == "quotas" || ["groups/", "prefix_lists/", "acls/", "hosts/"].iter().any(|p| rel.starts_with(p))
 }
 
 fn json(v: &toml::Value) -> String {
@@ -109,6 +110,9 @@ pub fn policy_of_file(file: &str, text: &str, rs: &RuleSet) -> Result<PolicyKeys
     for (name, l) in tables(&doc, "prefix_lists") {
         keys.insert(format!("prefix_lists/{name}"), json(l));
     }
+    for (name, a) in tables(&doc, "acls") {
+        keys.insert(format!("acls/{name}"), json(a));
+    }
     if let Some(q) = doc.get("quotas") {
         keys.insert("quotas".into(), json(q));
     }
@@ -133,7 +137,7 @@ pub fn document(keys: &PolicyKeys) -> Result<String, FleetError> {
         let path: Vec<&str> = rel.split('/').collect();
         let (table_path, leaf): (Vec<&str>, &str) = match path.as_slice() {
             ["quotas"] => (vec![], "quotas"),
-            ["groups" | "prefix_lists", g] => (vec![path[0]], g),
+            ["groups" | "prefix_lists" | "acls", g] => (vec![path[0]], g),
             ["hosts", h, "interfaces", i] => (vec!["hosts", h, "interfaces"], i),
             _ => return Err(bad(rel, "not a policy key of this schema")),
         };
@@ -374,6 +378,19 @@ monitor = true
         assert_eq!(got, want);
         assert_eq!(back.for_host("db1").interfaces[0].groups, ["db"]);
         assert!(back.for_host("nobody").interfaces.is_empty());
+    }
+
+    #[test]
+    fn network_acls_are_policy_keys_and_come_back_whole() {
+        let text = FILE.replace(
+            "[hosts.web1.interfaces.eth0]\ngroups = [\"web\"]\n",
+            "[hosts.web1.interfaces.eth0]\ngroups = [\"web\"]\nacl = \"edge\"\n",
+        ) + "\n[acls.edge]\ningress = [{ rule = 10, action = \"deny\", proto = \"all\", cidr = \"203.0.113.0/24\" }]\n";
+        let keys = policy_of_file("f.toml", &text, &rs(&text)).unwrap();
+        assert!(is_policy("acls/edge") && keys.contains_key("acls/edge"), "{keys:?}");
+        let back = ruleset(&Schema::new(DEFAULT_PREFIX).unwrap(), 1, &keys).unwrap();
+        assert_eq!(back.without_locations().acls, rs(&text).without_locations().acls);
+        assert_eq!(back.for_host("web1").iface_acl("eth0").map(|a| a.name.as_str()), Some("edge"));
     }
 
     #[test]
