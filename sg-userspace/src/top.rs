@@ -1,5 +1,5 @@
 //! Live rates for `sgctl top`: packets/s and bits/s per interface, direction and verdict
-//! reason, and the rules with the most hits per second, from two reads of the per-CPU counters
+//! reason, and the rules and network ACL entries with the most hits per second, from two reads of the per-CPU counters
 //! of every interface attached in this network namespace (the datapath pays nothing for it).
 
 use std::{
@@ -39,6 +39,9 @@ pub struct IfaceRates {
     pub reasons: Vec<ReasonRate>,
     /// The busiest rules, most hits per second first.
     pub top_rules: Vec<RuleRate>,
+    /// The busiest network ACL entries (packets each decided per second), most first; `id`
+    /// is the entry id on the interface.
+    pub top_acl_entries: Vec<RuleRate>,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,34 +66,73 @@ struct Snapshot {
     counters: Vec<(&'static str, &'static str, &'static str, u64, u64)>,
     /// (generation, hits per rule id), of the active generation.
     rules: (u8, Vec<u64>),
+    /// Hits per network ACL entry id, of the same generation.
+    acl: Vec<u64>,
 }
 
-fn snapshot(maps: &InstanceMaps, nrules: usize) -> Result<Snapshot> {
+fn snapshot(maps: &InstanceMaps, names: &Names) -> Result<Snapshot> {
     let counters =
         maps.counters()?.into_iter().map(|c| (c.direction, c.reason, c.action, c.packets, c.bytes)).collect();
     let cfg = maps.config()?;
     let gen_ = cfg.active_gen & 1;
-    let hits = (0..nrules as u32).map(|id| maps.rule_hits(gen_, id)).collect::<Result<Vec<_>>>()?;
-    Ok(Snapshot { counters, rules: (gen_, hits) })
+    let hits =
+        (0..names.rules.len() as u32).map(|id| maps.rule_hits(gen_, id)).collect::<Result<Vec<_>>>()?;
+    let acl = (0..names.acl.len() as u32).map(|id| maps.acl_hits(gen_, id)).collect::<Result<Vec<_>>>()?;
+    Ok(Snapshot { counters, rules: (gen_, hits), acl })
 }
 
-/// Rule descriptions per interface, from the applied state (empty in posture mode).
-fn rule_names() -> Result<HashMap<String, Vec<String>>> {
+/// The descriptions of an interface's rules and network ACL entries, by id.
+#[derive(Clone, Debug, Default)]
+struct Names {
+    rules: Vec<String>,
+    acl: Vec<String>,
+}
+
+/// Rule and ACL entry descriptions per interface, from the applied state (empty in posture
+/// mode).
+fn rule_names() -> Result<HashMap<String, Names>> {
     let Some(state) = current_state()? else { return Ok(HashMap::new()) };
-    Ok(state
-        .ruleset
+    let rs = &state.ruleset;
+    Ok(rs
         .interfaces
         .iter()
         .map(|b| {
-            let names = state
-                .ruleset
+            let rules = rs
                 .iface_rules(&b.iface)
                 .iter()
                 .map(|r| format!("{}/{}: {}", r.group, r.dir.as_str(), r.rule.describe(r.dir)))
                 .collect();
-            (b.iface.clone(), names)
+            let acl = rs.iface_acl(&b.iface).map_or_else(Vec::new, |a| {
+                crate::rules::Dir::BOTH
+                    .into_iter()
+                    .flat_map(|d| {
+                        a.entries(d)
+                            .iter()
+                            .map(move |e| format!("acl {}/{}: {}", a.name, d.as_str(), e.describe(d)))
+                    })
+                    .collect()
+            });
+            (b.iface.clone(), Names { rules, acl })
         })
         .collect())
+}
+
+/// The entries of `before` -> `after` that moved, as rates, busiest first, at most `top`.
+fn busiest(before: &[u64], after: &[u64], names: &[String], secs: f64, top: usize) -> Vec<RuleRate> {
+    let mut rates: Vec<RuleRate> = before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .filter(|(_, (b, a))| a > b)
+        .map(|(id, (b, a))| RuleRate {
+            id: id as u32,
+            rule: names.get(id).cloned().unwrap_or_else(|| format!("#{id}")),
+            hits_per_s: (a - b) as f64 / secs,
+        })
+        .collect();
+    rates.sort_by(|x, y| y.hits_per_s.total_cmp(&x.hits_per_s));
+    rates.truncate(top);
+    rates
 }
 
 fn rates(
@@ -98,7 +140,7 @@ fn rates(
     before: &Snapshot,
     after: &Snapshot,
     secs: f64,
-    names: &[String],
+    names: &Names,
     top: usize,
 ) -> IfaceRates {
     let mut r = IfaceRates {
@@ -109,6 +151,7 @@ fn rates(
         egress_bps: 0.0,
         reasons: Vec::new(),
         top_rules: Vec::new(),
+        top_acl_entries: Vec::new(),
     };
     for (b, a) in before.counters.iter().zip(&after.counters) {
         let pps = a.3.saturating_sub(b.3) as f64 / secs;
@@ -127,22 +170,8 @@ fn rates(
     }
     // Rule hits are comparable only within one generation (an apply in between restarts them).
     if before.rules.0 == after.rules.0 {
-        let mut rules: Vec<RuleRate> = before
-            .rules
-            .1
-            .iter()
-            .zip(&after.rules.1)
-            .enumerate()
-            .filter(|(_, (b, a))| a > b)
-            .map(|(id, (b, a))| RuleRate {
-                id: id as u32,
-                rule: names.get(id).cloned().unwrap_or_else(|| format!("rule {id}")),
-                hits_per_s: (a - b) as f64 / secs,
-            })
-            .collect();
-        rules.sort_by(|x, y| y.hits_per_s.total_cmp(&x.hits_per_s));
-        rules.truncate(top);
-        r.top_rules = rules;
+        r.top_rules = busiest(&before.rules.1, &after.rules.1, &names.rules, secs, top);
+        r.top_acl_entries = busiest(&before.acl, &after.acl, &names.acl, secs, top);
     }
     r
 }
@@ -150,7 +179,7 @@ fn rates(
 /// Takes samples of the attached interfaces: each one the rates since the one before.
 pub struct Sampler {
     /// Per interface: its maps, its rules' descriptions, the last snapshot.
-    ifaces: Vec<(String, InstanceMaps, Vec<String>, Snapshot)>,
+    ifaces: Vec<(String, InstanceMaps, Names, Snapshot)>,
     last: Instant,
     /// How many of the busiest rules per interface.
     top: usize,
@@ -175,7 +204,7 @@ impl Sampler {
         for name in names {
             let Some(maps) = loader::open_pinned(&dir.join(&name))? else { continue };
             let rules = described.get(&name).cloned().unwrap_or_default();
-            let snap = snapshot(&maps, rules.len())?;
+            let snap = snapshot(&maps, &rules)?;
             ifaces.push((name, maps, rules, snap));
         }
         Ok(Sampler { ifaces, last: Instant::now(), top })
@@ -191,16 +220,16 @@ impl Sampler {
             interval: secs,
             interfaces: Vec::new(),
         };
-        let mut described: Option<HashMap<String, Vec<String>>> = None;
+        let mut described: Option<HashMap<String, Names>> = None;
         for (name, maps, rules, prev) in &mut self.ifaces {
-            let mut cur = snapshot(maps, rules.len())?;
+            let mut cur = snapshot(maps, rules)?;
             if cur.rules.0 != prev.rules.0 {
                 // An apply flipped the generation: the rule list may have changed.
                 if described.is_none() {
                     described = Some(rule_names()?);
                 }
                 *rules = described.as_ref().and_then(|d| d.get(name.as_str())).cloned().unwrap_or_default();
-                cur = snapshot(maps, rules.len())?;
+                cur = snapshot(maps, rules)?;
             }
             sample.interfaces.push(rates(name, prev, &cur, secs, rules, self.top));
             *prev = cur;

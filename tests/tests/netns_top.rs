@@ -1,4 +1,5 @@
-//! `sgctl top --json`: rates per reason and the busiest rules move with real traffic.
+//! `sgctl top --json`: rates per reason, the busiest rules and the busiest network ACL entries
+//! move with real traffic.
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -17,7 +18,9 @@ fn top_json_shows_rates_and_busiest_rules() {
         return;
     }
     let pair = NetnsPair::new();
-    let file = group_rules("top.toml", &pair.if_a, &["udp 7000"], "");
+    // A network ACL that lets everything through: its ingress entry decides every datagram.
+    let acl = "acl = \"edge\"\n[acls.edge]\ningress = [{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }]\negress = [{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }]\n";
+    let file = group_rules("top.toml", &pair.if_a, &["udp 7000"], acl);
     pair.sgctl_ok(Side::A, &["apply", &file.display().to_string()]);
 
     // B sends for at most 4 s: a new flow (fresh socket) to the allowed port every 2 ms, and a
@@ -69,5 +72,12 @@ fn top_json_shows_rates_and_busiest_rules() {
         assert_eq!(top.first().map(|r| r["id"].as_u64()), Some(Some(0)), "rule 0 is the busiest: {line}");
         assert!(top[0]["rule"].as_str().unwrap().contains("udp 7000"), "{line}");
         assert!(top[0]["hits_per_s"].as_f64().unwrap() > 50.0, "{line}");
+        let acl = iface["top_acl_entries"].as_array().expect("top_acl_entries");
+        assert_eq!(acl.first().map(|r| r["id"].as_u64()), Some(Some(0)), "the ingress entry: {line}");
+        assert!(acl[0]["rule"].as_str().unwrap().starts_with("acl edge/ingress: 100 allow all"), "{line}");
+        assert!(
+            acl[0]["hits_per_s"].as_f64().unwrap() > top[0]["hits_per_s"].as_f64().unwrap(),
+            "every datagram, allowed or denied by the groups, meets the ACL: {line}"
+        );
     }
 }

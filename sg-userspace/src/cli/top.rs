@@ -73,6 +73,12 @@ fn print_screen(s: &Sample) {
                 let _ = writeln!(out, "  {:>10}/s  #{:<4} {}", si(r.hits_per_s), r.id, r.rule);
             }
         }
+        if !i.top_acl_entries.is_empty() {
+            out += "  top network ACL entries (packets/s):\n";
+            for r in &i.top_acl_entries {
+                let _ = writeln!(out, "  {:>10}/s  #{:<4} {}", si(r.hits_per_s), r.id, r.rule);
+            }
+        }
         out += "\n";
     }
     print!("{out}");
