@@ -230,11 +230,7 @@ fn with_acl(n: usize) -> Result<PrivateInstance> {
     let rs = crate::policy::ruleset(&rulegen::acl_toml(1, n, 11 + n as u64));
     let plan =
         compile::compile_iface(&rs, rulegen::IFACE).with_context(|| format!("compile an ACL of {n}"))?;
-    let mut inst = PrivateInstance::load(&IfaceConfig {
-        ingress_posture: Posture::Deny as u8,
-        egress_posture: Posture::Allow as u8,
-        ..IfaceConfig::default()
-    })?;
+    let mut inst = instance()?;
     inst.apply_plan(&plan, 1)?;
     Ok(inst)
 }
@@ -395,12 +391,17 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
             list.push(measure("sgctl", n.to_string(), "new_single", v6, Kind::NewSingle { inst: i, v6 }));
         }
     }
-    for n in b.opts.prefix_counts.clone() {
-        b.progress("testrun", &format!("compiling and applying {n} prefixes"));
-        insts.push(with_prefixes(n)?);
+    // Large prefix sets and network ACLs: denied, established and new packets each.
+    let prefix_sets =
+        b.opts.prefix_counts.iter().map(|&n| (format!("{n} prefixes"), prefixes_label(n), n, false));
+    let acls =
+        b.opts.acl_counts.iter().map(|&n| (format!("a network ACL of {n} entries"), acl_label(n), n, true));
+    let more: Vec<_> = prefix_sets.chain(acls).collect();
+    for (what, label, n, acl) in more {
+        b.progress("testrun", &format!("compiling and applying {what}"));
+        insts.push(if acl { with_acl(n)? } else { with_prefixes(n)? });
         let i = insts.len() - 1;
         for v6 in [false, true] {
-            let label = prefixes_label(n);
             list.push(measure(
                 "sgctl",
                 label.clone(),
@@ -409,24 +410,7 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
                 Kind::Sgctl { inst: i, frame: frame(v6, false, SPORT), want: XDP_DROP },
             ));
             list.push(measure("sgctl", label.clone(), "established", v6, Kind::Established { inst: i, v6 }));
-            list.push(measure("sgctl", label, "new", v6, Kind::New { inst: i, v6, staged: false }));
-        }
-    }
-    for n in b.opts.acl_counts.clone() {
-        b.progress("testrun", &format!("compiling and applying a network ACL of {n} entries"));
-        insts.push(with_acl(n)?);
-        let i = insts.len() - 1;
-        for v6 in [false, true] {
-            let label = acl_label(n);
-            list.push(measure(
-                "sgctl",
-                label.clone(),
-                "deny",
-                v6,
-                Kind::Sgctl { inst: i, frame: frame(v6, false, SPORT), want: XDP_DROP },
-            ));
-            list.push(measure("sgctl", label.clone(), "established", v6, Kind::Established { inst: i, v6 }));
-            list.push(measure("sgctl", label, "new", v6, Kind::New { inst: i, v6, staged: false }));
+            list.push(measure("sgctl", label.clone(), "new", v6, Kind::New { inst: i, v6, staged: false }));
         }
     }
     Ok(Subjects { bare: Bare::load()?, _filter: filter, insts, list, next_sport: 1024 })

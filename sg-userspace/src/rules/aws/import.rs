@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use json_spanned_value::Spanned;
 use serde::{Deserialize, de::IgnoredAny};
 
-use super::inputs::{self, Cx, Eni};
+use super::inputs::{self, Cx, Eni, ProtoJ, proto_at};
 use crate::rules::{
     AwsContext, Diagnostic, Loc, RuleErrors,
     raw::{At, PortsText, ProtoText, RawBinding, RawGroup, RawPeer, RawPrefixList, RawRule, RawRuleSet},
@@ -66,13 +66,6 @@ struct PermissionT {
     user_id_group_pairs: Vec<Spanned<PairT>>,
     #[serde(default)]
     prefix_list_ids: Vec<Spanned<PrefixListT>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ProtoJ {
-    Text(String),
-    Number(i64),
 }
 
 #[derive(Deserialize)]
@@ -166,16 +159,6 @@ struct PairIn {
     name: Option<At<String>>,
     user: Option<String>,
     status: Option<String>,
-}
-
-fn proto_at(cx: &Cx<'_>, p: Option<&Spanned<ProtoJ>>) -> Option<At<ProtoText>> {
-    p.map(|s| {
-        let v = match s.get_ref() {
-            ProtoJ::Text(t) => ProtoText::Name(t.clone()),
-            ProtoJ::Number(n) => ProtoText::Number(*n),
-        };
-        At::new(v, cx.loc(s.start()))
-    })
 }
 
 fn ports_at(cx: &Cx<'_>, from: Option<&Spanned<i64>>, to: Option<&Spanned<i64>>) -> Option<At<PortsText>> {

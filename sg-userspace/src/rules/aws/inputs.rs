@@ -14,7 +14,10 @@
 use json_spanned_value::Spanned;
 use serde::Deserialize;
 
-use super::super::{Diagnostic, LineIndex, Loc, RuleErrors, raw::At};
+use super::super::{
+    Diagnostic, LineIndex, Loc, RuleErrors,
+    raw::{At, ProtoText},
+};
 
 /// One `--prefix-lists` input: `pl-id=FILE` or `FILE`, with the file's text.
 #[derive(Clone, Debug, Default)]
@@ -85,6 +88,25 @@ impl<'a> Cx<'a> {
             _ => at,
         }
     }
+}
+
+/// A protocol as AWS writes it: a name or number as text ("tcp", "6", "-1"), or a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum ProtoJ {
+    Text(String),
+    Number(i64),
+}
+
+/// A protocol field with its location, in the raw form.
+pub(super) fn proto_at(cx: &Cx<'_>, p: Option<&Spanned<ProtoJ>>) -> Option<At<ProtoText>> {
+    p.map(|s| {
+        let v = match s.get_ref() {
+            ProtoJ::Text(t) => ProtoText::Name(t.clone()),
+            ProtoJ::Number(n) => ProtoText::Number(*n),
+        };
+        At::new(v, cx.loc(s.start()))
+    })
 }
 
 #[derive(Deserialize)]

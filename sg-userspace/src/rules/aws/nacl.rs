@@ -12,7 +12,7 @@
 use json_spanned_value::Spanned;
 use serde::Deserialize;
 
-use super::inputs::Cx;
+use super::inputs::{Cx, ProtoJ, proto_at};
 use crate::rules::{
     Diagnostic, RuleErrors,
     raw::{At, PortsText, ProtoText, RawAcl, RawAclEntry, RawRule},
@@ -34,13 +34,6 @@ struct AclT {
     vpc_id: Option<Spanned<String>>,
     #[serde(default)]
     entries: Vec<Spanned<EntryT>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ProtoJ {
-    Text(String),
-    Number(i64),
 }
 
 #[derive(Deserialize)]
@@ -113,13 +106,7 @@ fn entry(
     let Some(egress) = t.egress else {
         return Err(RuleErrors::one(loc, "network ACL entry without Egress (true or false)"));
     };
-    let proto = t.protocol.as_ref().map(|p| {
-        let v = match p.get_ref() {
-            ProtoJ::Text(s) => ProtoText::Name(s.clone()),
-            ProtoJ::Number(n) => ProtoText::Number(*n),
-        };
-        At::new(v, cx.loc(p.start()))
-    });
+    let proto = proto_at(cx, t.protocol.as_ref());
     let all = |c: &Option<Spanned<String>>, net: &str| c.as_ref().is_some_and(|c| c.get_ref() == net);
     let is_all_proto = proto.as_ref().is_some_and(|p| matches!(&p.v, ProtoText::Name(n) if n == "-1"));
     let number = t.rule_number.as_ref().map(|n| At::new(*n.get_ref(), cx.loc(n.start())));
