@@ -107,8 +107,7 @@ fn decide_whole(
     if is_dhcp_client(cfg, dir, pkt) {
         return Ok(Verdict::of(Reason::ImplicitDhcp));
     }
-    // The ACL decides first at ingress, last at egress: one call site each (the verifier
-    // walks each inlined copy of the lookup on its own).
+    // The ACL decides first at ingress, last at egress: one call site in each program.
     if dir == Direction::Ingress
         && let Some(v) = acl(cfg, dir, pkt)?
     {
@@ -165,10 +164,7 @@ fn acl(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Option<
     if cfg.flags & CONFIG_ACL == 0 {
         return Ok(None);
     }
-    let peer = match dir {
-        Direction::Ingress => parse::src_words(pkt),
-        Direction::Egress => parse::dst_words(pkt),
-    };
+    let peer = peer_words(dir, pkt);
     let hit = policy::acl(cfg.active_gen & 1, dir, pkt.family, pkt.proto, &peer, policy::key_low16(pkt))?;
     let (slot, drop) = match hit {
         AclHit::Allow(slot) => (slot, false),
@@ -255,14 +251,20 @@ impl conntrack::Recheck for Policy<'_> {
     }
 }
 
+/// The peer a rule or an ACL entry matches: the source of ingress packets, the destination of
+/// egress packets (as address words).
+#[inline(always)]
+fn peer_words(dir: Direction, pkt: &PacketSummary) -> [u64; 2] {
+    match dir {
+        Direction::Ingress => parse::src_words(pkt),
+        Direction::Egress => parse::dst_words(pkt),
+    }
+}
+
 /// Security groups: the first rule allowing the packet, or `no_rule`.
 #[inline(always)]
 fn groups(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Verdict, Reason> {
-    // The peer: source address of ingress packets, destination of egress packets.
-    let peer = match dir {
-        Direction::Ingress => parse::src_words(pkt),
-        Direction::Egress => parse::dst_words(pkt),
-    };
+    let peer = peer_words(dir, pkt);
     Ok(match policy::lookup(cfg.active_gen & 1, dir, pkt.family, pkt.proto, &peer, policy::key_low16(pkt))? {
         Some(slot) => Verdict::by_rule(Reason::RuleAllow, slot),
         None => Verdict::of(Reason::NoRule),
