@@ -13,9 +13,10 @@
 //!    enforces the old rule set again.
 //! 5. Detach interfaces the new file no longer lists.
 //!
-//! Rule hit counts of rules that stay (same group, direction and content) carry over: after
-//! the flip the old generation's final counts are added to a per-rule base kept in the state
-//! file (the datapath's counters are never written while live).
+//! Rule hit counts of rules that stay (same group, direction and content) carry over, and so
+//! do those of network ACL entries that stay (same ACL, direction, number and content): after
+//! the flip the old generation's final counts are added to a per-rule (per-entry) base kept in
+//! the state file (the datapath's counters are never written while live).
 
 use std::collections::HashMap;
 
@@ -27,7 +28,7 @@ use crate::{
     loader::{self, ModeRequest},
     pins,
     rules::{
-        RuleRef, RuleSet,
+        RuleSet,
         compile::{self, IfacePlan},
         diff::{Diff, diff},
     },
@@ -58,36 +59,54 @@ pub struct ApplyReport {
     pub warnings: Vec<String>,
 }
 
-/// Identity of a rule across applies, for carrying hit counts over.
-fn identity(r: &RuleRef) -> (String, crate::rules::Dir, String) {
-    (r.group.clone(), r.dir, format!("{:?}", r.rule.identity()))
+/// Identities of the rules of `iface` under `rs` (rule id order), for carrying hit counts over.
+fn rule_identities(rs: &RuleSet, iface: &str) -> Vec<String> {
+    rs.iface_rules(iface).iter().map(|r| format!("{}/{:?}/{:?}", r.group, r.dir, r.rule.identity())).collect()
 }
 
-/// New per-rule hit bases of `iface`: for each new rule, the total of the same rule in the old
-/// set (its hits in the generation `old_gen` held), matched in order.
+/// Identities of the network ACL entries of `iface` under `rs` (entry id order).
+fn acl_identities(rs: &RuleSet, iface: &str) -> Vec<String> {
+    rs.iface_acl(iface).map_or_else(Vec::new, |a| {
+        a.by_id().map(|(d, e)| format!("{}/{d:?}/{:?}", a.name, e.identity())).collect()
+    })
+}
+
+/// For each of `new` (identities), the total of the same item in `old` (identity, total),
+/// matched in order; 0 for an item the old set did not have.
+fn carry(old: Vec<(String, u64)>, new: Vec<String>) -> Vec<u64> {
+    let mut totals: HashMap<String, std::collections::VecDeque<u64>> = HashMap::new();
+    for (id, total) in old {
+        totals.entry(id).or_default().push_back(total);
+    }
+    new.into_iter().map(|id| totals.get_mut(&id).and_then(|l| l.pop_front()).unwrap_or(0)).collect()
+}
+
+/// New hit bases of `iface` under `new`: for each rule, and each network ACL entry, the total
+/// of the same one in the old set (its hits in the generation `old_gen` held).
 fn carried_bases(
     old: Option<&State>,
     iface: &str,
     old_gen: Option<(&loader::Attached, u8)>,
-    new_rules: &[RuleRef],
-) -> Vec<u64> {
-    let mut totals: HashMap<_, Vec<u64>> = HashMap::new();
+    new: &RuleSet,
+) -> (Vec<u64>, Vec<u64>) {
+    let (mut rules, mut acl) = (Vec::new(), Vec::new());
     if let (Some(old), Some((attached, gen_))) = (old, old_gen) {
-        let counts = hits::totals(old, iface, &attached.maps, gen_).unwrap_or_else(|e| {
-            log::warn!("{iface}: reading rule hits: {e}; their counts restart");
-            vec![0; old.ruleset.iface_rules(iface).len()]
-        });
-        for (r, total) in old.ruleset.iface_rules(iface).iter().zip(counts) {
-            totals.entry(identity(r)).or_default().push(total);
-        }
+        let read = |what: &str, counts: Result<Vec<u64>>, ids: Vec<String>| {
+            let counts = counts.unwrap_or_else(|e| {
+                log::warn!("{iface}: reading {what} hits: {e}; their counts restart");
+                vec![0; ids.len()]
+            });
+            ids.into_iter().zip(counts).collect::<Vec<_>>()
+        };
+        let rs = &old.ruleset;
+        rules = read("rule", hits::totals(old, iface, &attached.maps, gen_), rule_identities(rs, iface));
+        acl = read(
+            "network ACL",
+            hits::acl_totals(old, iface, &attached.maps, gen_),
+            acl_identities(rs, iface),
+        );
     }
-    new_rules
-        .iter()
-        .map(|r| match totals.get_mut(&identity(r)) {
-            Some(list) if !list.is_empty() => list.remove(0),
-            _ => 0,
-        })
-        .collect()
+    (carry(rules, rule_identities(new, iface)), carry(acl, acl_identities(new, iface)))
 }
 
 /// An attached interface with its next generation written.
@@ -128,7 +147,8 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
             return Err(e);
         }
     };
-    let mut new_state = State { seq, ruleset: rs.clone(), hit_base: std::collections::BTreeMap::default() };
+    let mut new_state =
+        State { seq, ruleset: rs.clone(), hit_base: Default::default(), acl_hit_base: Default::default() };
     let had_state = match state::save_new(&new_state) {
         Ok(had) => had,
         Err(e) => {
@@ -147,9 +167,10 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
     // The old generations are no longer read: their counts are final. Carry them over.
     for s in &staged {
         let iface = &s.attached.iface;
-        let new_rules = rs.iface_rules(iface);
         let old_gen = s.flip.old_gen().map(|g| (&s.attached, g));
-        new_state.hit_base.insert(iface.clone(), carried_bases(old.as_ref(), iface, old_gen, &new_rules));
+        let (rules, acl) = carried_bases(old.as_ref(), iface, old_gen, rs);
+        new_state.hit_base.insert(iface.clone(), rules);
+        new_state.acl_hit_base.insert(iface.clone(), acl);
     }
     if let Err(e) = state::save(&new_state) {
         report.warnings.push(format!("saving carried-over hit counts: {e}"));

@@ -1,11 +1,12 @@
 //! Per-rule hit totals, computed here only: `sgctl stats`, `sgctl audit --live`, the metrics
-//! endpoint and the carrying of counts across applies all use [`totals`]. Network ACL entries
-//! count every packet they decide ([`acl_stats`]), since the apply that wrote them.
+//! endpoint and the carrying of counts across applies all use [`totals`], and [`acl_totals`] for
+//! network ACL entries, which count every packet they decide ([`acl_stats`]).
 //!
-//! The datapath counts in `SG_RULE_HITS` per generation, and a generation's counters restart
-//! when it is written again. The total of a rule is its base (`State::hit_base`: what earlier
-//! generations counted for the same rule, carried over by each apply) plus the live count of
-//! the generation that holds it.
+//! The datapath counts in `SG_RULE_HITS` (and `SG_ACL_HITS`) per generation, and a
+//! generation's counters restart when it is written again. The total of a rule is its base
+//! (`State::hit_base`: what earlier generations counted for the same rule, carried over by
+//! each apply) plus the live count of the generation that holds it; an ACL entry's likewise
+//! (`State::acl_hit_base`).
 
 use serde::Serialize;
 
@@ -86,23 +87,21 @@ pub struct AclStat {
     pub action: &'static str,
     pub entry: String,
     pub location: String,
-    /// Packets this entry decided (allowed or denied) since the last apply: an ACL is
-    /// stateless, so every packet of a flow counts.
+    /// Packets this entry decided (allowed or denied) since the entry was first applied: an
+    /// ACL is stateless, so every packet of a flow counts.
     pub hits: u64,
 }
 
-/// The network ACL entries of `iface` under `rs` (entry id order: ingress by rule number, then
-/// egress) with the packets each decided in the generation the datapath reads now.
-pub fn acl_totals<'a>(
-    rs: &'a crate::rules::RuleSet,
-    iface: &str,
-    maps: &InstanceMaps,
-) -> Result<Vec<(crate::rules::Dir, &'a crate::rules::acl::AclEntry, u64)>> {
-    let Some(acl) = rs.iface_acl(iface) else { return Ok(Vec::new()) };
-    let gen_ = maps.config()?.active_gen & 1;
-    let entries =
-        crate::rules::Dir::BOTH.into_iter().flat_map(|d| acl.entries(d).iter().map(move |e| (d, e)));
-    entries.enumerate().map(|(id, (d, e))| Ok((d, e, maps.acl_hits(gen_, id as u32)?))).collect()
+/// Totals of every network ACL entry of `iface` (entry id order, [`crate::rules::acl::Acl::by_id`])
+/// under `state`, with `gen_` the generation of `maps` that holds them.
+pub fn acl_totals(state: &State, iface: &str, maps: &InstanceMaps, gen_: u8) -> Result<Vec<u64>> {
+    let n = state.ruleset.iface_acl(iface).map_or(0, |a| a.by_id().count());
+    (0..n).map(|id| Ok(state.base_acl_hits(iface, id) + maps.acl_hits(gen_, id as u32)?)).collect()
+}
+
+/// Totals of every network ACL entry of `iface`, in the generation the datapath reads now.
+pub fn live_acl_totals(state: &State, iface: &str, maps: &InstanceMaps) -> Result<Vec<u64>> {
+    acl_totals(state, iface, maps, maps.config()?.active_gen & 1)
 }
 
 /// Every network ACL entry of the applied rule set on the attached interfaces (or on `iface`).
@@ -115,7 +114,8 @@ pub fn acl_stats(iface: Option<&str>) -> Result<Vec<AclStat>> {
         }
         let Some(acl) = state.ruleset.iface_acl(&b.iface) else { continue };
         let Some(att) = loader::open_attached(&b.iface)? else { continue };
-        for (id, (dir, e, hits)) in acl_totals(&state.ruleset, &b.iface, &att.maps)?.into_iter().enumerate() {
+        let totals = live_acl_totals(&state, &b.iface, &att.maps)?;
+        for (id, ((dir, e), hits)) in acl.by_id().zip(totals).enumerate() {
             out.push(AclStat {
                 iface: b.iface.clone(),
                 acl: acl.name.clone(),

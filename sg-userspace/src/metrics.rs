@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `sgctl_packets_total`, `sgctl_bytes_total` | iface, direction, reason, action | verdicts (`SG_COUNTERS`) |
 //! | `sgctl_rule_hits_total` | iface, group, direction, rule_id, rule | packets each rule allowed |
-//! | `sgctl_acl_entry_hits_total` | iface, acl, direction, rule_number, action | packets each network ACL entry decided (since the last apply) |
+//! | `sgctl_acl_entry_hits_total` | iface, acl, direction, rule_number, action | packets each network ACL entry decided (every packet; carried across applies that keep the entry) |
 //! | `sgctl_conntrack_entries`, `sgctl_conntrack_capacity` | iface, table | conntrack fill |
 //! | `sgctl_conntrack_full_total` | iface | new flows refused, table full (`ct_full`) |
 //! | `sgctl_monitor_mode` | iface | 1 if the interface is in monitor mode |
@@ -141,7 +141,7 @@ impl SgCollector {
         let mut rule_hits = Family::new("sgctl_rule_hits", "Packets each rule allowed.", true);
         let mut acl_hits = Family::new(
             "sgctl_acl_entry_hits",
-            "Packets each network ACL entry decided, since the last apply.",
+            "Packets each network ACL entry decided (carried across applies that keep the entry).",
             true,
         );
         let mut ct = Family::new("sgctl_conntrack_entries", "Tracked flows per table.", false);
@@ -198,9 +198,9 @@ impl SgCollector {
                 }
                 if let Some(s) = &state
                     && let (Some(acl), Ok(totals)) =
-                        (s.ruleset.iface_acl(i), hits::acl_totals(&s.ruleset, i, &a.maps))
+                        (s.ruleset.iface_acl(i), hits::live_acl_totals(s, i, &a.maps))
                 {
-                    for (dir, e, n) in totals {
+                    for ((dir, e), n) in acl.by_id().zip(totals) {
                         let labels = vec![
                             ("iface", iface.clone()),
                             ("acl", acl.name.clone()),

@@ -37,12 +37,21 @@ pub struct State {
     /// datapath's counters restart with each generation; `sgctl stats` adds these).
     #[serde(default)]
     pub hit_base: BTreeMap<String, Vec<u64>>,
+    /// Per interface, per network ACL entry id: packets counted under earlier applies of the
+    /// same entry (same ACL, direction, number and content).
+    #[serde(default)]
+    pub acl_hit_base: BTreeMap<String, Vec<u64>>,
 }
 
 impl State {
     /// Hits of rule `id` on `iface` from earlier generations.
     pub fn base_hits(&self, iface: &str, id: usize) -> u64 {
         self.hit_base.get(iface).and_then(|v| v.get(id)).copied().unwrap_or(0)
+    }
+
+    /// Packets network ACL entry `id` of `iface` decided under earlier generations.
+    pub fn base_acl_hits(&self, iface: &str, id: usize) -> u64 {
+        self.acl_hit_base.get(iface).and_then(|v| v.get(id)).copied().unwrap_or(0)
     }
 }
 

@@ -17,18 +17,25 @@ use sg_tests::{
 const PORT: u16 = 7070;
 
 /// Groups admitting B on tcp PORT; with `deny_b`, a network ACL whose rule 10 denies B and
-/// whose rule 100 allows the rest (both directions).
-fn rules(pair: &NetnsPair, deny_b: bool) -> String {
+/// whose rule 100 allows the rest (both directions); with `extra` as well, an ingress rule 5
+/// and a second group rule (the other entries stay, their ids move).
+fn rules(pair: &NetnsPair, deny_b: bool, extra: bool) -> String {
     let b = pair.addr(Side::B, false);
+    let dns = if extra { ", { proto = \"udp\", ports = \"53\", from = \"198.51.100.0/24\" }" } else { "" };
     let mut t = format!(
-        "[groups.g]\ningress = [{{ proto = \"tcp\", ports = \"{PORT}\", from = \"{b}/32\" }}]\n[interfaces.{}]\ngroups = [\"g\"]\n",
+        "[groups.g]\ningress = [{{ proto = \"tcp\", ports = \"{PORT}\", from = \"{b}/32\" }}{dns}]\n[interfaces.{}]\ngroups = [\"g\"]\n",
         pair.if_a
     );
     if deny_b {
+        let ssh = if extra {
+            "  { rule = 5, action = \"deny\", proto = \"tcp\", ports = \"22\", cidr = \"198.51.100.0/24\" },\n"
+        } else {
+            ""
+        };
         t.push_str("acl = \"edge\"\n");
         let _ = write!(
             t,
-            "[acls.edge]\ningress = [\n  {{ rule = 10, action = \"deny\", proto = \"all\", cidr = \"{b}/32\" }},\n  {{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }},\n]\negress = [{{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }}]\n"
+            "[acls.edge]\ningress = [\n{ssh}  {{ rule = 10, action = \"deny\", proto = \"all\", cidr = \"{b}/32\" }},\n  {{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }},\n]\negress = [{{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }}]\n"
         );
     }
     t
@@ -41,6 +48,17 @@ fn echo(s: &mut TcpStream, msg: &[u8], limit: Duration) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; msg.len()];
     s.read_exact(&mut buf).ok()?;
     Some(buf)
+}
+
+/// `sgctl stats --acl --json` on A.
+fn acl_rows(pair: &NetnsPair) -> serde_json::Value {
+    serde_json::from_str(&pair.sgctl_ok(Side::A, &["stats", "--acl", "--json"])).expect("JSON")
+}
+
+/// The hits of entry `number` of direction `dir` in `rows` (`acl_rows`).
+fn hits(rows: &serde_json::Value, dir: &str, number: u64) -> u64 {
+    let row = rows.as_array().expect("rows").iter().find(|r| r["direction"] == dir && r["number"] == number);
+    row.unwrap_or_else(|| panic!("no {dir} entry {number}: {rows}"))["hits"].as_u64().expect("hits")
 }
 
 #[test]
@@ -61,8 +79,8 @@ fn an_acl_deny_cuts_a_tracked_connection_at_once_and_lifting_it_restores_it() {
             }
         }
     });
-    let open = write_temp(&format!("{}-acl-open.toml", pair.if_a), &rules(&pair, false));
-    let deny = write_temp(&format!("{}-acl-deny.toml", pair.if_a), &rules(&pair, true));
+    let open = write_temp(&format!("{}-acl-open.toml", pair.if_a), &rules(&pair, false, false));
+    let deny = write_temp(&format!("{}-acl-deny.toml", pair.if_a), &rules(&pair, true, false));
     pair.sgctl_ok(Side::A, &["apply", open.to_str().unwrap()]);
     let mut conn = pair.run(Side::B, move || {
         TcpStream::connect_timeout(&a, Duration::from_secs(2)).expect("connect under the groups")
@@ -96,19 +114,20 @@ fn an_acl_deny_cuts_a_tracked_connection_at_once_and_lifting_it_restores_it() {
         ],
     );
     assert!(explain.contains("entry 10 deny") && explain.contains("allowed by group g"), "{explain}");
-    let acl: serde_json::Value =
-        serde_json::from_str(&pair.sgctl_ok(Side::A, &["stats", "--acl", "--json"])).expect("JSON");
-    let hits = |dir: &str, number: u64| {
-        acl.as_array()
-            .expect("rows")
-            .iter()
-            .find(|r| r["direction"] == dir && r["number"] == number)
-            .expect("row")["hits"]
-            .as_u64()
-            .expect("hits")
-    };
-    assert!(hits("ingress", 10) >= 1, "the deny entry counted the dropped segment: {acl}");
-    assert_eq!(hits("ingress", 100), 0, "{acl}");
+    let acl = acl_rows(&pair);
+    assert!(hits(&acl, "ingress", 10) >= 1, "the deny entry counted the dropped segment: {acl}");
+    assert_eq!(hits(&acl, "ingress", 100), 0, "{acl}");
+
+    // An apply that keeps the entries (and adds one before them, which moves their ids) keeps
+    // their counts: 20 datagrams the deny entry counts, then the apply; the new entry has 0.
+    assert_eq!(pair.udp_delivered(9999, 20), 0);
+    let denied_before = hits(&acl_rows(&pair), "ingress", 10);
+    assert!(denied_before >= 21, "the segment and the 20 datagrams: {denied_before}");
+    let more = write_temp(&format!("{}-acl-more.toml", pair.if_a), &rules(&pair, true, true));
+    pair.sgctl_ok(Side::A, &["apply", more.to_str().unwrap()]);
+    let acl = acl_rows(&pair);
+    assert!(hits(&acl, "ingress", 10) >= denied_before, "the deny entry's count carried over: {acl}");
+    assert_eq!(hits(&acl, "ingress", 5), 0, "{acl}");
 
     // The deny lifted: the same connection (still tracked) gets its retransmission through.
     pair.sgctl_ok(Side::A, &["apply", open.to_str().unwrap()]);

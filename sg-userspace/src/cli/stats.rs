@@ -12,7 +12,7 @@ pub struct StatsArgs {
     /// Only this interface.
     #[arg(long)]
     pub iface: Option<String>,
-    /// The network ACL entries only (packets each entry decided since the last apply); with
+    /// The network ACL entries only (packets each entry decided since it was first applied); with
     /// --json, their rows instead of the rules'.
     #[arg(long)]
     pub acl: bool,

@@ -68,6 +68,12 @@ impl AclEntry {
         };
         format!("{} {} {}", self.number, self.action.as_str(), rule.describe(dir))
     }
+
+    /// Identity of an entry across applies, for carrying hit counts over: everything but its
+    /// location.
+    pub fn identity(&self) -> (u16, AclAction, Proto, Ports, IpNet) {
+        (self.number, self.action, self.proto, self.ports, self.cidr)
+    }
 }
 
 /// A checked network ACL: entries of each direction sorted by rule number.
@@ -118,6 +124,11 @@ impl Acl {
             Dir::Ingress => &self.ingress,
             Dir::Egress => &self.egress,
         }
+    }
+
+    /// Every entry with its direction, in entry id order ([`Acl::entry_id`]).
+    pub fn by_id(&self) -> impl Iterator<Item = (Dir, &AclEntry)> {
+        Dir::BOTH.into_iter().flat_map(move |d| self.entries(d).iter().map(move |e| (d, e)))
     }
 
     /// An entry's id on an interface bound to this ACL: ingress entries first, then egress,

@@ -193,13 +193,11 @@ pub struct AclPlan {
 fn compile_acl(iface: &str, acl: &Acl, segments: &mut Vec<Segment>) -> Result<AclPlan, CompileError> {
     let mut entries = Vec::new();
     let mut by_net: [BTreeMap<IpNet, Ranges>; 2] = Default::default();
-    for dir in Dir::BOTH {
-        for e in acl.entries(dir) {
-            let id = entries.len() as u32;
-            let (lo, hi) = key_range(e.proto, e.ports);
-            by_net[dir as usize].entry(e.cidr).or_default().push((id, lo, hi));
-            entries.push((dir, e.clone()));
-        }
+    for (dir, e) in acl.by_id() {
+        let id = entries.len() as u32;
+        let (lo, hi) = key_range(e.proto, e.ports);
+        by_net[dir as usize].entry(e.cidr).or_default().push((id, lo, hi));
+        entries.push((dir, e.clone()));
     }
     if entries.len() > MAX_ACL_ENTRIES as usize {
         return Err(CompileError::TooManyAclEntries {
