@@ -417,9 +417,11 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         let _ = writeln!(m, "| {label} | {} |", cells.join(" | "));
     }
     let _ = writeln!(m, "\n| ratio (v4 / v6) | deny | established | new |\n|---|---:|---:|---:|");
-    for (label, a, b) in
-        [("20 entries / none", ACL_SMALL, "1"), ("10,000 / 20 entries", ACL_LARGE, ACL_SMALL)]
-    {
+    for (label, a, b) in [
+        ("20 entries / none", ACL_SMALL, "1"),
+        ("10,000 entries / none", ACL_LARGE, "1"),
+        ("10,000 / 20 entries", ACL_LARGE, ACL_SMALL),
+    ] {
         let cells: Vec<String> = ["deny", "established", "new"]
             .iter()
             .map(|c| {
