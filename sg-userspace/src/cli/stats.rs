@@ -1,6 +1,8 @@
 //! `sgctl stats [--json] [--iface IF] [--acl]`: per-rule hit counters of the applied rule set,
 //! and those of the network ACL entries (`crate::hits`).
 
+use std::fmt::Display;
+
 use clap::Args;
 
 use crate::hits::{acl_stats, rule_stats};
@@ -30,31 +32,25 @@ pub fn run(args: &StatsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if !args.acl {
-        let stats = rule_stats(args.iface.as_deref())?;
-        println!(
-            "{:<12} {:>4} {:<16} {:<8} {:>5} {:>12}  rule",
-            "iface", "id", "group", "dir", "index", "hits"
-        );
-        for s in &stats {
-            println!(
-                "{:<12} {:>4} {:<16} {:<8} {:>5} {:>12}  {}",
-                s.iface, s.id, s.group, s.direction, s.index, s.hits, s.rule
-            );
+        row([&"iface", &"id", &"group", &"dir", &"index", &"hits"], &"rule");
+        for s in rule_stats(args.iface.as_deref())? {
+            row([&s.iface, &s.id, &s.group, &s.direction, &s.index, &s.hits], &s.rule);
         }
         if acl.is_empty() {
             return Ok(());
         }
         println!();
     }
-    println!(
-        "{:<12} {:>4} {:<16} {:<8} {:>5} {:>12}  network ACL entry",
-        "iface", "id", "acl", "dir", "rule", "hits"
-    );
+    row([&"iface", &"id", &"acl", &"dir", &"rule", &"hits"], &"network ACL entry");
     for s in &acl {
-        println!(
-            "{:<12} {:>4} {:<16} {:<8} {:>5} {:>12}  {}",
-            s.iface, s.id, s.acl, s.direction, s.number, s.hits, s.entry
-        );
+        row([&s.iface, &s.id, &s.acl, &s.direction, &s.number, &s.hits], &s.entry);
     }
     Ok(())
+}
+
+/// One line of either table: interface, id, group or ACL, direction, index or rule number,
+/// hits, then what the row counts.
+fn row(c: [&dyn Display; 6], what: &dyn Display) {
+    let [iface, id, owner, dir, index, hits] = c.map(|c| c.to_string());
+    println!("{iface:<12} {id:>4} {owner:<16} {dir:<8} {index:>5} {hits:>12}  {what}");
 }
