@@ -18,7 +18,7 @@
 //! the flip the old generation's final counts are added to a per-rule (per-entry) base kept in
 //! the state file (the datapath's counters are never written while live).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::{
     error::{Error, Result},
@@ -78,7 +78,9 @@ fn carry(old: Vec<(String, u64)>, new: Vec<String>) -> Vec<u64> {
     for (id, total) in old {
         totals.entry(id).or_default().push_back(total);
     }
-    new.into_iter().map(|id| totals.get_mut(&id).and_then(|l| l.pop_front()).unwrap_or(0)).collect()
+    new.into_iter()
+        .map(|id| totals.get_mut(&id).and_then(std::collections::VecDeque::pop_front).unwrap_or(0))
+        .collect()
 }
 
 /// New hit bases of `iface` under `new`: for each rule, and each network ACL entry, the total
@@ -148,7 +150,7 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
         }
     };
     let mut new_state =
-        State { seq, ruleset: rs.clone(), hit_base: Default::default(), acl_hit_base: Default::default() };
+        State { seq, ruleset: rs.clone(), hit_base: BTreeMap::default(), acl_hit_base: BTreeMap::default() };
     let had_state = match state::save_new(&new_state) {
         Ok(had) => had,
         Err(e) => {

@@ -51,6 +51,6 @@ pub fn run(args: &StatsArgs) -> anyhow::Result<()> {
 /// One line of either table: interface, id, group or ACL, direction, index or rule number,
 /// hits, then what the row counts.
 fn row(c: [&dyn Display; 6], what: &dyn Display) {
-    let [iface, id, owner, dir, index, hits] = c.map(|c| c.to_string());
+    let [iface, id, owner, dir, index, hits] = c.map(ToString::to_string);
     println!("{iface:<12} {id:>4} {owner:<16} {dir:<8} {index:>5} {hits:>12}  {what}");
 }
