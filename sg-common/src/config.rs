@@ -106,9 +106,14 @@ pub struct IfaceConfig {
     pub revoke_seq: u64,
     /// Conntrack idle timeouts of this interface.
     pub ct_timeouts: CtTimeouts,
+    /// Changes with every generation flip and every flip back, never to a value it had
+    /// (userspace counts it up): the network ACL allows cached in conntrack entries
+    /// (`CtEntry::acl_cache`) hold only under the epoch that made them.
+    pub acl_epoch: u32,
+    pub _pad1: [u8; 4],
 }
 
-const _: () = assert!(size_of::<IfaceConfig>() == 72);
+const _: () = assert!(size_of::<IfaceConfig>() == 80);
 
 /// `IfaceConfig::policy_mode`: IP packets are decided by the postures.
 pub const POLICY_POSTURE: u8 = 0;

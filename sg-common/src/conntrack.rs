@@ -41,6 +41,13 @@ pub struct CtEntry {
     /// Packets from the initiator (`[0]`) and from the responder (`[1]`).
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
+    /// The network ACL's last allow of each side's packets (`[0]` the initiator's, `[1]` the
+    /// responder's), for TCP and UDP flows: [`acl_cache`] of the ACL epoch and the allowing
+    /// entry's slot, 0 for none. A side's packets all have the same peer address, protocol and
+    /// destination port, which is all an ACL entry matches, so the allow holds while the ACL
+    /// epoch (`IfaceConfig::acl_epoch`, new with every generation flip) stays: the side's later
+    /// packets count on the entry without the ACL's lookup.
+    pub acl_cache: [u64; 2],
     /// Rule id that allowed the flow (in rule set `policy_seq`), or `policy::NO_RULE`.
     pub rule: u32,
     /// Rule set that allowed (or last re-validated) the flow; compared with
@@ -57,7 +64,38 @@ pub struct CtEntry {
     pub _pad: [u8; 4],
 }
 
-const _: () = assert!(size_of::<CtEntry>() == 64);
+const _: () = assert!(size_of::<CtEntry>() == 80);
+
+/// `CtEntry::acl_cache`: the low word holds an allow (the slot is below this bit).
+pub const ACL_CACHED: u64 = 1 << 31;
+
+/// `CtEntry::acl_cache` for an allow by the ACL entry with slot `slot` (`policy::acl_slot`)
+/// under ACL epoch `epoch`.
+#[inline(always)]
+pub const fn acl_cache(epoch: u32, slot: u32) -> u64 {
+    ((epoch as u64) << 32) | ACL_CACHED | (slot as u64 & (ACL_CACHED - 1))
+}
+
+/// The ACL slot of the allow `cache` holds, if it was made under ACL epoch `epoch` by an
+/// entry of generation `gen_` (the slot names its generation, `policy::acl_slot`).
+///
+/// The datapath reads the config by reference while userspace may be rewriting it, so the
+/// epoch and the generation a program read can come from two configs. Stamping the epoch and
+/// checking the slot's generation against the one the lookup used makes such an allow one
+/// that no config matches: the configs with the newer epoch have the newer generation, and an
+/// epoch never comes back (see `IfaceConfig::acl_epoch`).
+#[inline(always)]
+pub const fn acl_cached(cache: u64, epoch: u32, gen_: u8) -> Option<u32> {
+    let slot = (cache & (ACL_CACHED - 1)) as u32;
+    if cache >> 32 == epoch as u64
+        && cache & ACL_CACHED != 0
+        && slot / crate::policy::MAX_ACL_ENTRIES == gen_ as u32 & 1
+    {
+        Some(slot)
+    } else {
+        None
+    }
+}
 
 /// `CtEntry::flags`: a packet from the responder was seen.
 pub const CT_F_SEEN_REPLY: u8 = 1 << 0;
@@ -337,6 +375,21 @@ mod tests {
     const FA: u8 = TCP_FIN | TCP_ACK;
     const R: u8 = TCP_RST;
     const RA: u8 = TCP_RST | TCP_ACK;
+
+    #[test]
+    fn an_acl_allow_is_cached_only_under_its_epoch_and_generation() {
+        use crate::policy::acl_slot;
+        let c = acl_cache(7, acl_slot(1, 6));
+        assert_eq!(acl_cached(c, 7, 1), Some(acl_slot(1, 6)));
+        assert_eq!(acl_cached(c, 7, 3), Some(acl_slot(1, 6)), "the generation's low bit");
+        assert_eq!(acl_cached(c, 8, 1), None, "another epoch");
+        assert_eq!(acl_cached(c, 6, 1), None);
+        assert_eq!(acl_cached(c, 7, 0), None, "an entry of the other generation (a torn config read)");
+        assert_eq!(acl_cached(0, 0, 0), None, "an empty cache holds nothing, also under epoch 0");
+        assert_eq!(acl_cached(acl_cache(0, 0), 0, 0), Some(0));
+        let last = acl_slot(1, crate::policy::MAX_ACL_ENTRIES - 1);
+        assert_eq!(acl_cached(acl_cache(u32::MAX, last), u32::MAX, 1), Some(last));
+    }
 
     /// Runs a sequence of (from responder?, flags) from SYN_SENT.
     fn run(steps: &[(bool, u8)]) -> Vec<u8> {

@@ -182,7 +182,8 @@ pub const COUNTERS_LEN: u32 = 2 * MAX_REASONS;
 pub const CONFIG: MapSpec = MapSpec::indexed::<IfaceConfig>("SG_CONFIG", MapKind::Array, "IfaceConfig", 1)
     .purpose(
         "policy mode (posture or groups), postures, active generation, rule set and revoke numbers, \
-              conntrack timeouts, flags (monitor, flow logs, implicit allowances), attach metadata",
+              ACL epoch, conntrack timeouts, flags (monitor, flow logs, implicit allowances, ACL), \
+              attach metadata",
     );
 
 pub const COUNTERS: MapSpec =
@@ -265,7 +266,8 @@ pub const CT: MapSpec =
         .flags(F_NO_PREALLOC)
         .note("attach --ct-size")
         .purpose(
-            "flows that saw both directions; never evicted (full: the flow that would join gets ct_full)",
+            "flows that saw both directions; never evicted (full: the flow that would join gets ct_full); \
+             an entry (80 bytes) holds state, counters, the allowing rule and each side's cached ACL allow",
         );
 
 pub const CT_NEW: MapSpec =

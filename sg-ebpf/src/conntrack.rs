@@ -8,7 +8,8 @@
 //! created in `SG_CT_NEW`; it moves to `SG_CT` once both directions are seen.
 //!
 //! Conntrack does not read the rules: when a `--revoke` apply asks that a flow be checked
-//! again, the pipeline passes in the question it may ask ([`Recheck`]).
+//! again, the pipeline passes in the question it may ask ([`Recheck`]), and the network ACL,
+//! which decides every packet of a tracked flow too, as an [`AclGate`].
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use sg_common::{
@@ -47,6 +48,14 @@ pub trait Recheck {
         peer: &[u64; 2],
         low16: u16,
     ) -> Result<Option<u32>, Reason>;
+}
+
+/// The network ACL as conntrack consults it for a packet of a tracked flow, once the packet
+/// is known to belong to the flow and before the entry changes (a packet the ACL drops leaves
+/// the flow as it was): `Ok(Some(verdict))` drops it. `cache` is the packet's side of
+/// `CtEntry::acl_cache`.
+pub trait AclGate {
+    fn tracked(&self, cache: &mut u64) -> Result<Option<Verdict>, Reason>;
 }
 
 /// The two flow tables, behind one interface.
@@ -180,8 +189,9 @@ pub fn related(cfg: &IfaceConfig, pkt: &PacketSummary) -> Option<Verdict> {
     None
 }
 
-/// The packet of a tracked flow: `Ok(Some(verdict))`; not tracked (or expired, revoked, or a
-/// new TCP connection reusing a closed one's ports): `Ok(None)`.
+/// The packet of a tracked flow: `Ok(Some(verdict))` (the ACL's drop, through `acl`, or the
+/// flow's verdict); not tracked (or expired, revoked, or a new TCP connection reusing a closed
+/// one's ports): `Ok(None)`.
 #[inline(always)]
 pub fn track(
     cfg: &IfaceConfig,
@@ -189,6 +199,7 @@ pub fn track(
     pkt: &PacketSummary,
     bytes: u64,
     recheck: &impl Recheck,
+    acl: &impl AclGate,
 ) -> Result<Option<Verdict>, Reason> {
     let Some((sport, dport)) = key_ports(pkt) else { return Ok(None) };
     let slot = slot_of(pkt, sport, dport);
@@ -202,10 +213,10 @@ pub fn track(
         return Ok(Some(Verdict::of(Reason::CtEstablished)));
     }
     let flow = Flow { key: &key, src_lo, slot };
-    if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &flow, bytes, recheck)? {
+    if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &flow, bytes, recheck, acl)? {
         return Ok(v);
     }
-    match track_in(&SG_CT_NEW, false, cfg, dir, pkt, &flow, bytes, recheck)? {
+    match track_in(&SG_CT_NEW, false, cfg, dir, pkt, &flow, bytes, recheck, acl)? {
         Lookup::Done(v) => Ok(v),
         Lookup::Absent => Ok(None),
     }
@@ -230,6 +241,7 @@ fn track_in(
     flow: &Flow<'_>,
     bytes: u64,
     recheck: &impl Recheck,
+    acl: &impl AclGate,
 ) -> Result<Lookup, Reason> {
     let Flow { key, src_lo, slot } = *flow;
     let Some(e) = map.entry(key) else { return Ok(Lookup::Absent) };
@@ -275,6 +287,9 @@ fn track_in(
         return Ok(Lookup::Done(None));
     }
     let side = usize::from(!from_initiator);
+    if let Some(v) = acl.tracked(&mut e.acl_cache[side])? {
+        return Ok(Lookup::Done(Some(v)));
+    }
     e.packets[side] += 1;
     e.bytes[side] += bytes;
     e.last_seen_ns = now;
@@ -370,6 +385,7 @@ pub fn create(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, v: Verdict
         last_seen_ns: now,
         packets: [1, 0],
         bytes: [bytes, 0],
+        acl_cache: [0; 2],
         rule: slot_rule(v.rule_slot),
         policy_seq: cfg.policy_seq as u32,
         state: if pkt.proto == IPPROTO_TCP { CT_TCP_SYN_SENT } else { CT_NEW },

@@ -4,7 +4,7 @@
 //! 1. non-first fragments: by their datagram's first fragment (`conntrack::later_fragment`);
 //! 2. the implicit allowances (IPv6 neighbour discovery, DHCP client traffic);
 //! 3. at ingress, the network ACL (`policy::acl`), when the interface has one: stateless, every
-//!    packet, replies of tracked flows included;
+//!    packet, replies of tracked flows included (see `decide_stateful` for where it is asked);
 //! 4. RELATED: an ICMP error quoting a tracked flow;
 //! 5. the tracked flow (conntrack), which decides every packet of a flow it holds;
 //! 6. TCP flag combinations no connection sends;
@@ -23,7 +23,7 @@ use sg_common::{
         CONFIG_ACL, CONFIG_FLOW_LOG, CONFIG_MONITOR, CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6,
         CONFIG_NO_IMPLICIT_NDP, CONFIG_RECORD_PARSE, POLICY_GROUPS, POLICY_POSTURE,
     },
-    conntrack::tcp_flags_abusive,
+    conntrack::{acl_cache, acl_cached, tcp_flags_abusive},
     packet::{
         FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_FRAGMENT, PKT_HAS_L4,
         PKT_LATER_FRAGMENT,
@@ -107,37 +107,40 @@ fn decide_whole(
     if is_dhcp_client(cfg, dir, pkt) {
         return Ok(Verdict::of(Reason::ImplicitDhcp));
     }
-    // The ACL decides first at ingress, last at egress: one call site in each program.
-    if dir == Direction::Ingress
-        && let Some(v) = acl(cfg, dir, pkt)?
-    {
-        return Ok(v);
-    }
-    let (v, start) = decide_stateful(cfg, dir, pkt, bytes)?;
-    let v = if dir == Direction::Egress && v.reason.action() == Action::Pass {
-        acl(cfg, dir, pkt)?.unwrap_or(v)
-    } else {
-        v
-    };
+    let (v, start) = decide_stateful(cfg, dir, pkt, bytes, &Acl { cfg, dir, pkt })?;
     if start && v.reason.action() == Action::Pass {
         return Ok(conntrack::create(cfg, dir, pkt, v, bytes));
     }
     Ok(v)
 }
 
-/// Steps 4 to 7: RELATED, the tracked flow, TCP flags, the policy. `true` with a verdict of
-/// the policy that passes: the packet starts a flow, tracked once the egress ACL let it.
+/// Steps 3 to 8: the ACL with RELATED, the tracked flow, TCP flags and the policy. `true`
+/// with a verdict of the policy that passes: the packet starts a flow, tracked once the
+/// egress ACL let it.
+///
+/// The ACL decides every packet, at ingress before the rest and at egress after it. Where it
+/// is consulted changes no verdict: for an ICMP error after RELATED (a lookup without
+/// effects); for a packet of a tracked flow inside conntrack, once the packet is known to be
+/// the flow's and before the entry changes (`conntrack::AclGate`: the allow is cached per
+/// side and ACL epoch); otherwise at ingress before the TCP flag check, at egress after the
+/// policy passed the packet.
 #[inline(always)]
 fn decide_stateful(
     cfg: &IfaceConfig,
     dir: Direction,
     pkt: &PacketSummary,
     bytes: u64,
+    acl: &Acl<'_>,
 ) -> Result<(Verdict, bool), Reason> {
     if let Some(v) = conntrack::related(cfg, pkt) {
+        return Ok((acl.drop(None)?.unwrap_or(v), false));
+    }
+    if let Some(v) = conntrack::track(cfg, dir, pkt, bytes, &Policy(cfg), acl)? {
         return Ok((v, false));
     }
-    if let Some(v) = conntrack::track(cfg, dir, pkt, bytes, &Policy(cfg))? {
+    if dir == Direction::Ingress
+        && let Some(v) = acl.drop(None)?
+    {
         return Ok((v, false));
     }
     if pkt.proto == IPPROTO_TCP && tcp_flags_abusive(pkt.tcp_flags) {
@@ -149,6 +152,11 @@ fn decide_stateful(
         _ => return Err(Reason::NoConfig),
     };
     if v.reason.action() == Action::Pass {
+        if dir == Direction::Egress
+            && let Some(d) = acl.drop(None)?
+        {
+            return Ok((d, false));
+        }
         return Ok((v, !stage::stop_at(STAGE_POLICY)));
     }
     if conntrack::tcp_not_syn(pkt) {
@@ -157,25 +165,66 @@ fn decide_stateful(
     Ok((v, false))
 }
 
-/// The network ACL's verdict when it drops the packet (`None`: the ACL allows it, or the
-/// interface has none). Every entry's decision is counted in `SG_ACL_HITS`.
-#[inline(always)]
-fn acl(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary) -> Result<Option<Verdict>, Reason> {
-    if cfg.flags & CONFIG_ACL == 0 {
-        return Ok(None);
+/// The interface's network ACL, for one packet.
+struct Acl<'a> {
+    cfg: &'a IfaceConfig,
+    dir: Direction,
+    pkt: &'a PacketSummary,
+}
+
+impl Acl<'_> {
+    /// The ACL's verdict when it drops the packet (`None`: the ACL allows it, or the interface
+    /// has none). Every entry's decision is counted in `SG_ACL_HITS`. With `cache` (the side's
+    /// `CtEntry::acl_cache` of a tracked TCP or UDP flow), an allow cached under the current
+    /// ACL epoch stands for the lookup, and an allow looked up is cached.
+    #[inline(always)]
+    fn drop(&self, cache: Option<&mut u64>) -> Result<Option<Verdict>, Reason> {
+        let (cfg, pkt) = (self.cfg, self.pkt);
+        if cfg.flags & CONFIG_ACL == 0 {
+            return Ok(None);
+        }
+        // Read once: the lookup, the cache check and the stamp use the same two values (the
+        // config may change under the program; see `acl_cached`).
+        let (epoch, gen_) = (cfg.acl_epoch, cfg.active_gen & 1);
+        let cache = if matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP) { cache } else { None };
+        if let Some(c) = &cache
+            && let Some(slot) = acl_cached(**c, epoch, gen_)
+        {
+            count_acl_hit(slot);
+            return Ok(None);
+        }
+        let peer = peer_words(self.dir, pkt);
+        let hit = policy::acl(gen_, self.dir, pkt.family, pkt.proto, &peer, policy::key_low16(pkt))?;
+        let (slot, drop) = match hit {
+            AclHit::Allow(slot) => (slot, false),
+            AclHit::Deny(slot) => (slot, true),
+            AclHit::Default => return Ok(Some(Verdict::of(Reason::AclDefault))),
+        };
+        count_acl_hit(slot);
+        if drop {
+            return Ok(Some(Verdict { acl_slot: slot, ..Verdict::of(Reason::AclDeny) }));
+        }
+        if let Some(c) = cache {
+            *c = acl_cache(epoch, slot);
+        }
+        Ok(None)
     }
-    let peer = peer_words(dir, pkt);
-    let hit = policy::acl(cfg.active_gen & 1, dir, pkt.family, pkt.proto, &peer, policy::key_low16(pkt))?;
-    let (slot, drop) = match hit {
-        AclHit::Allow(slot) => (slot, false),
-        AclHit::Deny(slot) => (slot, true),
-        AclHit::Default => return Ok(Some(Verdict::of(Reason::AclDefault))),
-    };
+}
+
+impl conntrack::AclGate for Acl<'_> {
+    #[inline(always)]
+    fn tracked(&self, cache: &mut u64) -> Result<Option<Verdict>, Reason> {
+        self.drop(Some(cache))
+    }
+}
+
+/// One more packet the ACL entry with this slot decided.
+#[inline(always)]
+fn count_acl_hit(slot: u32) {
     if let Some(h) = SG_ACL_HITS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, valid for the program's run; no concurrent writer on this CPU.
         unsafe { *h += 1 };
     }
-    Ok(drop.then_some(Verdict { acl_slot: slot, ..Verdict::of(Reason::AclDeny) }))
 }
 
 /// DHCP client traffic: replies from a server (v4 67 -> 68, v6 547 -> 546) at ingress, the

@@ -41,9 +41,16 @@ impl Flip {
         maps.set_config(&self.next)
     }
 
-    /// Switches it back to the config before the flip.
+    /// Switches it back to the config before the flip, under an ACL epoch of its own: allows
+    /// cached under the flipped-to config must not hold under a later one (the next apply
+    /// counts the epoch on from this one and reuses the sequence number).
     pub fn revert(&self, maps: &mut InstanceMaps) -> Result<()> {
-        maps.set_config(&self.prev)
+        maps.set_config(&self.reverted())
+    }
+
+    /// The config [`Flip::revert`] writes.
+    pub fn reverted(&self) -> IfaceConfig {
+        IfaceConfig { acl_epoch: self.next.acl_epoch.wrapping_add(1), ..self.prev }
     }
 }
 
@@ -54,8 +61,9 @@ pub fn inactive_gen(cur: &IfaceConfig) -> u8 {
 
 /// The config that enforces `plan` (rule set number `seq`) from generation
 /// [`inactive_gen`]`(cur)`: security-groups mode, the plan's timeouts, implicit allowances and
-/// monitor setting; with `revoke`, flows allowed before are checked again on their next packet.
-/// Everything else (attach metadata, flow logs, record flag) is kept.
+/// monitor setting; with `revoke`, flows allowed before are checked again on their next packet;
+/// a new ACL epoch (the ACL allows conntrack cached no longer hold). Everything else (attach
+/// metadata, flow logs, record flag) is kept.
 pub fn next_config(cur: &IfaceConfig, plan: &IfacePlan, seq: u64, revoke: bool) -> IfaceConfig {
     IfaceConfig {
         policy_mode: POLICY_GROUPS,
@@ -63,6 +71,7 @@ pub fn next_config(cur: &IfaceConfig, plan: &IfacePlan, seq: u64, revoke: bool) 
         policy_seq: seq,
         revoke_seq: if revoke { seq } else { cur.revoke_seq },
         ct_timeouts: plan.timeouts,
+        acl_epoch: cur.acl_epoch.wrapping_add(1),
         flags: with_monitor(
             (cur.flags & !(CONFIG_IMPLICIT_MASK | CONFIG_ACL)) | plan.no_implicit | acl_flag(plan),
             plan.monitor,
@@ -150,5 +159,19 @@ mod tests {
             0,
             "a plan without an ACL clears it"
         );
+    }
+
+    #[test]
+    fn every_flip_and_every_flip_back_has_an_acl_epoch_never_used_before() {
+        let p = plan("");
+        let cur = IfaceConfig { flags: CONFIG_VALID, acl_epoch: 4, ..IfaceConfig::default() };
+        let first = Flip { prev: cur, next: next_config(&cur, &p, 2, false) };
+        assert_eq!(first.next.acl_epoch, 5);
+        let back = first.reverted();
+        assert_eq!((back.policy_seq, back.active_gen), (cur.policy_seq, cur.active_gen), "the old config");
+        assert_eq!(back.acl_epoch, 6, "but not the old epoch, nor the flipped-to one");
+        // The next apply reuses the sequence number of the one taken back, not its epoch.
+        let retry = next_config(&back, &p, 2, false);
+        assert_eq!((retry.policy_seq, retry.acl_epoch), (2, 7));
     }
 }

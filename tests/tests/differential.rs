@@ -1,7 +1,10 @@
 //! Differential test: random rule sets (half of them with a network ACL) and random packets;
 //! the kernel's verdict (reason and rule id, or the deciding ACL entry, read from the recorded
 //! packet summary) must equal the reference model's. Every allowed TCP or UDP packet is
-//! followed by its reply, which conntrack admits and the (stateless) ACL decides again.
+//! followed by its reply (twice), which conntrack admits and the (stateless) ACL decides
+//! again, the second time from the allow cached in the flow's entry; each rule set leaves a
+//! UDP flow tracked, whose packets the next rule set's ACL must decide (the cache holds only
+//! under the ACL epoch that made it).
 //!
 //! At least 100,000 (rule set, packet) pairs per run. The seed is printed; replay a failure
 //! with `SG_DIFF_SEED=<seed> cargo test -p sg-tests --test differential`.
@@ -197,6 +200,36 @@ fn reply_of(p: &Probe) -> Probe {
     Probe { src: p.dst, dst: p.src, dport: 40000, ..*p }
 }
 
+/// What the kernel decides of a packet of a tracked flow (direction `dir`): conntrack's
+/// `reason`, unless the interface's (stateless) ACL drops it.
+fn tracked(rs: &sg_userspace::rules::RuleSet, dir: Dir, p: &Probe, reason: Reason) -> model::Decision {
+    let acl = rs.iface_acl("eth0").map(|a| a.decide(dir, p));
+    let reason = match acl {
+        Some(v) if v.allows() => reason,
+        Some(v) if v.entry().is_some() => Reason::AclDeny,
+        Some(_) => Reason::AclDefault,
+        None => reason,
+    };
+    model::Decision { reason, rule: None, acl }
+}
+
+/// The frame of the reply to `probe` (TCP: a SYN-ACK).
+fn reply_frame(probe: &Probe) -> Vec<u8> {
+    let reply = reply_of(probe);
+    match probe.proto {
+        6 => Pkt::tcp(reply.src, reply.dst, probe.dport, 40000).flags(0x12).build(),
+        _ => Pkt::udp(reply.src, reply.dst, probe.dport, 40000).build(),
+    }
+}
+
+fn mdir_of(dir: Direction) -> Dir {
+    if dir == Direction::Ingress { Dir::Ingress } else { Dir::Egress }
+}
+
+fn other(dir: Direction) -> Direction {
+    if dir == Direction::Ingress { Direction::Egress } else { Direction::Ingress }
+}
+
 /// What the kernel records as the rule of a decision: the rule slot of the allowing rule, the
 /// ACL slot of a denying ACL entry, nothing for the ACL's final rule.
 fn want_slot(rs: &sg_userspace::rules::RuleSet, dir: Dir, d: &model::Decision, gen_: u8) -> u32 {
@@ -258,6 +291,32 @@ fn is_icmp_error(p: &Probe) -> bool {
     }
 }
 
+/// The packets that follow an allowed flow start `probe` (direction `dir`) of a tracked
+/// flow: its reply twice, and for UDP the first side twice more, each checked with `check`
+/// (labelled with `what`). Returns how many.
+fn follow_up(
+    inst: &mut PrivateInstance,
+    check: &impl Fn(&mut PrivateInstance, Direction, &Probe, model::Decision, Vec<u8>, &str),
+    rs: &sg_userspace::rules::RuleSet,
+    dir: Direction,
+    probe: &Probe,
+    what: &str,
+) -> usize {
+    let reply = reply_of(probe);
+    for n in ["reply", "reply again"] {
+        let want = tracked(rs, mdir_of(other(dir)), &reply, Reason::CtReply);
+        check(inst, other(dir), &reply, want, reply_frame(probe), &format!("{what}{n}"));
+    }
+    if probe.proto != 17 {
+        return 2;
+    }
+    for n in ["first side again", "first side a third time"] {
+        let want = tracked(rs, mdir_of(dir), probe, Reason::CtEstablished);
+        check(inst, dir, probe, want, frame(probe, true), &format!("{what}{n}"));
+    }
+    4
+}
+
 fn frame(p: &Probe, syn: bool) -> Vec<u8> {
     if p.later_fragment {
         return Pkt::raw(p.src, p.dst, p.proto, &[0; 16]).ipv4_fragment(false, 5, 1).build();
@@ -292,6 +351,8 @@ fn kernel_verdicts_equal_the_reference_model() {
     let mut pairs = 0;
     let mut allowed = 0;
     let mut by_acl = [0usize; 3];
+    let mut carried: Option<(Probe, Direction)> = None;
+    let mut carried_over = 0;
     for set in 0..RULE_SETS {
         let text = random_rules(&mut rng);
         let rs = ruleset(&text);
@@ -319,6 +380,18 @@ fn kernel_verdicts_equal_the_reference_model() {
                 want.acl,
             );
         };
+        // The previous rule set's carried flow: its packets are decided by this rule set's
+        // ACL (an allow cached under the old ACL epoch stands for nothing); conntrack keeps the
+        // flow (no --revoke).
+        if let Some((probe, dir)) = carried.take() {
+            let reply = reply_of(&probe);
+            let want = tracked(&rs, mdir_of(other(dir)), &reply, Reason::CtReply);
+            check(&mut inst, other(dir), &reply, want, reply_frame(&probe), "carried over, reply");
+            let want = tracked(&rs, mdir_of(dir), &probe, Reason::CtEstablished);
+            check(&mut inst, dir, &probe, want, frame(&probe, true), "carried over, first side");
+            pairs += 2;
+            carried_over += 1;
+        }
         for _ in 0..PACKETS_PER_SET {
             let dir = if rng.random_bool(0.5) { Direction::Ingress } else { Direction::Egress };
             let probe = random_probe(&mut rng, dir);
@@ -341,35 +414,35 @@ fn kernel_verdicts_equal_the_reference_model() {
             allowed += usize::from(want.reason == Reason::RuleAllow);
             pairs += 1;
             // The reply of an allowed TCP or UDP flow: conntrack admits it, the ACL of the
-            // other direction decides it again (the groups of that direction do not).
+            // other direction decides it again (the groups of that direction do not), twice:
+            // the second time from the allow the first cached in the flow's entry. A UDP
+            // flow's first side is sent twice more too (a miss, then a hit of its cache).
             // (A TCP packet other than a SYN passes without starting a flow.)
-            let tracked = (probe.proto == 6 && syn) || probe.proto == 17;
-            if want.reason == Reason::RuleAllow && tracked && !probe.later_fragment {
-                let reply = reply_of(&probe);
-                let rdir = if dir == Direction::Ingress { Direction::Egress } else { Direction::Ingress };
-                let rmdir = if rdir == Direction::Ingress { Dir::Ingress } else { Dir::Egress };
-                let acl = rs.iface_acl("eth0").map(|a| a.decide(rmdir, &reply));
-                let reason = match acl {
-                    Some(v) if v.allows() => Reason::CtReply,
-                    Some(v) if v.entry().is_some() => Reason::AclDeny,
-                    Some(_) => Reason::AclDefault,
-                    None => Reason::CtReply,
-                };
-                let want = model::Decision { reason, rule: None, acl };
-                let frame = match probe.proto {
-                    6 => Pkt::tcp(reply.src, reply.dst, probe.dport, 40000).flags(0x12).build(),
-                    _ => Pkt::udp(reply.src, reply.dst, probe.dport, 40000).build(),
-                };
-                check(&mut inst, rdir, &reply, want, frame, "reply");
-                pairs += 1;
+            let is_tracked = (probe.proto == 6 && syn) || probe.proto == 17;
+            if want.reason == Reason::RuleAllow && is_tracked && !probe.later_fragment {
+                pairs += follow_up(&mut inst, &check, &rs, dir, &probe, "");
+            }
+        }
+        // A UDP flow left tracked for the next rule set, its ACL allows cached on both sides.
+        inst.maps_mut().ct_flush().expect("flush conntrack");
+        for _ in 0..2000 {
+            let dir = if rng.random_bool(0.5) { Direction::Ingress } else { Direction::Egress };
+            let probe = Probe { proto: 17, later_fragment: false, ..random_probe(&mut rng, dir) };
+            let want = model::evaluate(&rs, "eth0", mdir_of(dir), &probe);
+            if want.reason == Reason::RuleAllow {
+                check(&mut inst, dir, &probe, want, frame(&probe, true), "carried first");
+                pairs += 1 + follow_up(&mut inst, &check, &rs, dir, &probe, "carried ");
+                carried = Some((probe, dir));
+                break;
             }
         }
     }
     println!(
-        "differential: {pairs} (rule set, packet) pairs agree, {allowed} allowed first packets; ACL allowed {}, denied by an entry {}, by its final rule {}",
+        "differential: {pairs} (rule set, packet) pairs agree, {allowed} allowed first packets; ACL allowed {}, denied by an entry {}, by its final rule {}; {carried_over} flows carried into the next rule set",
         by_acl[0], by_acl[1], by_acl[2]
     );
     assert!(pairs >= 100_000);
+    assert!(carried_over > RULE_SETS / 2, "only {carried_over} flows carried across rule sets");
     // A generator that only produced denials (or only allows) would test little.
     let firsts = RULE_SETS * PACKETS_PER_SET;
     assert!(

@@ -16,28 +16,46 @@ use sg_tests::{
 
 const PORT: u16 = 7070;
 
-/// Groups admitting B on tcp PORT; with `deny_b`, a network ACL whose rule 10 denies B and
-/// whose rule 100 allows the rest (both directions); with `extra` as well, an ingress rule 5
-/// and a second group rule (the other entries stay, their ids move).
-fn rules(pair: &NetnsPair, deny_b: bool, extra: bool) -> String {
+/// The network ACL of [`rules`].
+#[derive(Clone, Copy, PartialEq)]
+enum Acl {
+    None,
+    /// Rule 100 allows all, both directions.
+    AllowAll,
+    /// Rule 10 denies B at ingress, then rule 100 as in `AllowAll`.
+    DenyB,
+    /// `DenyB` with an ingress rule 5 before (the other entries stay, their ids move), and a
+    /// second group rule.
+    DenyBMore,
+}
+
+/// Groups admitting B on tcp PORT, with `acl`.
+fn rules(pair: &NetnsPair, acl: Acl) -> String {
     let b = pair.addr(Side::B, false);
-    let dns = if extra { ", { proto = \"udp\", ports = \"53\", from = \"198.51.100.0/24\" }" } else { "" };
+    let more = acl == Acl::DenyBMore;
+    let dns = if more { ", { proto = \"udp\", ports = \"53\", from = \"198.51.100.0/24\" }" } else { "" };
     let mut t = format!(
         "[groups.g]\ningress = [{{ proto = \"tcp\", ports = \"{PORT}\", from = \"{b}/32\" }}{dns}]\n[interfaces.{}]\ngroups = [\"g\"]\n",
         pair.if_a
     );
-    if deny_b {
-        let ssh = if extra {
-            "  { rule = 5, action = \"deny\", proto = \"tcp\", ports = \"22\", cidr = \"198.51.100.0/24\" },\n"
-        } else {
-            ""
-        };
-        t.push_str("acl = \"edge\"\n");
-        let _ = write!(
-            t,
-            "[acls.edge]\ningress = [\n{ssh}  {{ rule = 10, action = \"deny\", proto = \"all\", cidr = \"{b}/32\" }},\n  {{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }},\n]\negress = [{{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }}]\n"
-        );
+    if acl == Acl::None {
+        return t;
     }
+    let ssh = if more {
+        "  { rule = 5, action = \"deny\", proto = \"tcp\", ports = \"22\", cidr = \"198.51.100.0/24\" },\n"
+    } else {
+        ""
+    };
+    let deny = if acl == Acl::AllowAll {
+        String::new()
+    } else {
+        format!("  {{ rule = 10, action = \"deny\", proto = \"all\", cidr = \"{b}/32\" }},\n")
+    };
+    t.push_str("acl = \"edge\"\n");
+    let _ = write!(
+        t,
+        "[acls.edge]\ningress = [\n{ssh}{deny}  {{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }},\n]\negress = [{{ rule = 100, action = \"allow\", proto = \"all\", cidr = \"0.0.0.0/0\" }}]\n"
+    );
     t
 }
 
@@ -79,18 +97,29 @@ fn an_acl_deny_cuts_a_tracked_connection_at_once_and_lifting_it_restores_it() {
             }
         }
     });
-    let open = write_temp(&format!("{}-acl-open.toml", pair.if_a), &rules(&pair, false, false));
-    let deny = write_temp(&format!("{}-acl-deny.toml", pair.if_a), &rules(&pair, true, false));
+    let open = write_temp(&format!("{}-acl-open.toml", pair.if_a), &rules(&pair, Acl::None));
+    let deny = write_temp(&format!("{}-acl-deny.toml", pair.if_a), &rules(&pair, Acl::DenyB));
     pair.sgctl_ok(Side::A, &["apply", open.to_str().unwrap()]);
     let mut conn = pair.run(Side::B, move || {
         TcpStream::connect_timeout(&a, Duration::from_secs(2)).expect("connect under the groups")
     });
     assert_eq!(echo(&mut conn, b"one", Duration::from_secs(2)).as_deref(), Some(&b"one"[..]));
+    // An ACL allowing all: the connection's packets on both sides get their allow cached in
+    // the flow's entry, and count on entry 100 each time.
+    let allow = write_temp(&format!("{}-acl-allow.toml", pair.if_a), &rules(&pair, Acl::AllowAll));
+    pair.sgctl_ok(Side::A, &["apply", allow.to_str().unwrap()]);
+    for msg in [b"one-a", b"one-b", b"one-c"] {
+        assert_eq!(echo(&mut conn, msg, Duration::from_secs(2)).as_deref(), Some(&msg[..]));
+    }
+    let acl = acl_rows(&pair);
+    let allowed_in = hits(&acl, "ingress", 100);
+    assert!(allowed_in >= 3 && hits(&acl, "egress", 100) >= 3, "every packet counts: {acl}");
 
-    // The deny: the tracked connection's next packets from B are dropped at A's ingress.
+    // The deny: the tracked connection's next packets from B are dropped at A's ingress (the
+    // allow cached under the previous ACL holds no more).
     pair.sgctl_ok(Side::A, &["apply", deny.to_str().unwrap()]);
     let st = pair.status_json();
-    assert_eq!(st["interfaces"][0]["policy_seq"], 2, "one apply, one flip");
+    assert_eq!(st["interfaces"][0]["policy_seq"], 3, "one apply, one flip");
     assert_eq!(echo(&mut conn, b"two", Duration::from_millis(1500)), None, "cut at once");
     let st = pair.status_json();
     let denied = reason_count(&st["interfaces"][0], "ingress", "acl_deny", "packets");
@@ -116,14 +145,14 @@ fn an_acl_deny_cuts_a_tracked_connection_at_once_and_lifting_it_restores_it() {
     assert!(explain.contains("entry 10 deny") && explain.contains("allowed by group g"), "{explain}");
     let acl = acl_rows(&pair);
     assert!(hits(&acl, "ingress", 10) >= 1, "the deny entry counted the dropped segment: {acl}");
-    assert_eq!(hits(&acl, "ingress", 100), 0, "{acl}");
+    assert_eq!(hits(&acl, "ingress", 100), allowed_in, "B's packets meet entry 10 now: {acl}");
 
     // An apply that keeps the entries (and adds one before them, which moves their ids) keeps
     // their counts: 20 datagrams the deny entry counts, then the apply; the new entry has 0.
     assert_eq!(pair.udp_delivered(9999, 20), 0);
     let denied_before = hits(&acl_rows(&pair), "ingress", 10);
     assert!(denied_before >= 21, "the segment and the 20 datagrams: {denied_before}");
-    let more = write_temp(&format!("{}-acl-more.toml", pair.if_a), &rules(&pair, true, true));
+    let more = write_temp(&format!("{}-acl-more.toml", pair.if_a), &rules(&pair, Acl::DenyBMore));
     pair.sgctl_ok(Side::A, &["apply", more.to_str().unwrap()]);
     let acl = acl_rows(&pair);
     assert!(hits(&acl, "ingress", 10) >= denied_before, "the deny entry's count carried over: {acl}");

@@ -395,6 +395,8 @@ fn initial_config(req: &AttachRequest, ifindex: u32, tc_kind: u8) -> IfaceConfig
         policy_seq: 0,
         revoke_seq: 0,
         ct_timeouts: CtTimeouts::AWS_DEFAULTS,
+        acl_epoch: 0,
+        _pad1: [0; 4],
     }
 }
 
