@@ -21,12 +21,14 @@
 //! with policy deny and the allowed sources as its rules, run with `bpftool prog run` on the
 //! same frames). Plus sgctl stage by stage, to show where a denied packet's time goes.
 //!
-//! The machines are shared and their speed wanders by tens of percent over seconds, so the
-//! measurements are interleaved: every subject is set up first, then `rounds` rounds each
-//! run every measurement once (`repeat / rounds` runs per call). Every round is recorded (label
-//! `rep`): the report gives each number as the median of its rounds with their spread, and a
-//! ratio per round from the two measurements of that round, so that a slow phase of the
-//! machine touches both sides of a ratio alike.
+//! The machines are shared and their speed wanders by tens of percent over seconds (on some,
+//! between two speeds nearly 2x apart), so the measurements are interleaved: every subject is
+//! set up first, then `rounds` rounds each run every measurement once (`repeat / rounds` runs
+//! per call). Every round is recorded (label `rep`): the report gives each number as the
+//! median of its rounds with their spread, and a ratio per round from the two measurements of
+//! that round. A round visits the measurements family by family and case by case, each case
+//! beside its baseline ([`visit_order`]), every other round backwards, so that the two sides of
+//! a ratio are measured milliseconds apart and a slow phase of the machine touches both alike.
 
 use std::net::IpAddr;
 
@@ -522,6 +524,24 @@ fn once(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
     Ok(ns)
 }
 
+/// The order in which a round visits the measurements: by family, then by case, each case
+/// beside the baseline its goals divide it by (`pass` and `new`'s `pass_chain` beside
+/// `established` and `new`, `drop` beside `deny`), then the stages; within a case, in setup
+/// order. The two sides of every ratio the report computes are then a few calls apart.
+fn visit_order(list: &[Measure]) -> Vec<usize> {
+    let rank = |case: &str| match case {
+        "pass" => 0,
+        "established" => 1,
+        "new" | "pass_chain" => 2,
+        "drop" => 3,
+        "deny" => 4,
+        _ => 5,
+    };
+    let mut order: Vec<usize> = (0..list.len()).collect();
+    order.sort_by_key(|&m| (list[m].v6, rank(list[m].case)));
+    order
+}
+
 /// Runs the section; failures are recorded and the others go on.
 pub fn run(b: &mut Bench) {
     let mut subj = match setup(b) {
@@ -532,16 +552,19 @@ pub fn run(b: &mut Bench) {
     let repeat = (b.opts.repeat / rounds as u32).max(1);
     let fresh = (b.opts.fresh / rounds as u32).max(1);
     let mut failed = vec![false; subj.list.len()];
+    let order = visit_order(&subj.list);
     for round in 0..rounds {
         b.progress("testrun", &format!("round {}/{rounds}: {} measurements", round + 1, subj.list.len()));
-        for (m, failed) in failed.iter_mut().enumerate() {
-            if *failed {
+        let pass: Vec<usize> =
+            if round % 2 == 0 { order.clone() } else { order.iter().rev().copied().collect() };
+        for m in pass {
+            if failed[m] {
                 continue;
             }
             match once(&mut subj, m, repeat, fresh) {
                 Ok(ns) => subj.list[m].samples.push(ns),
                 Err(e) => {
-                    *failed = true;
+                    failed[m] = true;
                     b.fail(format!("testrun: {e:#}"));
                 }
             }
@@ -580,6 +603,51 @@ pub fn run(b: &mut Bench) {
                 super::median(&m.samples),
                 m.samples.len()
             ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_visits_each_case_beside_its_baseline_family_by_family() {
+        let m = |subject, rules: &str, case, v6| measure(subject, rules, case, v6, Kind::BareChain { v6 });
+        let list = vec![
+            m("xdp_pass", "-", "pass", false),
+            m("xdp_drop", "-", "drop", false),
+            m("xdp_pass", "-", "pass_chain", false),
+            m("sgctl", "-", "stage_posture_deny", false),
+            m("sgctl", "1", "deny", false),
+            m("sgctl", "1", "established", false),
+            m("sgctl", "1", "new", false),
+            m("sgctl", "1", "deny", true),
+            m("sgctl", "1", "established", true),
+            m("sgctl", "acl20", "deny", false),
+            m("sgctl", "acl20", "established", false),
+            m("sgctl", "acl20", "new", false),
+        ];
+        let order: Vec<String> = visit_order(&list)
+            .into_iter()
+            .map(|i| format!("{} {} {}{}", list[i].subject, list[i].rules, list[i].case, fam(list[i].v6)))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "xdp_pass - passv4",
+                "sgctl 1 establishedv4",
+                "sgctl acl20 establishedv4",
+                "xdp_pass - pass_chainv4",
+                "sgctl 1 newv4",
+                "sgctl acl20 newv4",
+                "xdp_drop - dropv4",
+                "sgctl 1 denyv4",
+                "sgctl acl20 denyv4",
+                "sgctl - stage_posture_denyv4",
+                "sgctl 1 establishedv6",
+                "sgctl 1 denyv6",
+            ]
         );
     }
 }
