@@ -284,9 +284,9 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
     let _ = writeln!(
         m,
         "Each cell: the median of the interleaved rounds and, in brackets, the lowest and highest \
-         round. A round measures each case beside its baseline, family by family (every other round \
-         backwards), and keeps the fastest of {} calls per measurement. A goal on a ratio is met only \
-         when every round's ratio meets it.\n",
+         round. A round makes {} passes over the measurements, each case beside its baseline, \
+         family by family (every other pass backwards), and keeps each measurement's fastest pass. \
+         A goal on a ratio is met only when every round's ratio meets it.\n",
         super::testrun::SLICES
     );
     let _ = writeln!(m, "| rules | deny v4 | deny v6 | established v4 | established v6 | new v4 | new v6 |");

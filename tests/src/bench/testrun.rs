@@ -28,8 +28,10 @@
 //! median of its rounds with their spread, and a ratio per round from the two measurements of
 //! that round. A round visits the measurements family by family and case by case, each case
 //! beside its baseline ([`visit_order`]), every other round backwards, so that the two sides of
-//! a ratio are measured milliseconds apart and a slow phase of the machine touches both alike;
-//! each measurement of a round keeps the fastest of [`SLICES`] calls ([`once`]).
+//! a ratio are measured milliseconds apart and a slow phase of the machine touches both alike.
+//! A round makes [`SLICES`] such passes, each with a share of the runs, and keeps each
+//! measurement's fastest: this machine's slow phases (up to 1.8x, lasting milliseconds, on
+//! about one measurement in ten) then rarely touch all of a measurement's passes.
 
 use std::net::IpAddr;
 
@@ -433,19 +435,11 @@ fn xdp_filter() -> Result<(tools::XdpFilter, NetnsPair, u32)> {
     Ok((filter, pair, id))
 }
 
-/// Calls one measurement of a round is split into ([`once`]).
+/// Passes a round makes over the measurements: each measurement of a round is the fastest of
+/// this many calls sharing its runs, one per pass. The passes are a whole list apart (a second
+/// or two), so a slow phase of the machine lasting milliseconds slows one of them, not the
+/// measurement; every subject is measured alike.
 pub const SLICES: u32 = 3;
-
-/// Runs measurement `m` once: ns per packet, the fastest of [`SLICES`] calls that share the
-/// `repeat` runs (and `fresh` tuples). A burst of another tenant's work lasting a few
-/// milliseconds slows one slice, not the measurement; every subject is measured alike.
-fn once(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
-    let mut best = f64::INFINITY;
-    for _ in 0..SLICES {
-        best = best.min(call(subj, m, (repeat / SLICES).max(1), (fresh / SLICES).max(1))?);
-    }
-    Ok(best)
-}
 
 /// One call of measurement `m`: ns per packet.
 fn call(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
@@ -568,20 +562,30 @@ pub fn run(b: &mut Bench) {
     let fresh = (b.opts.fresh / rounds as u32).max(1);
     let mut failed = vec![false; subj.list.len()];
     let order = visit_order(&subj.list);
+    let (repeat, fresh) = ((repeat / SLICES).max(1), (fresh / SLICES).max(1));
     for round in 0..rounds {
         b.progress("testrun", &format!("round {}/{rounds}: {} measurements", round + 1, subj.list.len()));
-        let pass: Vec<usize> =
-            if round % 2 == 0 { order.clone() } else { order.iter().rev().copied().collect() };
-        for m in pass {
-            if failed[m] {
-                continue;
-            }
-            match once(&mut subj, m, repeat, fresh) {
-                Ok(ns) => subj.list[m].samples.push(ns),
-                Err(e) => {
-                    failed[m] = true;
-                    b.fail(format!("testrun: {e:#}"));
+        let mut best = vec![f64::INFINITY; subj.list.len()];
+        for pass in 0..SLICES as usize {
+            let forward = (round * SLICES as usize + pass) % 2 == 0;
+            let visit: Vec<usize> =
+                if forward { order.clone() } else { order.iter().rev().copied().collect() };
+            for m in visit {
+                if failed[m] {
+                    continue;
                 }
+                match call(&mut subj, m, repeat, fresh) {
+                    Ok(ns) => best[m] = best[m].min(ns),
+                    Err(e) => {
+                        failed[m] = true;
+                        b.fail(format!("testrun: {e:#}"));
+                    }
+                }
+            }
+        }
+        for (m, ns) in best.into_iter().enumerate() {
+            if !failed[m] {
+                subj.list[m].samples.push(ns);
             }
         }
     }
