@@ -93,7 +93,8 @@ pub fn load<T: Copy>(pkt: &impl Packet, off: usize, short: Reason) -> Result<T, 
 /// The interface's config entry, or `no_config` (fail closed).
 #[inline(always)]
 pub fn config() -> Result<&'static IfaceConfig, Reason> {
-    // A reference into the map value, not a copy: 72 bytes of BPF stack saved.
+    // A reference into the map value, not a copy: 80 bytes of BPF stack saved (the ACL reads
+    // its epoch and generation once, see `pipeline::Acl::drop`).
     match SG_CONFIG.get(0) {
         Some(cfg) if cfg.is_valid() => Ok(cfg),
         _ => Err(Reason::NoConfig),
