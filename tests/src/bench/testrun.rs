@@ -567,7 +567,7 @@ pub fn run(b: &mut Bench) {
         b.progress("testrun", &format!("round {}/{rounds}: {} measurements", round + 1, subj.list.len()));
         let mut best = vec![f64::INFINITY; subj.list.len()];
         for pass in 0..SLICES as usize {
-            let forward = (round * SLICES as usize + pass) % 2 == 0;
+            let forward = (round * SLICES as usize + pass).is_multiple_of(2);
             let visit: Vec<usize> =
                 if forward { order.clone() } else { order.iter().rev().copied().collect() };
             for m in visit {
