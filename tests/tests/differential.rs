@@ -364,7 +364,7 @@ fn kernel_verdicts_equal_the_reference_model() {
                      want: model::Decision,
                      got_frame: Vec<u8>,
                      what: &str| {
-            let mdir = if dir == Direction::Ingress { Dir::Ingress } else { Dir::Egress };
+            let mdir = mdir_of(dir);
             inst.run(dir, &got_frame).expect("test run");
             let got = inst.maps().last_parse().expect("summary");
             // The slot names the generation too: a rule of the other one is a mismatch.
@@ -395,7 +395,7 @@ fn kernel_verdicts_equal_the_reference_model() {
         for _ in 0..PACKETS_PER_SET {
             let dir = if rng.random_bool(0.5) { Direction::Ingress } else { Direction::Egress };
             let probe = random_probe(&mut rng, dir);
-            let mdir = if dir == Direction::Ingress { Dir::Ingress } else { Dir::Egress };
+            let mdir = mdir_of(dir);
             let mut want = model::evaluate(&rs, "eth0", mdir, &probe);
             // Every packet is a flow of its own here: the tables are emptied before each.
             inst.maps_mut().ct_flush().expect("flush conntrack");
