@@ -370,8 +370,18 @@ fn starts_flow(pkt: &PacketSummary) -> bool {
 
 /// Tracks a packet the policy allowed (`v`), if it starts a flow. A packet that does not
 /// start a flow (TCP without SYN, echo reply...) passes untracked.
+///
+/// `acl_first`: the network ACL's allow of this packet (`CtEntry::acl_cache`, 0 for none), the
+/// new entry's cache for the initiator's side.
 #[inline(always)]
-pub fn create(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, v: Verdict, bytes: u64) -> Verdict {
+pub fn create(
+    cfg: &IfaceConfig,
+    dir: Direction,
+    pkt: &PacketSummary,
+    v: Verdict,
+    bytes: u64,
+    acl_first: u64,
+) -> Verdict {
     if !starts_flow(pkt) {
         return v;
     }
@@ -385,7 +395,7 @@ pub fn create(cfg: &IfaceConfig, dir: Direction, pkt: &PacketSummary, v: Verdict
         last_seen_ns: now,
         packets: [1, 0],
         bytes: [bytes, 0],
-        acl_cache: [0; 2],
+        acl_cache: [acl_first, 0],
         rule: slot_rule(v.rule_slot),
         policy_seq: cfg.policy_seq as u32,
         state: if pkt.proto == IPPROTO_TCP { CT_TCP_SYN_SENT } else { CT_NEW },

@@ -107,16 +107,18 @@ fn decide_whole(
     if is_dhcp_client(cfg, dir, pkt) {
         return Ok(Verdict::of(Reason::ImplicitDhcp));
     }
-    let (v, start) = decide_stateful(cfg, dir, pkt, bytes, &Acl { cfg, dir, pkt })?;
+    // The ACL's allow of this packet, cached in the flow it may start (its first side).
+    let mut first = 0;
+    let (v, start) = decide_stateful(cfg, dir, pkt, bytes, &Acl { cfg, dir, pkt }, &mut first)?;
     if start && v.reason.action() == Action::Pass {
-        return Ok(conntrack::create(cfg, dir, pkt, v, bytes));
+        return Ok(conntrack::create(cfg, dir, pkt, v, bytes, first));
     }
     Ok(v)
 }
 
 /// Steps 3 to 8: the ACL with RELATED, the tracked flow, TCP flags and the policy. `true`
 /// with a verdict of the policy that passes: the packet starts a flow, tracked once the
-/// egress ACL let it.
+/// egress ACL let it, and `first` holds the ACL's allow of it for the new entry's cache.
 ///
 /// The ACL decides every packet, at ingress before the rest and at egress after it. Where it
 /// is consulted changes no verdict: for an ICMP error after RELATED (a lookup without
@@ -131,6 +133,7 @@ fn decide_stateful(
     pkt: &PacketSummary,
     bytes: u64,
     acl: &Acl<'_>,
+    first: &mut u64,
 ) -> Result<(Verdict, bool), Reason> {
     if let Some(v) = conntrack::related(cfg, pkt) {
         return Ok((acl.drop(None)?.unwrap_or(v), false));
@@ -139,7 +142,7 @@ fn decide_stateful(
         return Ok((v, false));
     }
     if dir == Direction::Ingress
-        && let Some(v) = acl.drop(None)?
+        && let Some(v) = acl.drop(Some(first))?
     {
         return Ok((v, false));
     }
@@ -153,7 +156,7 @@ fn decide_stateful(
     };
     if v.reason.action() == Action::Pass {
         if dir == Direction::Egress
-            && let Some(d) = acl.drop(None)?
+            && let Some(d) = acl.drop(Some(first))?
         {
             return Ok((d, false));
         }
@@ -175,8 +178,9 @@ struct Acl<'a> {
 impl Acl<'_> {
     /// The ACL's verdict when it drops the packet (`None`: the ACL allows it, or the interface
     /// has none). Every entry's decision is counted in `SG_ACL_HITS`. With `cache` (the side's
-    /// `CtEntry::acl_cache` of a tracked TCP or UDP flow), an allow cached under the current
-    /// ACL epoch stands for the lookup, and an allow looked up is cached.
+    /// `CtEntry::acl_cache` of a tracked TCP or UDP flow, or the one a new flow's entry will
+    /// start with), an allow cached under the current ACL epoch stands for the lookup, and an
+    /// allow looked up is cached.
     #[inline(always)]
     fn drop(&self, cache: Option<&mut u64>) -> Result<Option<Verdict>, Reason> {
         let (cfg, pkt) = (self.cfg, self.pkt);
