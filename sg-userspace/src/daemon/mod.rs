@@ -477,9 +477,8 @@ pub fn run(opts: Options) -> Result<()> {
                     .await
                     .context(|| format!("metrics: binding {addr}"))?;
                 let local = listener.local_addr().context(io("metrics: local address"))?;
-                log::info!("metrics on http://{local}/metrics");
                 tokio::spawn(metrics::serve(listener, stats.clone()));
-                Some(local.to_string())
+                Some(local)
             }
             None => None,
         };
@@ -488,9 +487,14 @@ pub fn run(opts: Options) -> Result<()> {
             config: path.clone(),
             flow_log: opts.flow.as_ref().and_then(|f| f.json.clone()),
             vpc_flow_log: opts.flow.as_ref().and_then(|f| f.vpc.clone()),
-            metrics: bound,
+            metrics: bound.map(|a| a.to_string()),
             started: unix_now(),
         })?;
+        // Logged once daemon.json says where: a reader of the log can then find the address
+        // there too (the tests wait for this line and then read daemon.json).
+        if let Some(local) = bound {
+            log::info!("metrics on http://{local}/metrics");
+        }
         let mut hup = signal(SignalKind::hangup()).context(io("SIGHUP handler"))?;
         let mut term = signal(SignalKind::terminate()).context(io("SIGTERM handler"))?;
         let mut int = signal(SignalKind::interrupt()).context(io("SIGINT handler"))?;
