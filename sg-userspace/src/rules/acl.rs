@@ -12,6 +12,7 @@
 //! the groups and conntrack. A packet passes only when both layers let it.
 
 use ipnet::IpNet;
+use sg_common::Reason;
 use serde::{Deserialize, Serialize};
 
 use super::{Dir, Loc, Ports, Proto, compile::key_range, model::Probe};
@@ -107,6 +108,15 @@ pub enum AclVerdict {
 impl AclVerdict {
     pub fn allows(self) -> bool {
         matches!(self, AclVerdict::Allow { .. })
+    }
+
+    /// The datapath's reason for dropping the packet, `None` when the ACL allows it.
+    pub fn drop_reason(self) -> Option<Reason> {
+        match self {
+            AclVerdict::Allow { .. } => None,
+            AclVerdict::Deny { .. } => Some(Reason::AclDeny),
+            AclVerdict::Default => Some(Reason::AclDefault),
+        }
     }
 
     /// The deciding entry's index, if an entry decided.

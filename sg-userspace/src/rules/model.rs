@@ -78,16 +78,20 @@ pub fn evaluate(rs: &RuleSet, iface: &str, dir: Dir, p: &Probe) -> Decision {
     let groups = if rule.is_some() { Reason::RuleAllow } else { Reason::NoRule };
     let Some(acl) = rs.iface_acl(iface) else { return Decision { reason: groups, rule, acl: None } };
     let verdict = acl.decide(dir, p);
-    let acl_reason = match verdict {
-        AclVerdict::Allow { .. } => None,
-        AclVerdict::Deny { .. } => Some(Reason::AclDeny),
-        AclVerdict::Default => Some(Reason::AclDefault),
-    };
-    let reason = match (dir, acl_reason) {
+    let reason = match (dir, verdict.drop_reason()) {
         (_, None) => groups,
         (Dir::Ingress, Some(r)) => r,
         (Dir::Egress, Some(_)) if rule.is_none() => return Decision { reason: groups, rule, acl: None },
         (Dir::Egress, Some(r)) => r,
     };
     Decision { reason, rule, acl: Some(verdict) }
+}
+
+/// Evaluates `p`, a packet of a flow conntrack tracks, which conntrack decides with `tracked`
+/// (`ct_established`, `ct_reply`): the groups are not asked, the (stateless) network ACL of
+/// the interface is, on every packet.
+pub fn evaluate_tracked(rs: &RuleSet, iface: &str, dir: Dir, p: &Probe, tracked: Reason) -> Decision {
+    let acl = rs.iface_acl(iface).map(|a| a.decide(dir, p));
+    let reason = acl.and_then(AclVerdict::drop_reason).unwrap_or(tracked);
+    Decision { reason, rule: None, acl }
 }
