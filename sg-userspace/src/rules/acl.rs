@@ -12,8 +12,8 @@
 //! the groups and conntrack. A packet passes only when both layers let it.
 
 use ipnet::IpNet;
-use sg_common::Reason;
 use serde::{Deserialize, Serialize};
+use sg_common::Reason;
 
 use super::{Dir, Loc, Ports, Proto, compile::key_range, model::Probe};
 
