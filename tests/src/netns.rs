@@ -50,6 +50,12 @@ pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
 impl NetnsPair {
     /// Creates the namespaces, the veth pair, addresses (v4 /24 and v6 /64) and brings all up.
     pub fn new() -> Self {
+        Self::with_queues(1)
+    }
+
+    /// As [`NetnsPair::new`], with `queues` RX and TX queues on each end of the veth (the
+    /// traffic benchmark sends from one queue per CPU).
+    pub fn with_queues(queues: usize) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}x{n}", std::process::id());
         let pair = NetnsPair {
@@ -63,24 +69,27 @@ impl NetnsPair {
             v6_b: "2001:db8::2".parse().expect("v6"),
         };
         assert!(pair.if_a.len() < 16, "interface name too long: {}", pair.if_a);
-        if let Err(e) = pair.setup() {
+        if let Err(e) = pair.setup(queues) {
             drop(pair);
             panic!("netns fixture: {e}");
         }
         pair
     }
 
-    fn setup(&self) -> Result<(), String> {
+    fn setup(&self, queues: usize) -> Result<(), String> {
         ip(&["netns", "add", &self.ns_a])?;
         ip(&["netns", "add", &self.ns_b])?;
         for ns in [&self.ns_a, &self.ns_b] {
             quiet_ipv6(ns)?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        ip(&[
-            "link", "add", &self.if_a, "netns", &self.ns_a, "type", "veth", "peer", "name", &self.if_b,
-            "netns", &self.ns_b,
-        ])?;
+        let q = queues.to_string();
+        let qs = ["numtxqueues", q.as_str(), "numrxqueues", q.as_str()];
+        let mut add = vec!["link", "add", &self.if_a, "netns", &self.ns_a];
+        add.extend(qs);
+        add.extend(["type", "veth", "peer", "name", &self.if_b, "netns", &self.ns_b]);
+        add.extend(qs);
+        ip(&add)?;
         for (ns, ifn, v4, v6) in
             [(&self.ns_a, &self.if_a, self.v4_a, self.v6_a), (&self.ns_b, &self.if_b, self.v4_b, self.v6_b)]
         {

@@ -4,7 +4,8 @@
 //! - [`testrun`]: ns/packet of the real ingress program through BPF_PROG_TEST_RUN at 1, 100,
 //!   1,000 and 10,000 generated rules, against bare XDP_PASS/XDP_DROP and xdp-filter.
 //! - [`traffic`]: packets/s through a veth pair between two namespaces, from the built-in
-//!   XDP_TX generator and from trafgen, into each receiver (none, nftables, xdp-filter, sgctl
+//!   XDP_TX generator (where the kernel allows live frames), an AF_XDP transmitter
+//!   ([`afxdp`]) and trafgen, into each receiver (none, nftables, xdp-filter, sgctl
 //!   native and generic, bare XDP_DROP), for denied and for allowed established traffic.
 //! - [`iperf`]: TCP throughput with iperf3.
 //! - [`connrate`]: new TCP connections per second (handshake and close) through the veth.
@@ -17,6 +18,7 @@
 //! [`report`] turns the results into BENCHMARKS.md with SVG plots. No section asserts a speed;
 //! `--quick` runs everything briefly and fails only when a configuration produced no number.
 
+pub mod afxdp;
 pub mod connrate;
 pub mod fleet;
 pub mod iperf;
@@ -123,12 +125,26 @@ pub struct Bench {
     pub failures: Vec<String>,
     /// Observations for the report (tool versions, notes).
     pub notes: Vec<String>,
+    /// Whether the kernel runs live-frames test runs (the built-in generator): asked once at
+    /// the start of a run ([`traffic::probe_live_frames`]).
+    pub live_frames: traffic::LiveFrames,
     started: Instant,
 }
 
+/// The note that says the built-in generator could not run (followed by the reason): the
+/// report reads it back, also from a saved run's notes.
+pub const BUILTIN_UNAVAILABLE_NOTE: &str = "Built-in generator (live frames): not available on this kernel: ";
+
 impl Bench {
     pub fn new(opts: Opts) -> Self {
-        Bench { opts, samples: Vec::new(), failures: Vec::new(), notes: Vec::new(), started: Instant::now() }
+        Bench {
+            opts,
+            samples: Vec::new(),
+            failures: Vec::new(),
+            notes: Vec::new(),
+            live_frames: traffic::LiveFrames::Unavailable("not asked".into()),
+            started: Instant::now(),
+        }
     }
 
     /// A progress line on stderr: elapsed time, section, what is being measured.

@@ -3,23 +3,28 @@
 //! The sender (namespace B, 192.0.2.2) sends Ethernet/IPv4/UDP frames to the receiver
 //! (namespace A, 192.0.2.1), with 1,024 distinct source ports (flows): to UDP
 //! [`ALLOWED_PORT`], which the receiver's policy allows, or to UDP [`DENIED_PORT`], which it
-//! does not. Generators:
+//! does not. The veth has one queue per CPU. Generators:
 //! - `builtin`: the bench object's XDP_TX program driven by BPF_PROG_TEST_RUN in live-frames
 //!   mode on B's veth (the frame leaves through the veth at once; random source port per frame).
-//! - `trafgen` (netsniff-ng): the well-known packet generator, one CPU, source ports counting
-//!   through the same 1,024 values.
+//!   Only where the kernel allows live-frames test runs: [`probe_live_frames`] asks once at the
+//!   start; where it refuses, the builtin rows say "not available on this kernel".
+//! - `afxdp`: an AF_XDP transmitter ([`super::afxdp`]), one socket and thread per CPU.
+//! - `trafgen` (netsniff-ng): the well-known packet generator, one process per CPU, source
+//!   ports counting through the same 1,024 values.
 //!
 //! Receivers on A's veth: `none`; `nftables` (the policy through `sgctl export nft`, conntrack
 //! on); `xdp-filter` (native XDP, policy deny, UDP port 5201 allowed: the stateless XDP peer);
 //! `sgctl-native` and `sgctl-generic` (sgctl with the same policy); `xdp-drop` (a bare XDP_DROP
 //! program that counts, native).
 //!
-//! Measured per run: the generator's sent packets/s, and the receiver's handled packets/s:
-//! for denied traffic the packets the filter dropped (its own counter: sgctl's verdict
-//! counters, nftables' `counter`, xdp-filter's statistics, the bare program's map), for
-//! `none` the packets the stack received; for allowed traffic the packets the stack received
-//! (the interface's rx_packets). Both ends share the machine's CPUs: with a veth the
-//! receiver's work runs in the sender's softirq, so a cheaper receiver shows as a higher rate.
+//! Measured per run: the generator's sent packets/s (B's tx_packets), and the receiver's
+//! handled packets/s: for denied traffic the packets the filter dropped (its own counter:
+//! sgctl's verdict counters, nftables' `counter`, xdp-filter's statistics, the bare program's
+//! map), for `none` the packets the stack received; for allowed traffic the packets the stack
+//! received (the interface's rx_packets). Both ends share the machine's CPUs: a veth runs the
+//! receiver's work in the sender's softirq on the sender's CPU, so every rate is bounded by
+//! the generator (rate = 1 / (generator + veth + receiver)), a cheaper receiver shows as a
+//! higher rate, and the receiver's own cost is what it adds over the bare XDP_DROP receiver.
 
 use std::{
     process::Command,
@@ -82,14 +87,83 @@ impl Receiver {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Generator {
     Builtin,
+    Afxdp,
     Trafgen,
 }
 
 impl Generator {
+    pub const ALL: [Generator; 3] = [Generator::Builtin, Generator::Afxdp, Generator::Trafgen];
+
     pub fn name(self) -> &'static str {
         match self {
             Generator::Builtin => "builtin",
+            Generator::Afxdp => "afxdp",
             Generator::Trafgen => "trafgen",
+        }
+    }
+}
+
+/// CPUs the generators send from (one queue, thread or process each).
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// Whether this kernel runs XDP programs on live frames (BPF_PROG_TEST_RUN with
+/// BPF_F_TEST_XDP_LIVE_FRAMES), which the built-in generator needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LiveFrames {
+    Available,
+    /// Refused: the one-line reason (errno and what it means).
+    Unavailable(String),
+}
+
+/// The kernel-internal ENOTSUPP (524) that some BPF paths return to userspace.
+const KERNEL_ENOTSUPP: i32 = 524;
+
+/// What an errno from a live-frames test run means.
+pub fn live_frames_errno_meaning(errno: i32) -> String {
+    let what = match errno {
+        libc::EPERM => {
+            "the kernel refuses live-frames test runs for any XDP program (before the program \
+             runs); plain test runs work"
+        }
+        libc::EINVAL => "the kernel does not know BPF_F_TEST_XDP_LIVE_FRAMES (older than Linux 5.18)",
+        libc::EOPNOTSUPP | KERNEL_ENOTSUPP => "the kernel cannot run XDP test runs on live frames",
+        _ => "the live-frames test run failed",
+    };
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    format!("{} ({text}): {what}", errno_name(errno))
+}
+
+fn errno_name(errno: i32) -> String {
+    match errno {
+        libc::EPERM => "EPERM".into(),
+        libc::EINVAL => "EINVAL".into(),
+        libc::EOPNOTSUPP => "EOPNOTSUPP".into(),
+        KERNEL_ENOTSUPP => "ENOTSUPP".into(),
+        n => format!("errno {n}"),
+    }
+}
+
+/// Asks the kernel once, with one live frame on a veth of a fresh namespace pair.
+pub fn probe_live_frames() -> LiveFrames {
+    let pair = NetnsPair::new();
+    let frame = frame(&pair, DENIED_PORT);
+    match builtin(&pair, frame, Duration::ZERO, 1) {
+        Ok(_) => LiveFrames::Available,
+        Err(e) => {
+            let errno = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<std::io::Error>())
+                .and_then(std::io::Error::raw_os_error);
+            LiveFrames::Unavailable(match errno {
+                Some(n) => format!(
+                    "BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES failed: {}",
+                    live_frames_errno_meaning(n)
+                ),
+                None => format!("live-frames test run failed: {e:#}"),
+            })
         }
     }
 }
@@ -105,7 +179,7 @@ pub fn policy(iface: &str) -> String {
 /// The two namespaces with fixed MACs (the frames' addresses) and GRO on the receiver (a veth
 /// only takes XDP_TX'd frames when its peer has an XDP program or GRO).
 pub fn fixture() -> Result<NetnsPair> {
-    let pair = NetnsPair::new();
+    let pair = NetnsPair::with_queues(cpus());
     let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     tools::in_ns_ok(&pair.ns_a, 10, "ip", &["link", "set", "dev", &pair.if_a, "address", &mac(MAC_A)])?;
     tools::in_ns_ok(&pair.ns_b, 10, "ip", &["link", "set", "dev", &pair.if_b, "address", &mac(MAC_B)])?;
@@ -130,8 +204,18 @@ fn frame(pair: &NetnsPair, dport: u16) -> Vec<u8> {
     Pkt::udp(pair.v4_b.into(), pair.v4_a.into(), SPORT_BASE, dport).payload(&[0x5a; 18]).build()
 }
 
-/// Runs the built-in generator in B for `dur`; returns packets sent.
-fn builtin(pair: &NetnsPair, frame: Vec<u8>, dur: Duration) -> Result<u64> {
+/// The frames of all [`FLOWS`] source ports to `dport`.
+fn frames(pair: &NetnsPair, dport: u16) -> Vec<Vec<u8>> {
+    (0..FLOWS as u16)
+        .map(|i| {
+            Pkt::udp(pair.v4_b.into(), pair.v4_a.into(), SPORT_BASE + i, dport).payload(&[0x5a; 18]).build()
+        })
+        .collect()
+}
+
+/// Runs the built-in generator in B: test runs of `chunk` live frames each, the first at once
+/// and more until `dur` has passed; returns packets sent.
+fn builtin(pair: &NetnsPair, frame: Vec<u8>, dur: Duration, chunk: u32) -> Result<u64> {
     let ifname = pair.if_b.clone();
     spawn_in_ns(&pair.ns_b, move || -> Result<u64> {
         let ifindex = nix::net::if_::if_nametoindex(ifname.as_str()).context("if_nametoindex")?;
@@ -147,10 +231,9 @@ fn builtin(pair: &NetnsPair, frame: Vec<u8>, dur: Duration) -> Result<u64> {
         for v in [0, frame.len() as u32, 0, ifindex, 0, 0] {
             ctx.extend(u32::to_ne_bytes(v));
         }
-        let chunk = 1u32 << 15;
         let start = Instant::now();
         let mut sent = 0u64;
-        while start.elapsed() < dur {
+        loop {
             prog.test_run(TestRunOptions {
                 data_in: Some(&frame),
                 ctx_in: Some(&ctx),
@@ -160,14 +243,25 @@ fn builtin(pair: &NetnsPair, frame: Vec<u8>, dur: Duration) -> Result<u64> {
             })
             .context("live-frames test run")?;
             sent += u64::from(chunk);
+            if start.elapsed() >= dur {
+                return Ok(sent);
+            }
         }
-        Ok(sent)
     })
     .join()
     .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
 }
 
-/// Runs trafgen in B for `dur`; returns packets sent (B's tx_packets).
+/// Runs the AF_XDP transmitter in B (one thread per CPU) for `dur`; returns packets sent (B's
+/// tx_packets).
+fn afxdp(pair: &NetnsPair, dport: u16, dur: Duration) -> Result<u64> {
+    let before = tools::link_stats(&pair.ns_b, &pair.if_b)?;
+    super::afxdp::send(&pair.ns_b, &pair.if_b, cpus(), &frames(pair, dport), dur)?;
+    let after = tools::link_stats(&pair.ns_b, &pair.if_b)?;
+    Ok(after.tx_packets - before.tx_packets)
+}
+
+/// Runs trafgen in B (one process per CPU) for `dur`; returns packets sent (B's tx_packets).
 fn trafgen(pair: &NetnsPair, dport: u16, dur: Duration) -> Result<u64> {
     let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     let conf = format!(
@@ -187,12 +281,12 @@ fn trafgen(pair: &NetnsPair, dport: u16, dur: Duration) -> Result<u64> {
     let before = tools::link_stats(&pair.ns_b, &pair.if_b)?;
     // Bounded twice: a packet count far above what one CPU sends in `dur`, and SIGINT at `dur`.
     let limit = format!("{:.1}", dur.as_secs_f64());
-    let max = (dur.as_secs_f64() * 5e6) as u64;
+    let max = (dur.as_secs_f64() * 5e6) as u64 * cpus() as u64;
     let out = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", pair.ns_b))
         .args(["timeout", "-s", "INT", "-k", "5", &limit, "trafgen", "--dev", &pair.if_b, "--conf"])
         .arg(&file)
-        .args(["--cpus", "1", "--num", &max.to_string(), "-C"])
+        .args(["--cpus", &cpus().to_string(), "--num", &max.to_string(), "-C"])
         .output()
         .context("spawn trafgen")?;
     // timeout exits 124 when it had to stop trafgen: that is the normal end here.
@@ -310,7 +404,8 @@ fn one(
     let before = count(pair)?;
     let start = Instant::now();
     let sent = match g {
-        Generator::Builtin => builtin(pair, frame(pair, dport), dur)?,
+        Generator::Builtin => builtin(pair, frame(pair, dport), dur, 1 << 15)?,
+        Generator::Afxdp => afxdp(pair, dport, dur)?,
         Generator::Trafgen => trafgen(pair, dport, dur)?,
     };
     let secs = start.elapsed().as_secs_f64();
@@ -334,7 +429,12 @@ pub fn run(b: &mut Bench) {
                 continue;
             }
         };
-        for g in [Generator::Builtin, Generator::Trafgen] {
+        for g in Generator::ALL {
+            // Where the kernel refuses live frames the built-in generator has no rows: the
+            // report says "not available on this kernel" (not a failure of the run).
+            if g == Generator::Builtin && b.live_frames != LiveFrames::Available {
+                continue;
+            }
             for denied in [true, false] {
                 // A bare XDP_DROP receiver drops everything: it has no allowed traffic.
                 if r == Receiver::XdpDrop && !denied {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
-use sg_tests::bench::{self, Bench, Opts, tools};
+use sg_tests::bench::{self, Bench, Opts, tools, traffic::LiveFrames};
 
 struct Args {
     quick: bool,
@@ -123,6 +123,24 @@ fn main() -> Result<()> {
         b.notes.push(packages);
     }
     let want = |s: &str| a.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    // Asked once, here: every row that needs the built-in generator follows this answer.
+    b.live_frames = bench::traffic::probe_live_frames();
+    match &b.live_frames {
+        LiveFrames::Available => eprintln!("live frames: available (the built-in generator runs)"),
+        LiveFrames::Unavailable(why) => {
+            eprintln!(
+                "live frames: not available on this kernel: {why}; the built-in generator's rows are skipped"
+            );
+        }
+    }
+    if want("traffic") {
+        // The note describes the traffic rows of this run (an `--only` run without traffic
+        // keeps the earlier run's note with that run's rows).
+        b.notes.retain(|n| !n.starts_with(bench::BUILTIN_UNAVAILABLE_NOTE));
+        if let LiveFrames::Unavailable(why) = &b.live_frames {
+            b.notes.push(format!("{}{why}", bench::BUILTIN_UNAVAILABLE_NOTE));
+        }
+    }
     let sections: [(&str, bench::Section); 7] = [
         ("testrun", bench::testrun::run),
         ("traffic", bench::traffic::run),
