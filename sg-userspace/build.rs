@@ -17,6 +17,21 @@ fn main() -> anyhow::Result<()> {
         .join("sg-ebpf");
     let root_dir =
         ebpf_dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
+    // The build instances record (`loader::BUILD`): the commit, when built from a checkout.
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "--short=10", "HEAD"])
+        .current_dir(&manifest)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "no git".to_string(),
+            |o| format!("git {}", String::from_utf8_lossy(&o.stdout).trim()),
+        );
+    println!("cargo:rustc-env=SGCTL_GIT={git}");
+    if let Some(head) = manifest.parent().map(|p| p.join(".git/HEAD")).filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", head.display());
+    }
     // sg-common is shared: a change there must rebuild the eBPF object too.
     println!("cargo:rerun-if-changed={}", manifest.join("../sg-common").display());
     // SAFETY: the build script is single-threaded here; the variable is read by the nested

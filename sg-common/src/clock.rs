@@ -13,8 +13,11 @@ pub struct ClockCache {
     pub jiffies: u64,
     /// `bpf_ktime_get_coarse_ns` then.
     pub ns: u64,
+    /// When this CPU last swept `SG_CT` for expired flows (the sweep a full table triggers;
+    /// see `sg-ebpf/src/conntrack.rs`), on the same clock.
+    pub reaped_ns: u64,
 }
 
-const _: () = assert!(size_of::<ClockCache>() == 16);
+const _: () = assert!(size_of::<ClockCache>() == 24);
 
 crate::impl_pod!(ClockCache);

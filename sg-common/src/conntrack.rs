@@ -61,10 +61,20 @@ pub struct CtEntry {
     pub initiator_lo: u8,
     /// `CT_F_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 4],
+    /// TCP: per side (`[0]` the initiator), the end of the sequence space that side has sent
+    /// (the highest sequence number plus length, SYN and FIN counting one), once
+    /// `CT_SEQ_KNOWN[side]` is set.
+    pub seq_end: [u32; 2],
+    /// TCP: per side, the largest receive window that side advertised, scaled.
+    pub max_win: [u32; 2],
+    /// TCP: per side, the window scale of its SYN (`WSCALE_NONE`: none seen).
+    pub wscale: [u8; 2],
+    /// `CT_SEQ_*` bits.
+    pub seq_flags: u8,
+    pub _pad: u8,
 }
 
-const _: () = assert!(size_of::<CtEntry>() == 80);
+const _: () = assert!(size_of::<CtEntry>() == 96);
 
 /// `CtEntry::acl_cache`: the low word holds an allow (the slot is below this bit).
 pub const ACL_CACHED: u64 = 1 << 31;
@@ -99,6 +109,176 @@ pub const fn acl_cached(cache: u64, epoch: u32, gen_: u8) -> Option<u32> {
 
 /// `CtEntry::flags`: a packet from the responder was seen.
 pub const CT_F_SEEN_REPLY: u8 = 1 << 0;
+/// `CtEntry::flags`: the flow existed before sgctl was enabled on the interface and was taken
+/// over from the kernel's socket table (`sgctl` adopts it; see `sg_userspace::adopt`).
+pub const CT_F_ADOPTED: u8 = 1 << 1;
+/// `CtEntry::flags`: carried over from an older datapath's table by an upgrade.
+pub const CT_F_MIGRATED: u8 = 1 << 2;
+
+/// `CtEntry::seq_flags`: the initiator's (`[0]`) sequence space is known.
+pub const CT_SEQ_KNOWN_INIT: u8 = 1 << 0;
+/// `CtEntry::seq_flags`: the responder's (`[1]`) sequence space is known.
+pub const CT_SEQ_KNOWN_RESP: u8 = 1 << 1;
+/// `CtEntry::seq_flags`: the initiator's SYN was seen (its window scale recorded).
+pub const CT_SEQ_SYN_INIT: u8 = 1 << 2;
+/// `CtEntry::seq_flags`: the responder's SYN (its SYN-ACK) was seen.
+pub const CT_SEQ_SYN_RESP: u8 = 1 << 3;
+/// `CtEntry::wscale`, `PacketSummary::tcp_wscale`: no window scale option.
+pub const WSCALE_NONE: u8 = 0xff;
+/// The largest window scale shift (RFC 7323 2.3).
+pub const WSCALE_MAX: u8 = 14;
+
+/// What conntrack reads of a TCP segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSeg {
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    /// The advertised window as sent (unscaled).
+    pub win: u16,
+    /// Payload bytes.
+    pub len: u16,
+    /// A SYN's window scale option (`WSCALE_NONE`: none).
+    pub wscale: u8,
+}
+
+#[inline(always)]
+const fn known_bit(side: usize) -> u8 {
+    if side == 0 { CT_SEQ_KNOWN_INIT } else { CT_SEQ_KNOWN_RESP }
+}
+
+#[inline(always)]
+const fn syn_bit(side: usize) -> u8 {
+    if side == 0 { CT_SEQ_SYN_INIT } else { CT_SEQ_SYN_RESP }
+}
+
+/// The shift of `side`'s advertised windows after the handshake: its own scale when both
+/// SYNs offered the option, none when one did not (RFC 7323), and the largest when the
+/// handshake was not seen (a flow adopted or carried over: its windows are learned liberally,
+/// as nf_conntrack does for connections it picks up).
+#[inline(always)]
+pub const fn win_shift(e: &CtEntry, side: usize) -> u8 {
+    let both = CT_SEQ_SYN_INIT | CT_SEQ_SYN_RESP;
+    if e.seq_flags & both != both {
+        return WSCALE_MAX;
+    }
+    if e.wscale[0] == WSCALE_NONE || e.wscale[1] == WSCALE_NONE {
+        return 0;
+    }
+    let w = e.wscale[side & 1];
+    if w > WSCALE_MAX { WSCALE_MAX } else { w }
+}
+
+/// Is this segment from `side` (`0`: the initiator) one the flow's state may follow? RSTs and
+/// FINs must lie in the sender's sequence space (RFC 5961 for RSTs: a blind reset must guess
+/// the sequence number): within the receiver's largest window of where the sender's sequence
+/// space ends. During the handshake an RST must be the responder's refusal acknowledging the
+/// initiator's SYN, or the initiator's own at its next sequence number. Other segments, and a
+/// side whose sequence space is not known yet (a flow adopted or carried over, until its first
+/// segment from that side), are accepted.
+#[inline(always)]
+pub const fn tcp_seq_acceptable(e: &CtEntry, side: usize, seg: &TcpSeg) -> bool {
+    if seg.flags & (TCP_RST | TCP_FIN) == 0 {
+        return true;
+    }
+    let side = side & 1;
+    if e.state == CT_TCP_SYN_SENT && seg.flags & TCP_RST != 0 {
+        return if side == 1 {
+            seg.flags & TCP_ACK != 0 && e.seq_flags & CT_SEQ_KNOWN_INIT != 0 && seg.ack == e.seq_end[0]
+        } else {
+            e.seq_flags & CT_SEQ_KNOWN_INIT == 0 || seg.seq == e.seq_end[0]
+        };
+    }
+    if e.seq_flags & known_bit(side) == 0 {
+        return true;
+    }
+    let win = match e.max_win[side ^ 1] {
+        0 => 65_535,
+        w => w,
+    };
+    let d = seg.seq.wrapping_sub(e.seq_end[side]) as i32;
+    d.unsigned_abs() <= win
+}
+
+/// Learns from a segment of `side` the flow followed: the end of the sender's sequence space,
+/// its window scale (SYN) and its largest window. An RST teaches nothing (the flow ends).
+#[inline(always)]
+pub fn tcp_seq_learn(e: &mut CtEntry, side: usize, seg: &TcpSeg) {
+    if seg.flags & TCP_RST != 0 {
+        return;
+    }
+    let side = side & 1;
+    let syn = seg.flags & TCP_SYN != 0;
+    let end = seg
+        .seq
+        .wrapping_add(u32::from(seg.len))
+        .wrapping_add(u32::from(syn))
+        .wrapping_add(u32::from(seg.flags & TCP_FIN != 0));
+    if syn {
+        e.wscale[side] = seg.wscale;
+        e.seq_flags |= syn_bit(side);
+    }
+    if e.seq_flags & known_bit(side) == 0 || (end.wrapping_sub(e.seq_end[side]) as i32) > 0 {
+        e.seq_end[side] = end;
+        e.seq_flags |= known_bit(side);
+    }
+    // A SYN's own window is never scaled.
+    let shift = if syn { 0 } else { win_shift(e, side) };
+    let win = u32::from(seg.win) << shift;
+    if win > e.max_win[side] {
+        e.max_win[side] = win;
+    }
+}
+
+/// The window scale option in 40 bytes of TCP options, given as five little-endian words (bytes
+/// past the options must be zero: they end the walk as EOL); `WSCALE_NONE` without one.
+#[inline(always)]
+pub fn wscale_option(w0: u64, w1: u64, w2: u64, w3: u64, w4: u64) -> u8 {
+    const EOL: u8 = 0;
+    const NOP: u8 = 1;
+    const WSCALE: u8 = 3;
+    const LEN: usize = 40;
+    // A match, not an array: the verifier refuses variable-offset reads of the stack.
+    let byte = |i: usize| -> u8 {
+        let w = match i / 8 {
+            0 => w0,
+            1 => w1,
+            2 => w2,
+            3 => w3,
+            4 => w4,
+            _ => return EOL,
+        };
+        (w >> ((i % 8) * 8)) as u8
+    };
+    let mut i = 0;
+    while i < LEN {
+        match byte(i) {
+            EOL => break,
+            NOP => i += 1,
+            kind => {
+                let len = byte(i + 1) as usize;
+                if kind == WSCALE && len == 3 && i + 2 < LEN {
+                    return byte(i + 2);
+                }
+                if len < 2 {
+                    break;
+                }
+                i += len;
+            }
+        }
+    }
+    WSCALE_NONE
+}
+
+/// ICMP echo: is a packet of `icmp_type` from the initiator (or the responder) one the flow
+/// may carry? Only requests from the side that pinged and replies from the pinged one: a
+/// peer's own echo request with the same identifier is not a reply to the host's.
+#[inline(always)]
+pub const fn echo_fits(icmp_type: u8, from_initiator: bool) -> bool {
+    let request = matches!(icmp_type, 8 | 128);
+    let reply = matches!(icmp_type, 0 | 129);
+    if from_initiator { request } else { reply }
+}
 
 // States. TCP follows the handshake; other protocols use `CT_NEW` then `CT_STREAM`.
 pub const CT_NEW: u8 = 0;
@@ -195,6 +375,14 @@ pub const fn is_established(state: u8) -> bool {
         state,
         CT_STREAM | CT_TCP_ESTABLISHED | CT_TCP_FIN_ORIG | CT_TCP_FIN_REPLY | CT_TCP_CLOSING | CT_TCP_CLOSED
     )
+}
+
+/// Does a flow of `SG_CT_NEW` in `state` with `flags` move to `SG_CT`, the table that is never
+/// evicted? Only once its responder answered (a SYN-ACK, a UDP reply, an echo reply) and while
+/// it lives: a flow that ends before (SYN then RST, from either side) or one-sided traffic
+/// stays evictable, so that no flood without real answers fills `SG_CT`.
+pub const fn joins_established(state: u8, flags: u8) -> bool {
+    flags & CT_F_SEEN_REPLY != 0 && is_established(state) && state != CT_TCP_CLOSED
 }
 
 /// Idle timeouts in seconds, per interface (`IfaceConfig::ct_timeouts`). Defaults and ranges
@@ -401,6 +589,119 @@ mod tests {
                 s
             })
             .collect()
+    }
+
+    fn seg(flags: u8, seq: u32, ack: u32, win: u16, len: u16) -> TcpSeg {
+        TcpSeg { flags, seq, ack, win, len, wscale: WSCALE_NONE }
+    }
+
+    /// A flow after a handshake: the initiator's ISN 1000 (window scale 7), the responder's
+    /// 5000 (scale 2), windows 512 (x128 = 65,536) and 1024 (x4 = 4,096).
+    fn handshake() -> CtEntry {
+        let mut e = CtEntry { state: CT_TCP_SYN_SENT, wscale: [WSCALE_NONE; 2], ..CtEntry::default() };
+        tcp_seq_learn(&mut e, 0, &TcpSeg { wscale: 7, ..seg(S, 1000, 0, 64_240, 0) });
+        e.state = CT_TCP_SYN_RECV;
+        tcp_seq_learn(&mut e, 1, &TcpSeg { wscale: 2, ..seg(SA, 5000, 1001, 65_160, 0) });
+        tcp_seq_learn(&mut e, 0, &seg(A, 1001, 5001, 512, 0));
+        tcp_seq_learn(&mut e, 1, &seg(A, 5001, 1001, 1024, 0));
+        e.state = CT_TCP_ESTABLISHED;
+        e
+    }
+
+    #[test]
+    fn sequence_spaces_and_scaled_windows_are_learned() {
+        let mut e = handshake();
+        assert_eq!(e.seq_end, [1001, 5001]);
+        assert_eq!(e.wscale, [7, 2]);
+        assert_eq!(win_shift(&e, 0), 7);
+        // The largest window: the SYN's (unscaled) or a later one, scaled.
+        assert_eq!(e.max_win, [65_536, 65_160]);
+        tcp_seq_learn(&mut e, 0, &seg(A, 1001, 5001, 600, 1448));
+        assert_eq!(e.seq_end[0], 2449);
+        // A retransmission of older data does not move the end back.
+        tcp_seq_learn(&mut e, 0, &seg(A, 1001, 5001, 600, 100));
+        assert_eq!(e.seq_end[0], 2449);
+        assert_eq!(e.max_win[0], 600 << 7);
+        // Wrapping around 2^32.
+        let mut w = CtEntry { seq_end: [u32::MAX - 10, 0], seq_flags: CT_SEQ_KNOWN_INIT, ..handshake() };
+        tcp_seq_learn(&mut w, 0, &seg(A, u32::MAX - 10, 0, 1, 100));
+        assert_eq!(w.seq_end[0], 89);
+        // Without the option on both SYNs, no scaling.
+        let mut n = handshake();
+        n.wscale[1] = WSCALE_NONE;
+        assert_eq!(win_shift(&n, 0), 0);
+    }
+
+    #[test]
+    fn a_blind_rst_or_fin_is_refused_and_one_in_the_window_accepted() {
+        let e = handshake();
+        // The responder's window for the initiator's RSTs: 65,160 (the SYN-ACK's, unscaled).
+        assert!(tcp_seq_acceptable(&e, 0, &seg(R, 1001, 0, 0, 0)), "at the next sequence number");
+        assert!(tcp_seq_acceptable(&e, 0, &seg(R, 1001 + 60_000, 0, 0, 0)), "inside the window");
+        assert!(!tcp_seq_acceptable(&e, 0, &seg(R, 1001 + 70_000, 0, 0, 0)), "beyond the window");
+        assert!(!tcp_seq_acceptable(&e, 0, &seg(RA, 123_456_789, 0, 0, 0)), "a blind guess");
+        assert!(!tcp_seq_acceptable(&e, 1, &seg(FA, 999_999, 0, 0, 0)), "a blind FIN");
+        assert!(tcp_seq_acceptable(&e, 1, &seg(FA, 5001, 1001, 0, 0)));
+        // Data is not checked (the host's TCP judges it).
+        assert!(tcp_seq_acceptable(&e, 1, &seg(A, 999_999, 0, 0, 10)));
+        // Not learned yet (an adopted flow): accepted.
+        let adopted = CtEntry { state: CT_TCP_ESTABLISHED, ..CtEntry::default() };
+        assert!(tcp_seq_acceptable(&adopted, 0, &seg(R, 42, 0, 0, 0)));
+    }
+
+    #[test]
+    fn during_the_handshake_only_a_refusal_of_the_syn_resets() {
+        let mut e = CtEntry { state: CT_TCP_SYN_SENT, wscale: [WSCALE_NONE; 2], ..CtEntry::default() };
+        tcp_seq_learn(&mut e, 0, &seg(S, 1000, 0, 64_240, 0));
+        assert!(tcp_seq_acceptable(&e, 1, &seg(RA, 0, 1001, 0, 0)), "connection refused");
+        assert!(!tcp_seq_acceptable(&e, 1, &seg(RA, 0, 77, 0, 0)), "wrong acknowledgment");
+        assert!(!tcp_seq_acceptable(&e, 1, &seg(R, 0, 1001, 0, 0)), "no ACK flag");
+        assert!(tcp_seq_acceptable(&e, 0, &seg(R, 1001, 0, 0, 0)), "the initiator's abort");
+        assert!(!tcp_seq_acceptable(&e, 0, &seg(R, 5, 0, 0, 0)), "a forged abort");
+    }
+
+    #[test]
+    fn only_answered_live_flows_join_the_table_that_is_never_evicted() {
+        assert!(joins_established(CT_TCP_ESTABLISHED, CT_F_SEEN_REPLY));
+        assert!(joins_established(CT_STREAM, CT_F_SEEN_REPLY));
+        assert!(!joins_established(CT_TCP_CLOSED, 0), "SYN then RST from the same side");
+        assert!(!joins_established(CT_TCP_CLOSED, CT_F_SEEN_REPLY), "refused or reset before it lived");
+        assert!(!joins_established(CT_TCP_SYN_RECV, CT_F_SEEN_REPLY));
+        assert!(!joins_established(CT_STREAM, 0), "never answered");
+    }
+
+    fn options(bytes: &[u8]) -> u8 {
+        let mut b = [0u8; 40];
+        b[..bytes.len()].copy_from_slice(bytes);
+        let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        wscale_option(w(0), w(8), w(16), w(24), w(32))
+    }
+
+    #[test]
+    fn the_window_scale_option_is_found_where_stacks_put_it() {
+        // Linux: MSS, SACK permitted, timestamps, NOP, window scale 7.
+        let linux = [2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+        assert_eq!(options(&linux), 7);
+        // Windows-like: MSS, NOP, WS 8, NOP, NOP, SACK permitted.
+        assert_eq!(options(&[2, 4, 5, 180, 1, 3, 3, 8, 1, 1, 4, 2]), 8);
+        assert_eq!(options(&[2, 4, 5, 180, 4, 2]), WSCALE_NONE, "no option");
+        assert_eq!(options(&[]), WSCALE_NONE);
+        assert_eq!(options(&[0, 3, 3, 7]), WSCALE_NONE, "after EOL");
+        assert_eq!(options(&[2, 0, 3, 3, 7]), WSCALE_NONE, "a zero length ends the walk");
+        assert_eq!(options(&[3, 4, 7, 0]), WSCALE_NONE, "a window scale of the wrong length");
+        let mut tail = [1u8; 40];
+        tail[37..40].copy_from_slice(&[3, 3, 9]);
+        assert_eq!(options(&tail), 9, "at the very end of 40 bytes");
+    }
+
+    #[test]
+    fn an_echo_flow_carries_requests_one_way_and_replies_the_other() {
+        for (req, rep) in [(8, 0), (128, 129)] {
+            assert!(echo_fits(req, true));
+            assert!(echo_fits(rep, false));
+            assert!(!echo_fits(req, false), "the peer's own request is not a reply");
+            assert!(!echo_fits(rep, true));
+        }
     }
 
     #[test]

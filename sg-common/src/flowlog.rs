@@ -30,7 +30,7 @@ pub const END_REVOKED: u8 = 2;
 /// `FlowEnd::cause`: a TCP SYN reused the ports of the closed connection.
 pub const END_REUSED: u8 = 3;
 
-/// A flow the datapath ended (128 bytes in the ring buffer): its key and its entry as they
+/// A flow the datapath ended (144 bytes in the ring buffer): its key and its entry as they
 /// were when it was deleted.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub struct FlowEnd {
     pub _pad: [u8; 5],
 }
 
-const _: () = assert!(size_of::<FlowEnd>() == 128);
+const _: () = assert!(size_of::<FlowEnd>() == 144);
 const _: () = assert!(size_of::<FlowEnd>() != size_of::<FlowEvent>());
 
 /// One event (64 bytes in the ring buffer).

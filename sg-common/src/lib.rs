@@ -12,6 +12,8 @@ pub mod config;
 pub mod conntrack;
 pub mod counters;
 pub mod flowlog;
+pub mod layout;
+pub mod local;
 pub mod maps;
 pub mod packet;
 pub mod policy;

@@ -20,6 +20,8 @@ use crate::{
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_WORDS},
     counters::Counter,
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
+    layout::InstanceMeta,
+    local::{LOCAL_MAX_ENTRIES, LocalAddr},
     policy::{
         GENERATIONS, MAX_ACL_ENTRIES, MAX_RULES, PREFIX_CAPACITY, PortSetRef, PrefixNode, PrefixRoot,
         PrefixTip, ROOT_TABLES, SEGMENTS_PER_GEN, Segment, nodes_for,
@@ -186,6 +188,12 @@ pub const CONFIG: MapSpec = MapSpec::indexed::<IfaceConfig>("SG_CONFIG", MapKind
               attach metadata",
     );
 
+pub const META: MapSpec = MapSpec::indexed::<InstanceMeta>("SG_META", MapKind::Array, "InstanceMeta", 1)
+    .purpose(
+        "what the instance says about itself: its map layout number, the build and object hash of \
+         its programs, upgrades done (userspace only; checked before any pinned map is reused)",
+    );
+
 pub const COUNTERS: MapSpec =
     MapSpec::indexed::<Counter>("SG_COUNTERS", MapKind::PerCpuArray, "Counter", COUNTERS_LEN)
         .note("one per direction and reason")
@@ -267,7 +275,8 @@ pub const CT: MapSpec =
         .note("attach --ct-size")
         .purpose(
             "flows that saw both directions; never evicted (full: the flow that would join gets ct_full); \
-             an entry (80 bytes) holds state, counters, the allowing rule and each side's cached ACL allow",
+             an entry (96 bytes) holds state, counters, the allowing rule, each side's cached ACL allow \
+             and TCP sequence space",
         );
 
 pub const CT_NEW: MapSpec =
@@ -297,6 +306,13 @@ pub const FRAGS: MapSpec = MapSpec::keyed::<FragKey, FragEntry>(
     "datagrams (source, destination, protocol, id) whose first fragment was accepted, with an \
               expiry: their other fragments may pass",
 );
+
+pub const LOCAL: MapSpec =
+    MapSpec::keyed::<LocalAddr, u8>("SG_LOCAL", MapKind::Hash, ("LocalAddr", "u8"), LOCAL_MAX_ENTRIES)
+        .purpose(
+            "the interface's own addresses (from the kernel, kept current by userspace): a packet arriving \
+     with one as its source is dropped (src_is_local) and creates no state",
+        );
 
 pub const FLOW_EVENTS: MapSpec = MapSpec::ring("SG_FLOW_EVENTS", "FlowEvent or FlowEnd", FLOW_EVENTS_BYTES)
     .note("bytes, 4,096 events")
@@ -341,6 +357,7 @@ pub const AYA_LOGS: MapSpec = MapSpec::ring("AYA_LOGS", "aya-log record", 1 << 1
 /// Every map of an instance, in the order of the README's table.
 pub const ALL: &[MapSpec] = &[
     CONFIG,
+    META,
     COUNTERS,
     SCRATCH,
     LAST_PARSE,
@@ -355,6 +372,7 @@ pub const ALL: &[MapSpec] = &[
     CT_NEW,
     CT_SEEN,
     FRAGS,
+    LOCAL,
     FLOW_EVENTS,
     FLOW_CFG,
     FLOW_RATE,

@@ -28,6 +28,8 @@ pub const IPPROTO_AH: u8 = 51;
 pub const IPPROTO_ICMPV6: u8 = 58;
 pub const IPPROTO_NONE: u8 = 59;
 pub const IPPROTO_DSTOPTS: u8 = 60;
+/// The Mobility Header: an upper-layer protocol for Linux (and IANA lists it among the
+/// extension headers, but no header follows it that a host would deliver): judged as itself.
 pub const IPPROTO_MH: u8 = 135;
 
 pub const ETH_P_IP: u16 = 0x0800;
@@ -90,15 +92,26 @@ pub struct PacketSummary {
     /// ICMP errors: the quoted packet's addresses.
     pub inner_src: [u8; 16],
     pub inner_dst: [u8; 16],
+    /// TCP: sequence and acknowledgment numbers, host order.
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    /// TCP: the advertised window, unscaled, host order.
+    pub tcp_win: u16,
+    /// TCP: payload bytes (the datagram after the TCP header).
+    pub tcp_len: u16,
+    /// TCP SYN: the window scale option's shift (`conntrack::WSCALE_NONE` without one).
+    pub tcp_wscale: u8,
+    pub _pad2: [u8; 3],
 }
 
-const _: () = assert!(size_of::<PacketSummary>() == 112);
+const _: () = assert!(size_of::<PacketSummary>() == 128);
 // The datapath clears and fills the summary by 8-byte words (sg-ebpf parse.rs).
 const _: () = assert!(
     core::mem::offset_of!(PacketSummary, src) == 24
         && core::mem::offset_of!(PacketSummary, dst) == 40
         && core::mem::offset_of!(PacketSummary, seq) == 56
         && core::mem::offset_of!(PacketSummary, inner_sport) == 72
+        && core::mem::offset_of!(PacketSummary, tcp_seq) == 112
         && align_of::<PacketSummary>() == 8
 );
 

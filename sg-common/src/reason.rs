@@ -160,6 +160,12 @@ reasons! {
     AclDeny = 38, Drop, "acl_deny";
     /// No entry of the interface's network ACL matches: its implicit final deny.
     AclDefault = 39, Drop, "acl_default";
+    /// A TCP RST or FIN of a tracked flow outside the flow's sequence space (a blind reset,
+    /// RFC 5961): it changes nothing in the flow.
+    TcpSeqInvalid = 40, Drop, "tcp_seq_invalid";
+    /// A packet arriving from outside with one of the interface's own addresses as its source
+    /// (spoofed or looped): it creates no state.
+    SrcIsLocal = 41, Drop, "src_is_local";
 }
 
 impl Reason {

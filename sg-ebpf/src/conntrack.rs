@@ -11,14 +11,18 @@
 //! again, the pipeline passes in the question it may ask ([`Recheck`]), and the network ACL,
 //! which decides every packet of a tracked flow too, as an [`AclGate`].
 
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    cty::c_void,
+    helpers::{bpf_for_each_map_elem, bpf_map_delete_elem},
+};
 use sg_common::{
     Direction, IfaceConfig, PacketSummary, Reason,
     config::CONFIG_FLOW_LOG,
     conntrack::{
         CT_F_SEEN_REPLY, CT_NEW, CT_STREAM, CT_TCP_CLOSED, CT_TCP_CLOSING, CT_TCP_SYN_SENT, CtEntry, CtKey,
-        FRAG_LIFETIME_NS, FragEntry, FragKey, TCP_ACK, TCP_SYN, addr_words, ct_key, is_established,
-        seen_offset, seen_slot, tcp_next,
+        FRAG_LIFETIME_NS, FragEntry, FragKey, TCP_ACK, TCP_SYN, TcpSeg, WSCALE_NONE, addr_words, ct_key,
+        echo_fits, joins_established, seen_offset, seen_slot, tcp_next, tcp_seq_acceptable, tcp_seq_learn,
     },
     flowlog::{END_EXPIRED, END_REUSED, END_REVOKED},
     packet::{FAMILY_IPV4, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_ICMP_ERROR},
@@ -30,7 +34,7 @@ use aya_ebpf::maps::{HashMap, LruHashMap};
 
 use crate::{
     clock::now_ns,
-    maps::{SG_CT, SG_CT_NEW, SG_CT_SEEN, SG_FRAGS},
+    maps::{SG_CLOCK, SG_CT, SG_CT_NEW, SG_CT_SEEN, SG_FRAGS},
     parse, stage,
     verdict::Verdict,
 };
@@ -263,6 +267,11 @@ fn track_in(
         // The flow's tuple in the wrong direction (spoofed or looped): not this flow.
         return Ok(Lookup::Done(None));
     }
+    if matches!(key.proto, IPPROTO_ICMP | IPPROTO_ICMPV6) && !echo_fits(pkt.icmp_type, from_initiator) {
+        // Request and reply share a key: only requests from the side that pinged and
+        // replies from the pinged side are this flow's (a peer's own echo request is not).
+        return Ok(Lookup::Done(None));
+    }
     if (e.policy_seq.wrapping_sub(cfg.revoke_seq as u32) as i32) < 0 {
         // Rules changed with --revoke since the flow was allowed: check it again.
         match revalidate(key, e, recheck)? {
@@ -287,8 +296,16 @@ fn track_in(
         return Ok(Lookup::Done(None));
     }
     let side = usize::from(!from_initiator);
+    let seg = tcp_seg(pkt);
+    if tcp && !tcp_seq_acceptable(e, side, &seg) {
+        // A blind RST or FIN: the flow stays as it was.
+        return Ok(Lookup::Done(Some(Verdict::of(Reason::TcpSeqInvalid))));
+    }
     if let Some(v) = acl.tracked(&mut e.acl_cache[side])? {
         return Ok(Lookup::Done(Some(v)));
+    }
+    if tcp {
+        tcp_seq_learn(e, side, &seg);
     }
     e.packets[side] += 1;
     e.bytes[side] += bytes;
@@ -311,9 +328,12 @@ fn track_in(
         e.state = state;
     }
     let reason = if from_initiator { Reason::CtEstablished } else { Reason::CtReply };
-    if !established && is_established(state) {
-        // Both directions seen: move to the table that is never evicted.
+    if !established && joins_established(state, e.flags) {
+        // Answered: move to the table that is never evicted. When it is full, this packet is
+        // dropped and the table gives back what expired, for the flow's next packet (at most
+        // one sweep per CPU per `REAP_INTERVAL_NS`); the flow stays in `SG_CT_NEW` meanwhile.
         if SG_CT.insert(key, *e, u64::from(BPF_NOEXIST)).is_err() {
+            reclaim(cfg, now);
             return Ok(Lookup::Done(Some(Verdict::of(Reason::CtFull))));
         }
         map.delete(key);
@@ -323,6 +343,88 @@ fn track_in(
         mark_tracked(slot);
     }
     Ok(Lookup::Done(Some(Verdict::of(reason))))
+}
+
+/// The shortest time between two sweeps of `SG_CT` on one CPU.
+const REAP_INTERVAL_NS: u64 = 100_000_000;
+
+/// What a sweep of `SG_CT` needs and counts (the callback's context, on the stack).
+#[repr(C)]
+struct Reap {
+    now: u64,
+    timeouts: sg_common::conntrack::CtTimeouts,
+    freed: u64,
+}
+
+/// `bpf_for_each_map_elem`'s callback over `SG_CT`: deletes an expired flow. Returns 0 (go on).
+#[inline(never)]
+extern "C" fn reap_expired(map: *mut c_void, key: *mut c_void, value: *mut c_void, ctx: *mut c_void) -> u64 {
+    // SAFETY: the helper passes this map's key and value and our context, valid for the call.
+    let (k, e, r) = unsafe { (&*key.cast::<CtKey>(), &*value.cast::<CtEntry>(), &mut *ctx.cast::<Reap>()) };
+    if r.timeouts.expired(k.proto, e, r.now) {
+        // SAFETY: deleting the element the callback is at is allowed for hash maps.
+        if unsafe { bpf_map_delete_elem(map, key) } == 0 {
+            r.freed += 1;
+        }
+    }
+    0
+}
+
+/// `SG_CT` is full: deletes its expired flows now, without waiting for userspace's sweep
+/// (`sgctl conntrack gc`, the daemon's `--gc-interval`). At most once per CPU per
+/// [`REAP_INTERVAL_NS`] (a sweep of a full default table costs a few milliseconds of this
+/// CPU).
+#[inline(always)]
+fn reclaim(cfg: &IfaceConfig, now: u64) {
+    let Some(c) = SG_CLOCK.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's entry of a per-CPU map, valid for the program's run.
+    let c = unsafe { &mut *c };
+    if c.reaped_ns != 0 && now.wrapping_sub(c.reaped_ns) < REAP_INTERVAL_NS {
+        return;
+    }
+    c.reaped_ns = now;
+    let t = &cfg.ct_timeouts;
+    let w = |a: u32, b: u32| u64::from(a) | u64::from(b) << 32;
+    sg_ct_reclaim(
+        now,
+        w(t.tcp_established, t.tcp_half_open),
+        w(t.tcp_closing, t.udp),
+        w(t.udp_stream, t.icmp),
+        u64::from(t.other),
+    );
+}
+
+/// The sweep of [`reclaim`] as a global function, which the verifier checks once on its own
+/// (inline, it pushed `sg_ingress` past the verifier's limit). Arguments: the time, then the
+/// interface's timeouts two to a word, in `CtTimeouts` order. Returns the flows deleted.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn sg_ct_reclaim(now: u64, t01: u64, t23: u64, t45: u64, t6: u64) -> u64 {
+    let (lo, hi) = (|w: u64| w as u32, |w: u64| (w >> 32) as u32);
+    let mut r = Reap {
+        now,
+        timeouts: sg_common::conntrack::CtTimeouts {
+            tcp_established: lo(t01),
+            tcp_half_open: hi(t01),
+            tcp_closing: lo(t23),
+            udp: hi(t23),
+            udp_stream: lo(t45),
+            icmp: hi(t45),
+            other: lo(t6),
+            _pad: 0,
+        },
+        freed: 0,
+    };
+    // SAFETY: the map and the callback are this object's; the context lives for the call.
+    unsafe {
+        bpf_for_each_map_elem(
+            core::ptr::addr_of!(SG_CT).cast_mut().cast(),
+            reap_expired as *mut c_void,
+            core::ptr::addr_of_mut!(r).cast(),
+            0,
+        );
+    }
+    r.freed
 }
 
 /// Deletes a flow the datapath ends; with flow logs on, its `EV_END` tells the daemon.
@@ -354,6 +456,19 @@ fn revalidate(key: &CtKey, e: &CtEntry, recheck: &impl Recheck) -> Result<Option
         _ => 0,
     };
     recheck.allows(origin, key.family, key.proto, &addr_words(peer), low16)
+}
+
+/// The packet's TCP segment as conntrack reads it.
+#[inline(always)]
+fn tcp_seg(pkt: &PacketSummary) -> TcpSeg {
+    TcpSeg {
+        flags: pkt.tcp_flags,
+        seq: pkt.tcp_seq,
+        ack: pkt.tcp_ack,
+        win: pkt.tcp_win,
+        len: pkt.tcp_len,
+        wscale: pkt.tcp_wscale,
+    }
 }
 
 /// Does this allowed packet start a flow (and get tracked)?
@@ -390,7 +505,7 @@ pub fn create(
         return v;
     }
     let now = now_ns();
-    let entry = CtEntry {
+    let mut entry = CtEntry {
         created_ns: now,
         last_seen_ns: now,
         packets: [1, 0],
@@ -402,8 +517,16 @@ pub fn create(
         origin: dir as u8,
         initiator_lo: u8::from(src_lo),
         flags: 0,
-        _pad: [0; 4],
+        seq_end: [0; 2],
+        max_win: [0; 2],
+        wscale: [WSCALE_NONE; 2],
+        seq_flags: 0,
+        _pad: 0,
     };
+    if pkt.proto == IPPROTO_TCP {
+        // The initiator's SYN: its sequence space and window scale.
+        tcp_seq_learn(&mut entry, 0, &tcp_seg(pkt));
+    }
     match SG_CT_NEW.insert(key, entry, u64::from(BPF_NOEXIST)) {
         Ok(()) => {
             // After the insert, never before: a bank rebuild that zeroes this byte in between

@@ -13,6 +13,8 @@ use sg_common::{
     clock::ClockCache,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey},
     flowlog::{FlowLogConfig, FlowLogStats, RateKey},
+    layout::InstanceMeta,
+    local::LocalAddr,
     maps as reg,
     policy::{PortSetRef, PrefixNode, PrefixRoot, PrefixTip, Segment},
 };
@@ -21,6 +23,10 @@ use sg_common::{
 #[map]
 pub static SG_CONFIG: Array<IfaceConfig> =
     Array::with_max_entries(reg::CONFIG.max_entries, reg::CONFIG.flags);
+
+/// [`reg::META`]: the instance's layout number and build (userspace only).
+#[map]
+pub static SG_META: Array<InstanceMeta> = Array::with_max_entries(reg::META.max_entries, reg::META.flags);
 
 /// [`reg::COUNTERS`]: packets and bytes per (direction, reason), per CPU.
 #[map]
@@ -89,6 +95,11 @@ pub static SG_CT_SEEN: Array<u64> = Array::with_max_entries(reg::CT_SEEN.max_ent
 #[map]
 pub static SG_FRAGS: LruHashMap<FragKey, FragEntry> =
     LruHashMap::with_max_entries(reg::FRAGS.max_entries, reg::FRAGS.flags);
+
+/// [`reg::LOCAL`]: the interface's own addresses.
+#[map]
+pub static SG_LOCAL: HashMap<LocalAddr, u8> =
+    HashMap::with_max_entries(reg::LOCAL.max_entries, reg::LOCAL.flags);
 
 /// [`reg::FLOW_EVENTS`]: flow-log events for the daemon.
 #[map]

@@ -6,7 +6,10 @@
 //! `MAX_IPV6_EXT` extension headers), then TCP/UDP ports or ICMP type/code. Anything it cannot
 //! read is an error reason: the caller drops the packet.
 
-use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -16,11 +19,12 @@ use network_types::{
 };
 use sg_common::{
     IfaceConfig, PacketSummary, Reason,
+    conntrack::{TCP_SYN, WSCALE_NONE, wscale_option},
     packet::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_AH,
-        IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH,
-        IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, MAX_IPV6_EXT, MAX_VLAN_TAGS, PKT_FRAGMENT, PKT_HAS_L4,
-        PKT_ICMP_ERROR, PKT_LATER_FRAGMENT,
+        IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING,
+        IPPROTO_TCP, IPPROTO_UDP, MAX_IPV6_EXT, MAX_VLAN_TAGS, PKT_FRAGMENT, PKT_HAS_L4, PKT_ICMP_ERROR,
+        PKT_LATER_FRAGMENT,
     },
 };
 
@@ -38,6 +42,10 @@ pub trait Packet {
     fn end(&self) -> usize;
     /// Length of the whole packet (for TC, including any non-linear part).
     fn len(&self) -> usize;
+    /// Copies `len` bytes (1..=40) at `off` into `buf` through the kernel's bounded copy
+    /// helper (`bpf_xdp_load_bytes`, `bpf_skb_load_bytes`); false when they are not all in
+    /// the packet. For the one variable-length read: a SYN's TCP options.
+    fn copy_options(&self, off: usize, buf: &mut [u8; 40], len: u32) -> bool;
 }
 
 impl Packet for XdpContext {
@@ -57,6 +65,11 @@ impl Packet for XdpContext {
         let end = unsafe { core::ptr::read_volatile(&raw const (*self.ctx).data_end) };
         (end as usize).wrapping_sub(self.data())
     }
+    #[inline(always)]
+    fn copy_options(&self, off: usize, buf: &mut [u8; 40], len: u32) -> bool {
+        // SAFETY: the helper writes at most `len` (<= 40) bytes into `buf`.
+        unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, buf.as_mut_ptr().cast(), len) == 0 }
+    }
 }
 
 impl Packet for TcContext {
@@ -71,6 +84,11 @@ impl Packet for TcContext {
     #[inline(always)]
     fn len(&self) -> usize {
         TcContext::len(self) as usize
+    }
+    #[inline(always)]
+    fn copy_options(&self, off: usize, buf: &mut [u8; 40], len: u32) -> bool {
+        // SAFETY: the helper writes at most `len` (<= 40) bytes into `buf`.
+        unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), off as u32, buf.as_mut_ptr().cast(), len) == 0 }
     }
 }
 
@@ -140,9 +158,9 @@ pub fn parse_packet<'a>(pkt: &impl Packet) -> Result<Option<&'a PacketSummary>, 
     if parse(pkt, s)? { Ok(Some(s)) } else { Ok(None) }
 }
 
-/// Zeroes what the parser fills: words 0..7 (header fields and addresses) and 9..14 (the
-/// quoted packet of ICMP errors); `seq`, `reason` and `rule` (words 7..9) are written when a
-/// summary is recorded. One word store each: LLVM turns `*s = PacketSummary::default()`, and
+/// Zeroes what the parser fills: words 0..7 (header fields and addresses) and 9..16 (the
+/// quoted packet of ICMP errors, the TCP sequence fields); `seq`, `reason` and `rule` (words
+/// 7..9) are written when a summary is recorded. One word store each: LLVM turns `*s = PacketSummary::default()`, and
 /// even plain stores of zeroes, into a call of compiler_builtins' byte-at-a-time `memset`
 /// (112 loop iterations, more than half the cost of a denied packet); volatile stores stay
 /// stores.
@@ -161,9 +179,9 @@ fn put_word(s: &mut PacketSummary, i: usize, w: u64) {
 #[inline(always)]
 fn clear(s: &mut PacketSummary) {
     let p = core::ptr::from_mut(s).cast::<u64>();
-    // PacketSummary is 8-byte aligned and 112 bytes long (asserted in sg-common): words 0..7
-    // and 9..14 lie inside it.
-    for i in (0..7).chain(9..14) {
+    // PacketSummary is 8-byte aligned and 128 bytes long (asserted in sg-common): words 0..7
+    // and 9..16 lie inside it.
+    for i in (0..7).chain(9..16) {
         // SAFETY: as above. Volatile: plain stores are merged back into a memset call.
         unsafe { core::ptr::write_volatile(p.add(i), 0) };
     }
@@ -287,9 +305,12 @@ fn parse_ipv6(pkt: &impl Packet, off: usize, s: &mut PacketSummary) -> Result<()
     let (mut routing, mut fragment, mut dstopts) = (0u8, 0u8, 0u8);
     let mut later = false;
     let mut ext_count = 0u8;
+    // The headers Linux walks as extension headers (`ipv6_ext_hdr`): hop-by-hop, routing,
+    // fragment, AH, destination options. Everything else (ESP, the Mobility Header, HIP,
+    // Shim6, ...) is the upper-layer protocol, judged as itself, as the host delivers it.
     for _ in 0..MAX_IPV6_EXT {
         let len = match next {
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 match next {
                     IPPROTO_HOPOPTS if ext_count != 0 => return Err(Reason::Ipv6ExtBadOrder),
                     IPPROTO_ROUTING => routing += 1,
@@ -344,10 +365,7 @@ fn parse_ipv6(pkt: &impl Packet, off: usize, s: &mut PacketSummary) -> Result<()
         }
     }
     if !later
-        && matches!(
-            next,
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH | IPPROTO_AH | IPPROTO_FRAGMENT
-        )
+        && matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT)
     {
         return Err(Reason::Ipv6ExtTooLong);
     }
@@ -413,6 +431,16 @@ fn parse_l4(pkt: &impl Packet, off: usize, end: usize, s: &mut PacketSummary) ->
             // Byte 13 of the TCP header: CWR ECE URG ACK PSH RST SYN FIN.
             let flags: [u8; 14] = load(pkt, off, Reason::L4Truncated)?;
             s.tcp_flags = flags[13];
+            s.tcp_seq = u32::from_be_bytes(tcp.seq);
+            s.tcp_ack = u32::from_be_bytes(tcp.ack_seq);
+            s.tcp_win = u16::from_be_bytes(tcp.window);
+            // A fragment's payload runs on in the next fragments: no sequence space end.
+            s.tcp_len = if s.flags & PKT_FRAGMENT != 0 { 0 } else { (end - off - doff) as u16 };
+            s.tcp_wscale = if s.tcp_flags & TCP_SYN != 0 {
+                wscale(pkt, off + TcpHdr::LEN, doff - TcpHdr::LEN)
+            } else {
+                WSCALE_NONE
+            };
         }
         IPPROTO_UDP => {
             if off + UdpHdr::LEN > end {
@@ -455,11 +483,52 @@ fn parse_l4(pkt: &impl Packet, off: usize, end: usize, s: &mut PacketSummary) ->
     Ok(())
 }
 
+/// Bytes of TCP options at most (a data offset of 15 words).
+const MAX_TCP_OPTIONS: usize = 40;
+
+/// The window scale option of a SYN whose options are the `len` bytes at `off`
+/// (`WSCALE_NONE` without one). The options are copied once (the kernel's bounded copy) and
+/// walked by [`sg_tcp_wscale`], which the verifier checks once on its own: walked inline,
+/// the loop multiplied the egress program's paths past the verifier's limit.
+#[inline(always)]
+fn wscale(pkt: &impl Packet, off: usize, len: usize) -> u8 {
+    if len == 0 || len > MAX_TCP_OPTIONS {
+        return WSCALE_NONE;
+    }
+    let mut buf = [0u8; MAX_TCP_OPTIONS];
+    if !pkt.copy_options(off, &mut buf, len as u32) {
+        return WSCALE_NONE;
+    }
+    let w = |i: usize| {
+        u64::from_le_bytes([
+            buf[i],
+            buf[i + 1],
+            buf[i + 2],
+            buf[i + 3],
+            buf[i + 4],
+            buf[i + 5],
+            buf[i + 6],
+            buf[i + 7],
+        ])
+    };
+    sg_tcp_wscale(w(0), w(8), w(16), w(24), w(32)) as u8
+}
+
+/// `sg_common::conntrack::wscale_option` as a global function: the verifier checks the walk
+/// once on its own.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn sg_tcp_wscale(w0: u64, w1: u64, w2: u64, w3: u64, w4: u64) -> u64 {
+    u64::from(wscale_option(w0, w1, w2, w3, w4))
+}
+
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMPV6_DEST_UNREACH: u8 = 1;
 const ICMPV6_PKT_TOOBIG: u8 = 2;
 const ICMPV6_TIME_EXCEEDED: u8 = 3;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
 
 /// The packet quoted by an ICMP error at `off` (its IP header and the first 8 bytes of its
 /// transport header, RFC 792 / RFC 4443). A quote too short for the addresses and ports is
@@ -503,7 +572,12 @@ fn parse_quoted(pkt: &impl Packet, off: usize, end: usize, s: &mut PacketSummary
                 return Err(Reason::IcmpQuoteTruncated);
             }
             let icmp: IcmpHdr = load(pkt, l4, Reason::IcmpQuoteTruncated)?;
-            // Tracked ICMP flows are echo exchanges, keyed by the identifier on both sides.
+            // Tracked ICMP flows are echo exchanges, keyed by the identifier on both sides; an
+            // error about anything else of ICMP (an error about an error above all, RFC 1122
+            // 3.2.2) is not related to a flow: judged as a plain ICMP packet.
+            if !matches!(icmp.icmp_type, ICMP_ECHO_REQUEST | ICMPV6_ECHO_REQUEST) {
+                return Ok(());
+            }
             let id = u16::from_be_bytes(icmp.id);
             s.inner_sport = id;
             s.inner_dport = id;

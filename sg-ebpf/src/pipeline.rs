@@ -6,7 +6,10 @@
 //! 3. at ingress, the network ACL (`policy::acl`), when the interface has one: stateless, every
 //!    packet, replies of tracked flows included (see `decide_stateful` for where it is asked);
 //! 4. RELATED: an ICMP error quoting a tracked flow;
-//! 5. the tracked flow (conntrack), which decides every packet of a flow it holds;
+//! 5. the tracked flow (conntrack), which decides every packet of a flow it holds (a TCP RST
+//!    or FIN outside the flow's sequence space is dropped, `tcp_seq_invalid`);
+//!    at ingress, a packet of no tracked flow whose source is one of the interface's own
+//!    addresses is dropped (`src_is_local`; ICMP errors before RELATED already);
 //! 6. TCP flag combinations no connection sends;
 //! 7. the policy: the interface's posture, or its security groups (`policy::lookup`);
 //! 8. at egress, the network ACL, for a packet steps 4-7 pass (before a new flow is tracked);
@@ -24,9 +27,10 @@ use sg_common::{
         CONFIG_NO_IMPLICIT_NDP, CONFIG_RECORD_PARSE, POLICY_GROUPS, POLICY_POSTURE,
     },
     conntrack::{acl_cache, acl_cached, tcp_flags_abusive},
+    local::LocalAddr,
     packet::{
         FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_FRAGMENT, PKT_HAS_L4,
-        PKT_LATER_FRAGMENT,
+        PKT_ICMP_ERROR, PKT_LATER_FRAGMENT,
     },
     policy::NO_RULE,
     stage::{STAGE_PARSED, STAGE_POLICY},
@@ -34,7 +38,7 @@ use sg_common::{
 
 use crate::{
     conntrack,
-    maps::SG_ACL_HITS,
+    maps::{SG_ACL_HITS, SG_LOCAL},
     parse::{self, Packet},
     policy::{self, AclHit},
     stage,
@@ -135,11 +139,21 @@ fn decide_stateful(
     acl: &Acl<'_>,
     first: &mut u64,
 ) -> Result<(Verdict, bool), Reason> {
+    let ingress = dir == Direction::Ingress;
+    if ingress && pkt.flags & PKT_ICMP_ERROR != 0 && src_is_local(pkt) {
+        return Ok((Verdict::of(Reason::SrcIsLocal), false));
+    }
     if let Some(v) = conntrack::related(cfg, pkt) {
         return Ok((acl.drop(None)?.unwrap_or(v), false));
     }
     if let Some(v) = conntrack::track(cfg, dir, pkt, bytes, &Policy(cfg), acl)? {
         return Ok((v, false));
+    }
+    // Not a tracked flow's packet. One that arrives with one of the interface's own
+    // addresses as its source is spoofed or looped: it must not start a flow (the host's own
+    // later connection on that tuple would find it) nor reach the policy.
+    if ingress && src_is_local(pkt) {
+        return Ok((Verdict::of(Reason::SrcIsLocal), false));
     }
     if dir == Direction::Ingress
         && let Some(v) = acl.drop(Some(first))?
@@ -166,6 +180,12 @@ fn decide_stateful(
         return Ok((Verdict::of(Reason::TcpNotSyn), false));
     }
     Ok((v, false))
+}
+
+/// Is the packet's source one of the interface's own addresses (`SG_LOCAL`)?
+#[inline(always)]
+fn src_is_local(pkt: &PacketSummary) -> bool {
+    SG_LOCAL.get_ptr(LocalAddr { addr: pkt.src, family: pkt.family, _pad: [0; 3] }).is_some()
 }
 
 /// The interface's network ACL, for one packet.

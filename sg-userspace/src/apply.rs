@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::{
+    adopt::{self, AdoptReport},
     error::{Error, Result},
     failpoint,
     generation::{self, Flip},
@@ -57,6 +58,8 @@ pub struct ApplyReport {
     pub detached: Vec<String>,
     /// Problems detaching dropped interfaces (the new policy is applied regardless).
     pub warnings: Vec<String>,
+    /// Interfaces this apply attached, with the existing connections each adopted.
+    pub adopted: BTreeMap<String, AdoptReport>,
 }
 
 /// Identities of the rules of `iface` under `rs` (rule id order), for carrying hit counts over.
@@ -137,12 +140,13 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
         interfaces: plans.iter().map(|p| p.iface.clone()).collect(),
         detached: Vec::new(),
         warnings: Vec::new(),
+        adopted: BTreeMap::new(),
     };
     if opts.dry_run {
         return Ok(report);
     }
-    let mut newly: Vec<String> = Vec::new();
-    let mut staged = match stage(&plans, seq, opts, &mut newly) {
+    let mut newly: Vec<(String, AdoptReport)> = Vec::new();
+    let mut staged = match stage(rs, &plans, seq, opts, &mut newly) {
         Ok(s) => s,
         Err(e) => {
             detach_all(&newly);
@@ -166,6 +170,7 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
         return Err(e);
     }
     report.applied = true;
+    report.adopted = newly.into_iter().collect();
     // The old generations are no longer read: their counts are final. Carry them over.
     for s in &staged {
         let iface = &s.attached.iface;
@@ -186,18 +191,34 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
     Ok(report)
 }
 
-/// Phase one: write inactive generations, attach new interfaces (recorded in `newly`).
-fn stage(plans: &[IfacePlan], seq: u64, opts: ApplyOptions, newly: &mut Vec<String>) -> Result<Vec<Staged>> {
+/// Phase one: write inactive generations, attach new interfaces (recorded in `newly`, with
+/// the connections each adopted: see `adopt`).
+fn stage(
+    rs: &RuleSet,
+    plans: &[IfacePlan],
+    seq: u64,
+    opts: ApplyOptions,
+    newly: &mut Vec<(String, AdoptReport)>,
+) -> Result<Vec<Staged>> {
     let mut staged = Vec::new();
     for plan in plans {
-        match loader::open_attached(&plan.iface)? {
+        // An instance of an older datapath is upgraded first (without a gap), not replaced.
+        match loader::open_attached_for_write(&plan.iface)? {
             Some(mut attached) => {
+                crate::iface::refresh_local(&plan.iface, &mut attached.maps)?;
                 let flip = generation::stage(&mut attached.maps, plan, seq, opts.revoke)?;
                 staged.push(Staged { attached, flip });
             }
             None => {
-                loader::attach_with_policy(&plan.iface, opts.mode.unwrap_or(ModeRequest::Auto), plan, seq)?;
-                newly.push(plan.iface.clone());
+                let decide = adopt::by_rules(rs, &plan.iface);
+                let r = loader::attach_with_policy(
+                    &plan.iface,
+                    opts.mode.unwrap_or(ModeRequest::Auto),
+                    plan,
+                    seq,
+                    &decide,
+                )?;
+                newly.push((plan.iface.clone(), r.adopted.unwrap_or_default()));
             }
         }
     }
@@ -230,8 +251,8 @@ fn flip_all(staged: &mut [Staged]) -> Result<()> {
 }
 
 /// Detaches the interfaces an apply attached before it failed.
-fn detach_all(newly: &[String]) {
-    for iface in newly {
+fn detach_all(newly: &[(String, AdoptReport)]) {
+    for (iface, _) in newly {
         if let Err(e) = loader::detach(iface) {
             log::error!("rollback: detaching {iface}: {e}");
         }

@@ -111,6 +111,31 @@ pub enum Error {
 
     #[error("failpoint {site}: injected failure")]
     Injected { site: String },
+
+    #[error(
+        "{iface} runs an older datapath (map layout {layout}, sgctl {build}); this sgctl uses layout {}: run `sgctl upgrade {iface}`",
+        sg_common::layout::LAYOUT
+    )]
+    LayoutOlder { iface: String, layout: u32, build: String },
+
+    #[error(
+        "{iface} was attached by a newer sgctl ({build}, map layout {layout}); this sgctl (layout {}) cannot read its maps: use that build or a newer one (nothing was changed)",
+        sg_common::layout::LAYOUT
+    )]
+    LayoutNewer { iface: String, layout: u32, build: String },
+
+    #[error(
+        "{iface}: pinned maps of an unknown layout ({detail}); nothing was changed: detach it with the sgctl that attached it"
+    )]
+    LayoutUnknown { iface: String, detail: String },
+
+    #[error(
+        "{iface}: pinned map {map} is not what map layout {layout} says ({detail}); refusing to reuse it (nothing was changed)"
+    )]
+    LayoutMismatch { iface: String, layout: u32, map: String, detail: String },
+
+    #[error("{iface}: cannot upgrade: {detail}")]
+    Upgrade { iface: String, detail: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

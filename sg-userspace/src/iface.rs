@@ -4,7 +4,7 @@
 //! /sys/class/net: a process that entered a namespace with setns still sees the sysfs of the
 //! namespace that mounted it.
 
-use std::{ffi::CString, process::Command};
+use std::{ffi::CString, net::IpAddr, process::Command};
 
 use crate::error::{Error, Result};
 
@@ -106,4 +106,31 @@ pub fn xdp_holder(name: &str) -> Option<String> {
         .and_then(|p| p.name_as_str().map(str::to_string))
         .unwrap_or_else(|| "?".to_string());
     Some(format!("program {id} `{prog_name}` ({mode} mode)"))
+}
+
+/// The addresses of `iface` in the current network namespace.
+pub fn addrs(iface: &str) -> Result<Vec<IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(std::io::Error::from)
+        .map_err(|source| Error::Io { what: "getifaddrs".into(), source })?;
+    Ok(addrs
+        .filter(|a| a.interface_name == iface)
+        .filter_map(|a| {
+            let s = a.address?;
+            s.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect())
+}
+
+/// Makes the instance's `SG_LOCAL` the interface's addresses as the kernel has them now (the
+/// datapath drops packets that arrive with one as their source); returns how many entries
+/// changed.
+pub fn refresh_local(iface: &str, maps: &mut crate::maps::InstanceMaps) -> Result<usize> {
+    let n = maps.set_local_addrs(&addrs(iface)?)?;
+    if n > 0 {
+        log::debug!("{iface}: own addresses updated ({n} changes)");
+    }
+    Ok(n)
 }

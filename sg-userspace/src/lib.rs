@@ -5,7 +5,8 @@
 //!   to each interface's plan; the reference model, diff, audit, exports, edits.
 //! - `generation`: the one generation flip that turns a plan into an instance's policy;
 //!   `apply`: the live, all-or-nothing apply across interfaces (CLI, daemon).
-//! - `loader/`: load, attach, detach, private instances; `maps`: typed handles on every map
+//! - `loader/`: load, attach, detach, upgrade (with the layout of every map checked), private
+//!   instances; `adopt`: the connections a host has when sgctl is enabled; `maps`: typed handles on every map
 //!   of the registry (`sg_common::maps`); `pins`, `state`, `iface`: where things live.
 //! - Operator features: `daemon/`, `fleet/` (the policy in etcd: schema, store, the daemon's
 //!   agent), `flowlog/`, `metrics`, `replay`, `conntrack`, `status`,
@@ -13,6 +14,7 @@
 //! - `cli/`: one module per subcommand, argument parsing and printing only.
 //! - `error` (thiserror enums; anyhow only at the binary edge), `failpoint` (a test hook).
 
+pub mod adopt;
 pub mod apply;
 pub mod cli;
 pub mod conntrack;

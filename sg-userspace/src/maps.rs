@@ -13,6 +13,8 @@ use sg_common::{
     clock::ClockCache,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey, SEEN_BANKS, SEEN_WORDS, key_seen_slot, seen_offset},
     flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey},
+    layout::InstanceMeta,
+    local::LocalAddr,
     maps::{self as reg, F_MMAPABLE, F_NO_COMMON_LRU, F_NO_PREALLOC, MapKind, MapSpec, Owner},
     policy::{
         LAYERS, PortSetRef, PrefixNode, PrefixRoot, PrefixTip, SEGMENTS_PER_GEN, Segment, acl_slot,
@@ -36,6 +38,7 @@ pub fn owned() -> impl Iterator<Item = &'static MapSpec> {
 /// registry that sgctl owns.
 pub struct InstanceMaps {
     config: Array<MapData, IfaceConfig>,
+    meta: Array<MapData, InstanceMeta>,
     counters: PerCpuArray<MapData, Counter>,
     /// Held so that every map of the instance is open; the datapath's scratch space.
     _scratch: PerCpuArray<MapData, PacketSummary>,
@@ -51,6 +54,7 @@ pub struct InstanceMaps {
     ct_new: HashMap<MapData, CtKey, CtEntry>,
     seen: SeenMap,
     frags: HashMap<MapData, FragKey, FragEntry>,
+    local: HashMap<MapData, LocalAddr, u8>,
     flow_events: RingBuf<MapData>,
     flow_cfg: Array<MapData, FlowLogConfig>,
     /// Held so that every map of the instance is open; the datapath's per-source limits.
@@ -201,8 +205,13 @@ impl InstanceMaps {
         Self::open_with(|spec| ebpf.take_map(spec.name).ok_or(Error::MissingInObject(spec.name)))
     }
 
-    /// Opens the maps pinned in an instance directory.
+    /// Opens the maps pinned in an instance directory, after checking that they are of this
+    /// build's layout, map by map against the kernel's description of each
+    /// (`loader::layout::require_current`: aya would reuse a pin of another layout silently).
     pub fn from_pins(dir: &Path) -> Result<Self> {
+        let iface =
+            dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        crate::loader::layout::require_current(dir, &iface)?;
         Self::open_with(|spec| open_pinned(dir, spec.name))
     }
 
@@ -215,6 +224,7 @@ impl InstanceMaps {
         };
         Ok(Self {
             config: maps.take(&reg::CONFIG)?,
+            meta: maps.take(&reg::META)?,
             counters: maps.take(&reg::COUNTERS)?,
             _scratch: maps.take(&reg::SCRATCH)?,
             last_parse: maps.take(&reg::LAST_PARSE)?,
@@ -230,6 +240,7 @@ impl InstanceMaps {
             ct_new: maps.take(&reg::CT_NEW)?,
             seen,
             frags: maps.take(&reg::FRAGS)?,
+            local: maps.take(&reg::LOCAL)?,
             flow_events: maps.take(&reg::FLOW_EVENTS)?,
             flow_cfg: maps.take(&reg::FLOW_CFG)?,
             _flow_rate: maps.take(&reg::FLOW_RATE)?,
@@ -240,6 +251,56 @@ impl InstanceMaps {
 
     pub fn config(&self) -> Result<IfaceConfig> {
         self.config.get(&0, 0).context(|| format!("reading {}", reg::CONFIG.name))
+    }
+
+    /// What the instance says about itself (`SG_META`).
+    pub fn meta(&self) -> Result<InstanceMeta> {
+        self.meta.get(&0, 0).context(|| format!("reading {}", reg::META.name))
+    }
+
+    /// Makes `SG_LOCAL` hold exactly `addrs` (the interface's own addresses); returns how many
+    /// entries changed. New ones are inserted before stale ones go.
+    pub fn set_local_addrs(&mut self, addrs: &[std::net::IpAddr]) -> Result<usize> {
+        let want: Vec<LocalAddr> = addrs.iter().map(|a| local_addr(*a)).collect();
+        let have: Vec<LocalAddr> = self.local.keys().filter_map(std::result::Result::ok).collect();
+        let mut changed = 0;
+        for k in want.iter().filter(|k| !have.contains(k)).take(reg::LOCAL.max_entries as usize) {
+            self.local.insert(k, 1, 0).context(|| format!("writing {}", reg::LOCAL.name))?;
+            changed += 1;
+        }
+        for k in have.iter().filter(|k| !want.contains(k)) {
+            match self.local.remove(k) {
+                Ok(()) | Err(MapError::KeyNotFound) => changed += 1,
+                Err(e) => return Err(e).context(|| format!("writing {}", reg::LOCAL.name)),
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The addresses in `SG_LOCAL`.
+    pub fn local_addrs(&self) -> Vec<std::net::IpAddr> {
+        self.local
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .map(|k| {
+                if k.family == sg_common::packet::FAMILY_IPV4 {
+                    std::net::IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
+                } else {
+                    std::net::IpAddr::from(k.addr)
+                }
+            })
+            .collect()
+    }
+
+    /// Ids of the maps no program uses (userspace keeps them with the instance): `SG_META`.
+    pub fn unused_map_ids(&self) -> Result<Vec<u32>> {
+        use aya::maps::IterableMap as _;
+        let info = self.meta.map().info().context(|| format!("reading {}'s info", reg::META.name))?;
+        Ok(vec![info.id()])
+    }
+
+    pub fn set_meta(&mut self, meta: &InstanceMeta) -> Result<()> {
+        self.meta.set(0, meta, 0).context(|| format!("writing {}", reg::META.name))
     }
 
     /// Replaces the config entry in one map update (the datapath sees old or new, never a mix).
@@ -484,6 +545,28 @@ impl InstanceMaps {
         Ok(())
     }
 
+    /// Enters a flow unless its key is in `t` already (`BPF_NOEXIST`: an entry the datapath
+    /// made meanwhile stays); `false` when it was there.
+    pub fn ct_insert_new(&mut self, t: CtTable, key: &CtKey, e: &CtEntry) -> Result<bool> {
+        const BPF_NOEXIST: u64 = 1;
+        let map = match t {
+            CtTable::Established => &mut self.ct,
+            CtTable::New => &mut self.ct_new,
+        };
+        match map.insert(key, e, BPF_NOEXIST) {
+            Ok(()) => {}
+            Err(MapError::SyscallError(s)) if s.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e).context(|| "writing a conntrack entry".to_string()),
+        }
+        let slot = key_seen_slot(key);
+        for bank in 0..SEEN_BANKS {
+            self.seen.mark(bank, slot);
+        }
+        Ok(true)
+    }
+
     /// Is `key`'s flow marked in the presence filter (either bank)?
     pub fn seen_marked(&self, key: &CtKey) -> bool {
         let slot = key_seen_slot(key);
@@ -528,6 +611,22 @@ impl InstanceMaps {
         use aya::maps::IterableMap as _;
         self.ct_map(t).map().info().map_or(0, |i| i.max_entries())
     }
+}
+
+/// `SG_LOCAL`'s key of an address.
+fn local_addr(a: std::net::IpAddr) -> LocalAddr {
+    let mut k = LocalAddr::default();
+    match a {
+        std::net::IpAddr::V4(v4) => {
+            k.addr[..4].copy_from_slice(&v4.octets());
+            k.family = sg_common::packet::FAMILY_IPV4;
+        }
+        std::net::IpAddr::V6(v6) => {
+            k.addr = v6.octets();
+            k.family = sg_common::packet::FAMILY_IPV6;
+        }
+    }
+    k
 }
 
 /// Now, on the datapath's conntrack clock (CLOCK_MONOTONIC_COARSE), in ns.

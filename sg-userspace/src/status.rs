@@ -6,13 +6,19 @@ use serde::Serialize;
 use sg_common::{
     Direction, Posture, Reason,
     config::{CONFIG_MONITOR, POLICY_GROUPS},
+    conntrack::{CT_F_ADOPTED, CT_F_MIGRATED},
+    layout::{InstanceMeta, LAYOUT},
     maps::{PROG_EGRESS, PROG_INGRESS},
 };
 
 use crate::{
     error::Result,
     iface,
-    loader::{open_pinned, pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name},
+    loader::{
+        self,
+        layout::{self, Found},
+        open_pinned, pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name,
+    },
     maps::{CtTable, ReasonCount},
     pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
 };
@@ -44,8 +50,29 @@ pub struct IfaceStatus {
     pub egress_prog_id: Option<u32>,
     pub xdp_link_id: Option<u32>,
     pub tc_link_id: Option<u32>,
+    /// The instance's datapath: its map layout and the build of its programs.
+    pub datapath: DatapathStatus,
     pub conntrack: CtTotals,
     pub counters: Vec<ReasonCount>,
+}
+
+/// Which datapath an instance runs, against this sgctl's.
+#[derive(Debug, Serialize)]
+pub struct DatapathStatus {
+    /// Map layout (`sg_common::layout`).
+    pub layout: u32,
+    /// The build of the running programs ("0.1.0 (git ...)").
+    pub build: String,
+    /// `current` (this sgctl's datapath), `differs` (same layout, other programs: `sgctl
+    /// upgrade` replaces them), `older` (an older layout: `sgctl upgrade`), `newer` (a newer
+    /// sgctl's: this one cannot read it), `unknown`.
+    pub state: &'static str,
+    /// One line for an operator, when not `current`.
+    pub note: Option<String>,
+    /// Upgrades done on the instance since its attach.
+    pub upgrades: u32,
+    /// Unix seconds of the last upgrade (0: none).
+    pub upgraded_at: u64,
 }
 
 /// Conntrack occupancy of an interface.
@@ -59,6 +86,10 @@ pub struct CtTotals {
     pub new_capacity: u32,
     /// Packets dropped because a flow could not be tracked (both directions).
     pub ct_full_drops: u64,
+    /// Flows taken over from the socket table when sgctl was enabled (`adopt`), still tracked.
+    pub adopted: usize,
+    /// Flows carried over from an older datapath's tables by an upgrade, still tracked.
+    pub migrated: usize,
 }
 
 /// Collects the status of every interface attached in the current network namespace (an
@@ -70,7 +101,17 @@ pub fn collect() -> Result<Status> {
     let mut interfaces = Vec::new();
     for name in pins::attached_ifaces()? {
         let d = dir.join(&name);
+        if !d.join(PIN_LINK_XDP).exists() {
+            continue;
+        }
+        // Another layout's maps cannot be read: what it is, and what to do.
+        let found = layout::inspect(&d)?;
+        if !matches!(found, Found::Current(_)) {
+            interfaces.push(IfaceStatus::other_layout(name, &found));
+            continue;
+        }
         let Some(maps) = open_pinned(&d)? else { continue };
+        let meta = maps.meta()?;
         let cfg = maps.config()?;
         let live = iface::ifindex(&name).ok() == Some(cfg.ifindex);
         interfaces.push(IfaceStatus {
@@ -88,9 +129,11 @@ pub fn collect() -> Result<Status> {
             egress_prog_id: pinned_prog_id(&d.join(PROG_EGRESS)).ok(),
             xdp_link_id: pinned_link_id(&d.join(PIN_LINK_XDP)).ok(),
             tc_link_id: pinned_link_id(&d.join(PIN_LINK_TC)).ok(),
+            datapath: DatapathStatus::of(&meta),
             conntrack: {
                 let entries = maps.ct_entries()?;
                 let est = entries.iter().filter(|(t, _, _)| *t == CtTable::Established).count();
+                let flagged = |f: u8| entries.iter().filter(|(_, _, e)| e.flags & f != 0).count();
                 CtTotals {
                     established: est,
                     established_capacity: maps.ct_capacity(CtTable::Established),
@@ -100,6 +143,8 @@ pub fn collect() -> Result<Status> {
                         .iter()
                         .map(|d| maps.counter(*d, Reason::CtFull).map_or(0, |c| c.packets))
                         .sum(),
+                    adopted: flagged(CT_F_ADOPTED),
+                    migrated: flagged(CT_F_MIGRATED),
                 }
             },
             counters: maps.counters()?,
@@ -107,4 +152,90 @@ pub fn collect() -> Result<Status> {
         });
     }
     Ok(Status { netns_cookie: pins::current_netns_cookie()?, interfaces })
+}
+
+impl DatapathStatus {
+    /// The datapath of an instance of this build's layout.
+    fn of(meta: &InstanceMeta) -> Self {
+        let current = meta.datapath == loader::datapath_hash();
+        DatapathStatus {
+            layout: meta.layout,
+            build: meta.build_str().to_string(),
+            state: if current { "current" } else { "differs" },
+            note: (!current).then(|| {
+                format!(
+                    "runs the datapath of sgctl {}, not this sgctl's ({}): `sgctl upgrade` replaces it without a gap",
+                    meta.build_str(),
+                    loader::BUILD
+                )
+            }),
+            upgrades: meta.upgrades,
+            upgraded_at: meta.upgraded_at,
+        }
+    }
+}
+
+impl IfaceStatus {
+    /// An instance whose maps this build cannot read: its layout and what to do.
+    fn other_layout(iface: String, found: &Found) -> Self {
+        let (state, layout, meta, note) = match found {
+            Found::Older { layout, meta } => (
+                "older",
+                *layout,
+                *meta,
+                format!(
+                    "runs an older datapath (map layout {layout}, this sgctl uses {LAYOUT}): `sgctl upgrade {iface}` \
+                     replaces it without a gap and keeps its flows"
+                ),
+            ),
+            Found::Newer(m) => (
+                "newer",
+                m.layout,
+                Some(*m),
+                format!(
+                    "was attached by a newer sgctl ({}, map layout {}): use that build; this one cannot read its maps",
+                    m.build_str(),
+                    m.layout
+                ),
+            ),
+            Found::Unknown(d) => ("unknown", 0, None, format!("pinned maps of an unknown layout ({d})")),
+            Found::Current(m) => ("current", m.layout, Some(*m), String::new()),
+        };
+        IfaceStatus {
+            state: "attached",
+            ifindex: iface::ifindex(&iface).unwrap_or(0),
+            xdp_mode: "unknown",
+            tc_kind: "unknown",
+            policy: "unknown",
+            policy_seq: 0,
+            ingress: "unknown",
+            egress: "unknown",
+            monitor: false,
+            attached_at: 0,
+            ingress_prog_id: None,
+            egress_prog_id: None,
+            xdp_link_id: None,
+            tc_link_id: None,
+            datapath: DatapathStatus {
+                layout,
+                build: meta
+                    .map_or_else(|| "before layouts were numbered".into(), |m| m.build_str().to_string()),
+                state,
+                note: Some(note),
+                upgrades: meta.map_or(0, |m| m.upgrades),
+                upgraded_at: meta.map_or(0, |m| m.upgraded_at),
+            },
+            conntrack: CtTotals {
+                established: 0,
+                established_capacity: 0,
+                new: 0,
+                new_capacity: 0,
+                ct_full_drops: 0,
+                adopted: 0,
+                migrated: 0,
+            },
+            counters: Vec::new(),
+            iface,
+        }
+    }
 }

@@ -8,6 +8,9 @@
 //! - [`packet`]: a small builder for v4/v6/VLAN/TCP/UDP/ICMP frames, and hostile variants.
 //! - [`verdict`]: verdict tables (description, frame, expected action and reason) run through
 //!   BPF_PROG_TEST_RUN against the real programs and maps.
+//! - [`probes`]: live TCP and UDP traffic kept running through an event, with what it lost.
+//! - [`old_build`]: the sgctl of an older commit of this repository, built once, for upgrade
+//!   tests.
 //! - [`require_bpf`]: privileged tests call it first; with `CI=true` a test that cannot run
 //!   fails instead of skipping.
 
@@ -17,8 +20,10 @@ pub mod etcd;
 pub mod fleet;
 pub mod lan;
 pub mod netns;
+pub mod old_build;
 pub mod packet;
 pub mod policy;
+pub mod probes;
 pub mod refparse;
 pub mod verdict;
 

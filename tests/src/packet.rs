@@ -129,6 +129,12 @@ pub struct Pkt {
     pub payload: Vec<u8>,
     /// IPv4 TTL / IPv6 hop limit.
     pub ttl: u8,
+    /// TCP sequence and acknowledgment numbers (default 1000, and 2000 with ACK), window.
+    pub tcp_seq: u32,
+    pub tcp_ack: Option<u32>,
+    pub tcp_window: u16,
+    /// TCP options (padded to a multiple of 4 with EOL; they set the data offset).
+    pub tcp_options: Vec<u8>,
 }
 
 impl Pkt {
@@ -144,7 +150,39 @@ impl Pkt {
             l4,
             payload: Vec::new(),
             ttl: 64,
+            tcp_seq: 1000,
+            tcp_ack: None,
+            tcp_window: 64240,
+            tcp_options: Vec::new(),
         }
+    }
+
+    /// TCP sequence number.
+    pub fn seq(mut self, seq: u32) -> Self {
+        self.tcp_seq = seq;
+        self
+    }
+
+    /// TCP acknowledgment number.
+    pub fn ack(mut self, ack: u32) -> Self {
+        self.tcp_ack = Some(ack);
+        self
+    }
+
+    /// TCP window (as sent).
+    pub fn window(mut self, w: u16) -> Self {
+        self.tcp_window = w;
+        self
+    }
+
+    /// TCP options: `[2, 4, 5, 180, 1, 3, 3, 7]` is MSS 1460, NOP, window scale 7.
+    pub fn tcp_options(mut self, opts: &[u8]) -> Self {
+        self.tcp_options = opts.to_vec();
+        while !self.tcp_options.len().is_multiple_of(4) {
+            self.tcp_options.push(0);
+        }
+        let words = 5 + (self.tcp_options.len() / 4) as u8;
+        self.tcp_doff(words)
     }
 
     /// A TCP segment with the ACK flag (change with [`Pkt::flags`]).
@@ -247,14 +285,16 @@ impl Pkt {
             L4::Tcp { sport, dport, flags, doff_words } => {
                 out.extend(sport.to_be_bytes());
                 out.extend(dport.to_be_bytes());
-                out.extend(1000u32.to_be_bytes()); // seq
-                out.extend(if flags & TCP_ACK != 0 { 2000u32 } else { 0 }.to_be_bytes());
+                out.extend(self.tcp_seq.to_be_bytes());
+                let ack = self.tcp_ack.unwrap_or(if flags & TCP_ACK != 0 { 2000 } else { 0 });
+                out.extend(ack.to_be_bytes());
                 out.push(doff_words << 4);
                 out.push(*flags);
-                out.extend(64240u16.to_be_bytes()); // window
+                out.extend(self.tcp_window.to_be_bytes());
                 out.extend([0, 0, 0, 0]); // checksum, urgent
                 let opt_len = usize::from(*doff_words).saturating_sub(5) * 4;
-                out.extend(std::iter::repeat_n(0u8, opt_len));
+                let opts = self.tcp_options.iter().copied().chain(std::iter::repeat(0u8));
+                out.extend(opts.take(opt_len));
             }
             L4::Udp { sport, dport } => {
                 out.extend(sport.to_be_bytes());

@@ -5,6 +5,7 @@
 
 use sg_common::{
     PacketSummary, Reason,
+    conntrack::{WSCALE_NONE, wscale_option},
     packet::{
         FAMILY_IPV4, FAMILY_IPV6, MAX_IPV6_EXT, MAX_VLAN_TAGS, PKT_FRAGMENT, PKT_HAS_L4, PKT_ICMP_ERROR,
         PKT_LATER_FRAGMENT,
@@ -40,6 +41,23 @@ impl Frame<'_> {
         }
         Ok(&self.b[off..off + size])
     }
+}
+
+fn be32(b: &[u8], i: usize) -> u32 {
+    u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// A SYN's window scale option in the `len` option bytes at `off` (the walk itself is
+/// `sg_common::conntrack::wscale_option`, unit-tested there; this checks what is handed to it).
+fn wscale(f: &Frame<'_>, off: usize, len: usize) -> u8 {
+    if len == 0 || len > 40 {
+        return WSCALE_NONE;
+    }
+    let Ok(opts) = f.get(off, len, Reason::L4Truncated) else { return WSCALE_NONE };
+    let mut b = [0u8; 40];
+    b[..len].copy_from_slice(opts);
+    let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    wscale_option(w(0), w(8), w(16), w(24), w(32))
 }
 
 fn be16(b: &[u8], i: usize) -> u16 {
@@ -115,7 +133,8 @@ fn ipv4(f: &Frame<'_>, off: usize, s: &mut PacketSummary) -> Result<(), Reason> 
 }
 
 fn is_ext(h: u8) -> bool {
-    matches!(h, 0 | 43 | 44 | 51 | 60 | 135)
+    // As Linux walks them: the Mobility Header (135) is an upper-layer protocol.
+    matches!(h, 0 | 43 | 44 | 51 | 60)
 }
 
 fn ipv6(f: &Frame<'_>, off: usize, s: &mut PacketSummary) -> Result<(), Reason> {
@@ -221,6 +240,11 @@ fn l4(f: &Frame<'_>, off: usize, end: usize, s: &mut PacketSummary) -> Result<()
             s.sport = be16(t, 0);
             s.dport = be16(t, 2);
             s.tcp_flags = t[13];
+            s.tcp_seq = be32(t, 4);
+            s.tcp_ack = be32(t, 8);
+            s.tcp_win = be16(t, 14);
+            s.tcp_len = if s.flags & PKT_FRAGMENT != 0 { 0 } else { (end - off - doff) as u16 };
+            s.tcp_wscale = if t[13] & 0x02 != 0 { wscale(f, off + 20, doff - 20) } else { WSCALE_NONE };
         }
         17 => {
             if off + 8 > end {
@@ -297,6 +321,10 @@ fn quoted(f: &Frame<'_>, off: usize, end: usize, s: &mut PacketSummary) -> Resul
                 return Err(cut);
             }
             let i = f.get(l4, 8, cut)?;
+            // Only a quoted echo request makes the error a candidate for RELATED.
+            if !matches!(i[0], 8 | 128) {
+                return Ok(());
+            }
             s.inner_sport = be16(i, 4);
             s.inner_dport = s.inner_sport;
         }

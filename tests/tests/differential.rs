@@ -235,9 +235,16 @@ fn want_slot(rs: &sg_userspace::rules::RuleSet, dir: Dir, d: &model::Decision, g
 /// A random probe, biased towards the rule set's own addresses and edge ports.
 fn random_probe(rng: &mut StdRng, dir: Direction) -> Probe {
     let v6 = rng.random_bool(0.5);
-    let peer = if v6 { IpAddr::V6(v6_addr(rng)) } else { IpAddr::V4(v4_addr(rng)) };
     let host =
         if v6 { IpAddr::V6("2001:db8::1".parse().unwrap()) } else { IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)) };
+    // A peer is never the host itself (packets from outside with the host's address are the
+    // spoofed ones, made on purpose by the caller).
+    let peer = loop {
+        let p = if v6 { IpAddr::V6(v6_addr(rng)) } else { IpAddr::V4(v4_addr(rng)) };
+        if p != host {
+            break p;
+        }
+    };
     let (src, dst) = if dir == Direction::Ingress { (peer, host) } else { (host, peer) };
     let proto = match rng.random_range(0..10) {
         0..=3 => 6,
@@ -295,6 +302,14 @@ fn follow_up(
         let want = model::evaluate_tracked(rs, "eth0", mdir_of(other(dir)), &reply, Reason::CtReply);
         check(inst, other(dir), &reply, want, reply_frame(probe), &format!("{what}{n}"));
     }
+    if probe.proto == 6 {
+        // A blind RST from the responder: far outside its sequence space (the SYN-ACK's
+        // sequence number is 1000), whatever the ACL says it changes nothing.
+        let want = model::Decision { reason: Reason::TcpSeqInvalid, rule: None, acl: None };
+        let rst = Pkt::tcp(reply.src, reply.dst, probe.dport, 40000).flags(0x04).seq(0x8000_0000).build();
+        check(inst, other(dir), &reply, want, rst, &format!("{what}blind RST"));
+        return 3;
+    }
     if probe.proto != 17 {
         return 2;
     }
@@ -303,6 +318,31 @@ fn follow_up(
         check(inst, dir, probe, want, frame(probe, true), &format!("{what}{n}"));
     }
     4
+}
+
+/// An ICMP echo request of the probe's family.
+fn is_echo_request(p: &Probe) -> bool {
+    matches!((p.proto, p.src.is_ipv6(), p.icmp_type), (1, false, 8) | (58, true, 128))
+}
+
+/// After an allowed echo request `probe` (a tracked flow): the pinged side's own echo request
+/// with the same identifier (not the flow's: the rules decide it), then its echo reply (the
+/// flow's reply). Returns how many.
+fn echo_follow_up(
+    inst: &mut PrivateInstance,
+    check: &impl Fn(&mut PrivateInstance, Direction, &Probe, model::Decision, Vec<u8>, &str),
+    rs: &sg_userspace::rules::RuleSet,
+    local: &[IpAddr],
+    dir: Direction,
+    probe: &Probe,
+) -> usize {
+    let back = Probe { src: probe.dst, dst: probe.src, ..*probe };
+    let want = model::evaluate_untracked(rs, "eth0", local, mdir_of(other(dir)), &back);
+    check(inst, other(dir), &back, want, frame(&back, true), "the pinged side's own echo request, ");
+    let reply = Probe { icmp_type: if probe.proto == 1 { 0 } else { 129 }, ..back };
+    let want = model::evaluate_tracked(rs, "eth0", mdir_of(other(dir)), &reply, Reason::CtReply);
+    check(inst, other(dir), &reply, want, frame(&reply, true), "echo reply, ");
+    2
 }
 
 fn frame(p: &Probe, syn: bool) -> Vec<u8> {
@@ -336,7 +376,12 @@ fn kernel_verdicts_equal_the_reference_model() {
     println!("differential seed {seed} (replay: SG_DIFF_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut inst = recording_instance();
+    // The interface's own addresses: a packet arriving with one as its source is dropped.
+    let local: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+    inst.maps_mut().set_local_addrs(&local).expect("own addresses");
     let mut pairs = 0;
+    let mut spoofed = 0;
+    let mut echoes = 0;
     let mut allowed = 0;
     let mut by_acl = [0usize; 3];
     let mut carried: Option<(Probe, Direction)> = None;
@@ -383,9 +428,14 @@ fn kernel_verdicts_equal_the_reference_model() {
         }
         for _ in 0..PACKETS_PER_SET {
             let dir = if rng.random_bool(0.5) { Direction::Ingress } else { Direction::Egress };
-            let probe = random_probe(&mut rng, dir);
+            let mut probe = random_probe(&mut rng, dir);
+            if dir == Direction::Ingress && rng.random_bool(0.05) {
+                // Spoofed: the interface's own address as the source.
+                probe.src = probe.dst;
+                spoofed += 1;
+            }
             let mdir = mdir_of(dir);
-            let mut want = model::evaluate(&rs, "eth0", mdir, &probe);
+            let mut want = model::evaluate_untracked(&rs, "eth0", &local, mdir, &probe);
             // Every packet is a flow of its own here: the tables are emptied before each.
             inst.maps_mut().ct_flush().expect("flush conntrack");
             let syn = rng.random_bool(0.8);
@@ -411,13 +461,17 @@ fn kernel_verdicts_equal_the_reference_model() {
             if want.reason == Reason::RuleAllow && is_tracked && !probe.later_fragment {
                 pairs += follow_up(&mut inst, &check, &rs, dir, &probe, "");
             }
+            if want.reason == Reason::RuleAllow && is_echo_request(&probe) && !probe.later_fragment {
+                pairs += echo_follow_up(&mut inst, &check, &rs, &local, dir, &probe);
+                echoes += 1;
+            }
         }
         // A UDP flow left tracked for the next rule set, its ACL allows cached on both sides.
         inst.maps_mut().ct_flush().expect("flush conntrack");
         for _ in 0..2000 {
             let dir = if rng.random_bool(0.5) { Direction::Ingress } else { Direction::Egress };
             let probe = Probe { proto: 17, later_fragment: false, ..random_probe(&mut rng, dir) };
-            let want = model::evaluate(&rs, "eth0", mdir_of(dir), &probe);
+            let want = model::evaluate_untracked(&rs, "eth0", &local, mdir_of(dir), &probe);
             if want.reason == Reason::RuleAllow {
                 check(&mut inst, dir, &probe, want, frame(&probe, true), "carried first");
                 pairs += 1 + follow_up(&mut inst, &check, &rs, dir, &probe, "carried ");
@@ -430,7 +484,9 @@ fn kernel_verdicts_equal_the_reference_model() {
         "differential: {pairs} (rule set, packet) pairs agree, {allowed} allowed first packets; ACL allowed {}, denied by an entry {}, by its final rule {}; {carried_over} flows carried into the next rule set",
         by_acl[0], by_acl[1], by_acl[2]
     );
+    println!("differential: {spoofed} spoofed first packets, {echoes} echo flows followed up");
     assert!(pairs >= 100_000);
+    assert!(spoofed > 100 && echoes > 10, "spoofed {spoofed}, echoes {echoes}: generator is off balance");
     assert!(carried_over > RULE_SETS / 2, "only {carried_over} flows carried across rule sets");
     // A generator that only produced denials (or only allows) would test little.
     let firsts = RULE_SETS * PACKETS_PER_SET;

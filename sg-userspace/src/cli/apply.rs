@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::common::{AwsInput, load_rules};
+use super::common::{self, AwsInput, load_rules};
 use crate::{
     apply::{ApplyOptions, apply},
     loader::ModeRequest,
@@ -65,6 +65,9 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     }
     if report.applied {
         println!("applied rule set #{} to {}", report.seq, report.interfaces.join(", "));
+        for (iface, a) in report.adopted.iter().filter(|(_, a)| a.found > 0) {
+            println!("{iface}: {}", common::adopted_line(a));
+        }
         for d in &report.detached {
             println!("detached {d} (no longer in the rules file)");
         }

@@ -3,6 +3,7 @@
 use clap::{Args, ValueEnum};
 use sg_common::Posture;
 
+use super::common;
 use crate::loader::{self, AttachRequest, ModeRequest, TcRequest};
 
 #[derive(Debug, Args)]
@@ -125,6 +126,9 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
             println!("  mode: {note}");
         }
         println!("  pinned under {}", report.pin_dir.display());
+        if let Some(a) = report.adopted.filter(|a| a.found > 0) {
+            println!("  {}", common::adopted_line(&a));
+        }
     } else {
         println!(
             "{} already attached (XDP {}, prog {}); ingress {}, egress {}",

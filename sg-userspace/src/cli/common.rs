@@ -140,6 +140,15 @@ pub fn load_rules(
     Ok(loaded.rules)
 }
 
+/// One line on the connections an attach adopted (`adopt`).
+pub fn adopted_line(a: &crate::adopt::AdoptReport) -> String {
+    format!(
+        "existing connections: {} adopted (tracked as if sgctl had been there from their start), {} not (the \
+         policy would not have allowed them in their true direction: their packets are dropped), {} already tracked",
+        a.adopted, a.refused, a.tracked
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ pub mod rule;
 pub mod stats;
 pub mod status;
 pub mod top;
+pub mod upgrade;
 
 use clap::{Parser, Subcommand};
 
@@ -76,6 +77,9 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Print security groups (applied, or of a file) as AWS JSON or an nftables ruleset.
     Export(export::ExportArgs),
+    /// Replace the datapath of attached interfaces with this build's, without an unfiltered
+    /// instant or a lost flow (maps reused, or converted when their layout changed).
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 /// Runs one parsed command.
@@ -99,5 +103,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon(args) => daemon::run(&args),
         Command::Flows(args) => flows::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Upgrade(args) => upgrade::run(&args),
     }
 }

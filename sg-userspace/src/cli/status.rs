@@ -29,6 +29,10 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for s in &status.interfaces {
+        if !matches!(s.datapath.state, "current" | "differs") {
+            println!("{} (ifindex {}): {}", s.iface, s.ifindex, s.datapath.note.as_deref().unwrap_or(""));
+            continue;
+        }
         if s.policy == "groups" {
             println!(
                 "{} ({}, ifindex {}): security groups, rule set #{}",
@@ -53,6 +57,19 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
             id(s.tc_link_id)
         );
         println!(
+            "  datapath: sgctl {} (map layout {}){}",
+            s.datapath.build,
+            s.datapath.layout,
+            if s.datapath.upgrades > 0 {
+                format!(", upgraded {} time(s)", s.datapath.upgrades)
+            } else {
+                String::new()
+            }
+        );
+        if let Some(note) = &s.datapath.note {
+            println!("  NOTE: {note}");
+        }
+        println!(
             "  conntrack: {} established (of {}), {} new (of {}), {} drops for a full table",
             s.conntrack.established,
             s.conntrack.established_capacity,
@@ -60,6 +77,12 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
             s.conntrack.new_capacity,
             s.conntrack.ct_full_drops
         );
+        if s.conntrack.adopted + s.conntrack.migrated > 0 {
+            println!(
+                "  of them {} adopted when sgctl was enabled (existing connections), {} carried over by an upgrade",
+                s.conntrack.adopted, s.conntrack.migrated
+            );
+        }
         println!("  {:<8} {:<20} {:<6} {:>12} {:>14}", "dir", "reason", "action", "packets", "bytes");
         for c in s.counters.iter().filter(|c| args.all || c.packets > 0) {
             println!(

@@ -6,6 +6,8 @@
 //!   the file work too) and on SIGHUP, and applies each valid version atomically (`apply`'s
 //!   generation flip). A version that does not validate is logged with file:line and the
 //!   reason; the last good rule set keeps enforcing.
+//! - Every second it writes each attached interface's own addresses (as the kernel has them)
+//!   into its `SG_LOCAL` (the datapath drops packets that arrive with one as their source).
 //! - Every `--gc-interval` seconds it removes expired flows and rebuilds the conntrack
 //!   presence filter (`sgctl conntrack gc`), writing flow-end records when flow logs are on.
 //! - Fleet mode (`--etcd URLS --host NAME`): the rule set comes from the fleet's policy in
@@ -188,6 +190,15 @@ impl Daemon {
         hup: bool,
     ) -> Result<(String, bool)> {
         let started = Instant::now();
+        if start {
+            // A restart after a package upgrade: the instances take this build's datapath
+            // (without a gap) before anything else reads them.
+            for b in &rs.interfaces {
+                if let Err(e) = loader::bring_up_to_date(&b.iface) {
+                    log::error!("{}: not upgraded to this build's datapath: {e}", b.iface);
+                }
+            }
+        }
         // Any other time the source changed (or SIGHUP asked), so it is applied: the rule
         // diff does not cover interface settings such as monitor mode or timeouts.
         let attached: Vec<bool> =
@@ -397,6 +408,18 @@ impl Daemon {
     }
 }
 
+/// Every attached interface's own addresses into its `SG_LOCAL` (errors logged).
+fn refresh_local_addrs() {
+    let Ok(ifaces) = pins::attached_ifaces() else { return };
+    for name in ifaces {
+        if let Ok(Some(mut a)) = loader::open_attached(&name)
+            && let Err(e) = crate::iface::refresh_local(&name, &mut a.maps)
+        {
+            log::error!("{name}: own addresses: {e}");
+        }
+    }
+}
+
 fn io(what: &str) -> impl FnOnce() -> String + '_ {
     move || what.to_string()
 }
@@ -501,7 +524,10 @@ pub fn run(opts: Options) -> Result<()> {
         let mut poll_t = interval(opts.poll);
         let mut gc_t = interval(opts.gc_interval);
         let mut drain_t = interval(Duration::from_millis(100));
-        for t in [&mut poll_t, &mut gc_t, &mut drain_t] {
+        // The interfaces' own addresses (the datapath drops packets that arrive with one as
+        // their source) follow the kernel's within a second.
+        let mut local_t = interval(Duration::from_secs(1));
+        for t in [&mut poll_t, &mut gc_t, &mut drain_t, &mut local_t] {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         gc_t.reset();
@@ -521,6 +547,7 @@ pub fn run(opts: Options) -> Result<()> {
                     if let Some(f) = &d.fleet { f.resync.notify_one(); } else { d.reconcile(Trigger::Hup); }
                 }
                 _ = gc_t.tick() => d.gc(),
+                _ = local_t.tick() => refresh_local_addrs(),
                 _ = drain_t.tick() => {
                     d.dp_log.flush();
                     if let Some(f) = &mut d.flows {

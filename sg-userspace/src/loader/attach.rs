@@ -28,11 +28,13 @@ use sg_common::{
         TC_KIND_NONE, TC_KIND_TCX, XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_NONE, with_monitor,
     },
     conntrack::CtTimeouts,
+    layout::InstanceMeta,
     maps::{PROG_EGRESS, PROG_INGRESS},
 };
 
 use super::load::{Sizes, load_object_sized, tc_mut, xdp_mut};
 use crate::{
+    adopt::{self, AdoptReport},
     error::{Context as _, Error, Result},
     failpoint, generation, iface,
     maps::{self, InstanceMaps},
@@ -107,6 +109,8 @@ pub struct AttachReport {
     pub ingress_prog_id: u32,
     pub egress_prog_id: u32,
     pub pin_dir: PathBuf,
+    /// A new attach: the existing connections it adopted (`adopt`).
+    pub adopted: Option<AdoptReport>,
 }
 
 pub const fn xdp_mode_name(mode: u8) -> &'static str {
@@ -180,29 +184,35 @@ impl Drop for Rollback<'_> {
 }
 
 /// Attaches sgctl to `req.iface` (idempotent: an attached interface gets its postures
-/// updated in place, same programs, no re-attach).
+/// updated in place, same programs, no re-attach; an instance of an older datapath is upgraded
+/// first).
 pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
     pins::check_root()?;
     pins::check_bpffs()?;
     let ifindex = iface::ifindex(&req.iface)?;
     let dir = pins::iface_dir(&req.iface)?;
     if dir.is_dir() {
-        if let Some(report) = update_existing(req, ifindex, &dir)? {
-            return Ok(report);
+        match open_for_write(&req.iface, &dir, ifindex, Locking::Take)? {
+            Instance::Live(maps, cfg) => return update_existing(req, &dir, *maps, cfg),
+            Instance::Stale => {
+                log::warn!("{}: removing stale pins of a previous attach", req.iface);
+                pins::remove_instance_dir(&dir)?;
+            }
         }
-        log::warn!("{}: removing stale pins of a previous attach", req.iface);
-        pins::remove_instance_dir(&dir)?;
     }
-    attach_new(req, ifindex, &dir, None)
+    attach_new(req, ifindex, &dir, None, None)
 }
 
 /// Attaches `iface` with a security-group policy (rule set `seq`) already in force before the
-/// first packet reaches the programs. Used by `sgctl apply` for interfaces new to it.
+/// first packet reaches the programs. Used by `sgctl apply` for interfaces new to it. The
+/// connections the interface has are adopted when `decide` (the rules' answer for a
+/// connection's first packet, `adopt::by_rules`) allows them.
 pub fn attach_with_policy(
     iface_name: &str,
     mode: ModeRequest,
     plan: &IfacePlan,
     seq: u64,
+    decide: &Decide<'_>,
 ) -> Result<AttachReport> {
     pins::check_root()?;
     pins::check_bpffs()?;
@@ -213,8 +223,12 @@ pub fn attach_with_policy(
         log::warn!("{iface_name}: removing stale pins of a previous attach");
         pins::remove_instance_dir(&dir)?;
     }
-    attach_new(&AttachRequest::new(iface_name, mode), ifindex, &dir, Some((plan, seq)))
+    attach_new(&AttachRequest::new(iface_name, mode), ifindex, &dir, Some((plan, seq)), Some(decide))
 }
+
+/// Whether the policy allows an existing connection (`adopt`): `Some(rule id)`, or
+/// `policy::NO_RULE` for a posture.
+pub type Decide<'a> = dyn Fn(&adopt::Candidate) -> Option<u32> + 'a;
 
 /// An interface sgctl is attached to, with its maps open.
 pub struct Attached {
@@ -223,14 +237,82 @@ pub struct Attached {
     pub maps: InstanceMaps,
 }
 
-/// The live instance in `dir`, if it is one for `ifindex`; `None` when it is stale (maps that
-/// do not open, the interface deleted and re-created, the instance half-removed). An error
-/// reading a config that opened is an error, not staleness: nothing is removed for it.
-fn open_live(dir: &Path, ifindex: u32) -> Result<Option<(InstanceMaps, IfaceConfig)>> {
-    let Ok(maps) = InstanceMaps::from_pins(dir) else { return Ok(None) };
+/// What an instance directory holds for an interface.
+pub enum Instance {
+    /// A live instance of this build's map layout.
+    Live(Box<InstanceMaps>, IfaceConfig),
+    /// Pins of no live instance: an attach in progress or half-removed (no XDP link pinned),
+    /// or of an interface deleted and re-created since (the link is not on it).
+    Stale,
+}
+
+/// The instance in `dir` for `ifindex`. A live instance of another layout is an error
+/// (`LayoutOlder`, `LayoutNewer`, ...), not staleness: nothing is removed for it. An error
+/// reading a config that opened is an error too.
+fn open_live(dir: &Path, ifindex: u32) -> Result<Instance> {
+    let Ok(link) = super::bpf::obj_get(&dir.join(PIN_LINK_XDP)) else { return Ok(Instance::Stale) };
+    if super::bpf::link_info(std::os::fd::AsFd::as_fd(&link))?.ifindex != ifindex {
+        return Ok(Instance::Stale);
+    }
+    let maps = InstanceMaps::from_pins(dir)?;
     let cfg = maps.config()?;
-    let live = cfg.is_valid() && cfg.ifindex == ifindex && dir.join(PIN_LINK_XDP).exists();
-    Ok(live.then_some((maps, cfg)))
+    Ok(if cfg.is_valid() && cfg.ifindex == ifindex {
+        Instance::Live(Box::new(maps), cfg)
+    } else {
+        Instance::Stale
+    })
+}
+
+/// Whether the caller holds the apply lock (an upgrade takes it otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Locking {
+    Held,
+    Take,
+}
+
+/// [`open_live`] for a caller that will write the instance: an interrupted upgrade is
+/// completed or rolled back first, and a live instance that runs another datapath than this
+/// build's (an older map layout, or the same layout with other programs) is upgraded to it
+/// (`sgctl upgrade`: no gap, no flow lost) so that a new release's datapath is deployed by its
+/// first apply; a newer or unknown layout is refused.
+pub fn open_for_write(iface_name: &str, dir: &Path, ifindex: u32, locking: Locking) -> Result<Instance> {
+    super::upgrade::recover(iface_name, dir)?;
+    match open_live(dir, ifindex) {
+        // Another datapath: upgraded below.
+        Err(Error::LayoutOlder { .. }) => {}
+        Ok(Instance::Live(maps, cfg)) => {
+            if maps.meta()?.datapath == super::datapath_hash() {
+                return Ok(Instance::Live(maps, cfg));
+            }
+        }
+        other => return other,
+    }
+    let opts = super::upgrade::UpgradeOptions::default();
+    let r = match locking {
+        Locking::Held => super::upgrade::upgrade_locked(iface_name, opts)?,
+        Locking::Take => super::upgrade::upgrade(iface_name, opts)?,
+    };
+    log::warn!(
+        "{iface_name}: the datapath of sgctl {} (map layout {}) upgraded to this build's ({}, layout {}): {}",
+        r.from_build,
+        r.from_layout,
+        super::BUILD,
+        r.to_layout,
+        r.path
+    );
+    open_live(dir, ifindex)
+}
+
+/// Brings `iface`'s instance, if it has one, to this build's datapath: an interrupted upgrade
+/// completed, another datapath upgraded (see [`open_for_write`]). For a daemon that starts
+/// (a restart after a package upgrade) and finds the rule set already enforced.
+pub fn bring_up_to_date(iface_name: &str) -> Result<()> {
+    let Ok(ifindex) = iface::ifindex(iface_name) else { return Ok(()) };
+    let dir = pins::iface_dir(iface_name)?;
+    if dir.is_dir() {
+        open_for_write(iface_name, &dir, ifindex, Locking::Take)?;
+    }
+    Ok(())
 }
 
 /// The maps pinned in instance directory `dir`, for reading; `None` while the instance has no
@@ -253,13 +335,33 @@ pub fn open_attached(iface_name: &str) -> Result<Option<Attached>> {
     if !dir.is_dir() {
         return Ok(None);
     }
-    Ok(open_live(&dir, ifindex)?.map(|(maps, _)| Attached { iface: iface_name.to_string(), dir, maps }))
+    Ok(match open_live(&dir, ifindex)? {
+        Instance::Live(maps, _) => Some(Attached { iface: iface_name.to_string(), dir, maps: *maps }),
+        Instance::Stale => None,
+    })
 }
 
-/// `Some(report)` when `dir` holds a live instance for `ifindex` (settings updated in place);
-/// `None` when it is stale.
-fn update_existing(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<Option<AttachReport>> {
-    let Some((mut maps, mut cfg)) = open_live(dir, ifindex)? else { return Ok(None) };
+/// [`open_attached`] for a caller that will write the instance and holds the apply lock
+/// (`sgctl apply`, the daemon): see [`open_for_write`].
+pub fn open_attached_for_write(iface_name: &str) -> Result<Option<Attached>> {
+    let ifindex = iface::ifindex(iface_name)?;
+    let dir = pins::iface_dir(iface_name)?;
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    Ok(match open_for_write(iface_name, &dir, ifindex, Locking::Held)? {
+        Instance::Live(maps, _) => Some(Attached { iface: iface_name.to_string(), dir, maps: *maps }),
+        Instance::Stale => None,
+    })
+}
+
+/// Updates the settings of a live instance in place.
+fn update_existing(
+    req: &AttachRequest,
+    dir: &Path,
+    mut maps: InstanceMaps,
+    mut cfg: IfaceConfig,
+) -> Result<AttachReport> {
     let requested = match req.mode {
         ModeRequest::Native => Some(XDP_MODE_NATIVE),
         ModeRequest::Generic => Some(XDP_MODE_GENERIC),
@@ -290,15 +392,19 @@ fn update_existing(req: &AttachRequest, ifindex: u32, dir: &Path) -> Result<Opti
         cfg.egress_posture = p as u8;
     }
     maps.set_config(&cfg)?;
-    report(&req.iface, false, &cfg, None, dir).map(Some)
+    iface::refresh_local(&req.iface, &mut maps)?;
+    report(&req.iface, false, &cfg, None, dir)
 }
 
-/// A new attach, step by step (see the module documentation).
+/// A new attach, step by step (see the module documentation). Existing connections are
+/// adopted twice ([`adopt`]): before the links (so that the first packet after the attach finds
+/// its flow) and after them (connections opened meanwhile); by `decide`, or by the postures.
 fn attach_new(
     req: &AttachRequest,
     ifindex: u32,
     dir: &Path,
     policy: Option<(&IfacePlan, u64)>,
+    decide: Option<&Decide<'_>>,
 ) -> Result<AttachReport> {
     let driver = iface::driver(&req.iface);
     let mut xdp = choose_xdp_mode(req.mode, driver.as_deref());
@@ -312,17 +418,37 @@ fn attach_new(
     let mut maps = InstanceMaps::take_from(&mut ebpf)?;
     let mut cfg = initial_config(req, ifindex, tc_kind);
     maps.set_config(&cfg)?;
+    let mut meta = InstanceMeta::new(super::datapath_hash(), super::BUILD);
+    maps.set_meta(&meta)?;
+    iface::refresh_local(&req.iface, &mut maps)?;
     if let Some((plan, seq)) = policy {
         cfg = generation::apply(&mut maps, plan, seq, false)?.next;
     }
     // The config is complete before any packet can reach the programs.
+    let posture = adopt::by_posture(cfg);
+    let decide: &Decide<'_> = decide.unwrap_or(&posture);
+    let seq = cfg.policy_seq as u32;
+    let mut adopted = adopt::adopt(&req.iface, &mut maps, seq, decide)?;
     failpoint::hit("attach_link")?;
 
     cfg.xdp_mode = attach_xdp(&mut ebpf, req, ifindex, dir, driver.as_deref(), &mut xdp)?;
     maps.set_config(&cfg)?;
-    attach_egress(&mut ebpf, &req.iface, tc_kind, dir)?;
+    if let Some((priority, handle)) = attach_egress(&mut ebpf, &req.iface, tc_kind, dir)? {
+        // Recorded so that an upgrade can replace the filter in place.
+        meta.tc_priority = u32::from(priority);
+        meta.tc_handle = handle;
+        maps.set_meta(&meta)?;
+    }
     rollback.armed = false;
-    report(&req.iface, true, &cfg, xdp.note, dir)
+    // Connections opened between the first pass and the links: their first packets passed
+    // before sgctl was there.
+    match adopt::adopt(&req.iface, &mut maps, seq, decide) {
+        Ok(second) => {
+            adopted = adopted.and(AdoptReport { adopted: second.adopted, ..AdoptReport::default() });
+        }
+        Err(e) => log::warn!("{}: adopting connections opened during the attach: {e}", req.iface),
+    }
+    Ok(AttachReport { adopted: Some(adopted), ..report(&req.iface, true, &cfg, xdp.note, dir)? })
 }
 
 /// The XDP mode to try first, and why (when sgctl chose it).
@@ -447,8 +573,9 @@ fn attach_xdp(
 }
 
 /// Egress: the TC program first in the chain, as a TCX link (pinned) or a classic clsact
-/// filter (which cannot be pinned: it stays until `sgctl detach` removes it by name).
-fn attach_egress(ebpf: &mut Ebpf, iface_name: &str, tc_kind: u8, dir: &Path) -> Result<()> {
+/// filter (which cannot be pinned: it stays until `sgctl detach` removes it by name; its
+/// priority and handle are returned).
+fn attach_egress(ebpf: &mut Ebpf, iface_name: &str, tc_kind: u8, dir: &Path) -> Result<Option<(u16, u32)>> {
     let (options, kind) = if tc_kind == TC_KIND_TCX {
         (TcAttachOptions::TcxOrder(LinkOrder::first()), "TCX")
     } else {
@@ -467,11 +594,16 @@ fn attach_egress(ebpf: &mut Ebpf, iface_name: &str, tc_kind: u8, dir: &Path) -> 
         let link = FdLink::try_from(link).context(|| "converting the TCX link".to_string())?;
         let path = dir.join(PIN_LINK_TC);
         link.pin(&path).context(|| format!("pinning {}", path.display()))?;
+        Ok(None)
     } else {
+        let at = (
+            link.priority().context(|| "the clsact filter's priority".to_string())?,
+            u32::from(link.handle().context(|| "the clsact filter's handle".to_string())?),
+        );
         // Dropping the link would remove the filter.
         std::mem::forget(link);
+        Ok(Some(at))
     }
-    Ok(())
 }
 
 /// The report of an attach (new or existing), from the config written and the pins.
@@ -493,5 +625,6 @@ fn report(
         ingress_prog_id: pinned_prog_id(&dir.join(PROG_INGRESS))?,
         egress_prog_id: pinned_prog_id(&dir.join(PROG_EGRESS))?,
         pin_dir: dir.to_path_buf(),
+        adopted: None,
     })
 }

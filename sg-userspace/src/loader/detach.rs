@@ -2,14 +2,16 @@
 
 use std::path::PathBuf;
 
-use aya::programs::{TcAttachType, tc};
-use sg_common::{config::TC_KIND_CLSACT, maps::PROG_EGRESS};
+use std::os::fd::AsFd as _;
 
+use aya::programs::{TcAttachType, tc};
+use sg_common::maps::PROG_EGRESS;
+
+use super::bpf;
 use crate::{
     error::{Error, Result},
     iface,
-    maps::InstanceMaps,
-    pins,
+    pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
 };
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -28,10 +30,13 @@ pub fn detach(iface_name: &str) -> Result<DetachReport> {
     if !dir.is_dir() {
         return Err(Error::NotAttached { iface: iface_name.to_string(), dir });
     }
-    let cfg = InstanceMaps::from_pins(&dir).and_then(|m| m.config()).ok();
+    // Read without the maps (any layout, also an older or newer build's): the XDP link says
+    // whether the instance is on this interface; without a pinned TCX link the egress is a
+    // classic clsact filter.
     let current = iface::ifindex(iface_name).ok();
-    let same_iface = matches!((cfg, current), (Some(c), Some(i)) if c.ifindex == i);
-    if same_iface && cfg.is_some_and(|c| c.tc_kind == TC_KIND_CLSACT) {
+    let linked = bpf::obj_get(&dir.join(PIN_LINK_XDP)).and_then(|l| bpf::link_info(l.as_fd())).ok();
+    let same_iface = matches!((linked, current), (Some(l), Some(i)) if l.ifindex == i);
+    if same_iface && !dir.join(PIN_LINK_TC).exists() {
         // A clsact filter has no pin: it is removed by name.
         match tc::qdisc_detach_program(iface_name, TcAttachType::Egress, PROG_EGRESS) {
             Ok(()) => {}

@@ -41,6 +41,17 @@ pub fn load_object_sized(sizes: Sizes) -> Result<Ebpf> {
     load(EbpfLoader::new(), sizes, EBPF_OBJECT)
 }
 
+/// Loads the object for an upgrade: each of `reuse` (map name, pin path) is the pinned map at
+/// that path (checked by the caller against the layout first: aya does not), every other map
+/// is created; tables of the given sizes.
+pub fn load_object_reusing(sizes: Sizes, reuse: &[(&'static str, std::path::PathBuf)]) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    for (name, path) in reuse {
+        loader.map_pin_path(name, path.as_path());
+    }
+    load(loader, sizes, EBPF_OBJECT)
+}
+
 /// Loads the benchmark's staged object (`STAGED_OBJECT`) with tables of the given sizes and a
 /// stage stop (`sg_common::stage`).
 pub fn load_object_staged(sizes: Sizes, stop: u32) -> Result<Ebpf> {

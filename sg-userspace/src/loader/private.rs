@@ -92,7 +92,8 @@ impl PrivateInstance {
         Ok(self.run_timed(dir, frame, 1)?.0)
     }
 
-    /// Ids of the maps either program uses (every map of the instance), for memory accounting.
+    /// Ids of every map of the instance (those either program uses, and `SG_META`), for memory
+    /// accounting.
     pub fn map_ids(&self) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         for name in [PROG_INGRESS, PROG_EGRESS] {
@@ -100,6 +101,8 @@ impl PrivateInstance {
             let info = prog.info().context(|| format!("{name}: program info"))?;
             ids.extend(info.map_ids().context(|| format!("{name}: map ids"))?.unwrap_or_default());
         }
+        // The maps the programs do not use (userspace's own): `SG_META`.
+        ids.extend(self.maps.unused_map_ids()?);
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)

@@ -87,6 +87,17 @@ pub fn evaluate(rs: &RuleSet, iface: &str, dir: Dir, p: &Probe) -> Decision {
     Decision { reason, rule, acl: Some(verdict) }
 }
 
+/// Evaluates `p`, a packet of no tracked flow, on an interface whose own addresses are
+/// `local`: one arriving with one of them as its source is spoofed or looped and dropped as
+/// `src_is_local` before the ACL and the groups are asked (a later fragment is still decided by
+/// its datagram's first).
+pub fn evaluate_untracked(rs: &RuleSet, iface: &str, local: &[IpAddr], dir: Dir, p: &Probe) -> Decision {
+    if dir == Dir::Ingress && !p.later_fragment && local.contains(&p.src) {
+        return Decision { reason: Reason::SrcIsLocal, rule: None, acl: None };
+    }
+    evaluate(rs, iface, dir, p)
+}
+
 /// Evaluates `p`, a packet of a flow conntrack tracks, which conntrack decides with `tracked`
 /// (`ct_established`, `ct_reply`): the groups are not asked, the (stateless) network ACL of
 /// the interface is, on every packet.

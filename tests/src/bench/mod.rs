@@ -12,6 +12,10 @@
 //! - [`updates`]: apply time at 1,000 and 10,000 rules, and packets lost from an established
 //!   flow while applies run back to back.
 //! - [`memory`]: kernel memory of sgctl's maps.
+//! - [`attacks`]: how long new connections are refused while an attacker sends SYN+RST pairs
+//!   at full rate (goal: not at all).
+//! - [`lifecycle`]: the time an upgrade takes per interface and what it loses (goal 0), and the
+//!   time enabling sgctl takes to adopt a host's existing connections.
 //! - [`fleet`]: convergence of a fleet (10 hosts with daemons; 10 to 1,000 simulated hosts)
 //!   and the etcd cluster's load.
 //!
@@ -19,9 +23,11 @@
 //! `--quick` runs everything briefly and fails only when a configuration produced no number.
 
 pub mod afxdp;
+pub mod attacks;
 pub mod connrate;
 pub mod fleet;
 pub mod iperf;
+pub mod lifecycle;
 pub mod memory;
 pub mod report;
 pub mod rulegen;
@@ -205,7 +211,8 @@ impl Bench {
 
 /// Reads back the CSVs [`Bench::write_csv`] wrote (to regenerate the report without measuring).
 pub fn read_csv(dir: &std::path::Path) -> std::io::Result<Vec<Sample>> {
-    const SECTIONS: [&str; 7] = ["testrun", "traffic", "iperf3", "connrate", "updates", "memory", "fleet"];
+    const SECTIONS: [&str; 9] =
+        ["testrun", "traffic", "iperf3", "connrate", "updates", "lifecycle", "attacks", "memory", "fleet"];
     let mut out = Vec::new();
     for sec in SECTIONS {
         let Ok(text) = std::fs::read_to_string(dir.join(format!("{sec}.csv"))) else { continue };

@@ -240,6 +240,20 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         format!("{} of {} lost", fmt(lost, 0), fmt(upd("flow_sent", "1000"), 0)),
         |v| v == 0.0,
     ));
+    goals.extend(lifecycle_goals(s));
+    let refused = med(s, "attacks", &[("measure", "refused_ms")]);
+    goals.push(goal(
+        "New connections refused while SYN+RST pairs arrive at full rate: none",
+        refused,
+        format!(
+            "{} of {} refused ({} ms), {} pairs/s",
+            fmt(med(s, "attacks", &[("measure", "connections_refused")]), 0),
+            fmt(med(s, "attacks", &[("measure", "connections_tried")]), 0),
+            fmt(refused, 0),
+            fmt(med(s, "attacks", &[("measure", "syn_rst_pairs_per_s")]), 0)
+        ),
+        |v| v == 0.0,
+    ));
     for (case, what) in [("put", "a `fleet put`"), ("join", "a membership change")] {
         let v = super::fleet::lan_quantile(s, case, 0.99);
         goals.push(goal(
@@ -420,6 +434,7 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
     }
 
     traffic_section(&mut m, s, builtin_unavailable(b).as_deref());
+    lifecycle_section(&mut m, s);
     let _ = writeln!(
         m,
         "\n## TCP throughput (iperf3, Gbit/s, medians)\n\n| receiver | Gbit/s | vs none | vs nftables |\n|---|---:|---:|---:|"
@@ -748,6 +763,78 @@ fn traffic_section(m: &mut String, s: &[Sample], builtin_unavailable: Option<&st
     let cells: Vec<String> =
         names.iter().map(|g| fmt(traffic(s, g, "xdp-drop", "denied", "handled") / 1e6, 3)).collect();
     let _ = writeln!(m, "| Mpps | {} |", cells.join(" | "));
+}
+
+/// A lifecycle measurement (median over its reps).
+fn life(s: &[Sample], measure: &str) -> f64 {
+    med(s, "lifecycle", &[("measure", measure)])
+}
+
+/// The upgrade goals: nothing lost, nothing denied passes.
+fn lifecycle_goals(s: &[Sample]) -> Vec<Goal> {
+    let (lost, sent) = (life(s, "upgrade_flow_lost"), life(s, "upgrade_flow_sent"));
+    let (passed, denied) = (life(s, "upgrade_denied_passed"), life(s, "upgrade_denied_sent"));
+    vec![
+        goal(
+            "0 packets of an established flow lost during upgrades (same layout, under traffic)",
+            lost,
+            format!("{} of {} lost", fmt(lost, 0), fmt(sent, 0)),
+            |v| v == 0.0,
+        ),
+        goal(
+            "0 denied packets pass during upgrades (no unfiltered instant)",
+            passed,
+            format!("{} of {} passed", fmt(passed, 0), fmt(denied, 0)),
+            |v| v == 0.0,
+        ),
+    ]
+}
+
+/// The lifecycle section: upgrade time and loss, adoption time by connection count.
+fn lifecycle_section(m: &mut String, s: &[Sample]) {
+    if matching(s, "lifecycle", &[]).next().is_none() {
+        return;
+    }
+    let _ = writeln!(m, "\n## Upgrades and enabling on a running host\n");
+    let spread_of = |measure: &str| {
+        let v: Vec<f64> = matching(s, "lifecycle", &[("measure", measure)]).map(|x| x.value).collect();
+        let (lo, hi) = spread(&v);
+        format!("{} ({}-{}, {} runs)", fmt(median(&v), 1), fmt(lo, 1), fmt(hi, 1), v.len())
+    };
+    let _ = writeln!(
+        m,
+        "`sgctl upgrade --force` on an interface enforcing a rule set (same layout: programs loaded, \
+         verified and swapped behind the links, every map reused), under traffic.\n"
+    );
+    let _ = writeln!(m, "| measure | value |\n|---|---:|");
+    let _ = writeln!(m, "| upgrade, wall time of the command (ms) | {} |", spread_of("upgrade_wall_ms"));
+    let _ = writeln!(m, "| upgrade, as the command reports it (ms) | {} |", spread_of("upgrade_ms"));
+    let _ = writeln!(
+        m,
+        "| numbered UDP datagrams lost | {} of {} |",
+        fmt(life(s, "upgrade_flow_lost"), 0),
+        fmt(life(s, "upgrade_flow_sent"), 0)
+    );
+    let _ = writeln!(
+        m,
+        "| denied datagrams that passed | {} of {} |",
+        fmt(life(s, "upgrade_denied_passed"), 0),
+        fmt(life(s, "upgrade_denied_sent"), 0)
+    );
+    let _ = writeln!(
+        m,
+        "\n`sgctl attach` on a host with N open TCP connections: the time the adoption took (socket \
+         table, decisions, entries; both passes) and how many were adopted.\n"
+    );
+    let _ = writeln!(m, "| connections | adoption (ms) | adopted |\n|---:|---:|---:|");
+    let mut counts: Vec<String> =
+        matching(s, "lifecycle", &[("measure", "adopted")]).map(|x| x.label("rep").to_string()).collect();
+    counts.sort_by_key(|c| c.parse::<u64>().unwrap_or(0));
+    counts.dedup();
+    for c in counts {
+        let get = |m: &str| med(s, "lifecycle", &[("measure", m), ("rep", c.as_str())]);
+        let _ = writeln!(m, "| {c} | {} | {} |", fmt(get("adopt_ms"), 1), fmt(get("adopted"), 0));
+    }
 }
 
 fn plot_pps(s: &[Sample], path: &Path) -> Result<()> {

@@ -1,7 +1,7 @@
 //! `cargo xtask bench [--quick]`: measures sgctl against nftables, xdp-filter, bare XDP and no
 //! filter, and writes CSVs and BENCHMARKS.md (see `sg_tests::bench`). Run as root.
 //!
-//! `sg-bench [--quick] [--out DIR] [--report FILE] [--only testrun,traffic,iperf3,connrate,updates,memory,fleet]`
+//! `sg-bench [--quick] [--out DIR] [--report FILE] [--only testrun,traffic,iperf3,connrate,updates,lifecycle,attacks,memory,fleet]`
 //! `sg-bench --from bench/results [--report FILE]`: the report again from saved CSVs.
 
 use std::path::PathBuf;
@@ -141,12 +141,14 @@ fn main() -> Result<()> {
             b.notes.push(format!("{}{why}", bench::BUILTIN_UNAVAILABLE_NOTE));
         }
     }
-    let sections: [(&str, bench::Section); 7] = [
+    let sections: [(&str, bench::Section); 9] = [
         ("testrun", bench::testrun::run),
         ("traffic", bench::traffic::run),
         ("iperf3", bench::iperf::run),
         ("connrate", bench::connrate::run),
         ("updates", bench::updates::run),
+        ("lifecycle", bench::lifecycle::run),
+        ("attacks", bench::attacks::run),
         ("memory", bench::memory::run),
         ("fleet", bench::fleet::run),
     ];
@@ -157,8 +159,16 @@ fn main() -> Result<()> {
     }
     for s in &b.samples {
         // A lost count, and CPU time or bytes of a short phase (10 ms ticks), may be 0.
-        let zero_ok =
-            ["flow_lost", "failed"].contains(&s.label("measure")) || (s.section == "fleet" && s.unit != "ms");
+        let zero_ok = [
+            "flow_lost",
+            "failed",
+            "upgrade_flow_lost",
+            "upgrade_denied_passed",
+            "connections_refused",
+            "refused_ms",
+        ]
+        .contains(&s.label("measure"))
+            || (s.section == "fleet" && s.unit != "ms");
         if !s.value.is_finite() || s.value < 0.0 || (s.value == 0.0 && !zero_ok) {
             let what = format!("{} {:?}: no usable number ({})", s.section, s.labels, s.value);
             b.failures.push(what);
