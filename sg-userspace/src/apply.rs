@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::{
     adopt::{self, AdoptReport},
+    confirm,
     error::{Error, Result},
     failpoint,
     generation::{self, Flip},
@@ -45,6 +46,13 @@ pub struct ApplyOptions {
     /// End tracked flows the new rules do not allow (AWS keeps them). Checked lazily: each
     /// flow is re-validated against the new rules on its next packet.
     pub revoke: bool,
+    /// Allow a rule set that binds no interface: it detaches every interface enforcing one
+    /// (refused otherwise: an empty file, a file cut short or AWS JSON without `--bind` must
+    /// not open the host).
+    pub allow_empty: bool,
+    /// Roll the apply back by itself after this many seconds unless `sgctl confirm` comes
+    /// first (`confirm`); interfaces the file dropped are detached only on confirmation.
+    pub confirm: Option<u64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -60,6 +68,8 @@ pub struct ApplyReport {
     pub warnings: Vec<String>,
     /// Interfaces this apply attached, with the existing connections each adopted.
     pub adopted: BTreeMap<String, AdoptReport>,
+    /// With `--confirm`: unix seconds at which it rolls back unless confirmed.
+    pub confirm_deadline: Option<u64>,
 }
 
 /// Identities of the rules of `iface` under `rs` (rule id order), for carrying hit counts over.
@@ -131,6 +141,13 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
     let plans = compile::compile(rs)?;
     let _lock = state::lock()?;
     let old = state::current_state()?;
+    if rs.interfaces.is_empty() && !opts.allow_empty {
+        let enforcing: Vec<String> = old
+            .as_ref()
+            .map(|s| s.ruleset.interfaces.iter().map(|b| b.iface.clone()).collect())
+            .unwrap_or_default();
+        return Err(Error::BindsNothing { enforcing: enforcing.join(", ") });
+    }
     let d = diff(old.as_ref().map(|s| &s.ruleset), rs);
     let seq = old.as_ref().map_or(0, |s| s.seq) + 1;
     let mut report = ApplyReport {
@@ -141,9 +158,13 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
         detached: Vec::new(),
         warnings: Vec::new(),
         adopted: BTreeMap::new(),
+        confirm_deadline: None,
     };
     if opts.dry_run {
         return Ok(report);
+    }
+    if let Some(p) = confirm::pending()? {
+        return Err(Error::AwaitingConfirm { seq: p.seq, deadline: p.deadline });
     }
     let mut newly: Vec<(String, AdoptReport)> = Vec::new();
     let mut staged = match stage(rs, &plans, seq, opts, &mut newly) {
@@ -170,7 +191,7 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
         return Err(e);
     }
     report.applied = true;
-    report.adopted = newly.into_iter().collect();
+    report.adopted = newly.iter().cloned().collect();
     // The old generations are no longer read: their counts are final. Carry them over.
     for s in &staged {
         let iface = &s.attached.iface;
@@ -181,6 +202,27 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
     }
     if let Err(e) = state::save(&new_state) {
         report.warnings.push(format!("saving carried-over hit counts: {e}"));
+    }
+    if let Some(secs) = opts.confirm {
+        let p = confirm::Pending {
+            seq,
+            deadline: confirm::now_unix() + secs,
+            flipped: staged
+                .iter()
+                .map(|s| (s.attached.iface.clone(), confirm::config_bytes(&s.flip.reverted())))
+                .collect(),
+            attached: newly.iter().map(|(i, _)| i.clone()).collect(),
+            to_detach: report.diff.detach.clone(),
+            had_state,
+        };
+        if let Err(e) = confirm::arm(&p, secs) {
+            // Without its watcher it would never roll back: take it back now.
+            report.warnings.push(format!("--confirm: {e}; rolling back"));
+            confirm::rollback(seq).ok();
+            return Err(e);
+        }
+        report.confirm_deadline = Some(p.deadline);
+        return Ok(report);
     }
     for iface in report.diff.detach.clone() {
         match loader::detach(&iface) {

@@ -12,6 +12,11 @@ pub enum Error {
     )]
     BpffsMissing(PathBuf),
 
+    #[error(
+        "this shell runs under `ip netns exec {netns}`, which gives it a private /sys without the host's /sys/fs/bpf (pins made here would vanish with the shell): run `nsenter --net=/run/netns/{netns} sgctl ...` instead"
+    )]
+    PrivateSys { netns: String },
+
     #[error("invalid interface name '{0}' (1-15 characters, no '/', ':' or spaces, not . or ..)")]
     BadInterfaceName(String),
 
@@ -108,6 +113,19 @@ pub enum Error {
 
     #[error("{}: {detail}", path.display())]
     Capture { path: PathBuf, detail: String },
+
+    #[error(
+        "the rules bind no interface{}: nothing was changed (an empty file, a file cut short, or AWS JSON without --bind?); \
+         give --allow-empty to apply it on purpose",
+        if enforcing.is_empty() { String::new() } else { format!(" and would leave {enforcing} unfiltered") }
+    )]
+    BindsNothing { enforcing: String },
+
+    #[error(
+        "rule set #{seq} awaits `sgctl confirm` (it rolls back by itself {}); confirm it or let it roll back first",
+        crate::confirm::when(*deadline)
+    )]
+    AwaitingConfirm { seq: u64, deadline: u64 },
 
     #[error("failpoint {site}: injected failure")]
     Injected { site: String },

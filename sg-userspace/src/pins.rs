@@ -26,12 +26,35 @@ pub const PIN_LINK_TC: &str = "link_tc";
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// Fails with `BpffsMissing` unless /sys/fs/bpf is a mounted bpffs.
+/// Fails with `BpffsMissing` unless /sys/fs/bpf is a mounted bpffs, and with
+/// `PrivateSys` when this process sees a private /sys (`ip netns exec` mounts one): pins made
+/// there would vanish with the shell, and the host's are not visible.
 pub fn check_bpffs() -> Result<()> {
+    if let Some(ns) = private_sys_netns() {
+        return Err(Error::PrivateSys { netns: ns });
+    }
     match nix::sys::statfs::statfs(BPFFS) {
         Ok(st) if st.filesystem_type().0 == BPF_FS_MAGIC => Ok(()),
         _ => Err(Error::BpffsMissing(PathBuf::from(BPFFS))),
     }
+}
+
+/// The network namespace NAME when this process runs under `ip netns exec NAME`: that mounts
+/// a sysfs of its own on /sys, with NAME as its source (`/proc/self/mountinfo`), which hides
+/// the host's /sys/fs/bpf (a bpffs mounted there then would vanish with the shell).
+fn private_sys_netns() -> Option<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    private_sys_of(&info, |name| Path::new("/run/netns").join(name).exists())
+}
+
+/// [`private_sys_netns`] of a mountinfo text; `named` says whether a namespace of that name
+/// exists. The last mount on /sys is the one in effect.
+fn private_sys_of(mountinfo: &str, named: impl Fn(&str) -> bool) -> Option<String> {
+    let sys = mountinfo.lines().rev().find(|l| l.split_whitespace().nth(4) == Some("/sys"))?;
+    // "... - FSTYPE SOURCE OPTIONS"
+    let mut after = sys.split(" - ").nth(1)?.split_whitespace();
+    let (fstype, source) = (after.next()?, after.next()?);
+    (fstype == "sysfs" && source != "sysfs" && source != "none" && named(source)).then(|| source.to_string())
 }
 
 /// Fails with `NotRoot` unless the effective uid is 0.
@@ -132,4 +155,19 @@ pub fn remove_instance_dir(dir: &Path) -> Result<()> {
         let _ = fs::remove_dir(parent);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::private_sys_of;
+
+    #[test]
+    fn ip_netns_exec_is_recognised_by_its_sysfs() {
+        let host = "23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n";
+        let exec =
+            "23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n70 67 0:41 / /sys rw,relatime - sysfs uA rw\n";
+        assert_eq!(private_sys_of(host, |_| true), None);
+        assert_eq!(private_sys_of(exec, |n| n == "uA"), Some("uA".to_string()));
+        assert_eq!(private_sys_of(exec, |_| false), None, "not a named namespace");
+    }
 }

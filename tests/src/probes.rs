@@ -65,6 +65,19 @@ impl TcpPing {
         client_bind: Option<SocketAddr>,
         every: Duration,
     ) -> Self {
+        Self::start_with(server_ns, server, client_ns, client_bind, every, Duration::from_secs(3))
+    }
+
+    /// As [`TcpPing::start`], a round trip failing only after `patience` (TCP retransmits
+    /// meanwhile: a connection cut for a few seconds and then restored goes on).
+    pub fn start_with(
+        server_ns: &str,
+        server: SocketAddr,
+        client_ns: &str,
+        client_bind: Option<SocketAddr>,
+        every: Duration,
+        patience: Duration,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
         let stop_s = stop.clone();
@@ -123,7 +136,7 @@ impl TcpPing {
                     return r;
                 }
             };
-            conn.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+            conn.set_read_timeout(Some(patience)).expect("timeout");
             let deadline = Instant::now() + MAX_RUN;
             let mut buf = [0u8; 8];
             while !stop_c.load(Ordering::Relaxed) && Instant::now() < deadline {

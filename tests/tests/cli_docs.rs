@@ -8,33 +8,24 @@ fn sgctl(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-const SUBCOMMANDS: [&str; 18] = [
-    "attach",
-    "detach",
-    "status",
-    "apply",
-    "rule",
-    "conntrack",
-    "stats",
-    "explain",
-    "import",
-    "export",
-    "top",
-    "completions",
-    "man",
-    "audit",
-    "daemon",
-    "flows",
-    "replay",
-    "fleet",
-];
+/// Every subcommand, from clap's own definition (a new one is checked without editing this).
+fn subcommands() -> Vec<String> {
+    use clap::CommandFactory as _;
+    sg_userspace::cli::Cli::command()
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .map(|s| s.get_name().to_string())
+        .collect()
+}
 
 #[test]
 fn completions_name_every_subcommand() {
+    let subs = subcommands();
+    assert!(subs.len() >= 20, "{subs:?}");
     for shell in ["bash", "zsh", "fish"] {
         let script = sgctl(&["completions", shell]);
-        for sub in SUBCOMMANDS {
-            assert!(script.contains(sub), "{shell} completions lack `{sub}`");
+        for sub in &subs {
+            assert!(script.contains(sub.as_str()), "{shell} completions lack `{sub}`");
         }
     }
     let bash = sgctl(&["completions", "bash"]);
@@ -42,13 +33,35 @@ fn completions_name_every_subcommand() {
 }
 
 #[test]
-fn man_page_has_a_section_per_subcommand() {
+fn man_page_has_a_subsection_per_subcommand_and_the_usual_sections() {
     let page = sgctl(&["man"]);
-    assert!(page.starts_with(".ie") || page.contains(".TH sgctl 8"), "roff with a title");
     assert!(page.contains(".TH sgctl 8"), "sgctl(8)");
-    for sub in SUBCOMMANDS {
-        let heading = format!(".SH \"SGCTL {}\"", sub.to_uppercase());
-        assert!(page.contains(&heading), "no section {heading}");
+    for sub in subcommands() {
+        let heading = format!(".SS \"sgctl {sub}\"");
+        assert!(page.contains(&heading), "no subsection {heading}");
+    }
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "\"COMMANDS\"",
+        "\"EXIT STATUS\"",
+        "FILES",
+        "\"SEE ALSO\"",
+    ] {
+        assert_eq!(page.matches(&format!(".SH {section}\n")).count(), 1, "section {section} once");
+    }
+    // The NAME line does not repeat the name.
+    assert!(!page.contains("sgctl \\- sgctl"), "doubled name");
+}
+
+/// The README's subcommand table lists every subcommand.
+#[test]
+fn readme_lists_every_subcommand() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    for sub in subcommands() {
+        assert!(readme.contains(&format!("| `sgctl {sub}")), "README's subcommand table lacks `sgctl {sub}`");
     }
 }
 

@@ -32,6 +32,15 @@ pub struct ApplyArgs {
     /// Apply the bindings of `[hosts.NAME]` (a fleet file) instead of `[interfaces]`.
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
+    /// Apply a rule set that binds no interface, detaching every interface it enforced
+    /// (refused without this: it would leave them unfiltered).
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Roll back by itself after SECS seconds unless `sgctl confirm` comes first (interfaces
+    /// the file dropped are detached on confirmation); the rollback does not need this process.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub confirm: Option<u64>,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -52,7 +61,16 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             args.file.display()
         );
     }
-    let report = apply(&rs, ApplyOptions { dry_run: args.dry_run, mode: args.mode, revoke: args.revoke })?;
+    let report = apply(
+        &rs,
+        ApplyOptions {
+            dry_run: args.dry_run,
+            mode: args.mode,
+            revoke: args.revoke,
+            allow_empty: args.allow_empty,
+            confirm: args.confirm,
+        },
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -64,12 +82,27 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         println!("{l}");
     }
     if report.applied {
-        println!("applied rule set #{} to {}", report.seq, report.interfaces.join(", "));
+        if report.interfaces.is_empty() {
+            println!("applied rule set #{}: no interface is enforced any more", report.seq);
+        } else {
+            println!("applied rule set #{} to {}", report.seq, report.interfaces.join(", "));
+        }
         for (iface, a) in report.adopted.iter().filter(|(_, a)| a.found > 0) {
             println!("{iface}: {}", common::adopted_line(a));
         }
         for d in &report.detached {
             println!("detached {d} (no longer in the rules file)");
+        }
+        if let Some(deadline) = report.confirm_deadline {
+            println!(
+                "rolls back to the previous rule set {} unless `sgctl confirm` comes first{}",
+                crate::confirm::when(deadline),
+                if report.diff.detach.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} detached on confirmation)", report.diff.detach.join(", "))
+                }
+            );
         }
         for w in &report.warnings {
             eprintln!("warning: {w}");

@@ -8,6 +8,7 @@ pub mod attach;
 pub mod audit;
 pub mod common;
 pub mod completions;
+pub mod confirm;
 pub mod conntrack;
 pub mod daemon;
 pub mod detach;
@@ -25,7 +26,7 @@ pub mod upgrade;
 
 use clap::{Parser, Subcommand};
 
-/// sgctl: AWS-style security groups for any Linux host, enforced in the kernel (XDP + TC).
+/// AWS-style security groups for any Linux host, enforced in the kernel (XDP + TC).
 #[derive(Debug, Parser)]
 #[command(name = "sgctl", version, about, long_about = None)]
 pub struct Cli {
@@ -47,6 +48,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Validate, diff and hot-apply a rules file (TOML or AWS JSON) to its interfaces.
     Apply(apply::ApplyArgs),
+    /// Keep the rule set an `apply --confirm SECS` enforces (without it, it rolls back by itself).
+    Confirm(confirm::ConfirmArgs),
     /// Add or remove one rule of the live rule set (and of a rules file with --file).
     Rule(rule::RuleArgs),
     /// Tracked flows: list, flush, gc.
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Detach(args) => detach::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Apply(args) => apply::run(&args),
+        Command::Confirm(args) => confirm::run(&args),
         Command::Rule(args) => rule::run(&args),
         Command::Stats(args) => stats::run(&args),
         Command::Conntrack(args) => conntrack::run(&args),

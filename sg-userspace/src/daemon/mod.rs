@@ -214,7 +214,16 @@ impl Daemon {
             let ifaces: Vec<&str> = rs.interfaces.iter().map(|b| b.iface.as_str()).collect();
             format!("{name}: rule set #{seq} already enforced on {}: adopted", ifaces.join(", "))
         } else {
-            let report = apply::apply(rs, ApplyOptions { dry_run: false, mode: self.mode, revoke: false })?;
+            // A version that binds no interface is invalid here (never applied on purpose by
+            // a watch): the last good rule set keeps enforcing.
+            let opts = ApplyOptions {
+                dry_run: false,
+                mode: self.mode,
+                revoke: false,
+                allow_empty: false,
+                confirm: None,
+            };
+            let report = apply::apply(rs, opts)?;
             let took = started.elapsed().as_secs_f64();
             let mut st = stats_of(&self.stats);
             st.applies += 1;
@@ -465,6 +474,18 @@ pub fn run(opts: Options) -> Result<()> {
         dp_log: datapath_log::Forwarder::default(),
     };
     rt.block_on(async move {
+        // What can fail is checked before anything is applied: a daemon that applies and then
+        // exits on its metrics port would leave a rule set nobody watches.
+        let metrics_listener = match opts.metrics {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Io {
+                what: format!(
+                    "metrics: binding {addr} (another process on it, or no loopback in this namespace?); \
+                     choose another with --metrics ADDR, or --metrics off"
+                ),
+                source,
+            })?),
+            None => None,
+        };
         let mut updates = None;
         if let Some(cfg) = agent_cfg {
             // Until the store answers, the pins enforce what they hold (fail static).
@@ -494,11 +515,8 @@ pub fn run(opts: Options) -> Result<()> {
             }
             d.dp_log.follow(&current.ruleset);
         }
-        let bound = match opts.metrics {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .context(|| format!("metrics: binding {addr}"))?;
+        let bound = match metrics_listener {
+            Some(listener) => {
                 let local = listener.local_addr().context(io("metrics: local address"))?;
                 tokio::spawn(metrics::serve(listener, stats.clone()));
                 Some(local)
