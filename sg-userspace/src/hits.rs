@@ -30,40 +30,50 @@ pub fn live_totals(state: &State, iface: &str, maps: &InstanceMaps) -> Result<Ve
     totals(state, iface, maps, maps.config()?.active_gen & 1)
 }
 
-/// One rule of the applied rule set with its hits, as `sgctl stats` shows it.
+/// One rule of the applied rule set with its hits, as `sgctl stats` shows it: one line of a
+/// group's ingress or egress list. Its number everywhere (stats, top, conntrack, flows,
+/// explain, replay, metrics, `rule remove`) is `index`, its position in that list (0-based),
+/// with the group and the direction.
 #[derive(Debug, Serialize)]
 pub struct RuleStat {
     pub iface: String,
-    /// Rule id on the interface (file order).
-    pub id: usize,
     pub group: String,
     pub direction: &'static str,
-    /// Position in the group's list for the direction.
+    /// The rule's number: its position in the group's list for the direction (0-based).
     pub index: usize,
+    /// The rule as a line (its peers joined).
     pub rule: String,
     pub description: Option<String>,
     pub location: String,
     /// Packets this rule allowed (the first rule in file order that allows a packet counts
-    /// it), since the rule was first applied.
+    /// it), since the rule was first applied; all its peers together.
     pub hits: u64,
 }
 
-/// Every rule of the applied rule set on the attached interfaces (or on `iface` only).
+/// Every rule of the applied rule set on the attached interfaces (or on `iface` only), one
+/// per line of the file (a line with several peers is one rule).
 pub fn rule_stats(iface: Option<&str>) -> Result<Vec<RuleStat>> {
     let state = state::applied()?;
-    let mut out = Vec::new();
+    let mut out: Vec<RuleStat> = Vec::new();
     for b in &state.ruleset.interfaces {
         if iface.is_some_and(|i| i != b.iface) {
             continue;
         }
         let Some(att) = loader::open_attached(&b.iface)? else { continue };
         let hits = live_totals(&state, &b.iface, &att.maps)?;
-        for ((id, r), hits) in state.ruleset.iface_rules(&b.iface).into_iter().enumerate().zip(hits) {
+        for (r, hits) in state.ruleset.iface_rules(&b.iface).into_iter().zip(hits) {
+            let dir = r.dir.as_str();
+            if let Some(line) = out.iter_mut().find(|s| {
+                s.iface == b.iface && s.group == r.group && s.direction == dir && s.index == r.rule.index
+            }) {
+                line.hits += hits;
+                line.rule = join_peer(&line.rule, &r.rule.describe(r.dir));
+                continue;
+            }
             out.push(RuleStat {
                 iface: b.iface.clone(),
-                id,
                 group: r.group.clone(),
-                direction: r.dir.as_str(),
+                direction: dir,
                 index: r.rule.index,
                 rule: r.rule.describe(r.dir),
                 description: r.rule.description.clone(),
@@ -73,6 +83,15 @@ pub fn rule_stats(iface: Option<&str>) -> Result<Vec<RuleStat>> {
         }
     }
     Ok(out)
+}
+
+/// `tcp 443 from 0.0.0.0/0` and `tcp 443 from ::/0` as `tcp 443 from 0.0.0.0/0, ::/0`.
+fn join_peer(line: &str, another: &str) -> String {
+    let peer = another.rsplit_once(" from ").or_else(|| another.rsplit_once(" to ")).map(|(_, p)| p);
+    match peer {
+        Some(p) if !line.contains(p) => format!("{line}, {p}"),
+        _ => line.to_string(),
+    }
 }
 
 /// One entry of an interface's network ACL with its hits, as `sgctl stats --acl` shows it.

@@ -5,7 +5,7 @@
 //! | metric | labels | what |
 //! |---|---|---|
 //! | `sgctl_packets_total`, `sgctl_bytes_total` | iface, direction, reason, action | verdicts (`SG_COUNTERS`) |
-//! | `sgctl_rule_hits_total` | iface, group, direction, rule_id, rule | packets each rule allowed |
+//! | `sgctl_rule_hits_total` | iface, group, direction, index | packets each rule (a line of a group's list, all its peers) allowed; `index` is the rule's number in its group and direction, as everywhere |
 //! | `sgctl_acl_entry_hits_total` | iface, acl, direction, rule_number, action | packets each network ACL entry decided (every packet; carried across applies that keep the entry) |
 //! | `sgctl_conntrack_entries`, `sgctl_conntrack_capacity` | iface, table | conntrack fill |
 //! | `sgctl_conntrack_full_total` | iface | new flows refused, table full (`ct_full`) |
@@ -185,15 +185,22 @@ impl SgCollector {
                 if let Some(s) = &state
                     && let Ok(totals) = hits::live_totals(s, i, &a.maps)
                 {
-                    for ((id, r), total) in s.ruleset.iface_rules(i).iter().enumerate().zip(totals) {
+                    // One series per rule line (its peers together), numbered as everywhere.
+                    let mut lines: Vec<(Vec<(&str, String)>, f64)> = Vec::new();
+                    for (r, total) in s.ruleset.iface_rules(i).iter().zip(totals) {
                         let labels = vec![
                             ("iface", iface.clone()),
                             ("group", r.group.clone()),
                             ("direction", r.dir.as_str().to_string()),
-                            ("rule_id", id.to_string()),
-                            ("rule", r.rule.describe(r.dir)),
+                            ("index", r.rule.index.to_string()),
                         ];
-                        rule_hits.add(labels, total as f64);
+                        match lines.iter_mut().find(|(l, _)| *l == labels) {
+                            Some((_, n)) => *n += total as f64,
+                            None => lines.push((labels, total as f64)),
+                        }
+                    }
+                    for (labels, n) in lines {
+                        rule_hits.add(labels, n);
                     }
                 }
                 if let Some(s) = &state

@@ -55,8 +55,7 @@ pub struct ReasonRate {
 
 #[derive(Debug, Serialize)]
 pub struct RuleRate {
-    /// Rule id on the interface.
-    pub id: u32,
+    /// The rule (`GROUP DIR #INDEX: text`) or the ACL entry, as everywhere else.
     pub rule: String,
     pub hits_per_s: f64,
 }
@@ -100,7 +99,9 @@ fn rule_names() -> Result<HashMap<String, Names>> {
             let rules = rs
                 .iface_rules(&b.iface)
                 .iter()
-                .map(|r| format!("{}/{}: {}", r.group, r.dir.as_str(), r.rule.describe(r.dir)))
+                .map(|r| {
+                    format!("{} {} #{}: {}", r.group, r.dir.as_str(), r.rule.index, r.rule.describe(r.dir))
+                })
                 .collect();
             let acl = rs.iface_acl(&b.iface).map_or_else(Vec::new, |a| {
                 crate::rules::Dir::BOTH
@@ -118,18 +119,18 @@ fn rule_names() -> Result<HashMap<String, Names>> {
 }
 
 /// The entries of `before` -> `after` that moved, as rates, busiest first, at most `top`.
+/// The peers of one rule line (one name up to its text) count together.
 fn busiest(before: &[u64], after: &[u64], names: &[String], secs: f64, top: usize) -> Vec<RuleRate> {
-    let mut rates: Vec<RuleRate> = before
-        .iter()
-        .zip(after)
-        .enumerate()
-        .filter(|(_, (b, a))| a > b)
-        .map(|(id, (b, a))| RuleRate {
-            id: id as u32,
-            rule: names.get(id).cloned().unwrap_or_else(|| format!("#{id}")),
-            hits_per_s: (a - b) as f64 / secs,
-        })
-        .collect();
+    let mut rates: Vec<RuleRate> = Vec::new();
+    for (id, (b, a)) in before.iter().zip(after).enumerate().filter(|(_, (b, a))| a > b) {
+        let name = names.get(id).cloned().unwrap_or_else(|| format!("rule id {id}"));
+        let key = name.split(": ").next().unwrap_or(&name).to_string();
+        let rate = (a - b) as f64 / secs;
+        match rates.iter_mut().find(|r| r.rule.split(": ").next() == Some(key.as_str())) {
+            Some(r) => r.hits_per_s += rate,
+            None => rates.push(RuleRate { rule: name, hits_per_s: rate }),
+        }
+    }
     rates.sort_by(|x, y| y.hits_per_s.total_cmp(&x.hits_per_s));
     rates.truncate(top);
     rates

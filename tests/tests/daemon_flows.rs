@@ -266,7 +266,7 @@ fn metrics_endpoint_counters_move() {
     assert!(wait_until(Duration::from_secs(10), || d.log().contains("metrics on")).is_some(), "{}", d.log());
     let ifa = pair.if_a.clone();
     let drop_labels = [("iface", ifa.as_str()), ("direction", "ingress"), ("reason", "no_rule")];
-    let hit_labels = [("iface", ifa.as_str()), ("rule_id", "0")];
+    let hit_labels = [("iface", ifa.as_str()), ("direction", "ingress"), ("index", "0")];
 
     let m0 = http_get(&pair, "/metrics");
     assert!(m0.starts_with("HTTP/1.1 200 OK"), "{m0}");

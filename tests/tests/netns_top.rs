@@ -69,11 +69,10 @@ fn top_json_shows_rates_and_busiest_rules() {
         assert!(rate("rule_allow") > 50.0, "allowed new flows move: {line}");
         assert!(rate("no_rule") > 50.0, "denied datagrams move: {line}");
         let top = iface["top_rules"].as_array().expect("top_rules");
-        assert_eq!(top.first().map(|r| r["id"].as_u64()), Some(Some(0)), "rule 0 is the busiest: {line}");
-        assert!(top[0]["rule"].as_str().unwrap().contains("udp 7000"), "{line}");
+        let busiest = top[0]["rule"].as_str().unwrap();
+        assert!(busiest.contains(" ingress #0: udp 7000"), "rule #0 is the busiest: {line}");
         assert!(top[0]["hits_per_s"].as_f64().unwrap() > 50.0, "{line}");
         let acl = iface["top_acl_entries"].as_array().expect("top_acl_entries");
-        assert_eq!(acl.first().map(|r| r["id"].as_u64()), Some(Some(0)), "the ingress entry: {line}");
         assert!(acl[0]["rule"].as_str().unwrap().starts_with("acl edge/ingress: 100 allow all"), "{line}");
         assert!(
             acl[0]["hits_per_s"].as_f64().unwrap() > top[0]["hits_per_s"].as_f64().unwrap(),

@@ -172,3 +172,52 @@ fn no_subcommand_panics_on_a_closed_pipe() {
         assert!(code == "0" || code == "141", "sgctl {args} | head: exit {code} {err}");
     }
 }
+
+/// One number per rule: the number `top` shows for the busiest rule is the one `rule remove`
+/// takes, and removing it removes exactly that rule (a rule with two peers is one rule).
+#[test]
+fn the_number_top_shows_is_the_one_rule_remove_takes() {
+    if !require_bpf("the_number_top_shows_is_the_one_rule_remove_takes") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let text = format!(
+        "[groups.g]\ningress = [\n  {{ proto = \"udp\", ports = \"7000\", from = [\"192.0.2.0/24\", \"2001:db8::/64\"] }},\n  \
+         {{ proto = \"udp\", ports = \"7001\", from = \"192.0.2.0/24\" }},\n]\n\n[interfaces.{}]\ngroups = [\"g\"]\n",
+        pair.if_a
+    );
+    pair.sgctl_ok(Side::A, &["apply", &file(&pair, "two.toml", &text)]);
+    // New flows to 7001 only, while top samples.
+    let sender = {
+        let dst = SocketAddr::new(pair.v4_a.into(), 7001);
+        pair.run_spawn(Side::B, move || {
+            for p in 0..3000u16 {
+                let s = std::net::UdpSocket::bind(("192.0.2.2", 20000 + p % 2000)).expect("bind");
+                let _ = s.send_to(b"x", dst);
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        })
+    };
+    let out = pair.sgctl_ok(Side::A, &["top", "--json", "--count", "1", "--interval", "0.5"]);
+    sender.join().expect("sender");
+    let sample: serde_json::Value =
+        serde_json::from_str(out.lines().next().expect("a sample")).expect("json");
+    let busiest =
+        sample["interfaces"][0]["top_rules"][0]["rule"].as_str().expect("a busiest rule").to_string();
+    // "g ingress #1: udp 7001 from 192.0.2.0/24"
+    let number = busiest.split('#').nth(1).and_then(|r| r.split(':').next()).expect("a #number").to_string();
+    assert!(busiest.starts_with("g ingress #") && busiest.contains("udp 7001"), "{busiest}");
+    pair.sgctl_ok(Side::A, &["rule", "remove", "g", "ingress", &number]);
+    let stats = pair.sgctl_ok(Side::A, &["stats", "--json"]);
+    let rules: serde_json::Value = serde_json::from_str(&stats).expect("stats json");
+    let left: Vec<String> = rules
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(left.iter().any(|r| r.contains("udp 7000")), "{left:?}");
+    assert!(!left.iter().any(|r| r.contains("udp 7001")), "{left:?}");
+    // The two-peer rule is one rule with one number.
+    assert_eq!(left.iter().filter(|r| r.contains("udp 7000")).count(), 1, "{left:?}");
+}

@@ -32,25 +32,26 @@ pub fn run(args: &StatsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if !args.acl {
-        row([&"iface", &"id", &"group", &"dir", &"index", &"hits"], &"rule");
+        row([&"iface", &"group", &"dir", &"#", &"hits"], &"rule");
         for s in rule_stats(args.iface.as_deref())? {
-            row([&s.iface, &s.id, &s.group, &s.direction, &s.index, &s.hits], &s.rule);
+            row([&s.iface, &s.group, &s.direction, &format!("#{}", s.index), &s.hits], &s.rule);
         }
         if acl.is_empty() {
             return Ok(());
         }
         println!();
     }
-    row([&"iface", &"id", &"acl", &"dir", &"rule", &"hits"], &"network ACL entry");
+    row([&"iface", &"acl", &"dir", &"rule", &"hits"], &"network ACL entry");
     for s in &acl {
-        row([&s.iface, &s.id, &s.acl, &s.direction, &s.number, &s.hits], &s.entry);
+        row([&s.iface, &s.acl, &s.direction, &s.number, &s.hits], &s.entry);
     }
     Ok(())
 }
 
-/// One line of either table: interface, id, group or ACL, direction, index or rule number,
-/// hits, then what the row counts.
-fn row(c: [&dyn Display; 6], what: &dyn Display) {
-    let [iface, id, owner, dir, index, hits] = c.map(ToString::to_string);
-    println!("{iface:<12} {id:>4} {owner:<16} {dir:<8} {index:>5} {hits:>12}  {what}");
+/// One line of either table: interface, group or ACL, direction, the rule's number (a
+/// rule's index in its group and direction, an ACL entry's rule number), hits, then what the
+/// row counts.
+fn row(c: [&dyn Display; 5], what: &dyn Display) {
+    let [iface, owner, dir, number, hits] = c.map(ToString::to_string);
+    println!("{iface:<12} {owner:<16} {dir:<8} {number:>5} {hits:>12}  {what}");
 }

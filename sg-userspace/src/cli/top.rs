@@ -40,8 +40,9 @@ fn si(v: f64) -> String {
     }
 }
 
-fn print_screen(s: &Sample) {
-    let mut out = String::from("\x1b[2J\x1b[H");
+fn print_screen(s: &Sample, terminal: bool) {
+    // The screen is cleared on a terminal only: into a pipe or a file, samples follow each other.
+    let mut out = if terminal { String::from("\x1b[2J\x1b[H") } else { String::new() };
     let _ = writeln!(out, "sgctl top: every {:.1} s, Ctrl-C to quit\n", s.interval);
     if s.interfaces.is_empty() {
         out += "no interface attached in this network namespace\n";
@@ -70,13 +71,13 @@ fn print_screen(s: &Sample) {
         if !i.top_rules.is_empty() {
             out += "  top rules (new flows/s):\n";
             for r in &i.top_rules {
-                let _ = writeln!(out, "  {:>10}/s  #{:<4} {}", si(r.hits_per_s), r.id, r.rule);
+                let _ = writeln!(out, "  {:>10}/s  {}", si(r.hits_per_s), r.rule);
             }
         }
         if !i.top_acl_entries.is_empty() {
             out += "  top network ACL entries (packets/s):\n";
             for r in &i.top_acl_entries {
-                let _ = writeln!(out, "  {:>10}/s  #{:<4} {}", si(r.hits_per_s), r.id, r.rule);
+                let _ = writeln!(out, "  {:>10}/s  {}", si(r.hits_per_s), r.rule);
             }
         }
         out += "\n";
@@ -96,7 +97,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&sample)?);
             let _ = std::io::stdout().flush();
         } else {
-            print_screen(&sample);
+            print_screen(&sample, std::io::IsTerminal::is_terminal(&std::io::stdout()));
         }
         n += 1;
     }
