@@ -38,7 +38,7 @@ use crate::{
 };
 
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ApplyOptions {
+pub struct ApplyOptions<'a> {
     /// Compute and report the diff only.
     pub dry_run: bool,
     /// XDP mode for interfaces this apply attaches.
@@ -53,6 +53,8 @@ pub struct ApplyOptions {
     /// Roll the apply back by itself after this many seconds unless `sgctl confirm` comes
     /// first (`confirm`); interfaces the file dropped are detached only on confirmation.
     pub confirm: Option<u64>,
+    /// Where the rule set comes from (`State::source`), for `sgctl status`.
+    pub source: Option<&'a str>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -131,13 +133,19 @@ struct Staged {
 }
 
 /// Applies `rs` (see the module documentation). With `dry_run`, only the diff.
-pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
+pub fn apply(rs: &RuleSet, opts: ApplyOptions<'_>) -> Result<ApplyReport> {
     if rs.interfaces.is_empty() && !rs.hosts.is_empty() {
         let hosts: Vec<&str> = rs.hosts.iter().map(|h| h.host.as_str()).collect();
         return Err(Error::HostsOnly { hosts: hosts.join(", ") });
     }
     pins::check_root()?;
     pins::check_bpffs()?;
+    // An interface that does not exist is the file's error (a dry run says so too).
+    for b in &rs.interfaces {
+        if crate::iface::ifindex(&b.iface).is_err() {
+            return Err(Error::NoSuchInterfaceAt { loc: b.loc.to_string(), iface: b.iface.clone() });
+        }
+    }
     let plans = compile::compile(rs)?;
     let _lock = state::lock()?;
     let old = state::current_state()?;
@@ -148,7 +156,19 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
             .unwrap_or_default();
         return Err(Error::BindsNothing { enforcing: enforcing.join(", ") });
     }
-    let d = diff(old.as_ref().map(|s| &s.ruleset), rs);
+    let mut d = diff(old.as_ref().map(|s| &s.ruleset), rs);
+    // An interface the saved rule set has but nothing enforces (detached by hand): the diff of
+    // the rules does not show that this apply attaches it again; say it.
+    if let Some(o) = &old {
+        for b in rs.interfaces.iter().filter(|b| o.ruleset.binding(&b.iface).is_some()) {
+            if matches!(loader::open_attached(&b.iface), Ok(None)) {
+                d.lines.push(format!(
+                    "~ interface {}: not attached (detached by hand?): attached again",
+                    b.iface
+                ));
+            }
+        }
+    }
     let seq = old.as_ref().map_or(0, |s| s.seq) + 1;
     let mut report = ApplyReport {
         diff: d,
@@ -174,8 +194,13 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions) -> Result<ApplyReport> {
             return Err(e);
         }
     };
-    let mut new_state =
-        State { seq, ruleset: rs.clone(), hit_base: BTreeMap::default(), acl_hit_base: BTreeMap::default() };
+    let mut new_state = State {
+        seq,
+        ruleset: rs.clone(),
+        hit_base: BTreeMap::default(),
+        acl_hit_base: BTreeMap::default(),
+        source: opts.source.map(str::to_string),
+    };
     let had_state = match state::save_new(&new_state) {
         Ok(had) => had,
         Err(e) => {
@@ -239,7 +264,7 @@ fn stage(
     rs: &RuleSet,
     plans: &[IfacePlan],
     seq: u64,
-    opts: ApplyOptions,
+    opts: ApplyOptions<'_>,
     newly: &mut Vec<(String, AdoptReport)>,
 ) -> Result<Vec<Staged>> {
     let mut staged = Vec::new();

@@ -23,6 +23,9 @@ pub enum Error {
     #[error("no such interface: {0} (in this network namespace)")]
     NoSuchInterface(String),
 
+    #[error("{loc}: no interface {iface} in this network namespace (nothing was applied)")]
+    NoSuchInterfaceAt { loc: String, iface: String },
+
     #[error("interface {iface} already has an XDP program attached: {holder}; remove it first")]
     XdpBusy { iface: String, holder: String },
 

@@ -41,6 +41,10 @@ pub struct State {
     /// same entry (same ACL, direction, number and content).
     #[serde(default)]
     pub acl_hit_base: BTreeMap<String, Vec<u64>>,
+    /// Where the rule set came from: `file PATH`, `daemon PATH`, `fleet etcd revision N (host
+    /// H)`, `sgctl rule`.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 impl State {

@@ -21,6 +21,7 @@ use crate::{
     },
     maps::{CtTable, ReasonCount},
     pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
+    state,
 };
 
 #[derive(Debug, Serialize)]
@@ -45,6 +46,12 @@ pub struct IfaceStatus {
     pub egress: &'static str,
     /// Monitor mode (`attach --monitor on`): drops are counted, not enforced.
     pub monitor: bool,
+    /// What the interface enforces in groups mode: its security groups and network ACL.
+    pub groups: Vec<String>,
+    pub acl: Option<String>,
+    /// Where that comes from: the applied rule set's source (`file PATH`, `daemon PATH`,
+    /// `fleet ...`, `sgctl rule`), or `sgctl attach` for postures.
+    pub source: String,
     pub attached_at: u64,
     pub ingress_prog_id: Option<u32>,
     pub egress_prog_id: Option<u32>,
@@ -98,6 +105,7 @@ pub fn collect() -> Result<Status> {
     pins::check_root()?;
     pins::check_bpffs()?;
     let dir = pins::netns_dir()?;
+    let applied = state::current_state().ok().flatten();
     let mut interfaces = Vec::new();
     for name in pins::attached_ifaces()? {
         let d = dir.join(&name);
@@ -113,6 +121,14 @@ pub fn collect() -> Result<Status> {
         let Some(maps) = open_pinned(&d)? else { continue };
         let meta = maps.meta()?;
         let cfg = maps.config()?;
+        let enforced = (cfg.policy_mode == POLICY_GROUPS)
+            .then(|| {
+                applied
+                    .as_ref()
+                    .filter(|s| s.seq == cfg.policy_seq)
+                    .and_then(|s| s.ruleset.binding(&name).map(|b| (s, b)))
+            })
+            .flatten();
         let live = iface::ifindex(&name).ok() == Some(cfg.ifindex);
         interfaces.push(IfaceStatus {
             state: if live { "attached" } else { "stale" },
@@ -125,6 +141,13 @@ pub fn collect() -> Result<Status> {
             egress: Posture::from_u8(cfg.egress_posture).map_or("invalid", Posture::as_str),
             attached_at: cfg.attached_at,
             monitor: cfg.flags & CONFIG_MONITOR != 0,
+            groups: enforced.map(|(_, b)| b.groups.clone()).unwrap_or_default(),
+            acl: enforced.and_then(|(_, b)| b.acl.clone()),
+            source: match (cfg.policy_mode == POLICY_GROUPS, enforced) {
+                (false, _) => "sgctl attach (postures)".to_string(),
+                (true, Some((s, _))) => s.source.clone().unwrap_or_else(|| "sgctl apply".to_string()),
+                (true, None) => format!("rule set #{} (not the saved one)", cfg.policy_seq),
+            },
             ingress_prog_id: pinned_prog_id(&d.join(PROG_INGRESS)).ok(),
             egress_prog_id: pinned_prog_id(&d.join(PROG_EGRESS)).ok(),
             xdp_link_id: pinned_link_id(&d.join(PIN_LINK_XDP)).ok(),
@@ -211,6 +234,9 @@ impl IfaceStatus {
             ingress: "unknown",
             egress: "unknown",
             monitor: false,
+            groups: Vec::new(),
+            acl: None,
+            source: String::new(),
             attached_at: 0,
             ingress_prog_id: None,
             egress_prog_id: None,

@@ -221,3 +221,104 @@ fn the_number_top_shows_is_the_one_rule_remove_takes() {
     // The two-peer rule is one rule with one number.
     assert_eq!(left.iter().filter(|r| r.contains("udp 7000")).count(), 1, "{left:?}");
 }
+
+/// Errors below the bar, each fixed: one line, the place, what to do.
+#[test]
+fn mistakes_get_one_line_that_names_the_place_and_the_fix() {
+    if !require_bpf("mistakes_get_one_line_that_names_the_place_and_the_fix") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let bad_iface = file(&pair, "noif.toml", &rules("eth9", 7000));
+    let half_range = file(
+        &pair,
+        "range.toml",
+        &format!(
+            "[groups.g]\ningress = [ {{ proto = \"tcp\", ports = \"80-\", from = \"192.0.2.0/24\" }} ]\n[interfaces.{}]\ngroups = [\"g\"]\n",
+            pair.if_a
+        ),
+    );
+    let json = file(&pair, "aws.json", r#"{"SecurityGroups": []}"#);
+    let toml = file(&pair, "ok.toml", &rules(&pair.if_a, 7000));
+    for (args, want) in [
+        (
+            vec!["apply", bad_iface.as_str(), "--dry-run"],
+            "noif.toml:4:13: no interface eth9 in this network namespace",
+        ),
+        (vec!["apply", half_range.as_str()], "range.toml:2:38: port range '80-' lacks an end"),
+        (
+            vec!["apply", json.as_str()],
+            "aws.json:1:1: this looks like JSON, not sgctl TOML: AWS JSON needs --format aws",
+        ),
+        (vec!["apply", toml.as_str(), "--bind", "x=web"], "--bind applies to AWS JSON"),
+        (
+            vec![
+                "explain",
+                "--iface",
+                &pair.if_a,
+                "--dir",
+                "ingress",
+                "--proto",
+                "tcp",
+                "--src",
+                "192.0.2.2",
+                "--dst",
+                "192.0.2.1",
+                "--rules",
+                toml.as_str(),
+            ],
+            "--dport: tcp and udp packets need a destination port",
+        ),
+    ] {
+        let out = pair.sgctl(Side::A, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    assert!(pair.status_json()["interfaces"].as_array().is_some_and(Vec::is_empty), "something was attached");
+}
+
+/// What an interface enforces is in `status`; a manual detach is seen by a dry run and by
+/// explain.
+#[test]
+fn status_says_what_is_enforced_and_a_manual_detach_is_seen() {
+    if !require_bpf("status_says_what_is_enforced_and_a_manual_detach_is_seen") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let f = file(&pair, "enf.toml", &rules(&pair.if_a, 7000));
+    pair.sgctl_ok(Side::A, &["apply", &f]);
+    let st = pair.status_json();
+    let i = &st["interfaces"][0];
+    assert_eq!(i["groups"], serde_json::json!(["g"]), "{i}");
+    assert!(
+        i["source"].as_str().unwrap().starts_with("file ")
+            && i["source"].as_str().unwrap().ends_with("enf.toml"),
+        "{i}"
+    );
+    let text = pair.sgctl_ok(Side::A, &["status"]);
+    assert!(text.contains("security groups g, rule set #1 from file "), "{text}");
+    pair.sgctl_ok(Side::A, &["detach", &pair.if_a]);
+    let dry = pair.sgctl_ok(Side::A, &["apply", &f, "--dry-run"]);
+    assert!(dry.contains("not attached (detached by hand?): attached again"), "{dry}");
+    let ex = pair.sgctl_ok(
+        Side::A,
+        &[
+            "explain",
+            "--iface",
+            &pair.if_a,
+            "--dir",
+            "ingress",
+            "--proto",
+            "tcp",
+            "--src",
+            "192.0.2.2",
+            "--dst",
+            "192.0.2.1",
+            "--dport",
+            "7000",
+        ],
+    );
+    assert!(ex.contains("is not attached"), "{ex}");
+}

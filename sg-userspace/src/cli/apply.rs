@@ -61,6 +61,8 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             args.file.display()
         );
     }
+    let path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
+    let source = format!("file {}", path.display());
     let report = apply(
         &rs,
         ApplyOptions {
@@ -69,6 +71,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             revoke: args.revoke,
             allow_empty: args.allow_empty,
             confirm: args.confirm,
+            source: Some(&source),
         },
     )?;
     if args.json {

@@ -133,6 +133,23 @@ pub fn load_rules(
     format: rules::Format,
     aws: &AwsInput,
 ) -> anyhow::Result<rules::RuleSet> {
+    if format == rules::Format::Toml {
+        // AWS-only inputs with a TOML file would be ignored: say so instead.
+        anyhow::ensure!(
+            aws.bind.is_empty(),
+            "{}: --bind applies to AWS JSON (--format aws); a TOML file binds interfaces with [interfaces.NAME]",
+            file.display()
+        );
+        if let Ok(text) = std::fs::read_to_string(file)
+            && matches!(text.trim_start().chars().next(), Some('{' | '['))
+            && text.trim_start().starts_with('{')
+        {
+            anyhow::bail!(
+                "{}:1:1: this looks like JSON, not sgctl TOML: AWS JSON needs --format aws (and --bind IFACE=GROUPS)",
+                file.display()
+            );
+        }
+    }
     let loaded = rules::load_with_warnings(file, format, &aws.context()?)?;
     for w in &loaded.warnings {
         eprintln!("sgctl: warning: {w}");

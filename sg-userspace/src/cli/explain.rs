@@ -21,15 +21,19 @@ pub struct ExplainArgs {
     /// tcp, udp, icmp, icmpv6 or a protocol number.
     #[arg(long, value_parser = proto_number)]
     pub proto: u8,
+    /// The packet's source address.
     #[arg(long)]
     pub src: IpAddr,
+    /// The packet's destination address.
     #[arg(long)]
     pub dst: IpAddr,
-    /// Destination port (tcp, udp).
-    #[arg(long, default_value_t = 0)]
-    pub dport: u16,
+    /// Destination port (tcp and udp: required).
+    #[arg(long)]
+    pub dport: Option<u16>,
+    /// ICMP type (icmp, icmpv6).
     #[arg(long, default_value_t = 0)]
     pub icmp_type: u8,
+    /// ICMP code (icmp, icmpv6).
     #[arg(long, default_value_t = 0)]
     pub icmp_code: u8,
     /// Explain against this rules file instead of the applied rule set.
@@ -45,6 +49,10 @@ pub struct ExplainArgs {
 }
 
 pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
+    let dport = match (args.proto, args.dport) {
+        (6 | 17, None) => anyhow::bail!("--dport: tcp and udp packets need a destination port"),
+        (_, d) => d.unwrap_or(0),
+    };
     let rs = match &args.rules {
         Some(p) => load_rules(p, args.format, &args.aws)?,
         None => applied()?.ruleset,
@@ -57,7 +65,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
             proto: args.proto,
             src: args.src,
             dst: args.dst,
-            dport: args.dport,
+            dport,
             icmp_type: args.icmp_type,
             icmp_code: args.icmp_code,
         },
@@ -65,6 +73,12 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
         return Ok(());
+    }
+    if args.rules.is_none() && matches!(crate::loader::open_attached(&args.iface), Ok(None)) {
+        println!(
+            "note: {} is not attached (detached by hand?): nothing filters it now; this is what the saved rule set would do",
+            args.iface
+        );
     }
     let groups = match (&e.group, &e.rule) {
         (Some(g), Some(r)) => format!(

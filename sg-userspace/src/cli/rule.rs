@@ -101,7 +101,8 @@ pub fn run(args: &RuleArgs) -> anyhow::Result<()> {
     };
     let new_text = edit(&name, &text, group, dir.into(), &change)?;
     let rs = rules::parse_str(&name, &new_text, Format::Toml, &AwsContext::default())?;
-    let report = apply(&rs, ApplyOptions::default())?;
+    let report =
+        apply(&rs, ApplyOptions { source: Some("sgctl rule (live edit)"), ..ApplyOptions::default() })?;
     for l in &report.diff.lines {
         println!("{l}");
     }

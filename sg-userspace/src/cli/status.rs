@@ -35,8 +35,14 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
         }
         if s.policy == "groups" {
             println!(
-                "{} ({}, ifindex {}): security groups, rule set #{}",
-                s.iface, s.state, s.ifindex, s.policy_seq
+                "{} ({}, ifindex {}): security groups {}{}, rule set #{} from {}",
+                s.iface,
+                s.state,
+                s.ifindex,
+                if s.groups.is_empty() { "?".to_string() } else { s.groups.join(", ") },
+                s.acl.as_ref().map_or_else(String::new, |a| format!(", network ACL {a}")),
+                s.policy_seq,
+                s.source
             );
         } else {
             println!(

@@ -216,12 +216,15 @@ impl Daemon {
         } else {
             // A version that binds no interface is invalid here (never applied on purpose by
             // a watch): the last good rule set keeps enforcing.
+            let source =
+                if name.starts_with("etcd") { format!("fleet {name}") } else { format!("daemon {name}") };
             let opts = ApplyOptions {
                 dry_run: false,
                 mode: self.mode,
                 revoke: false,
                 allow_empty: false,
                 confirm: None,
+                source: Some(&source),
             };
             let report = apply::apply(rs, opts)?;
             let took = started.elapsed().as_secs_f64();

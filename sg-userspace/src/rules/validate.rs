@@ -416,6 +416,10 @@ fn ports(ck: &mut Checker, r: &RawRule, proto: Proto) -> Option<Ports> {
             Some(Ports::Range(p, p))
         }
         (_, Some(At { v: PortsText::Text(t), loc })) => match t.split_once('-') {
+            Some((a, b)) if a.trim().is_empty() || b.trim().is_empty() => {
+                ck.err(loc, format!("port range '{t}' lacks an end (a range is lo-hi, like 1024-65535)"));
+                None
+            }
             Some((a, b)) => {
                 let lo = port(ck, loc, a)?;
                 let hi = port(ck, loc, b)?;
