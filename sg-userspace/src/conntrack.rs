@@ -22,9 +22,14 @@ pub struct Flow {
     pub iface: String,
     /// tcp, udp, icmp, icmpv6, or the protocol number.
     pub proto: String,
-    /// The endpoint that opened the flow.
-    pub initiator: String,
-    pub responder: String,
+    /// The flow's first packet, as the flow log names a packet: the initiator is `src`,
+    /// `sport` (the same JSON vocabulary as `sgctl flows`). ICMP echo flows have no ports:
+    /// `icmp_id` is the echo identifier.
+    pub src: IpAddr,
+    pub sport: Option<u16>,
+    pub dst: IpAddr,
+    pub dport: Option<u16>,
+    pub icmp_id: Option<u16>,
     /// `ingress` (opened from outside) or `egress` (opened by this host).
     pub origin: &'static str,
     pub state: &'static str,
@@ -67,11 +72,16 @@ pub fn flows(maps: &InstanceMaps, iface: &str, state: Option<&State>, all: bool)
             continue;
         }
         let (initiator, responder) = endpoints(&k, &e);
+        let icmp = matches!(k.proto, 1 | 58);
+        let ports = !icmp && matches!(k.proto, 6 | 17 | 132);
         out.push(Flow {
             iface: iface.to_string(),
             proto: proto_name(k.proto),
-            initiator: initiator.to_string(),
-            responder: responder.to_string(),
+            src: initiator.ip(),
+            sport: ports.then_some(initiator.port()),
+            dst: responder.ip(),
+            dport: ports.then_some(responder.port()),
+            icmp_id: icmp.then_some(initiator.port()),
             origin: if e.origin == 0 { "ingress" } else { "egress" },
             state: state_name(e.state),
             table,

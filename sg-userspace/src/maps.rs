@@ -441,8 +441,9 @@ fn set_per_cpu(map: &mut PerCpuArray<MapData, u64>, spec: &MapSpec, slot: u32, n
     map.set(slot, vals, 0).context(|| format!("writing {}", spec.name))
 }
 
-/// Which conntrack table an entry is in.
+/// Which conntrack table an entry is in (`established`, `new` in JSON).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CtTable {
     /// `SG_CT`: both directions seen.
     Established,

@@ -85,3 +85,26 @@ fn systemd_unit_runs_a_valid_daemon_command() {
         assert!(unit.contains(key), "the unit lacks {key}");
     }
 }
+
+/// Every flag and argument of every subcommand says what it is for.
+#[test]
+fn every_flag_has_help_text() {
+    use clap::CommandFactory as _;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            let id = a.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&sg_userspace::cli::Cli::command(), "sgctl", &mut missing);
+    assert!(missing.is_empty(), "flags without help text:\n  {}", missing.join("\n  "));
+}

@@ -69,14 +69,8 @@ fn enable_keeps_what_the_policy_allows(v6: bool) {
     assert!(ct["adopted"].as_u64().expect("adopted") >= 2, "{ct}");
     let list = pair.sgctl_ok(Side::A, &["conntrack", "list", "--json"]);
     let flows: serde_json::Value = serde_json::from_str(&list).expect("json");
-    let ports: Vec<u64> = flows
-        .as_array()
-        .expect("flows")
-        .iter()
-        .filter_map(|f| {
-            f["responder"].as_str().and_then(|r| r.rsplit(':').next()).and_then(|p| p.parse().ok())
-        })
-        .collect();
+    let ports: Vec<u64> =
+        flows.as_array().expect("flows").iter().filter_map(|f| f["dport"].as_u64()).collect();
     for p in [9000, 9053, 7000] {
         assert!(ports.contains(&p), "no tracked flow to port {p}: {list}");
     }

@@ -16,6 +16,7 @@ use crate::{
 pub struct ApplyArgs {
     /// Rules file (sgctl TOML, or AWS JSON with --format aws).
     pub file: PathBuf,
+    /// Format of FILE: toml (sgctl rules) or aws (describe-security-groups JSON).
     #[arg(long, value_enum, default_value_t = Format::Toml)]
     pub format: Format,
     /// Print what would change; change nothing.

@@ -25,10 +25,12 @@ pub struct AuditArgs {
     /// Audit the rule set applied in this network namespace, with per-rule hits.
     #[arg(long)]
     pub live: bool,
+    /// Format of FILE: toml or aws.
     #[arg(long, value_enum, default_value = "toml")]
     pub format: Format,
     #[command(flatten)]
     pub aws: AwsInput,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
     /// Exit non-zero when a finding is at least this severe.

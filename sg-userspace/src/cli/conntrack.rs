@@ -38,6 +38,7 @@ pub struct IfaceFilter {
 pub struct ListArgs {
     #[command(flatten)]
     pub iface: IfaceFilter,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
     /// Also list expired flows not yet removed.
@@ -74,35 +75,7 @@ pub fn run(args: &ConntrackArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(());
             }
-            println!(
-                "{:<10} {:<6} {:<45} {:<45} {:<7} {:<13} {:>9} {:>9} {:>10} {:>10}  rule",
-                "iface",
-                "proto",
-                "initiator",
-                "responder",
-                "origin",
-                "state",
-                "age s",
-                "idle s",
-                "pkts>",
-                "pkts<"
-            );
-            for f in &all {
-                println!(
-                    "{:<10} {:<6} {:<45} {:<45} {:<7} {:<13} {:>9.1} {:>9.1} {:>10} {:>10}  {}",
-                    f.iface,
-                    f.proto,
-                    f.initiator,
-                    f.responder,
-                    f.origin,
-                    if f.expired { "expired" } else { f.state },
-                    f.age_s,
-                    f.idle_s,
-                    f.packets[0],
-                    f.packets[1],
-                    f.rule.as_deref().unwrap_or("-")
-                );
-            }
+            print_table(&all);
             println!("{} flows", all.len());
         }
         ConntrackOp::Flush(f) => {
@@ -129,4 +102,54 @@ pub fn run(args: &ConntrackArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An endpoint as listed: `addr:port` (`[v6]:port`), the address alone without ports.
+fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
+    match port {
+        Some(p) => std::net::SocketAddr::new(addr, p).to_string(),
+        None => addr.to_string(),
+    }
+}
+
+/// The flows as a table whose columns are as wide as their contents (an IPv4 table fits 120
+/// columns); ICMP echo flows by their identifier.
+fn print_table(all: &[crate::conntrack::Flow]) {
+    let rows: Vec<[String; 8]> = all
+        .iter()
+        .map(|f| {
+            [
+                f.iface.clone(),
+                f.icmp_id.map_or_else(|| f.proto.clone(), |id| format!("{} id {id}", f.proto)),
+                endpoint(f.src, f.sport),
+                endpoint(f.dst, f.dport),
+                format!(
+                    "{} {}",
+                    if f.origin == "ingress" { "in" } else { "out" },
+                    if f.expired { "expired" } else { f.state }
+                ),
+                format!("{:.0}", f.idle_s),
+                format!("{}/{}", f.packets[0], f.packets[1]),
+                f.rule
+                    .as_deref()
+                    .map_or_else(|| "-".to_string(), |r| r.split(": ").next().unwrap_or(r).to_string()),
+            ]
+        })
+        .collect();
+    let head = ["iface", "proto", "from", "to", "state", "idle s", "pkts >/<", "rule"];
+    let mut w: [usize; 8] = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |c: [&str; 8]| {
+        let cols: Vec<String> =
+            c.iter().enumerate().map(|(i, s)| format!("{s:<width$}", width = w[i])).collect();
+        println!("{}", cols.join(" ").trim_end());
+    };
+    line(head);
+    for r in &rows {
+        line(std::array::from_fn(|i| r[i].as_str()));
+    }
 }

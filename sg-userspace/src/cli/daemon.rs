@@ -27,6 +27,7 @@ pub struct DaemonArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub fleet: FleetDaemonArgs,
+    /// Format of --config: toml or aws.
     #[arg(long, value_enum, default_value_t = Format::Toml)]
     pub format: Format,
     #[command(flatten)]
@@ -96,6 +97,7 @@ pub struct FlowArgs {
     /// Events per second per CPU, all kinds (0: no limit).
     #[arg(long, default_value_t = 5000, value_name = "N")]
     pub cpu_rate: u32,
+    /// Flow-log events a CPU may emit at once beyond its rate (GCRA burst).
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub cpu_burst: u32,
 }

@@ -14,8 +14,10 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
+    /// The interface the packet crosses.
     #[arg(long)]
     pub iface: String,
+    /// ingress (arriving) or egress (leaving).
     #[arg(long, value_enum)]
     pub dir: DirArg,
     /// tcp, udp, icmp, icmpv6 or a protocol number.
@@ -44,6 +46,7 @@ pub struct ExplainArgs {
     pub format: Format,
     #[command(flatten)]
     pub aws: AwsInput,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }

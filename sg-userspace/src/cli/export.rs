@@ -15,6 +15,7 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
+    /// What to print: aws (security groups as JSON), aws-acls (network ACLs) or nft (an nftables ruleset).
     #[arg(value_enum)]
     pub to: ExportFormat,
     /// Rules file to convert (default: the rule set applied in this network namespace).

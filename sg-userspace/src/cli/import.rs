@@ -10,8 +10,10 @@ use crate::rules::{Format, toml_out};
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
+    /// What the input is: aws (describe-security-groups JSON).
     #[arg(value_enum)]
     pub from: ImportFormat,
+    /// The AWS JSON file.
     pub file: PathBuf,
     #[command(flatten)]
     pub aws: AwsInput,

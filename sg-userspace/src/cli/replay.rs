@@ -22,6 +22,7 @@ pub struct ReplayArgs {
     /// The candidate rules file.
     #[arg(long, value_name = "FILE")]
     pub rules: PathBuf,
+    /// Format of --rules: toml or aws.
     #[arg(long, value_enum, default_value_t = Format::Toml)]
     pub format: Format,
     #[command(flatten)]
@@ -35,6 +36,7 @@ pub struct ReplayArgs {
     /// This host's addresses (repeatable): packets to them are ingress, from them egress.
     #[arg(long, value_name = "PREFIX")]
     pub local: Vec<IpNet>,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
     /// Exit with status 1 if any packet would be dropped (a gate for CI pipelines).

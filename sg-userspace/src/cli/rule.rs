@@ -35,7 +35,9 @@ pub enum RuleOp {
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
+    /// The group the rule belongs to.
     pub group: String,
+    /// ingress or egress.
     #[arg(value_enum)]
     pub dir: DirArg,
     /// tcp, udp, icmp, icmpv6, all, or 0-255.
@@ -44,8 +46,10 @@ pub struct AddArgs {
     /// A port or a range (tcp, udp).
     #[arg(long)]
     pub ports: Option<String>,
+    /// ICMP type (icmp, icmpv6; -1 or omitted: any).
     #[arg(long, allow_hyphen_values = true)]
     pub icmp_type: Option<i64>,
+    /// ICMP code (needs --icmp-type; -1 or omitted: any).
     #[arg(long, allow_hyphen_values = true)]
     pub icmp_code: Option<i64>,
     /// Peer CIDR (repeatable).
@@ -57,6 +61,7 @@ pub struct AddArgs {
     /// Peer prefix list.
     #[arg(long)]
     pub prefix_list: Option<String>,
+    /// Description of the rule (up to 255 characters).
     #[arg(long)]
     pub description: Option<String>,
     /// Also edit this rules file (written after a successful apply).
@@ -66,10 +71,14 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
+    /// The group the rule belongs to.
     pub group: String,
+    /// ingress or egress.
     #[arg(value_enum)]
     pub dir: DirArg,
+    /// The rule's number in its group and direction (as stats, top, conntrack and explain show it).
     pub index: usize,
+    /// Also edit this rules file (the live rule set is edited either way).
     #[arg(long)]
     pub file: Option<PathBuf>,
 }

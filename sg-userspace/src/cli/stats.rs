@@ -9,6 +9,7 @@ use crate::hits::{acl_stats, rule_stats};
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
     /// Only this interface.
