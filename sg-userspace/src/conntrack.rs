@@ -11,7 +11,7 @@ use crate::{
     error::{Error, Result},
     loader::{self, Attached},
     maps::{CtTable, InstanceMaps, ct_now_ns},
-    names::{addr, endpoints, proto_name, rule_label},
+    names::{RuleRef, addr, endpoints, proto_name, rule_ref},
     pins,
     state::State,
 };
@@ -30,8 +30,9 @@ pub struct Flow {
     pub dst: IpAddr,
     pub dport: Option<u16>,
     pub icmp_id: Option<u16>,
-    /// `ingress` (opened from outside) or `egress` (opened by this host).
-    pub origin: &'static str,
+    /// The direction of the flow's first packet: `ingress` (opened from outside) or `egress`
+    /// (opened by this host); the direction of the rule that allowed it too.
+    pub direction: &'static str,
     pub state: &'static str,
     pub table: CtTable,
     pub age_s: f64,
@@ -40,8 +41,9 @@ pub struct Flow {
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
     pub replied: bool,
-    /// The rule that allowed the flow, as `sgctl stats` names it (when still applied).
-    pub rule: Option<String>,
+    /// The rule that allowed the flow (`group`, `index`, `rule`: as `sgctl stats` names it).
+    #[serde(flatten)]
+    pub rule: RuleRef,
 }
 
 /// The attached interfaces to look at: `iface`, or all of this network namespace.
@@ -82,7 +84,7 @@ pub fn flows(maps: &InstanceMaps, iface: &str, state: Option<&State>, all: bool)
             dst: responder.ip(),
             dport: ports.then_some(responder.port()),
             icmp_id: icmp.then_some(initiator.port()),
-            origin: if e.origin == 0 { "ingress" } else { "egress" },
+            direction: if e.origin == 0 { "ingress" } else { "egress" },
             state: state_name(e.state),
             table,
             age_s: now.saturating_sub(e.created_ns) as f64 / 1e9,
@@ -91,7 +93,7 @@ pub fn flows(maps: &InstanceMaps, iface: &str, state: Option<&State>, all: bool)
             packets: e.packets,
             bytes: e.bytes,
             replied: e.flags & CT_F_SEEN_REPLY != 0,
-            rule: rule_label(state, iface, e.rule, e.policy_seq),
+            rule: rule_ref(state, iface, e.rule, e.policy_seq),
         });
     }
     out.sort_by(|a, b| a.age_s.total_cmp(&b.age_s).reverse());

@@ -86,7 +86,7 @@ pub fn rule_stats(iface: Option<&str>) -> Result<Vec<RuleStat>> {
 }
 
 /// `tcp 443 from 0.0.0.0/0` and `tcp 443 from ::/0` as `tcp 443 from 0.0.0.0/0, ::/0`.
-fn join_peer(line: &str, another: &str) -> String {
+pub(crate) fn join_peer(line: &str, another: &str) -> String {
     let peer = another.rsplit_once(" from ").or_else(|| another.rsplit_once(" to ")).map(|(_, p)| p);
     match peer {
         Some(p) if !line.contains(p) => format!("{line}, {p}"),

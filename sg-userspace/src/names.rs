@@ -33,19 +33,53 @@ pub fn proto_name(p: u8) -> String {
     Proto::Num(p).aws_name()
 }
 
-/// How `sgctl stats` names rule `rule` of rule set `seq` (low 32 bits) on `iface`; `None` for
-/// `NO_RULE` (a posture allowed it).
-pub fn rule_label(state: Option<&State>, iface: &str, rule: u32, seq: u32) -> Option<String> {
+/// Which rule allowed a flow or packet, in the words of `sgctl stats` and `explain`: its
+/// group, its index in the group's list (the number `rule remove` takes; the direction is the
+/// flow's or packet's own) and its text. Flattened into JSON records as `group`, `index`,
+/// `rule`. A rule of a rule set no longer applied has only `rule` ("rule id N of rule set #S").
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuleRef {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rule: Option<String>,
+}
+
+impl RuleRef {
+    /// `GROUP DIR #INDEX` (as top and stats show it), or the text of a rule no longer applied.
+    pub fn short(&self, dir: &str) -> Option<String> {
+        match (&self.group, self.index) {
+            (Some(g), Some(i)) => Some(format!("{g} {dir} #{i}")),
+            _ => self.rule.clone(),
+        }
+    }
+
+    /// `GROUP DIR #INDEX: TEXT`.
+    pub fn long(&self, dir: &str) -> Option<String> {
+        match (self.short(dir), &self.group, &self.rule) {
+            (Some(s), Some(_), Some(r)) => Some(format!("{s}: {r}")),
+            (s, ..) => s,
+        }
+    }
+}
+
+/// Rule `rule` of rule set `seq` (low 32 bits) on `iface`; empty for `NO_RULE` (a posture
+/// allowed it).
+pub fn rule_ref(state: Option<&State>, iface: &str, rule: u32, seq: u32) -> RuleRef {
     if rule == NO_RULE {
-        return None;
+        return RuleRef::default();
     }
     match state {
         Some(s) if s.seq as u32 == seq => {
-            s.ruleset.iface_rules(iface).get(rule as usize).map(|r| {
-                format!("{} {} #{}: {}", r.group, r.dir.as_str(), r.rule.index, r.rule.describe(r.dir))
+            s.ruleset.iface_rules(iface).get(rule as usize).map_or_else(RuleRef::default, |r| RuleRef {
+                group: Some(r.group.clone()),
+                index: Some(r.rule.index),
+                rule: Some(r.rule.describe(r.dir)),
             })
         }
-        _ => Some(format!("rule id {rule} of rule set #{seq}")),
+        _ => RuleRef { rule: Some(format!("rule id {rule} of rule set #{seq}")), ..RuleRef::default() },
     }
 }
 

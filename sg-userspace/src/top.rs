@@ -55,9 +55,33 @@ pub struct ReasonRate {
 
 #[derive(Debug, Serialize)]
 pub struct RuleRate {
-    /// The rule (`GROUP DIR #INDEX: text`) or the ACL entry, as everywhere else.
-    pub rule: String,
+    #[serde(flatten)]
+    pub line: Line,
     pub hits_per_s: f64,
+}
+
+/// A rule line (`group`, `direction`, `index`, `rule`: as stats, explain, conntrack and flows
+/// name it) or a network ACL entry (`acl`, `direction`, `rule`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Line {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl: Option<String>,
+    pub direction: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub rule: String,
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.group, &self.acl, self.index) {
+            (Some(g), _, Some(i)) => write!(f, "{g} {} #{i}: {}", self.direction, self.rule),
+            (_, Some(a), _) => write!(f, "acl {a}/{}: {}", self.direction, self.rule),
+            _ => write!(f, "{}", self.rule),
+        }
+    }
 }
 
 /// Absolute counters of one interface at one moment.
@@ -83,8 +107,8 @@ fn snapshot(maps: &InstanceMaps, names: &Names) -> Result<Snapshot> {
 /// The descriptions of an interface's rules and network ACL entries, by id.
 #[derive(Clone, Debug, Default)]
 struct Names {
-    rules: Vec<String>,
-    acl: Vec<String>,
+    rules: Vec<Line>,
+    acl: Vec<Line>,
 }
 
 /// Rule and ACL entry descriptions per interface, from the applied state (empty in posture
@@ -99,17 +123,25 @@ fn rule_names() -> Result<HashMap<String, Names>> {
             let rules = rs
                 .iface_rules(&b.iface)
                 .iter()
-                .map(|r| {
-                    format!("{} {} #{}: {}", r.group, r.dir.as_str(), r.rule.index, r.rule.describe(r.dir))
+                .map(|r| Line {
+                    group: Some(r.group.clone()),
+                    acl: None,
+                    direction: r.dir.as_str(),
+                    index: Some(r.rule.index),
+                    rule: r.rule.describe(r.dir),
                 })
                 .collect();
             let acl = rs.iface_acl(&b.iface).map_or_else(Vec::new, |a| {
                 crate::rules::Dir::BOTH
                     .into_iter()
                     .flat_map(|d| {
-                        a.entries(d)
-                            .iter()
-                            .map(move |e| format!("acl {}/{}: {}", a.name, d.as_str(), e.describe(d)))
+                        a.entries(d).iter().map(move |e| Line {
+                            group: None,
+                            acl: Some(a.name.clone()),
+                            direction: d.as_str(),
+                            index: None,
+                            rule: e.describe(d),
+                        })
                     })
                     .collect()
             });
@@ -120,15 +152,25 @@ fn rule_names() -> Result<HashMap<String, Names>> {
 
 /// The entries of `before` -> `after` that moved, as rates, busiest first, at most `top`.
 /// The peers of one rule line (one name up to its text) count together.
-fn busiest(before: &[u64], after: &[u64], names: &[String], secs: f64, top: usize) -> Vec<RuleRate> {
+fn busiest(before: &[u64], after: &[u64], names: &[Line], secs: f64, top: usize) -> Vec<RuleRate> {
     let mut rates: Vec<RuleRate> = Vec::new();
     for (id, (b, a)) in before.iter().zip(after).enumerate().filter(|(_, (b, a))| a > b) {
-        let name = names.get(id).cloned().unwrap_or_else(|| format!("rule id {id}"));
-        let key = name.split(": ").next().unwrap_or(&name).to_string();
+        let line = names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| Line { rule: format!("rule id {id}"), ..Line::default() });
         let rate = (a - b) as f64 / secs;
-        match rates.iter_mut().find(|r| r.rule.split(": ").next() == Some(key.as_str())) {
-            Some(r) => r.hits_per_s += rate,
-            None => rates.push(RuleRate { rule: name, hits_per_s: rate }),
+        let same = |r: &&mut RuleRate| {
+            line.index.is_some()
+                && (&r.line.group, &r.line.acl, r.line.direction, r.line.index)
+                    == (&line.group, &line.acl, line.direction, line.index)
+        };
+        match rates.iter_mut().find(same) {
+            Some(r) => {
+                r.hits_per_s += rate;
+                r.line.rule = crate::hits::join_peer(&r.line.rule, &line.rule);
+            }
+            None => rates.push(RuleRate { line, hits_per_s: rate }),
         }
     }
     rates.sort_by(|x, y| y.hits_per_s.total_cmp(&x.hits_per_s));

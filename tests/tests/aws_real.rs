@@ -112,7 +112,6 @@ const ROWS: &[Row] = &[
         inputs: Inputs {
             prefix_lists: &[
                 "pl-63a5400b=custodian-test_prefix_list_entry-get-managed-prefix-list-entries-1.json",
-                "custodian-test_prefix_list_entry-describe-managed-prefix-lists-1.json",
             ],
             bind: "sg-01a19f602ecaf25f4",
             ..NONE
@@ -122,6 +121,23 @@ const ROWS: &[Row] = &[
             rules: 8,
             warnings: &["host bits set in 192.168.0.1/31", "group sg_controllers is referenced but no input"],
         },
+    },
+    // describe-managed-prefix-lists names lists without their entries: accepted, they would
+    // match nothing without a word, so the file is refused with the command that gives them.
+    Row {
+        file: "custodian-test_appelb_add_security_group-1.json",
+        inputs: Inputs {
+            prefix_lists: &[
+                "pl-63a5400b=custodian-test_prefix_list_entry-get-managed-prefix-list-entries-1.json",
+                "custodian-test_prefix_list_entry-describe-managed-prefix-lists-1.json",
+            ],
+            bind: "sg-01a19f602ecaf25f4",
+            ..NONE
+        },
+        expect: Expect::Rejected(
+            "custodian-test_prefix_list_entry-describe-managed-prefix-lists-1.json:3:9: prefix list pl-02d12d37020480a5f comes without its entries (describe-managed-prefix-lists lists only ids and names): give them with `aws ec2 get-managed-prefix-list-entries --prefix-list-id pl-02d12d37020480a5f > pl-02d12d37020480a5f.json` and --prefix-lists pl-02d12d37020480a5f=pl-02d12d37020480a5f.json",
+            1,
+        ),
     },
     Row {
         file: "custodian-test_network_acl_s3_missing-describe-network-acls-2.json",

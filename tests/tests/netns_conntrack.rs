@@ -178,7 +178,7 @@ fn inbound_tcp_8080_only_one_mib_each_way_and_no_outbound() {
     let flows: serde_json::Value =
         serde_json::from_str(&pair.sgctl_ok(Side::A, &["conntrack", "list", "--json", "--all"])).unwrap();
     assert!(
-        flows.as_array().unwrap().iter().any(|f| f["origin"] == "ingress" && f["dport"] == 8080),
+        flows.as_array().unwrap().iter().any(|f| f["direction"] == "ingress" && f["dport"] == 8080),
         "conntrack list shows the inbound flow: {flows}"
     );
 }
@@ -352,7 +352,7 @@ fn conntrack_cli_lists_ages_flushes_and_collects() {
     let flows = list.as_array().unwrap();
     assert_eq!(flows.len(), 2, "{list}");
     assert!(flows.iter().all(|f| f["state"] == "new"
-        && f["origin"] == "egress"
+        && f["direction"] == "egress"
         && f["rule"].as_str().unwrap().contains("udp 53")));
     let st = status(&pair);
     assert_eq!(st["interfaces"][0]["conntrack"]["new"], 2);

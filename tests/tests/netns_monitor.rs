@@ -36,6 +36,7 @@ fn monitor_mode_counts_but_does_not_drop() {
     // Monitor: the same datagrams arrive, and are counted as no_rule.
     let out = pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--monitor", "on"]);
     assert!(out.contains("already attached"), "{out}");
+    assert!(out.contains("monitor mode on: verdicts counted, nothing dropped"), "confirmed: {out}");
     let st = pair.status_json();
     assert_eq!(st["interfaces"][0]["monitor"], true, "{st}");
     assert_eq!(st["interfaces"][0]["policy"], "groups", "the rules stay applied");
@@ -46,7 +47,8 @@ fn monitor_mode_counts_but_does_not_drop() {
     assert!(text.contains("MONITOR MODE"), "{text}");
 
     // Enforce again.
-    pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--monitor", "off"]);
+    let out = pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--monitor", "off"]);
+    assert!(out.contains("monitor mode off: enforcing"), "confirmed: {out}");
     assert_eq!(pair.status_json()["interfaces"][0]["monitor"], false);
     assert_eq!(pair.udp_delivered(7001, 20), 0, "enforcing again");
 }

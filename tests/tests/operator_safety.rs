@@ -202,11 +202,11 @@ fn the_number_top_shows_is_the_one_rule_remove_takes() {
     sender.join().expect("sender");
     let sample: serde_json::Value =
         serde_json::from_str(out.lines().next().expect("a sample")).expect("json");
-    let busiest =
-        sample["interfaces"][0]["top_rules"][0]["rule"].as_str().expect("a busiest rule").to_string();
-    // "g ingress #1: udp 7001 from 192.0.2.0/24"
-    let number = busiest.split('#').nth(1).and_then(|r| r.split(':').next()).expect("a #number").to_string();
-    assert!(busiest.starts_with("g ingress #") && busiest.contains("udp 7001"), "{busiest}");
+    let busiest = &sample["interfaces"][0]["top_rules"][0];
+    // {"group": "g", "direction": "ingress", "index": 1, "rule": "udp 7001 from 192.0.2.0/24"}
+    let number = busiest["index"].as_u64().expect("an index").to_string();
+    assert_eq!((&busiest["group"], &busiest["direction"]), (&"g".into(), &"ingress".into()), "{busiest}");
+    assert!(busiest["rule"].as_str().is_some_and(|r| r.starts_with("udp 7001")), "{busiest}");
     pair.sgctl_ok(Side::A, &["rule", "remove", "g", "ingress", &number]);
     let stats = pair.sgctl_ok(Side::A, &["stats", "--json"]);
     let rules: serde_json::Value = serde_json::from_str(&stats).expect("stats json");
@@ -277,6 +277,26 @@ fn mistakes_get_one_line_that_names_the_place_and_the_fix() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
     }
     assert!(pair.status_json()["interfaces"].as_array().is_some_and(Vec::is_empty), "something was attached");
+    // `rule add` speaks of the rule it was given, never of a line of a file the operator
+    // cannot see (the live rule set) or that does not have the rule yet (--file).
+    pair.sgctl_ok(Side::A, &["apply", &toml]);
+    let add = ["rule", "add", "g", "ingress", "--proto", "tcp", "--ports", "80-", "--cidr", "192.0.2.0/24"];
+    for extra in [vec![], vec!["--file", toml.as_str()]] {
+        let mut args = add.to_vec();
+        args.extend(&extra);
+        let out = pair.sgctl(Side::A, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(
+            err.trim(),
+            "sgctl: error: rule add g ingress: port range '80-' lacks an end (a range is lo-hi, like 1024-65535)",
+            "{args:?}"
+        );
+    }
+    assert_eq!(pair.status_json()["interfaces"][0]["policy_seq"], 1, "the failed adds changed the rule set");
+    // The same file again: said to be the same rules, not a new rule set.
+    let out = pair.sgctl_ok(Side::A, &["apply", &toml]);
+    assert!(out.starts_with("no changes\nthe same rules applied again as rule set #2"), "{out}");
 }
 
 /// What an interface enforces is in `status`; a manual detach is seen by a dry run and by
@@ -321,4 +341,178 @@ fn status_says_what_is_enforced_and_a_manual_detach_is_seen() {
         ],
     );
     assert!(ex.contains("is not attached"), "{ex}");
+}
+
+/// `export aws --write-members` and the `import aws` line it prints give back the rule set:
+/// the TOML of the import exports to the same JSON and the same members file.
+#[test]
+fn export_aws_with_members_imports_back_by_the_line_it_prints() {
+    let text = r#"
+[groups.web]
+members = ["192.0.2.10", "2001:db8::10"]
+member_groups = ["canary"]
+ingress = [ { proto = "tcp", ports = "443", from_prefix_list = "office" } ]
+
+[groups.canary]
+members = ["192.0.2.99"]
+ingress = []
+
+[groups.db]
+members = ["192.0.2.20"]
+ingress = [ { proto = "tcp", ports = "5432", from_group = "web" } ]
+
+[prefix_lists.office]
+entries = ["198.51.100.0/24"]
+
+[interfaces.eth7]
+groups = ["web", "db"]
+"#;
+    let run = |args: &[&str]| {
+        let out = Command::new(sg_tests::sgctl_path()).args(args).output().expect("run sgctl");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "sgctl {}: {err}", args.join(" "));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    };
+    let rules = write_temp("export-rt-rules.toml", text);
+    let members = write_temp("export-rt-members.toml", "");
+    let (json, said) =
+        run(&["export", "aws", rules.to_str().unwrap(), "--write-members", members.to_str().unwrap()]);
+    let line = said
+        .lines()
+        .find(|l| l.contains("read back with: "))
+        .unwrap_or_else(|| panic!("no import line: {said}"));
+    let cmd = line.split("read back with: ").nth(1).unwrap();
+    assert!(cmd.contains("--bind eth7=web,db"), "{cmd}");
+    let groups = write_temp("export-rt-groups.json", &json);
+    // Run the printed line with GROUPS.json replaced by the file the JSON went to.
+    let args: Vec<String> = cmd
+        .split_whitespace()
+        .skip(1)
+        .map(|a| if a == "GROUPS.json" { groups.display().to_string() } else { a.to_string() })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (toml, _) = run(&args);
+    let again = write_temp("export-rt-again.toml", &toml);
+    let members2 = write_temp("export-rt-members2.toml", "");
+    let (json2, _) =
+        run(&["export", "aws", again.to_str().unwrap(), "--write-members", members2.to_str().unwrap()]);
+    assert_eq!(json2, json, "the imported TOML exports to the same JSON\n{toml}");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(read(&members2), read(&members), "and the same members file\n{toml}");
+    assert!(read(&members).contains("member_groups = [\"canary\"]"), "{}", read(&members));
+    assert!(toml.contains("entries = [\"198.51.100.0/24\"]"), "{toml}");
+}
+
+/// Every key of every `--json` output, with the objects that hold it.
+fn walk<'a>(
+    v: &'a serde_json::Value,
+    out: &mut Vec<(&'a str, &'a serde_json::Map<String, serde_json::Value>)>,
+) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                out.push((k, m));
+                walk(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+        _ => {}
+    }
+}
+
+/// The README's JSON vocabulary holds for every `--json` output: the same names for the same
+/// things, never a synonym, and a rule always by its group and index.
+#[test]
+fn every_json_output_speaks_one_vocabulary() {
+    if !require_bpf("every_json_output_speaks_one_vocabulary") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let f = file(&pair, "vocab.toml", &rules(&pair.if_a, 7000));
+    pair.sgctl_ok(Side::A, &["apply", &f]);
+    let session = TcpPing::start(
+        &pair.ns_a,
+        SocketAddr::new(pair.v4_a.into(), 7000),
+        &pair.ns_b,
+        None,
+        Duration::from_millis(10),
+    );
+    assert!(session.wait_rounds(5, Duration::from_secs(10)), "the session runs");
+    let a = pair.if_a.as_str();
+    let (src, dst) = (pair.v4_b.to_string(), pair.v4_a.to_string());
+    let outputs: Vec<(&str, String)> = [
+        vec!["status", "--json", "--all"],
+        vec!["stats", "--json"],
+        vec!["conntrack", "list", "--json"],
+        vec![
+            "explain", "--iface", a, "--dir", "ingress", "--proto", "tcp", "--src", &src, "--dst", &dst,
+            "--dport", "7000", "--json",
+        ],
+        vec!["top", "--json", "--count", "1", "--interval", "0.3"],
+        vec!["attach", a, "--json"],
+        vec!["apply", &f, "--dry-run", "--json"],
+        vec!["upgrade", "--json", "--force"],
+    ]
+    .into_iter()
+    .map(|args| (args[0], pair.sgctl_ok(Side::A, &args)))
+    .collect();
+    let result = session.finish();
+    assert!(result.error.is_none(), "the session was not cut: {:?}", result.error);
+    let never =
+        ["dir", "origin", "initiator", "responder", "interface", "src_port", "dst_port", "rule_id", "id"];
+    let mut seen = std::collections::BTreeSet::new();
+    for (cmd, out) in &outputs {
+        let v: serde_json::Value =
+            serde_json::from_str(out.lines().next().filter(|_| *cmd == "top").unwrap_or(out))
+                .unwrap_or_else(|e| panic!("{cmd}: {e}: {out}"));
+        let mut keys = Vec::new();
+        walk(&v, &mut keys);
+        for (k, obj) in keys {
+            seen.insert(k.to_string());
+            assert!(
+                !never.contains(&k),
+                "{cmd}: `{k}` is a synonym the README's vocabulary rules out: {out}"
+            );
+            let val = &obj[k];
+            match k {
+                "direction" => assert!(val == "ingress" || val == "egress", "{cmd}: direction {val}"),
+                "iface" => assert_eq!(val, a, "{cmd}"),
+                "index" if obj.contains_key("group") => assert!(val.is_u64(), "{cmd}: index {val}"),
+                "src" | "dst" if obj.contains_key("sport") => {
+                    assert!(
+                        val.as_str().is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()),
+                        "{cmd}: {k} {val}"
+                    );
+                }
+                "sport" | "dport" => assert!(val.is_u64() || val.is_null(), "{cmd}: {k} {val}"),
+                // A rule's text never carries its number (that is `group` and `index`).
+                "rule" if val.is_string() => {
+                    let t = val.as_str().unwrap_or_default();
+                    assert!(!t.contains('#') || t.starts_with("rule id "), "{cmd}: a number in rule text {obj:?}");
+                }
+                // A rule is its group and its index; its text is `rule`.
+                "group" if obj.contains_key("rule") && !obj["group"].is_null() => {
+                    assert!(
+                        obj.get("index").is_some_and(serde_json::Value::is_u64),
+                        "{cmd}: group without index {obj:?}"
+                    );
+                    assert!(
+                        !obj["rule"].as_str().unwrap_or("").contains('#'),
+                        "{cmd}: rule text with a number {obj:?}"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    // The shared names are there to be checked (the outputs above carry them).
+    for k in
+        ["iface", "direction", "group", "index", "rule", "proto", "src", "sport", "dst", "dport", "reason"]
+    {
+        assert!(seen.contains(k), "no output had `{k}`: {outputs:?}");
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    for k in never.iter().chain(["iface", "direction", "group", "index", "rule", "icmp_id"].iter()) {
+        assert!(readme.contains(&format!("`{k}`")), "README's JSON vocabulary does not name `{k}`");
+    }
 }

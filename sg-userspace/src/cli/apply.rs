@@ -88,6 +88,14 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     if report.applied {
         if report.interfaces.is_empty() {
             println!("applied rule set #{}: no interface is enforced any more", report.seq);
+        } else if report.diff.is_empty() {
+            // Applied anyway: it also brings back what was changed by hand (monitor mode,
+            // postures) and upgrades an older datapath; the number says a flip happened.
+            println!(
+                "the same rules applied again as rule set #{} to {} (settings changed by hand since are reset to the file's)",
+                report.seq,
+                report.interfaces.join(", ")
+            );
         } else {
             println!("applied rule set #{} to {}", report.seq, report.interfaces.join(", "));
         }

@@ -111,9 +111,15 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    // What monitor mode is now (read back from the interface's config), when on or asked for.
+    let monitor = match (report.monitor, args.monitor.is_some()) {
+        (true, _) => "; monitor mode on: verdicts counted, nothing dropped",
+        (false, true) => "; monitor mode off: enforcing",
+        (false, false) => "",
+    };
     if report.newly_attached {
         println!(
-            "attached {}: XDP {} (prog {}), TC egress {} (prog {}); ingress {}, egress {}",
+            "attached {}: XDP {} (prog {}), TC egress {} (prog {}); ingress {}, egress {}{monitor}",
             report.iface,
             report.xdp_mode,
             report.ingress_prog_id,
@@ -131,8 +137,8 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
         }
     } else {
         println!(
-            "{} already attached (XDP {}, prog {}); ingress {}, egress {}",
-            report.iface, report.xdp_mode, report.ingress_prog_id, report.ingress, report.egress
+            "{} already attached (XDP {}, prog {}); ingress {}, egress {}{}",
+            report.iface, report.xdp_mode, report.ingress_prog_id, report.ingress, report.egress, monitor
         );
     }
     Ok(())

@@ -125,14 +125,12 @@ fn print_table(all: &[crate::conntrack::Flow]) {
                 endpoint(f.dst, f.dport),
                 format!(
                     "{} {}",
-                    if f.origin == "ingress" { "in" } else { "out" },
+                    if f.direction == "ingress" { "in" } else { "out" },
                     if f.expired { "expired" } else { f.state }
                 ),
                 format!("{:.0}", f.idle_s),
                 format!("{}/{}", f.packets[0], f.packets[1]),
-                f.rule
-                    .as_deref()
-                    .map_or_else(|| "-".to_string(), |r| r.split(": ").next().unwrap_or(r).to_string()),
+                f.rule.short(f.direction).unwrap_or_else(|| "-".to_string()),
             ]
         })
         .collect();

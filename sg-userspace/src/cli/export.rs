@@ -5,11 +5,12 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use super::common::{AwsInput, load_rules};
 use crate::{
-    rules::{Format, aws, nft},
+    rules::{Format, aws, nft, toml_out},
     state::applied,
 };
 
@@ -25,6 +26,10 @@ pub struct ExportArgs {
     pub format: Format,
     #[command(flatten)]
     pub aws: AwsInput,
+    /// With `aws`: also write what AWS JSON of groups cannot hold (group members and
+    /// prefix-list entries) to this file, for `import aws --members` to read back.
+    #[arg(long, value_name = "PATH")]
+    pub write_members: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -42,8 +47,19 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         Some(file) => load_rules(file, args.format, &args.aws)?,
         None => applied()?.ruleset,
     };
+    if args.write_members.is_some() && args.to != ExportFormat::Aws {
+        anyhow::bail!("--write-members goes with `export aws` (the members of its groups)");
+    }
     match args.to {
-        ExportFormat::Aws => println!("{}", serde_json::to_string_pretty(&aws::export(&rs))?),
+        ExportFormat::Aws => {
+            let json = serde_json::to_string_pretty(&aws::export(&rs))?;
+            if let Some(path) = &args.write_members {
+                let text = toml_out::members_file(&rs, &|g| aws::export_id(&rs, g));
+                std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("{}", aws::import_hint(&rs, path));
+            }
+            println!("{json}");
+        }
         ExportFormat::AwsAcls => println!("{}", serde_json::to_string_pretty(&aws::nacl::export(&rs))?),
         ExportFormat::Nft => print!("{}", nft::export(&rs)),
     }

@@ -47,9 +47,16 @@ fn print(line: &str, json: bool) {
     };
     let tail = match (&r.flow_packets, &r.flow_bytes) {
         (Some(p), Some(b)) => {
-            format!("pkts {}/{} bytes {}/{}  {}", p[0], p[1], b[0], b[1], r.rule.as_deref().unwrap_or(""))
+            format!(
+                "pkts {}/{} bytes {}/{}  {}",
+                p[0],
+                p[1],
+                b[0],
+                b[1],
+                r.rule.long(&r.direction).unwrap_or_default()
+            )
         }
-        _ => r.rule.clone().unwrap_or_default(),
+        _ => r.rule.long(&r.direction).unwrap_or_default(),
     };
     println!(
         "{:<24} {:<6} {:<10} {:<7} {:<6} {:<41} {:<41} {:<14}  {tail}",

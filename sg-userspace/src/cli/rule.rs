@@ -109,7 +109,8 @@ pub fn run(args: &RuleArgs) -> anyhow::Result<()> {
         None => ("<live rule set>".to_string(), toml_out::to_toml(&applied()?.ruleset)),
     };
     let new_text = edit(&name, &text, group, dir.into(), &change)?;
-    let rs = rules::parse_str(&name, &new_text, Format::Toml, &AwsContext::default())?;
+    let rs = rules::parse_str(&name, &new_text, Format::Toml, &AwsContext::default())
+        .map_err(|e| located(&e, &text, &new_text, file.is_none(), &args.op))?;
     let report =
         apply(&rs, ApplyOptions { source: Some("sgctl rule (live edit)"), ..ApplyOptions::default() })?;
     for l in &report.diff.lines {
@@ -122,4 +123,52 @@ pub fn run(args: &RuleArgs) -> anyhow::Result<()> {
         println!("updated {}", p.display());
     }
     Ok(())
+}
+
+/// The lines of `new` that differ from `old` (1-based, inclusive): where the edit wrote.
+fn changed_lines(old: &str, new: &str) -> std::ops::RangeInclusive<usize> {
+    let pre = old.bytes().zip(new.bytes()).take_while(|(a, b)| a == b).count();
+    let post = old.bytes().rev().zip(new.bytes().rev()).take_while(|(a, b)| a == b).count();
+    let end = new.len().saturating_sub(post).max(pre);
+    // The edit's own text starts at its first character that is not a separator.
+    let start = new[pre..end].find(|c: char| !c.is_whitespace() && c != ',').map_or(pre, |i| pre + i);
+    let line = |off: usize| new[..off].matches('\n').count() + 1;
+    line(start)..=line(end.max(start))
+}
+
+/// Errors of the edited rule set as the operator can place them: a problem of the new rule
+/// is said of `rule add GROUP DIR` (its line exists in no file yet); a problem elsewhere of a
+/// rules file keeps its file:line:col. The live rule set is no file the operator sees: every
+/// problem is the edit's.
+fn located(e: &rules::RuleErrors, old: &str, new: &str, live: bool, op: &RuleOp) -> anyhow::Error {
+    let (verb, group, dir) = match op {
+        RuleOp::Add(a) => ("add", &a.group, a.dir),
+        RuleOp::Remove(r) => ("remove", &r.group, r.dir),
+    };
+    let dir: rules::Dir = dir.into();
+    let lines = changed_lines(old, new);
+    let said: Vec<String> =
+        e.0.iter()
+            .map(|d| {
+                if live || lines.contains(&d.loc.line) {
+                    format!("rule {verb} {group} {}: {}", dir.as_str(), d.msg)
+                } else {
+                    d.to_string()
+                }
+            })
+            .collect();
+    anyhow::anyhow!("{}", said.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_lines;
+
+    #[test]
+    fn the_lines_an_edit_wrote() {
+        let old = "a = [\n  1,\n]\nb = 2\n";
+        assert_eq!(changed_lines(old, "a = [\n  1,\n  7,\n]\nb = 2\n"), 3..=3);
+        assert_eq!(changed_lines("a = [ 1 ]\nb = 2\n", "a = [ 1, 7 ]\nb = 2\n"), 1..=1);
+        assert_eq!(changed_lines("a = []\n", "a = [\n  { x = 1 },\n  { y = 2 },\n]\n"), 2..=4);
+    }
 }

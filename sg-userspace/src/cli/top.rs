@@ -71,13 +71,13 @@ fn print_screen(s: &Sample, terminal: bool) {
         if !i.top_rules.is_empty() {
             out += "  top rules (new flows/s):\n";
             for r in &i.top_rules {
-                let _ = writeln!(out, "  {:>10}/s  {}", si(r.hits_per_s), r.rule);
+                let _ = writeln!(out, "  {:>10}/s  {}", si(r.hits_per_s), r.line);
             }
         }
         if !i.top_acl_entries.is_empty() {
             out += "  top network ACL entries (packets/s):\n";
             for r in &i.top_acl_entries {
-                let _ = writeln!(out, "  {:>10}/s  {}", si(r.hits_per_s), r.rule);
+                let _ = writeln!(out, "  {:>10}/s  {}", si(r.hits_per_s), r.line);
             }
         }
         out += "\n";

@@ -33,7 +33,7 @@ use crate::{
     error::{Context as _, Result},
     loader::{self, Attached},
     maps::{CtTable, FlowItem, InstanceMaps},
-    names::{addr, endpoints, proto_name, rule_label},
+    names::{addr, endpoints, proto_name, rule_ref},
     rules::RuleSet,
     state::{self, State},
 };
@@ -217,7 +217,11 @@ impl FlowLogger {
             sport: ev.sport,
             dport: ev.dport,
             reason: reason.into(),
-            rule: if accept { rule_label(self.state.as_ref(), iface, ev.rule, ev.policy_seq) } else { None },
+            rule: if accept {
+                rule_ref(self.state.as_ref(), iface, ev.rule, ev.policy_seq)
+            } else {
+                crate::names::RuleRef::default()
+            },
             bytes: Some(u64::from(ev.bytes)),
             flow_packets: None,
             flow_bytes: None,
@@ -257,7 +261,7 @@ impl FlowLogger {
             sport: from.port(),
             dport: to.port(),
             reason: reason.into(),
-            rule: rule_label(self.state.as_ref(), iface, e.rule, e.policy_seq),
+            rule: rule_ref(self.state.as_ref(), iface, e.rule, e.policy_seq),
             bytes: None,
             flow_packets: Some(e.packets),
             flow_bytes: Some(e.bytes),

@@ -7,7 +7,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::maps::ct_now_ns;
+use crate::{maps::ct_now_ns, names::RuleRef};
 
 /// One JSON-lines record.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
@@ -27,9 +27,9 @@ pub struct Record {
     pub dport: u16,
     /// Verdict reason (accept/reject); end: the flow's last state, or `revoked`.
     pub reason: String,
-    /// The rule that allowed the flow, as `sgctl stats` names it.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub rule: Option<String>,
+    /// The rule that allowed the flow (`group`, `index`, `rule`: as `sgctl stats` names it).
+    #[serde(flatten)]
+    pub rule: RuleRef,
     /// accept/reject: the packet's length.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bytes: Option<u64>,

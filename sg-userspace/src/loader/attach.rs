@@ -111,6 +111,8 @@ pub struct AttachReport {
     pub pin_dir: PathBuf,
     /// A new attach: the existing connections it adopted (`adopt`).
     pub adopted: Option<AdoptReport>,
+    /// Monitor mode: verdicts counted and logged, nothing dropped.
+    pub monitor: bool,
 }
 
 pub const fn xdp_mode_name(mode: u8) -> &'static str {
@@ -626,5 +628,6 @@ fn report(
         egress_prog_id: pinned_prog_id(&dir.join(PROG_EGRESS))?,
         pin_dir: dir.to_path_buf(),
         adopted: None,
+        monitor: cfg.flags & CONFIG_MONITOR != 0,
     })
 }

@@ -94,6 +94,24 @@ fn inline(r: &NewRule, dir: Dir) -> InlineTable {
     t
 }
 
+/// Appends `v` to `arr` laid out as its last element is: on a line of its own in a list
+/// written one rule per line, after a space in a list written on one line.
+fn append(arr: &mut Array, mut v: Value) {
+    let text = |d: Option<&toml_edit::RawString>| d.and_then(|r| r.as_str()).unwrap_or_default().to_string();
+    if let Some(last) = arr.iter_mut().last() {
+        let prefix = text(last.decor().prefix());
+        let suffix = text(last.decor().suffix());
+        // What stood between the last element and `]` (or its comma) now follows the new one.
+        last.decor_mut().set_suffix("");
+        v.decor_mut().set_suffix(suffix);
+        v.decor_mut().set_prefix(if prefix.contains('\n') { prefix } else { " ".to_string() });
+    } else {
+        v.decor_mut().set_prefix("");
+        v.decor_mut().set_suffix("");
+    }
+    arr.push_formatted(v);
+}
+
 /// `text` (named `name` in errors) with `edit` made to `group`'s `dir` rules.
 pub fn edit(name: &str, text: &str, group: &str, dir: Dir, edit: &Edit) -> Result<String> {
     let mut doc: DocumentMut = text
@@ -104,7 +122,7 @@ pub fn edit(name: &str, text: &str, group: &str, dir: Dir, edit: &Edit) -> Resul
         || usage(format!("{group}.{} is not a list of rules", dir.as_str()), "edit the file by hand");
     match edit {
         Edit::Add(r) => match list {
-            Item::Value(Value::Array(arr)) => arr.push(Value::InlineTable(inline(r, dir))),
+            Item::Value(Value::Array(arr)) => append(arr, Value::InlineTable(inline(r, dir))),
             Item::ArrayOfTables(aot) => aot.push(inline(r, dir).into_table()),
             _ => return Err(not_a_list()),
         },
@@ -157,6 +175,38 @@ mod tests {
         let out = edit("f", FILE, "web", Dir::Egress, &Edit::Add(r)).unwrap();
         assert!(out.contains("proto = \"all\", to = [\"0.0.0.0/0\", \"::/0\"]"), "{out}");
         assert!(out.contains("to = [\"192.0.2.0/24\"]"), "{out}");
+    }
+
+    /// A rule appended to a list written one rule per line gets a line of its own (with or
+    /// without a trailing comma); one written on one line stays on one line.
+    #[test]
+    fn an_added_rule_is_laid_out_as_its_list() {
+        let f = "[groups.web]\ningress = [\n  { proto = \"tcp\", ports = \"443\", from = \"0.0.0.0/0\" },\n]\negress = [ { proto = \"tcp\", ports = \"1\", to = \"0.0.0.0/0\" } ]\n[groups.db]\ningress = [\n    { proto = \"tcp\", ports = \"443\", from = \"0.0.0.0/0\" }\n]\n";
+        let r = NewRule {
+            proto: "tcp".into(),
+            ports: Some("80".into()),
+            cidr: vec!["192.0.2.0/24".into()],
+            ..NewRule::default()
+        };
+        let mut out = f.to_string();
+        for (g, d) in [("web", Dir::Ingress), ("web", Dir::Egress), ("db", Dir::Ingress), ("db", Dir::Egress)]
+        {
+            out = edit("f", &out, g, d, &Edit::Add(r.clone())).unwrap();
+        }
+        let want = "[groups.web]
+ingress = [
+  { proto = \"tcp\", ports = \"443\", from = \"0.0.0.0/0\" },
+  { proto = \"tcp\", ports = \"80\", from = [\"192.0.2.0/24\"] },
+]
+egress = [ { proto = \"tcp\", ports = \"1\", to = \"0.0.0.0/0\" }, { proto = \"tcp\", ports = \"80\", to = [\"192.0.2.0/24\"] } ]
+[groups.db]
+ingress = [
+    { proto = \"tcp\", ports = \"443\", from = \"0.0.0.0/0\" },
+    { proto = \"tcp\", ports = \"80\", from = [\"192.0.2.0/24\"] }
+]
+egress = [{ proto = \"all\", to = [\"0.0.0.0/0\", \"::/0\"] }, { proto = \"tcp\", ports = \"80\", to = [\"192.0.2.0/24\"] }]
+";
+        assert_eq!(out, want);
     }
 
     #[test]

@@ -336,6 +336,135 @@ fn aws_round_trip_import_toml_export() {
     assert_eq!(aws::meaning(&exported), aws::meaning(&original));
 }
 
+/// `export aws` with its members file imports back to the same rule set: members, member
+/// groups, prefix-list entries and bindings included.
+#[test]
+fn aws_export_with_members_file_round_trips() {
+    let text = r#"
+[groups.web]
+aws_id = "sg-0web"
+members = ["192.0.2.10", "2001:db8::10", "203.0.113.16/28"]
+member_groups = ["canary"]
+ingress = [
+  { proto = "tcp", ports = "443", from_prefix_list = "pl-0office", description = "office" },
+  { proto = "tcp", ports = "80", from = ["0.0.0.0/0", "::/0"] },
+]
+
+[groups.canary]
+members = ["192.0.2.99"]
+ingress = []
+egress = []
+
+[groups.db]
+aws_id = "sg-0db"
+members = ["192.0.2.20"]
+ingress = [ { proto = "tcp", ports = "5432", from_group = "web" } ]
+egress = [ { proto = "udp", ports = "53", to = ["198.51.100.53/32"] } ]
+
+[prefix_lists.pl-0office]
+entries = ["198.51.100.0/24", "2001:db8:1::/48"]
+
+[interfaces.eth0]
+groups = ["web", "db"]
+"#;
+    let rs = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::to_string_pretty(&aws::export(&rs)).unwrap();
+    let members = toml_out::members_file(&rs, &|g| aws::export_id(&rs, g));
+    let ctx = AwsContext {
+        bindings: aws::bindings(&rs),
+        members: Some(("m.toml".into(), members.clone())),
+        ..AwsContext::default()
+    };
+    let again = parse_str("sg.json", &json, Format::Aws, &ctx).unwrap_or_else(|e| panic!("{e}\n{members}"));
+    // Names: a group with an AWS id is named by it after the trip (the JSON has its name as
+    // GroupName too, which names it when valid and unique).
+    let norm = |rs: &RuleSet| {
+        let mut rs = rs.without_locations();
+        for g in &mut rs.groups {
+            g.default_egress = false;
+            g.aws_name = None;
+        }
+        for b in &mut rs.interfaces {
+            b.groups.sort();
+        }
+        rs
+    };
+    let (a, b) = (norm(&rs), norm(&again));
+    for (x, y) in a.groups.iter().zip(&b.groups) {
+        assert_eq!(x.members, y.members, "{}: members\n{members}", x.name);
+        assert_eq!(x.member_groups, y.member_groups, "{}: member groups\n{members}", x.name);
+    }
+    assert_eq!(a.prefix_lists, b.prefix_lists, "prefix lists\n{members}");
+    assert_eq!(a.interfaces, b.interfaces, "bindings");
+    assert_eq!(
+        aws::meaning(&serde_json::to_value(aws::export(&again)).unwrap()),
+        aws::meaning(&serde_json::from_str(&json).unwrap())
+    );
+    // Without the members file the groups match nothing: said by warnings, not silently.
+    let bare = AwsContext { bindings: aws::bindings(&rs), ..AwsContext::default() };
+    let l = parse_with_warnings("sg.json", &json, Format::Aws, &bare).unwrap();
+    assert!(
+        l.warnings.iter().any(|w| w.msg.contains("prefix list pl-0office has no known entries")),
+        "{:?}",
+        l.warnings
+    );
+}
+
+/// AWS outputs that are not what they seem: each refused with one line naming what to give
+/// instead, or accepted with a warning that says what was assumed.
+#[test]
+fn aws_import_does_not_change_meaning_silently() {
+    let ctx = AwsContext { bindings: vec!["eth0=sg-1".into()], ..AwsContext::default() };
+    // authorize-security-group-ingress answers with the rules it added: a delta.
+    let delta = r#"{"Return": true, "SecurityGroupRules": [{"SecurityGroupRuleId": "sgr-1", "GroupId": "sg-1",
+        "IsEgress": false, "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "192.0.2.0/24"}]}"#;
+    let e = parse_str("add.json", delta, Format::Aws, &ctx).unwrap_err().to_string();
+    assert!(e.starts_with("add.json:1:1: output of authorize- or revoke-security-group"), "{e}");
+    assert!(e.contains("describe-security-group-rules --filters Name=group-id,Values=ID"), "{e}");
+    let revoke = r#"{"Return": true, "RevokedSecurityGroupRules": []}"#;
+    assert!(parse_str("rm.json", revoke, Format::Aws, &ctx).is_err());
+    // tcp with -1/-1: every port, with a warning at FromPort.
+    let minus = r#"{"SecurityGroups": [{"GroupId": "sg-1", "GroupName": "web", "IpPermissions": [
+        {"IpProtocol": "tcp", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": "192.0.2.0/24"}]}]}]}"#;
+    let l = parse_with_warnings("m.json", minus, Format::Aws, &ctx).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.rules.group("web").unwrap().ingress[0].ports, Ports::Range(0, 65535));
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    assert!(l.warnings[0].to_string().starts_with("m.json:2:"), "{}", l.warnings[0]);
+    assert!(
+        l.warnings[0].msg.contains("tcp with FromPort/ToPort -1: taken as every port"),
+        "{}",
+        l.warnings[0]
+    );
+    // The same for udp given by number; icmp's -1 is AWS's own "any": no warning.
+    let udp = minus.replace("\"tcp\"", "\"17\"");
+    assert_eq!(parse_with_warnings("m.json", &udp, Format::Aws, &ctx).unwrap().warnings.len(), 1);
+    let icmp = minus.replace("\"tcp\"", "\"icmp\"");
+    assert!(parse_with_warnings("m.json", &icmp, Format::Aws, &ctx).unwrap().warnings.is_empty());
+    // describe-security-group-rules of a group without egress rules: no egress, said.
+    let rules = r#"{"SecurityGroupRules": [{"GroupId": "sg-1", "IsEgress": false, "IpProtocol": "tcp",
+        "FromPort": 22, "ToPort": 22, "CidrIpv4": "192.0.2.0/24"}]}"#;
+    let l = parse_with_warnings("r.json", rules, Format::Aws, &ctx).unwrap();
+    assert!(l.rules.group("sg-1").unwrap().egress.is_empty());
+    assert!(
+        l.warnings.iter().any(|w| w.msg.contains("group sg-1 has no egress rule here")),
+        "{:?}",
+        l.warnings
+    );
+    // A rules file given as --members would lose its rules: refused at its first rule.
+    let full = "[groups.sg-1]\nmembers = [\"192.0.2.5\"]\ningress = [ { proto = \"tcp\", ports = \"22\", from = [\"192.0.2.0/24\"] } ]\n";
+    let m = AwsContext { members: Some(("full.toml".into(), full.into())), ..ctx.clone() };
+    let e = parse_str("m.json", minus, Format::Aws, &m).unwrap_err().to_string();
+    assert!(e.starts_with("full.toml:3:"), "{e}");
+    assert!(
+        e.contains("a members file holds only members and prefix-list entries, this one has rules"),
+        "{e}"
+    );
+    let iface = "[groups.sg-1]\nmembers = []\n[interfaces.eth0]\ngroups = [\"sg-1\"]\n";
+    let m = AwsContext { members: Some(("i.toml".into(), iface.into())), ..ctx };
+    let e = parse_str("m.json", minus, Format::Aws, &m).unwrap_err().to_string();
+    assert!(e.contains("this one has [interfaces]"), "{e}");
+}
+
 #[test]
 fn aws_errors_name_the_json_location() {
     let bad = AWS_FIXTURE.replace("\"CidrIp\": \"198.51.100.0/24\"", "\"CidrIp\": \"198.51.100.1/24\"");

@@ -1,9 +1,11 @@
 //! A checked rule set written back as sgctl TOML (what `sgctl import aws` prints). Reading the
 //! output again gives an equal rule set (up to source locations).
 
-use std::fmt::Write as _;
+use std::{collections::BTreeSet, fmt::Write as _};
 
-use super::{Dir, Peer, Ports, Proto, Rule, RuleSet};
+use ipnet::IpNet;
+
+use super::{Dir, Group, Peer, Ports, Proto, Rule, RuleSet};
 
 /// A TOML string literal.
 fn q(s: &str) -> String {
@@ -107,6 +109,70 @@ fn strings(s: &mut String, fields: &[(&str, &Option<String>)]) {
     }
 }
 
+/// A group's own members: its members less those its `member_groups` bring (the rule set
+/// keeps members expanded; reading `members` and `member_groups` back expands to the same).
+fn own_members(rs: &RuleSet, g: &Group) -> Vec<IpNet> {
+    let brought: BTreeSet<IpNet> =
+        g.member_groups.iter().filter_map(|n| rs.group(n)).flat_map(|m| m.members.iter().copied()).collect();
+    g.members.iter().filter(|n| !brought.contains(n)).copied().collect()
+}
+
+/// `members` and `member_groups` lines of group `g` (groups named by `name`); whether any was
+/// written.
+fn member_lines(s: &mut String, rs: &RuleSet, g: &Group, name: &dyn Fn(&str) -> String) -> bool {
+    let own = own_members(rs, g);
+    if !own.is_empty() {
+        let m: Vec<String> = own
+            .iter()
+            .map(|n| {
+                if n.prefix_len() == n.max_prefix_len() {
+                    q(&n.addr().to_string())
+                } else {
+                    q(&n.to_string())
+                }
+            })
+            .collect();
+        let _ = writeln!(s, "members = {}", list(&m));
+    }
+    if !g.member_groups.is_empty() {
+        let m: Vec<String> = g.member_groups.iter().map(|n| q(&name(n))).collect();
+        let _ = writeln!(s, "member_groups = {}", list(&m));
+    }
+    !own.is_empty() || !g.member_groups.is_empty()
+}
+
+fn prefix_list_lines(s: &mut String, rs: &RuleSet) {
+    for l in &rs.prefix_lists {
+        let _ = writeln!(s, "[prefix_lists.{}]", key(&l.name));
+        if l.entries.is_empty() {
+            let _ = writeln!(
+                s,
+                "entries = []   # no input listed its entries: it matches nothing. Entries come from --prefix-lists (get-managed-prefix-list-entries, describe-prefix-lists), or list CIDRs here\n"
+            );
+            continue;
+        }
+        let e: Vec<String> = l.entries.iter().map(|n| q(&n.to_string())).collect();
+        let _ = writeln!(s, "entries = {}\n", list(&e));
+    }
+}
+
+/// What AWS JSON of the groups cannot say, as a `--members` file: every group's members and
+/// member groups, and every prefix list's entries, keyed by `name` (the GroupId `export aws`
+/// writes). `import aws` of the export with this file gives the same groups.
+pub fn members_file(rs: &RuleSet, name: &dyn Fn(&str) -> String) -> String {
+    let mut s = String::from(
+        "# Members and prefix-list entries of `sgctl export aws` (read back with `sgctl import aws FILE --members THIS`)\n\n",
+    );
+    for g in &rs.groups {
+        let mut body = String::new();
+        if member_lines(&mut body, rs, g, name) {
+            let _ = writeln!(s, "[groups.{}]\n{body}", key(&name(&g.name)));
+        }
+    }
+    prefix_list_lines(&mut s, rs);
+    s
+}
+
 /// The rule set as sgctl TOML.
 pub fn to_toml(rs: &RuleSet) -> String {
     let mut s = String::new();
@@ -122,20 +188,8 @@ pub fn to_toml(rs: &RuleSet) -> String {
         if let Some(desc) = &g.description {
             let _ = writeln!(s, "description = {}", q(desc));
         }
-        if !g.members.is_empty() {
-            let m: Vec<String> = g
-                .members
-                .iter()
-                .map(|n| {
-                    if n.prefix_len() == n.max_prefix_len() {
-                        q(&n.addr().to_string())
-                    } else {
-                        q(&n.to_string())
-                    }
-                })
-                .collect();
-            let _ = writeln!(s, "members = {}", list(&m));
-        } else if g.member_groups.is_empty() && referenced(rs, &g.name) {
+        let written = member_lines(&mut s, rs, g, &|n| n.to_string());
+        if !written && referenced(rs, &g.name) {
             let _ = writeln!(
                 s,
                 "members = []   # no input listed its members: it matches nothing. Members come from --network-interfaces (describe-network-interfaces) or --members, or list addresses here"
@@ -158,18 +212,7 @@ pub fn to_toml(rs: &RuleSet) -> String {
         }
         s.push('\n');
     }
-    for l in &rs.prefix_lists {
-        let _ = writeln!(s, "[prefix_lists.{}]", key(&l.name));
-        if l.entries.is_empty() {
-            let _ = writeln!(
-                s,
-                "entries = []   # no input listed its entries: it matches nothing. Entries come from --prefix-lists (get-managed-prefix-list-entries, describe-prefix-lists), or list CIDRs here\n"
-            );
-            continue;
-        }
-        let e: Vec<String> = l.entries.iter().map(|n| q(&n.to_string())).collect();
-        let _ = writeln!(s, "entries = {}\n", list(&e));
-    }
+    prefix_list_lines(&mut s, rs);
     for a in &rs.acls {
         let _ = writeln!(s, "[acls.{}]", key(&a.name));
         strings(&mut s, &[("aws_id", &a.aws_id), ("aws_vpc", &a.aws_vpc)]);

@@ -83,10 +83,40 @@ fn port_fields(proto: Proto, ports: Ports) -> (Option<i64>, Option<i64>) {
     }
 }
 
+/// The GroupId `export` writes for group `name`: its AWS id, else its name.
+pub fn export_id(rs: &RuleSet, name: &str) -> String {
+    rs.group(name).and_then(|g| g.aws_id.clone()).unwrap_or_else(|| name.to_string())
+}
+
+/// The bindings as `import aws --bind` values (IFACE=GroupIds[,ACL id]): AWS JSON of groups
+/// cannot hold them.
+pub fn bindings(rs: &RuleSet) -> Vec<String> {
+    rs.interfaces
+        .iter()
+        .map(|b| {
+            let mut names: Vec<String> = b.groups.iter().map(|g| export_id(rs, g)).collect();
+            if let Some(a) = b.acl.as_ref().and_then(|a| rs.acls.iter().find(|x| &x.name == a)) {
+                names.push(a.aws_id.clone().unwrap_or_else(|| a.name.clone()));
+            }
+            format!("{}={}", b.iface, names.join(","))
+        })
+        .collect()
+}
+
+/// The `import aws` line that reads the export and its members file back to this rule set.
+pub fn import_hint(rs: &RuleSet, members: &std::path::Path) -> String {
+    let acls = if rs.acls.is_empty() { "" } else { " --network-acls ACLS.json (sgctl export aws-acls)" };
+    let binds: Vec<String> = bindings(rs).iter().map(|b| format!(" --bind {b}")).collect();
+    format!(
+        "wrote members and prefix-list entries to {m}; read back with: sgctl import aws GROUPS.json --members {m}{acls}{}",
+        binds.concat(),
+        m = members.display(),
+    )
+}
+
 /// The rule set as AWS JSON: one permission per (protocol, ports) in first-seen order.
 pub fn export(rs: &RuleSet) -> DescribeOut {
-    let id_of =
-        |name: &str| rs.group(name).and_then(|g| g.aws_id.clone()).unwrap_or_else(|| name.to_string());
+    let id_of = |name: &str| export_id(rs, name);
     let groups = rs
         .groups
         .iter()

@@ -37,6 +37,11 @@ struct TopT {
     prefix_lists: Option<IgnoredAny>,
     entries: Option<IgnoredAny>,
     network_interfaces: Option<IgnoredAny>,
+    /// `authorize-security-group-*` and `revoke-security-group-*` answer `Return`.
+    #[serde(rename = "Return")]
+    returned: Option<IgnoredAny>,
+    revoked_security_group_rules: Option<IgnoredAny>,
+    unknown_ip_permissions: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -161,9 +166,39 @@ struct PairIn {
     status: Option<String>,
 }
 
-fn ports_at(cx: &Cx<'_>, from: Option<&Spanned<i64>>, to: Option<&Spanned<i64>>) -> Option<At<PortsText>> {
+/// FromPort/ToPort with their location. AWS writes every port of tcp or udp as 0-65535 and
+/// documents -1 only for ICMP types and codes: -1/-1 on tcp or udp is read as all ports, as
+/// AWS accepts it, with a warning (hand-written or converted JSON says this, AWS does not).
+fn ports_at(
+    cx: &Cx<'_>,
+    proto: Option<&Spanned<ProtoJ>>,
+    from: Option<&Spanned<i64>>,
+    to: Option<&Spanned<i64>>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Option<At<PortsText>> {
     if from.is_none() && to.is_none() {
         return None;
+    }
+    let name = match proto.map(Spanned::get_ref) {
+        Some(ProtoJ::Text(t)) => match t.to_ascii_lowercase().as_str() {
+            "tcp" | "6" => Some("tcp"),
+            "udp" | "17" => Some("udp"),
+            _ => None,
+        },
+        Some(ProtoJ::Number(6)) => Some("tcp"),
+        Some(ProtoJ::Number(17)) => Some("udp"),
+        _ => None,
+    };
+    if let (Some(name), Some(f), Some(t)) = (name, from, to)
+        && *f.get_ref() == -1
+        && *t.get_ref() == -1
+    {
+        warnings.push(Diagnostic {
+            loc: cx.loc(f.start()),
+            msg: format!(
+                "{name} with FromPort/ToPort -1: taken as every port (0-65535); AWS itself lists every port as 0-65535 and means -1 only for ICMP, so check where this file came from"
+            ),
+        });
     }
     let at = from.or(to).map_or(0, Spanned::start);
     Some(At::new(
@@ -206,7 +241,7 @@ fn permission(cx: &Cx<'_>, p: &Spanned<PermissionT>, warnings: &mut Vec<Diagnost
     P {
         loc,
         proto: proto_at(cx, p.ip_protocol.as_ref()),
-        ports: ports_at(cx, p.from_port.as_ref(), p.to_port.as_ref()),
+        ports: ports_at(cx, p.ip_protocol.as_ref(), p.from_port.as_ref(), p.to_port.as_ref(), warnings),
         peers,
     }
 }
@@ -296,7 +331,7 @@ fn from_rules(
         let p = P {
             loc: loc.clone(),
             proto: proto_at(cx, r.ip_protocol.as_ref()),
-            ports: ports_at(cx, r.from_port.as_ref(), r.to_port.as_ref()),
+            ports: ports_at(cx, r.ip_protocol.as_ref(), r.from_port.as_ref(), r.to_port.as_ref(), warnings),
             peers: peers.into_iter().map(|p| (p, description.clone())).collect(),
         };
         let g = &mut out[idx];
@@ -304,6 +339,17 @@ fn from_rules(
             g.egress.get_or_insert_with(Vec::new).push(p);
         } else {
             g.ingress.push(p);
+        }
+    }
+    for g in &out {
+        if g.egress.as_ref().is_some_and(Vec::is_empty) {
+            let id = g.id.as_ref().map_or("?", |i| i.v.as_str());
+            warnings.push(Diagnostic {
+                loc: g.loc.clone(),
+                msg: format!(
+                    "group {id} has no egress rule here: it allows no outbound traffic (AWS lists a group's default egress as a rule, so a complete describe-security-group-rules output shows it; a filtered one loses it)"
+                ),
+            });
         }
     }
     out
@@ -321,14 +367,12 @@ struct Known {
     file: Option<RawRuleSet>,
     enis: Option<Vec<Eni>>,
     lists: BTreeMap<String, Vec<At<String>>>,
-    /// Lists `describe-managed-prefix-lists` named, without their entries.
-    listed: BTreeSet<String>,
 }
 
 impl Known {
     fn read(ctx: &AwsContext, warnings: &mut Vec<Diagnostic>) -> Result<Known, RuleErrors> {
         let file = match &ctx.members {
-            Some((name, text)) => Some(toml_front::parse(name, text)?),
+            Some((name, text)) => Some(members_file(name, text)?),
             None => None,
         };
         let enis = if ctx.network_interfaces.is_empty() {
@@ -341,7 +385,6 @@ impl Known {
             Some(all)
         };
         let mut lists = BTreeMap::new();
-        let mut listed = BTreeSet::new();
         if let Some(f) = &file {
             for l in &f.prefix_lists {
                 lists.insert(l.name.v.clone(), l.entries.clone());
@@ -349,15 +392,10 @@ impl Known {
         }
         for input in &ctx.prefix_lists {
             for (id, entries) in inputs::prefix_lists(input, warnings)? {
-                match entries {
-                    Some(e) => lists.entry(id).or_insert_with(Vec::new).extend(e),
-                    None => {
-                        listed.insert(id);
-                    }
-                }
+                lists.entry(id).or_insert_with(Vec::new).extend(entries);
             }
         }
-        Ok(Known { file, enis, lists, listed })
+        Ok(Known { file, enis, lists })
     }
 
     /// The members file's group for any of `keys`.
@@ -383,6 +421,29 @@ impl Known {
     fn speaks_for(&self, keys: &[&str]) -> bool {
         self.file_group(keys).is_some() || self.enis.is_some()
     }
+}
+
+/// A `--members` file: sgctl TOML holding only groups' members (`members`, `member_groups`)
+/// and prefix-list entries. A file with rules, network ACLs or interfaces is a rules file given
+/// by mistake: what it says beyond members would be dropped without a word, so it is refused.
+fn members_file(name: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
+    let f = toml_front::parse(name, text)?;
+    let rules = f.groups.iter().find_map(|g| {
+        g.ingress.first().map(|r| r.loc.clone()).or_else(|| g.egress.as_ref().map(|_| g.name.loc.clone()))
+    });
+    let what = rules
+        .map(|l| (l, "rules"))
+        .or_else(|| f.acls.first().map(|a| (a.name.loc.clone(), "network ACLs")))
+        .or_else(|| f.interfaces.first().map(|b| (b.iface.loc.clone(), "[interfaces]")));
+    if let Some((loc, what)) = what {
+        return Err(RuleErrors::one(
+            loc,
+            format!(
+                "a members file holds only members and prefix-list entries, this one has {what}: it looks like a rules file (apply it as one, or keep only [groups.ID] members = [...] and [prefix_lists.ID] entries = [...])"
+            ),
+        ));
+    }
+    Ok(f)
 }
 
 /// The name each described group gets, and lookups by id and by AWS name.
@@ -466,6 +527,14 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
     let mut warnings = Vec::new();
     let mut diags = Vec::new();
     let wrong = |what: &str| Err(RuleErrors::one(cx.loc(0), what));
+    if top.returned.is_some()
+        || top.revoked_security_group_rules.is_some()
+        || top.unknown_ip_permissions.is_some()
+    {
+        return wrong(
+            "output of authorize- or revoke-security-group-ingress/-egress: a change to a group (the rules it added or removed), not the group; import `aws ec2 describe-security-groups --group-ids ID` or `aws ec2 describe-security-group-rules --filters Name=group-id,Values=ID` instead",
+        );
+    }
     let groups = match (&top.security_groups, &top.security_group_rules) {
         (Some(gs), None) => from_groups(&cx, gs, &mut warnings),
         (None, Some(rs)) => from_rules(&cx, rs, &mut warnings, &mut diags),
@@ -623,16 +692,12 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
     out.groups.extend(external.into_values());
     for (id, loc) in lists_used {
         let entries = known.lists.get(&id).cloned().unwrap_or_else(|| {
-            let msg = if known.listed.contains(&id) {
-                format!(
-                    "prefix list {id} is listed without entries (describe-managed-prefix-lists): it matches nothing until they come from --prefix-lists {id}=FILE (aws ec2 get-managed-prefix-list-entries --prefix-list-id {id})"
-                )
-            } else {
-                format!(
+            warnings.push(Diagnostic {
+                loc: loc.clone(),
+                msg: format!(
                     "prefix list {id} has no known entries: it matches nothing until they come from --prefix-lists {id}=FILE (get-managed-prefix-list-entries) or --prefix-lists FILE (describe-prefix-lists)"
-                )
-            };
-            warnings.push(Diagnostic { loc: loc.clone(), msg });
+                ),
+            });
             Vec::new()
         });
         out.prefix_lists.push(RawPrefixList { name: At::new(id, loc), entries });

@@ -7,7 +7,8 @@
 //!   is associated with, not their public or Elastic IP addresses (`Association` is ignored).
 //! - prefix-list entries from `aws ec2 get-managed-prefix-list-entries` (which names no list:
 //!   given as `pl-id=FILE`) or `aws ec2 describe-prefix-lists` (AWS-managed lists with their
-//!   `Cidrs`). `describe-managed-prefix-lists` lists ids and names but no entries.
+//!   `Cidrs`). `describe-managed-prefix-lists` lists ids and names but no entries: refused, with
+//!   the command that gives them.
 //!
 //! CIDRs that AWS returned with host bits set mean their network, with a warning.
 
@@ -228,11 +229,12 @@ struct EntryT {
     cidr: Spanned<String>,
 }
 
-/// A list id and its entries (`None`: listed without entries).
-pub type ListEntries = (String, Option<Vec<At<String>>>);
+/// A list id and its entries.
+pub type ListEntries = (String, Vec<At<String>>);
 
 /// Prefix lists with their entries, from one `--prefix-lists` input: (list id, entries).
-/// Lists of `describe-managed-prefix-lists` come without entries (`None`).
+/// `describe-managed-prefix-lists` lists ids and names without entries: refused, with the
+/// command that gives them (a list accepted without its entries would match nothing).
 pub fn prefix_lists(
     input: &PrefixListInput,
     warnings: &mut Vec<Diagnostic>,
@@ -242,7 +244,7 @@ pub fn prefix_lists(
     match (&input.id, doc.entries, doc.prefix_lists) {
         (Some(id), Some(entries), _) => Ok(vec![(
             id.clone(),
-            Some(entries.iter().map(|e| cx.lenient_cidr(&e.get_ref().cidr, warnings)).collect()),
+            entries.iter().map(|e| cx.lenient_cidr(&e.get_ref().cidr, warnings)).collect(),
         )]),
         (None, Some(_), _) => Err(RuleErrors::one(
             cx.loc(0),
@@ -257,13 +259,21 @@ pub fn prefix_lists(
         (None, None, Some(lists)) => {
             let mut out = Vec::new();
             for l in &lists {
+                let at = cx.loc(l.start());
                 let l = l.get_ref();
                 let Some(id) = &l.prefix_list_id else {
-                    return Err(RuleErrors::one(cx.loc(0), "a prefix list without PrefixListId"));
+                    return Err(RuleErrors::one(at, "a prefix list without PrefixListId"));
                 };
-                let entries =
-                    l.cidrs.as_ref().map(|cs| cs.iter().map(|c| cx.lenient_cidr(c, warnings)).collect());
-                out.push((id.get_ref().clone(), entries));
+                let id = id.get_ref();
+                let Some(cidrs) = &l.cidrs else {
+                    return Err(RuleErrors::one(
+                        at,
+                        format!(
+                            "prefix list {id} comes without its entries (describe-managed-prefix-lists lists only ids and names): give them with `aws ec2 get-managed-prefix-list-entries --prefix-list-id {id} > {id}.json` and --prefix-lists {id}={id}.json"
+                        ),
+                    ));
+                };
+                out.push((id.clone(), cidrs.iter().map(|c| cx.lenient_cidr(c, warnings)).collect()));
             }
             Ok(out)
         }
@@ -312,7 +322,7 @@ mod tests {
         };
         let got = prefix_lists(&entries, &mut w).unwrap();
         assert_eq!(got[0].0, "pl-1");
-        assert_eq!(got[0].1.as_ref().unwrap().len(), 2);
+        assert_eq!(got[0].1.len(), 2);
         let no_id = PrefixListInput { id: None, ..entries.clone() };
         assert!(prefix_lists(&no_id, &mut w).unwrap_err().to_string().contains("--prefix-lists pl-ID=FILE"));
         let managed = PrefixListInput {
@@ -322,8 +332,14 @@ mod tests {
                                      {"PrefixListId": "pl-2", "PrefixListName": "mine", "MaxEntries": 5}]}"#
                 .into(),
         };
-        let got = prefix_lists(&managed, &mut w).unwrap();
-        assert_eq!(got[0].1.as_ref().map(Vec::len), Some(1));
-        assert_eq!(got[1], ("pl-2".to_string(), None));
+        let e = prefix_lists(&managed, &mut w).unwrap_err().to_string();
+        assert!(e.starts_with("p.json:2:"), "at the list without entries: {e}");
+        assert!(e.contains("get-managed-prefix-list-entries --prefix-list-id pl-2 > pl-2.json"), "{e}");
+        let aws_managed = PrefixListInput {
+            text: r#"{"PrefixLists": [{"PrefixListId": "pl-63a5400a", "Cidrs": ["203.0.113.0/24"]}]}"#.into(),
+            ..managed
+        };
+        let got = prefix_lists(&aws_managed, &mut w).unwrap();
+        assert_eq!(got[0].1.len(), 1);
     }
 }

@@ -20,6 +20,6 @@ mod import;
 pub mod inputs;
 pub mod nacl;
 
-pub use export::{DescribeOut, GroupOut, PermissionOut, export, meaning};
+pub use export::{DescribeOut, GroupOut, PermissionOut, bindings, export, export_id, import_hint, meaning};
 pub use import::parse;
 pub use inputs::PrefixListInput;
