@@ -253,6 +253,21 @@ fn udp_and_icmp_echo_both_ways_v4_v6() {
             h.join().unwrap();
         }
     }
+    // The table: ICMP echo flows by their identifier, IPv4 rows within 120 columns; JSON has
+    // the identifier as `icmp_id` and no ports.
+    let text = pair.sgctl_ok(Side::A, &["conntrack", "list"]);
+    let echo = text
+        .lines()
+        .find(|l| l.contains("icmp id ") && l.contains("192.0.2."))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(!echo.contains("192.0.2.1:"), "an echo flow has no ports: {echo}");
+    for l in text.lines().filter(|l| !l.contains("2001:db8")) {
+        assert!(l.len() <= 120, "{} columns: {l}", l.len());
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&pair.sgctl_ok(Side::A, &["conntrack", "list", "--json"])).unwrap();
+    let icmp = list.as_array().unwrap().iter().find(|f| f["proto"] == "icmp").expect("the echo flow");
+    assert!(icmp["icmp_id"].is_u64() && icmp["sport"].is_null() && icmp["dport"].is_null(), "{icmp}");
 }
 
 #[test]

@@ -458,6 +458,12 @@ fn every_json_output_speaks_one_vocabulary() {
     .collect();
     let result = session.finish();
     assert!(result.error.is_none(), "the session was not cut: {:?}", result.error);
+    // Into a pipe, top prints its samples without drawing (no escape codes).
+    for (cmd, out) in &outputs {
+        assert!(!out.contains('\x1b'), "{cmd} wrote escape codes into a pipe: {out:?}");
+    }
+    let text = pair.sgctl_ok(Side::A, &["top", "--count", "1", "--interval", "0.2"]);
+    assert!(text.contains(a) && !text.contains('\x1b'), "{text:?}");
     let never =
         ["dir", "origin", "initiator", "responder", "interface", "src_port", "dst_port", "rule_id", "id"];
     let mut seen = std::collections::BTreeSet::new();
@@ -488,7 +494,10 @@ fn every_json_output_speaks_one_vocabulary() {
                 // A rule's text never carries its number (that is `group` and `index`).
                 "rule" if val.is_string() => {
                     let t = val.as_str().unwrap_or_default();
-                    assert!(!t.contains('#') || t.starts_with("rule id "), "{cmd}: a number in rule text {obj:?}");
+                    assert!(
+                        !t.contains('#') || t.starts_with("rule id "),
+                        "{cmd}: a number in rule text {obj:?}"
+                    );
                 }
                 // A rule is its group and its index; its text is `rule`.
                 "group" if obj.contains_key("rule") && !obj["group"].is_null() => {
