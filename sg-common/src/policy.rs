@@ -205,7 +205,40 @@ pub const fn flow_key(proto: u8, low16: u16) -> u32 {
     ((proto as u32) << 16) | low16 as u32
 }
 
+/// The 16 low bits of the flow key, for the datapath (a packet, a tracked flow re-checked)
+/// and the reference model alike: the destination port (TCP, UDP), ICMP type << 8 | code for
+/// ICMP over IPv4 and ICMPv6 over IPv6, and 0 for anything else, ICMP of the other family
+/// included (its type means nothing there: only a rule for the protocol as a whole, all
+/// types, matches it).
+#[inline(always)]
+pub const fn key_low16(family: u8, proto: u8, dport: u16, icmp_type: u8, icmp_code: u8) -> u16 {
+    use crate::packet::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+    match (proto, family) {
+        (IPPROTO_TCP | IPPROTO_UDP, _) => dport,
+        (IPPROTO_ICMP, FAMILY_IPV4) | (IPPROTO_ICMPV6, FAMILY_IPV6) => {
+            ((icmp_type as u16) << 8) | icmp_code as u16
+        }
+        _ => 0,
+    }
+}
+
 crate::impl_pod!(PortSetRef, Segment, PrefixNode, PrefixTip);
+
+#[cfg(test)]
+mod key_tests {
+    use super::key_low16;
+    use crate::packet::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP};
+
+    #[test]
+    fn icmp_type_counts_only_in_its_own_family() {
+        assert_eq!(key_low16(FAMILY_IPV4, IPPROTO_TCP, 443, 9, 9), 443);
+        assert_eq!(key_low16(FAMILY_IPV4, IPPROTO_ICMP, 7, 8, 1), 0x0801);
+        assert_eq!(key_low16(FAMILY_IPV6, IPPROTO_ICMPV6, 7, 128, 0), 0x8000);
+        assert_eq!(key_low16(FAMILY_IPV4, IPPROTO_ICMPV6, 7, 128, 0), 0, "ICMPv6 over IPv4");
+        assert_eq!(key_low16(FAMILY_IPV6, IPPROTO_ICMP, 7, 8, 0), 0, "ICMP over IPv6");
+        assert_eq!(key_low16(FAMILY_IPV6, 132, 7, 8, 0), 0);
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,7 @@ use sg_common::{
         echo_fits, joins_established, seen_offset, seen_slot, tcp_next, tcp_seq_acceptable, tcp_seq_learn,
     },
     flowlog::{END_EXPIRED, END_REUSED, END_REVOKED},
-    packet::{FAMILY_IPV4, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_ICMP_ERROR},
+    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PKT_ICMP_ERROR},
     policy::slot_rule,
     stage::{STAGE_CT_FOUND, STAGE_CT_KEYED, STAGE_NEW_KEYED},
 };
@@ -449,12 +449,9 @@ fn revalidate(key: &CtKey, e: &CtEntry, recheck: &impl Recheck) -> Result<Option
     };
     // The remote end is the peer: the initiator of an ingress flow, the responder of an egress one.
     let peer = if origin == Direction::Ingress { init } else { resp };
-    let low16 = match (key.proto, key.family) {
-        (IPPROTO_TCP | IPPROTO_UDP, _) => resp_port,
-        (IPPROTO_ICMP, FAMILY_IPV4) => u16::from(ICMP_ECHO_REQUEST) << 8,
-        (IPPROTO_ICMPV6, _) => u16::from(ICMPV6_ECHO_REQUEST) << 8,
-        _ => 0,
-    };
+    // The key of the flow's first packet: to the responder's port, or an echo request.
+    let echo = if key.proto == IPPROTO_ICMP { ICMP_ECHO_REQUEST } else { ICMPV6_ECHO_REQUEST };
+    let low16 = sg_common::policy::key_low16(key.family, key.proto, resp_port, echo, 0);
     recheck.allows(origin, key.family, key.proto, &addr_words(peer), low16)
 }
 

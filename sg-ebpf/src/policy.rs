@@ -12,7 +12,7 @@
 
 use sg_common::{
     Direction, PacketSummary, Reason,
-    packet::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+    packet::{FAMILY_IPV4, FAMILY_IPV6},
     policy::{
         ACL_DENY, LAYER_ACL, LAYER_GROUPS, MAX_ACL_ENTRIES, MAX_RULES, MAX_SEARCH_STEPS, MAX_WALK,
         PortSetRef, SEGMENTS_PER_GEN, SLOT_KIND, SLOT_NODE, SLOT_SET, SLOT_TIP, Slot, acl_slot, addr_byte,
@@ -22,17 +22,10 @@ use sg_common::{
 
 use crate::maps::{SG_PFX_NODES, SG_PFX_ROOT, SG_PFX_TIPS, SG_PORT_SETS, SG_SEGMENTS};
 
-/// The 16 low bits of the flow key: destination port (TCP/UDP), ICMP type and code (ICMP on
-/// IPv4, ICMPv6 on IPv6), 0 for any other protocol.
+/// The 16 low bits of the packet's flow key ([`sg_common::policy::key_low16`]).
 #[inline(always)]
 pub fn key_low16(pkt: &PacketSummary) -> u16 {
-    match (pkt.proto, pkt.family) {
-        (IPPROTO_TCP | IPPROTO_UDP, _) => pkt.dport,
-        (IPPROTO_ICMP, FAMILY_IPV4) | (IPPROTO_ICMPV6, FAMILY_IPV6) => {
-            (u16::from(pkt.icmp_type) << 8) | u16::from(pkt.icmp_code)
-        }
-        _ => 0,
-    }
+    sg_common::policy::key_low16(pkt.family, pkt.proto, pkt.dport, pkt.icmp_type, pkt.icmp_code)
 }
 
 /// Do the address words match a prefix (`mask`, `key`)?

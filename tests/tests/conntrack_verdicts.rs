@@ -468,6 +468,45 @@ fn rule_removal_keeps_flows_and_revoke_ends_them() {
     assert_eq!(e.policy_seq, 5, "re-validation stamps the flow with the new rule set");
 }
 
+/// A revoke re-checks a tracked flow with the key a new packet of it would get: an ICMPv6
+/// echo carried over IPv4 (protocol 58 in an IPv4 header) has no ICMPv6 type in its key (the
+/// type means something only in its own family), so a rule for ICMPv6 type 128 does not keep
+/// it, as it would not admit it.
+#[test]
+fn revoke_rechecks_with_the_key_a_new_packet_gets() {
+    if !require_bpf("revoke_rechecks_with_the_key_a_new_packet_gets") {
+        return;
+    }
+    let mut inst = recording_instance();
+    let rules = |ingress: &str| {
+        ruleset(&format!("[groups.g]\ningress = [ {ingress} ]\n[interfaces.eth0]\ngroups = [\"g\"]\n"))
+    };
+    apply(&mut inst, &rules(r#"{ proto = "58", from = "192.0.2.0/24" }"#), "eth0", 1);
+    // An ICMPv6 echo request (type 128, id 0x4242) as the payload of protocol 58 over IPv4.
+    let echo_id = |src: &str, dst: &str, ty: u8, id: u8| {
+        Pkt::raw(ip(src), ip(dst), 58, &[ty, 0, 0, 0, 0x42, id, 0, 1]).build()
+    };
+    let echo = |src: &str, dst: &str, ty: u8| echo_id(src, dst, ty, 0x42);
+    run_sequence(
+        &mut inst,
+        "protocol 58 over IPv4, allowed by protocol",
+        &[
+            Row::new("request in", Ingress, echo(PEER4, HOST4, 128), Reason::RuleAllow),
+            Row::new("reply out", Egress, echo(HOST4, PEER4, 129), Reason::CtReply),
+        ],
+    );
+    let typed = rules(r#"{ proto = "icmpv6", icmp_type = 128, from = "192.0.2.0/24" }"#);
+    inst.apply_plan_with(&compile::compile_iface(&typed, "eth0").unwrap(), 2, true).unwrap();
+    run_sequence(
+        &mut inst,
+        "after a revoke to icmpv6 type 128",
+        &[
+            Row::new("a new one is not admitted", Ingress, echo_id(PEER4, HOST4, 128, 0x43), Reason::NoRule),
+            Row::new("so the tracked one is not kept", Ingress, echo(PEER4, HOST4, 128), Reason::NoRule),
+        ],
+    );
+}
+
 #[test]
 fn full_table_drops_new_flows_and_keeps_established_ones() {
     if !require_bpf("full_table_drops_new_flows_and_keeps_established_ones") {

@@ -12,7 +12,10 @@
 
 use std::net::IpAddr;
 
-use sg_common::Reason;
+use sg_common::{
+    Reason,
+    packet::{FAMILY_IPV4, FAMILY_IPV6},
+};
 
 use super::{Dir, RuleRef, RuleSet, acl::AclVerdict, compile::key_range};
 
@@ -41,15 +44,10 @@ pub struct Decision {
     pub acl: Option<AclVerdict>,
 }
 
-/// The 16 low bits of the flow key (mirrors the datapath's definition).
+/// The 16 low bits of the probe's flow key (the datapath's own definition).
 pub fn key_low16(p: &Probe) -> u16 {
-    match (p.proto, p.src) {
-        (super::TCP | super::UDP, _) => p.dport,
-        (super::ICMP, IpAddr::V4(_)) | (super::ICMPV6, IpAddr::V6(_)) => {
-            (u16::from(p.icmp_type) << 8) | u16::from(p.icmp_code)
-        }
-        _ => 0,
-    }
+    let family = if p.src.is_ipv4() { FAMILY_IPV4 } else { FAMILY_IPV6 };
+    sg_common::policy::key_low16(family, p.proto, p.dport, p.icmp_type, p.icmp_code)
 }
 
 /// Does `r` allow `p` in `dir`?
