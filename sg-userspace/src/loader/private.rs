@@ -108,6 +108,19 @@ impl PrivateInstance {
         Ok(ids)
     }
 
+    /// How many instructions the kernel's verifier processed for each program (its global
+    /// functions included), as the kernel reports it (`verified_insns`, Linux 5.16+): the
+    /// programs' complexity, which must stay well below the verifier's 1,000,000.
+    pub fn verified_insns(&self) -> Result<Vec<(&'static str, u32)>> {
+        let mut out = Vec::new();
+        for name in [PROG_INGRESS, PROG_EGRESS] {
+            let prog = self.ebpf.program(name).ok_or(Error::MissingInObject(name))?;
+            let info = prog.info().context(|| format!("{name}: program info"))?;
+            out.push((name, info.verified_instruction_count().unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
     /// The ingress program's fd (for the benchmark, which puts it behind a tail call).
     pub fn ingress_fd(&mut self) -> Result<&aya::programs::ProgramFd> {
         xdp_mut(&mut self.ebpf)?.fd().context(|| format!("{PROG_INGRESS}: fd"))
