@@ -477,6 +477,12 @@ pub fn run(opts: Options) -> Result<()> {
         dp_log: datapath_log::Forwarder::default(),
     };
     rt.block_on(async move {
+        // The handlers come first: a signal that arrives while the rule set is applied (a
+        // SIGTERM right after "adopted" is logged) waits for the loop instead of killing the
+        // daemon by its default action halfway.
+        let mut hup = signal(SignalKind::hangup()).context(io("SIGHUP handler"))?;
+        let mut term = signal(SignalKind::terminate()).context(io("SIGTERM handler"))?;
+        let mut int = signal(SignalKind::interrupt()).context(io("SIGINT handler"))?;
         // What can fail is checked before anything is applied: a daemon that applies and then
         // exits on its metrics port would leave a rule set nobody watches.
         let metrics_listener = match opts.metrics {
@@ -539,9 +545,6 @@ pub fn run(opts: Options) -> Result<()> {
         if let Some(local) = bound {
             log::info!("metrics on http://{local}/metrics");
         }
-        let mut hup = signal(SignalKind::hangup()).context(io("SIGHUP handler"))?;
-        let mut term = signal(SignalKind::terminate()).context(io("SIGTERM handler"))?;
-        let mut int = signal(SignalKind::interrupt()).context(io("SIGINT handler"))?;
         let mut poll_t = interval(opts.poll);
         let mut gc_t = interval(opts.gc_interval);
         let mut drain_t = interval(Duration::from_millis(100));
