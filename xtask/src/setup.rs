@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{run, target_dir};
 
-/// bpf-linker version known to work with the nightly's LLVM (DESIGN.md).
+/// bpf-linker version known to work with the nightly's LLVM (newer ones need a newer LLVM).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// LLVM major version of the installed nightly, which bpf-linker must match.
 const LLVM_MAJOR: &str = "22";
