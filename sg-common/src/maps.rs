@@ -381,6 +381,11 @@ pub const ALL: &[MapSpec] = &[
     AYA_LOGS,
 ];
 
+/// The maps sgctl owns (and pins): every map of the registry but the datapath's own.
+pub fn owned() -> impl Iterator<Item = &'static MapSpec> {
+    ALL.iter().filter(|m| m.owner == Owner::Sgctl)
+}
+
 /// The entry named `name`, if any.
 pub fn spec(name: &str) -> Option<&'static MapSpec> {
     ALL.iter().find(|m| m.name == name)

@@ -17,7 +17,7 @@
 use std::{
     os::unix::process::CommandExt as _,
     process::{Command, Stdio},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -64,17 +64,7 @@ pub fn pending() -> Result<Option<Pending>> {
     serde_json::from_str(&text).map(Some).map_err(|e| Error::StateFile { path: p, detail: e.to_string() })
 }
 
-/// "in 25 s" (or "now") for a deadline in unix seconds.
-pub fn when(deadline: u64) -> String {
-    match deadline.checked_sub(now_unix()) {
-        Some(s) if s > 0 => format!("in {s} s"),
-        _ => "now".to_string(),
-    }
-}
-
-pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+pub use crate::clock::{now_unix, when};
 
 /// The bytes of a config (to keep it in the JSON file).
 pub fn config_bytes(c: &IfaceConfig) -> Vec<u8> {

@@ -126,7 +126,7 @@ pub enum Error {
 
     #[error(
         "rule set #{seq} awaits `sgctl confirm` (it rolls back by itself {}); confirm it or let it roll back first",
-        crate::confirm::when(*deadline)
+        crate::clock::when(*deadline)
     )]
     AwaitingConfirm { seq: u64, deadline: u64 },
 

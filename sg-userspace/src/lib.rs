@@ -17,6 +17,7 @@
 pub mod adopt;
 pub mod apply;
 pub mod cli;
+pub mod clock;
 pub mod confirm;
 pub mod conntrack;
 pub mod daemon;

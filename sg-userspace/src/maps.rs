@@ -15,7 +15,7 @@ use sg_common::{
     flowlog::{FlowEnd, FlowEvent, FlowLogConfig, FlowLogStats, RateKey},
     layout::InstanceMeta,
     local::LocalAddr,
-    maps::{self as reg, F_MMAPABLE, F_NO_COMMON_LRU, F_NO_PREALLOC, MapKind, MapSpec, Owner},
+    maps::{self as reg, F_MMAPABLE, F_NO_COMMON_LRU, F_NO_PREALLOC, MapKind, MapSpec},
     policy::{
         LAYERS, PortSetRef, PrefixNode, PrefixRoot, PrefixTip, SEGMENTS_PER_GEN, Segment, acl_slot,
         pool_index, root_index, rule_slot,
@@ -29,10 +29,7 @@ use crate::{
     rules::{compile::IfacePlan, prefix_table::Capacity},
 };
 
-/// The maps sgctl owns (and pins), from the registry.
-pub fn owned() -> impl Iterator<Item = &'static MapSpec> {
-    reg::ALL.iter().filter(|m| m.owner == Owner::Sgctl)
-}
+pub use sg_common::maps::owned;
 
 /// The maps of one instance (one interface, or a private test instance): every map of the
 /// registry that sgctl owns.

@@ -247,8 +247,7 @@ impl SgCollector {
         }
         let mut fleet = Vec::new();
         if let Some(up) = st.fleet_connected {
-            let now =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let now = crate::clock::now_unix();
             fleet.push(one(
                 "sgctl_fleet_connected",
                 "1 while the fleet's etcd answers.",

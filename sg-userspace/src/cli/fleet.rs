@@ -173,7 +173,7 @@ fn status(a: &GetArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = crate::clock::now_unix();
     println!("{:<20} {:<6} {:>9} {:>9}  {:<16} error", "host", "alive", "revision", "since", "interfaces");
     for r in &rows {
         let st = r.status.as_ref();

@@ -28,7 +28,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use tokio::{
@@ -84,9 +84,7 @@ fn same_rule_set(a: &RuleSet, b: &RuleSet) -> bool {
     matches!((serde_json::to_value(a), serde_json::to_value(b)), (Ok(x), Ok(y)) if x == y)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+use crate::clock::now_unix as unix_now;
 
 /// Why the file is being read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

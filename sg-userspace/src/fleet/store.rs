@@ -270,8 +270,7 @@ impl Store {
         for k in &outcome.diff.removed {
             ops.push(TxnOp::delete(self.schema.key(k), None));
         }
-        let written_at =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let written_at = crate::clock::now_unix();
         let meta = serde_json::json!({ "keys": new.len(), "written_at": written_at });
         ops.push(TxnOp::put(self.schema.meta(), meta.to_string(), None));
         let n_ops = ops.len();

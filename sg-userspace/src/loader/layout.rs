@@ -12,14 +12,11 @@ use std::path::Path;
 
 use sg_common::{
     layout::{InstanceMeta, LAYOUT, LAYOUT_UNVERSIONED, META_MAGIC},
-    maps::{self as reg, MapSpec},
+    maps::{self as reg, MapSpec, owned},
 };
 
 use super::bpf;
-use crate::{
-    error::{Error, Result},
-    maps::owned,
-};
+use crate::error::{Error, Result};
 
 /// A map as an earlier layout had it: name, `bpf_map_type`, key and value sizes, flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

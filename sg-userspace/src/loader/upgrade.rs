@@ -267,9 +267,7 @@ fn sizes_of(pinned: &[layout::Pinned]) -> Sizes {
     s
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+use crate::clock::now_unix;
 
 /// Writes `SG_META` of the instance (or staging) directory `dir`.
 pub fn write_meta(dir: &Path, meta: &InstanceMeta) -> Result<()> {
