@@ -35,7 +35,7 @@ pub mod metrics;
 pub mod names;
 pub mod pins;
 pub mod replay;
-pub mod rules;
+pub use sg_rules as rules;
 pub mod state;
 pub mod status;
 pub mod top;

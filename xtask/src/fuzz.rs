@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz`: cargo fuzz on the rules front ends and the compiler, bounded in time.
-//! The corpus lives in `sg-userspace/fuzz/corpus/<target>/`.
+//! The corpus lives in `sg-rules/fuzz/corpus/<target>/`.
 
 use std::{
     path::Path,
@@ -44,7 +44,7 @@ pub fn run(secs: u64, only: Option<&str>, scratch: bool) -> Result<()> {
             CARGO_FUZZ_VERSION,
         ]))?;
     }
-    let crate_dir = workspace_root().join("sg-userspace");
+    let crate_dir = workspace_root().join("sg-rules");
     let targets: Vec<&str> = match only {
         Some(t) if TARGETS.contains(&t) => vec![t],
         Some(t) => bail!("unknown fuzz target {t} (one of {})", TARGETS.join(", ")),
@@ -76,7 +76,7 @@ pub fn run(secs: u64, only: Option<&str>, scratch: bool) -> Result<()> {
             cmd.env_remove(key);
         }
         run_cmd(&mut cmd).with_context(|| {
-            format!("fuzz target {t} failed: the crashing input is in sg-userspace/fuzz/artifacts/{t}/")
+            format!("fuzz target {t} failed: the crashing input is in sg-rules/fuzz/artifacts/{t}/")
         })?;
     }
     Ok(())

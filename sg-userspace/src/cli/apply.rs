@@ -5,11 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::common::{self, AwsInput, load_rules};
+use super::common::{self, AwsInput, FormatArg, load_rules};
 use crate::{
     apply::{ApplyOptions, apply},
     loader::ModeRequest,
-    rules::Format,
 };
 
 #[derive(Debug, Args)]
@@ -17,8 +16,8 @@ pub struct ApplyArgs {
     /// Rules file (sgctl TOML, or AWS JSON with --format aws).
     pub file: PathBuf,
     /// Format of FILE: toml (sgctl rules) or aws (describe-security-groups JSON).
-    #[arg(long, value_enum, default_value_t = Format::Toml)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Toml)]
+    pub format: FormatArg,
     /// Print what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -47,7 +46,7 @@ pub struct ApplyArgs {
 }
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
-    let mut rs = load_rules(&args.file, args.format, &args.aws)?;
+    let mut rs = load_rules(&args.file, args.format.into(), &args.aws)?;
     if let Some(host) = &args.host {
         anyhow::ensure!(
             rs.hosts.iter().any(|h| &h.host == host),

@@ -7,13 +7,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::common::{AwsInput, load_rules};
+use super::common::{AwsInput, FormatArg, load_rules};
 use crate::{
     hits::rule_stats,
-    rules::{
-        Format,
-        audit::{self, Finding, Severity},
-    },
+    rules::audit::{self, Finding, Severity},
     state::applied,
 };
 
@@ -27,7 +24,7 @@ pub struct AuditArgs {
     pub live: bool,
     /// Format of FILE: toml or aws.
     #[arg(long, value_enum, default_value = "toml")]
-    pub format: Format,
+    pub format: FormatArg,
     #[command(flatten)]
     pub aws: AwsInput,
     /// Print JSON.
@@ -56,7 +53,7 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<()> {
         }
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     } else if let Some(file) = &args.file {
-        findings = audit::audit(&load_rules(file, args.format, &args.aws)?);
+        findings = audit::audit(&load_rules(file, args.format.into(), &args.aws)?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&findings)?);

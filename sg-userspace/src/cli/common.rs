@@ -7,6 +7,24 @@ use clap::{Args, ValueEnum};
 
 use crate::rules::{self, AwsContext, Dir, Proto};
 
+/// `--format` of a rules file (the CLI's spelling of [`rules::Format`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// sgctl's TOML.
+    Toml,
+    /// `aws ec2 describe-security-groups` (or `describe-security-group-rules`) JSON.
+    Aws,
+}
+
+impl From<FormatArg> for rules::Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Toml => rules::Format::Toml,
+            FormatArg::Aws => rules::Format::Aws,
+        }
+    }
+}
+
 /// What AWS JSON input lacks, given on the command line (apply, import, export, audit,
 /// replay, daemon).
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use sg_common::flowlog::FlowLogConfig;
 
-use super::common::{AwsInput, EtcdTlsArgs};
+use super::common::{AwsInput, EtcdTlsArgs, FormatArg};
 use crate::{
     daemon::{self, Options, Source},
     fleet::{
@@ -17,7 +17,6 @@ use crate::{
     },
     flowlog,
     loader::ModeRequest,
-    rules::Format,
 };
 
 #[derive(Debug, Args)]
@@ -28,8 +27,8 @@ pub struct DaemonArgs {
     #[command(flatten)]
     pub fleet: FleetDaemonArgs,
     /// Format of --config: toml or aws.
-    #[arg(long, value_enum, default_value_t = Format::Toml)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Toml)]
+    pub format: FormatArg,
     #[command(flatten)]
     pub aws: AwsInput,
     /// Seconds between checks of the rules file for changes.
@@ -134,7 +133,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
     };
     let source = match (&args.config, args.fleet.host.as_ref()) {
         (Some(config), _) => {
-            Source::File { config: config.clone(), format: args.format, aws: args.aws.context()? }
+            Source::File { config: config.clone(), format: args.format.into(), aws: args.aws.context()? }
         }
         (None, Some(host)) => {
             anyhow::ensure!(args.fleet.lease_ttl >= 2, "--lease-ttl must be at least 2 seconds");

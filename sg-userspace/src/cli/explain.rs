@@ -5,10 +5,9 @@ use std::{net::IpAddr, path::PathBuf};
 
 use clap::Args;
 
-use super::common::{AwsInput, DirArg, load_rules, proto_number};
+use super::common::{AwsInput, DirArg, FormatArg, load_rules, proto_number};
 use crate::{
     explain::{Query, explain},
-    rules::Format,
     state::applied,
 };
 
@@ -43,7 +42,7 @@ pub struct ExplainArgs {
     pub rules: Option<PathBuf>,
     /// Format of --rules.
     #[arg(long, value_enum, default_value = "toml")]
-    pub format: Format,
+    pub format: FormatArg,
     #[command(flatten)]
     pub aws: AwsInput,
     /// Print JSON.
@@ -57,7 +56,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
         (_, d) => d.unwrap_or(0),
     };
     let rs = match &args.rules {
-        Some(p) => load_rules(p, args.format, &args.aws)?,
+        Some(p) => load_rules(p, args.format.into(), &args.aws)?,
         None => applied()?.ruleset,
     };
     let e = explain(

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
-use super::common::{AwsInput, load_rules};
+use super::common::{AwsInput, FormatArg, load_rules};
 use crate::{
-    rules::{Format, aws, nft, toml_out},
+    rules::{aws, nft, toml_out},
     state::applied,
 };
 
@@ -23,7 +23,7 @@ pub struct ExportArgs {
     pub file: Option<PathBuf>,
     /// Format of FILE.
     #[arg(long, value_enum, default_value = "toml")]
-    pub format: Format,
+    pub format: FormatArg,
     #[command(flatten)]
     pub aws: AwsInput,
     /// With `aws`: also write what AWS JSON of groups cannot hold (group members and
@@ -44,7 +44,7 @@ pub enum ExportFormat {
 
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let rs = match &args.file {
-        Some(file) => load_rules(file, args.format, &args.aws)?,
+        Some(file) => load_rules(file, args.format.into(), &args.aws)?,
         None => applied()?.ruleset,
     };
     if args.write_members.is_some() && args.to != ExportFormat::Aws {

@@ -9,11 +9,8 @@ use clap::Args;
 use ipnet::IpNet;
 use sg_common::Direction;
 
-use super::common::{AwsInput, load_rules};
-use crate::{
-    replay::{Options, replay},
-    rules::Format,
-};
+use super::common::{AwsInput, FormatArg, load_rules};
+use crate::replay::{Options, replay};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -23,8 +20,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub rules: PathBuf,
     /// Format of --rules: toml or aws.
-    #[arg(long, value_enum, default_value_t = Format::Toml)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Toml)]
+    pub format: FormatArg,
     #[command(flatten)]
     pub aws: AwsInput,
     /// Whose rules to use, when the file binds several interfaces.
@@ -51,7 +48,7 @@ pub enum Role {
 }
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
-    let rs = load_rules(&args.rules, args.format, &args.aws)?;
+    let rs = load_rules(&args.rules, args.format.into(), &args.aws)?;
     let r = replay(&Options {
         capture: &args.capture,
         rules: &rs,

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sg_userspace::rules::{AwsContext, Format, check_diagnostics, compile, parse_str, toml_out};
+use sg_rules::{AwsContext, Format, check_diagnostics, compile, parse_str, toml_out};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -277,7 +277,7 @@ fn seg(lo: u32, hi: u32, rule: u32) -> Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{AwsContext, Format, parse_str};
+    use crate::{AwsContext, Format, parse_str};
 
     fn rs(text: &str) -> RuleSet {
         parse_str("t.toml", text, Format::Toml, &AwsContext::default()).unwrap_or_else(|e| panic!("{e}"))

@@ -512,7 +512,7 @@ pub fn check_diagnostics(errs: &RuleErrors) {
 }
 
 /// Input formats of a rules file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// sgctl's TOML.
     Toml,

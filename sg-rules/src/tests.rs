@@ -296,8 +296,8 @@ monitor = true
     assert_eq!(a.without_locations(), b.without_locations(), "{out}");
 }
 
-const AWS_FIXTURE: &str = include_str!("../../../tests/fixtures/aws/describe-security-groups.json");
-const AWS_MEMBERS: &str = include_str!("../../../tests/fixtures/aws/members.toml");
+const AWS_FIXTURE: &str = include_str!("../../tests/fixtures/aws/describe-security-groups.json");
+const AWS_MEMBERS: &str = include_str!("../../tests/fixtures/aws/members.toml");
 
 fn aws_ctx() -> AwsContext {
     AwsContext {

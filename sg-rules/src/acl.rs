@@ -173,14 +173,14 @@ mod tests {
     use sg_common::Reason;
 
     use super::*;
-    use crate::rules::{
+    use crate::{
         AwsContext, Format, RuleSet,
         compile::{compile_iface, interpret_acl},
         model::{Probe, evaluate, key_low16},
         parse_str, toml_out,
     };
 
-    fn parse(text: &str) -> Result<RuleSet, crate::rules::RuleErrors> {
+    fn parse(text: &str) -> Result<RuleSet, crate::RuleErrors> {
         parse_str("t.toml", text, Format::Toml, &AwsContext::default())
     }
 
@@ -209,7 +209,7 @@ acl = "public"
         Probe {
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
-            proto: crate::rules::TCP,
+            proto: crate::TCP,
             dport,
             icmp_type: 0,
             icmp_code: 0,
@@ -281,7 +281,7 @@ acl = "public"
             errs.0.iter().any(|d| d.loc.to_string() == want && d.msg.contains(msg)),
             "expected `{want}: ...{msg}...`, got:\n{errs}"
         );
-        crate::rules::check_diagnostics(&errs);
+        crate::check_diagnostics(&errs);
     }
 
     fn acl_with(entry: &str) -> String {
@@ -333,13 +333,13 @@ acl = "public"
             .replace("{ rule = 90, action = \"deny\", proto = \"all\", cidr = \"203.0.113.0/24\" },\n", "")
             .replace("acl = \"public\"\n", "");
         let new = parse(&text).unwrap();
-        let d = crate::rules::diff::diff(Some(&old), &new);
+        let d = crate::diff::diff(Some(&old), &new);
         assert!(
             d.lines.contains(&"network ACL public: - ingress 90 deny all from 203.0.113.0/24".to_string()),
             "{d:?}"
         );
         assert!(d.lines.contains(&"~ interface eth0: network ACL public -> none".to_string()), "{d:?}");
-        assert!(crate::rules::diff::diff(Some(&old), &old).is_empty());
+        assert!(crate::diff::diff(Some(&old), &old).is_empty());
     }
 
     #[test]

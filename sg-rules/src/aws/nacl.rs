@@ -13,7 +13,7 @@ use json_spanned_value::Spanned;
 use serde::Deserialize;
 
 use super::inputs::{Cx, ProtoJ, proto_at};
-use crate::rules::{
+use crate::{
     Diagnostic, RuleErrors,
     raw::{At, PortsText, ProtoText, RawAcl, RawAclEntry, RawRule},
 };
@@ -200,8 +200,8 @@ pub struct IcmpOut {
 
 /// The network ACLs of `rs` as `describe-network-acls` output, with AWS's final rules (32767
 /// and 32768, deny all) listed as AWS lists them; `--network-acls` reads it back to the same ACLs.
-pub fn export(rs: &crate::rules::RuleSet) -> NaclsOut {
-    use crate::rules::{Dir, Ports, Proto};
+pub fn export(rs: &crate::RuleSet) -> NaclsOut {
+    use crate::{Dir, Ports, Proto};
     let network_acls = rs
         .acls
         .iter()

@@ -5,7 +5,14 @@
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Value};
 
 use super::Dir;
-use crate::error::{Error, Result};
+/// Why an edit could not be made (the rule set is unchanged).
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("{what}: {detail}")]
+    Usage { what: String, detail: String },
+}
+
+type Result<T> = std::result::Result<T, EditError>;
 
 /// A rule to append, with its fields as the rules file spells them.
 #[derive(Clone, Debug, Default)]
@@ -29,8 +36,8 @@ pub enum Edit {
     Remove(usize),
 }
 
-fn usage(what: String, detail: &str) -> Error {
-    Error::Usage { what, detail: detail.to_string() }
+fn usage(what: String, detail: &str) -> EditError {
+    EditError::Usage { what, detail: detail.to_string() }
 }
 
 /// The group's rule list for `dir` (created; AWS's default allow-all egress is written out

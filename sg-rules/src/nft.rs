@@ -202,7 +202,7 @@ pub fn export(rs: &RuleSet) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{AwsContext, Format, parse_str};
+    use crate::{AwsContext, Format, parse_str};
 
     fn rs(text: &str) -> RuleSet {
         parse_str("t.toml", text, Format::Toml, &AwsContext::default()).expect("valid rules")

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sg_userspace::rules::{AwsContext, Format, aws::PrefixListInput, check_diagnostics, compile, parse_str};
+use sg_rules::{AwsContext, Format, aws::PrefixListInput, check_diagnostics, compile, parse_str};
 
 const GROUPS: &str = r#"{"SecurityGroups": [
  {"GroupId": "sg-1", "GroupName": "web", "VpcId": "vpc-1",

@@ -21,7 +21,7 @@ use json_spanned_value::Spanned;
 use serde::{Deserialize, de::IgnoredAny};
 
 use super::inputs::{self, Cx, Eni, ProtoJ, proto_at};
-use crate::rules::{
+use crate::{
     AwsContext, Diagnostic, Loc, RuleErrors,
     raw::{At, PortsText, ProtoText, RawBinding, RawGroup, RawPeer, RawPrefixList, RawRule, RawRuleSet},
     toml_front,
@@ -357,7 +357,7 @@ fn from_rules(
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= crate::rules::validate::MAX_NAME
+        && s.len() <= crate::validate::MAX_NAME
         && !s.starts_with('.')
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:@+=-".contains(c))
 }

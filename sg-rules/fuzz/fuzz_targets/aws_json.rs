@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sg_userspace::rules::{AwsContext, Format, check_diagnostics, compile, parse_str};
+use sg_rules::{AwsContext, Format, check_diagnostics, compile, parse_str};
 
 const MEMBERS: &str = "[groups.sg-1]\nmembers = [\"192.0.2.1\"]\n[prefix_lists.pl-1]\nentries = [\"203.0.113.0/28\"]\n";
 

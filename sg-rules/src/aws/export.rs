@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{Dir, Peer, Ports, Proto, RuleSet};
+use crate::{Dir, Peer, Ports, Proto, RuleSet};
 
 /// `describe-security-groups` output, as sgctl writes it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

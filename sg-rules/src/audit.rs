@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::{Dir, Group, Ports, Proto, Rule, RuleSet, TCP, UDP};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use sg_userspace::rules::{AwsContext, Dir, Format, compile, model, parse_str};
+use sg_rules::{AwsContext, Dir, Format, compile, model, parse_str};
 
 #[derive(Arbitrary, Debug)]
 struct Rule {
