@@ -15,7 +15,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sg_common::Reason;
 
-use super::{Dir, Loc, Ports, Proto, compile::key_range, model::Probe};
+use super::{
+    Dir, Loc, Ports, Proto,
+    key::{Probe, key_low16, key_range},
+};
 
 /// Highest rule number an operator can give (AWS: 32766; 32767 is the implicit final deny).
 pub const MAX_ACL_RULE: u16 = 32766;
@@ -156,7 +159,7 @@ impl Acl {
             Dir::Ingress => p.src,
             Dir::Egress => p.dst,
         };
-        let key = sg_common::policy::flow_key(p.proto, super::model::key_low16(p));
+        let key = sg_common::policy::flow_key(p.proto, key_low16(p));
         match self.entries(dir).iter().position(|e| e.matches(peer, key)) {
             Some(i) if self.entries(dir)[i].action == AclAction::Allow => AclVerdict::Allow { entry: i },
             Some(i) => AclVerdict::Deny { entry: i },

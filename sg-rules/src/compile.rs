@@ -16,11 +16,11 @@ use std::{
 use ipnet::IpNet;
 use sg_common::policy::{
     ACL_DENY, LAYER_ACL, LAYER_GROUPS, MAX_ACL_ENTRIES, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
-    flow_key,
 };
 
+pub use super::key::key_range;
 use super::{
-    Dir, Ports, Proto, RuleRef, RuleSet,
+    Dir, RuleRef, RuleSet,
     acl::{Acl, AclAction, AclEntry},
     prefix_table::{self, PrefixTables},
 };
@@ -64,25 +64,6 @@ pub enum CompileError {
         "{iface}: the compiled port sets need {n} segments, the datapath holds {max} (many prefixes nested under prefixes with many port ranges multiply)"
     )]
     TooManySegments { iface: String, n: usize, max: usize },
-}
-
-/// The flow-key range a rule allows (see `sg_common::policy::flow_key`).
-pub fn key_range(proto: Proto, ports: Ports) -> (u32, u32) {
-    match (proto, ports) {
-        (Proto::All, _) => (0, 0x00ff_ffff),
-        (Proto::Num(p), Ports::All | Ports::Icmp { icmp_type: None, .. }) => {
-            (flow_key(p, 0), flow_key(p, 0xffff))
-        }
-        (Proto::Num(p), Ports::Range(lo, hi)) => (flow_key(p, lo), flow_key(p, hi)),
-        (Proto::Num(p), Ports::Icmp { icmp_type: Some(t), code: None }) => {
-            let base = u16::from(t) << 8;
-            (flow_key(p, base), flow_key(p, base | 0xff))
-        }
-        (Proto::Num(p), Ports::Icmp { icmp_type: Some(t), code: Some(c) }) => {
-            let k = flow_key(p, (u16::from(t) << 8) | u16::from(c));
-            (k, k)
-        }
-    }
 }
 
 /// Compiles every bound interface.
@@ -278,6 +259,7 @@ fn seg(lo: u32, hi: u32, rule: u32) -> Segment {
 mod tests {
     use super::*;
     use crate::{AwsContext, Format, parse_str};
+    use sg_common::policy::flow_key;
 
     fn rs(text: &str) -> RuleSet {
         parse_str("t.toml", text, Format::Toml, &AwsContext::default()).unwrap_or_else(|e| panic!("{e}"))

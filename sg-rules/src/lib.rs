@@ -17,6 +17,7 @@ pub mod aws;
 pub mod compile;
 pub mod diff;
 pub mod edit;
+pub mod key;
 pub mod model;
 pub mod nft;
 pub mod prefix_table;

@@ -12,26 +12,10 @@
 
 use std::net::IpAddr;
 
-use sg_common::{
-    Reason,
-    packet::{FAMILY_IPV4, FAMILY_IPV6},
-};
+use sg_common::Reason;
 
-use super::{Dir, RuleRef, RuleSet, acl::AclVerdict, compile::key_range};
-
-/// What the model needs of a packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Probe {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub proto: u8,
-    /// Destination port (TCP, UDP).
-    pub dport: u16,
-    pub icmp_type: u8,
-    pub icmp_code: u8,
-    /// A fragment with a non-zero offset.
-    pub later_fragment: bool,
-}
+pub use super::key::{Probe, key_low16};
+use super::{Dir, RuleRef, RuleSet, acl::AclVerdict, key::key_range};
 
 /// The model's decision: a reason (`rule_allow`, `no_rule`, `fragment_no_first`, `acl_deny`,
 /// `acl_default`), the id on the interface (index into `RuleSet::iface_rules`) of the
@@ -42,12 +26,6 @@ pub struct Decision {
     pub reason: Reason,
     pub rule: Option<usize>,
     pub acl: Option<AclVerdict>,
-}
-
-/// The 16 low bits of the probe's flow key (the datapath's own definition).
-pub fn key_low16(p: &Probe) -> u16 {
-    let family = if p.src.is_ipv4() { FAMILY_IPV4 } else { FAMILY_IPV6 };
-    sg_common::policy::key_low16(family, p.proto, p.dport, p.icmp_type, p.icmp_code)
 }
 
 /// Does `r` allow `p` in `dir`?
