@@ -10,7 +10,10 @@ use sg_common::{
     policy::NO_RULE,
 };
 
-use crate::{rules::Proto, state::State};
+use crate::{
+    rules::{Dir, Proto, acl::AclVerdict, model::Probe},
+    state::State,
+};
 
 /// An address of a key or summary (IPv4 in the first 4 bytes).
 pub fn addr(family: u8, a: &[u8; 16]) -> IpAddr {
@@ -41,6 +44,9 @@ pub fn proto_name(p: u8) -> String {
 pub struct RuleRef {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub group: Option<String>,
+    /// A network ACL entry instead of a rule (its text, with its rule number, is `rule`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub acl: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub index: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -50,8 +56,9 @@ pub struct RuleRef {
 impl RuleRef {
     /// `GROUP DIR #INDEX` (as top and stats show it), or the text of a rule no longer applied.
     pub fn short(&self, dir: &str) -> Option<String> {
-        match (&self.group, self.index) {
-            (Some(g), Some(i)) => Some(format!("{g} {dir} #{i}")),
+        match (&self.group, self.index, &self.acl, &self.rule) {
+            (Some(g), Some(i), ..) => Some(format!("{g} {dir} #{i}")),
+            (_, _, Some(a), Some(r)) => Some(format!("acl {a}/{dir}: {r}")),
             _ => self.rule.clone(),
         }
     }
@@ -65,6 +72,24 @@ impl RuleRef {
     }
 }
 
+/// The network ACL entry that denies packet `p` in `dir` on `iface` under rule set `seq` (low
+/// 32 bits): the ACL's name and the entry's text. The datapath does not say which entry it
+/// was (that would cost the verifier a third more work on `sg_egress`); an ACL is stateless
+/// and first-match, so the reference model finds the same entry from the packet (the
+/// differential test holds the two to the same decisions).
+pub fn acl_deny_ref(state: Option<&State>, iface: &str, seq: u32, dir: Dir, p: &Probe) -> RuleRef {
+    let Some(s) = state.filter(|s| s.seq as u32 == seq) else { return RuleRef::default() };
+    let Some(a) = s.ruleset.iface_acl(iface) else { return RuleRef::default() };
+    match a.decide(dir, p) {
+        AclVerdict::Deny { entry } => RuleRef {
+            acl: Some(a.name.clone()),
+            rule: a.entries(dir).get(entry).map(|e| e.describe(dir)),
+            ..RuleRef::default()
+        },
+        _ => RuleRef::default(),
+    }
+}
+
 /// Rule `rule` of rule set `seq` (low 32 bits) on `iface`; empty for `NO_RULE` (a posture
 /// allowed it).
 pub fn rule_ref(state: Option<&State>, iface: &str, rule: u32, seq: u32) -> RuleRef {
@@ -75,6 +100,7 @@ pub fn rule_ref(state: Option<&State>, iface: &str, rule: u32, seq: u32) -> Rule
         Some(s) if s.seq as u32 == seq => {
             s.ruleset.iface_rules(iface).get(rule as usize).map_or_else(RuleRef::default, |r| RuleRef {
                 group: Some(r.group.clone()),
+                acl: None,
                 index: Some(r.rule.index),
                 rule: Some(r.rule.describe(r.dir)),
             })

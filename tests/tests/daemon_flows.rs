@@ -442,4 +442,7 @@ fn acl_drops_reach_metrics_and_flow_logs() {
     let r = records(&jl);
     let rej = find(&r, "reject", "udp", 7001).unwrap();
     assert_eq!(rej["reason"], "acl_deny", "{rej}");
+    // The record names the entry that denied it.
+    assert_eq!(rej["acl"], "edge", "{rej}");
+    assert!(rej["rule"].as_str().is_some_and(|r| r.starts_with("10 deny udp 7001")), "{rej}");
 }

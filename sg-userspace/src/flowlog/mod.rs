@@ -22,7 +22,7 @@ use std::{
 pub use record::Record;
 use record::{rfc3339, wall};
 use sg_common::{
-    IfaceConfig, Reason,
+    Direction, IfaceConfig, Reason,
     config::CONFIG_FLOW_LOG,
     conntrack::{CtEntry, CtKey, state_name},
     flowlog::{END_REVOKED, EV_ACCEPT, FlowEvent, FlowLogConfig},
@@ -33,8 +33,8 @@ use crate::{
     error::{Context as _, Result},
     loader::{self, Attached},
     maps::{CtTable, FlowItem, InstanceMaps},
-    names::{addr, endpoints, proto_name, rule_ref},
-    rules::RuleSet,
+    names::{acl_deny_ref, addr, endpoints, proto_name, rule_ref},
+    rules::{Dir, RuleSet, model::Probe},
     state::{self, State},
 };
 
@@ -219,6 +219,18 @@ impl FlowLogger {
             reason: reason.into(),
             rule: if accept {
                 rule_ref(self.state.as_ref(), iface, ev.rule, ev.policy_seq)
+            } else if u32::from(ev.reason) == Reason::AclDeny as u32 {
+                let dir = if ev.dir == Direction::Egress as u8 { Dir::Egress } else { Dir::Ingress };
+                let probe = Probe {
+                    src,
+                    dst,
+                    proto: ev.proto,
+                    dport: ev.dport,
+                    icmp_type: ev.icmp_type,
+                    icmp_code: ev.icmp_code,
+                    later_fragment: false,
+                };
+                acl_deny_ref(self.state.as_ref(), iface, ev.policy_seq, dir, &probe)
             } else {
                 crate::names::RuleRef::default()
             },
