@@ -2,18 +2,7 @@
 //! `--live`, per-rule hit counts) in, findings out. Each finding names the rule (file:line)
 //! and how to fix it.
 //!
-//! | check | severity | finding |
-//! |---|---|---|
-//! | `admin_port_open_to_world` | error | SSH (22) or RDP (3389) reachable from 0.0.0.0/0 or ::/0 |
-//! | `all_open_to_world` | error | every protocol, or every TCP/UDP port, reachable from the world |
-//! | `database_port_open_to_world` | warn | a database or admin service port reachable from the world |
-//! | `shadowed_rule` | warn | a rule allows nothing that another rule of the same group and direction does not |
-//! | `unbound_group` | warn | a group bound to no interface and a member of no other group |
-//! | `zero_hits` | warn | (live) a rule that allowed nothing since it was first applied |
-//! | `egress_allow_all` | info | everything may leave (AWS's default egress) |
-//! | `acl_blocks_return_traffic` | warn | a group rule admits flows whose replies the interface's network ACL denies (the ephemeral ports) |
-//! | `acl_shadowed_entry` | warn | a network ACL entry that a lower-numbered entry always decides first |
-//! | `acl_entry_never_matches` | warn | a network ACL entry that matches no packet (ICMP of the other family) |
+//! The checks are [`CHECKS`] (the README's table is that list; a test holds them equal).
 
 use std::{
     fmt::Write as _,
@@ -40,6 +29,61 @@ impl Severity {
             Severity::Warn => "warn",
             Severity::Error => "error",
         }
+    }
+}
+
+/// Every check: its name, severity and what it finds.
+pub const CHECKS: &[(&str, Severity, &str)] = &[
+    ("admin_port_open_to_world", Severity::Error, "SSH (22) or RDP (3389) reachable from 0.0.0.0/0 or ::/0"),
+    ("all_open_to_world", Severity::Error, "every protocol, or every TCP/UDP port, reachable from the world"),
+    (
+        "database_port_open_to_world",
+        Severity::Warn,
+        "MySQL, PostgreSQL, Redis, MongoDB, Elasticsearch, memcached, Docker API, etcd, ... open to the world",
+    ),
+    (
+        "shadowed_rule",
+        Severity::Warn,
+        "a rule that allows nothing another rule of the same group and direction does not",
+    ),
+    (
+        "unbound_group",
+        Severity::Warn,
+        "a group bound to no interface and member of no group (info if only used as a peer)",
+    ),
+    ("zero_hits", Severity::Warn, "`--live`: a rule that allowed no flow since it was first applied"),
+    ("egress_allow_all", Severity::Info, "everything may leave (AWS's default egress)"),
+    (
+        "rule_never_matches",
+        Severity::Warn,
+        "a rule no packet can match (ICMP of the other family than all its peers)",
+    ),
+    (
+        "acl_blocks_return_traffic",
+        Severity::Warn,
+        "a group rule admits flows whose replies the interface's network ACL denies (it is stateless: the ephemeral ports need entries)",
+    ),
+    (
+        "acl_shadowed_entry",
+        Severity::Warn,
+        "a network ACL entry that a lower-numbered entry always decides first",
+    ),
+    (
+        "acl_entry_never_matches",
+        Severity::Warn,
+        "a network ACL entry no packet can match (ICMP of the other family)",
+    ),
+];
+
+/// Why `proto` matches no packet to or from any of `peers`: ICMP is IPv4's and ICMPv6 is
+/// IPv6's (the flow key has no ICMP type for the other family). `None` when some peer is of
+/// the protocol's family, or there are no peers. For rules and network ACL entries alike.
+fn other_family(proto: Proto, peers: &[IpNet]) -> Option<&'static str> {
+    let all = |v6: bool| !peers.is_empty() && peers.iter().all(|n| matches!(n, IpNet::V6(_)) == v6);
+    match proto {
+        Proto::Num(super::ICMP) if all(true) => Some("icmp (IPv4) with IPv6 addresses only"),
+        Proto::Num(super::ICMPV6) if all(false) => Some("icmpv6 with IPv4 addresses only"),
+        _ => None,
     }
 }
 
@@ -224,6 +268,19 @@ pub fn audit(rs: &RuleSet) -> Vec<Finding> {
         }
         for dir in Dir::BOTH {
             shadow_checks(rs, g, dir, &mut out);
+            for r in g.rules(dir) {
+                if let Some(what) = other_family(r.proto, &rs.peer_nets(&r.peer)) {
+                    out.push(finding(
+                        "rule_never_matches",
+                        Severity::Warn,
+                        g,
+                        dir,
+                        r,
+                        format!("{what}: no packet matches it"),
+                        "use icmp for IPv4 peers and icmpv6 for IPv6 ones".to_string(),
+                    ));
+                }
+            }
         }
         let bound = rs.interfaces.iter().any(|b| b.groups.contains(&g.name));
         let member = rs.groups.iter().any(|o| o.member_groups.contains(&g.name));
@@ -292,12 +349,7 @@ fn acl_checks(rs: &RuleSet) -> Vec<Finding> {
                     message,
                     fix: fix.to_string(),
                 };
-                let other_family = match (e.proto, e.cidr) {
-                    (Proto::Num(super::ICMP), IpNet::V6(_)) => Some("icmp (IPv4) with an IPv6 CIDR"),
-                    (Proto::Num(super::ICMPV6), IpNet::V4(_)) => Some("icmpv6 with an IPv4 CIDR"),
-                    _ => None,
-                };
-                if let Some(what) = other_family {
+                if let Some(what) = other_family(e.proto, &[e.cidr]) {
                     out.push(f(
                         "acl_entry_never_matches",
                         format!("{what}: no packet matches it"),

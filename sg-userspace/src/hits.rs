@@ -99,8 +99,6 @@ pub(crate) fn join_peer(line: &str, another: &str) -> String {
 pub struct AclStat {
     pub iface: String,
     pub acl: String,
-    /// Entry id on the interface (ingress by rule number, then egress).
-    pub id: usize,
     pub direction: &'static str,
     pub number: u16,
     pub action: &'static str,
@@ -133,20 +131,25 @@ pub fn acl_stats(iface: Option<&str>) -> Result<Vec<AclStat>> {
         }
         let Some(acl) = state.ruleset.iface_acl(&b.iface) else { continue };
         let Some(att) = loader::open_attached(&b.iface)? else { continue };
-        let totals = live_acl_totals(&state, &b.iface, &att.maps)?;
-        for (id, ((dir, e), hits)) in acl.by_id().zip(totals).enumerate() {
-            out.push(AclStat {
-                iface: b.iface.clone(),
-                acl: acl.name.clone(),
-                id,
-                direction: dir.as_str(),
-                number: e.number,
-                action: e.action.as_str(),
-                entry: e.describe(dir),
-                location: e.loc.to_string(),
-                hits,
-            });
-        }
+        out.extend(acl_rows(&b.iface, acl, live_acl_totals(&state, &b.iface, &att.maps)?));
     }
     Ok(out)
+}
+
+/// The rows of `acl` on `iface`, with `totals` in entry id order (`Acl::by_id`): for `stats
+/// --acl` and `replay`.
+pub fn acl_rows(iface: &str, acl: &crate::rules::acl::Acl, totals: Vec<u64>) -> Vec<AclStat> {
+    acl.by_id()
+        .zip(totals)
+        .map(|((dir, e), hits)| AclStat {
+            iface: iface.to_string(),
+            acl: acl.name.clone(),
+            direction: dir.as_str(),
+            number: e.number,
+            action: e.action.as_str(),
+            entry: e.describe(dir),
+            location: e.loc.to_string(),
+            hits,
+        })
+        .collect()
 }

@@ -40,6 +40,9 @@ pub struct ReplayReport {
     /// Every rule of the interface with the packets it allowed (flow starts; the rest of a
     /// flow passes as ct_established / ct_reply).
     pub rules_hits: Vec<RuleHits>,
+    /// With a network ACL: every entry with the packets it decided (allowed or denied; an
+    /// ACL is stateless, so every packet counts).
+    pub acl_hits: Vec<crate::hits::AclStat>,
     /// Every flow with a dropped packet, in order of its first drop.
     pub drops: Vec<DropFlow>,
 }
@@ -54,7 +57,6 @@ pub struct VerdictCount {
 
 #[derive(Debug, Serialize)]
 pub struct RuleHits {
-    pub id: usize,
     pub group: String,
     pub direction: &'static str,
     pub index: usize,
@@ -236,7 +238,6 @@ pub fn replay(opts: &Options<'_>) -> Result<ReplayReport> {
     let mut rules_hits = Vec::new();
     for (id, r) in plan.rules.iter().enumerate() {
         rules_hits.push(RuleHits {
-            id,
             group: r.group.clone(),
             direction: r.dir.as_str(),
             index: r.rule.index,
@@ -245,6 +246,15 @@ pub fn replay(opts: &Options<'_>) -> Result<ReplayReport> {
             hits: inst.maps().rule_hits(gen_, id as u32)?,
         });
     }
+    let acl_hits = match rs.iface_acl(&iface) {
+        Some(acl) => {
+            let totals = (0..acl.by_id().count() as u32)
+                .map(|id| inst.maps().acl_hits(gen_, id))
+                .collect::<Result<Vec<_>>>()?;
+            crate::hits::acl_rows(&iface, acl, totals)
+        }
+        None => Vec::new(),
+    };
     Ok(ReplayReport {
         capture: opts.capture.display().to_string(),
         rules: name.to_string(),
@@ -254,6 +264,7 @@ pub fn replay(opts: &Options<'_>) -> Result<ReplayReport> {
         dropped,
         verdicts,
         rules_hits,
+        acl_hits,
         drops: drop_list,
     })
 }

@@ -43,6 +43,7 @@ fn each_fixture_triggers_exactly_its_check() {
         ("acl_blocks_return_traffic.toml", "acl_blocks_return_traffic", "warn"),
         ("acl_shadowed_entry.toml", "acl_shadowed_entry", "warn"),
         ("acl_entry_never_matches.toml", "acl_entry_never_matches", "warn"),
+        ("rule_never_matches.toml", "rule_never_matches", "warn"),
     ] {
         let (got, findings) = checks(file);
         assert_eq!(got, BTreeSet::from([check.to_string()]), "{file}: {findings:#?}");
@@ -134,4 +135,28 @@ fn live_audit_reports_rules_with_zero_hits() {
     assert!(!zero.iter().any(|r| r.contains("udp 7000")), "rule 0 was hit: {out}");
     // Warnings fail the gate at --fail-on warn.
     assert!(!pair.sgctl(Side::A, &["audit", "--live", "--fail-on", "warn"]).status.success());
+}
+
+/// The README's table of checks is the code's list (`audit::CHECKS`), and every check of the
+/// list has a fixture above that triggers it (zero_hits: the live test).
+#[test]
+fn readme_table_is_the_list_of_checks() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let rows: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| check | severity | finding |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let want: Vec<String> = sg_userspace::rules::audit::CHECKS
+        .iter()
+        .map(|(name, sev, what)| format!("| `{name}` | {} | {what} |", sev.as_str()))
+        .collect();
+    assert_eq!(rows, want, "README's audit table differs from audit::CHECKS");
+    for (name, ..) in sg_userspace::rules::audit::CHECKS {
+        assert!(
+            *name == "zero_hits" || fixture(&format!("{name}.toml")).exists(),
+            "no fixture triggers {name}"
+        );
+    }
 }

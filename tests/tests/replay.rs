@@ -169,4 +169,15 @@ fn replay_reports_rule_hits_and_drops_and_leaves_live_counters_alone() {
     let acl_drop =
         r["drops"].as_array().unwrap().iter().find(|d| d["reason"] == "acl_deny").expect("an ACL drop");
     assert_eq!((acl_drop["dport"].as_u64(), acl_drop["packets"].as_u64()), (Some(5000), Some(2)), "{r}");
+    // The ACL's entries with the packets each decided: rule 10 the two it denied.
+    let acl_hits = r["acl_hits"].as_array().expect("acl_hits");
+    let deny = acl_hits.iter().find(|h| h["number"] == 10).expect("entry 10");
+    assert_eq!(
+        (&deny["acl"], &deny["direction"], &deny["hits"]),
+        (&"edge".into(), &"ingress".into(), &2.into()),
+        "{r}"
+    );
+    let allow =
+        acl_hits.iter().find(|h| h["number"] == 100 && h["direction"] == "ingress").expect("entry 100");
+    assert!(allow["hits"].as_u64().is_some_and(|n| n > 0), "every other ingress packet: {r}");
 }

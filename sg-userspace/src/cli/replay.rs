@@ -78,6 +78,12 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
                 h.hits, h.group, h.direction, h.index, h.rule, h.location
             );
         }
+        if !r.acl_hits.is_empty() {
+            println!("\nnetwork ACL hits (packets decided):");
+            for h in &r.acl_hits {
+                println!("  {:>10}  acl {}/{}: {}  ({})", h.hits, h.acl, h.direction, h.entry, h.location);
+            }
+        }
         println!("\ndropped flows:");
         if r.drops.is_empty() {
             println!("  none");
