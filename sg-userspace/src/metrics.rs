@@ -2,21 +2,8 @@
 //! (prometheus-client), read from the maps at each scrape. A minimal HTTP/1.1 responder: one
 //! request per connection, 8 KiB of request at most, 5 s to send it.
 //!
-//! | metric | labels | what |
-//! |---|---|---|
-//! | `sgctl_packets_total`, `sgctl_bytes_total` | iface, direction, reason, action | verdicts (`SG_COUNTERS`) |
-//! | `sgctl_rule_hits_total` | iface, group, direction, index | packets each rule (a line of a group's list, all its peers) allowed; `index` is the rule's number in its group and direction, as everywhere |
-//! | `sgctl_acl_entry_hits_total` | iface, acl, direction, rule_number, action | packets each network ACL entry decided (every packet; carried across applies that keep the entry) |
-//! | `sgctl_conntrack_entries`, `sgctl_conntrack_capacity` | iface, table | conntrack fill |
-//! | `sgctl_conntrack_full_total` | iface | new flows refused, table full (`ct_full`) |
-//! | `sgctl_monitor_mode` | iface | 1 if the interface is in monitor mode |
-//! | `sgctl_applies_total`, `sgctl_apply_failures_total` | | rule sets applied / rejected |
-//! | `sgctl_apply_duration_seconds_total`, `sgctl_apply_duration_seconds_last` | | apply time |
-//! | `sgctl_rule_set_seq`, `sgctl_last_apply_success_timestamp_seconds` | | what is enforced |
-//! | `sgctl_flow_log_events_total` | iface | events the datapath emitted |
-//! | `sgctl_flow_log_events_dropped_total` | iface, cause | suppressed: rate_limited, cpu_limited, ring_full |
-//! | `sgctl_flow_log_records_total` | kind | records the daemon wrote: accept, reject, end, vpc |
-//! | `sgctl_conntrack_gc_runs_total`, `sgctl_conntrack_gc_removed_total` | | daemon gc |
+//! Every metric, its labels and meaning are [`METRICS`] (the README's table is that list; a
+//! test holds them equal, and the daemon's scrape to the list).
 
 use std::{
     sync::{Arc, Mutex},
@@ -71,6 +58,92 @@ pub fn stats_of(s: &SharedStats) -> std::sync::MutexGuard<'_, DaemonStats> {
     s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// One metric the endpoint serves: its name (a counter gets `_total` in the text), labels and
+/// meaning.
+#[derive(Clone, Copy, Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub counter: bool,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn m(name: &'static str, counter: bool, labels: &'static [&'static str], help: &'static str) -> Metric {
+    Metric { name, counter, labels, help }
+}
+
+const VERDICT: &[&str] = &["iface", "direction", "reason", "action"];
+
+/// Every metric the daemon serves, in the order it serves them (the fleet's only in fleet
+/// mode).
+pub const METRICS: &[Metric] = &[
+    m("sgctl_packets", true, VERDICT, "Packets per interface, direction and verdict reason (SG_COUNTERS)."),
+    m("sgctl_bytes", true, VERDICT, "Bytes per interface, direction and verdict reason (SG_COUNTERS)."),
+    m(
+        "sgctl_rule_hits",
+        true,
+        &["iface", "group", "direction", "index"],
+        "Packets each rule allowed (flow starts); a rule is a line of its group's list (all its peers), index its number there, as everywhere.",
+    ),
+    m(
+        "sgctl_acl_entry_hits",
+        true,
+        &["iface", "acl", "direction", "rule_number", "action"],
+        "Packets each network ACL entry decided (every packet; carried across applies that keep the entry).",
+    ),
+    m("sgctl_conntrack_entries", false, &["iface", "table"], "Tracked flows per table."),
+    m("sgctl_conntrack_capacity", false, &["iface", "table"], "Conntrack table sizes."),
+    m("sgctl_conntrack_full", true, &["iface"], "New flows refused because the table was full (ct_full)."),
+    m("sgctl_monitor_mode", false, &["iface"], "1 if the interface is in monitor mode."),
+    m("sgctl_flow_log_events", true, &["iface"], "Flow-log events the datapath emitted."),
+    m(
+        "sgctl_flow_log_events_dropped",
+        true,
+        &["iface", "cause"],
+        "Flow-log events the datapath suppressed: rate_limited, cpu_limited, ring_full.",
+    ),
+    m(
+        "sgctl_flow_log_records",
+        true,
+        &["kind"],
+        "Flow-log records the daemon wrote: accept, reject, end, vpc.",
+    ),
+    m("sgctl_flow_log_write_errors", true, &[], "Flow-log records lost to write errors."),
+    m("sgctl_applies", true, &[], "Rule sets the daemon applied."),
+    m("sgctl_apply_failures", true, &[], "Versions of the rules file rejected."),
+    m("sgctl_apply_duration_seconds", true, &[], "Time spent applying."),
+    m("sgctl_apply_duration_seconds_last", false, &[], "Duration of the last apply."),
+    m("sgctl_rule_set_seq", false, &[], "Sequence number of the enforced rule set."),
+    m(
+        "sgctl_last_apply_success_timestamp_seconds",
+        false,
+        &[],
+        "Unix time of the last successful apply or adoption.",
+    ),
+    m("sgctl_conntrack_gc_runs", true, &[], "Conntrack garbage collections run."),
+    m("sgctl_conntrack_gc_removed", true, &[], "Expired flows the gc removed."),
+    m("sgctl_fleet_connected", false, &[], "Fleet mode: 1 while the fleet's etcd answers."),
+    m(
+        "sgctl_fleet_last_sync_seconds",
+        false,
+        &[],
+        "Fleet mode: seconds since the fleet's etcd last answered (NaN: never).",
+    ),
+    m("sgctl_fleet_revision", false, &[], "Fleet mode: the etcd revision of the enforced policy."),
+];
+
+impl Metric {
+    /// The metric of [`METRICS`] with this name (a name missing there is a bug the tests find).
+    fn named(name: &str) -> &'static Metric {
+        METRICS.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("metric {name} is not in METRICS"))
+    }
+
+    /// The name as the text format writes it.
+    pub fn exposed(&self) -> String {
+        if self.counter { format!("{}_total", self.name) } else { self.name.to_string() }
+    }
+}
+
 #[derive(Debug)]
 struct SgCollector {
     stats: SharedStats,
@@ -87,8 +160,9 @@ struct Family {
 }
 
 impl Family {
-    fn new(name: &'static str, help: &'static str, counter: bool) -> Self {
-        Family { name, help, counter, samples: Vec::new() }
+    fn new(name: &'static str) -> Self {
+        let m = Metric::named(name);
+        Family { name: m.name, help: m.help, counter: m.counter, samples: Vec::new() }
     }
 
     fn add(&mut self, labels: Labels, v: f64) {
@@ -134,24 +208,16 @@ fn l(pairs: &[(&'static str, &str)]) -> Labels {
 
 impl SgCollector {
     fn families(&self) -> Vec<Family> {
-        let mut packets =
-            Family::new("sgctl_packets", "Packets per interface, direction and verdict reason.", true);
-        let mut bytes =
-            Family::new("sgctl_bytes", "Bytes per interface, direction and verdict reason.", true);
-        let mut rule_hits = Family::new("sgctl_rule_hits", "Packets each rule allowed.", true);
-        let mut acl_hits = Family::new(
-            "sgctl_acl_entry_hits",
-            "Packets each network ACL entry decided (carried across applies that keep the entry).",
-            true,
-        );
-        let mut ct = Family::new("sgctl_conntrack_entries", "Tracked flows per table.", false);
-        let mut cap = Family::new("sgctl_conntrack_capacity", "Conntrack table sizes.", false);
-        let mut full =
-            Family::new("sgctl_conntrack_full", "New flows refused because the table was full.", true);
-        let mut monitor = Family::new("sgctl_monitor_mode", "1 if the interface is in monitor mode.", false);
-        let mut fl_ev = Family::new("sgctl_flow_log_events", "Flow-log events the datapath emitted.", true);
-        let mut fl_drop =
-            Family::new("sgctl_flow_log_events_dropped", "Flow-log events suppressed by the datapath.", true);
+        let mut packets = Family::new("sgctl_packets");
+        let mut bytes = Family::new("sgctl_bytes");
+        let mut rule_hits = Family::new("sgctl_rule_hits");
+        let mut acl_hits = Family::new("sgctl_acl_entry_hits");
+        let mut ct = Family::new("sgctl_conntrack_entries");
+        let mut cap = Family::new("sgctl_conntrack_capacity");
+        let mut full = Family::new("sgctl_conntrack_full");
+        let mut monitor = Family::new("sgctl_monitor_mode");
+        let mut fl_ev = Family::new("sgctl_flow_log_events");
+        let mut fl_drop = Family::new("sgctl_flow_log_events_dropped");
         let state = current_state().ok().flatten();
         for iface in pins::attached_ifaces().unwrap_or_default() {
             let Ok(Some(a)) = loader::open_attached(&iface) else { continue };
@@ -231,12 +297,12 @@ impl SgCollector {
             }
         }
         let st = stats_of(&self.stats);
-        let one = |name, help, counter, v: f64| {
-            let mut f = Family::new(name, help, counter);
+        let one = |name, v: f64| {
+            let mut f = Family::new(name);
             f.add(Vec::new(), v);
             f
         };
-        let mut records = Family::new("sgctl_flow_log_records", "Flow-log records the daemon wrote.", true);
+        let mut records = Family::new("sgctl_flow_log_records");
         for (kind, n) in [
             ("accept", st.flow.accept),
             ("reject", st.flow.reject),
@@ -248,30 +314,15 @@ impl SgCollector {
         let mut fleet = Vec::new();
         if let Some(up) = st.fleet_connected {
             let now = crate::clock::now_unix();
-            fleet.push(one(
-                "sgctl_fleet_connected",
-                "1 while the fleet's etcd answers.",
-                false,
-                f64::from(u8::from(up)),
-            ));
+            fleet.push(one("sgctl_fleet_connected", f64::from(u8::from(up))));
             // Since the daemon started when the store never answered.
             let age = if st.fleet_last_sync_unix == 0 {
                 f64::NAN
             } else {
                 now.saturating_sub(st.fleet_last_sync_unix) as f64
             };
-            fleet.push(one(
-                "sgctl_fleet_last_sync_seconds",
-                "Seconds since the fleet's etcd last answered (NaN: never).",
-                false,
-                age,
-            ));
-            fleet.push(one(
-                "sgctl_fleet_revision",
-                "The etcd revision of the enforced policy.",
-                false,
-                st.fleet_revision as f64,
-            ));
+            fleet.push(one("sgctl_fleet_last_sync_seconds", age));
+            fleet.push(one("sgctl_fleet_revision", st.fleet_revision as f64));
         }
         let mut all = vec![
             packets,
@@ -285,40 +336,15 @@ impl SgCollector {
             fl_ev,
             fl_drop,
             records,
-            one(
-                "sgctl_flow_log_write_errors",
-                "Flow-log records lost to write errors.",
-                true,
-                st.flow.write_errors as f64,
-            ),
-            one("sgctl_applies", "Rule sets the daemon applied.", true, st.applies as f64),
-            one(
-                "sgctl_apply_failures",
-                "Versions of the rules file rejected.",
-                true,
-                st.apply_failures as f64,
-            ),
-            one("sgctl_apply_duration_seconds", "Time spent applying.", true, st.apply_seconds_total),
-            one(
-                "sgctl_apply_duration_seconds_last",
-                "Duration of the last apply.",
-                false,
-                st.apply_seconds_last,
-            ),
-            one(
-                "sgctl_rule_set_seq",
-                "Sequence number of the enforced rule set.",
-                false,
-                st.rule_set_seq as f64,
-            ),
-            one(
-                "sgctl_last_apply_success_timestamp_seconds",
-                "Unix time of the last successful apply or adoption.",
-                false,
-                st.last_success_unix as f64,
-            ),
-            one("sgctl_conntrack_gc_runs", "Conntrack garbage collections run.", true, st.gc_runs as f64),
-            one("sgctl_conntrack_gc_removed", "Expired flows the gc removed.", true, st.gc_removed as f64),
+            one("sgctl_flow_log_write_errors", st.flow.write_errors as f64),
+            one("sgctl_applies", st.applies as f64),
+            one("sgctl_apply_failures", st.apply_failures as f64),
+            one("sgctl_apply_duration_seconds", st.apply_seconds_total),
+            one("sgctl_apply_duration_seconds_last", st.apply_seconds_last),
+            one("sgctl_rule_set_seq", st.rule_set_seq as f64),
+            one("sgctl_last_apply_success_timestamp_seconds", st.last_success_unix as f64),
+            one("sgctl_conntrack_gc_runs", st.gc_runs as f64),
+            one("sgctl_conntrack_gc_removed", st.gc_removed as f64),
         ];
         all.extend(fleet);
         all
@@ -403,6 +429,30 @@ async fn handle(mut conn: TcpStream, stats: &SharedStats) -> std::io::Result<()>
 
 #[cfg(test)]
 mod tests {
+    /// Every family the endpoint writes is in `METRICS` with its help and type, and every
+    /// metric of the list without labels is written (those with labels need an interface: the
+    /// daemon's scrape test checks them).
+    #[test]
+    fn what_is_served_is_the_list() {
+        let stats = super::SharedStats::default();
+        super::stats_of(&stats).fleet_connected = Some(true);
+        let text = super::render(&stats);
+        for line in text.lines().filter(|l| l.starts_with("# HELP ")) {
+            let (name, help) = line["# HELP ".len()..].split_once(' ').unwrap();
+            let m = super::METRICS.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(help, m.help, "{name}");
+            let kind = if m.counter { "counter" } else { "gauge" };
+            assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name} is a {kind}");
+        }
+        for m in super::METRICS.iter().filter(|m| m.labels.is_empty()) {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{} ", m.exposed()))),
+                "{} not served:\n{text}",
+                m.name
+            );
+        }
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(super::escape(r#"tcp 22 ("a\b")"#), r#"tcp 22 (\"a\\b\")"#);

@@ -18,6 +18,45 @@ fn subcommands() -> Vec<String> {
         .collect()
 }
 
+/// The README's table of verdict reasons lists every reason of `sg_common::Reason`, in number
+/// order, with its action (the meanings are the README's words).
+#[test]
+fn readme_reasons_table_is_every_reason_with_its_action() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let rows: Vec<(String, String)> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| reason | action | meaning |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_string(), cells[2].to_string())
+        })
+        .collect();
+    let want: Vec<(String, String)> = sg_common::Reason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), r.action().as_str().to_string()))
+        .collect();
+    assert_eq!(rows, want, "README's reasons table differs from sg_common::Reason");
+}
+
+/// The README's table of metrics is `metrics::METRICS`, row for row.
+#[test]
+fn readme_metrics_table_is_the_list() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let rows: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| metric | labels | what |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let want: Vec<String> = sg_userspace::metrics::METRICS
+        .iter()
+        .map(|m| format!("| `{}` | {} | {} |", m.exposed(), m.labels.join(", "), m.help))
+        .collect();
+    assert_eq!(rows, want, "README's metrics table differs from metrics::METRICS");
+}
+
 #[test]
 fn completions_name_every_subcommand() {
     let subs = subcommands();

@@ -279,6 +279,22 @@ fn metrics_endpoint_counters_move() {
         metric(&m0, "sgctl_conntrack_capacity", &[("iface", &ifa), ("table", "established")]),
         Some(262_144.0)
     );
+    // Every sample is a metric of the documented list, with exactly its labels.
+    for line in
+        m0.lines().skip_while(|l| !l.starts_with('#')).filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, rest) = line.split_once(['{', ' ']).expect("a sample line");
+        let doc = sg_userspace::metrics::METRICS
+            .iter()
+            .find(|m| m.exposed() == name)
+            .unwrap_or_else(|| panic!("{name} is served but not in metrics::METRICS"));
+        let keys: Vec<&str> = if line.contains('{') {
+            rest.split('}').next().unwrap().split("\",").map(|kv| kv.split('=').next().unwrap()).collect()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(keys, doc.labels, "{name}: labels of `{line}`");
+    }
     let drops0 = metric(&m0, "sgctl_packets_total", &drop_labels).expect("no_rule counter");
     let hits0 = metric(&m0, "sgctl_rule_hits_total", &hit_labels).expect("rule hits");
 
