@@ -79,9 +79,14 @@ pub fn sgctl_path() -> PathBuf {
     p
 }
 
-/// Writes `text` to `name` in this test process's temporary directory; returns the path.
+/// Writes `text` to `name` in a directory of its own under this test process's temporary
+/// directory; returns the path. Every call gets a new directory, so that tests of different
+/// areas running side by side in one test binary never share a file (the name is kept: errors
+/// print it).
 pub fn write_temp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sgctl-test-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sgctl-test-{}", std::process::id())).join(n.to_string());
     std::fs::create_dir_all(&dir).expect("temp dir");
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write temp file");
