@@ -42,22 +42,8 @@ fn main() -> anyhow::Result<()> {
         [aya_build::Package { name: "sg-ebpf", root_dir, ..Default::default() }],
         aya_build::Toolchain::default(),
     )?;
-    // The benchmark's second object, with the stage stops (`sg-ebpf/src/stage.rs`), in
-    // OUT_DIR/staged (aya-build copies its binaries to OUT_DIR under their own names).
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let staged = out_dir.join("staged");
-    std::fs::create_dir_all(&staged)?;
-    // SAFETY: as above (single-threaded; read by aya-build and the cargo it spawns).
-    unsafe { std::env::set_var("OUT_DIR", &staged) };
-    let built = aya_build::build_ebpf(
-        [aya_build::Package { name: "sg-ebpf", root_dir, features: &["stages"], ..Default::default() }],
-        aya_build::Toolchain::default(),
-    );
-    // SAFETY: as above.
-    unsafe { std::env::set_var("OUT_DIR", &out_dir) };
-    built?;
     println!(
-        "cargo:warning=eBPF objects sg-ebpf (and its staged build) built (nightly, bpfel-unknown-none) in {:.1} s",
+        "cargo:warning=eBPF object sg-ebpf built (nightly, bpfel-unknown-none) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())

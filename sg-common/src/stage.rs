@@ -1,6 +1,6 @@
 //! Benchmark stage stops: where the datapath returns early when its read-only global
 //! `SG_STAGE_STOP` says so. Only a second build of the datapath object has them (feature
-//! `stages` of sg-ebpf, `loader::STAGED_OBJECT`), which the benchmark loads into private
+//! `stages` of sg-ebpf, `sg_bench::STAGED_OBJECT`), which the benchmark loads into private
 //! instances to measure the cost of a path up to each stage ("where the time goes"); the
 //! object sgctl attaches is built without them.
 

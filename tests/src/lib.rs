@@ -14,7 +14,6 @@
 //! - [`require_bpf`]: privileged tests call it first; with `CI=true` a test that cannot run
 //!   fails instead of skipping.
 
-pub mod bench;
 pub mod daemon;
 pub mod etcd;
 pub mod fleet;

@@ -107,7 +107,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
 /// Builds release binaries, installs the peers, runs sg-bench from the workspace root.
 fn bench(quick: bool, only: Option<&str>) -> Result<()> {
     setup::bench_tools()?;
-    cargo(&["build", "--release", "--package", "sg-userspace", "--package", "sg-tests", "--bins"])?;
+    cargo(&["build", "--release", "--package", "sg-userspace", "--package", "sg-bench", "--bins"])?;
     let release = target_dir().join("release");
     let mut cmd = Command::new(release.join("sg-bench"));
     cmd.env("SGCTL", release.join("sgctl")).current_dir(workspace_root());
@@ -122,8 +122,8 @@ fn bench(quick: bool, only: Option<&str>) -> Result<()> {
 
 fn clippy() -> Result<()> {
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
-    // The datapath as attached, and as the benchmark's staged object (feature `stages`).
-    for features in [&[][..], &["--features", "stages"][..]] {
+    // The datapath as attached, and the benchmark's objects (features `stages`, `bench`).
+    for features in [&[][..], &["--features", "stages,bench"][..]] {
         let mut cmd = Command::new("rustup");
         cmd.args(["run", "nightly", "cargo", "clippy", "--package", "sg-ebpf"])
             .args(features)

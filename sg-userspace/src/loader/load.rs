@@ -10,7 +10,7 @@ use sg_common::{
     stage::STAGE_STOP_GLOBAL,
 };
 
-use super::{EBPF_OBJECT, STAGED_OBJECT};
+use super::EBPF_OBJECT;
 use crate::error::{Context as _, Error, Result};
 
 /// The sizes of an instance's tables that can be chosen (fixed when the instance is loaded).
@@ -52,12 +52,13 @@ pub fn load_object_reusing(sizes: Sizes, reuse: &[(&'static str, std::path::Path
     load(loader, sizes, EBPF_OBJECT)
 }
 
-/// Loads the benchmark's staged object (`STAGED_OBJECT`) with tables of the given sizes and a
-/// stage stop (`sg_common::stage`).
-pub fn load_object_staged(sizes: Sizes, stop: u32) -> Result<Ebpf> {
+/// Loads `object`, the datapath built with the benchmark's stage stops (`sg_common::stage`;
+/// the benchmark crate builds and holds it, sgctl does not), with tables of the given sizes
+/// and a stage stop.
+pub fn load_object_staged(object: &[u8], sizes: Sizes, stop: u32) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader.override_global(STAGE_STOP_GLOBAL, &stop, true);
-    load(loader, sizes, STAGED_OBJECT)
+    load(loader, sizes, object)
 }
 
 fn load(mut loader: EbpfLoader<'_>, sizes: Sizes, object: &[u8]) -> Result<Ebpf> {

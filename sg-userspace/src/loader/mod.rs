@@ -23,14 +23,6 @@ pub use private::PrivateInstance;
 /// The eBPF object built by build.rs (aya-build) from `sg-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-ebpf"));
 
-/// The benchmark-only object (`sg-ebpf/src/bin/sg-bench.rs`): bare XDP_PASS/XDP_DROP baselines
-/// and the XDP_TX traffic generator. sgctl itself never loads it.
-pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-bench"));
-
-/// The datapath built with the benchmark's stage stops (`sg_common::stage`): loaded only by
-/// the benchmark, into private instances.
-pub static STAGED_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/staged/sg-ebpf"));
-
 /// This build, as instances record it (`InstanceMeta::build`): the version and, when built
 /// from a git checkout, the commit.
 pub const BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SGCTL_GIT"), ")");

@@ -41,10 +41,10 @@ impl PrivateInstance {
         Self::with_object(cfg, load_object_sized(sizes)?)
     }
 
-    /// As [`Self::load_sized`], from the benchmark's staged object with a stage stop
-    /// (`sg_common::stage`).
-    pub fn load_staged(cfg: &IfaceConfig, sizes: Sizes, stop: u32) -> Result<Self> {
-        Self::with_object(cfg, load_object_staged(sizes, stop)?)
+    /// As [`Self::load_sized`], from `object`, the benchmark's staged build of the datapath,
+    /// with a stage stop (`sg_common::stage`).
+    pub fn load_staged(object: &[u8], cfg: &IfaceConfig, sizes: Sizes, stop: u32) -> Result<Self> {
+        Self::with_object(cfg, load_object_staged(object, sizes, stop)?)
     }
 
     fn with_object(cfg: &IfaceConfig, mut ebpf: Ebpf) -> Result<Self> {

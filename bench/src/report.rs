@@ -126,6 +126,27 @@ pub fn machine() -> String {
 pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> Result<()> {
     let s = &b.samples;
     let mut m = String::new();
+    header(&mut m, b);
+    goals_section(&mut m, b);
+    per_packet_section(&mut m, s);
+    traffic_section(&mut m, s, builtin_unavailable(b).as_deref());
+    lifecycle_section(&mut m, s);
+    throughput_section(&mut m, s);
+    connrate_section(&mut m, s);
+    updates_section(&mut m, s);
+    memory_section(&mut m, b);
+    super::fleet::report(s, &mut m);
+    footer(&mut m, b, notes);
+    std::fs::write(md_path, m)?;
+    std::fs::create_dir_all(svg_dir)?;
+    plot_ns(s, &svg_dir.join("ns_per_packet.svg"))?;
+    plot_pps(s, &svg_dir.join("pps.svg"))?;
+    super::fleet::plot(s, &svg_dir.join("fleet.svg"))?;
+    Ok(())
+}
+
+/// The title, how it was generated, the machine and the method.
+fn header(m: &mut String, b: &Bench) {
     let _ = writeln!(m, "# Benchmarks\n");
     let _ = writeln!(
         m,
@@ -156,11 +177,11 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         b.opts.reps,
         b.opts.applies
     );
+}
 
-    // Goals first: what a reader wants to know.
-    let tr = |subject: &str, rules: &str, case: &str, fam: &str| {
-        med(s, "testrun", &[("subject", subject), ("rules", rules), ("case", case), ("family", fam)])
-    };
+/// The goals first (what a reader wants to know): each with what was measured and whether it is met.
+fn goals_section(m: &mut String, b: &Bench) {
+    let s = &b.samples;
     let iperf = |r: &str| med(s, "iperf3", &[("receiver", r)]);
     let upd = |measure: &str, rules: &str| med(s, "updates", &[("measure", measure), ("rules", rules)]);
 
@@ -272,7 +293,13 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         };
         let _ = writeln!(m, "| {} | {} | {met} |", g.text, g.measured);
     }
+}
 
+/// Per-packet cost through BPF_PROG_TEST_RUN: by rule count, baselines, stages, ratios.
+fn per_packet_section(m: &mut String, s: &[Sample]) {
+    let tr = |subject: &str, rules: &str, case: &str, fam: &str| {
+        med(s, "testrun", &[("subject", subject), ("rules", rules), ("case", case), ("family", fam)])
+    };
     // Per-packet cost.
     let _ = writeln!(m, "\n## Per-packet cost (BPF_PROG_TEST_RUN, ns/packet, medians)\n");
     let _ = writeln!(m, "![ns per packet](bench/ns_per_packet.svg)\n");
@@ -432,9 +459,11 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
             .collect();
         let _ = writeln!(m, "| {label} | {} |", cells.join(" | "));
     }
+}
 
-    traffic_section(&mut m, s, builtin_unavailable(b).as_deref());
-    lifecycle_section(&mut m, s);
+/// TCP throughput with iperf3 against no filter and nftables.
+fn throughput_section(m: &mut String, s: &[Sample]) {
+    let iperf = |r: &str| med(s, "iperf3", &[("receiver", r)]);
     let _ = writeln!(
         m,
         "\n## TCP throughput (iperf3, Gbit/s, medians)\n\n| receiver | Gbit/s | vs none | vs nftables |\n|---|---:|---:|---:|"
@@ -449,7 +478,10 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
             fmt(ratio(v, iperf("nftables")), 2)
         );
     }
+}
 
+/// New TCP connections per second (when measured).
+fn connrate_section(m: &mut String, s: &[Sample]) {
     if s.iter().any(|x| x.section == "connrate") {
         let _ = writeln!(
             m,
@@ -474,6 +506,12 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
             );
         }
     }
+}
+
+/// Apply times, and what an established flow loses while applies run.
+fn updates_section(m: &mut String, s: &[Sample]) {
+    let upd = |measure: &str, rules: &str| med(s, "updates", &[("measure", measure), ("rules", rules)]);
+    let lost = upd("flow_lost", "1000");
     let _ = writeln!(m, "\n## Updates under load\n\n| measure | value |\n|---|---:|");
     for n in ["1000", "10000"] {
         let _ = writeln!(
@@ -488,7 +526,11 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
         fmt(lost, 0),
         fmt(upd("flow_sent", "1000"), 0)
     );
+}
 
+/// Kernel memory of the maps per configuration.
+fn memory_section(m: &mut String, b: &Bench) {
+    let s = &b.samples;
     let _ = writeln!(m, "\n## Map memory (kernel accounting, bytes_memlock)\n");
     let mut configs: Vec<String> =
         b.section("memory").iter().map(|x| x.label("config").to_string()).collect();
@@ -510,9 +552,10 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
             .collect();
         let _ = writeln!(m, "| {map} | {} |", cells.join(" | "));
     }
+}
 
-    super::fleet::report(s, &mut m);
-
+/// Configurations without numbers, the notes, how to reproduce.
+fn footer(m: &mut String, b: &Bench, notes: Option<&str>) {
     if !b.failures.is_empty() {
         let _ = writeln!(m, "\n## Configurations without numbers\n");
         for f in &b.failures {
@@ -530,12 +573,6 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
          iperf3, ethtool and bpftool if missing. Everything runs in namespaces the benchmark creates \
          (192.0.2.0/24, 2001:db8::/32), torn down at the end."
     );
-    std::fs::write(md_path, m)?;
-    std::fs::create_dir_all(svg_dir)?;
-    plot_ns(s, &svg_dir.join("ns_per_packet.svg"))?;
-    plot_pps(s, &svg_dir.join("pps.svg"))?;
-    super::fleet::plot(s, &svg_dir.join("fleet.svg"))?;
-    Ok(())
 }
 
 /// A chart with f64 axes.

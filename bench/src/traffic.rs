@@ -37,14 +37,16 @@ use aya::{
     maps::PerCpuArray,
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
-use sg_userspace::{loader::BENCH_OBJECT, maps::InstanceMaps};
+use sg_userspace::maps::InstanceMaps;
+
+use crate::BENCH_OBJECT;
 
 use super::{
     Bench,
     rulegen::{ALLOWED_PORT, DENIED_PORT},
     tools::{self, XdpFilter},
 };
-use crate::{
+use sg_tests::{
     netns::{NetnsPair, Side, spawn_in_ns},
     packet::{MAC_A, MAC_B, Pkt},
 };
@@ -310,7 +312,7 @@ pub fn setup(pair: &NetnsPair, r: Receiver) -> Result<Guard> {
     Ok(match r {
         Receiver::None => Guard::Nothing,
         Receiver::Nftables => {
-            let file = crate::write_temp("bench-policy.toml", &policy(&pair.if_a));
+            let file = sg_tests::write_temp("bench-policy.toml", &policy(&pair.if_a));
             let script = pair.sgctl_ok(Side::A, &["export", "nft", &file.display().to_string()]);
             tools::nft_load(&pair.ns_a, &script)?;
             Guard::Nothing
@@ -327,7 +329,7 @@ pub fn setup(pair: &NetnsPair, r: Receiver) -> Result<Guard> {
         Receiver::SgctlNative | Receiver::SgctlGeneric => {
             let mode = if r == Receiver::SgctlNative { "native" } else { "generic" };
             pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--mode", mode]);
-            let file = crate::write_temp("bench-policy.toml", &policy(&pair.if_a));
+            let file = sg_tests::write_temp("bench-policy.toml", &policy(&pair.if_a));
             pair.sgctl_ok(Side::A, &["apply", &file.display().to_string()]);
             Guard::Sgctl
         }

@@ -22,6 +22,13 @@
 //! [`report`] turns the results into BENCHMARKS.md with SVG plots. No section asserts a speed;
 //! `--quick` runs everything briefly and fails only when a configuration produced no number.
 
+/// The benchmark-only object (`sg-ebpf/src/bin/sg-bench.rs`, built by this crate's build.rs):
+/// bare XDP_PASS/XDP_DROP baselines and the XDP_TX traffic generator.
+pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-bench"));
+
+/// The datapath built with the stage stops (`sg_common::stage`), loaded into private instances.
+pub static STAGED_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-ebpf"));
+
 pub mod afxdp;
 pub mod attacks;
 pub mod connrate;

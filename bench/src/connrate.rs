@@ -28,7 +28,7 @@ use super::{
     tools,
     traffic::{self, Receiver},
 };
-use crate::netns::{NetnsPair, spawn_in_ns};
+use sg_tests::netns::{NetnsPair, spawn_in_ns};
 
 const SECTION: &str = "connrate";
 /// Client threads in B.
@@ -40,7 +40,7 @@ pub const RECEIVERS: [Receiver; 4] =
 
 /// One run of `dur`: (completed connections per second, failed connections).
 fn one(pair: &NetnsPair, dur: Duration) -> Result<(f64, u64)> {
-    let addr = SocketAddr::new(pair.addr(crate::netns::Side::A, false), ALLOWED_PORT);
+    let addr = SocketAddr::new(pair.addr(sg_tests::netns::Side::A, false), ALLOWED_PORT);
     let stop = Arc::new(AtomicBool::new(false));
     let listener = spawn_in_ns(&pair.ns_a, move || TcpListener::bind(addr))
         .join()

@@ -206,7 +206,7 @@ mod tests {
     fn counts_rules_and_keeps_bench_sources_free() {
         for n in [1, 100, 1000] {
             let text = rules_toml(n, 7);
-            let rs = crate::policy::ruleset(&text);
+            let rs = sg_tests::policy::ruleset(&text);
             let rules = rs.iface_rules(IFACE);
             // The allowed rule has two peers (v4 and v6) and the egress allow-all two more.
             let lines: std::collections::BTreeSet<(String, usize, String)> =
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn acls_hold_their_entries_and_pass_the_bench_packets() {
-        let rs = crate::policy::ruleset(&acl_toml(1, 20, 5));
+        let rs = sg_tests::policy::ruleset(&acl_toml(1, 20, 5));
         let acl = rs.iface_acl(IFACE).expect("bound");
         assert_eq!((acl.ingress.len(), acl.egress.len()), (20, 2));
         let probe = |src: IpAddr, dst: IpAddr| sg_userspace::rules::model::Probe {
@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn prefix_sets_hold_n_distinct_prefixes() {
-        let rs = crate::policy::ruleset(&prefixes_toml(1000, 3));
+        let rs = sg_tests::policy::ruleset(&prefixes_toml(1000, 3));
         let plan = sg_userspace::rules::compile::compile_iface(&rs, IFACE).unwrap();
         // The allowed rule's two prefixes, 1,000 generated ones, the egress allow-all's two.
         assert_eq!(plan.entries.len(), 1004);

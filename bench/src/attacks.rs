@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::Bench;
-use crate::{
+use sg_tests::{
     netns::{NetnsPair, Side},
     packet::{MAC_A, MAC_B, Pkt, TCP_RST, TCP_SYN},
 };
@@ -98,7 +98,7 @@ fn run_once(b: &mut Bench) -> Result<()> {
         "[groups.g]\ningress = [ {{ proto = \"tcp\", ports = \"7000-7001\", from = \"192.0.2.0/24\" }} ]\n[interfaces.{}]\ngroups = [\"g\"]\n",
         pair.if_a
     );
-    let f = crate::write_temp("bench-attack.toml", &rules);
+    let f = sg_tests::write_temp("bench-attack.toml", &rules);
     pair.sgctl_ok(Side::A, &["apply", &f.display().to_string()]);
     let server = SocketAddr::new(pair.v4_a.into(), 7001);
     let listener = pair.run(Side::A, move || TcpListener::bind(server)).context("bind")?;

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{Bench, median, rulegen, traffic};
-use crate::netns::{NetnsPair, Side};
+use sg_tests::netns::{NetnsPair, Side};
 
 /// Datagrams per millisecond of the established flow (20,000 per second).
 const PER_MS: u32 = 20;
@@ -27,7 +27,7 @@ const MAX_RUN: Duration = Duration::from_mins(2);
 fn rule_files(pair: &NetnsPair, n: usize) -> [String; 2] {
     [1, 2].map(|seed| {
         let text = rulegen::rules_toml_for(&pair.if_a, n, seed * 1000 + n as u64);
-        crate::write_temp(&format!("bench-{n}-{seed}.toml"), &text).display().to_string()
+        sg_tests::write_temp(&format!("bench-{n}-{seed}.toml"), &text).display().to_string()
     })
 }
 

@@ -48,7 +48,7 @@ use sg_common::{
     stage::{STAGE_CT_FOUND, STAGE_CT_KEYED, STAGE_FULL, STAGE_NEW_KEYED, STAGE_PARSED, STAGE_POLICY},
 };
 use sg_userspace::{
-    loader::{BENCH_OBJECT, PrivateInstance, Sizes},
+    loader::{PrivateInstance, Sizes},
     rules::compile,
 };
 
@@ -57,7 +57,9 @@ use super::{
     rulegen::{self, ALLOWED_PORT, ALLOWED_V4, ALLOWED_V6, DENIED_V4, DENIED_V6, HOST_V4, HOST_V6},
     tools,
 };
-use crate::{netns::NetnsPair, packet::Pkt};
+use sg_tests::{netns::NetnsPair, packet::Pkt};
+
+use crate::BENCH_OBJECT;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -185,9 +187,10 @@ fn with_rules(n: usize) -> Result<PrivateInstance> {
 
 /// As [`with_rules`], stopping at a stage (`sg_common::stage`).
 fn with_rules_staged(n: usize, stop: u32) -> Result<PrivateInstance> {
-    let rs = crate::policy::ruleset(&rulegen::rules_toml(n, 42 + n as u64));
+    let rs = sg_tests::policy::ruleset(&rulegen::rules_toml(n, 42 + n as u64));
     let plan = compile::compile_iface(&rs, rulegen::IFACE).with_context(|| format!("compile {n} rules"))?;
     let mut inst = PrivateInstance::load_staged(
+        crate::STAGED_OBJECT,
         &IfaceConfig {
             ingress_posture: Posture::Deny as u8,
             egress_posture: Posture::Allow as u8,
@@ -213,7 +216,7 @@ pub const PATH_STAGES: [(&str, u32, bool); 6] = [
 /// An instance whose rules name `n` distinct prefixes (`rulegen::prefixes_toml`), attached
 /// with a prefix capacity that holds them.
 fn with_prefixes(n: usize) -> Result<PrivateInstance> {
-    let rs = crate::policy::ruleset(&rulegen::prefixes_toml(n, 7 + n as u64));
+    let rs = sg_tests::policy::ruleset(&rulegen::prefixes_toml(n, 7 + n as u64));
     let plan =
         compile::compile_iface(&rs, rulegen::IFACE).with_context(|| format!("compile {n} prefixes"))?;
     let sizes =
@@ -232,7 +235,7 @@ fn with_prefixes(n: usize) -> Result<PrivateInstance> {
 
 /// The 1-rule set with a network ACL of `n` ingress entries (`rulegen::acl_toml`).
 fn with_acl(n: usize) -> Result<PrivateInstance> {
-    let rs = crate::policy::ruleset(&rulegen::acl_toml(1, n, 11 + n as u64));
+    let rs = sg_tests::policy::ruleset(&rulegen::acl_toml(1, n, 11 + n as u64));
     let plan =
         compile::compile_iface(&rs, rulegen::IFACE).with_context(|| format!("compile an ACL of {n}"))?;
     let mut inst = instance()?;
@@ -338,7 +341,7 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
         "-",
         "stage_non_ip",
         false,
-        Kind::Sgctl { inst: 1, frame: crate::packet::arp_frame(), want: XDP_PASS },
+        Kind::Sgctl { inst: 1, frame: sg_tests::packet::arp_frame(), want: XDP_PASS },
     ));
     list.push(measure(
         "sgctl",

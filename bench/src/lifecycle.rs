@@ -18,14 +18,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{Bench, rulegen, traffic};
-use crate::{
+use sg_tests::{
     netns::{NetnsPair, Side},
     probes::{Flood, UdpEcho},
 };
 
 fn upgrades(b: &mut Bench, n: usize) -> Result<()> {
     let pair = traffic::fixture()?;
-    let file = crate::write_temp("bench-lifecycle.toml", &traffic::policy(&pair.if_a));
+    let file = sg_tests::write_temp("bench-lifecycle.toml", &traffic::policy(&pair.if_a));
     pair.sgctl_ok(Side::A, &["apply", &file.display().to_string()]);
     let a = |port| SocketAddr::new(pair.v4_a.into(), port);
     let udp = UdpEcho::start(&pair.ns_a, a(rulegen::ALLOWED_PORT), &pair.ns_b, 5);

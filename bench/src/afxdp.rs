@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use xdpilone::{BufIdx, IfInfo, Socket, SocketConfig, Umem, UmemConfig, xdp::XdpDesc};
 
-use crate::netns::spawn_in_ns;
+use sg_tests::netns::spawn_in_ns;
 
 /// `sockaddr_xdp.sxdp_flags`: copy mode (veth has no zero-copy).
 const XDP_COPY: u16 = 1 << 1;

@@ -12,7 +12,7 @@ use super::{
     tools,
     traffic::{self, Receiver},
 };
-use crate::netns::NetnsPair;
+use sg_tests::netns::NetnsPair;
 
 /// One bounded iperf3 run from B to A; Gbit/s received.
 fn one(pair: &NetnsPair, dur: Duration) -> Result<f64> {

@@ -65,7 +65,7 @@ fn fill(inst: &mut PrivateInstance, t: CtTable, n: u32) -> Result<()> {
 }
 
 fn one(b: &mut Bench, n: usize, full: bool) -> Result<()> {
-    let rs = crate::policy::ruleset(&rulegen::rules_toml(n, 42 + n as u64));
+    let rs = sg_tests::policy::ruleset(&rulegen::rules_toml(n, 42 + n as u64));
     let plan = compile::compile_iface(&rs, rulegen::IFACE)?;
     let mut inst = PrivateInstance::load(&IfaceConfig {
         ingress_posture: Posture::Deny as u8,

@@ -1,5 +1,5 @@
 //! `cargo xtask bench [--quick]`: measures sgctl against nftables, xdp-filter, bare XDP and no
-//! filter, and writes CSVs and BENCHMARKS.md (see `sg_tests::bench`). Run as root.
+//! filter, and writes CSVs and BENCHMARKS.md (see the `sg_bench` library). Run as root.
 //!
 //! `sg-bench [--quick] [--out DIR] [--report FILE] [--only testrun,traffic,iperf3,connrate,updates,lifecycle,attacks,memory,fleet]`
 //! `sg-bench --from bench/results [--report FILE]`: the report again from saved CSVs.
@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
-use sg_tests::bench::{self, Bench, Opts, tools, traffic::LiveFrames};
+use sg_bench::{self as bench, Bench, Opts, tools, traffic::LiveFrames};
 
 struct Args {
     quick: bool,

@@ -2,7 +2,7 @@
 //!
 //! - `lan`: 10 hosts on a LAN of namespaces, each its own `sgctl daemon --etcd` with its
 //!   datapath, and a 3-member etcd cluster in its own namespace (the test fixture
-//!   [`crate::fleet::Fleet`]). Every host is in group `web`, whose rule admits `from_group =
+//!   [`sg_tests::fleet::Fleet`]). Every host is in group `web`, whose rule admits `from_group =
 //!   "web"`, so a policy change and a membership change both change every host's rule set. A
 //!   watcher in the store's namespace times, from just before the write, each host's status
 //!   write for that revision: a daemon writes it after the apply (the generation flip), so
@@ -40,7 +40,7 @@ use super::{
     Bench, Sample, median,
     report::{fmt, matching, med},
 };
-use crate::{
+use sg_tests::{
     etcd::EtcdCluster,
     fleet::{Fleet, WEB_PORTS, connects},
     lan::LanHost,
@@ -131,10 +131,12 @@ fn lan(b: &mut Bench) {
     );
     let names: Vec<String> = (1..=HOSTS).map(|i| format!("web{i}")).collect();
     let f = Fleet::with_policy("bench-fleet.toml", 0, HOSTS, 10, &mesh(&names, "eth0", WEB_PORTS[0]));
-    let daemons: Vec<(LanHost, crate::daemon::Daemon)> =
+    let daemons: Vec<(LanHost, sg_tests::daemon::Daemon)> =
         f.hosts().map(|h| (h.clone(), f.daemon(h, None))).collect();
-    if crate::wait_until(Duration::from_secs(30), || daemons.iter().all(|(h, _)| f.enforces(&h.name, f.rev)))
-        .is_none()
+    if sg_tests::wait_until(Duration::from_secs(30), || {
+        daemons.iter().all(|(h, _)| f.enforces(&h.name, f.rev))
+    })
+    .is_none()
     {
         b.fail("fleet lan: the daemons never enforced the first policy");
         return;
@@ -143,7 +145,7 @@ fn lan(b: &mut Bench) {
     let hosts: BTreeSet<String> = names.iter().cloned().collect();
     let names2 = names.clone();
     // The watcher and the writes run in the store's namespace (the cluster listens there).
-    let res = crate::netns::spawn_in_ns(&f.store.ns, move || {
+    let res = sg_tests::netns::spawn_in_ns(&f.store.ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(lan_changes(urls, names2, hosts, reps))
     })
