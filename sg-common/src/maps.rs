@@ -354,7 +354,7 @@ pub const AYA_LOGS: MapSpec = MapSpec::ring("AYA_LOGS", "aya-log record", 1 << 1
               the daemon to its log",
     );
 
-/// Every map of an instance, in the order of the README's table.
+/// Every map of an instance, in the order of the map table of docs/datapath.md.
 pub const ALL: &[MapSpec] = &[
     CONFIG,
     META,

@@ -1,5 +1,5 @@
 //! Typed handles on an instance's maps, opened from an object just loaded or from the pins,
-//! every map of the registry (`sg_common::maps::ALL`) that sgctl owns; and the README's map
+//! every map of the registry (`sg_common::maps::ALL`) that sgctl owns; and the map
 //! table, rendered from the registry.
 
 use std::{collections::HashMap as StdHashMap, fmt::Write as _, path::Path};
@@ -708,7 +708,7 @@ fn thousands(n: u32) -> String {
     out
 }
 
-/// The README's map table (Markdown), rendered from the registry.
+/// The documentation's map table (Markdown), rendered from the registry.
 pub fn markdown_table() -> String {
     let mut out = String::from("| map | kind | key -> value | entries | purpose |\n|---|---|---|---|---|\n");
     for m in reg::ALL {
@@ -749,15 +749,15 @@ mod tests {
         assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
-    /// The README's map table is the registry's: edit `sg_common::maps`, then paste this
-    /// test's expected table into the README.
+    /// The map table of docs/datapath.md is the registry's: edit `sg_common::maps`, then paste
+    /// this test's expected table into the page.
     #[test]
-    fn readme_map_table_is_the_registry() {
-        let readme = include_str!("../../README.md");
+    fn docs_map_table_is_the_registry() {
+        let page = include_str!("../../docs/datapath.md");
         let table = markdown_table();
         assert!(
-            readme.contains(&table),
-            "README.md's map table differs from the registry; it should be:\n{table}"
+            page.contains(&table),
+            "docs/datapath.md's map table differs from the registry; it should be:\n{table}"
         );
     }
 }

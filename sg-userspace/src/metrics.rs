@@ -2,7 +2,7 @@
 //! (prometheus-client), read from the maps at each scrape. A minimal HTTP/1.1 responder: one
 //! request per connection, 8 KiB of request at most, 5 s to send it.
 //!
-//! Every metric, its labels and meaning are [`METRICS`] (the README's table is that list; a
+//! Every metric, its labels and meaning are [`METRICS`] (docs/operations.md's table is that list; a
 //! test holds them equal, and the daemon's scrape to the list).
 
 use std::{

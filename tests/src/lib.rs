@@ -78,6 +78,25 @@ pub fn sgctl_path() -> PathBuf {
     p
 }
 
+/// The documentation a reader has: README.md and every page of docs/, one after the other (a
+/// table that restates code is in one of them; the tests that hold it equal read this).
+pub fn docs() -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut pages = vec![root.join("README.md")];
+    let mut more: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .map(|e| e.expect("docs entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    more.sort();
+    pages.extend(more);
+    pages
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Writes `text` to `name` in a directory of its own under this test process's temporary
 /// directory; returns the path. Every call gets a new directory, so that tests of different
 /// areas running side by side in one test binary never share a file (the name is kept: errors

@@ -15,7 +15,7 @@ pub struct CompletionsArgs {
     pub shell: Shell,
 }
 
-/// Prints the completion script for `args.shell` (install: see README, "Installing").
+/// Prints the completion script for `args.shell` (install: see docs/operations.md, "Installing").
 pub fn run(args: &CompletionsArgs) -> anyhow::Result<()> {
     let mut cmd = Cli::command();
     let mut buf = Vec::new();
@@ -102,7 +102,7 @@ Each attached interface's programs, links and maps (pins), and \fBnext/\fR durin
 \fI/etc/sgctl/rules.toml\fR
 The rules file the packaged daemon watches (\fBsgctl daemon \-\-config\fR).
 .SH "SEE ALSO"
-The rules file format (groups, prefix lists, network ACLs, interfaces, quotas, timeouts) and the AWS JSON inputs are described in the README's "Security groups" section; \fBnsenter\fR(1) for network namespaces (not \fBip netns exec\fR, which hides /sys/fs/bpf).
+The rules file format (groups, prefix lists, network ACLs, interfaces, quotas, timeouts) and the AWS JSON inputs are described in docs/rules.md of the source, the subcommands' JSON in docs/operations.md; \fBnsenter\fR(1) for network namespaces (not \fBip netns exec\fR, which hides /sys/fs/bpf).
 "#;
 
 fn roff_section(out: &mut impl std::io::Write, title: &str) -> std::io::Result<()> {

@@ -51,7 +51,7 @@ pub struct DaemonArgs {
     pub flow: FlowArgs,
 }
 
-/// Fleet mode: enforce this host's part of the policy in etcd (see README, Fleet).
+/// Fleet mode: enforce this host's part of the policy in etcd (see docs/fleet.md).
 #[derive(Debug, Args)]
 pub struct FleetDaemonArgs {
     /// etcd client URLs, comma-separated: enforce the fleet's policy instead of a file.

@@ -420,7 +420,7 @@ fn walk<'a>(
     }
 }
 
-/// The README's JSON vocabulary holds for every `--json` output: the same names for the same
+/// The documentation's JSON vocabulary holds for every `--json` output: the same names for the same
 /// things, never a synonym, and a rule always by its group and index.
 #[test]
 fn every_json_output_speaks_one_vocabulary() {
@@ -477,7 +477,7 @@ fn every_json_output_speaks_one_vocabulary() {
             seen.insert(k.to_string());
             assert!(
                 !never.contains(&k),
-                "{cmd}: `{k}` is a synonym the README's vocabulary rules out: {out}"
+                "{cmd}: `{k}` is a synonym the the documentation's vocabulary rules out: {out}"
             );
             let val = &obj[k];
             match k {
@@ -520,8 +520,11 @@ fn every_json_output_speaks_one_vocabulary() {
     {
         assert!(seen.contains(k), "no output had `{k}`: {outputs:?}");
     }
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = sg_tests::docs();
     for k in never.iter().chain(["iface", "direction", "group", "index", "rule", "icmp_id"].iter()) {
-        assert!(readme.contains(&format!("`{k}`")), "README's JSON vocabulary does not name `{k}`");
+        assert!(
+            readme.contains(&format!("`{k}`")),
+            "the documentation's JSON vocabulary does not name `{k}`"
+        );
     }
 }

@@ -102,11 +102,11 @@ fn exit_status_follows_fail_on() {
     );
 }
 
-/// The README's table of checks is the code's list (`audit::CHECKS`), and every check of the
+/// The documentation's table of checks is the code's list (`audit::CHECKS`), and every check of the
 /// list has a fixture above that triggers it (zero_hits: the live test).
 #[test]
 fn readme_table_is_the_list_of_checks() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = sg_tests::docs();
     let rows: Vec<&str> = readme
         .lines()
         .skip_while(|l| !l.starts_with("| check | severity | finding |"))
@@ -117,7 +117,7 @@ fn readme_table_is_the_list_of_checks() {
         .iter()
         .map(|(name, sev, what)| format!("| `{name}` | {} | {what} |", sev.as_str()))
         .collect();
-    assert_eq!(rows, want, "README's audit table differs from audit::CHECKS");
+    assert_eq!(rows, want, "the documentation's audit table differs from audit::CHECKS");
     for (name, ..) in sg_userspace::rules::audit::CHECKS {
         assert!(
             *name == "zero_hits" || fixture(&format!("{name}.toml")).exists(),

@@ -18,11 +18,11 @@ fn subcommands() -> Vec<String> {
         .collect()
 }
 
-/// The README's table of verdict reasons lists every reason of `sg_common::Reason`, in number
-/// order, with its action (the meanings are the README's words).
+/// The documentation's table of verdict reasons lists every reason of `sg_common::Reason`, in number
+/// order, with its action (the meanings are the the documentation's words).
 #[test]
 fn readme_reasons_table_is_every_reason_with_its_action() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = sg_tests::docs();
     let rows: Vec<(String, String)> = readme
         .lines()
         .skip_while(|l| !l.starts_with("| reason | action | meaning |"))
@@ -37,13 +37,13 @@ fn readme_reasons_table_is_every_reason_with_its_action() {
         .iter()
         .map(|r| (r.name().to_string(), r.action().as_str().to_string()))
         .collect();
-    assert_eq!(rows, want, "README's reasons table differs from sg_common::Reason");
+    assert_eq!(rows, want, "the documentation's reasons table differs from sg_common::Reason");
 }
 
-/// The README's table of metrics is `metrics::METRICS`, row for row.
+/// The documentation's table of metrics is `metrics::METRICS`, row for row.
 #[test]
 fn readme_metrics_table_is_the_list() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = sg_tests::docs();
     let rows: Vec<&str> = readme
         .lines()
         .skip_while(|l| !l.starts_with("| metric | labels | what |"))
@@ -54,7 +54,7 @@ fn readme_metrics_table_is_the_list() {
         .iter()
         .map(|m| format!("| `{}` | {} | {} |", m.exposed(), m.labels.join(", "), m.help))
         .collect();
-    assert_eq!(rows, want, "README's metrics table differs from metrics::METRICS");
+    assert_eq!(rows, want, "the documentation's metrics table differs from metrics::METRICS");
 }
 
 #[test]
@@ -95,12 +95,15 @@ fn man_page_has_a_subsection_per_subcommand_and_the_usual_sections() {
     assert!(!page.contains("sgctl \\- sgctl"), "doubled name");
 }
 
-/// The README's subcommand table lists every subcommand.
+/// The documentation's subcommand table lists every subcommand.
 #[test]
 fn readme_lists_every_subcommand() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = sg_tests::docs();
     for sub in subcommands() {
-        assert!(readme.contains(&format!("| `sgctl {sub}")), "README's subcommand table lacks `sgctl {sub}`");
+        assert!(
+            readme.contains(&format!("| `sgctl {sub}")),
+            "the documentation's subcommand table lacks `sgctl {sub}`"
+        );
     }
 }
 
