@@ -190,8 +190,12 @@ pub struct DaemonLock {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DaemonInfo {
     pub pid: u32,
-    /// The rules file it reconciles from.
-    pub config: PathBuf,
+    /// The rules file it reconciles from (file mode).
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// The fleet it follows (fleet mode): etcd endpoints and key prefix.
+    #[serde(default)]
+    pub fleet: Option<String>,
     /// Its JSON-lines flow log, if any (`sgctl flows` reads it).
     pub flow_log: Option<PathBuf>,
     /// Its VPC Flow Logs v2 file, if any.

@@ -26,7 +26,7 @@ mod datapath_log;
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -95,15 +95,9 @@ enum Trigger {
 }
 
 struct Daemon {
-    path: PathBuf,
-    format: Format,
-    aws: AwsContext,
+    /// Where the rule set comes from: a file (`file`) or the fleet (`fleet`), never both.
+    file: Option<FileSide>,
     mode: Option<ModeRequest>,
-    /// Bytes of the version enforced, and of the last version rejected (logged once).
-    applied: Option<Vec<u8>>,
-    rejected: Option<Vec<u8>>,
-    /// The last read of the file failed (logged once).
-    unreadable: bool,
     stats: SharedStats,
     flows: Option<FlowLogger>,
     /// aya-log records of the datapath, forwarded to this process's log.
@@ -111,6 +105,18 @@ struct Daemon {
     /// Fleet mode: the host's rule set last enforced (without locations), what is reported
     /// to the store, and the agent's resync signal (SIGHUP).
     fleet: Option<FleetSide>,
+}
+
+/// The rules file the daemon reconciles from.
+struct FileSide {
+    path: PathBuf,
+    format: Format,
+    aws: AwsContext,
+    /// Bytes of the version enforced, and of the last version rejected (logged once).
+    applied: Option<Vec<u8>>,
+    rejected: Option<Vec<u8>>,
+    /// The last read of the file failed (logged once).
+    unreadable: bool,
 }
 
 struct FleetSide {
@@ -127,31 +133,33 @@ impl Daemon {
     /// Reads the file and applies it if it changed (or on SIGHUP). Returns whether a rule set
     /// is enforced afterwards.
     fn reconcile(&mut self, why: Trigger) -> bool {
-        let text = match std::fs::read(&self.path) {
+        let Some(f) = &mut self.file else { return false };
+        let text = match std::fs::read(&f.path) {
             Ok(t) => t,
             Err(e) => {
                 // Logged once while it stays unreadable (and on every SIGHUP).
-                if why != Trigger::Poll || !self.unreadable {
-                    log::error!("cannot read {}: {e}; the enforced rule set stays", self.path.display());
+                if why != Trigger::Poll || !f.unreadable {
+                    log::error!("cannot read {}: {e}; the enforced rule set stays", f.path.display());
                     stats_of(&self.stats).apply_failures += 1;
                 }
-                self.unreadable = true;
-                return self.applied.is_some();
+                f.unreadable = true;
+                return f.applied.is_some();
             }
         };
-        self.unreadable = false;
-        if why == Trigger::Poll
-            && (self.applied.as_ref() == Some(&text) || self.rejected.as_ref() == Some(&text))
-        {
+        f.unreadable = false;
+        if why == Trigger::Poll && (f.applied.as_ref() == Some(&text) || f.rejected.as_ref() == Some(&text)) {
             return true;
         }
+        let path = f.path.clone();
         let started = Instant::now();
-        match self.apply_text(&text, why) {
+        let outcome = self.apply_text(&path, &text, why);
+        let Some(f) = &mut self.file else { return false };
+        match outcome {
             Ok(msg) => {
                 let took = started.elapsed().as_secs_f64();
                 log::info!("{msg} ({:.1} ms)", took * 1e3);
-                self.applied = Some(text);
-                self.rejected = None;
+                f.applied = Some(text);
+                f.rejected = None;
                 true
             }
             Err(e) => {
@@ -159,21 +167,33 @@ impl Daemon {
                 st.apply_failures += 1;
                 // Rule errors start with file:line:col already.
                 let e = e.to_string();
-                let path = self.path.display().to_string();
+                let path = path.display().to_string();
                 let what = if e.starts_with(&path) { e } else { format!("{path}: {e}") };
                 log::error!("rejected {what}; rule set #{} keeps enforcing", st.rule_set_seq);
-                self.rejected = Some(text);
+                f.rejected = Some(text);
                 false
             }
         }
     }
 
-    fn apply_text(&mut self, bytes: &[u8], why: Trigger) -> Result<String> {
-        let name = self.path.display().to_string();
-        let text = std::str::from_utf8(bytes).map_err(|_| Error::NotUtf8 { path: self.path.clone() })?;
-        let rs = rules::parse_str(&name, text, self.format, &self.aws)?;
+    fn apply_text(&mut self, path: &Path, bytes: &[u8], why: Trigger) -> Result<String> {
+        let Some(f) = &self.file else { return Err(Error::NothingToEnforce { path: path.to_path_buf() }) };
+        let name = path.display().to_string();
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::NotUtf8 { path: path.to_path_buf() })?;
+        let rs = rules::parse_str(&name, text, f.format, &f.aws)?;
         self.enforce(&name, &rs, why == Trigger::Start, same_rule_set, why == Trigger::Hup)
             .map(|(msg, _)| msg)
+    }
+
+    /// What follows the enforced rule set: the flow logs read the events of its interfaces
+    /// and the datapath's log records are forwarded for them. After every apply or adoption,
+    /// and at start for what the pins enforce.
+    fn follow(&mut self, rs: &RuleSet) -> Result<()> {
+        if let Some(f) = &mut self.flows {
+            f.enable(rs)?;
+        }
+        self.dp_log.follow(rs);
+        Ok(())
     }
 
     /// Applies `rs` through the one apply path; at start, a rule set the pins already enforce
@@ -215,7 +235,7 @@ impl Daemon {
             // A version that binds no interface is invalid here (never applied on purpose by
             // a watch): the last good rule set keeps enforcing.
             let source =
-                if name.starts_with("etcd") { format!("fleet {name}") } else { format!("daemon {name}") };
+                if self.fleet.is_some() { format!("fleet {name}") } else { format!("daemon {name}") };
             let opts = ApplyOptions {
                 dry_run: false,
                 mode: self.mode,
@@ -243,10 +263,7 @@ impl Daemon {
             )
         };
         stats_of(&self.stats).last_success_unix = unix_now();
-        if let Some(f) = &mut self.flows {
-            f.enable(rs)?;
-        }
-        self.dp_log.follow(rs);
+        self.follow(rs)?;
         Ok((msg, adopt.is_none() && attached.iter().any(|a| !*a)))
     }
 
@@ -443,21 +460,25 @@ pub fn run(opts: Options) -> Result<()> {
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context(io("starting tokio"))?;
     let stats: SharedStats = Arc::default();
-    let (path, format, aws, agent_cfg) = match &opts.source {
-        Source::File { config, format, aws } => (config.clone(), *format, aws.clone(), None),
-        Source::Fleet(cfg) => (
-            PathBuf::from(format!("etcd:{}{}", cfg.endpoints.urls.join(","), cfg.schema.prefix())),
-            Format::Toml,
-            AwsContext::default(),
-            Some(cfg.clone()),
+    let (file, agent_cfg) = match &opts.source {
+        Source::File { config, format, aws } => (
+            Some(FileSide {
+                path: config.clone(),
+                format: *format,
+                aws: aws.clone(),
+                applied: None,
+                rejected: None,
+                unreadable: false,
+            }),
+            None,
         ),
+        Source::Fleet(cfg) => (None, Some(cfg.clone())),
     };
+    let config = file.as_ref().map(|f| f.path.clone());
     let (status_tx, status_rx) = watch::channel(None);
     let resync = Arc::new(Notify::new());
     let mut d = Daemon {
-        path: path.clone(),
-        format,
-        aws,
+        file,
         fleet: agent_cfg.as_ref().map(|c| FleetSide {
             host: c.host.clone(),
             enforced: None,
@@ -467,9 +488,6 @@ pub fn run(opts: Options) -> Result<()> {
             last_error: None,
         }),
         mode: opts.mode,
-        applied: None,
-        rejected: None,
-        unreadable: false,
         stats: stats.clone(),
         flows,
         dp_log: datapath_log::Forwarder::default(),
@@ -494,6 +512,7 @@ pub fn run(opts: Options) -> Result<()> {
             None => None,
         };
         let mut updates = None;
+        let fleet_label = agent_cfg.as_ref().map(|c| format!("{} {}", c.endpoints.urls.join(","), c.schema.prefix()));
         if let Some(cfg) = agent_cfg {
             // Until the store answers, the pins enforce what they hold (fail static).
             let (tx, rx) = mpsc::unbounded_channel();
@@ -503,24 +522,18 @@ pub fn run(opts: Options) -> Result<()> {
             if let Some(current) = current_state()? {
                 log::info!("fleet: enforcing rule set #{} (pinned) until the store answers", current.seq);
                 stats_of(&d.stats).rule_set_seq = current.seq;
-                if let Some(f) = &mut d.flows {
-                    f.enable(&current.ruleset)?;
-                }
-                d.dp_log.follow(&current.ruleset);
+                d.follow(&current.ruleset)?;
             } else {
                 log::info!("fleet: nothing enforced yet; waiting for the store");
             }
         } else if !d.reconcile(Trigger::Start) {
             // A bad file at start: keep serving what the pins enforce, if anything.
             let Some(current) = current_state()? else {
-                return Err(Error::NothingToEnforce { path: path.clone() });
+                return Err(Error::NothingToEnforce { path: config.clone().unwrap_or_default() });
             };
             log::warn!("keeping rule set #{} (enforced before this daemon started)", current.seq);
             stats_of(&d.stats).rule_set_seq = current.seq;
-            if let Some(f) = &mut d.flows {
-                f.enable(&current.ruleset)?;
-            }
-            d.dp_log.follow(&current.ruleset);
+            d.follow(&current.ruleset)?;
         }
         let bound = match metrics_listener {
             Some(listener) => {
@@ -532,7 +545,8 @@ pub fn run(opts: Options) -> Result<()> {
         };
         lock.publish(&DaemonInfo {
             pid: std::process::id(),
-            config: path.clone(),
+            config: config.clone(),
+            fleet: fleet_label,
             flow_log: opts.flow.as_ref().and_then(|f| f.json.clone()),
             vpc_flow_log: opts.flow.as_ref().and_then(|f| f.vpc.clone()),
             metrics: bound.map(|a| a.to_string()),
@@ -564,7 +578,10 @@ pub fn run(opts: Options) -> Result<()> {
                     }
                 }
                 _ = hup.recv() => {
-                    log::info!("SIGHUP: reloading {} and reopening logs", d.path.display());
+                    match &d.file {
+                        Some(f) => log::info!("SIGHUP: reloading {} and reopening logs", f.path.display()),
+                        None => log::info!("SIGHUP: reading the fleet's policy again and reopening logs"),
+                    }
                     if let Some(f) = &mut d.flows { f.reopen(); }
                     if let Some(f) = &d.fleet { f.resync.notify_one(); } else { d.reconcile(Trigger::Hup); }
                 }

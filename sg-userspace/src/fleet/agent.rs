@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::{
     Endpoints, Schema, Store,
-    schema::{self, AllKeys, MemberValue, host_bindings, member_key, status_key, with_members},
+    schema::{self, AllKeys, Key, MemberValue, host_bindings, member_key, status_key, with_members},
 };
 use crate::rules::{Group, Loc, Peer, Ports, Proto, Rule, RuleSet, TCP};
 
@@ -228,8 +228,10 @@ pub fn host_rules(
         log::warn!("fleet: {w}");
     }
     if !whole {
-        let own = format!("hosts/{}/", cfg.host);
-        keys.retain(|k, _| !k.starts_with("hosts/") || k.starts_with(&own));
+        keys.retain(|k, _| match Key::parse(k) {
+            Key::Binding { host, .. } | Key::HostOther { host } => host == cfg.host,
+            _ => true,
+        });
     }
     let rs = match schema::ruleset(&cfg.schema, revision, &keys) {
         Ok(rs) => rs,
@@ -268,13 +270,16 @@ pub fn concerns(
     old: Option<&str>,
     new: Option<&str>,
 ) -> bool {
-    if rel.starts_with("status/") {
+    let key = Key::parse(rel);
+    if matches!(key, Key::Status { .. }) {
         return false;
     }
     let Some(named) = named else { return true };
-    let Some(rest) = rel.strip_prefix("members/").or_else(|| rel.strip_prefix("hosts/")) else { return true };
-    rest.split('/').next() == Some(host)
-        || groups_of(old).iter().chain(&groups_of(new)).any(|g| named.contains(g))
+    let (Key::Member { host: of, .. } | Key::Binding { host: of, .. } | Key::HostOther { host: of }) = key
+    else {
+        return true;
+    };
+    of == host || groups_of(old).iter().chain(&groups_of(new)).any(|g| named.contains(g))
 }
 
 /// The addresses a group reference to this host matches: every address of the interface but
@@ -323,12 +328,11 @@ pub async fn run(
         lease = s.lease;
         match r {
             Ok(()) => return,
-            // Not an outage: a new session at once.
-            Err(why) if why.starts_with(AGAIN) => {
-                log::info!("fleet: {}", &why[AGAIN.len()..]);
+            Err(SessionEnd::Again(why)) => {
+                log::info!("fleet: {why}");
                 continue;
             }
-            Err(why) => {
+            Err(SessionEnd::Lost(why)) => {
                 if up {
                     log::warn!("fleet: lost the store ({why}); enforcing the last applied policy, retrying");
                     up = false;
@@ -347,8 +351,28 @@ pub async fn run(
     }
 }
 
-/// Marks a session end that is no outage (the next session starts at once).
-const AGAIN: &str = "again: ";
+/// Why a session with the store ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    /// Not an outage (SIGHUP, interfaces attached): the next session starts at once.
+    #[error("{0}")]
+    Again(&'static str),
+    /// The store failed or went away: retried with backoff, the last policy keeps enforcing.
+    #[error("{0}")]
+    Lost(String),
+}
+
+impl From<String> for SessionEnd {
+    fn from(why: String) -> Self {
+        SessionEnd::Lost(why)
+    }
+}
+
+impl From<&str> for SessionEnd {
+    fn from(why: &str) -> Self {
+        SessionEnd::Lost(why.to_string())
+    }
+}
 
 struct Session<'a> {
     cfg: &'a AgentConfig,
@@ -388,7 +412,7 @@ impl Session<'_> {
         resync: &Notify,
         up: &mut bool,
         backoff: &mut Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionEnd> {
         let mut store = Store::connect(&self.cfg.endpoints, self.cfg.schema.clone()).await.map_err(e)?;
         // Through the store's failover: the first member that answers; streams stay on it.
         let (mut revision, all) = store.read_view().await.map_err(e)?;
@@ -469,7 +493,7 @@ impl Session<'_> {
                         client.put(self.cfg.schema.key(&status_key(&self.cfg.host)), v, None).await.map_err(ed)?;
                     }
                 }
-                () = resync.notified() => return Err(format!("{AGAIN}SIGHUP: reading everything again")),
+                () = resync.notified() => return Err(SessionEnd::Again("SIGHUP: reading everything again")),
             }
         }
     }
@@ -511,7 +535,7 @@ impl Session<'_> {
     }
 
     /// Hands the host's rule set to the daemon and waits until it is applied.
-    async fn policy(&mut self, revision: i64) -> Result<(), String> {
+    async fn policy(&mut self, revision: i64) -> Result<(), SessionEnd> {
         let rules = match host_rules(self.cfg, self.failsafe, revision, &self.all, !self.validated) {
             Ok((rs, named)) => {
                 self.named = Some(named);
@@ -529,7 +553,7 @@ impl Session<'_> {
         if attached.await.unwrap_or(false) {
             // Connections opened before the attach are not tracked: open new ones (the
             // failsafe rule lets them out).
-            return Err(format!("{AGAIN}interfaces attached: connecting again"));
+            return Err(SessionEnd::Again("interfaces attached: connecting again"));
         }
         Ok(())
     }
@@ -558,8 +582,7 @@ impl Session<'_> {
             .all
             .keys()
             .filter(|k| {
-                k.starts_with("members/")
-                    && k.split('/').nth(1) == Some(host.as_str())
+                matches!(Key::parse(k), Key::Member { host: h, .. } if h == host.as_str())
                     && !want.contains_key(*k)
             })
             .cloned()

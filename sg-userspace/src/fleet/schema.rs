@@ -74,9 +74,88 @@ pub const STATUS: &str = "status/";
 /// The policy's write marker (compared by `fleet put`, so that two puts never interleave).
 pub const META: &str = "meta";
 
+/// What a key (relative to the prefix) holds: the one place the key layout above is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key<'a> {
+    Group(&'a str),
+    PrefixList(&'a str),
+    Acl(&'a str),
+    Quotas,
+    /// `hosts/<host>/interfaces/<iface>`: the policy's binding of one interface.
+    Binding {
+        host: &'a str,
+        iface: &'a str,
+    },
+    /// Another key under `hosts/<host>/`: policy, which the validator refuses with its key.
+    HostOther {
+        host: &'a str,
+    },
+    Meta,
+    /// `members/<host>/<iface>`: a daemon's registration.
+    Member {
+        host: &'a str,
+        iface: &'a str,
+    },
+    /// `status/<host>`: what a daemon enforces.
+    Status {
+        host: &'a str,
+    },
+    Other,
+}
+
+impl<'a> Key<'a> {
+    pub fn parse(rel: &'a str) -> Key<'a> {
+        let (head, rest) = rel.split_once('/').unwrap_or((rel, ""));
+        match (head, rest) {
+            ("groups", g) => Key::Group(g),
+            ("prefix_lists", l) => Key::PrefixList(l),
+            ("acls", a) => Key::Acl(a),
+            ("quotas", "") => Key::Quotas,
+            ("meta", "") => Key::Meta,
+            ("hosts", rest) => {
+                let (host, rest) = rest.split_once('/').unwrap_or((rest, ""));
+                match rest.strip_prefix("interfaces/") {
+                    Some(iface) if !iface.is_empty() && !iface.contains('/') => Key::Binding { host, iface },
+                    _ => Key::HostOther { host },
+                }
+            }
+            ("members", rest) => {
+                let (host, iface) = rest.split_once('/').unwrap_or((rest, ""));
+                Key::Member { host, iface }
+            }
+            ("status", host) => Key::Status { host },
+            _ => Key::Other,
+        }
+    }
+
+    /// Whether the key belongs to the policy (as opposed to members, status and meta).
+    pub fn is_policy(self) -> bool {
+        matches!(
+            self,
+            Key::Group(_)
+                | Key::PrefixList(_)
+                | Key::Acl(_)
+                | Key::Quotas
+                | Key::Binding { .. }
+                | Key::HostOther { .. }
+        )
+    }
+
+    /// The host a binding, registration or status key is about.
+    pub fn host(self) -> Option<&'a str> {
+        match self {
+            Key::Binding { host, .. }
+            | Key::HostOther { host }
+            | Key::Member { host, .. }
+            | Key::Status { host } => Some(host),
+            _ => None,
+        }
+    }
+}
+
 /// Whether a relative key belongs to the policy (as opposed to members and status).
 pub fn is_policy(rel: &str) -> bool {
-    rel == "quotas" || ["groups/", "prefix_lists/", "acls/", "hosts/"].iter().any(|p| rel.starts_with(p))
+    Key::parse(rel).is_policy()
 }
 
 fn json(v: &toml::Value) -> String {
@@ -118,7 +197,7 @@ pub fn policy_of_file(file: &str, text: &str, rs: &RuleSet) -> Result<PolicyKeys
     }
     for (host, h) in tables(&doc, "hosts") {
         for (iface, i) in h.as_table().map(|h| tables(h, "interfaces")).into_iter().flatten() {
-            keys.insert(format!("hosts/{host}/interfaces/{iface}"), json(i));
+            keys.insert(binding_key(host, iface), json(i));
         }
     }
     Ok(keys)
@@ -172,6 +251,11 @@ pub fn ruleset(schema: &Schema, revision: i64, keys: &PolicyKeys) -> Result<Rule
 
 /// Every key under the prefix (relative key -> value): the policy, members and status.
 pub type AllKeys = BTreeMap<String, String>;
+
+/// The relative key of the policy's binding of a host's interface.
+pub fn binding_key(host: &str, iface: &str) -> String {
+    format!("hosts/{host}/interfaces/{iface}")
+}
 
 /// The relative key of a member registration.
 /// Keyed by host first, so that an etcd role can let a host write only its own keys
@@ -229,8 +313,7 @@ pub fn with_members(all: &AllKeys) -> (PolicyKeys, Vec<String>) {
                 continue;
             }
         };
-        let mut parts = k["members/".len()..].splitn(2, '/');
-        let (host, iface) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let Key::Member { host, iface } = Key::parse(k) else { continue };
         let bound = host_bindings(all, host).remove(iface).unwrap_or_default();
         for g in m.groups {
             if bound.contains(&g) {
@@ -287,10 +370,10 @@ pub fn host_rows(all: &AllKeys) -> Vec<HostRow> {
     }
     let mut rows: BTreeMap<String, HostRow> = BTreeMap::new();
     for (k, v) in all {
-        match k.split('/').collect::<Vec<_>>().as_slice() {
-            ["hosts", h, "interfaces", i] => row(&mut rows, h).interfaces.push((*i).to_string()),
-            ["members", h, _] => row(&mut rows, h).alive = true,
-            ["status", h] => row(&mut rows, h).status = serde_json::from_str(v).ok(),
+        match Key::parse(k) {
+            Key::Binding { host, iface } => row(&mut rows, host).interfaces.push(iface.to_string()),
+            Key::Member { host, .. } => row(&mut rows, host).alive = true,
+            Key::Status { host } => row(&mut rows, host).status = serde_json::from_str(v).ok(),
             _ => {}
         }
     }
@@ -474,6 +557,20 @@ monitor = true
             assert!(k.as_str() < STATUS, "{k} sorts after {STATUS}");
         }
         assert!(status_key("a").as_str() >= STATUS);
+    }
+
+    #[test]
+    fn keys_are_read_as_the_layout_says() {
+        assert_eq!(Key::parse("groups/web"), Key::Group("web"));
+        assert_eq!(Key::parse(&binding_key("db1", "eth0")), Key::Binding { host: "db1", iface: "eth0" });
+        assert_eq!(Key::parse("hosts/db1/other"), Key::HostOther { host: "db1" });
+        assert_eq!(Key::parse(&member_key("web1", "eth0")), Key::Member { host: "web1", iface: "eth0" });
+        assert_eq!(Key::parse(&status_key("web1")), Key::Status { host: "web1" });
+        assert_eq!(Key::parse("quotas"), Key::Quotas);
+        assert_eq!(Key::parse(META), Key::Meta);
+        assert_eq!(Key::parse("nonsense"), Key::Other);
+        assert!(Key::parse("hosts/db1/other").is_policy() && !Key::parse("members/a/b").is_policy());
+        assert_eq!(Key::parse("members/web1/eth0").host(), Some("web1"));
     }
 
     #[test]
