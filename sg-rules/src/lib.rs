@@ -521,12 +521,42 @@ pub enum Format {
     Aws,
 }
 
+/// One `--bind IFACE=NAME[,NAME...]`: an interface and the groups (GroupId or GroupName) and
+/// network ACL (its NetworkAclId) AWS JSON binds to it. Parsed where it is given (the CLI);
+/// the names are resolved against the described groups by the AWS front end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsBinding {
+    pub iface: String,
+    pub names: Vec<String>,
+}
+
+impl std::str::FromStr for AwsBinding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (iface, names) =
+            s.split_once('=').ok_or_else(|| format!("'{s}': write IFACE=GROUP[,GROUP...]"))?;
+        let names: Vec<String> =
+            names.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect();
+        if iface.trim().is_empty() || names.is_empty() {
+            return Err(format!("'{s}': write IFACE=GROUP[,GROUP...] (an interface and at least one group)"));
+        }
+        Ok(AwsBinding { iface: iface.trim().to_string(), names })
+    }
+}
+
+impl fmt::Display for AwsBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.iface, self.names.join(","))
+    }
+}
+
 /// Extra input for AWS JSON, which has no interfaces, members or prefix-list entries.
 #[derive(Clone, Debug, Default)]
 pub struct AwsContext {
-    /// `IFACE=GROUP[,GROUP...]` bindings (GroupId or GroupName; an `acl-` id of a
+    /// `--bind IFACE=GROUP[,GROUP...]` bindings (GroupId or GroupName; an `acl-` id of a
     /// `network_acls` input binds that network ACL).
-    pub bindings: Vec<String>,
+    pub bindings: Vec<AwsBinding>,
     /// TOML file with `[groups.<id or name>] members = [...]` and `[prefix_lists.<id>]`:
     /// (file name, text).
     pub members: Option<(String, String)>,

@@ -301,7 +301,7 @@ const AWS_MEMBERS: &str = include_str!("../../tests/fixtures/aws/members.toml");
 
 fn aws_ctx() -> AwsContext {
     AwsContext {
-        bindings: vec!["eth0=web,sg-0db0000000000001".into(), "eth1=bastion".into()],
+        bindings: vec!["eth0=web,sg-0db0000000000001".parse().unwrap(), "eth1=bastion".parse().unwrap()],
         members: Some(("members.toml".into(), AWS_MEMBERS.into())),
         ..AwsContext::default()
     }
@@ -414,7 +414,7 @@ groups = ["web", "db"]
 /// instead, or accepted with a warning that says what was assumed.
 #[test]
 fn aws_import_does_not_change_meaning_silently() {
-    let ctx = AwsContext { bindings: vec!["eth0=sg-1".into()], ..AwsContext::default() };
+    let ctx = AwsContext { bindings: vec!["eth0=sg-1".parse().unwrap()], ..AwsContext::default() };
     // authorize-security-group-ingress answers with the rules it added: a delta.
     let delta = r#"{"Return": true, "SecurityGroupRules": [{"SecurityGroupRuleId": "sgr-1", "GroupId": "sg-1",
         "IsEgress": false, "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "192.0.2.0/24"}]}"#;
@@ -463,6 +463,20 @@ fn aws_import_does_not_change_meaning_silently() {
     let m = AwsContext { members: Some(("i.toml".into(), iface.into())), ..ctx };
     let e = parse_str("m.json", minus, Format::Aws, &m).unwrap_err().to_string();
     assert!(e.contains("this one has [interfaces]"), "{e}");
+}
+
+#[test]
+fn a_binding_is_parsed_where_it_is_given() {
+    let b: AwsBinding = "eth0=web, sg-1 ,acl-2".parse().unwrap();
+    assert_eq!(
+        (b.iface.as_str(), b.names.as_slice()),
+        ("eth0", &["web".to_string(), "sg-1".into(), "acl-2".into()][..])
+    );
+    assert_eq!(b.to_string(), "eth0=web,sg-1,acl-2");
+    for bad in ["eth0", "=web", "eth0=", "eth0= , "] {
+        let e = bad.parse::<AwsBinding>().unwrap_err();
+        assert!(e.contains("write IFACE=GROUP[,GROUP...]"), "{bad}: {e}");
+    }
 }
 
 #[test]

@@ -16,7 +16,7 @@ const GROUPS: &str = r#"{"SecurityGroups": [
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
     let Ok(text) = std::str::from_utf8(rest) else { return };
-    let mut ctx = AwsContext { bindings: vec!["eth0=sg-1".into()], ..AwsContext::default() };
+    let mut ctx = AwsContext { bindings: vec!["eth0=sg-1".parse().unwrap()], ..AwsContext::default() };
     match which % 3 {
         0 => ctx.network_interfaces = vec![("enis.json".into(), text.into())],
         1 => ctx.prefix_lists = vec![PrefixListInput { id: None, file: "pl.json".into(), text: text.into() }],

@@ -9,7 +9,7 @@ const MEMBERS: &str = "[groups.sg-1]\nmembers = [\"192.0.2.1\"]\n[prefix_lists.p
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let ctx = AwsContext {
-        bindings: vec!["eth0=sg-1".into()],
+        bindings: vec!["eth0=sg-1".parse().unwrap()],
         members: Some(("members.toml".into(), MEMBERS.into())),
         ..AwsContext::default()
     };

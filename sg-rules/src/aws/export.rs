@@ -90,7 +90,7 @@ pub fn export_id(rs: &RuleSet, name: &str) -> String {
 
 /// The bindings as `import aws --bind` values (IFACE=GroupIds[,ACL id]): AWS JSON of groups
 /// cannot hold them.
-pub fn bindings(rs: &RuleSet) -> Vec<String> {
+pub fn bindings(rs: &RuleSet) -> Vec<crate::AwsBinding> {
     rs.interfaces
         .iter()
         .map(|b| {
@@ -98,7 +98,7 @@ pub fn bindings(rs: &RuleSet) -> Vec<String> {
             if let Some(a) = b.acl.as_ref().and_then(|a| rs.acls.iter().find(|x| &x.name == a)) {
                 names.push(a.aws_id.clone().unwrap_or_else(|| a.name.clone()));
             }
-            format!("{}={}", b.iface, names.join(","))
+            crate::AwsBinding { iface: b.iface.clone(), names }
         })
         .collect()
 }

@@ -707,13 +707,10 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
     }
     for b in &ctx.bindings {
         let loc = Loc { file: "--bind".into(), line: 1, col: 1 };
-        let Some((iface, tokens)) = b.split_once('=') else {
-            diags.push(Diagnostic { loc, msg: format!("bad binding '{b}': write IFACE=GROUP[,GROUP...]") });
-            continue;
-        };
+        let iface = &b.iface;
         let mut bound = Vec::new();
         let mut acl: Option<At<String>> = None;
-        for t in tokens.split(',').map(str::trim) {
+        for t in b.names.iter().map(String::as_str) {
             if out.acls.iter().any(|a| a.name.v == t) {
                 if let Some(first) = &acl {
                     diags.push(Diagnostic {
@@ -738,7 +735,7 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
             no_implicit: 0,
             monitor: None,
             acl,
-            iface: At::new(iface.to_string(), loc.clone()),
+            iface: At::new(iface.clone(), loc.clone()),
             groups: bound,
         });
     }

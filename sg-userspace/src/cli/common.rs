@@ -32,7 +32,7 @@ pub struct AwsInput {
     /// AWS JSON: bind groups to an interface, IFACE=GROUP[,GROUP...] (GroupId or GroupName;
     /// the NetworkAclId of a --network-acls input binds that network ACL).
     #[arg(long = "bind", value_name = "IFACE=GROUPS")]
-    pub bind: Vec<String>,
+    pub bind: Vec<rules::AwsBinding>,
     /// AWS JSON: TOML file with group members and prefix-list entries AWS does not list
     /// (`[groups."sg-..."] members = [...]`, `[prefix_lists."pl-..."] entries = [...]`).
     #[arg(long, value_name = "FILE")]

@@ -267,7 +267,11 @@ fn read(p: &PathBuf) -> String {
 
 fn context(inputs: &Inputs, iface: &str) -> AwsContext {
     AwsContext {
-        bindings: if inputs.bind.is_empty() { Vec::new() } else { vec![format!("{iface}={}", inputs.bind)] },
+        bindings: if inputs.bind.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!("{iface}={}", inputs.bind).parse().expect("a binding")]
+        },
         members: inputs.members.map(|m| ("members.toml".to_string(), m.to_string())),
         network_interfaces: inputs
             .network_interfaces
@@ -813,7 +817,7 @@ fn network_acls_come_with_network_acls_and_bind_by_id() {
     let ctx = |acls: &str, bind: &str| AwsContext {
         members: Some(("m.toml".into(), read(&own("members.toml")))),
         network_acls: vec![(acls.to_string(), read(&input_path(acls)))],
-        bindings: vec![format!("eth0={bind}")],
+        bindings: vec![format!("eth0={bind}").parse().expect("a binding")],
         ..AwsContext::default()
     };
     let l = import("sg.json", &sg, &ctx("own:describe-network-acls.json", "web,acl-0pub000000000001"))
