@@ -402,6 +402,10 @@ pub struct RuleSet {
     /// [`RuleSet::for_host`]. Empty in a single host's file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostBinding>,
+    /// Fleet: `[fleet] member_ranges`, where the addresses hosts register must lie (empty: any
+    /// address but the reserved ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_ranges: Vec<IpNet>,
 }
 
 /// Fleet: the interfaces of one host.
@@ -409,6 +413,9 @@ pub struct RuleSet {
 pub struct HostBinding {
     pub host: String,
     pub interfaces: Vec<Binding>,
+    /// The host's pinned addresses (empty: not pinned): its registrations may add only these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpNet>,
     pub loc: Loc,
 }
 

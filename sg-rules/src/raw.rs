@@ -120,6 +120,8 @@ pub struct RawAcl {
 pub struct RawHost {
     pub name: At<String>,
     pub interfaces: Vec<RawBinding>,
+    /// `addresses`: the host's pinned addresses (its registrations may add only these).
+    pub addresses: Vec<At<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +142,8 @@ pub struct RawRuleSet {
     pub interfaces: Vec<RawBinding>,
     /// Fleet: the interfaces of each host (TOML only).
     pub hosts: Vec<RawHost>,
+    /// Fleet: `[fleet] member_ranges`, where registered member addresses must lie.
+    pub member_ranges: Vec<At<String>>,
     /// What a front end accepted but the operator should know (AWS JSON: host bits set, stale
     /// references, groups with no known members). Never rejects the file.
     pub warnings: Vec<super::Diagnostic>,

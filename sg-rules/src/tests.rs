@@ -228,7 +228,7 @@ fn member_not_an_address() {
     expect_error(
         "[groups.app]\nmembers = [\"web-1\"]\n",
         "\"web-1\"",
-        "member 'web-1' is not an IP address or CIDR",
+        "'web-1' is not an IP address or CIDR",
     );
     expect_error(
         "[groups.app]\nmembers = [\"192.0.2.1/24\"]\n",
@@ -463,6 +463,27 @@ fn aws_import_does_not_change_meaning_silently() {
     let m = AwsContext { members: Some(("i.toml".into(), iface.into())), ..ctx };
     let e = parse_str("m.json", minus, Format::Aws, &m).unwrap_err().to_string();
     assert!(e.contains("this one has [interfaces]"), "{e}");
+}
+
+/// The fleet's bounds: ranges are CIDRs, a host's pinned addresses lie within them.
+#[test]
+fn fleet_bounds_are_checked() {
+    let base = "[groups.web]\ningress = []\n[hosts.web1.interfaces.eth0]\ngroups = [\"web\"]\n";
+    let ok = format!(
+        "[fleet]\nmember_ranges = [\"198.51.100.0/24\"]\n{base}[hosts.web1]\naddresses = [\"198.51.100.2\"]\n"
+    );
+    let rs = parse(&ok).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rs.member_ranges, vec!["198.51.100.0/24".parse::<IpNet>().unwrap()]);
+    assert_eq!(rs.hosts[0].addresses, vec!["198.51.100.2/32".parse::<IpNet>().unwrap()]);
+    let outside = ok.replace("\"198.51.100.2\"", "\"203.0.113.9\"");
+    expect_error(
+        &outside,
+        "\"203.0.113.9\"",
+        "address 203.0.113.9 of host web1 is outside [fleet] member_ranges",
+    );
+    let bad = ok.replace("\"198.51.100.0/24\"", "\"198.51.100.1/24\"");
+    expect_error(&bad, "\"198.51.100.1/24\"", "host bits set");
+    expect_error(&format!("[fleet]\nranges = []\n{base}"), "ranges", "unknown field");
 }
 
 #[test]

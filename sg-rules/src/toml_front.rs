@@ -67,6 +67,8 @@ struct FileT {
     /// Fleet: the interfaces of each host (`[hosts.db1.interfaces.eth0]`).
     #[serde(default)]
     hosts: BTreeMap<Spanned<String>, Spanned<HostT>>,
+    /// Fleet: bounds on what hosts may register (`[fleet] member_ranges = [...]`).
+    fleet: Option<Spanned<FleetT>>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +76,18 @@ struct FileT {
 struct HostT {
     #[serde(default)]
     interfaces: BTreeMap<Spanned<String>, Spanned<IfaceT>>,
+    /// The host's own addresses, when known: its registrations may add only these.
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetT {
+    /// The fleet's address ranges (the VPC's CIDRs, as it were): a registered member address
+    /// outside them is ignored by every host.
+    #[serde(default)]
+    member_ranges: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -266,7 +280,15 @@ pub fn parse(file: &str, text: &str) -> Result<RawRuleSet, RuleErrors> {
     let mut hosts: Vec<_> = parsed.hosts.iter().collect();
     hosts.sort_by_key(|(k, _)| k.span().start);
     for (name, h) in hosts {
-        out.hosts.push(RawHost { name: cx.at(name), interfaces: bindings(&cx, &h.get_ref().interfaces) });
+        let h = h.get_ref();
+        out.hosts.push(RawHost {
+            name: cx.at(name),
+            interfaces: bindings(&cx, &h.interfaces),
+            addresses: h.addresses.iter().map(|a| cx.at(a)).collect(),
+        });
+    }
+    if let Some(f) = &parsed.fleet {
+        out.member_ranges = f.get_ref().member_ranges.iter().map(|r| cx.at(r)).collect();
     }
     Ok(out)
 }

@@ -86,15 +86,27 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
     }
     let names = Names { groups: &group_names, acls: &acl_names };
     let interfaces = bindings(&mut ck, &raw.interfaces, &names, &quotas, None);
+    let member_ranges: Vec<IpNet> = raw.member_ranges.iter().filter_map(|r| cidr(&mut ck, r)).collect();
     let mut hosts = Vec::new();
     for h in &raw.hosts {
         check_name(&mut ck, &h.name, "host");
         let interfaces = bindings(&mut ck, &h.interfaces, &names, &quotas, Some(&h.name.v));
-        hosts.push(HostBinding { host: h.name.v.clone(), interfaces, loc: h.name.loc.clone() });
+        let mut addresses = Vec::new();
+        for a in &h.addresses {
+            let Some(net) = address_or_cidr(&mut ck, a) else { continue };
+            if !member_ranges.is_empty() && !member_ranges.iter().any(|r| r.contains(&net)) {
+                ck.err(
+                    &a.loc,
+                    format!("address {} of host {} is outside [fleet] member_ranges", a.v, h.name.v),
+                );
+            }
+            addresses.push(net);
+        }
+        hosts.push(HostBinding { host: h.name.v.clone(), interfaces, addresses, loc: h.name.loc.clone() });
     }
 
     if ck.diags.is_empty() {
-        Ok(RuleSet { quotas, groups, prefix_lists: lists, acls, interfaces, hosts })
+        Ok(RuleSet { quotas, groups, prefix_lists: lists, acls, interfaces, hosts, member_ranges })
     } else {
         // One AWS permission is several rules sharing its protocol and ports: one message.
         let mut seen = BTreeSet::new();
@@ -153,6 +165,20 @@ fn check_iface_name(ck: &mut Checker, name: &At<String>) {
     }
 }
 
+/// An address (one host) or a CIDR, as members and pinned host addresses are written.
+fn address_or_cidr(ck: &mut Checker, m: &At<String>) -> Option<IpNet> {
+    if m.v.contains('/') {
+        return cidr(ck, m);
+    }
+    match m.v.parse::<IpAddr>() {
+        Ok(a) => Some(IpNet::from(a)),
+        Err(_) => {
+            ck.err(&m.loc, format!("'{}' is not an IP address or CIDR", m.v));
+            None
+        }
+    }
+}
+
 /// Members of every group, with `member_groups` expanded; loops are errors.
 fn resolve_members(
     ck: &mut Checker,
@@ -162,17 +188,7 @@ fn resolve_members(
     let by_name: BTreeMap<&str, &RawGroup> = raw.groups.iter().map(|g| (g.name.v.as_str(), g)).collect();
     let mut direct: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
     for g in &raw.groups {
-        let mut addrs = Vec::new();
-        for m in &g.members {
-            if m.v.contains('/') {
-                addrs.extend(cidr(ck, m));
-            } else {
-                match m.v.parse::<IpAddr>() {
-                    Ok(a) => addrs.push(IpNet::from(a)),
-                    Err(_) => ck.err(&m.loc, format!("member '{}' is not an IP address or CIDR", m.v)),
-                }
-            }
-        }
+        let addrs: Vec<IpNet> = g.members.iter().filter_map(|m| address_or_cidr(ck, m)).collect();
         for mg in &g.member_groups {
             if !names.contains(&mg.v) {
                 ck.err(&mg.loc, format!("unknown group '{}' in member_groups", mg.v));

@@ -340,6 +340,24 @@ impl EtcdCluster {
     }
 
     /// `etcdctl ARGS` against every member; panics unless it succeeds; its stdout.
+    /// etcdctl as user `cn` of a TLS cluster with roles (its own client certificate): what
+    /// that user may do, and nothing more.
+    pub fn etcdctl_as(&self, cn: &str, args: &[&str]) -> std::process::Output {
+        let (ca, _, _) = self.client_tls().expect("a TLS cluster");
+        let (cert, key) = self.client_cert(cn);
+        self.command("etcdctl")
+            .args([
+                format!("--cacert={}", ca.display()),
+                format!("--cert={}", cert.display()),
+                format!("--key={}", key.display()),
+            ])
+            .args(["--endpoints", &self.urls(), "--command-timeout", "5s"])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("run etcdctl")
+    }
+
     pub fn etcdctl(&self, args: &[&str]) -> String {
         let out = self
             .command("etcdctl")

@@ -104,6 +104,11 @@ fn put(a: &PutArgs) -> anyhow::Result<()> {
     for w in &loaded.warnings {
         eprintln!("sgctl: warning: {w}");
     }
+    if loaded.rules.member_ranges.is_empty() {
+        eprintln!(
+            "sgctl: warning: {name}: no [fleet] member_ranges: a host's registration can add any address (but reserved ones) to its groups; give the fleet's ranges to bound them"
+        );
+    }
     let keys = schema::policy_of_file(&name, &text, &loaded.rules)?;
     let schema = a.etcd.schema()?;
     let ep = a.etcd.endpoints()?;
@@ -166,10 +171,15 @@ fn status(a: &GetArgs) -> anyhow::Result<()> {
         store.read_all().await
     })??;
     let rows = schema::host_rows(&all);
+    // What the hosts' registrations add that the policy ignores (outside the bounds, groups
+    // the policy does not bind): every host ignores the same.
+    let (_, warnings) = schema::with_members(&all);
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "revision": revision, "hosts": rows }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "revision": revision, "hosts": rows, "warnings": warnings })
+            )?
         );
         return Ok(());
     }
@@ -190,5 +200,8 @@ fn status(a: &GetArgs) -> anyhow::Result<()> {
         );
     }
     println!("(store at revision {revision})");
+    for w in &warnings {
+        println!("warning: {w}");
+    }
     Ok(())
 }

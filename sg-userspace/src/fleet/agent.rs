@@ -229,7 +229,9 @@ pub fn host_rules(
     }
     if !whole {
         keys.retain(|k, _| match Key::parse(k) {
-            Key::Binding { host, .. } | Key::HostOther { host } => host == cfg.host,
+            Key::Binding { host, .. } | Key::HostAddresses { host } | Key::HostOther { host } => {
+                host == cfg.host
+            }
             _ => true,
         });
     }

@@ -6,17 +6,21 @@
 //! | `prefix_lists/<list>` | `{"entries": [...]}` | `fleet put` |
 //! | `acls/<acl>` | the network ACL's table (`ingress`, `egress` entries) | `fleet put` |
 //! | `quotas` | `{"rules_per_group": N, "groups_per_interface": N}` | `fleet put` |
+//! | `fleet` | `{"member_ranges": [...]}`: where registered member addresses must lie | `fleet put` |
 //! | `hosts/<host>/interfaces/<iface>` | the interface's table (`groups`, `acl`, `timeouts`, `implicit`, `monitor`) | `fleet put` |
+//! | `hosts/<host>/addresses` | `[...]`: the host's pinned addresses (its registrations may add only these) | `fleet put` |
 //! | `meta` | `{"keys": N, "written_at": unix seconds}`: the policy's last write | `fleet put` |
 //! | `members/<host>/<iface>` | `{"groups": [...], "addresses": [...]}`, under the host's lease | each daemon |
 //! | `status/<host>` | the revision the host enforces, when, its error | each daemon |
 //!
-//! The policy is every key of the first six rows: a rules file's meaning, split so that a
+//! The policy is every key of the first eight rows: a rules file's meaning, split so that a
 //! change rewrites only the keys it touches, in one transaction (one revision). Reading it back
 //! assembles the same TOML document and puts it through the rules file's own parser and
 //! validator, so a value written by hand (etcdctl) is checked exactly as a file is.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
+
+use ipnet::IpNet;
 
 use super::FleetError;
 use crate::rules::{AwsContext, Format, Loc, RuleErrors, RuleSet};
@@ -81,10 +85,16 @@ pub enum Key<'a> {
     PrefixList(&'a str),
     Acl(&'a str),
     Quotas,
+    /// `fleet`: the bounds on registrations (`member_ranges`).
+    Fleet,
     /// `hosts/<host>/interfaces/<iface>`: the policy's binding of one interface.
     Binding {
         host: &'a str,
         iface: &'a str,
+    },
+    /// `hosts/<host>/addresses`: the host's pinned addresses.
+    HostAddresses {
+        host: &'a str,
     },
     /// Another key under `hosts/<host>/`: policy, which the validator refuses with its key.
     HostOther {
@@ -111,11 +121,13 @@ impl<'a> Key<'a> {
             ("prefix_lists", l) => Key::PrefixList(l),
             ("acls", a) => Key::Acl(a),
             ("quotas", "") => Key::Quotas,
+            ("fleet", "") => Key::Fleet,
             ("meta", "") => Key::Meta,
             ("hosts", rest) => {
                 let (host, rest) = rest.split_once('/').unwrap_or((rest, ""));
                 match rest.strip_prefix("interfaces/") {
                     Some(iface) if !iface.is_empty() && !iface.contains('/') => Key::Binding { host, iface },
+                    _ if rest == "addresses" => Key::HostAddresses { host },
                     _ => Key::HostOther { host },
                 }
             }
@@ -136,7 +148,9 @@ impl<'a> Key<'a> {
                 | Key::PrefixList(_)
                 | Key::Acl(_)
                 | Key::Quotas
+                | Key::Fleet
                 | Key::Binding { .. }
+                | Key::HostAddresses { .. }
                 | Key::HostOther { .. }
         )
     }
@@ -145,6 +159,7 @@ impl<'a> Key<'a> {
     pub fn host(self) -> Option<&'a str> {
         match self {
             Key::Binding { host, .. }
+            | Key::HostAddresses { host }
             | Key::HostOther { host }
             | Key::Member { host, .. }
             | Key::Status { host } => Some(host),
@@ -195,9 +210,15 @@ pub fn policy_of_file(file: &str, text: &str, rs: &RuleSet) -> Result<PolicyKeys
     if let Some(q) = doc.get("quotas") {
         keys.insert("quotas".into(), json(q));
     }
+    if let Some(f) = doc.get("fleet") {
+        keys.insert(FLEET.into(), json(f));
+    }
     for (host, h) in tables(&doc, "hosts") {
         for (iface, i) in h.as_table().map(|h| tables(h, "interfaces")).into_iter().flatten() {
             keys.insert(binding_key(host, iface), json(i));
+        }
+        if let Some(a) = h.as_table().and_then(|h| h.get("addresses")) {
+            keys.insert(addresses_key(host), json(a));
         }
     }
     Ok(keys)
@@ -216,6 +237,8 @@ pub fn document(keys: &PolicyKeys) -> Result<String, FleetError> {
         let path: Vec<&str> = rel.split('/').collect();
         let (table_path, leaf): (Vec<&str>, &str) = match path.as_slice() {
             ["quotas"] => (vec![], "quotas"),
+            ["fleet"] => (vec![], "fleet"),
+            ["hosts", h, "addresses"] => (vec!["hosts", h], "addresses"),
             ["groups" | "prefix_lists" | "acls", g] => (vec![path[0]], g),
             ["hosts", h, "interfaces", i] => (vec!["hosts", h, "interfaces"], i),
             _ => return Err(bad(rel, "not a policy key of this schema")),
@@ -252,6 +275,85 @@ pub fn ruleset(schema: &Schema, revision: i64, keys: &PolicyKeys) -> Result<Rule
 /// Every key under the prefix (relative key -> value): the policy, members and status.
 pub type AllKeys = BTreeMap<String, String>;
 
+/// The relative key of the bounds on registrations.
+pub const FLEET: &str = "fleet";
+
+/// The relative key of a host's pinned addresses.
+pub fn addresses_key(host: &str) -> String {
+    format!("hosts/{host}/addresses")
+}
+
+/// Why an address is never a group member, whatever the ranges say: it names no host of the
+/// fleet (unspecified, loopback, multicast, broadcast, link-local) or stands for another
+/// address (IPv4-mapped IPv6).
+pub fn reserved(a: IpAddr) -> Option<&'static str> {
+    match a {
+        IpAddr::V4(v4) if v4.is_unspecified() => Some("unspecified"),
+        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
+        IpAddr::V4(v4) if v4.is_multicast() => Some("multicast"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
+        IpAddr::V6(v6) if v6.is_multicast() => Some("multicast"),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Some("IPv4-mapped"),
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some("link-local"),
+        _ => None,
+    }
+}
+
+/// What bounds the addresses hosts register: the fleet's `member_ranges` (empty: none) and
+/// each host's pinned addresses. Read from the stored policy keys (a malformed value bounds
+/// nothing here; the policy's validation reports it).
+struct Bounds {
+    ranges: Vec<IpNet>,
+    pinned: BTreeMap<String, Vec<IpNet>>,
+}
+
+impl Bounds {
+    fn of(all: &AllKeys) -> Bounds {
+        let nets = |v: &serde_json::Value| -> Vec<IpNet> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str())
+                .filter_map(|n| n.parse::<IpNet>().ok().or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from)))
+                .collect()
+        };
+        let ranges = all
+            .get(FLEET)
+            .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+            .map(|v| nets(&v["member_ranges"]))
+            .unwrap_or_default();
+        let pinned = all
+            .iter()
+            .filter_map(|(k, v)| match Key::parse(k) {
+                Key::HostAddresses { host } => {
+                    Some((host.to_string(), nets(&serde_json::from_str(v).unwrap_or_default())))
+                }
+                _ => None,
+            })
+            .collect();
+        Bounds { ranges, pinned }
+    }
+
+    /// Why `host` may not register `a` (`None`: it may).
+    fn refuses(&self, host: &str, a: IpAddr) -> Option<String> {
+        if let Some(why) = reserved(a) {
+            return Some(format!("{why} addresses are never members"));
+        }
+        if !self.ranges.is_empty() && !self.ranges.iter().any(|r| r.contains(&a)) {
+            return Some("outside the fleet's member_ranges".to_string());
+        }
+        match self.pinned.get(host) {
+            Some(p) if !p.iter().any(|n| n.contains(&a)) => {
+                Some(format!("not among host {host}'s pinned addresses"))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The relative key of the policy's binding of a host's interface.
 pub fn binding_key(host: &str, iface: &str) -> String {
     format!("hosts/{host}/interfaces/{iface}")
@@ -274,7 +376,7 @@ pub fn status_key(host: &str) -> String {
 pub struct MemberValue {
     /// The groups the interface is bound to (the policy's `hosts/<host>/interfaces/<iface>`).
     pub groups: Vec<String>,
-    pub addresses: Vec<std::net::IpAddr>,
+    pub addresses: Vec<IpAddr>,
 }
 
 /// The groups host `host` binds to each of its interfaces, read from the policy keys
@@ -304,6 +406,7 @@ pub fn host_bindings(all: &AllKeys, host: &str) -> BTreeMap<String, Vec<String>>
 /// returned warnings.
 pub fn with_members(all: &AllKeys) -> (PolicyKeys, Vec<String>) {
     let mut warnings = Vec::new();
+    let bounds = Bounds::of(all);
     let mut added: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in all.range("members/".to_string()..).take_while(|(k, _)| k.starts_with("members/")) {
         let m = match serde_json::from_str::<MemberValue>(v) {
@@ -315,9 +418,25 @@ pub fn with_members(all: &AllKeys) -> (PolicyKeys, Vec<String>) {
         };
         let Key::Member { host, iface } = Key::parse(k) else { continue };
         let bound = host_bindings(all, host).remove(iface).unwrap_or_default();
+        // Each address the bounds refuse is ignored by every host, with a word; the rest of
+        // the registration counts.
+        let addresses: Vec<IpAddr> = m
+            .addresses
+            .iter()
+            .copied()
+            .filter(|a| match bounds.refuses(host, *a) {
+                Some(why) => {
+                    warnings.push(format!(
+                        "member registration {k}: host {host} interface {iface} registered {a}, {why}; ignored"
+                    ));
+                    false
+                }
+                None => true,
+            })
+            .collect();
         for g in m.groups {
             if bound.contains(&g) {
-                added.entry(g).or_default().extend(m.addresses.iter().map(ToString::to_string));
+                added.entry(g).or_default().extend(addresses.iter().map(ToString::to_string));
             } else {
                 warnings.push(format!(
                     "member registration {k} names group {g}, which the policy does not bind to {host} {iface}; ignored"
@@ -532,6 +651,89 @@ monitor = true
         assert_eq!(names, ["db1", "ghost", "web1", "web2"]);
         assert!(rows[0].status.is_some() && !rows[0].alive && rows[0].interfaces == ["eth0"]);
         assert!(rows[2].alive);
+    }
+
+    /// The policy bounds what registrations add: reserved addresses never, the fleet's ranges
+    /// when given, a pinned host's own addresses only; the rest of a registration counts, and
+    /// each ignored address is named with its host and interface. Without ranges, any address
+    /// but the reserved ones (as before).
+    #[test]
+    fn registrations_are_bounded_by_the_policy() {
+        let bounded = format!(
+            "[fleet]\nmember_ranges = [\"198.51.100.0/28\", \"2001:db8::/64\"]\n\n{FILE}\n[hosts.web2.interfaces.eth0]\ngroups = [\"web\"]\n[hosts.web2]\naddresses = [\"198.51.100.3\"]\n"
+        );
+        let keys = policy_of_file("f.toml", &bounded, &rs(&bounded)).unwrap();
+        assert_eq!(
+            keys.get(FLEET).map(String::as_str),
+            Some(r#"{"member_ranges":["198.51.100.0/28","2001:db8::/64"]}"#)
+        );
+        assert_eq!(keys.get(&addresses_key("web2")).map(String::as_str), Some(r#"["198.51.100.3"]"#));
+        let schema = Schema::new(DEFAULT_PREFIX).unwrap();
+        assert_eq!(
+            ruleset(&schema, 1, &keys).unwrap().member_ranges.len(),
+            2,
+            "the document reads them back"
+        );
+        let mut all: AllKeys = keys.into_iter().collect();
+        all.insert(
+            member_key("web1", "eth0"),
+            r#"{"groups":["web"],"addresses":["198.51.100.2","203.0.113.66","127.0.0.1","fe80::1","::ffff:198.51.100.2","224.0.0.1","2001:db8::2"]}"#.into(),
+        );
+        all.insert(
+            member_key("web2", "eth0"),
+            r#"{"groups":["web"],"addresses":["198.51.100.3","198.51.100.4"]}"#.into(),
+        );
+        let (with, warnings) = with_members(&all);
+        let web = ruleset(&schema, 1, &with).unwrap();
+        let m: Vec<String> = web
+            .groups
+            .iter()
+            .find(|g| g.name == "web")
+            .unwrap()
+            .members
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(m, ["198.51.100.2/32", "198.51.100.3/32", "2001:db8::2/128"]);
+        for (addr, why) in [
+            ("203.0.113.66", "outside the fleet's member_ranges"),
+            ("127.0.0.1", "loopback addresses are never members"),
+            ("fe80::1", "link-local addresses are never members"),
+            ("::ffff:198.51.100.2", "IPv4-mapped addresses are never members"),
+            ("224.0.0.1", "multicast addresses are never members"),
+        ] {
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("host web1 interface eth0 registered {addr}, {why}"))),
+                "{addr}: {warnings:?}"
+            );
+        }
+        assert!(
+            warnings.iter().any(|w| w.contains(
+                "host web2 interface eth0 registered 198.51.100.4, not among host web2's pinned addresses"
+            )),
+            "{warnings:?}"
+        );
+        assert_eq!(warnings.len(), 6, "{warnings:?}");
+        // Without ranges: any address but the reserved ones, as before.
+        let open = policy_of_file("f.toml", FILE, &rs(FILE)).unwrap();
+        let mut all: AllKeys = open.into_iter().collect();
+        all.insert(
+            member_key("web1", "eth0"),
+            r#"{"groups":["web"],"addresses":["203.0.113.66","127.0.0.1"]}"#.into(),
+        );
+        let (with, warnings) = with_members(&all);
+        let m = ruleset(&schema, 1, &with)
+            .unwrap()
+            .groups
+            .iter()
+            .find(|g| g.name == "web")
+            .unwrap()
+            .members
+            .clone();
+        assert_eq!(m, ["203.0.113.66/32".parse::<IpNet>().unwrap()]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
     }
 
     #[test]

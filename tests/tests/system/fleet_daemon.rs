@@ -403,3 +403,78 @@ fn daemons_under_tls_and_their_own_roles_enforce_and_register() {
         assert!(!d.log().contains("permission denied"), "{}", d.log());
     }
 }
+
+/// A host's word about its addresses is bounded by the policy: a compromised web host writes
+/// its member key (as its role allows) with its own address and an outside machine's; the
+/// database host admits the first and refuses the second, and `fleet status` names the host,
+/// the interface and the ignored address. Without `[fleet] member_ranges` (and `fleet put`
+/// says so), the outside address is a member, as before.
+#[test]
+fn a_hosts_word_about_its_addresses_is_bounded_by_the_policy() {
+    if !require_bpf("a_hosts_word_about_its_addresses_is_bounded_by_the_policy") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut lan = sg_tests::lan::Lan::new();
+    let store = lan.add_host("store", 250);
+    let db1 = lan.add_host("db1", 1);
+    let web1 = lan.add_host("web1", 2);
+    let outside = lan.add_host("outside", 240);
+    let cluster = sg_tests::etcd::EtcdCluster::start_tls_in(&store.ns, store.addr(false), "root");
+    cluster.enable_roles(&["db1", "web1"]);
+    let urls = cluster.urls();
+    let admin = cluster.tls_args("admin");
+    let put = |name: &str, text: &str| {
+        let file = sg_tests::write_temp(name, text);
+        let mut args = vec!["fleet", "put", file.to_str().unwrap(), "--etcd", &urls, "--json"];
+        args.extend(admin.iter().map(String::as_str));
+        let out = store.sgctl(&args);
+        assert!(out.status.success(), "fleet put: {}", String::from_utf8_lossy(&out.stderr));
+        let rev =
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["revision"].as_i64().unwrap();
+        (rev, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let open = policy(1, 1, DB_PORTS[0], WEB_PORTS[0], None);
+    let bounded = format!("[fleet]\nmember_ranges = [\"198.51.100.0/28\"]\n\n{open}");
+    let (rev, said) = put("fleet-bounded.toml", &bounded);
+    assert!(!said.contains("member_ranges"), "a bounded fleet gets no warning: {said}");
+    let _servers = sg_tests::fleet::Servers::start(&[(&db1, &DB_PORTS[..])]);
+    let mut a: Vec<String> =
+        ["--etcd", &urls, "--host", "db1", "--metrics", "off", "--lease-ttl", "3"].map(str::to_string).into();
+    a.extend(cluster.tls_args("db1"));
+    let d_db1 = Daemon::start_in(&db1.ns, &db1.ns, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let enforcing = |rev: i64| {
+        wait_until(Duration::from_secs(15), || {
+            sg_tests::fleet::status(&cluster, "db1").is_some_and(|s| s["revision"].as_i64() >= Some(rev))
+        })
+        .is_some()
+    };
+    assert!(enforcing(rev), "db1 does not enforce revision {rev}\n{}", d_db1.log());
+    // The compromised web1: no daemon, its member key written by hand under its own role.
+    let key = "/sgctl/v1/members/web1/eth0";
+    let value = r#"{"groups":["web"],"addresses":["198.51.100.2","198.51.100.240"]}"#;
+    let out = cluster.etcdctl_as("web1", &["put", key, value]);
+    assert!(out.status.success(), "web1 may write its member key: {}", String::from_utf8_lossy(&out.stderr));
+    let refused = cluster.etcdctl_as("web1", &["put", "/sgctl/v1/members/db1/eth0", value]);
+    assert!(!refused.status.success(), "web1 may not write db1's key");
+    let admitted = wait_until(Duration::from_secs(10), || connects(&web1, &db1, DB_PORTS[0]));
+    assert!(admitted.is_some(), "web1's own address is a member\n{}", d_db1.log());
+    assert!(!connects(&outside, &db1, DB_PORTS[0]), "the outside address web1 registered is ignored");
+    let mut status = vec!["fleet", "status", "--etcd", &urls];
+    status.extend(admin.iter().map(String::as_str));
+    let out = store.sgctl(&status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "host web1 interface eth0 registered 198.51.100.240, outside the fleet's member_ranges; ignored"
+        ),
+        "fleet status names the ignored address: {text}"
+    );
+    assert!(d_db1.log().contains("198.51.100.240"), "the db host says it too: {}", d_db1.log());
+    // No ranges: as before, the host's word is taken (and put says the fleet is unbounded).
+    let (rev, said) = put("fleet-open.toml", &open);
+    assert!(said.contains("no [fleet] member_ranges"), "{said}");
+    assert!(enforcing(rev), "db1 does not enforce revision {rev}\n{}", d_db1.log());
+    let widened = wait_until(Duration::from_secs(10), || connects(&outside, &db1, DB_PORTS[0]));
+    assert!(widened.is_some(), "without ranges the registered outside address is a member, as before");
+}
