@@ -27,11 +27,14 @@ use crate::{
 pub const DB_PORTS: [u16; 3] = [5432, 5433, 5434];
 pub const WEB_PORTS: [u16; 2] = [80, 8080];
 
-/// The policy text: `dbs` db hosts and `webs` web hosts; `db_egress = Some("[]")` replaces
-/// the db group's default egress.
+/// The bounds of every fleet here: the LAN's range (`[fleet] member_ranges`).
+pub const MEMBER_RANGES: &str = "[fleet]\nmember_ranges = [\"198.51.100.0/24\"]\n\n";
+
+/// The policy text: `dbs` db hosts and `webs` web hosts, registrations bounded to the LAN's
+/// range; `db_egress = Some("[]")` replaces the db group's default egress.
 pub fn policy(dbs: usize, webs: usize, db_port: u16, web_port: u16, db_egress: Option<&str>) -> String {
     let mut s = format!(
-        "[groups.web]\ningress = [ {{ proto = \"tcp\", ports = \"{web_port}\", from = \"198.51.100.0/24\" }} ]\n\n\
+        "{MEMBER_RANGES}[groups.web]\ningress = [ {{ proto = \"tcp\", ports = \"{web_port}\", from = \"198.51.100.0/24\" }} ]\n\n\
          [groups.db]\ningress = [\n  {{ proto = \"udp\", ports = \"9000\", from_group = \"web\" }},\n  \
          {{ proto = \"tcp\", ports = \"{db_port}\", from_group = \"web\" }},\n]\n"
     );

@@ -434,8 +434,12 @@ fn a_hosts_word_about_its_addresses_is_bounded_by_the_policy() {
             serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["revision"].as_i64().unwrap();
         (rev, String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let open = policy(1, 1, DB_PORTS[0], WEB_PORTS[0], None);
-    let bounded = format!("[fleet]\nmember_ranges = [\"198.51.100.0/28\"]\n\n{open}");
+    let lan = policy(1, 1, DB_PORTS[0], WEB_PORTS[0], None);
+    let open = lan.replacen(sg_tests::fleet::MEMBER_RANGES, "", 1);
+    let bounded = lan.replacen("198.51.100.0/24\"]", "198.51.100.0/28\"]", 1);
+    assert!(
+        bounded.starts_with("[fleet]\nmember_ranges = [\"198.51.100.0/28\"]") && !open.contains("[fleet]")
+    );
     let (rev, said) = put("fleet-bounded.toml", &bounded);
     assert!(!said.contains("member_ranges"), "a bounded fleet gets no warning: {said}");
     let _servers = sg_tests::fleet::Servers::start(&[(&db1, &DB_PORTS[..])]);

@@ -217,7 +217,11 @@ fn a_bad_file_changes_nothing_and_dry_run_changes_nothing() {
     assert_eq!(st["interfaces"][0]["policy_seq"], 1, "a rejected file must not be applied");
     let dry = pair.sgctl_ok(
         Side::A,
-        &["apply", "--dry-run", write_temp("dry.toml", &good.replace("22", "2222")).to_str().unwrap()],
+        &[
+            "apply",
+            "--dry-run",
+            write_temp("dry.toml", &good.replace("ports = \"22\"", "ports = \"2222\"")).to_str().unwrap(),
+        ],
     );
     assert!(
         dry.contains("+ ingress tcp 2222") && dry.contains("- ingress tcp 22 ") && dry.contains("dry run"),
