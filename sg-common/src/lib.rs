@@ -14,6 +14,7 @@ pub mod counters;
 pub mod flowlog;
 pub mod layout;
 pub mod local;
+pub mod lookup;
 pub mod maps;
 pub mod packet;
 pub mod policy;

@@ -14,6 +14,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use sg_common::lookup::search;
 use sg_common::policy::{
     ACL_DENY, LAYER_ACL, LAYER_GROUPS, MAX_ACL_ENTRIES, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
 };
@@ -206,17 +207,16 @@ fn compile_acl(iface: &str, acl: &Acl, segments: &mut Vec<Segment>) -> Result<Ac
 pub fn interpret_acl(plan: &IfacePlan, dir: Dir, peer: std::net::IpAddr, key: u32) -> Option<(u32, bool)> {
     plan.acl.as_ref()?;
     let set = plan.tables.lookup_in(LAYER_ACL, dir, peer).ok()??;
-    let segs = &plan.segments[set.start as usize..(set.start + set.count) as usize];
-    segs.iter().find(|s| s.lo <= key && key <= s.hi).map(|s| (s.rule & !ACL_DENY, s.rule & ACL_DENY == 0))
+    let rule = search(&plan.segments[..], set, key).ok()??;
+    Some((rule & !ACL_DENY, rule & ACL_DENY == 0))
 }
 
 /// Decides a flow key the way the datapath reads a plan: the prefix tables' walk for `peer`
-/// in `dir` (`PrefixTables::lookup`), then a search of that port set's segments. Returns the
-/// rule id.
+/// in `dir` (`PrefixTables::lookup`), then the datapath's binary search of that port set's
+/// segments (`sg_common::lookup::search`). Returns the rule id.
 pub fn interpret(plan: &IfacePlan, dir: Dir, peer: std::net::IpAddr, key: u32) -> Option<u32> {
     let set = plan.tables.lookup(dir, peer).ok()??;
-    let segs = &plan.segments[set.start as usize..(set.start + set.count) as usize];
-    segs.iter().find(|s| s.lo <= key && key <= s.hi).map(|s| s.rule)
+    search(&plan.segments[..], set, key).ok()?
 }
 
 /// Sorted disjoint segments of the union of `ranges`, each key labelled with the lowest rule

@@ -18,18 +18,18 @@
 //!
 //! Every node consumes at least one byte, so a lookup takes at most 2 nodes and 3 tips below
 //! an IPv4 root and 14 nodes and 3 tips below an IPv6 one (`MAX_WALK`). [`PrefixTables::lookup`]
-//! is the datapath's walk, step for step; the tests hold it equal to a plain longest-prefix
-//! match.
+//! runs the datapath's walk itself (`sg_common::lookup`, over these tables instead of the
+//! maps); the tests hold it equal to a plain longest-prefix match.
 
 use std::collections::{BTreeMap, HashMap};
 
 use ipnet::IpNet;
 use sg_common::{
     conntrack::addr_words,
+    lookup::{PrefixPool, Unreadable, walk},
     policy::{
-        CHAIN_MAX, LAYER_GROUPS, LAYERS, MAX_WALK, NODE_SLOTS, PortSetRef, PrefixNode, PrefixRoot, PrefixTip,
-        ROOT_BITS, ROOT_SLOTS, SLOT_KIND, SLOT_NODE, SLOT_NONE, SLOT_SET, SLOT_TIP, Slot, addr_byte,
-        nodes_for, root_slot,
+        CHAIN_MAX, LAYER_GROUPS, LAYERS, NODE_SLOTS, PortSetRef, PrefixNode, PrefixRoot, PrefixTip,
+        ROOT_BITS, ROOT_SLOTS, SLOT_NODE, SLOT_NONE, SLOT_SET, SLOT_TIP, Slot, nodes_for,
     },
 };
 
@@ -247,7 +247,7 @@ impl PrefixTables {
     }
 
     /// The port set of the longest prefix of (`layer`, `dir`, family of `peer`) covering
-    /// `peer`, by the datapath's walk (`sg-ebpf/src/policy.rs`). `Err` where the datapath would
+    /// `peer`, by the datapath's own walk (`sg_common::lookup::walk`). `Err` where the datapath would
     /// answer `internal_error` (a table this module did not build).
     pub fn lookup_in(
         &self,
@@ -259,28 +259,28 @@ impl PrefixTables {
             std::net::IpAddr::V4(a) => ((u128::from(a.to_bits()) << 96).to_be_bytes(), false),
             std::net::IpAddr::V6(a) => (a.octets(), true),
         };
-        let w = addr_words(&bytes);
-        let within = |mask: &[u64; 2], key: &[u64; 2]| w[0] & mask[0] == key[0] && w[1] & mask[1] == key[1];
-        let mut slot = self.roots[table(layer, dir, v6)][root_slot(&w)];
-        for _ in 0..MAX_WALK {
-            let at = (slot & !SLOT_KIND) as usize;
-            slot = match slot & SLOT_KIND {
-                SLOT_NODE => {
-                    let n = self.nodes.get(at).ok_or("node out of bounds")?;
-                    if within(&n.mask, &n.key) { n.slots[usize::from(addr_byte(&w, n.byte))] } else { n.miss }
-                }
-                SLOT_TIP => {
-                    let t = self.tips.get(at).ok_or("tip out of bounds")?;
-                    if within(&t.mask, &t.key) { t.inside } else { t.outside }
-                }
-                _ => break,
-            };
-        }
-        match (slot & SLOT_KIND, slot & !SLOT_KIND) {
-            (SLOT_SET, 0) => Ok(None),
-            (SLOT_SET, i) => self.sets.get(i as usize - 1).copied().map(Some).ok_or("port set out of bounds"),
-            _ => Err("walk longer than MAX_WALK"),
-        }
+        walk(self, layer, dir.datapath() as u32, v6, &addr_words(&bytes)).map_err(Unreadable::what)
+    }
+}
+
+/// The tables as the shared walk reads them (`sg_common::lookup`), as the datapath reads its
+/// maps.
+impl PrefixPool for PrefixTables {
+    fn root(&self, layer: u32, dir: u32, v6: bool) -> Option<&PrefixRoot> {
+        let at = sg_common::policy::root_index(0, layer, dir, v6) as usize;
+        self.roots.get(at).map(|r| &**r)
+    }
+
+    fn node(&self, at: u32) -> Option<&PrefixNode> {
+        self.nodes.get(at as usize)
+    }
+
+    fn tip(&self, at: u32) -> Option<&PrefixTip> {
+        self.tips.get(at as usize)
+    }
+
+    fn set(&self, at: u32) -> Option<PortSetRef> {
+        self.sets.get(at as usize).copied()
     }
 }
 
