@@ -3,7 +3,7 @@
 //!
 //! One thread per CPU, each pinned to its CPU with its own UMEM and XDP socket bound to its
 //! own queue of the sender's veth (the fixture gives the veth one queue per CPU), in copy mode
-//! (veth has no zero-copy). Each UMEM holds the frames of all [`FLOWS`](super::traffic::FLOWS)
+//! (veth has no zero-copy). Each UMEM holds the frames of all `traffic::FLOWS`
 //! source ports once; a thread keeps its TX ring full with descriptors of those frames and
 //! reaps completions, until its time is up. The kernel builds an skb per descriptor and hands
 //! it to the veth directly (no qdisc), like trafgen's `PACKET_QDISC_BYPASS`, without trafgen's

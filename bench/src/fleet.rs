@@ -37,8 +37,9 @@ use sg_userspace::{
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
-    Bench, Sample, median,
-    report::{fmt, matching, med},
+    Bench, Sample,
+    figures::{fmt, line, matching, med},
+    median,
 };
 use sg_tests::{
     etcd::EtcdCluster,
@@ -653,7 +654,7 @@ pub fn plot(s: &[Sample], path: &std::path::Path) -> anyhow::Result<()> {
         .y_label_formatter(&|y| format!("{:.0}", 10f64.powf(*y)))
         .draw()?;
     for (i, (name, pts)) in series.iter().enumerate() {
-        let color = super::report::line(&mut chart, i, name, pts, 2)?;
+        let color = line(&mut chart, i, name, pts, 2)?;
         chart.draw_series(pts.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))?;
     }
     // The goal for 10 hosts: p99 < 1 s.

@@ -32,6 +32,7 @@ pub static STAGED_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 pub mod afxdp;
 pub mod attacks;
 pub mod connrate;
+pub mod figures;
 pub mod fleet;
 pub mod iperf;
 pub mod lifecycle;

@@ -4,36 +4,17 @@
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use anyhow::Result;
-use plotters::{coord::types::RangedCoordf64, prelude::*};
+use plotters::prelude::*;
 
-use super::{Bench, Sample, median, spread};
-
-/// The samples of `section` whose labels include every `(name, value)` of `want`.
-pub fn matching<'a>(
-    samples: &'a [Sample],
-    section: &'a str,
-    want: &'a [(&'a str, &'a str)],
-) -> impl Iterator<Item = &'a Sample> {
-    samples.iter().filter(move |s| s.section == section && want.iter().all(|(n, v)| s.label(n) == *v))
-}
-
-/// Median of the samples of `section` whose labels include every `(name, value)` of `want`.
-pub fn med(samples: &[Sample], section: &str, want: &[(&str, &str)]) -> f64 {
-    median(&matching(samples, section, want).map(|s| s.value).collect::<Vec<_>>())
-}
-
-/// The values of [`matching`] samples by round (label `rep`; "" for a run without rounds).
-pub fn by_round(samples: &[Sample], section: &str, want: &[(&str, &str)]) -> BTreeMap<String, f64> {
-    matching(samples, section, want).map(|s| (s.label("rep").to_string(), s.value)).collect()
-}
+use super::{
+    Bench, Sample,
+    figures::{by_round, fmt, line, matching, med},
+    median, spread,
+};
 
 /// Per-round ratios a/b, rounds matched.
 fn round_ratios(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     a.iter().filter_map(|(k, va)| b.get(k).map(|vb| (k.clone(), ratio(*va, *vb)))).collect()
-}
-
-pub fn fmt(v: f64, digits: usize) -> String {
-    if v.is_nan() { "n/a".to_string() } else { format!("{v:.digits$}") }
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -573,28 +554,6 @@ fn footer(m: &mut String, b: &Bench, notes: Option<&str>) {
          iperf3, ethtool and bpftool if missing. Everything runs in namespaces the benchmark creates \
          (192.0.2.0/24, 2001:db8::/32), torn down at the end."
     );
-}
-
-/// A chart with f64 axes.
-pub type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
-
-/// Draws `pts` as a line of palette colour `i` and `width`, named `name` in the legend.
-pub fn line<DB: DrawingBackend>(
-    chart: &mut Chart<'_, DB>,
-    i: usize,
-    name: &str,
-    pts: &[(f64, f64)],
-    width: u32,
-) -> Result<RGBAColor>
-where
-    DB::ErrorType: 'static,
-{
-    let color = Palette99::pick(i).to_rgba();
-    chart
-        .draw_series(LineSeries::new(pts.to_vec(), color.stroke_width(width)))?
-        .label(name)
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
-    Ok(color)
 }
 
 fn plot_ns(s: &[Sample], path: &Path) -> Result<()> {
