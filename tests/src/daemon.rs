@@ -21,7 +21,14 @@ impl Daemon {
 
     /// Starts `sgctl -v daemon ARGS` in namespace `ns`.
     pub fn start_in(ns: &str, name: &str, args: &[&str]) -> Daemon {
+        Daemon::start_with_env(ns, name, args, &[])
+    }
+
+    /// Starts `sgctl -v daemon ARGS` in namespace `ns` with environment variables `env` added.
+    pub fn start_with_env(ns: &str, name: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let bin = crate::sgctl_path();
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
         let log = crate::write_temp(&format!("daemon-{name}.log"), "");
         let args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
         let log2 = log.clone();
@@ -31,6 +38,7 @@ impl Daemon {
                 .arg("-v")
                 .arg("daemon")
                 .args(&args)
+                .envs(env)
                 .stdout(Stdio::null())
                 .stderr(err)
                 .spawn()

@@ -568,6 +568,11 @@ pub fn run(opts: Options) -> Result<()> {
         }
         gc_t.reset();
         log::info!("sgctl daemon {} running, pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
+        // Under systemd (Type=notify), units ordered after sgctl start only now: the rule set
+        // is enforced (or the pins' one kept), the metrics port bound, daemon.json written.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            log::warn!("telling systemd the daemon is ready: {e}");
+        }
         loop {
             tokio::select! {
                 _ = poll_t.tick(), if d.fleet.is_none() => { d.reconcile(Trigger::Poll); }

@@ -38,6 +38,32 @@ fn seq(pair: &NetnsPair) -> Option<u64> {
     st["interfaces"].as_array()?.first()?["policy_seq"].as_u64()
 }
 
+/// Under systemd (`Type=notify`), the daemon says READY=1 once its rule set is enforced, not
+/// before: units ordered after sgctl never start on an unfiltered interface.
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_once_it_enforces() {
+    if !require_bpf("the_daemon_tells_systemd_it_is_ready_once_it_enforces") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    let file = group_rules("daemon-ready.toml", &pair.if_a, &["tcp 7000"], "");
+    let sock_path = write_temp("notify.sock", "");
+    std::fs::remove_file(&sock_path).unwrap();
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let d = Daemon::start_with_env(
+        pair.ns(Side::A),
+        "ready",
+        &["--config", file.to_str().unwrap(), "--metrics", "off"],
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("no notification ({e}): {}", d.log()));
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    assert_eq!(seq(&pair), Some(1), "READY=1 before the rule set was enforced: {}", d.log());
+}
+
 #[test]
 fn daemon_applies_changes_live_and_rejects_bad_edits() {
     if !require_bpf("daemon_applies_changes_live_and_rejects_bad_edits") {

@@ -123,6 +123,10 @@ fn systemd_unit_runs_a_valid_daemon_command() {
         "ProtectSystem=strict",
         "ReadWritePaths=/sys/fs/bpf",
         "RuntimeDirectoryPreserve=yes",
+        // Readiness is reported (the daemon's READY=1), not assumed.
+        "Type=notify",
+        // Nothing is applied before the operator writes a rules file.
+        "ConditionPathExists=/etc/sgctl/rules.toml",
     ] {
         assert!(unit.contains(key), "the unit lacks {key}");
     }
