@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod fuzz;
+mod package;
 mod setup;
 
 #[derive(Parser)]
@@ -45,6 +46,21 @@ enum Cmd {
         /// Only these sections (testrun, traffic, iperf3, connrate, updates, lifecycle, attacks, memory, fleet), comma-separated.
         #[arg(long)]
         only: Option<String>,
+    },
+    /// The Debian package (target/debian/sgctl_VERSION_ARCH.deb), checked by lintian.
+    Package {
+        /// Package this sgctl instead of building the release one.
+        #[arg(long)]
+        sgctl: Option<PathBuf>,
+        /// Package version (default: the workspace's).
+        #[arg(long)]
+        version: Option<String>,
+        /// Output directory (default: target/debian).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Skip the lintian check.
+        #[arg(long)]
+        no_lintian: bool,
     },
     /// Fuzz the rules front ends and the compiler (cargo fuzz, bounded in time).
     Fuzz {
@@ -97,6 +113,18 @@ fn run_cli(cli: &Cli) -> Result<()> {
             bench(quick, only.as_deref())
         }
         Cmd::Clippy => clippy(),
+        Cmd::Package { ref sgctl, ref version, ref out, no_lintian } => {
+            if sgctl.is_none() {
+                setup::all()?;
+            }
+            package::build(&package::Options {
+                sgctl: sgctl.clone(),
+                version: version.clone(),
+                out: out.clone(),
+                lintian: !no_lintian,
+            })
+            .map(|_| ())
+        }
         Cmd::Fuzz { secs, ref target, scratch } => {
             setup::all()?;
             fuzz::run(secs, target.as_deref(), scratch)

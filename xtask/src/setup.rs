@@ -140,8 +140,18 @@ fn kernel() -> Result<()> {
 }
 
 /// Debian packages the tests and the demo use: (command, package).
-const TOOLS: &[(&str, &str)] =
-    &[("ip", "iproute2"), ("tc", "iproute2"), ("bpftool", "bpftool"), ("setpriv", "util-linux")];
+const TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("tc", "iproute2"),
+    ("bpftool", "bpftool"),
+    ("setpriv", "util-linux"),
+    // `cargo xtask package` and its test: Debian's own tools for Debian's conventions.
+    ("dpkg-deb", "dpkg"),
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("strip", "binutils"),
+    ("lintian", "lintian"),
+    ("deb-systemd-helper", "init-system-helpers"),
+];
 
 fn have(cmd: &str) -> bool {
     Command::new("sh")
