@@ -34,7 +34,7 @@ const ALLOWED_UDP: u16 = 9100;
 const ALLOWED_TCP: u16 = 7000;
 const DENIED_UDP: u16 = 9200;
 
-fn rules(iface: &str) -> String {
+pub(crate) fn rules(iface: &str) -> String {
     format!(
         "[groups.svc]\ningress = [\n  {{ proto = \"udp\", ports = \"{ALLOWED_UDP}\", from = \"192.0.2.0/24\" }},\n  \
          {{ proto = \"tcp\", ports = \"{ALLOWED_TCP}\", from = \"192.0.2.0/24\" }},\n]\n\n[interfaces.{iface}]\ngroups = [\"svc\"]\n"
@@ -42,14 +42,14 @@ fn rules(iface: &str) -> String {
 }
 
 /// The three probes, running B -> A.
-struct Traffic {
+pub(crate) struct Traffic {
     udp: UdpEcho,
     tcp: TcpPing,
     flood: Flood,
 }
 
 impl Traffic {
-    fn start(pair: &NetnsPair) -> Self {
+    pub(crate) fn start(pair: &NetnsPair) -> Self {
         let a = |port| SocketAddr::new(pair.v4_a.into(), port);
         Traffic {
             udp: UdpEcho::start(&pair.ns_a, a(ALLOWED_UDP), &pair.ns_b, 2),
@@ -59,7 +59,7 @@ impl Traffic {
     }
 
     /// Stops the probes and checks that nothing was lost and nothing denied passed.
-    fn check(self, what: &str) {
+    pub(crate) fn check(self, what: &str) {
         let Traffic { udp, tcp, flood } = self;
         let (u, t, f) = (udp.finish(), tcp.finish(), flood.finish());
         eprintln!("{what}: UDP {u:?}, TCP {t:?}, denied flood {f:?}");

@@ -22,4 +22,5 @@ mod netns_rules;
 mod netns_seen;
 mod netns_top;
 mod operator_safety;
+mod package;
 mod replay;
