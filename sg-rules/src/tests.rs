@@ -1,5 +1,7 @@
 //! Front ends and validation: every error kind, with its file:line:column text.
 
+use ipnet::IpNet;
+
 use super::*;
 
 fn parse(text: &str) -> Result<RuleSet, RuleErrors> {
@@ -331,9 +333,9 @@ fn aws_round_trip_import_toml_export() {
     let toml = toml_out::to_toml(&rs);
     let again = parse_str("imported.toml", &toml, Format::Toml, &AwsContext::default())
         .unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    let exported = serde_json::to_value(aws::export(&again)).unwrap();
+    let exported = serde_json::to_value(aws_export::export(&again)).unwrap();
     let original: serde_json::Value = serde_json::from_str(AWS_FIXTURE).unwrap();
-    assert_eq!(aws::meaning(&exported), aws::meaning(&original));
+    assert_eq!(aws_export::meaning(&exported), aws_export::meaning(&original));
 }
 
 /// `export aws` with its members file imports back to the same rule set: members, member
@@ -368,10 +370,10 @@ entries = ["198.51.100.0/24", "2001:db8:1::/48"]
 groups = ["web", "db"]
 "#;
     let rs = parse(text).unwrap_or_else(|e| panic!("{e}"));
-    let json = serde_json::to_string_pretty(&aws::export(&rs)).unwrap();
-    let members = toml_out::members_file(&rs, &|g| aws::export_id(&rs, g));
+    let json = serde_json::to_string_pretty(&aws_export::export(&rs)).unwrap();
+    let members = toml_out::members_file(&rs, &|g| aws_export::export_id(&rs, g));
     let ctx = AwsContext {
-        bindings: aws::bindings(&rs),
+        bindings: aws_export::bindings(&rs),
         members: Some(("m.toml".into(), members.clone())),
         ..AwsContext::default()
     };
@@ -397,11 +399,11 @@ groups = ["web", "db"]
     assert_eq!(a.prefix_lists, b.prefix_lists, "prefix lists\n{members}");
     assert_eq!(a.interfaces, b.interfaces, "bindings");
     assert_eq!(
-        aws::meaning(&serde_json::to_value(aws::export(&again)).unwrap()),
-        aws::meaning(&serde_json::from_str(&json).unwrap())
+        aws_export::meaning(&serde_json::to_value(aws_export::export(&again)).unwrap()),
+        aws_export::meaning(&serde_json::from_str(&json).unwrap())
     );
     // Without the members file the groups match nothing: said by warnings, not silently.
-    let bare = AwsContext { bindings: aws::bindings(&rs), ..AwsContext::default() };
+    let bare = AwsContext { bindings: aws_export::bindings(&rs), ..AwsContext::default() };
     let l = parse_with_warnings("sg.json", &json, Format::Aws, &bare).unwrap();
     assert!(
         l.warnings.iter().any(|w| w.msg.contains("prefix list pl-0office has no known entries")),

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 
 use super::common::{AwsInput, FormatArg, load_rules};
 use crate::{
-    rules::{aws, nft, toml_out},
+    rules::{aws, aws_export, nft, toml_out},
     state::applied,
 };
 
@@ -52,11 +52,11 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     }
     match args.to {
         ExportFormat::Aws => {
-            let json = serde_json::to_string_pretty(&aws::export(&rs))?;
+            let json = serde_json::to_string_pretty(&aws_export::export(&rs))?;
             if let Some(path) = &args.write_members {
-                let text = toml_out::members_file(&rs, &|g| aws::export_id(&rs, g));
+                let text = toml_out::members_file(&rs, &|g| aws_export::export_id(&rs, g));
                 std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-                eprintln!("{}", aws::import_hint(&rs, path));
+                eprintln!("{}", aws_export::import_hint(&rs, path));
             }
             println!("{json}");
         }

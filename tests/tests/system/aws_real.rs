@@ -23,7 +23,8 @@ use sg_tests::{
     write_temp,
 };
 use sg_userspace::rules::{
-    AwsContext, Format, Loaded, RuleErrors, RuleSet, aws, check_diagnostics, compile, parse_with_warnings,
+    AwsContext, Format, Loaded, RuleErrors, RuleSet, aws, aws_export, check_diagnostics, compile,
+    parse_with_warnings,
 };
 
 fn real_dir() -> PathBuf {
@@ -363,7 +364,7 @@ fn check_row(row: &Row) {
             }
             compile::compile(&l.rules).unwrap_or_else(|e| panic!("{}: does not compile: {e}", row.file));
             // export aws -> import aws: the same rule set.
-            let exported = serde_json::to_string_pretty(&aws::export(&l.rules)).unwrap();
+            let exported = serde_json::to_string_pretty(&aws_export::export(&l.rules)).unwrap();
             let again = import("exported.json", &exported, &ctx)
                 .unwrap_or_else(|e| panic!("{}: export does not import: {e}\n{exported}", row.file));
             assert_eq!(comparable(&again.rules), comparable(&l.rules), "{}: round trip differs", row.file);
@@ -716,8 +717,8 @@ fn describe_security_group_rules_means_the_same_as_describe_security_groups() {
         .unwrap_or_else(|e| panic!("{e}"));
     // The rules shape has no GroupName or Description: compare everything else.
     let meaning = |rs: &RuleSet| {
-        let v = serde_json::to_value(aws::export(rs)).unwrap();
-        aws::meaning(&v).into_iter().filter(|m| !m.contains(" name=")).collect::<Vec<_>>()
+        let v = serde_json::to_value(aws_export::export(rs)).unwrap();
+        aws_export::meaning(&v).into_iter().filter(|m| !m.contains(" name=")).collect::<Vec<_>>()
     };
     assert_eq!(meaning(&by_rules.rules), meaning(&by_groups.rules));
     assert_eq!(rule_count(&by_rules.rules), rule_count(&by_groups.rules));

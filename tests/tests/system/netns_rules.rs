@@ -17,7 +17,7 @@ use sg_tests::{
     netns::{NetnsPair, Side, run_in_ns},
     require_bpf, write_temp,
 };
-use sg_userspace::rules::aws;
+use sg_userspace::rules::aws_export;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
@@ -283,7 +283,11 @@ fn aws_json_applies_and_exports_equivalently_and_interfaces_follow_the_file() {
     let exported: serde_json::Value =
         serde_json::from_str(&pair.sgctl_ok(Side::A, &["export", "aws"])).unwrap();
     let original: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(aws::meaning(&exported), aws::meaning(&original), "export of the applied AWS JSON differs");
+    assert_eq!(
+        aws_export::meaning(&exported),
+        aws_export::meaning(&original),
+        "export of the applied AWS JSON differs"
+    );
     assert_eq!(status(&pair)["interfaces"].as_array().unwrap().len(), 2);
 
     // import -> TOML -> apply -> export: equivalent again.
@@ -296,7 +300,11 @@ fn aws_json_applies_and_exports_equivalently_and_interfaces_follow_the_file() {
     assert!(out.contains(&format!("detached {dummy}")), "the dropped interface is detached: {out}");
     let exported: serde_json::Value =
         serde_json::from_str(&pair.sgctl_ok(Side::A, &["export", "aws"])).unwrap();
-    assert_eq!(aws::meaning(&exported), aws::meaning(&original), "import -> apply -> export differs");
+    assert_eq!(
+        aws_export::meaning(&exported),
+        aws_export::meaning(&original),
+        "import -> apply -> export differs"
+    );
     let st = status(&pair);
     let ifaces: Vec<&str> =
         st["interfaces"].as_array().unwrap().iter().map(|i| i["iface"].as_str().unwrap()).collect();

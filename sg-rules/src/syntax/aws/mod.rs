@@ -1,5 +1,5 @@
 //! AWS JSON: read into the raw form (apply, import, every subcommand taking `--format aws`)
-//! and written from a checked rule set (`export aws`).
+//! (writing one is a tool: `crate::tools::aws_export`).
 //!
 //! Inputs, as `aws ec2` prints them (unknown keys are ignored, optional keys may be missing):
 //! - `describe-security-groups` (`SecurityGroups`) or `describe-security-group-rules`
@@ -12,14 +12,12 @@
 //! - `describe-network-acls` (`--network-acls`): network ACLs ([`nacl`]), bound by their id in
 //!   `--bind IFACE=...,acl-ID`.
 //!
-//! Groups are keyed by GroupId: GroupName is unique only per VPC. See [`import`] for naming,
+//! Groups are keyed by GroupId: GroupName is unique only per VPC. See `import.rs` for naming,
 //! references and what is accepted with a warning.
 
-pub mod export;
 mod import;
 pub mod inputs;
 pub mod nacl;
 
-pub use export::{DescribeOut, GroupOut, PermissionOut, bindings, export, export_id, import_hint, meaning};
 pub use import::parse;
 pub use inputs::PrefixListInput;

@@ -33,7 +33,7 @@ use sg_common::{
     },
 };
 
-use super::Dir;
+use crate::Dir;
 
 /// What the datapath's prefix maps hold for one generation.
 #[derive(Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use sg_common::{
     policy::flow_key,
 };
 
-use super::{Ports, Proto};
+use crate::{Ports, Proto};
 
 /// The flow-key range a rule allows (see `sg_common::policy::flow_key`).
 pub fn key_range(proto: Proto, ports: Ports) -> (u32, u32) {

@@ -12,7 +12,7 @@ use std::{
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{Dir, Group, Ports, Proto, Rule, RuleSet, TCP, UDP};
+use crate::{Dir, Group, Ports, Proto, Rule, RuleSet, TCP, UDP};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,8 +81,8 @@ pub const CHECKS: &[(&str, Severity, &str)] = &[
 fn other_family(proto: Proto, peers: &[IpNet]) -> Option<&'static str> {
     let all = |v6: bool| !peers.is_empty() && peers.iter().all(|n| matches!(n, IpNet::V6(_)) == v6);
     match proto {
-        Proto::Num(super::ICMP) if all(true) => Some("icmp (IPv4) with IPv6 addresses only"),
-        Proto::Num(super::ICMPV6) if all(false) => Some("icmpv6 with IPv4 addresses only"),
+        Proto::Num(crate::ICMP) if all(true) => Some("icmp (IPv4) with IPv6 addresses only"),
+        Proto::Num(crate::ICMPV6) if all(false) => Some("icmpv6 with IPv4 addresses only"),
         _ => None,
     }
 }
@@ -287,7 +287,7 @@ pub fn audit(rs: &RuleSet) -> Vec<Finding> {
         let referenced = rs
             .groups
             .iter()
-            .any(|o| o.ingress.iter().chain(&o.egress).any(|r| r.peer == super::Peer::Group(g.name.clone())));
+            .any(|o| o.ingress.iter().chain(&o.egress).any(|r| r.peer == crate::Peer::Group(g.name.clone())));
         if !bound && !member {
             let why = if referenced { " (it is only referenced as a peer)" } else { "" };
             out.push(Finding {
@@ -389,7 +389,7 @@ fn acl_checks(rs: &RuleSet) -> Vec<Finding> {
                 EPHEMERAL.iter().find_map(|&dport| {
                     // The reply: from the host to the peer at egress, from the peer at ingress.
                     let (src, dst) = if back == Dir::Egress { (host, peer) } else { (peer, host) };
-                    let p = super::model::Probe {
+                    let p = crate::model::Probe {
                         src,
                         dst,
                         proto,
@@ -437,9 +437,9 @@ fn acl_checks(rs: &RuleSet) -> Vec<Finding> {
 }
 
 /// Does ACL entry `o` match every packet `e` matches (same direction)?
-fn acl_covers(o: &super::acl::AclEntry, e: &super::acl::AclEntry) -> bool {
-    let (olo, ohi) = super::compile::key_range(o.proto, o.ports);
-    let (lo, hi) = super::compile::key_range(e.proto, e.ports);
+fn acl_covers(o: &crate::acl::AclEntry, e: &crate::acl::AclEntry) -> bool {
+    let (olo, ohi) = crate::compile::key_range(o.proto, o.ports);
+    let (lo, hi) = crate::compile::key_range(e.proto, e.ports);
     o.cidr.contains(&e.cidr) && olo <= lo && hi <= ohi
 }
 

@@ -27,7 +27,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use ipnet::IpNet;
 use sg_common::config::{CONFIG_NO_IMPLICIT_DHCP, CONFIG_NO_IMPLICIT_DHCPV6, CONFIG_NO_IMPLICIT_NDP};
 
-use super::{Binding, Dir, ICMP, ICMPV6, Ports, Proto, RuleSet, TCP, UDP, acl::AclAction};
+use crate::{Binding, Dir, ICMP, ICMPV6, Ports, Proto, RuleSet, TCP, UDP, acl::AclAction};
 
 /// The nftables table every export defines (and replaces when loaded again).
 pub const TABLE: &str = "sgctl";

@@ -4,7 +4,7 @@
 
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Value};
 
-use super::Dir;
+use crate::Dir;
 /// Why an edit could not be made (the rule set is unchanged).
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {

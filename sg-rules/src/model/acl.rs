@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sg_common::Reason;
 
-use super::{
+use crate::{
     Dir, Loc, Ports, Proto,
     key::{Probe, key_low16, key_range},
 };
@@ -62,10 +62,10 @@ impl AclEntry {
 
     /// The entry as one line: `100 allow tcp 443 from 0.0.0.0/0`.
     pub fn describe(&self, dir: Dir) -> String {
-        let rule = super::Rule {
+        let rule = crate::Rule {
             proto: self.proto,
             ports: self.ports,
-            peer: super::Peer::Cidr(self.cidr),
+            peer: crate::Peer::Cidr(self.cidr),
             description: None,
             index: 0,
             loc: Loc::default(),

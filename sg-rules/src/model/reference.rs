@@ -6,7 +6,7 @@
 //! its protocol/port or ICMP type/code. The rule reported is the first such rule in file
 //! order. A non-first fragment carries no ports: the model (which tracks no state) drops it (`fragment_no_first`); the datapath passes it only after an accepted first fragment of the same datagram.
 //!
-//! A network ACL bound to the interface ([`super::acl`]) is a second, stateless layer: at
+//! A network ACL bound to the interface ([`crate::acl`]) is a second, stateless layer: at
 //! ingress it decides before the groups, at egress after them; the packet passes only when
 //! both allow it (`acl_deny`, `acl_default` otherwise).
 
@@ -14,8 +14,8 @@ use std::net::IpAddr;
 
 use sg_common::Reason;
 
-pub use super::key::{Probe, key_low16};
-use super::{Dir, RuleRef, RuleSet, acl::AclVerdict, key::key_range};
+pub use crate::key::{Probe, key_low16};
+use crate::{Dir, RuleRef, RuleSet, acl::AclVerdict, key::key_range};
 
 /// The model's decision: a reason (`rule_allow`, `no_rule`, `fragment_no_first`, `acl_deny`,
 /// `acl_default`), the id on the interface (index into `RuleSet::iface_rules`) of the

@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, fmt::Write as _};
 
 use ipnet::IpNet;
 
-use super::{Dir, Group, Peer, Ports, Proto, Rule, RuleSet};
+use crate::{Dir, Group, Peer, Ports, Proto, Rule, RuleSet};
 
 /// A TOML string literal.
 fn q(s: &str) -> String {
@@ -176,7 +176,7 @@ pub fn members_file(rs: &RuleSet, name: &dyn Fn(&str) -> String) -> String {
 /// The rule set as sgctl TOML.
 pub fn to_toml(rs: &RuleSet) -> String {
     let mut s = String::new();
-    let d = super::Quotas::default();
+    let d = crate::Quotas::default();
     if rs.quotas != d {
         let _ = writeln!(s, "[quotas]");
         let _ = writeln!(s, "rules_per_group = {}", rs.quotas.rules_per_group);
@@ -236,10 +236,10 @@ pub fn to_toml(rs: &RuleSet) -> String {
         if let Some(a) = &b.acl {
             let _ = writeln!(s, "acl = {}", q(a));
         }
-        let defaults = super::timeout_fields(&sg_common::conntrack::CtTimeouts::AWS_DEFAULTS);
+        let defaults = crate::timeout_fields(&sg_common::conntrack::CtTimeouts::AWS_DEFAULTS);
         let set: Vec<String> = sg_common::conntrack::CtTimeouts::RANGES
             .iter()
-            .zip(super::timeout_fields(&b.timeouts).iter().zip(defaults))
+            .zip(crate::timeout_fields(&b.timeouts).iter().zip(defaults))
             .filter(|(_, (v, d))| **v != *d)
             .map(|((name, _, _), (v, _))| format!("{name} = {v}"))
             .collect();

@@ -8,6 +8,10 @@
 //! then merged into sorted disjoint segments. Identical port sets are stored once. The entries
 //! then become the datapath's prefix tables (`prefix_table`), where the longest prefix decides.
 
+pub mod prefix_table;
+
+use prefix_table::PrefixTables;
+
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BinaryHeap, HashMap},
@@ -19,11 +23,10 @@ use sg_common::policy::{
     ACL_DENY, LAYER_ACL, LAYER_GROUPS, MAX_ACL_ENTRIES, MAX_RULES, PortSetRef, SEGMENTS_PER_GEN, Segment,
 };
 
-pub use super::key::key_range;
-use super::{
+pub use crate::key::key_range;
+use crate::{
     Dir, RuleRef, RuleSet,
     acl::{Acl, AclAction, AclEntry},
-    prefix_table::{self, PrefixTables},
 };
 
 /// One prefix: peer network -> port set, for a direction.

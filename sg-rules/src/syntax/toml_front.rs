@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{
+use crate::{
     LineIndex, Loc, RuleErrors,
     raw::{
         At, PortsText, ProtoText, RawAcl, RawAclEntry, RawBinding, RawGroup, RawHost, RawPeer, RawPrefixList,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Dir, Group, Rule, RuleSet};
+use crate::{Dir, Group, Rule, RuleSet};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Diff {
@@ -22,7 +22,7 @@ impl Diff {
     }
 }
 
-type Identity = (super::Proto, super::Ports, super::Peer, Option<String>);
+type Identity = (crate::Proto, crate::Ports, crate::Peer, Option<String>);
 
 fn counts(rules: &[Rule]) -> BTreeMap<Identity, usize> {
     let mut m = BTreeMap::new();
@@ -120,7 +120,7 @@ pub fn diff(old: Option<&RuleSet>, new: &RuleSet) -> Diff {
 /// Network ACLs added, removed, or with entries added or removed (an entry is its number and
 /// everything it matches; a renumbered entry is one removed and one added).
 fn acl_lines(old: &RuleSet, new: &RuleSet, out: &mut Vec<String>) {
-    use super::acl::AclEntry;
+    use crate::acl::AclEntry;
     let same = |a: &AclEntry, b: &AclEntry| {
         (a.number, a.action, a.proto, a.ports, a.cidr) == (b.number, b.action, b.proto, b.ports, b.cidr)
     };

@@ -1,7 +1,7 @@
 //! The located, unchecked form both front ends (TOML, AWS JSON) produce. Values are kept as
 //! written (strings, integers) so that validation can say precisely what is wrong and where.
 
-use super::Loc;
+use crate::Loc;
 
 /// A value and where it was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,5 +146,5 @@ pub struct RawRuleSet {
     pub member_ranges: Vec<At<String>>,
     /// What a front end accepted but the operator should know (AWS JSON: host bits set, stale
     /// references, groups with no known members). Never rejects the file.
-    pub warnings: Vec<super::Diagnostic>,
+    pub warnings: Vec<crate::Diagnostic>,
 }

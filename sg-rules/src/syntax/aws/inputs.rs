@@ -15,7 +15,7 @@
 use json_spanned_value::Spanned;
 use serde::Deserialize;
 
-use super::super::{
+use crate::{
     Diagnostic, LineIndex, Loc, RuleErrors,
     raw::{At, ProtoText},
 };
