@@ -1,15 +1,16 @@
 //! Connection tracking in the datapath. Layouts, states and timeouts: `sg_common::conntrack`.
 //!
-//! Per packet: an ICMP error quoting a tracked flow is RELATED; otherwise one lookup of the
+//! Per packet: an ICMP error quoting a tracked flow is RELATED; otherwise [`lookup`] of the
 //! normalised key in `SG_CT` (flows that saw both directions), then in `SG_CT_NEW` (LRU, flows
-//! not answered yet). A hit updates the entry (state, counters, last seen) and decides the
-//! packet; an expired entry is deleted and the packet is new. New packets go to the policy;
+//! not answered yet), which finds the packet's flow (an expired entry is deleted and the
+//! packet is new), then, once the pipeline has asked the network ACL, [`update`] records the
+//! packet in the entry (state, counters, last seen) and decides it. New packets go to the policy;
 //! when it allows a flow start (TCP SYN, UDP, ICMP echo request, other protocols) the flow is
 //! created in `SG_CT_NEW`; it moves to `SG_CT` once both directions are seen.
 //!
 //! Conntrack does not read the rules: when a `--revoke` apply asks that a flow be checked
-//! again, the pipeline passes in the question it may ask ([`Recheck`]), and the network ACL,
-//! which decides every packet of a tracked flow too, as an [`AclGate`].
+//! again, the pipeline passes in the question it may ask ([`Recheck`]); the network ACL is
+//! asked by the pipeline itself, between lookup and update.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -54,14 +55,6 @@ pub trait Recheck {
     ) -> Result<Option<u32>, Reason>;
 }
 
-/// The network ACL as conntrack consults it for a packet of a tracked flow, once the packet
-/// is known to belong to the flow and before the entry changes (a packet the ACL drops leaves
-/// the flow as it was): `Ok(Some(verdict))` drops it. `cache` is the packet's side of
-/// `CtEntry::acl_cache`.
-pub trait AclGate {
-    fn tracked(&self, cache: &mut u64) -> Result<Option<Verdict>, Reason>;
-}
-
 /// The two flow tables, behind one interface.
 trait CtMap {
     fn entry(&self, key: &CtKey) -> Option<*mut CtEntry>;
@@ -88,12 +81,45 @@ macro_rules! impl_ct_map {
 
 impl_ct_map!(HashMap, LruHashMap);
 
+/// What [`lookup`] found for a packet.
+pub enum Found {
+    /// No tracked flow's packet (none, expired, revoked, a new TCP connection on a closed
+    /// one's ports, the flow's tuple the wrong way, a peer's own echo request): a new packet.
+    New,
+    /// Decided by its flow without being counted (a blind RST or FIN; a benchmark stop).
+    Decided(Verdict),
+    /// A packet of this flow, not yet recorded: the pipeline asks the network ACL, then
+    /// [`update`].
+    Flow(Tracked),
+}
+
+/// A packet's tracked flow, as [`lookup`] found it.
+pub struct Tracked {
+    e: *mut CtEntry,
+    /// In `SG_CT` (answered); else in `SG_CT_NEW`. (The key is not carried: the stack is
+    /// tight, and only the move to `SG_CT`, once per flow, needs it again.)
+    established: bool,
+    /// Presence-filter slot.
+    slot: u32,
+    /// Sent by the side that started the flow.
+    from_initiator: bool,
+    now: u64,
+}
+
+impl Tracked {
+    /// The packet's side of the entry's network-ACL cache (`CtEntry::acl_cache`).
+    #[inline(always)]
+    pub fn acl_cache(&mut self) -> &mut u64 {
+        // SAFETY: valid map value pointer for this program run (see `lookup_in`).
+        unsafe { &mut (*self.e).acl_cache[usize::from(!self.from_initiator)] }
+    }
+}
+
 /// Outcome of looking a packet up in one table.
-enum Lookup {
+enum In {
     /// Not in this table (or expired and deleted): try the next.
     Absent,
-    /// Decided: `Some(verdict)` for a packet of the flow, `None` to treat it as new.
-    Done(Option<Verdict>),
+    Found(Found),
 }
 
 /// -EEXIST from a map insert with BPF_NOEXIST.
@@ -193,95 +219,83 @@ pub fn related(cfg: &IfaceConfig, pkt: &PacketSummary) -> Option<Verdict> {
     None
 }
 
-/// The packet of a tracked flow: `Ok(Some(verdict))` (the ACL's drop, through `acl`, or the
-/// flow's verdict); not tracked (or expired, revoked, or a new TCP connection reusing a closed
-/// one's ports): `Ok(None)`.
+/// The packet's tracked flow, if any, checked (direction, echo side, `--revoke`, TCP
+/// sequence space) but not yet changed: a packet the network ACL then drops leaves the flow
+/// as it was.
 #[inline(always)]
-pub fn track(
+pub fn lookup(
     cfg: &IfaceConfig,
     dir: Direction,
     pkt: &PacketSummary,
-    bytes: u64,
     recheck: &impl Recheck,
-    acl: &impl AclGate,
-) -> Result<Option<Verdict>, Reason> {
-    let Some((sport, dport)) = key_ports(pkt) else { return Ok(None) };
+) -> Result<Found, Reason> {
+    let Some((sport, dport)) = key_ports(pkt) else { return Ok(Found::New) };
     let slot = slot_of(pkt, sport, dport);
     if !maybe_tracked(slot) {
         // No flow with this slot was ever inserted (since the last rebuild): both lookups
         // would miss, so the key is not even built.
-        return Ok(None);
+        return Ok(Found::New);
     }
     let (key, src_lo) = ct_key(pkt.family, pkt.proto, &pkt.src, sport, &pkt.dst, dport);
     if stage::stop_at(STAGE_CT_KEYED) {
-        return Ok(Some(Verdict::of(Reason::CtEstablished)));
+        return Ok(Found::Decided(Verdict::of(Reason::CtEstablished)));
     }
-    let flow = Flow { key: &key, src_lo, slot };
-    if let Lookup::Done(v) = track_in(&SG_CT, true, cfg, dir, pkt, &flow, bytes, recheck, acl)? {
-        return Ok(v);
+    if let In::Found(f) = lookup_in(&SG_CT, true, cfg, dir, pkt, &key, src_lo, slot, recheck)? {
+        return Ok(f);
     }
-    match track_in(&SG_CT_NEW, false, cfg, dir, pkt, &flow, bytes, recheck, acl)? {
-        Lookup::Done(v) => Ok(v),
-        Lookup::Absent => Ok(None),
+    match lookup_in(&SG_CT_NEW, false, cfg, dir, pkt, &key, src_lo, slot, recheck)? {
+        In::Found(f) => Ok(f),
+        In::Absent => Ok(Found::New),
     }
 }
 
-/// The packet's flow as `track` found it: its normalised key, whether the packet's source is
-/// the key's `lo` endpoint, and its presence-filter slot.
-struct Flow<'a> {
-    key: &'a CtKey,
-    src_lo: bool,
-    slot: u32,
-}
-
-#[allow(clippy::too_many_arguments, reason = "inlined helper of track()")]
+#[allow(clippy::too_many_arguments, reason = "inlined helper of lookup()")]
 #[inline(always)]
-fn track_in(
+fn lookup_in(
     map: &impl CtMap,
     established: bool,
     cfg: &IfaceConfig,
     dir: Direction,
     pkt: &PacketSummary,
-    flow: &Flow<'_>,
-    bytes: u64,
+    key: &CtKey,
+    src_lo: bool,
+    slot: u32,
     recheck: &impl Recheck,
-    acl: &impl AclGate,
-) -> Result<Lookup, Reason> {
-    let Flow { key, src_lo, slot } = *flow;
-    let Some(e) = map.entry(key) else { return Ok(Lookup::Absent) };
+) -> Result<In, Reason> {
+    let Some(e) = map.entry(key) else { return Ok(In::Absent) };
     if established && stage::stop_at(STAGE_CT_FOUND) {
-        return Ok(Lookup::Done(Some(Verdict::of(Reason::CtEstablished))));
+        return Ok(In::Found(Found::Decided(Verdict::of(Reason::CtEstablished))));
     }
     // The clock only once a flow is found (see `clock`).
     let now = now_ns();
     // SAFETY: valid map value pointer for this program run; concurrent updates of counters
     // from other CPUs may race (they are statistics).
-    let e = unsafe { &mut *e };
-    if cfg.ct_timeouts.expired(key.proto, e, now) {
-        end(cfg, dir, map, key, e, END_EXPIRED);
-        return Ok(Lookup::Absent);
+    let entry = unsafe { &mut *e };
+    if cfg.ct_timeouts.expired(key.proto, entry, now) {
+        end(cfg, dir, map, key, entry, END_EXPIRED);
+        return Ok(In::Absent);
     }
-    let from_initiator = u8::from(src_lo) == e.initiator_lo;
-    let expected = if from_initiator { e.origin } else { e.origin ^ 1 };
+    let from_initiator = u8::from(src_lo) == entry.initiator_lo;
+    let expected = if from_initiator { entry.origin } else { entry.origin ^ 1 };
     if dir as u8 != expected {
         // The flow's tuple in the wrong direction (spoofed or looped): not this flow.
-        return Ok(Lookup::Done(None));
+        return Ok(In::Found(Found::New));
     }
     if matches!(key.proto, IPPROTO_ICMP | IPPROTO_ICMPV6) && !echo_fits(pkt.icmp_type, from_initiator) {
         // Request and reply share a key: only requests from the side that pinged and
         // replies from the pinged side are this flow's (a peer's own echo request is not).
-        return Ok(Lookup::Done(None));
+        return Ok(In::Found(Found::New));
     }
-    if (e.policy_seq.wrapping_sub(cfg.revoke_seq as u32) as i32) < 0 {
+    if (entry.policy_seq.wrapping_sub(cfg.revoke_seq as u32) as i32) < 0 {
         // Rules changed with --revoke since the flow was allowed: check it again.
-        match revalidate(key, e, recheck)? {
+        match revalidate(key, entry, recheck)? {
             Some(slot) => {
-                e.policy_seq = cfg.policy_seq as u32;
-                e.rule = slot_rule(slot);
+                entry.policy_seq = cfg.policy_seq as u32;
+                entry.rule = slot_rule(slot);
             }
             None => {
-                end(cfg, dir, map, key, e, END_REVOKED);
-                return Ok(Lookup::Done(None));
+                end(cfg, dir, map, key, entry, END_REVOKED);
+                return Ok(In::Found(Found::New));
             }
         }
     }
@@ -289,23 +303,35 @@ fn track_in(
     if tcp
         && from_initiator
         && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-        && matches!(e.state, CT_TCP_CLOSING | CT_TCP_CLOSED)
+        && matches!(entry.state, CT_TCP_CLOSING | CT_TCP_CLOSED)
     {
         // A new connection on the ports of a closed one.
-        end(cfg, dir, map, key, e, END_REUSED);
-        return Ok(Lookup::Done(None));
+        end(cfg, dir, map, key, entry, END_REUSED);
+        return Ok(In::Found(Found::New));
     }
-    let side = usize::from(!from_initiator);
-    let seg = tcp_seg(pkt);
-    if tcp && !tcp_seq_acceptable(e, side, &seg) {
+    if tcp && !tcp_seq_acceptable(entry, usize::from(!from_initiator), &tcp_seg(pkt)) {
         // A blind RST or FIN: the flow stays as it was.
-        return Ok(Lookup::Done(Some(Verdict::of(Reason::TcpSeqInvalid))));
+        return Ok(In::Found(Found::Decided(Verdict::of(Reason::TcpSeqInvalid))));
     }
-    if let Some(v) = acl.tracked(&mut e.acl_cache[side])? {
-        return Ok(Lookup::Done(Some(v)));
-    }
+    Ok(In::Found(Found::Flow(Tracked { e, established, slot, from_initiator, now })))
+}
+
+/// Records a packet of its tracked flow (sequence space learned, counters, last seen, state;
+/// a flow answered for the first time moves to `SG_CT`) and decides it: `ct_established`
+/// from the side that started the flow, `ct_reply` from the other.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "a found flow is recorded once: update takes lookup's answer"
+)]
+#[inline(always)]
+pub fn update(cfg: &IfaceConfig, pkt: &PacketSummary, bytes: u64, flow: Tracked) -> Verdict {
+    let Tracked { e, established, slot, from_initiator, now } = flow;
+    // SAFETY: as in `lookup_in`.
+    let e = unsafe { &mut *e };
+    let tcp = pkt.proto == IPPROTO_TCP;
+    let side = usize::from(!from_initiator);
     if tcp {
-        tcp_seq_learn(e, side, &seg);
+        tcp_seq_learn(e, side, &tcp_seg(pkt));
     }
     e.packets[side] += 1;
     e.bytes[side] += bytes;
@@ -332,17 +358,19 @@ fn track_in(
         // Answered: move to the table that is never evicted. When it is full, this packet is
         // dropped and the table gives back what expired, for the flow's next packet (at most
         // one sweep per CPU per `REAP_INTERVAL_NS`); the flow stays in `SG_CT_NEW` meanwhile.
+        let Some((sport, dport)) = key_ports(pkt) else { return Verdict::of(Reason::InternalError) };
+        let (key, _) = ct_key(pkt.family, pkt.proto, &pkt.src, sport, &pkt.dst, dport);
         if SG_CT.insert(key, *e, u64::from(BPF_NOEXIST)).is_err() {
             reclaim(cfg, now);
-            return Ok(Lookup::Done(Some(Verdict::of(Reason::CtFull))));
+            return Verdict::of(Reason::CtFull);
         }
-        map.delete(key);
+        SG_CT_NEW.delete(&key);
         // Marked again after the move: a rebuild enumerating the tables meanwhile may have
         // read `SG_CT` before the insert and `SG_CT_NEW` after the delete, missing the flow
         // in the bank it was rebuilding.
         mark_tracked(slot);
     }
-    Ok(Lookup::Done(Some(Verdict::of(reason))))
+    Verdict::of(reason)
 }
 
 /// The shortest time between two sweeps of `SG_CT` on one CPU.

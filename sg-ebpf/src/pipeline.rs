@@ -111,25 +111,25 @@ fn decide_whole(
     if is_dhcp_client(cfg, dir, pkt) {
         return Ok(Verdict::of(Reason::ImplicitDhcp));
     }
-    // The ACL's allow of this packet, cached in the flow it may start (its first side).
-    let mut first = 0;
-    let (v, start) = decide_stateful(cfg, dir, pkt, bytes, &Acl { cfg, dir, pkt }, &mut first)?;
-    if start && v.reason.action() == Action::Pass {
-        return Ok(conntrack::create(cfg, dir, pkt, v, bytes, first));
+    let (v, start) = decide_stateful(cfg, dir, pkt, bytes, &Acl { cfg, dir, pkt })?;
+    match start {
+        Some(acl_first) if v.reason.action() == Action::Pass => {
+            Ok(conntrack::create(cfg, dir, pkt, v, bytes, acl_first))
+        }
+        _ => Ok(v),
     }
-    Ok(v)
 }
 
-/// Steps 3 to 8: the ACL with RELATED, the tracked flow, TCP flags and the policy. `true`
-/// with a verdict of the policy that passes: the packet starts a flow, tracked once the
-/// egress ACL let it, and `first` holds the ACL's allow of it for the new entry's cache.
+/// Steps 3 to 8: the ACL with RELATED, the tracked flow, TCP flags and the policy. With a
+/// verdict of the policy that passes, `Some(acl_first)`: the packet starts a flow, tracked
+/// once the egress ACL let it, whose entry caches the ACL's allow of it (`acl_first`).
 ///
 /// The ACL decides every packet, at ingress before the rest and at egress after it. Where it
-/// is consulted changes no verdict: for an ICMP error after RELATED (a lookup without
-/// effects); for a packet of a tracked flow inside conntrack, once the packet is known to be
-/// the flow's and before the entry changes (`conntrack::AclGate`: the allow is cached per
-/// side and ACL epoch); otherwise at ingress before the TCP flag check, at egress after the
-/// policy passed the packet.
+/// is asked changes no verdict: for an ICMP error after RELATED (a lookup without effects);
+/// for a packet of a tracked flow between conntrack's lookup and update, once the packet is
+/// known to be the flow's and before the entry changes (the allow is cached per side and ACL
+/// epoch); otherwise at ingress before the TCP flag check, at egress after the policy passed
+/// the packet.
 #[inline(always)]
 fn decide_stateful(
     cfg: &IfaceConfig,
@@ -137,31 +137,37 @@ fn decide_stateful(
     pkt: &PacketSummary,
     bytes: u64,
     acl: &Acl<'_>,
-    first: &mut u64,
-) -> Result<(Verdict, bool), Reason> {
+) -> Result<(Verdict, Option<u64>), Reason> {
     let ingress = dir == Direction::Ingress;
     if ingress && pkt.flags & PKT_ICMP_ERROR != 0 && src_is_local(pkt) {
-        return Ok((Verdict::of(Reason::SrcIsLocal), false));
+        return Ok((Verdict::of(Reason::SrcIsLocal), None));
     }
     if let Some(v) = conntrack::related(cfg, pkt) {
-        return Ok((acl.drop(None)?.unwrap_or(v), false));
+        return Ok((acl.drop(None)?.unwrap_or(v), None));
     }
-    if let Some(v) = conntrack::track(cfg, dir, pkt, bytes, &Policy(cfg), acl)? {
-        return Ok((v, false));
+    match conntrack::lookup(cfg, dir, pkt, &Policy(cfg))? {
+        conntrack::Found::Decided(v) => return Ok((v, None)),
+        conntrack::Found::Flow(mut flow) => {
+            if let Some(v) = acl.drop(Some(flow.acl_cache()))? {
+                return Ok((v, None));
+            }
+            return Ok((conntrack::update(cfg, pkt, bytes, flow), None));
+        }
+        conntrack::Found::New => {}
     }
     // Not a tracked flow's packet. One that arrives with one of the interface's own
     // addresses as its source is spoofed or looped: it must not start a flow (the host's own
     // later connection on that tuple would find it) nor reach the policy.
     if ingress && src_is_local(pkt) {
-        return Ok((Verdict::of(Reason::SrcIsLocal), false));
+        return Ok((Verdict::of(Reason::SrcIsLocal), None));
     }
-    if dir == Direction::Ingress
-        && let Some(v) = acl.drop(Some(first))?
-    {
-        return Ok((v, false));
+    // The ACL's allow of this packet, cached in the flow it may start (its first side).
+    let mut first = 0;
+    if ingress && let Some(v) = acl.drop(Some(&mut first))? {
+        return Ok((v, None));
     }
     if pkt.proto == IPPROTO_TCP && tcp_flags_abusive(pkt.tcp_flags) {
-        return Ok((Verdict::of(Reason::TcpBadFlags), false));
+        return Ok((Verdict::of(Reason::TcpBadFlags), None));
     }
     let v = match cfg.policy_mode {
         POLICY_POSTURE => Verdict::of(posture(cfg, dir)?),
@@ -169,17 +175,15 @@ fn decide_stateful(
         _ => return Err(Reason::NoConfig),
     };
     if v.reason.action() == Action::Pass {
-        if dir == Direction::Egress
-            && let Some(d) = acl.drop(Some(first))?
-        {
-            return Ok((d, false));
+        if !ingress && let Some(d) = acl.drop(Some(&mut first))? {
+            return Ok((d, None));
         }
-        return Ok((v, !stage::stop_at(STAGE_POLICY)));
+        return Ok((v, (!stage::stop_at(STAGE_POLICY)).then_some(first)));
     }
     if conntrack::tcp_not_syn(pkt) {
-        return Ok((Verdict::of(Reason::TcpNotSyn), false));
+        return Ok((Verdict::of(Reason::TcpNotSyn), None));
     }
-    Ok((v, false))
+    Ok((v, None))
 }
 
 /// Is the packet's source one of the interface's own addresses (`SG_LOCAL`)?
@@ -232,13 +236,6 @@ impl Acl<'_> {
             *c = acl_cache(epoch, slot);
         }
         Ok(None)
-    }
-}
-
-impl conntrack::AclGate for Acl<'_> {
-    #[inline(always)]
-    fn tracked(&self, cache: &mut u64) -> Result<Option<Verdict>, Reason> {
-        self.drop(Some(cache))
     }
 }
 

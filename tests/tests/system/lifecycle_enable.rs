@@ -37,6 +37,20 @@ fn enable_keeps_what_the_policy_allows(v6: bool) {
     let in_allowed = TcpPing::start(&pair.ns_a, addr(&pair, Side::A, v6, 7000), &pair.ns_b, None, EVERY);
     let in_denied = TcpPing::start(&pair.ns_a, addr(&pair, Side::A, v6, 7001), &pair.ns_b, None, EVERY);
 
+    // Every connection is up and has made round trips before sgctl is enabled (on a loaded
+    // machine a probe's thread may not have connected yet, and its socket would not be there
+    // to adopt).
+    for (what, p) in [
+        ("outbound TCP", &out_tcp),
+        ("inbound TCP to 7000", &in_allowed),
+        ("inbound TCP to 7001", &in_denied),
+    ] {
+        assert!(p.wait_rounds(3, Duration::from_secs(10)), "{what} never started");
+    }
+    assert!(
+        sg_tests::wait_until(Duration::from_secs(10), || out_udp.received() >= 3).is_some(),
+        "the outbound UDP stream never started"
+    );
     let f = write_temp(&format!("{}-enable.toml", pair.if_a), &rules(&pair.if_a));
     let out = pair.sgctl_ok(Side::A, &["apply", &f.display().to_string()]);
     let denied_rounds = in_denied.rounds();
