@@ -24,6 +24,7 @@ pub mod packet;
 pub mod policy;
 pub mod probes;
 pub mod refparse;
+pub mod tcx;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};

@@ -3,13 +3,14 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
 use sg_tests::{
     netns::{NetnsPair, Side},
     require_bpf,
+    tcx::{ConstantProgram, TC_ACT_SHOT},
 };
 
 /// Status of the one attached interface, as JSON.
@@ -298,4 +299,62 @@ fn clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("must run as root"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+/// 20 datagrams A -> B:9300 (from one socket: one tracked flow); how many `rx` received.
+fn udp_burst(pair: &NetnsPair, rx: &UdpSocket) -> u32 {
+    let (a, b) = (pair.addr(Side::A, false), rx.local_addr().unwrap());
+    pair.run(Side::A, move || {
+        let s = UdpSocket::bind(SocketAddr::new(a, 0)).expect("bind");
+        for _ in 0..20 {
+            let _ = s.send_to(b"x", b);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let mut buf = [0u8; 16];
+    let mut n = 0;
+    while rx.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// sgctl's egress passes with TCX_NEXT (`TC_ACT_UNSPEC`), not TC_ACT_OK: a TCX program attached
+/// after it still runs. Here the later program drops every packet: datagrams sgctl passes
+/// (its counters say so) stop arriving while it is attached and arrive again once it is gone,
+/// sgctl untouched. Were sgctl's pass final, they would arrive throughout.
+#[test]
+fn a_tcx_program_after_sgctls_egress_still_runs() {
+    if !require_bpf("a_tcx_program_after_sgctls_egress_still_runs") {
+        return;
+    }
+    let pair = NetnsPair::new();
+    pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--tc", "tcx", "--ingress", "allow", "--egress", "allow"]);
+    assert_eq!(status(&pair)["tc_kind"], "tcx");
+    let b = SocketAddr::new(pair.addr(Side::B, false), 9300);
+    let rx = pair.run(Side::B, move || {
+        let s = UdpSocket::bind(b).expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s
+    });
+    udp_burst(&pair, &rx); // neighbour resolution
+    assert!(udp_burst(&pair, &rx) >= 18, "sgctl alone does not pass A's datagrams");
+
+    let ifindex = status(&pair)["ifindex"].as_u64().expect("ifindex") as u32;
+    let later = pair
+        .run(Side::A, move || ConstantProgram::attach(ifindex, true, TC_ACT_SHOT))
+        .expect("second TCX program");
+    let passed = |st: &serde_json::Value| {
+        counter(st, "egress", "posture_allow") + counter(st, "egress", "ct_established")
+    };
+    let before = passed(&status(&pair));
+    let got = udp_burst(&pair, &rx);
+    let after = passed(&status(&pair));
+    assert_eq!(got, 0, "the TCX program after sgctl's did not run: {got} datagrams arrived");
+    assert!(after >= before + 20, "sgctl did not pass the datagrams itself ({before} -> {after})");
+
+    drop(later);
+    udp_burst(&pair, &rx); // the neighbour entry may need resolving again
+    assert!(udp_burst(&pair, &rx) >= 18, "datagrams do not arrive once the later program is gone");
+    assert_eq!(status(&pair)["tc_kind"], "tcx", "sgctl's egress went with the other program");
 }
