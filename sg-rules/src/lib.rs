@@ -23,7 +23,7 @@ pub mod validate;
 pub use compile::prefix_table;
 pub use model::{acl, key, types::*};
 pub use syntax::{aws, raw, toml_front};
-pub use tools::{audit, aws_export, diff, edit, nft, toml_out};
+pub use tools::{audit, aws_export, diff, edit, learn, nft, toml_out};
 
 use std::{fmt, path::Path};
 

@@ -6,5 +6,6 @@ pub mod audit;
 pub mod aws_export;
 pub mod diff;
 pub mod edit;
+pub mod learn;
 pub mod nft;
 pub mod toml_out;

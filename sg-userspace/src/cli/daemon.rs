@@ -99,14 +99,22 @@ pub struct FlowArgs {
     /// Flow-log events a CPU may emit at once beyond its rate (GCRA burst).
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub cpu_burst: u32,
+    /// Learn from the accepted flows into FILE (kept across restarts) for `sgctl learn`
+    /// (turns the datapath's flow events on).
+    #[arg(long, value_name = "FILE")]
+    pub learn: Option<PathBuf>,
+    /// Distinct observations --learn keeps at most (new ones beyond are counted, not kept).
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub learn_capacity: usize,
 }
 
 impl FlowArgs {
     /// The flow-log options, if flow logs are asked for.
     fn options(&self) -> anyhow::Result<Option<flowlog::Options>> {
-        if self.flow_log.is_none() && self.vpc_flow_log.is_none() {
+        if self.flow_log.is_none() && self.vpc_flow_log.is_none() && self.learn.is_none() {
             return Ok(None);
         }
+        anyhow::ensure!(self.learn_capacity > 0, "--learn-capacity must be at least 1");
         anyhow::ensure!(self.flow_window > 0, "--flow-window must be at least 1 second");
         Ok(Some(flowlog::Options {
             json: self.flow_log.clone(),
@@ -114,6 +122,7 @@ impl FlowArgs {
             window: Duration::from_secs(self.flow_window),
             account: self.account_id.clone(),
             limits: FlowLogConfig::new(self.reject_rate, self.reject_burst, self.cpu_rate, self.cpu_burst),
+            learn: self.learn.clone().map(|p| (p, self.learn_capacity)),
         }))
     }
 }

@@ -17,6 +17,7 @@ pub mod export;
 pub mod fleet;
 pub mod flows;
 pub mod import;
+pub mod learn;
 pub mod replay;
 pub mod rule;
 pub mod stats;
@@ -78,6 +79,8 @@ pub enum Command {
     /// Run a capture through the real datapath with candidate rules (private instance):
     /// per-rule hits and every flow that would be dropped.
     Replay(replay::ReplayArgs),
+    /// Propose least-privilege rules from the flows a daemon observed (--learn): the changes with their evidence, a checked candidate file; nothing is applied
+    Learn(learn::LearnArgs),
     /// Print security groups (applied, or of a file) as AWS JSON or an nftables ruleset.
     Export(export::ExportArgs),
     /// Replace the datapath of attached interfaces with this build's, without an unfiltered
@@ -107,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon(args) => daemon::run(&args),
         Command::Flows(args) => flows::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Learn(args) => learn::run(&args),
         Command::Upgrade(args) => upgrade::run(&args),
     }
 }

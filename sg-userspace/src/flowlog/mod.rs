@@ -8,6 +8,10 @@
 //! - `end`: a flow ended: removed by the daemon's gc when expired, or by the datapath (expired
 //!   on lookup, revoked by a rule change, a SYN reusing a closed connection's ports), with both
 //!   directions' packets and bytes.
+//!
+//! With `--learn FILE`, each accepted flow start is also an observation for `sgctl learn`
+//! (`rules::learn`): kept in a bounded table, saved to FILE every 10 seconds and at exit,
+//! read back when the daemon starts.
 
 mod record;
 mod vpc;
@@ -16,7 +20,7 @@ use std::{
     fs,
     io::Write as _,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 pub use record::Record;
@@ -34,7 +38,11 @@ use crate::{
     loader::{self, Attached},
     maps::{CtTable, FlowItem, InstanceMaps},
     names::{acl_deny_ref, addr, endpoints, proto_name, rule_ref},
-    rules::{Dir, RuleSet, model::Probe},
+    rules::{
+        Dir, RuleSet,
+        learn::{ObsKey, Observations},
+        model::Probe,
+    },
     state::{self, State},
 };
 
@@ -50,6 +58,49 @@ pub struct Options {
     /// The account-id field of VPC records.
     pub account: String,
     pub limits: FlowLogConfig,
+    /// Observations for `sgctl learn`: the file and the table's capacity.
+    pub learn: Option<(PathBuf, usize)>,
+}
+
+/// How often the observations are saved.
+const LEARN_SAVE_EVERY: Duration = Duration::from_secs(10);
+
+/// The observations being learned and where they are saved.
+struct Learning {
+    path: PathBuf,
+    table: Observations,
+    dirty: bool,
+    saved: Instant,
+}
+
+impl Learning {
+    fn open(path: &Path, capacity: usize) -> Result<Self> {
+        let table = match fs::read_to_string(path) {
+            Ok(text) => Observations::from_json(&text, capacity).map_err(|e| crate::error::Error::Usage {
+                what: format!("--learn {}", path.display()),
+                detail: format!("not an observations file: {e}"),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Observations::new(capacity),
+            Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
+        };
+        log::info!(
+            "learning: {} observations from {} (capacity {capacity})",
+            table.entries.len(),
+            path.display()
+        );
+        Ok(Learning { path: path.to_path_buf(), table, dirty: false, saved: Instant::now() })
+    }
+
+    fn save(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        match state::write_atomic(&self.path, self.table.to_json().as_bytes()) {
+            Ok(()) => self.dirty = false,
+            Err(e) => log::error!("learning: {e}"),
+        }
+        self.saved = Instant::now();
+    }
 }
 
 /// Records written by the daemon.
@@ -71,6 +122,7 @@ pub struct FlowLogger {
     readers: Vec<Attached>,
     /// The applied state, for rule names.
     state: Option<State>,
+    learning: Option<Learning>,
     pub stats: Stats,
 }
 
@@ -99,12 +151,14 @@ fn direction_name(dir: u8) -> String {
 impl FlowLogger {
     /// Opens the files (appending); events are read once [`FlowLogger::enable`] ran.
     pub fn new(opts: Options) -> Result<Self> {
+        let learning = opts.learn.as_ref().map(|(p, cap)| Learning::open(p, *cap)).transpose()?;
         let mut l = FlowLogger {
             opts,
             json: None,
             vpc: None,
             readers: Vec::new(),
             state: None,
+            learning,
             stats: Stats::default(),
         };
         l.reopen_files()?;
@@ -155,8 +209,12 @@ impl FlowLogger {
         Ok(())
     }
 
-    /// Turns events off (daemon exit): the datapath stops paying for them.
+    /// Turns events off (daemon exit): the datapath stops paying for them. The observations
+    /// are saved.
     pub fn disable(&mut self) {
+        if let Some(l) = &mut self.learning {
+            l.save();
+        }
         let Ok(_lock) = state::lock() else { return };
         for r in &self.readers {
             if let Ok(Some(mut a)) = loader::open_attached(&r.iface)
@@ -200,6 +258,30 @@ impl FlowLogger {
         if self.vpc.as_ref().is_some_and(|(_, w)| w.due()) {
             self.flush_window(false);
         }
+        if let Some(l) = &mut self.learning
+            && l.saved.elapsed() >= LEARN_SAVE_EVERY
+        {
+            l.save();
+        }
+    }
+
+    /// An accepted flow start, as an observation: the peer (source at ingress, destination
+    /// at egress), the service (the destination port; an ICMP echo's type and code).
+    fn observe(&mut self, iface: &str, ev: &FlowEvent, src: std::net::IpAddr, dst: std::net::IpAddr) {
+        let Some(l) = &mut self.learning else { return };
+        let ingress = ev.dir == Direction::Ingress as u8;
+        let service =
+            if is_icmp(ev.proto) { u16::from(ev.icmp_type) << 8 | u16::from(ev.icmp_code) } else { ev.dport };
+        let key = ObsKey {
+            iface: iface.to_string(),
+            dir: if ingress { Dir::Ingress } else { Dir::Egress },
+            proto: ev.proto,
+            service,
+            peer: if ingress { src } else { dst },
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        l.table.record(key, now);
+        l.dirty = true;
     }
 
     fn event(&mut self, iface: &str, ev: &FlowEvent) {
@@ -242,6 +324,7 @@ impl FlowLogger {
         };
         self.write_json(&r);
         if accept {
+            self.observe(iface, ev, src, dst);
             self.stats.accept += 1;
         } else {
             self.stats.reject += 1;

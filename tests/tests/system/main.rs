@@ -9,6 +9,7 @@ mod daemon_flows;
 mod demo;
 mod fleet;
 mod fleet_daemon;
+mod learn;
 mod lifecycle_enable;
 mod lifecycle_upgrade;
 mod netns_acl;
