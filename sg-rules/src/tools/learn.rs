@@ -51,6 +51,35 @@ pub struct ObsKey {
     pub peer: IpAddr,
 }
 
+impl ObsKey {
+    /// The flow start it stands for, as the reference model takes it: the peer as source
+    /// (ingress) or destination (egress), the other end `local`.
+    pub fn probe(&self, local: IpAddr) -> Probe {
+        let (src, dst) = match self.dir {
+            Dir::Ingress => (self.peer, local),
+            Dir::Egress => (local, self.peer),
+        };
+        Probe {
+            src,
+            dst,
+            proto: self.proto,
+            dport: self.service,
+            icmp_type: (self.service >> 8) as u8,
+            icmp_code: self.service as u8,
+            later_fragment: false,
+        }
+    }
+
+    /// An address of the peer's family other than the peer, for the host's end of a probe
+    /// (the policy reads only the peer).
+    pub fn local_end(&self) -> IpAddr {
+        match self.peer {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() ^ 1)),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() ^ 1)),
+        }
+    }
+}
+
 /// The evidence of one observation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -324,24 +353,7 @@ pub fn propose(current: &RuleSet, obs: &Observations, opts: &LearnOptions) -> Pr
         let Some(binding) = current.interfaces.iter().find(|b| b.iface == k.iface) else { continue };
         let Some(first_group) = binding.groups.first() else { continue };
         used += 1;
-        let unspecified = if k.peer.is_ipv4() {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        };
-        let (src, dst) = match k.dir {
-            Dir::Ingress => (k.peer, unspecified),
-            Dir::Egress => (unspecified, k.peer),
-        };
-        let probe = Probe {
-            src,
-            dst,
-            proto: k.proto,
-            dport: k.service,
-            icmp_type: (k.service >> 8) as u8,
-            icmp_code: k.service as u8,
-            later_fragment: false,
-        };
+        let probe = k.probe(k.local_end());
         let rules = current.iface_rules(&k.iface);
         let group = match evaluate(current, &k.iface, k.dir, &probe).rule.map(|i| &rules[i]) {
             Some(r) => {
@@ -593,15 +605,7 @@ groups = ["db"]
         assert_eq!(p.used, 4, "in the window, ingress only");
         // Every observed flow in the window is allowed by the candidate (reference model).
         for (k, _) in obs.entries.iter().filter(|(k, e)| e.last_seen >= 100 && k.dir == Dir::Ingress) {
-            let probe = Probe {
-                src: k.peer,
-                dst: a("0.0.0.0"),
-                proto: k.proto,
-                dport: k.service,
-                icmp_type: (k.service >> 8) as u8,
-                icmp_code: k.service as u8,
-                later_fragment: false,
-            };
+            let probe = k.probe(k.local_end());
             assert!(evaluate(&p.candidate, "eth0", Dir::Ingress, &probe).rule.is_some(), "{k:?}");
         }
     }

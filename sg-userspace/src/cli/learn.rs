@@ -1,8 +1,9 @@
 //! `sgctl learn OBSERVATIONS [RULES]`: rules proposed from the flows a host really had
 //! (`daemon --learn FILE` records them; `rules::learn` proposes). Prints the changes against
 //! the current rules, each with its evidence, checks the candidate (it validates as a rules
-//! file, every observed flow of the window is allowed by it, and `sgctl audit` finds no
-//! error), and writes it with --out. Nothing is applied.
+//! file; every observed flow of the window is allowed by it in a private instance of the real
+//! datapath and by the reference model; `sgctl audit` reports its errors), and writes it with
+//! --out. Nothing is applied.
 
 use std::{
     path::PathBuf,
@@ -19,7 +20,7 @@ use crate::{
         audit::{self, Severity},
         aws_export,
         learn::{self, LearnOptions, Observations},
-        model::{Probe, evaluate},
+        model::evaluate,
         parse_str, toml_out,
     },
     state::applied,
@@ -86,6 +87,10 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
     let checked = parse_str("candidate", &toml, Format::Toml, &AwsContext::default())
         .map_err(|e| anyhow::anyhow!("the candidate does not validate (a bug): {e}"))?;
     let (allowed, total) = replayed(&checked, &obs, &opts);
+    let in_window = |k: &learn::ObsKey, e: &learn::Evidence| {
+        e.last_seen >= opts.since && (k.dir == Dir::Ingress || opts.tighten_egress)
+    };
+    let dp = crate::learn::check(&checked, &obs, in_window)?;
     let findings = audit::audit(&checked);
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
 
@@ -94,7 +99,15 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
             "changes": p.changes,
             "observations_used": p.used,
             "overflow": p.overflow,
-            "check": { "flows_allowed": allowed, "flows": total, "audit_errors": errors },
+            "check": {
+                "flows_allowed": allowed,
+                "flows": total,
+                "datapath_flows_allowed": dp.allowed,
+                "datapath_flows": dp.flows,
+                "datapath_not_run": dp.skipped,
+                "datapath_refused": dp.refused.iter().map(|(k, r)| serde_json::json!({ "observation": k, "reason": r })).collect::<Vec<_>>(),
+                "audit_errors": errors,
+            },
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -121,8 +134,8 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
             print!("{}", audit::render(&findings));
         }
     }
-    if allowed != total {
-        bail!("the candidate would refuse {} observed flows (a bug): nothing written", total - allowed);
+    if allowed != total || !dp.refused.is_empty() {
+        bail!("the candidate would refuse observed flows (a bug): nothing written");
     }
     if let Some(out) = &args.out {
         let text = match args.out_format {
@@ -150,17 +163,7 @@ fn replayed(rs: &RuleSet, obs: &Observations, opts: &LearnOptions) -> (u64, u64)
         if !rs.interfaces.iter().any(|b| b.iface == k.iface && !b.groups.is_empty()) {
             continue;
         }
-        let any = if k.peer.is_ipv4() { "0.0.0.0".parse().unwrap() } else { "::".parse().unwrap() };
-        let (src, dst) = if k.dir == Dir::Ingress { (k.peer, any) } else { (any, k.peer) };
-        let probe = Probe {
-            src,
-            dst,
-            proto: k.proto,
-            dport: k.service,
-            icmp_type: (k.service >> 8) as u8,
-            icmp_code: k.service as u8,
-            later_fragment: false,
-        };
+        let probe = k.probe(k.local_end());
         total += e.flows;
         if evaluate(rs, &k.iface, k.dir, &probe).rule.is_some() {
             allowed += e.flows;

@@ -5,6 +5,7 @@
 mod conntrack_verdicts;
 mod differential;
 mod hostile;
+mod learn_check;
 mod map_registry;
 mod parse_fuzz;
 mod rules_verdicts;
