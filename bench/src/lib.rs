@@ -12,6 +12,7 @@
 //! - [`updates`]: apply time at 1,000 and 10,000 rules, and packets lost from an established
 //!   flow while applies run back to back.
 //! - [`memory`]: kernel memory of sgctl's maps.
+//! - [`learn`]: `sgctl learn` in userspace: the observations' memory, a week's proposal.
 //! - [`attacks`]: how long new connections are refused while an attacker sends SYN+RST pairs
 //!   at full rate (goal: not at all).
 //! - [`lifecycle`]: the time an upgrade takes per interface and what it loses (goal 0), and the
@@ -35,6 +36,7 @@ pub mod connrate;
 pub mod figures;
 pub mod fleet;
 pub mod iperf;
+pub mod learn;
 pub mod lifecycle;
 pub mod memory;
 pub mod report;
@@ -219,8 +221,18 @@ impl Bench {
 
 /// Reads back the CSVs [`Bench::write_csv`] wrote (to regenerate the report without measuring).
 pub fn read_csv(dir: &std::path::Path) -> std::io::Result<Vec<Sample>> {
-    const SECTIONS: [&str; 9] =
-        ["testrun", "traffic", "iperf3", "connrate", "updates", "lifecycle", "attacks", "memory", "fleet"];
+    const SECTIONS: [&str; 10] = [
+        "testrun",
+        "traffic",
+        "iperf3",
+        "connrate",
+        "updates",
+        "lifecycle",
+        "attacks",
+        "memory",
+        "learn",
+        "fleet",
+    ];
     let mut out = Vec::new();
     for sec in SECTIONS {
         let Ok(text) = std::fs::read_to_string(dir.join(format!("{sec}.csv"))) else { continue };

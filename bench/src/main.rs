@@ -1,10 +1,14 @@
 //! `cargo xtask bench [--quick]`: measures sgctl against nftables, xdp-filter, bare XDP and no
 //! filter, and writes CSVs and BENCHMARKS.md (see the `sg_bench` library). Run as root.
 //!
-//! `sg-bench [--quick] [--out DIR] [--report FILE] [--only testrun,traffic,iperf3,connrate,updates,lifecycle,attacks,memory,fleet]`
+//! `sg-bench [--quick] [--out DIR] [--report FILE] [--only testrun,traffic,iperf3,connrate,updates,lifecycle,attacks,memory,learn,fleet]`
 //! `sg-bench --from bench/results [--report FILE]`: the report again from saved CSVs.
 
 use std::path::PathBuf;
+
+/// Counts live heap bytes for the `learn` section (the system allocator underneath).
+#[global_allocator]
+static ALLOC: sg_bench::learn::Counting = sg_bench::learn::Counting;
 
 use anyhow::{Context as _, Result, bail};
 use sg_bench::{self as bench, Bench, Opts, tools, traffic::LiveFrames};
@@ -141,7 +145,7 @@ fn main() -> Result<()> {
             b.notes.push(format!("{}{why}", bench::BUILTIN_UNAVAILABLE_NOTE));
         }
     }
-    let sections: [(&str, bench::Section); 9] = [
+    let sections: [(&str, bench::Section); 10] = [
         ("testrun", bench::testrun::run),
         ("traffic", bench::traffic::run),
         ("iperf3", bench::iperf::run),
@@ -150,6 +154,7 @@ fn main() -> Result<()> {
         ("lifecycle", bench::lifecycle::run),
         ("attacks", bench::attacks::run),
         ("memory", bench::memory::run),
+        ("learn", bench::learn::run),
         ("fleet", bench::fleet::run),
     ];
     for (name, f) in sections {

@@ -116,6 +116,7 @@ pub fn write(b: &Bench, md_path: &Path, svg_dir: &Path, notes: Option<&str>) -> 
     connrate_section(&mut m, s);
     updates_section(&mut m, s);
     memory_section(&mut m, b);
+    learn_section(&mut m, s);
     super::fleet::report(s, &mut m);
     footer(&mut m, b, notes);
     std::fs::write(md_path, m)?;
@@ -532,6 +533,38 @@ fn memory_section(m: &mut String, b: &Bench) {
             })
             .collect();
         let _ = writeln!(m, "| {map} | {} |", cells.join(" | "));
+    }
+}
+
+/// `sgctl learn` in userspace (`learn.rs`).
+fn learn_section(m: &mut String, s: &[Sample]) {
+    let v = |what: &str| med(s, "learn", &[("measure", what)]);
+    if v("week_flows").is_nan() {
+        return;
+    }
+    let _ = writeln!(m, "\n## Learning rules from traffic (sgctl learn)\n");
+    let _ = writeln!(
+        m,
+        "In userspace, where learning runs; the datapath's part is the flow event of each new flow \
+         (nothing per established packet). The synthetic week is described in `bench/src/learn.rs`.\n"
+    );
+    let _ = writeln!(m, "| measure | value |\n|---|---:|");
+    let rows = [
+        (
+            "observations table in memory, per 10,000 distinct observations",
+            fmt(v("heap_bytes_per_10k") / 1024.0, 0),
+            "KiB",
+        ),
+        ("the same, saved (JSON)", fmt(v("saved_bytes_per_10k") / 1024.0, 0), "KiB"),
+        ("synthetic week: flows", fmt(v("week_flows"), 0), ""),
+        ("synthetic week: distinct observations", fmt(v("week_observations"), 0), ""),
+        ("recording one flow (table update)", fmt(v("record_ns_per_flow"), 0), "ns"),
+        ("proposal from the week", fmt(v("propose_ms"), 1), "ms"),
+        ("rules proposed (from 3 rules allowing everything)", fmt(v("rules_proposed"), 0), ""),
+        ("candidate rules file", fmt(v("candidate_lines"), 0), "lines"),
+    ];
+    for (what, value, unit) in rows {
+        let _ = writeln!(m, "| {what} | {value} {unit} |");
     }
 }
 

@@ -43,7 +43,7 @@ enum Cmd {
         /// Every configuration briefly (under 3 minutes); checks only that each produced numbers.
         #[arg(long)]
         quick: bool,
-        /// Only these sections (testrun, traffic, iperf3, connrate, updates, lifecycle, attacks, memory, fleet), comma-separated.
+        /// Only these sections (testrun, traffic, iperf3, connrate, updates, lifecycle, attacks, memory, learn, fleet), comma-separated.
         #[arg(long)]
         only: Option<String>,
     },
