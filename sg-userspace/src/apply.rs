@@ -27,6 +27,7 @@ use crate::{
     failpoint,
     generation::{self, Flip},
     hits,
+    layer::Layer,
     loader::{self, ModeRequest},
     pins,
     rules::{
@@ -74,18 +75,6 @@ pub struct ApplyReport {
     pub confirm_deadline: Option<u64>,
 }
 
-/// Identities of the rules of `iface` under `rs` (rule id order), for carrying hit counts over.
-fn rule_identities(rs: &RuleSet, iface: &str) -> Vec<String> {
-    rs.iface_rules(iface).iter().map(|r| format!("{}/{:?}/{:?}", r.group, r.dir, r.rule.identity())).collect()
-}
-
-/// Identities of the network ACL entries of `iface` under `rs` (entry id order).
-fn acl_identities(rs: &RuleSet, iface: &str) -> Vec<String> {
-    rs.iface_acl(iface).map_or_else(Vec::new, |a| {
-        a.by_id().map(|(d, e)| format!("{}/{d:?}/{:?}", a.name, e.identity())).collect()
-    })
-}
-
 /// For each of `new` (identities), the total of the same item in `old` (identity, total),
 /// matched in order; 0 for an item the old set did not have.
 fn carry(old: Vec<(String, u64)>, new: Vec<String>) -> Vec<u64> {
@@ -98,32 +87,25 @@ fn carry(old: Vec<(String, u64)>, new: Vec<String>) -> Vec<u64> {
         .collect()
 }
 
-/// New hit bases of `iface` under `new`: for each rule, and each network ACL entry, the total
-/// of the same one in the old set (its hits in the generation `old_gen` held).
+/// New hit bases of `iface` under `new`, per layer: for each item, the total of the same one
+/// in the old set (its hits in the generation `old_gen` held).
 fn carried_bases(
+    layer: Layer,
     old: Option<&State>,
     iface: &str,
     old_gen: Option<(&loader::Attached, u8)>,
     new: &RuleSet,
-) -> (Vec<u64>, Vec<u64>) {
-    let (mut rules, mut acl) = (Vec::new(), Vec::new());
+) -> Vec<u64> {
+    let mut was = Vec::new();
     if let (Some(old), Some((attached, gen_))) = (old, old_gen) {
-        let read = |what: &str, counts: Result<Vec<u64>>, ids: Vec<String>| {
-            let counts = counts.unwrap_or_else(|e| {
-                log::warn!("{iface}: reading {what} hits: {e}; their counts restart");
-                vec![0; ids.len()]
-            });
-            ids.into_iter().zip(counts).collect::<Vec<_>>()
-        };
-        let rs = &old.ruleset;
-        rules = read("rule", hits::totals(old, iface, &attached.maps, gen_), rule_identities(rs, iface));
-        acl = read(
-            "network ACL",
-            hits::acl_totals(old, iface, &attached.maps, gen_),
-            acl_identities(rs, iface),
-        );
+        let ids = layer.identities(&old.ruleset, iface);
+        let counts = hits::totals(layer, old, iface, &attached.maps, gen_).unwrap_or_else(|e| {
+            log::warn!("{iface}: reading {} hits: {e}; their counts restart", layer.item());
+            vec![0; ids.len()]
+        });
+        was = ids.into_iter().zip(counts).collect();
     }
-    (carry(rules, rule_identities(new, iface)), carry(acl, acl_identities(new, iface)))
+    carry(was, layer.identities(new, iface))
 }
 
 /// An attached interface with its next generation written.
@@ -221,9 +203,10 @@ pub fn apply(rs: &RuleSet, opts: ApplyOptions<'_>) -> Result<ApplyReport> {
     for s in &staged {
         let iface = &s.attached.iface;
         let old_gen = s.flip.old_gen().map(|g| (&s.attached, g));
-        let (rules, acl) = carried_bases(old.as_ref(), iface, old_gen, rs);
-        new_state.hit_base.insert(iface.clone(), rules);
-        new_state.acl_hit_base.insert(iface.clone(), acl);
+        for layer in Layer::ALL {
+            let bases = carried_bases(layer, old.as_ref(), iface, old_gen, rs);
+            new_state.bases_mut(layer).insert(iface.clone(), bases);
+        }
     }
     if let Err(e) = state::save(&new_state) {
         report.warnings.push(format!("saving carried-over hit counts: {e}"));

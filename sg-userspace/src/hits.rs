@@ -1,33 +1,33 @@
-//! Per-rule hit totals, computed here only: `sgctl stats`, `sgctl audit --live`, the metrics
-//! endpoint and the carrying of counts across applies all use [`totals`], and [`acl_totals`] for
-//! network ACL entries, which count every packet they decide ([`acl_stats`]).
+//! Hit totals of both policy layers (`layer::Layer`: rules, network ACL entries), computed here
+//! only: `sgctl stats`, `sgctl audit --live`, the metrics endpoint and the carrying of counts
+//! across applies all use [`totals`].
 //!
-//! The datapath counts in `SG_RULE_HITS` (and `SG_ACL_HITS`) per generation, and a
-//! generation's counters restart when it is written again. The total of a rule is its base
-//! (`State::hit_base`: what earlier generations counted for the same rule, carried over by
-//! each apply) plus the live count of the generation that holds it; an ACL entry's likewise
-//! (`State::acl_hit_base`).
+//! The datapath counts in `SG_RULE_HITS` and `SG_ACL_HITS` per generation, and a generation's
+//! counters restart when it is written again. The total of an item is its base
+//! (`State::bases`: what earlier generations counted for the same item, carried over by each
+//! apply) plus the live count of the generation that holds it.
 
 use serde::Serialize;
 
 use crate::{
     error::Result,
+    layer::Layer,
     loader,
     maps::InstanceMaps,
     state::{self, State},
 };
 
-/// Totals of every rule of `iface` (rule id order) under `state`, with `gen_` the generation
-/// of `maps` that holds them.
-pub fn totals(state: &State, iface: &str, maps: &InstanceMaps, gen_: u8) -> Result<Vec<u64>> {
-    (0..state.ruleset.iface_rules(iface).len())
-        .map(|id| Ok(state.base_hits(iface, id) + maps.rule_hits(gen_, id as u32)?))
+/// Totals of every item of `layer` on `iface` (id order) under `state`, with `gen_` the
+/// generation of `maps` that holds them.
+pub fn totals(layer: Layer, state: &State, iface: &str, maps: &InstanceMaps, gen_: u8) -> Result<Vec<u64>> {
+    (0..layer.len(&state.ruleset, iface))
+        .map(|id| Ok(state.base(layer, iface, id) + maps.hits(layer, gen_, id as u32)?))
         .collect()
 }
 
-/// Totals of every rule of `iface`, in the generation the datapath reads now.
-pub fn live_totals(state: &State, iface: &str, maps: &InstanceMaps) -> Result<Vec<u64>> {
-    totals(state, iface, maps, maps.config()?.active_gen & 1)
+/// Totals of every item of `layer` on `iface`, in the generation the datapath reads now.
+pub fn live_totals(layer: Layer, state: &State, iface: &str, maps: &InstanceMaps) -> Result<Vec<u64>> {
+    totals(layer, state, iface, maps, maps.config()?.active_gen & 1)
 }
 
 /// One rule of the applied rule set with its hits, as `sgctl stats` shows it: one line of a
@@ -60,7 +60,7 @@ pub fn rule_stats(iface: Option<&str>) -> Result<Vec<RuleStat>> {
             continue;
         }
         let Some(att) = loader::open_attached(&b.iface)? else { continue };
-        let hits = live_totals(&state, &b.iface, &att.maps)?;
+        let hits = live_totals(Layer::Rules, &state, &b.iface, &att.maps)?;
         for (r, hits) in state.ruleset.iface_rules(&b.iface).into_iter().zip(hits) {
             let dir = r.dir.as_str();
             if let Some(line) = out.iter_mut().find(|s| {
@@ -109,18 +109,6 @@ pub struct AclStat {
     pub hits: u64,
 }
 
-/// Totals of every network ACL entry of `iface` (entry id order, [`crate::rules::acl::Acl::by_id`])
-/// under `state`, with `gen_` the generation of `maps` that holds them.
-pub fn acl_totals(state: &State, iface: &str, maps: &InstanceMaps, gen_: u8) -> Result<Vec<u64>> {
-    let n = state.ruleset.iface_acl(iface).map_or(0, |a| a.by_id().count());
-    (0..n).map(|id| Ok(state.base_acl_hits(iface, id) + maps.acl_hits(gen_, id as u32)?)).collect()
-}
-
-/// Totals of every network ACL entry of `iface`, in the generation the datapath reads now.
-pub fn live_acl_totals(state: &State, iface: &str, maps: &InstanceMaps) -> Result<Vec<u64>> {
-    acl_totals(state, iface, maps, maps.config()?.active_gen & 1)
-}
-
 /// Every network ACL entry of the applied rule set on the attached interfaces (or on `iface`).
 pub fn acl_stats(iface: Option<&str>) -> Result<Vec<AclStat>> {
     let state = state::applied()?;
@@ -131,7 +119,7 @@ pub fn acl_stats(iface: Option<&str>) -> Result<Vec<AclStat>> {
         }
         let Some(acl) = state.ruleset.iface_acl(&b.iface) else { continue };
         let Some(att) = loader::open_attached(&b.iface)? else { continue };
-        out.extend(acl_rows(&b.iface, acl, live_acl_totals(&state, &b.iface, &att.maps)?));
+        out.extend(acl_rows(&b.iface, acl, live_totals(Layer::Acl, &state, &b.iface, &att.maps)?));
     }
     Ok(out)
 }

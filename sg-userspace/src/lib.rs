@@ -29,6 +29,7 @@ pub mod flowlog;
 pub mod generation;
 pub mod hits;
 pub mod iface;
+pub mod layer;
 pub mod learn;
 pub mod loader;
 pub mod maps;

@@ -26,6 +26,7 @@ use sg_common::{
 use crate::{
     error::{Context as _, Error, Result},
     failpoint,
+    layer::Layer,
     rules::{compile::IfacePlan, prefix_table::Capacity},
 };
 
@@ -385,21 +386,32 @@ impl InstanceMaps {
                 .set(root_index(gen_, 0, 0, false) + i as u32, root.as_ref(), 0)
                 .context(|| format!("writing {}", reg::PFX_ROOT.name))?;
         }
-        for id in 0..plan.rules.len() as u32 {
-            self.set_rule_hits(gen_, id, 0)?;
-        }
-        for id in 0..plan.acl.as_ref().map_or(0, |a| a.entries.len()) as u32 {
-            set_per_cpu(&mut self.acl_hits, &reg::ACL_HITS, acl_slot(gen_, id), 0)?;
+        self.zero_hits(Layer::Rules, gen_, plan.rules.len())?;
+        self.zero_hits(Layer::Acl, gen_, plan.acl.as_ref().map_or(0, |a| a.entries.len()))?;
+        Ok(())
+    }
+
+    /// Zeroes the counters of the first `n` items of `layer` in generation `gen_` (before the
+    /// generation is written again: its counts start over).
+    pub fn zero_hits(&mut self, layer: Layer, gen_: u8, n: usize) -> Result<()> {
+        for id in 0..n as u32 {
+            match layer {
+                Layer::Rules => set_per_cpu(&mut self.rule_hits, &reg::RULE_HITS, rule_slot(gen_, id), 0)?,
+                Layer::Acl => set_per_cpu(&mut self.acl_hits, &reg::ACL_HITS, acl_slot(gen_, id), 0)?,
+            }
         }
         Ok(())
     }
 
-    /// Packets ACL entry `id` of generation `gen_` decided, summed over CPUs.
-    pub fn acl_hits(&self, gen_: u8, id: u32) -> Result<u64> {
-        let v = self
-            .acl_hits
-            .get(&acl_slot(gen_, id), 0)
-            .context(|| format!("reading {}", reg::ACL_HITS.name))?;
+    /// What item `id` of `layer` counted in generation `gen_`, summed over CPUs: packets a rule
+    /// allowed (the first rule in file order that allows a packet counts it), packets an ACL
+    /// entry decided.
+    pub fn hits(&self, layer: Layer, gen_: u8, id: u32) -> Result<u64> {
+        let (map, spec, slot) = match layer {
+            Layer::Rules => (&self.rule_hits, &reg::RULE_HITS, rule_slot(gen_, id)),
+            Layer::Acl => (&self.acl_hits, &reg::ACL_HITS, acl_slot(gen_, id)),
+        };
+        let v = map.get(&slot, 0).context(|| format!("reading {}", spec.name))?;
         Ok(v.iter().sum())
     }
 
@@ -411,20 +423,6 @@ impl InstanceMaps {
             tips: half(self.pfx_tips.len()),
             sets: half(self.port_sets.len()),
         }
-    }
-
-    /// Hits of rule `id` in generation `gen_`, summed over CPUs.
-    pub fn rule_hits(&self, gen_: u8, id: u32) -> Result<u64> {
-        let v = self
-            .rule_hits
-            .get(&rule_slot(gen_, id), 0)
-            .context(|| format!("reading {}", reg::RULE_HITS.name))?;
-        Ok(v.iter().sum())
-    }
-
-    /// Sets the hits of rule `id` in generation `gen_` (the count goes to the first CPU).
-    pub fn set_rule_hits(&mut self, gen_: u8, id: u32, hits: u64) -> Result<()> {
-        set_per_cpu(&mut self.rule_hits, &reg::RULE_HITS, rule_slot(gen_, id), hits)
     }
 }
 

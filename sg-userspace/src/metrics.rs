@@ -22,7 +22,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::{flowlog, hits, loader, maps::CtTable, pins, state::current_state};
+use crate::{flowlog, hits, layer::Layer, loader, maps::CtTable, pins, state::current_state};
 
 /// Counters of the daemon itself, exported beside the datapath's.
 #[derive(Debug, Default)]
@@ -249,7 +249,7 @@ impl SgCollector {
             if let Ok(cfg) = a.maps.config() {
                 monitor.add(l(&[("iface", i)]), f64::from(u8::from(cfg.flags & CONFIG_MONITOR != 0)));
                 if let Some(s) = &state
-                    && let Ok(totals) = hits::live_totals(s, i, &a.maps)
+                    && let Ok(totals) = hits::live_totals(Layer::Rules, s, i, &a.maps)
                 {
                     // One series per rule line (its peers together), numbered as everywhere.
                     let mut lines: Vec<(Vec<(&str, String)>, f64)> = Vec::new();
@@ -271,7 +271,7 @@ impl SgCollector {
                 }
                 if let Some(s) = &state
                     && let (Some(acl), Ok(totals)) =
-                        (s.ruleset.iface_acl(i), hits::live_acl_totals(s, i, &a.maps))
+                        (s.ruleset.iface_acl(i), hits::live_totals(Layer::Acl, s, i, &a.maps))
                 {
                     for ((dir, e), n) in acl.by_id().zip(totals) {
                         let labels = vec![

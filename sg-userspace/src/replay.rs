@@ -20,6 +20,7 @@ use sg_common::{Action, Direction, IfaceConfig, Reason, config::CONFIG_RECORD_PA
 
 use crate::{
     error::{Context as _, Error, Result},
+    layer::Layer,
     loader::PrivateInstance,
     names::{addr, proto_name},
     pins,
@@ -243,13 +244,13 @@ pub fn replay(opts: &Options<'_>) -> Result<ReplayReport> {
             index: r.rule.index,
             rule: r.rule.describe(r.dir),
             location: r.rule.loc.to_string(),
-            hits: inst.maps().rule_hits(gen_, id as u32)?,
+            hits: inst.maps().hits(Layer::Rules, gen_, id as u32)?,
         });
     }
     let acl_hits = match rs.iface_acl(&iface) {
         Some(acl) => {
             let totals = (0..acl.by_id().count() as u32)
-                .map(|id| inst.maps().acl_hits(gen_, id))
+                .map(|id| inst.maps().hits(Layer::Acl, gen_, id))
                 .collect::<Result<Vec<_>>>()?;
             crate::hits::acl_rows(&iface, acl, totals)
         }

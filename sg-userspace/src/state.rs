@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Context as _, Error, Result},
+    layer::Layer,
     loader, pins,
     rules::RuleSet,
 };
@@ -48,14 +49,24 @@ pub struct State {
 }
 
 impl State {
-    /// Hits of rule `id` on `iface` from earlier generations.
-    pub fn base_hits(&self, iface: &str, id: usize) -> u64 {
-        self.hit_base.get(iface).and_then(|v| v.get(id)).copied().unwrap_or(0)
+    /// The bases of `layer`: per interface, per item id, what earlier generations counted.
+    pub fn bases(&self, layer: Layer) -> &BTreeMap<String, Vec<u64>> {
+        match layer {
+            Layer::Rules => &self.hit_base,
+            Layer::Acl => &self.acl_hit_base,
+        }
     }
 
-    /// Packets network ACL entry `id` of `iface` decided under earlier generations.
-    pub fn base_acl_hits(&self, iface: &str, id: usize) -> u64 {
-        self.acl_hit_base.get(iface).and_then(|v| v.get(id)).copied().unwrap_or(0)
+    pub fn bases_mut(&mut self, layer: Layer) -> &mut BTreeMap<String, Vec<u64>> {
+        match layer {
+            Layer::Rules => &mut self.hit_base,
+            Layer::Acl => &mut self.acl_hit_base,
+        }
+    }
+
+    /// What item `id` of `layer` on `iface` counted under earlier generations.
+    pub fn base(&self, layer: Layer, iface: &str, id: usize) -> u64 {
+        self.bases(layer).get(iface).and_then(|v| v.get(id)).copied().unwrap_or(0)
     }
 }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::{
     error::{Error, Result},
+    layer::Layer,
     loader,
     maps::InstanceMaps,
     pins,
@@ -98,9 +99,11 @@ fn snapshot(maps: &InstanceMaps, names: &Names) -> Result<Snapshot> {
         maps.counters()?.into_iter().map(|c| (c.direction, c.reason, c.action, c.packets, c.bytes)).collect();
     let cfg = maps.config()?;
     let gen_ = cfg.active_gen & 1;
-    let hits =
-        (0..names.rules.len() as u32).map(|id| maps.rule_hits(gen_, id)).collect::<Result<Vec<_>>>()?;
-    let acl = (0..names.acl.len() as u32).map(|id| maps.acl_hits(gen_, id)).collect::<Result<Vec<_>>>()?;
+    let hits = (0..names.rules.len() as u32)
+        .map(|id| maps.hits(Layer::Rules, gen_, id))
+        .collect::<Result<Vec<_>>>()?;
+    let acl =
+        (0..names.acl.len() as u32).map(|id| maps.hits(Layer::Acl, gen_, id)).collect::<Result<Vec<_>>>()?;
     Ok(Snapshot { counters, rules: (gen_, hits), acl })
 }
 

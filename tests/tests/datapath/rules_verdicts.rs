@@ -181,7 +181,9 @@ fn every_rule_field_through_the_datapath() {
 
     // Hit counters: the allowed rows above, per rule, in the active generation.
     let cfg = inst.maps().config().unwrap();
-    let hits: Vec<u64> = (0..17).map(|id| inst.maps().rule_hits(cfg.active_gen, id).unwrap()).collect();
+    let hits: Vec<u64> = (0..17)
+        .map(|id| inst.maps().hits(sg_userspace::layer::Layer::Rules, cfg.active_gen, id).unwrap())
+        .collect();
     assert_eq!(hits, vec![2, 2, 1, 1, 2, 1, 2, 1, 1, 2, 1, 1, 2, 2, 1, 2, 2]);
 }
 
