@@ -84,7 +84,7 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
             ck.err(&a.name.loc, format!("duplicate network ACL name '{}'", a.name.v));
         }
     }
-    let names = Names { groups: &group_names, acls: &acl_names };
+    let names = Names { groups: &group_names, acls: &acl_names, raw: &raw.groups };
     let interfaces = bindings(&mut ck, &raw.interfaces, &names, &quotas, None);
     let member_ranges: Vec<IpNet> = raw.member_ranges.iter().filter_map(|r| cidr(&mut ck, r)).collect();
     let mut hosts = Vec::new();
@@ -634,6 +634,45 @@ fn acl_entry(ck: &mut Checker, e: &RawAclEntry) -> Option<AclEntry> {
 struct Names<'a> {
     groups: &'a BTreeSet<String>,
     acls: &'a BTreeSet<String>,
+    /// The groups as written: AWS input keeps their GroupId, GroupName and VPC.
+    raw: &'a [RawGroup],
+}
+
+/// The group a binding names: by its name in the rule set or, for AWS input, by its GroupId,
+/// or by its GroupName when one group only has it (a name several VPCs use is ambiguous).
+fn resolve_group(n: &Names<'_>, r: &str) -> Result<Option<String>, String> {
+    if n.groups.contains(r) {
+        return Ok(Some(r.to_string()));
+    }
+    if let Some(g) = n.raw.iter().find(|g| g.aws_id.as_ref().is_some_and(|i| i.v == r)) {
+        return Ok(Some(g.name.v.clone()));
+    }
+    let named: Vec<&RawGroup> =
+        n.raw.iter().filter(|g| g.aws_name.as_ref().is_some_and(|x| x.v == r)).collect();
+    match named.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.name.v.clone())),
+        many => {
+            let ids: Vec<String> = many
+                .iter()
+                .map(|g| {
+                    let id = g.aws_id.as_ref().map_or("(no GroupId)", |s| s.v.as_str());
+                    match &g.aws_vpc {
+                        Some(v) => format!("{id} in {}", v.v),
+                        None => id.to_string(),
+                    }
+                })
+                .collect();
+            Err(format!("group name '{r}' is ambiguous: it names {} (use the GroupId)", ids.join(", ")))
+        }
+    }
+}
+
+/// A binding as `--bind` spelled it (its groups, then its network ACL).
+fn bind_text(b: &RawBinding) -> String {
+    let names: Vec<&str> =
+        b.groups.iter().map(|g| g.v.as_str()).chain(b.acl.iter().map(|a| a.v.as_str())).collect();
+    format!("{}={}", b.iface.v, names.join(","))
 }
 
 /// Checks the interface tables of the file, or of host `host`.
@@ -644,7 +683,6 @@ fn bindings(
     quotas: &Quotas,
     host: Option<&str>,
 ) -> Vec<Binding> {
-    let group_names = names_known.groups;
     let mut interfaces = Vec::new();
     let mut seen_ifaces = BTreeSet::new();
     for b in raw {
@@ -655,12 +693,16 @@ fn bindings(
         }
         let mut names: Vec<String> = Vec::new();
         for g in &b.groups {
-            if !group_names.contains(&g.v) {
-                ck.err(&g.loc, format!("unknown group '{}'", g.v));
-            } else if names.contains(&g.v) {
-                ck.err(&g.loc, format!("group '{}' listed twice for {}", g.v, b.iface.v));
-            } else {
-                names.push(g.v.clone());
+            match resolve_group(names_known, &g.v) {
+                Ok(None) => ck.err(&g.loc, format!("unknown group '{}'", g.v)),
+                Err(msg) if g.loc.file == "--bind" => {
+                    ck.err(&g.loc, format!("--bind {}: {msg}", bind_text(b)));
+                }
+                Err(msg) => ck.err(&g.loc, msg),
+                Ok(Some(name)) if names.contains(&name) => {
+                    ck.err(&g.loc, format!("group '{}' listed twice for {}", g.v, b.iface.v));
+                }
+                Ok(Some(name)) => names.push(name),
             }
         }
         if b.groups.len() > quotas.groups_per_interface {

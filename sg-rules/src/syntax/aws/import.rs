@@ -724,11 +724,8 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
                 acl = Some(At::new(t.to_string(), loc.clone()));
                 continue;
             }
-            match names.lookup(&groups, t) {
-                Ok(Some(i)) => bound.push(At::new(names.ours[i].clone(), loc.clone())),
-                Ok(None) => bound.push(At::new(t.to_string(), loc.clone())),
-                Err(msg) => diags.push(Diagnostic { loc: loc.clone(), msg: format!("--bind {b}: {msg}") }),
-            }
+            // A group's GroupId or GroupName: validation resolves it (`validate::resolve_group`).
+            bound.push(At::new(t.to_string(), loc.clone()));
         }
         out.interfaces.push(RawBinding {
             timeouts: Vec::new(),
