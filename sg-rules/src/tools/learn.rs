@@ -106,18 +106,23 @@ pub struct Observations {
     pub entries: BTreeMap<ObsKey, Evidence>,
     /// New entries refused because the table was full.
     pub overflow: u64,
+    /// Flow events the datapath suppressed while learning (its per-CPU limit, a full ring):
+    /// flows that may have started without being observed.
+    pub missed_events: u64,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Persisted {
     capacity: usize,
     overflow: u64,
+    #[serde(default)]
+    missed_events: u64,
     entries: Vec<Entry>,
 }
 
 impl Observations {
     pub fn new(capacity: usize) -> Self {
-        Observations { capacity, entries: BTreeMap::new(), overflow: 0 }
+        Observations { capacity, entries: BTreeMap::new(), overflow: 0, missed_events: 0 }
     }
 
     /// One new flow at `now` (Unix seconds).
@@ -138,6 +143,7 @@ impl Observations {
         let p = Persisted {
             capacity: self.capacity,
             overflow: self.overflow,
+            missed_events: self.missed_events,
             entries: self.entries.iter().map(|(k, e)| Entry { key: k.clone(), evidence: *e }).collect(),
         };
         serde_json::to_string_pretty(&p).expect("observations serialize")
@@ -150,6 +156,7 @@ impl Observations {
         Ok(Observations {
             capacity,
             overflow: p.overflow,
+            missed_events: p.missed_events,
             entries: p.entries.into_iter().map(|e| (e.key, e.evidence)).collect(),
         })
     }
@@ -633,6 +640,7 @@ groups = ["db"]
         obs.record(key(Dir::Ingress, TCP, 1, "192.0.2.1"), 4);
         assert_eq!(obs.entries.len(), 2);
         assert_eq!(obs.overflow, 1);
+        obs.missed_events = 7;
         assert_eq!(
             obs.entries[&key(Dir::Ingress, TCP, 1, "192.0.2.1")],
             Evidence { flows: 2, first_seen: 1, last_seen: 4 }

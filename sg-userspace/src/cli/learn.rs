@@ -99,6 +99,7 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
             "changes": p.changes,
             "observations_used": p.used,
             "overflow": p.overflow,
+            "missed_events": obs.missed_events,
             "check": {
                 "flows_allowed": allowed,
                 "flows": total,
@@ -127,9 +128,33 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
                 String::new()
             }
         );
+        if obs.missed_events > 0 {
+            println!(
+                "the datapath suppressed {} flow events while learning (daemon --cpu-rate, or a full ring): flows may be missing",
+                obs.missed_events
+            );
+        }
         println!(
-            "check: {allowed} of {total} observed flows allowed by the candidate (reference model); audit: {errors} errors"
+            "check: {} of {} observed flows allowed by the candidate in the datapath (a private instance){}; \
+             {allowed} of {total} by the reference model; audit: {errors} errors",
+            dp.allowed,
+            dp.flows,
+            if dp.skipped > 0 {
+                format!(" ({} of protocols no packet stands for not run)", dp.skipped)
+            } else {
+                String::new()
+            }
         );
+        for (k, reason) in &dp.refused {
+            println!(
+                "  refused by the datapath ({reason}): {} {} proto {} service {} peer {}",
+                k.iface,
+                k.dir.as_str(),
+                k.proto,
+                k.service,
+                k.peer
+            );
+        }
         if errors > 0 {
             print!("{}", audit::render(&findings));
         }

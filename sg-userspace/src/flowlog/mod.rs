@@ -71,6 +71,9 @@ struct Learning {
     table: Observations,
     dirty: bool,
     saved: Instant,
+    /// Per interface, the datapath's suppressed-event count (per-CPU limit, full ring: what
+    /// accept events too can lose) already accounted for.
+    missed_seen: std::collections::HashMap<String, u64>,
 }
 
 impl Learning {
@@ -88,7 +91,30 @@ impl Learning {
             table.entries.len(),
             path.display()
         );
-        Ok(Learning { path: path.to_path_buf(), table, dirty: false, saved: Instant::now() })
+        Ok(Learning {
+            path: path.to_path_buf(),
+            table,
+            dirty: false,
+            saved: Instant::now(),
+            missed_seen: std::collections::HashMap::new(),
+        })
+    }
+
+    /// Counts the flow events the datapath suppressed on `readers` since last asked (the
+    /// first time sets the baseline: what was suppressed before learning does not count).
+    fn count_missed(&mut self, readers: &[Attached]) {
+        for r in readers {
+            let Ok(s) = r.maps.flow_stats() else { continue };
+            let now = s.cpu_limited + s.ring_full;
+            if let Some(before) = self.missed_seen.insert(r.iface.clone(), now) {
+                // The counters restart when an interface is attached again.
+                let new = if now >= before { now - before } else { now };
+                if new > 0 {
+                    self.table.missed_events += new;
+                    self.dirty = true;
+                }
+            }
+        }
     }
 
     fn save(&mut self) {
@@ -205,6 +231,9 @@ impl FlowLogger {
             self.readers.push(a);
         }
         drop(lock);
+        if let Some(l) = &mut self.learning {
+            l.count_missed(&self.readers);
+        }
         self.state = state::current_state()?;
         Ok(())
     }
@@ -213,6 +242,7 @@ impl FlowLogger {
     /// are saved.
     pub fn disable(&mut self) {
         if let Some(l) = &mut self.learning {
+            l.count_missed(&self.readers);
             l.save();
         }
         let Ok(_lock) = state::lock() else { return };
@@ -261,6 +291,7 @@ impl FlowLogger {
         if let Some(l) = &mut self.learning
             && l.saved.elapsed() >= LEARN_SAVE_EVERY
         {
+            l.count_missed(&self.readers);
             l.save();
         }
     }
