@@ -44,6 +44,7 @@ pub const MAX_GAP: u16 = 8;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObsKey {
     pub iface: String,
+    #[serde(rename = "direction", with = "direction")]
     pub dir: Dir,
     pub proto: u8,
     /// TCP/UDP: the destination port; ICMP echo: type << 8 | code; else 0.
@@ -76,6 +77,26 @@ impl ObsKey {
         match self.peer {
             IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() ^ 1)),
             IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() ^ 1)),
+        }
+    }
+}
+
+/// A direction as sgctl's JSON says it everywhere: `direction`, `ingress` or `egress`.
+mod direction {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::Dir;
+
+    #[expect(clippy::trivially_copy_pass_by_ref, reason = "the signature serde's `with` calls")]
+    pub fn serialize<S: Serializer>(d: &Dir, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Dir, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "ingress" => Ok(Dir::Ingress),
+            "egress" => Ok(Dir::Egress),
+            other => Err(serde::de::Error::custom(format!("direction '{other}' (ingress or egress)"))),
         }
     }
 }
@@ -178,6 +199,7 @@ pub struct LearnOptions {
 pub struct Change {
     pub change: char,
     pub group: String,
+    #[serde(rename = "direction", with = "direction")]
     pub dir: Dir,
     pub rule: String,
     pub evidence: String,

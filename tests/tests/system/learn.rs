@@ -81,7 +81,12 @@ fn learned_rules_keep_what_was_seen_and_refuse_the_rest() {
     // A restarted daemon reads them back.
     let mut d = Daemon::start(&pair, "learn-again", &args);
     assert!(
-        wait_until(Duration::from_secs(10), || d.log().contains("learning: 3 observations from")).is_some(),
+        wait_until(Duration::from_secs(10), || {
+            let log = d.log();
+            // "running" comes once the signal handlers are in (a SIGTERM before would kill it).
+            log.contains("learning: 3 observations from") && log.contains("running, pid")
+        })
+        .is_some(),
         "the restarted daemon did not read the observations back: {}\n{saved}",
         d.log()
     );
@@ -177,6 +182,9 @@ fn suppressed_flow_events_are_counted_and_said() {
     let out = pair.sgctl_ok(Side::A, &["learn", obs.to_str().unwrap(), rules.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     let missed = v["missed_events"].as_u64().expect("missed_events");
+    // sgctl's one JSON vocabulary: `direction`, never `dir`.
+    assert_eq!(v["changes"][0]["direction"], "ingress", "{out}");
+    assert!(!out.contains("\"dir\""), "{out}");
     assert!(missed >= 5, "10 flows at one event a second, {missed} counted as suppressed: {out}");
     let text = pair.sgctl_ok(Side::A, &["learn", obs.to_str().unwrap(), rules.to_str().unwrap()]);
     assert!(text.contains(&format!("the datapath suppressed {missed} flow events while learning")), "{text}");
