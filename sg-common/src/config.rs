@@ -70,6 +70,9 @@ pub const CONFIG_IMPLICIT_MASK: u32 =
 pub const XDP_MODE_NONE: u8 = 0;
 pub const XDP_MODE_NATIVE: u8 = 1;
 pub const XDP_MODE_GENERIC: u8 = 2;
+/// No XDP: ingress runs as a TCX program (`sgctl attach --ingress-hook tcx`), beside whatever
+/// owns the interface's XDP hook.
+pub const XDP_MODE_TCX: u8 = 3;
 
 /// `IfaceConfig::tc_kind` values.
 pub const TC_KIND_NONE: u8 = 0;

@@ -33,6 +33,9 @@ use crate::{
 pub const PROG_INGRESS: &str = "sg_ingress";
 /// TC (TCX or clsact) program deciding egress packets.
 pub const PROG_EGRESS: &str = "sg_egress";
+/// TC program deciding ingress packets where the interface's XDP hook is another program's
+/// (`sgctl attach --ingress-hook tcx`); pinned as `PROG_INGRESS`, the instance's ingress program.
+pub const PROG_INGRESS_TC: &str = "sg_ingress_tc";
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated on insert.
 pub const F_NO_PREALLOC: u32 = 1 << 0;

@@ -44,8 +44,28 @@ pub fn sg_ingress(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn sg_egress(ctx: TcContext) -> i32 {
     let len = u64::from(ctx.len());
-    let v = pipeline::egress(&ctx, len);
-    match verdict::exit(&ctx, Direction::Egress, v, len) {
+    tc_exit(&ctx, &ctx, Direction::Egress, len)
+}
+
+/// TCX, ingress: the ingress pipeline for an interface whose XDP hook another program owns
+/// (`sgctl attach --ingress-hook tcx`). Pass is `TC_ACT_UNSPEC` (TCX_NEXT), as on egress.
+#[allow(clippy::needless_pass_by_value, reason = "the #[classifier] macro passes the context by value")]
+#[classifier]
+pub fn sg_ingress_tc(ctx: TcContext) -> i32 {
+    let len = u64::from(ctx.len());
+    tc_exit(&ctx, &parse::IngressSkb(&ctx), Direction::Ingress, len)
+}
+
+/// A TC program's run: `pkt` is `ctx` as that program reads it (see `parse::IngressSkb`).
+#[inline(always)]
+fn tc_exit<P: parse::Packet + aya_ebpf::EbpfContext>(
+    ctx: &TcContext,
+    pkt: &P,
+    dir: Direction,
+    len: u64,
+) -> i32 {
+    let v = pipeline::tc(ctx, pkt, dir, len);
+    match verdict::exit(pkt, dir, v, len) {
         Exit::Pass => TC_ACT_UNSPEC,
         Exit::Drop => TC_ACT_SHOT,
     }

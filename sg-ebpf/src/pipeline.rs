@@ -51,15 +51,16 @@ pub fn ingress(ctx: &XdpContext, bytes: u64) -> Verdict {
     run(ctx, Direction::Ingress, bytes)
 }
 
-/// Egress (TC): linearise the headers first (direct packet access only sees the linear part of
-/// an skb), then the same pipeline.
+/// TC (egress, or ingress with `--ingress-hook tcx`): linearise the headers first (direct
+/// packet access only sees the linear part of an skb), then the same pipeline.
+/// `pkt` is `ctx` as the program reads it (`parse::IngressSkb` at ingress).
 #[inline(always)]
-pub fn egress(ctx: &TcContext, bytes: u64) -> Verdict {
+pub fn tc(ctx: &TcContext, pkt: &impl Packet, dir: Direction, bytes: u64) -> Verdict {
     let want = core::cmp::min(ctx.len(), parse::MAX_HDR_BYTES as u32);
     if ((ctx.data_end() - ctx.data()) as u32) < want && ctx.pull_data(want).is_err() {
         return Verdict::of(Reason::InternalError);
     }
-    run(ctx, Direction::Egress, bytes)
+    run(pkt, dir, bytes)
 }
 
 /// Config, parse, decide. Once the config is read, the verdict carries its record, monitor and

@@ -28,7 +28,7 @@ use crate::{
     generation::{self, Flip},
     hits,
     layer::Layer,
-    loader::{self, ModeRequest},
+    loader::{self, Placement},
     pins,
     rules::{
         RuleSet,
@@ -42,8 +42,8 @@ use crate::{
 pub struct ApplyOptions<'a> {
     /// Compute and report the diff only.
     pub dry_run: bool,
-    /// XDP mode for interfaces this apply attaches.
-    pub mode: Option<ModeRequest>,
+    /// Where the programs of interfaces this apply attaches go (XDP mode, ingress hook).
+    pub placement: Placement,
     /// End tracked flows the new rules do not allow (AWS keeps them). Checked lazily: each
     /// flow is re-validated against the new rules on its next packet.
     pub revoke: bool,
@@ -261,13 +261,7 @@ fn stage(
             }
             None => {
                 let decide = adopt::by_rules(rs, &plan.iface);
-                let r = loader::attach_with_policy(
-                    &plan.iface,
-                    opts.mode.unwrap_or(ModeRequest::Auto),
-                    plan,
-                    seq,
-                    &decide,
-                )?;
+                let r = loader::attach_with_policy(&plan.iface, opts.placement, plan, seq, &decide)?;
                 newly.push((plan.iface.clone(), r.adopted.unwrap_or_default()));
             }
         }

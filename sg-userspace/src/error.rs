@@ -26,8 +26,20 @@ pub enum Error {
     #[error("{loc}: no interface {iface} in this network namespace (nothing was applied)")]
     NoSuchInterfaceAt { loc: String, iface: String },
 
-    #[error("interface {iface} already has an XDP program attached: {holder}; remove it first")]
+    #[error(
+        "interface {iface} already has an XDP program attached: {holder}; remove it first, or attach sgctl's \
+         ingress at TCX beside it (`--ingress-hook tcx`)"
+    )]
     XdpBusy { iface: String, holder: String },
+
+    #[error(
+        "{iface} is already attached with its ingress at {current}; run `sgctl detach {iface}` first to move it to \
+         {requested}"
+    )]
+    HookMismatch { iface: String, current: &'static str, requested: &'static str },
+
+    #[error("--ingress-hook tcx needs TCX (Linux 6.6 or later); this kernel is older")]
+    NoTcx,
 
     #[error("{iface} is not attached by sgctl (nothing under {dir})")]
     NotAttached { iface: String, dir: PathBuf },

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use sg_common::{
     Direction, Posture, Reason,
-    config::{CONFIG_MONITOR, POLICY_GROUPS},
+    config::{CONFIG_MONITOR, POLICY_GROUPS, XDP_MODE_TCX},
     conntrack::{CT_F_ADOPTED, CT_F_MIGRATED},
     layout::{InstanceMeta, LAYOUT},
     maps::{PROG_EGRESS, PROG_INGRESS},
@@ -15,9 +15,9 @@ use crate::{
     error::Result,
     iface,
     loader::{
-        self,
+        self, IngressHook,
         layout::{self, Found},
-        open_pinned, pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name,
+        open_pinned, pinned_link_id, pinned_prog_id, tc_kind_name, tcx_ingress_position, xdp_mode_name,
     },
     maps::{CtTable, ReasonCount},
     pins::{self, PIN_LINK_TC, PIN_LINK_XDP},
@@ -36,6 +36,11 @@ pub struct IfaceStatus {
     /// `attached`, or `stale` when the interface was deleted or re-created since the attach.
     pub state: &'static str,
     pub ifindex: u32,
+    /// Where ingress is decided: `xdp` (then `xdp_mode` says how) or `tcx` (`--ingress-hook tcx`,
+    /// beside another program on the XDP hook).
+    pub ingress_hook: &'static str,
+    /// TCX ingress: sgctl's place in the interface's TCX ingress chain ("1 of 2 in the chain").
+    pub ingress_chain: Option<String>,
     pub xdp_mode: &'static str,
     pub tc_kind: &'static str,
     /// `posture` or `groups`.
@@ -133,6 +138,10 @@ pub fn collect() -> Result<Status> {
         interfaces.push(IfaceStatus {
             state: if live { "attached" } else { "stale" },
             ifindex: cfg.ifindex,
+            ingress_hook: IngressHook::of_xdp_mode(cfg.xdp_mode).as_str(),
+            ingress_chain: (live && cfg.xdp_mode == XDP_MODE_TCX)
+                .then(|| tcx_ingress_position(&name, pinned_prog_id(&d.join(PROG_INGRESS)).ok()?))
+                .flatten(),
             xdp_mode: xdp_mode_name(cfg.xdp_mode),
             tc_kind: tc_kind_name(cfg.tc_kind),
             policy: if cfg.policy_mode == POLICY_GROUPS { "groups" } else { "posture" },
@@ -227,6 +236,8 @@ impl IfaceStatus {
         IfaceStatus {
             state: "attached",
             ifindex: iface::ifindex(&iface).unwrap_or(0),
+            ingress_hook: "unknown",
+            ingress_chain: None,
             xdp_mode: "unknown",
             tc_kind: "unknown",
             policy: "unknown",

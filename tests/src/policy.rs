@@ -3,7 +3,7 @@
 
 use sg_common::{IfaceConfig, Posture, config::CONFIG_RECORD_PARSE};
 use sg_userspace::{
-    loader::PrivateInstance,
+    loader::{IngressHook, PrivateInstance, Sizes},
     rules::{AwsContext, Format, RuleSet, compile, parse_str},
 };
 
@@ -15,13 +15,19 @@ pub fn ruleset(toml: &str) -> RuleSet {
 /// A private instance recording packet summaries, in posture mode (allow/allow) until a
 /// policy is applied.
 pub fn recording_instance() -> PrivateInstance {
-    PrivateInstance::load(&IfaceConfig {
+    recording_instance_at(IngressHook::Xdp)
+}
+
+/// [`recording_instance`] whose ingress program is that of `hook` (XDP, or TC for
+/// `--ingress-hook tcx`).
+pub fn recording_instance_at(hook: IngressHook) -> PrivateInstance {
+    let cfg = IfaceConfig {
         flags: CONFIG_RECORD_PARSE,
         ingress_posture: Posture::Allow as u8,
         egress_posture: Posture::Allow as u8,
         ..IfaceConfig::default()
-    })
-    .expect("load a private instance")
+    };
+    PrivateInstance::load_hooked(&cfg, Sizes::default(), hook).expect("load a private instance")
 }
 
 /// Compiles `rs` for `iface` and applies it to `inst` (generation flip).

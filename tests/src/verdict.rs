@@ -7,7 +7,10 @@ use sg_common::{
     Action, Direction, Reason,
     policy::{NO_RULE, rule_slot, slot_rule},
 };
-use sg_userspace::{loader::PrivateInstance, maps::InstanceMaps};
+use sg_userspace::{
+    loader::{IngressHook, PrivateInstance},
+    maps::InstanceMaps,
+};
 
 /// XDP return codes.
 const XDP_DROP: u32 = 1;
@@ -45,11 +48,19 @@ impl Row {
     }
 }
 
-/// The action a program return value means for `dir`, or `None` for an unexpected value.
+/// The action a program return value means for `dir`, or `None` for an unexpected value
+/// (ingress at XDP; [`action_at`] for an instance whose ingress is at TCX).
 pub fn action_of(dir: Direction, ret: u32) -> Option<Action> {
-    match (dir, ret) {
-        (Direction::Ingress, XDP_PASS) | (Direction::Egress, TC_ACT_UNSPEC) => Some(Action::Pass),
-        (Direction::Ingress, XDP_DROP) | (Direction::Egress, TC_ACT_SHOT) => Some(Action::Drop),
+    action_at(IngressHook::Xdp, dir, ret)
+}
+
+/// The action a return value of `dir`'s program means, ingress being at `hook`: XDP actions,
+/// or TC actions for egress and for ingress at TCX.
+pub fn action_at(hook: IngressHook, dir: Direction, ret: u32) -> Option<Action> {
+    let xdp = dir == Direction::Ingress && hook == IngressHook::Xdp;
+    match (xdp, ret) {
+        (true, XDP_PASS) | (false, TC_ACT_UNSPEC) => Some(Action::Pass),
+        (true, XDP_DROP) | (false, TC_ACT_SHOT) => Some(Action::Drop),
         _ => None,
     }
 }
@@ -96,7 +107,7 @@ fn run_rows(inst: &mut PrivateInstance, table: &str, rows: &[Row], fresh: bool) 
             .filter(|(b, a)| b.2 != a.2)
             .map(|(b, a)| (a.0, a.1, a.2 - b.2))
             .collect();
-        let got = action_of(row.dir, ret);
+        let got = action_at(inst.ingress_hook(), row.dir, ret);
         let ok_action = got == Some(row.action);
         let ok_reason = moved == [(row.dir, row.reason, 1)];
         if let Some(want) = row.rule {

@@ -6,10 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::common::{self, AwsInput, FormatArg, load_rules};
-use crate::{
-    apply::{ApplyOptions, apply},
-    loader::ModeRequest,
-};
+use crate::apply::{ApplyOptions, apply};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -26,9 +23,8 @@ pub struct ApplyArgs {
     pub revoke: bool,
     #[command(flatten)]
     pub aws: AwsInput,
-    /// XDP mode for interfaces this apply attaches.
-    #[arg(long, value_enum)]
-    pub mode: Option<ModeRequest>,
+    #[command(flatten)]
+    pub placement: common::PlacementArgs,
     /// Apply the bindings of `[hosts.NAME]` (a fleet file) instead of `[interfaces]`.
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
@@ -67,7 +63,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         &rs,
         ApplyOptions {
             dry_run: args.dry_run,
-            mode: args.mode,
+            placement: args.placement.placement(),
             revoke: args.revoke,
             allow_empty: args.allow_empty,
             confirm: args.confirm,

@@ -4,7 +4,7 @@ use clap::{Args, ValueEnum};
 use sg_common::Posture;
 
 use super::common;
-use crate::loader::{self, AttachRequest, ModeRequest, TcRequest};
+use crate::loader::{self, AttachRequest, IngressHook, IngressOrder, ModeRequest, TcRequest};
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
@@ -13,6 +13,14 @@ pub struct AttachArgs {
     /// XDP mode for ingress.
     #[arg(long, value_enum, default_value_t = ModeRequest::Auto)]
     pub mode: ModeRequest,
+    /// Where ingress is decided (new attach: xdp): `xdp`, the earliest and cheapest hook, which
+    /// sgctl then owns; `tcx`, the TCX ingress chain, beside another program that owns the XDP
+    /// hook (xdp-filter, ...: it sees every packet first). See docs/coexistence.md.
+    #[arg(long, value_enum)]
+    pub ingress_hook: Option<IngressHook>,
+    /// With `--ingress-hook tcx`: sgctl's place in the TCX ingress chain (new attach only).
+    #[arg(long, value_enum, default_value_t = IngressOrder::First)]
+    pub ingress_order: IngressOrder,
     /// Default for ingress IP packets (new attach: deny, as AWS).
     #[arg(long, value_enum)]
     pub ingress: Option<PostureArg>,
@@ -97,6 +105,8 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
         iface: args.iface.clone(),
         mode: args.mode,
         tc: args.tc,
+        ingress_hook: args.ingress_hook,
+        ingress_order: args.ingress_order,
         ingress: args.ingress.map(Into::into),
         egress: args.egress.map(Into::into),
         sizes: loader::Sizes {
@@ -119,9 +129,9 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
     };
     if report.newly_attached {
         println!(
-            "attached {}: XDP {} (prog {}), TC egress {} (prog {}); ingress {}, egress {}{monitor}",
+            "attached {}: {} (prog {}), TC egress {} (prog {}); ingress {}, egress {}{monitor}",
             report.iface,
-            report.xdp_mode,
+            hook_desc(&report),
             report.ingress_prog_id,
             report.tc_kind,
             report.egress_prog_id,
@@ -137,9 +147,22 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
         }
     } else {
         println!(
-            "{} already attached (XDP {}, prog {}); ingress {}, egress {}{}",
-            report.iface, report.xdp_mode, report.ingress_prog_id, report.ingress, report.egress, monitor
+            "{} already attached ({}, prog {}); ingress {}, egress {}{}",
+            report.iface,
+            hook_desc(&report),
+            report.ingress_prog_id,
+            report.ingress,
+            report.egress,
+            monitor
         );
     }
     Ok(())
+}
+
+/// "XDP generic", or "TCX ingress (1 of 2 in the chain)".
+fn hook_desc(report: &loader::AttachReport) -> String {
+    match &report.ingress_chain {
+        None => format!("XDP {}", report.xdp_mode),
+        Some(c) => format!("TCX ingress ({c})"),
+    }
 }

@@ -198,3 +198,29 @@ mod tests {
         assert!(proto_number("sctp").is_err());
     }
 }
+
+/// `--mode`, `--ingress-hook`, `--ingress-order` of `sgctl apply` and `sgctl daemon`: where the
+/// programs of interfaces they attach go (an attached interface keeps its own).
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    /// XDP mode for interfaces this command attaches (default: auto).
+    #[arg(long, value_enum)]
+    pub mode: Option<crate::loader::ModeRequest>,
+    /// Where interfaces this command attaches decide ingress: `xdp` (default) or `tcx`, beside
+    /// another program that owns the XDP hook (xdp-filter, ...). See `sgctl attach --help`.
+    #[arg(long, value_enum)]
+    pub ingress_hook: Option<crate::loader::IngressHook>,
+    /// With `--ingress-hook tcx`: sgctl's place in the TCX ingress chain.
+    #[arg(long, value_enum, default_value_t = crate::loader::IngressOrder::First)]
+    pub ingress_order: crate::loader::IngressOrder,
+}
+
+impl PlacementArgs {
+    pub fn placement(&self) -> crate::loader::Placement {
+        crate::loader::Placement {
+            mode: self.mode,
+            ingress_hook: self.ingress_hook,
+            ingress_order: self.ingress_order,
+        }
+    }
+}

@@ -16,7 +16,6 @@ use crate::{
         agent::{Addresses, AgentConfig},
     },
     flowlog,
-    loader::ModeRequest,
 };
 
 #[derive(Debug, Args)]
@@ -44,9 +43,8 @@ pub struct DaemonArgs {
     /// Detach every interface of the rule set on SIGTERM (default: enforcement stays).
     #[arg(long)]
     pub detach_on_exit: bool,
-    /// XDP mode for interfaces the daemon attaches.
-    #[arg(long, value_enum)]
-    pub mode: Option<ModeRequest>,
+    #[command(flatten)]
+    pub placement: super::common::PlacementArgs,
     #[command(flatten)]
     pub flow: FlowArgs,
 }
@@ -170,7 +168,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         gc_interval: secs("gc-interval", args.gc_interval)?,
         metrics,
         detach_on_exit: args.detach_on_exit,
-        mode: args.mode,
+        placement: args.placement.placement(),
         flow: args.flow.options()?,
     })?;
     Ok(())

@@ -53,9 +53,13 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
         if s.monitor {
             println!("  MONITOR MODE: nothing is dropped; the drop counters show what would have been");
         }
+        let ingress = match &s.ingress_chain {
+            Some(chain) => format!("ingress TCX ({chain})"),
+            None if s.ingress_hook == "tcx" => "ingress TCX".to_string(),
+            None => format!("XDP {}", s.xdp_mode),
+        };
         println!(
-            "  XDP {} prog {} link {}; TC {} prog {} link {}",
-            s.xdp_mode,
+            "  {ingress} prog {} link {}; TC {} prog {} link {}",
             id(s.ingress_prog_id),
             id(s.xdp_link_id),
             s.tc_kind,

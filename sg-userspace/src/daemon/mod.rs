@@ -43,7 +43,7 @@ use crate::{
     error::{Context as _, Error, Result},
     fleet::agent::{self, AgentConfig, HostStatus, Update},
     flowlog::{self, FlowLogger},
-    loader::{self, ModeRequest},
+    loader::{self, Placement},
     maps::ct_now_ns,
     metrics::{self, SharedStats, stats_of},
     pins,
@@ -72,8 +72,8 @@ pub struct Options {
     pub metrics: Option<SocketAddr>,
     /// Detach every interface of the rule set on SIGTERM (default: enforcement stays).
     pub detach_on_exit: bool,
-    /// XDP mode for interfaces the daemon attaches.
-    pub mode: Option<ModeRequest>,
+    /// Where the programs of interfaces the daemon attaches go (XDP mode, ingress hook).
+    pub placement: Placement,
     /// Flow logs, if asked for.
     pub flow: Option<flowlog::Options>,
 }
@@ -97,7 +97,7 @@ enum Trigger {
 struct Daemon {
     /// Where the rule set comes from: a file (`file`) or the fleet (`fleet`), never both.
     file: Option<FileSide>,
-    mode: Option<ModeRequest>,
+    placement: Placement,
     stats: SharedStats,
     flows: Option<FlowLogger>,
     /// aya-log records of the datapath, forwarded to this process's log.
@@ -238,7 +238,7 @@ impl Daemon {
                 if self.fleet.is_some() { format!("fleet {name}") } else { format!("daemon {name}") };
             let opts = ApplyOptions {
                 dry_run: false,
-                mode: self.mode,
+                placement: self.placement,
                 revoke: false,
                 allow_empty: false,
                 confirm: None,
@@ -487,7 +487,7 @@ pub fn run(opts: Options) -> Result<()> {
             started: false,
             last_error: None,
         }),
-        mode: opts.mode,
+        placement: opts.placement,
         stats: stats.clone(),
         flows,
         dp_log: datapath_log::Forwarder::default(),

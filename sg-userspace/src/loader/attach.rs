@@ -25,14 +25,15 @@ use sg_common::{
     IfaceConfig, Posture,
     config::{
         CONFIG_IMPLICIT_MASK, CONFIG_MONITOR, CONFIG_VALID, POLICY_GROUPS, POLICY_POSTURE, TC_KIND_CLSACT,
-        TC_KIND_NONE, TC_KIND_TCX, XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_NONE, with_monitor,
+        TC_KIND_NONE, TC_KIND_TCX, XDP_MODE_GENERIC, XDP_MODE_NATIVE, XDP_MODE_NONE, XDP_MODE_TCX,
+        with_monitor,
     },
     conntrack::CtTimeouts,
     layout::InstanceMeta,
     maps::{PROG_EGRESS, PROG_INGRESS},
 };
 
-use super::load::{Sizes, load_object_sized, tc_mut, xdp_mut};
+use super::load::{IngressHook, Sizes, load_object_hooked, tc_ingress_mut, tc_mut, xdp_mut};
 use crate::{
     adopt::{self, AdoptReport},
     error::{Context as _, Error, Result},
@@ -61,11 +62,36 @@ pub enum TcRequest {
     Clsact,
 }
 
+/// Where sgctl's ingress program goes in the interface's TCX ingress chain (`--ingress-hook
+/// tcx`): first (before every other program: nothing it denies reaches them) or last (after
+/// them: they see, and may drop, every packet first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum IngressOrder {
+    #[default]
+    First,
+    Last,
+}
+
+/// Where `sgctl apply` and the daemon put the programs of interfaces they attach (`--mode`,
+/// `--ingress-hook`, `--ingress-order`); an attached interface keeps its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// XDP mode (`None`: auto).
+    pub mode: Option<ModeRequest>,
+    /// Ingress hook (`None`: XDP).
+    pub ingress_hook: Option<IngressHook>,
+    pub ingress_order: IngressOrder,
+}
+
 #[derive(Clone, Debug)]
 pub struct AttachRequest {
     pub iface: String,
     pub mode: ModeRequest,
     pub tc: TcRequest,
+    /// Ingress at XDP (default) or TCX; `None`: keep (a new attach: XDP).
+    pub ingress_hook: Option<IngressHook>,
+    /// The place in the TCX ingress chain (`ingress_hook` TCX, new attach only).
+    pub ingress_order: IngressOrder,
     /// `None`: keep the current posture (default for a new attach: ingress deny).
     pub ingress: Option<Posture>,
     /// `None`: keep the current posture (default for a new attach: egress allow).
@@ -86,6 +112,8 @@ impl AttachRequest {
             iface: iface.to_string(),
             mode,
             tc: TcRequest::Auto,
+            ingress_hook: None,
+            ingress_order: IngressOrder::First,
             ingress: None,
             egress: None,
             sizes: Sizes::default(),
@@ -101,6 +129,10 @@ pub struct AttachReport {
     /// `false` when the interface was already attached (postures updated in place).
     pub newly_attached: bool,
     pub xdp_mode: &'static str,
+    /// Where ingress is decided: `xdp` or `tcx`.
+    pub ingress_hook: &'static str,
+    /// TCX ingress: sgctl's place in the interface's TCX ingress chain ("1 of 2 in the chain").
+    pub ingress_chain: Option<String>,
     /// Why this XDP mode, when sgctl chose it.
     pub mode_note: Option<String>,
     pub tc_kind: &'static str,
@@ -119,6 +151,7 @@ pub const fn xdp_mode_name(mode: u8) -> &'static str {
     match mode {
         XDP_MODE_NATIVE => "native",
         XDP_MODE_GENERIC => "generic",
+        XDP_MODE_TCX => "none (ingress at tcx)",
         XDP_MODE_NONE => "none",
         _ => "unknown",
     }
@@ -211,7 +244,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
 /// connection's first packet, `adopt::by_rules`) allows them.
 pub fn attach_with_policy(
     iface_name: &str,
-    mode: ModeRequest,
+    placement: Placement,
     plan: &IfacePlan,
     seq: u64,
     decide: &Decide<'_>,
@@ -225,7 +258,12 @@ pub fn attach_with_policy(
         log::warn!("{iface_name}: removing stale pins of a previous attach");
         pins::remove_instance_dir(&dir)?;
     }
-    attach_new(&AttachRequest::new(iface_name, mode), ifindex, &dir, Some((plan, seq)), Some(decide))
+    let req = AttachRequest {
+        ingress_hook: placement.ingress_hook,
+        ingress_order: placement.ingress_order,
+        ..AttachRequest::new(iface_name, placement.mode.unwrap_or(ModeRequest::Auto))
+    };
+    attach_new(&req, ifindex, &dir, Some((plan, seq)), Some(decide))
 }
 
 /// Whether the policy allows an existing connection (`adopt`): `Some(rule id)`, or
@@ -369,7 +407,18 @@ fn update_existing(
         ModeRequest::Generic => Some(XDP_MODE_GENERIC),
         ModeRequest::Auto => None,
     };
+    let current_hook = IngressHook::of_xdp_mode(cfg.xdp_mode);
+    if let Some(h) = req.ingress_hook
+        && h != current_hook
+    {
+        return Err(Error::HookMismatch {
+            iface: req.iface.clone(),
+            current: current_hook.as_str(),
+            requested: h.as_str(),
+        });
+    }
     if let Some(m) = requested
+        && current_hook == IngressHook::Xdp
         && m != cfg.xdp_mode
     {
         return Err(Error::ModeMismatch {
@@ -411,11 +460,15 @@ fn attach_new(
     let driver = iface::driver(&req.iface);
     let mut xdp = choose_xdp_mode(req.mode, driver.as_deref());
     let tc_kind = choose_tc_kind(req.tc);
+    let hook = req.ingress_hook.unwrap_or_default();
+    if hook == IngressHook::Tcx && !kernel_has_tcx() {
+        return Err(Error::NoTcx);
+    }
 
-    let mut ebpf = load_object_sized(req.sizes)?;
+    let mut ebpf = load_object_hooked(req.sizes, hook)?;
     pins::create_private_dir(dir)?;
     let mut rollback = Rollback { dir, armed: true };
-    pin_objects(&mut ebpf, dir)?;
+    pin_objects(&mut ebpf, dir, hook)?;
 
     let mut maps = InstanceMaps::take_from(&mut ebpf)?;
     let mut cfg = initial_config(req, ifindex, tc_kind);
@@ -433,7 +486,14 @@ fn attach_new(
     let mut adopted = adopt::adopt(&req.iface, &mut maps, seq, decide)?;
     failpoint::hit("attach_link")?;
 
-    cfg.xdp_mode = attach_xdp(&mut ebpf, req, ifindex, dir, driver.as_deref(), &mut xdp)?;
+    cfg.xdp_mode = match hook {
+        IngressHook::Xdp => attach_xdp(&mut ebpf, req, ifindex, dir, driver.as_deref(), &mut xdp)?,
+        IngressHook::Tcx => {
+            xdp.note = None;
+            attach_ingress_tcx(&mut ebpf, &req.iface, req.ingress_order, dir)?;
+            XDP_MODE_TCX
+        }
+    };
     maps.set_config(&cfg)?;
     if let Some((priority, handle)) = attach_egress(&mut ebpf, &req.iface, tc_kind, dir)? {
         // Recorded so that an upgrade can replace the filter in place.
@@ -485,8 +545,9 @@ fn choose_tc_kind(req: TcRequest) -> u8 {
     }
 }
 
-/// Pins every map sgctl owns and both programs in `dir`.
-fn pin_objects(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
+/// Pins every map sgctl owns and both programs in `dir` (the ingress program of `hook` as
+/// `PROG_INGRESS`).
+fn pin_objects(ebpf: &mut Ebpf, dir: &Path, hook: IngressHook) -> Result<()> {
     for spec in maps::owned() {
         let path = dir.join(spec.name);
         ebpf.map(spec.name)
@@ -494,8 +555,8 @@ fn pin_objects(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
             .pin(&path)
             .context(|| format!("pinning {}", path.display()))?;
     }
-    for name in [PROG_INGRESS, PROG_EGRESS] {
-        let path = dir.join(name);
+    for (name, pin) in [(hook.program(), PROG_INGRESS), (PROG_EGRESS, PROG_EGRESS)] {
+        let path = dir.join(pin);
         ebpf.program_mut(name)
             .ok_or(Error::MissingInObject(name))?
             .pin(&path)
@@ -574,6 +635,26 @@ fn attach_xdp(
     Ok(if choice.mode == XdpMode::Driver { XDP_MODE_NATIVE } else { XDP_MODE_GENERIC })
 }
 
+/// Ingress at TCX (`--ingress-hook tcx`): the TC ingress program first or last in the
+/// interface's TCX ingress chain, its link pinned where an XDP attach pins its link
+/// (`PIN_LINK_XDP`: the instance's ingress link, whatever the hook). The XDP hook stays free for
+/// another program (xdp-filter, ...), which then sees every packet before sgctl.
+fn attach_ingress_tcx(ebpf: &mut Ebpf, iface_name: &str, order: IngressOrder, dir: &Path) -> Result<()> {
+    let order = match order {
+        IngressOrder::First => LinkOrder::first(),
+        IngressOrder::Last => LinkOrder::last(),
+    };
+    let tc = tc_ingress_mut(ebpf)?;
+    let id = tc
+        .attach_with_options(iface_name, TcAttachType::Ingress, TcAttachOptions::TcxOrder(order))
+        .context(|| format!("attaching TCX ingress to {iface_name}"))?;
+    let link = tc.take_link(id).context(|| "taking the TCX ingress link".to_string())?;
+    let link = FdLink::try_from(link).context(|| "converting the TCX ingress link".to_string())?;
+    let path = dir.join(PIN_LINK_XDP);
+    link.pin(&path).context(|| format!("pinning {}", path.display()))?;
+    Ok(())
+}
+
 /// Egress: the TC program first in the chain, as a TCX link (pinned) or a classic clsact
 /// filter (which cannot be pinned: it stays until `sgctl detach` removes it by name; its
 /// priority and handle are returned).
@@ -608,6 +689,15 @@ fn attach_egress(ebpf: &mut Ebpf, iface_name: &str, tc_kind: u8, dir: &Path) -> 
     }
 }
 
+/// Where program `prog_id` sits in `iface`'s TCX ingress chain, as "N of M in the chain"
+/// (the kernel's order: the first runs first).
+pub fn tcx_ingress_position(iface_name: &str, prog_id: u32) -> Option<String> {
+    let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface_name, TcAttachType::Ingress).ok()?;
+    let n = progs.len();
+    let at = progs.iter().position(|p| p.id() == prog_id)?;
+    Some(format!("{} of {n} in the chain", at + 1))
+}
+
 /// The report of an attach (new or existing), from the config written and the pins.
 fn report(
     iface_name: &str,
@@ -620,6 +710,10 @@ fn report(
         iface: iface_name.to_string(),
         newly_attached,
         xdp_mode: xdp_mode_name(cfg.xdp_mode),
+        ingress_hook: IngressHook::of_xdp_mode(cfg.xdp_mode).as_str(),
+        ingress_chain: (cfg.xdp_mode == XDP_MODE_TCX)
+            .then(|| tcx_ingress_position(iface_name, pinned_prog_id(&dir.join(PROG_INGRESS)).ok()?))
+            .flatten(),
         mode_note,
         tc_kind: tc_kind_name(cfg.tc_kind),
         ingress: posture_name(cfg.ingress_posture),

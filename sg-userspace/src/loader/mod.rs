@@ -12,12 +12,16 @@ mod private;
 pub mod upgrade;
 
 pub use attach::{
-    AttachReport, AttachRequest, Attached, Decide, Instance, Locking, ModeRequest, TcRequest, attach,
-    attach_with_policy, bring_up_to_date, open_attached, open_attached_for_write, open_for_write,
-    open_pinned, pinned_link_id, pinned_prog_id, tc_kind_name, xdp_mode_name,
+    AttachReport, AttachRequest, Attached, Decide, IngressOrder, Instance, Locking, ModeRequest, Placement,
+    TcRequest, attach, attach_with_policy, bring_up_to_date, open_attached, open_attached_for_write,
+    open_for_write, open_pinned, pinned_link_id, pinned_prog_id, tc_kind_name, tcx_ingress_position,
+    xdp_mode_name,
 };
 pub use detach::{DetachReport, detach};
-pub use load::{Sizes, load_object, load_object_reusing, load_object_sized, load_object_staged};
+pub use load::{
+    IngressHook, Sizes, load_object, load_object_hooked, load_object_reusing, load_object_sized,
+    load_object_staged,
+};
 pub use private::PrivateInstance;
 
 /// The eBPF object built by build.rs (aya-build) from `sg-ebpf`.

@@ -16,7 +16,9 @@ use sg_common::{
     maps::{PROG_EGRESS, PROG_INGRESS},
 };
 
-use super::load::{Sizes, load_object_sized, load_object_staged, tc_mut, xdp_mut};
+use super::load::{
+    IngressHook, Sizes, load_object_hooked, load_object_staged, tc_ingress_mut, tc_mut, xdp_mut,
+};
 use crate::{
     error::{Context as _, Error, Result},
     generation,
@@ -28,6 +30,8 @@ use crate::{
 pub struct PrivateInstance {
     ebpf: Ebpf,
     maps: InstanceMaps,
+    /// Which ingress program was loaded (and runs ingress packets).
+    hook: IngressHook,
 }
 
 impl PrivateInstance {
@@ -38,19 +42,29 @@ impl PrivateInstance {
 
     /// As [`Self::load`], with conntrack tables of the given sizes.
     pub fn load_sized(cfg: &IfaceConfig, sizes: Sizes) -> Result<Self> {
-        Self::with_object(cfg, load_object_sized(sizes)?)
+        Self::load_hooked(cfg, sizes, IngressHook::Xdp)
+    }
+
+    /// As [`Self::load_sized`], with the ingress program of `hook` (the TC one for `Tcx`).
+    pub fn load_hooked(cfg: &IfaceConfig, sizes: Sizes, hook: IngressHook) -> Result<Self> {
+        Self::with_object(cfg, load_object_hooked(sizes, hook)?, hook)
     }
 
     /// As [`Self::load_sized`], from `object`, the benchmark's staged build of the datapath,
     /// with a stage stop (`sg_common::stage`).
     pub fn load_staged(object: &[u8], cfg: &IfaceConfig, sizes: Sizes, stop: u32) -> Result<Self> {
-        Self::with_object(cfg, load_object_staged(object, sizes, stop)?)
+        Self::with_object(cfg, load_object_staged(object, sizes, stop)?, IngressHook::Xdp)
     }
 
-    fn with_object(cfg: &IfaceConfig, mut ebpf: Ebpf) -> Result<Self> {
+    fn with_object(cfg: &IfaceConfig, mut ebpf: Ebpf, hook: IngressHook) -> Result<Self> {
         let mut maps = InstanceMaps::take_from(&mut ebpf)?;
         maps.set_config(&IfaceConfig { flags: cfg.flags | CONFIG_VALID, ..*cfg })?;
-        Ok(Self { ebpf, maps })
+        Ok(Self { ebpf, maps, hook })
+    }
+
+    /// Which ingress program runs ingress packets.
+    pub fn ingress_hook(&self) -> IngressHook {
+        self.hook
     }
 
     pub fn maps(&self) -> &InstanceMaps {
@@ -87,7 +101,7 @@ impl PrivateInstance {
     }
 
     /// Runs `frame` through the program of `dir` once; returns the program's return value
-    /// (XDP action for ingress, TC action as u32 for egress).
+    /// (XDP action for ingress, TC action as u32 for egress and for ingress at TCX).
     pub fn run(&mut self, dir: Direction, frame: &[u8]) -> Result<u32> {
         Ok(self.run_timed(dir, frame, 1)?.0)
     }
@@ -96,7 +110,7 @@ impl PrivateInstance {
     /// accounting.
     pub fn map_ids(&self) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
-        for name in [PROG_INGRESS, PROG_EGRESS] {
+        for name in [self.hook.program(), PROG_EGRESS] {
             let prog = self.ebpf.program(name).ok_or(Error::MissingInObject(name))?;
             let info = prog.info().context(|| format!("{name}: program info"))?;
             ids.extend(info.map_ids().context(|| format!("{name}: map ids"))?.unwrap_or_default());
@@ -113,7 +127,7 @@ impl PrivateInstance {
     /// programs' complexity, which must stay well below the verifier's 1,000,000.
     pub fn verified_insns(&self) -> Result<Vec<(&'static str, u32)>> {
         let mut out = Vec::new();
-        for name in [PROG_INGRESS, PROG_EGRESS] {
+        for name in [self.hook.program(), PROG_EGRESS] {
             let prog = self.ebpf.program(name).ok_or(Error::MissingInObject(name))?;
             let info = prog.info().context(|| format!("{name}: program info"))?;
             out.push((name, info.verified_instruction_count().unwrap_or(0)));
@@ -131,6 +145,9 @@ impl PrivateInstance {
     pub fn run_timed(&mut self, dir: Direction, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
         let opts = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() };
         let res = match dir {
+            Direction::Ingress if self.hook == IngressHook::Tcx => {
+                tc_ingress_mut(&mut self.ebpf)?.test_run(opts)
+            }
             Direction::Ingress => xdp_mut(&mut self.ebpf)?.test_run(opts),
             Direction::Egress => tc_mut(&mut self.ebpf)?.test_run(opts),
         };

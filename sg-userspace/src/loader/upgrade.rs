@@ -54,7 +54,7 @@ use sg_common::{
 use super::{
     BUILD, bpf, datapath_hash,
     layout::{self, Carry, Conversion, Found},
-    load::{Sizes, load_object_reusing},
+    load::{IngressHook, Sizes, load_object_reusing},
 };
 use crate::{
     error::{Context as _, Error, Result},
@@ -164,7 +164,8 @@ pub fn upgrade_locked(iface_name: &str, opts: UpgradeOptions) -> Result<UpgradeR
         }
     }
     let sizes = sizes_of(&pinned);
-    let mut ebpf = load_object_reusing(sizes, &reuse)?;
+    let hook = IngressHook::of_xdp_mode(read_config(&dir)?.xdp_mode);
+    let mut ebpf = load_object_reusing(sizes, &reuse, hook)?;
 
     // 4. Stage.
     let staging = dir.join(STAGING);
@@ -190,8 +191,8 @@ pub fn upgrade_locked(iface_name: &str, opts: UpgradeOptions) -> Result<UpgradeR
     for name in &report.converted {
         report.flows_copied += copy_converted(from_layout, name, &dir, &staging, false)?;
     }
-    for name in [PROG_EGRESS, PROG_INGRESS] {
-        let path = staging.join(name);
+    for (name, pin) in [(PROG_EGRESS, PROG_EGRESS), (hook.program(), PROG_INGRESS)] {
+        let path = staging.join(pin);
         ebpf.program_mut(name)
             .ok_or(Error::MissingInObject(spec_name(name)))?
             .pin(&path)
@@ -294,16 +295,22 @@ enum TcHook {
 impl Links {
     fn open(iface_name: &str, dir: &Path, ifindex: u32, meta: Option<&InstanceMeta>) -> Result<Self> {
         let refuse = |detail: String| Error::Upgrade { iface: iface_name.to_string(), detail };
-        let xdp = bpf::obj_get(&dir.join(PIN_LINK_XDP)).map_err(|_| refuse("no pinned XDP link".into()))?;
+        let cfg = read_config(dir)?;
+        // The ingress link: XDP, or TCX with `--ingress-hook tcx` (pinned at the same place).
+        let want = match IngressHook::of_xdp_mode(cfg.xdp_mode) {
+            IngressHook::Xdp => bpf::LINK_TYPE_XDP,
+            IngressHook::Tcx => bpf::LINK_TYPE_TCX,
+        };
+        let xdp =
+            bpf::obj_get(&dir.join(PIN_LINK_XDP)).map_err(|_| refuse("no pinned ingress link".into()))?;
         let info = bpf::link_info(xdp.as_fd())?;
-        if info.kind != bpf::LINK_TYPE_XDP || info.ifindex != ifindex {
+        if info.kind != want || info.ifindex != ifindex {
             return Err(refuse(format!(
-                "its XDP link is not attached to this interface (ifindex {} of {ifindex}): the interface was \
+                "its ingress link is not attached to this interface (ifindex {} of {ifindex}): the interface was \
                  re-created; `sgctl apply` or `sgctl attach` replaces the stale instance",
                 info.ifindex
             )));
         }
-        let cfg = read_config(dir)?;
         let tc = match cfg.tc_kind {
             TC_KIND_TCX => {
                 let link =
@@ -361,7 +368,7 @@ fn switch(links: &Links, dir: &Path, staging: &Path) -> Result<()> {
     let new_in_id = bpf::prog_id(new_in.as_fd())?;
     if links.xdp_prog()? != new_in_id {
         let old = bpf::obj_get(&dir.join(PROG_INGRESS))?;
-        swap(&links.iface, "XDP", links.xdp.as_fd(), new_in.as_fd(), old.as_fd())?;
+        swap(&links.iface, "ingress", links.xdp.as_fd(), new_in.as_fd(), old.as_fd())?;
     }
     failpoint::hit("upgrade_switch_xdp")?;
     let new_eg = bpf::obj_get(&staging.join(PROG_EGRESS))?;

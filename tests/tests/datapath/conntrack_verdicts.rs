@@ -13,12 +13,12 @@ use sg_common::{
 };
 use sg_tests::{
     packet::{Pkt, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN},
-    policy::{apply, recording_instance, ruleset},
+    policy::{apply, recording_instance, recording_instance_at, ruleset},
     require_bpf,
     verdict::{Row, run_sequence},
 };
 use sg_userspace::{
-    loader::{PrivateInstance, Sizes},
+    loader::{IngressHook, PrivateInstance, Sizes},
     maps::{CtTable, FlowItem, ct_now_ns},
     rules::compile,
 };
@@ -56,7 +56,11 @@ timeouts = { tcp_established = 60, udp = 30 }
 "#;
 
 fn instance() -> PrivateInstance {
-    let mut inst = recording_instance();
+    instance_at(IngressHook::Xdp)
+}
+
+fn instance_at(hook: IngressHook) -> PrivateInstance {
+    let mut inst = recording_instance_at(hook);
     apply(&mut inst, &ruleset(RULES), "eth0", 1);
     inst
 }
@@ -70,7 +74,20 @@ fn tcp_inbound_replies_only_after_the_forward_packet() {
     if !require_bpf("tcp_inbound_replies_only_after_the_forward_packet") {
         return;
     }
-    let mut inst = instance();
+    tcp_inbound_replies(IngressHook::Xdp);
+}
+
+/// The same story with ingress decided by the TC program (`--ingress-hook tcx`).
+#[test]
+fn tcp_inbound_replies_only_after_the_forward_packet_with_ingress_at_tcx() {
+    if !require_bpf("tcp_inbound_replies_only_after_the_forward_packet_with_ingress_at_tcx") {
+        return;
+    }
+    tcp_inbound_replies(IngressHook::Tcx);
+}
+
+fn tcp_inbound_replies(hook: IngressHook) {
+    let mut inst = instance_at(hook);
     for (peer, host) in [(PEER4, HOST4), (PEER6, HOST6)] {
         let rows = vec![
             Row::new(

@@ -2,9 +2,9 @@
 //! is in the registry with the kind, key and value sizes, entries and flags the kernel reports,
 //! and every registry entry is in the object.
 
-use sg_common::{IfaceConfig, maps};
+use sg_common::{IfaceConfig, maps, maps::PROG_INGRESS_TC};
 use sg_tests::require_bpf;
-use sg_userspace::loader::PrivateInstance;
+use sg_userspace::loader::{IngressHook, PrivateInstance, Sizes};
 
 #[test]
 fn every_map_of_the_object_is_its_registry_entry() {
@@ -51,7 +51,13 @@ fn verifier_work_stays_within_ten_percent_of_its_record() {
         return;
     }
     let inst = PrivateInstance::load(&IfaceConfig::default()).expect("load a private instance");
-    let got = inst.verified_insns().expect("verified_insns");
+    let mut got = inst.verified_insns().expect("verified_insns");
+    // The TCX ingress program (`--ingress-hook tcx`), loaded only by instances that use it.
+    let tcx = PrivateInstance::load_hooked(&IfaceConfig::default(), Sizes::default(), IngressHook::Tcx)
+        .expect("load a private instance with TCX ingress");
+    got.extend(
+        tcx.verified_insns().expect("verified_insns").into_iter().filter(|(p, _)| *p == PROG_INGRESS_TC),
+    );
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
     let kernel: String = release.trim().split('.').take(2).collect::<Vec<_>>().join(".");
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/verified_insns.toml"))

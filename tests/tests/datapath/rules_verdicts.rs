@@ -11,10 +11,11 @@ use sg_common::{
 };
 use sg_tests::{
     packet::{Pkt, arp_frame},
-    policy::{apply, recording_instance, ruleset},
+    policy::{apply, recording_instance, recording_instance_at, ruleset},
     require_bpf,
     verdict::{Row, run_table},
 };
+use sg_userspace::loader::IngressHook;
 
 const RULES: &str = r#"
 [groups.web]
@@ -102,9 +103,22 @@ fn every_rule_field_through_the_datapath() {
     if !require_bpf("every_rule_field_through_the_datapath") {
         return;
     }
+    every_rule_field(IngressHook::Xdp);
+}
+
+/// The same table with ingress decided by the TC program (`--ingress-hook tcx`).
+#[test]
+fn every_rule_field_through_the_datapath_with_ingress_at_tcx() {
+    if !require_bpf("every_rule_field_through_the_datapath_with_ingress_at_tcx") {
+        return;
+    }
+    every_rule_field(IngressHook::Tcx);
+}
+
+fn every_rule_field(hook: IngressHook) {
     let rs = ruleset(RULES);
     assert_eq!(rs.iface_rules("eth0").len(), 17, "rule ids in this table assume 17 rules");
-    let mut inst = recording_instance();
+    let mut inst = recording_instance_at(hook);
     apply(&mut inst, &rs, "eth0", 1);
     let a = Row::allow;
     let d = Row::deny;

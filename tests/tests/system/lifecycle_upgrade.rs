@@ -91,10 +91,11 @@ fn iface_status(pair: &NetnsPair) -> serde_json::Value {
     pair.status_json()["interfaces"][0].clone()
 }
 
-fn same_layout(mode: &str) {
+/// `how`: the attach's placement (`--mode generic`, `--ingress-hook tcx`).
+fn same_layout(how: &[&str]) {
     let pair = NetnsPair::new();
     let f = write_temp(&format!("{}-up.toml", pair.if_a), &rules(&pair.if_a));
-    pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--mode", mode]);
+    pair.sgctl_ok(Side::A, &[&["attach", pair.if_a.as_str()], how].concat());
     pair.sgctl_ok(Side::A, &["apply", &f.display().to_string()]);
     let dir = pair.pin_dir(Side::A).expect("pin dir").join(&pair.if_a);
     let traffic = Traffic::start(&pair);
@@ -106,14 +107,14 @@ fn same_layout(mode: &str) {
         assert!(out.contains("same layout"), "upgrade #{i}: {out}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    traffic.check(&format!("same-layout upgrades ({mode})"));
+    traffic.check(&format!("same-layout upgrades ({})", how.join(" ")));
     let (maps1, links1, progs1) = ids(&dir);
     // Every map but SG_META (it names the programs) is the same map; the links are the same
     // links; the programs are new.
     let keep = |m: &[(String, u32)]| m.iter().filter(|(n, _)| n != "SG_META").cloned().collect::<Vec<_>>();
     assert_eq!(keep(&maps0), keep(&maps1), "a map was replaced by a same-layout upgrade");
     assert_eq!(links0, links1, "the links were replaced");
-    assert_ne!(progs0[0], progs1[0], "the XDP program was not replaced");
+    assert_ne!(progs0[0], progs1[0], "the ingress program was not replaced");
     assert_ne!(progs0[1], progs1[1], "the egress program was not replaced");
     // Counters went on (not reset), the flows are the same flows.
     let after = iface_status(&pair);
@@ -128,7 +129,7 @@ fn same_layout_upgrade_under_traffic_generic() {
     if !require_bpf("same_layout_upgrade_under_traffic_generic") {
         return;
     }
-    same_layout("generic");
+    same_layout(&["--mode", "generic"]);
 }
 
 #[test]
@@ -136,7 +137,17 @@ fn same_layout_upgrade_under_traffic_native() {
     if !require_bpf("same_layout_upgrade_under_traffic_native") {
         return;
     }
-    same_layout("native");
+    same_layout(&["--mode", "native"]);
+}
+
+/// Ingress at TCX (`--ingress-hook tcx`, beside another XDP program): its TCX link is swapped
+/// as the XDP link is.
+#[test]
+fn same_layout_upgrade_under_traffic_tcx_ingress() {
+    if !require_bpf("same_layout_upgrade_under_traffic_tcx_ingress") {
+        return;
+    }
+    same_layout(&["--ingress-hook", "tcx"]);
 }
 
 /// The field's build attaches; this one takes over, through `how`: `upgrade` or `apply`.

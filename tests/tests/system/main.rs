@@ -4,6 +4,7 @@
 
 mod audit_live;
 mod aws_real;
+mod coexist;
 mod daemon;
 mod daemon_flows;
 mod demo;
