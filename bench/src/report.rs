@@ -78,8 +78,8 @@ pub const PREFIXES: &str = "100000p";
 /// entries on the 1-rule set.
 pub const ACL_SMALL: &str = "acl20";
 pub const ACL_LARGE: &str = "acl10000";
-pub const RECEIVERS: [&str; 6] =
-    ["none", "nftables", "xdp-filter", "sgctl-native", "sgctl-generic", "xdp-drop"];
+pub const RECEIVERS: [&str; 7] =
+    ["none", "nftables", "xdp-filter", "sgctl-native", "sgctl-generic", "sgctl-tcx", "xdp-drop"];
 
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -277,6 +277,36 @@ fn goals_section(m: &mut String, b: &Bench) {
     }
 }
 
+/// sgctl's ingress at TCX (`--ingress-hook tcx`) against its ingress at XDP, program for
+/// program (1 rule), and the two hooks' bare floors.
+fn tcx_ingress_table(m: &mut String, s: &[Sample]) {
+    let tr = |subject: &str, rules: &str, case: &str, fam: &str| {
+        med(s, "testrun", &[("subject", subject), ("rules", rules), ("case", case), ("family", fam)])
+    };
+    let _ = writeln!(
+        m,
+        "\nIngress at TCX (`--ingress-hook tcx`, beside another XDP program) against ingress at XDP, 1 rule. \
+         The programs alone: at TCX the kernel has built the skb before the program runs (as generic XDP \
+         does; native XDP runs before any skb), which the traffic section's `sgctl-tcx` row includes.\n"
+    );
+    let _ = writeln!(m, "| ns/packet | XDP v4 | TCX v4 | TCX / XDP v4 | XDP v6 | TCX v6 | TCX / XDP v6 |");
+    let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|");
+    for (label, xs, xr, xc, ts, tr_, tc) in [
+        ("bare program (XDP_PASS, TC pass)", "xdp_pass", "-", "pass", "tc_pass", "-", "pass"),
+        ("denied packet", "sgctl", "1", "deny", "sgctl_tcx", "1", "deny"),
+        ("established packet", "sgctl", "1", "established", "sgctl_tcx", "1", "established"),
+    ] {
+        let cells: Vec<String> = ["v4", "v6"]
+            .iter()
+            .flat_map(|f| {
+                let (x, t) = (tr(xs, xr, xc, f), tr(ts, tr_, tc, f));
+                [fmt(x, 1), fmt(t, 1), fmt(ratio(t, x), 2)]
+            })
+            .collect();
+        let _ = writeln!(m, "| {label} | {} |", cells.join(" | "));
+    }
+}
+
 /// Per-packet cost through BPF_PROG_TEST_RUN: by rule count, baselines, stages, ratios.
 fn per_packet_section(m: &mut String, s: &[Sample]) {
     let tr = |subject: &str, rules: &str, case: &str, fam: &str| {
@@ -396,6 +426,7 @@ fn per_packet_section(m: &mut String, s: &[Sample]) {
         };
         let _ = writeln!(m, "| {label} | {} | {} |", cell("1"), cell("10000"));
     }
+    tcx_ingress_table(m, s);
     for case in ["deny", "established", "new"] {
         let _ = writeln!(
             m,
@@ -749,6 +780,8 @@ fn traffic_section(m: &mut String, s: &[Sample], builtin_unavailable: Option<&st
         ("sgctl native / bare XDP_DROP", "sgctl-native", "xdp-drop"),
         ("sgctl native / xdp-filter", "sgctl-native", "xdp-filter"),
         ("sgctl generic / nftables", "sgctl-generic", "nftables"),
+        ("sgctl at TCX / sgctl generic", "sgctl-tcx", "sgctl-generic"),
+        ("sgctl at TCX / sgctl native", "sgctl-tcx", "sgctl-native"),
     ] {
         let cells: Vec<String> = names
             .iter()
@@ -773,7 +806,7 @@ fn traffic_section(m: &mut String, s: &[Sample], builtin_unavailable: Option<&st
         "---:|".repeat(names.len())
     );
     let cpus = super::traffic::cpus() as f64;
-    for r in ["nftables", "xdp-filter", "sgctl-native", "sgctl-generic"] {
+    for r in ["nftables", "xdp-filter", "sgctl-native", "sgctl-generic", "sgctl-tcx"] {
         let cells: Vec<String> = names
             .iter()
             .map(|g| {

@@ -39,7 +39,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
     maps::ProgramArray,
-    programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
+    programs::{ProgramFd, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use sg_common::{
     Direction, IfaceConfig, Posture,
@@ -48,7 +48,7 @@ use sg_common::{
     stage::{STAGE_CT_FOUND, STAGE_CT_KEYED, STAGE_FULL, STAGE_NEW_KEYED, STAGE_PARSED, STAGE_POLICY},
 };
 use sg_userspace::{
-    loader::{PrivateInstance, Sizes},
+    loader::{IngressHook, PrivateInstance, Sizes},
     rules::compile,
 };
 
@@ -63,6 +63,17 @@ use crate::BENCH_OBJECT;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+/// TC verdicts as a test run returns them: TCX_NEXT (pass on) and TC_ACT_SHOT.
+const TC_NEXT: u32 = u32::MAX;
+const TC_SHOT: u32 = 2;
+
+/// What `inst`'s ingress program returns for a packet it passes, and for one it drops.
+fn pass_drop(inst: &PrivateInstance) -> (u32, u32) {
+    match inst.ingress_hook() {
+        IngressHook::Xdp => (XDP_PASS, XDP_DROP),
+        IngressHook::Tcx => (TC_NEXT, TC_SHOT),
+    }
+}
 const SPORT: u16 = 40_000;
 
 fn frame(v6: bool, allowed: bool, sport: u16) -> Vec<u8> {
@@ -97,6 +108,8 @@ impl Bare {
             let p: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
             p.load().with_context(|| format!("load {name}"))?;
         }
+        let p: &mut SchedClassifier = ebpf.program_mut(TC_PASS).context(TC_PASS)?.try_into()?;
+        p.load().with_context(|| format!("load {TC_PASS}"))?;
         Ok(Bare { ebpf })
     }
 
@@ -119,11 +132,19 @@ impl Bare {
 
     /// (return value, average ns per run).
     pub fn run(&mut self, prog: &str, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        let p: &mut Xdp = self.ebpf.program_mut(prog).context(prog.to_string())?.try_into()?;
-        let r = p.test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() })?;
+        let opts = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() };
+        let p = self.ebpf.program_mut(prog).context(prog.to_string())?;
+        let r = if prog == TC_PASS {
+            <&mut SchedClassifier>::try_from(p)?.test_run(opts)?
+        } else {
+            <&mut Xdp>::try_from(p)?.test_run(opts)?
+        };
         Ok((r.return_value, r.duration.as_nanos() as f64))
     }
 }
+
+/// The bench object's bare TC program (baseline of sgctl's ingress at TCX).
+const TC_PASS: &str = "sg_bench_tc_pass";
 
 /// One measurement: what it runs, and its labels.
 struct Measure {
@@ -185,11 +206,20 @@ fn with_rules(n: usize) -> Result<PrivateInstance> {
     with_rules_staged(n, STAGE_FULL)
 }
 
+/// As [`with_rules`], with the ingress program of `hook`.
+fn with_rules_at(n: usize, hook: IngressHook) -> Result<PrivateInstance> {
+    with_rules_staged_at(n, STAGE_FULL, hook)
+}
+
 /// As [`with_rules`], stopping at a stage (`sg_common::stage`).
 fn with_rules_staged(n: usize, stop: u32) -> Result<PrivateInstance> {
+    with_rules_staged_at(n, stop, IngressHook::Xdp)
+}
+
+fn with_rules_staged_at(n: usize, stop: u32, hook: IngressHook) -> Result<PrivateInstance> {
     let rs = sg_tests::policy::ruleset(&rulegen::rules_toml(n, 42 + n as u64));
     let plan = compile::compile_iface(&rs, rulegen::IFACE).with_context(|| format!("compile {n} rules"))?;
-    let mut inst = PrivateInstance::load_staged(
+    let mut inst = PrivateInstance::load_staged_at(
         crate::STAGED_OBJECT,
         &IfaceConfig {
             ingress_posture: Posture::Deny as u8,
@@ -198,6 +228,7 @@ fn with_rules_staged(n: usize, stop: u32) -> Result<PrivateInstance> {
         },
         Sizes::default(),
         stop,
+        hook,
     )?;
     inst.apply_plan(&plan, 1)?;
     Ok(inst)
@@ -399,6 +430,28 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
             list.push(measure("sgctl", n.to_string(), "new_single", v6, Kind::NewSingle { inst: i, v6 }));
         }
     }
+    // Ingress at TCX (`--ingress-hook tcx`): the TC ingress program, 1 rule, beside the bare TC
+    // program (its floor).
+    b.progress("testrun", "loading the TCX ingress instance");
+    insts.push(with_rules_at(1, IngressHook::Tcx)?);
+    let i = insts.len() - 1;
+    for v6 in [false, true] {
+        list.push(measure(
+            "tc_pass",
+            "-",
+            "pass",
+            v6,
+            Kind::Bare { prog: TC_PASS, frame: frame(v6, true, SPORT), want: TC_NEXT },
+        ));
+        list.push(measure(
+            "sgctl_tcx",
+            "1",
+            "deny",
+            v6,
+            Kind::Sgctl { inst: i, frame: frame(v6, false, SPORT), want: TC_SHOT },
+        ));
+        list.push(measure("sgctl_tcx", "1", "established", v6, Kind::Established { inst: i, v6 }));
+    }
     // Large prefix sets and network ACLs: denied, established and new packets each.
     let prefix_sets =
         b.opts.prefix_counts.iter().map(|&n| (format!("{n} prefixes"), prefixes_label(n), n, false));
@@ -482,11 +535,12 @@ fn call(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
         Kind::Established { inst, v6 } => {
             let (i, v6) = (*inst, *v6);
             let inst = &mut subj.insts[i];
+            let (pass, _) = pass_drop(inst);
             inst.maps_mut().ct_flush()?;
-            check(inst.run(Direction::Ingress, &frame(v6, true, SPORT))?, XDP_PASS, &what)?;
+            check(inst.run(Direction::Ingress, &frame(v6, true, SPORT))?, pass, &what)?;
             inst.run(Direction::Egress, &reply(v6, SPORT))?;
             let (ret, ns) = timed(inst, &frame(v6, true, SPORT), repeat)?;
-            (ret, XDP_PASS, ns)
+            (ret, pass, ns)
         }
         Kind::New { inst, v6, staged } => {
             let (i, v6, staged) = (*inst, *v6, *staged);

@@ -61,16 +61,19 @@ pub enum Receiver {
     XdpFilter,
     SgctlNative,
     SgctlGeneric,
+    /// sgctl with its ingress at TCX (`--ingress-hook tcx`).
+    SgctlTcx,
     XdpDrop,
 }
 
 impl Receiver {
-    pub const ALL: [Receiver; 6] = [
+    pub const ALL: [Receiver; 7] = [
         Receiver::None,
         Receiver::Nftables,
         Receiver::XdpFilter,
         Receiver::SgctlNative,
         Receiver::SgctlGeneric,
+        Receiver::SgctlTcx,
         Receiver::XdpDrop,
     ];
 
@@ -81,6 +84,7 @@ impl Receiver {
             Receiver::XdpFilter => "xdp-filter",
             Receiver::SgctlNative => "sgctl-native",
             Receiver::SgctlGeneric => "sgctl-generic",
+            Receiver::SgctlTcx => "sgctl-tcx",
             Receiver::XdpDrop => "xdp-drop",
         }
     }
@@ -326,9 +330,13 @@ pub fn setup(pair: &NetnsPair, r: Receiver) -> Result<Guard> {
                 &[&["port", &port, "-m", "dst"]],
             )?)
         }
-        Receiver::SgctlNative | Receiver::SgctlGeneric => {
-            let mode = if r == Receiver::SgctlNative { "native" } else { "generic" };
-            pair.sgctl_ok(Side::A, &["attach", &pair.if_a, "--mode", mode]);
+        Receiver::SgctlNative | Receiver::SgctlGeneric | Receiver::SgctlTcx => {
+            let how: &[&str] = match r {
+                Receiver::SgctlNative => &["--mode", "native"],
+                Receiver::SgctlGeneric => &["--mode", "generic"],
+                _ => &["--ingress-hook", "tcx"],
+            };
+            pair.sgctl_ok(Side::A, &[&["attach", pair.if_a.as_str()], how].concat());
             let file = sg_tests::write_temp("bench-policy.toml", &policy(&pair.if_a));
             pair.sgctl_ok(Side::A, &["apply", &file.display().to_string()]);
             Guard::Sgctl
@@ -355,7 +363,7 @@ pub fn teardown(pair: &NetnsPair, r: Receiver, guard: Guard) {
         Receiver::Nftables => {
             let _ = tools::in_ns(&pair.ns_a, 10, "nft", &["delete", "table", "inet", "sgctl"]);
         }
-        Receiver::SgctlNative | Receiver::SgctlGeneric => {
+        Receiver::SgctlNative | Receiver::SgctlGeneric | Receiver::SgctlTcx => {
             let _ = pair.sgctl(Side::A, &["detach", &pair.if_a]);
         }
         _ => {}

@@ -1,6 +1,7 @@
-//! Benchmark-only XDP programs (never attached by sgctl; loaded by `cargo xtask bench`):
+//! Benchmark-only programs (never attached by sgctl; loaded by `cargo xtask bench`):
 //!
 //! - `sg_bench_pass` / `sg_bench_drop`: the bare baselines, XDP_PASS and XDP_DROP.
+//! - `sg_bench_tc_pass`: the bare TC baseline (TCX_NEXT), the floor of sgctl's ingress at TCX.
 //! - `sg_bench_count_drop`: XDP_DROP after counting the packet in `SG_BENCH_COUNT` (the bare
 //!   receiver of the traffic runs, whose rate is read from that counter).
 //! - `sg_bench_tx`: the built-in traffic generator. Driven by BPF_PROG_TEST_RUN in live-frames
@@ -16,11 +17,11 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{TC_ACT_UNSPEC, xdp_action},
     helpers::bpf_get_prandom_u32,
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{PerCpuArray, ProgramArray},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 
 /// Packets dropped by `sg_bench_count_drop` (index 0), per CPU.
@@ -54,6 +55,13 @@ fn count() {
 #[xdp]
 pub fn sg_bench_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Bare TC pass (TCX_NEXT): the floor of a TC program (baseline of sgctl's ingress at TCX).
+#[allow(clippy::needless_pass_by_value, reason = "the #[classifier] macro passes the context by value")]
+#[classifier]
+pub fn sg_bench_tc_pass(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
 }
 
 /// Bare XDP_DROP (per-packet cost baseline).

@@ -97,10 +97,10 @@ pub fn load_object_reusing(
 /// Loads `object`, the datapath built with the benchmark's stage stops (`sg_common::stage`;
 /// the benchmark crate builds and holds it, sgctl does not), with tables of the given sizes
 /// and a stage stop.
-pub fn load_object_staged(object: &[u8], sizes: Sizes, stop: u32) -> Result<Ebpf> {
+pub fn load_object_staged(object: &[u8], sizes: Sizes, stop: u32, hook: IngressHook) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader.override_global(STAGE_STOP_GLOBAL, &stop, true);
-    load(loader, sizes, object, IngressHook::Xdp)
+    load(loader, sizes, object, hook)
 }
 
 fn load(mut loader: EbpfLoader<'_>, sizes: Sizes, object: &[u8], hook: IngressHook) -> Result<Ebpf> {

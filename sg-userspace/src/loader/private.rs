@@ -53,7 +53,18 @@ impl PrivateInstance {
     /// As [`Self::load_sized`], from `object`, the benchmark's staged build of the datapath,
     /// with a stage stop (`sg_common::stage`).
     pub fn load_staged(object: &[u8], cfg: &IfaceConfig, sizes: Sizes, stop: u32) -> Result<Self> {
-        Self::with_object(cfg, load_object_staged(object, sizes, stop)?, IngressHook::Xdp)
+        Self::load_staged_at(object, cfg, sizes, stop, IngressHook::Xdp)
+    }
+
+    /// As [`Self::load_staged`], with the ingress program of `hook`.
+    pub fn load_staged_at(
+        object: &[u8],
+        cfg: &IfaceConfig,
+        sizes: Sizes,
+        stop: u32,
+        hook: IngressHook,
+    ) -> Result<Self> {
+        Self::with_object(cfg, load_object_staged(object, sizes, stop, hook)?, hook)
     }
 
     fn with_object(cfg: &IfaceConfig, mut ebpf: Ebpf, hook: IngressHook) -> Result<Self> {
