@@ -15,7 +15,8 @@ pub struct AttachArgs {
     pub mode: ModeRequest,
     /// Where ingress is decided (new attach: xdp): `xdp`, the earliest and cheapest hook, which
     /// sgctl then owns; `tcx`, the TCX ingress chain, beside another program that owns the XDP
-    /// hook (xdp-filter, ...: it sees every packet first). See docs/coexistence.md.
+    /// hook (xdp-filter, ...: it sees every packet first). See docs/operations.md, "Sharing the
+    /// hooks".
     #[arg(long, value_enum)]
     pub ingress_hook: Option<IngressHook>,
     /// With `--ingress-hook tcx`: sgctl's place in the TCX ingress chain (new attach only).

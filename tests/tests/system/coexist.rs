@@ -3,8 +3,8 @@
 //! enforce; detaching one leaves the other. With sgctl at XDP, the busy hook is refused with
 //! the way out named.
 //!
-//! Why not libxdp's dispatcher: see docs/coexistence.md (this kernel refuses the extension
-//! programs it is built on; libxdp itself falls back to a single program here).
+//! Why not libxdp's dispatcher: docs/operations.md, "Sharing the hooks" (this kernel refuses
+//! the extension programs it is built on; libxdp itself falls back to a single program here).
 
 use sg_tests::{
     netns::{NetnsPair, Side},
