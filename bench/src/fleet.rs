@@ -317,7 +317,7 @@ fn sim_host(rt: &tokio::runtime::Runtime, cfg: AgentConfig, applied: Applied) {
     let (status_tx, status_rx) = watch::channel(None);
     let resync = Arc::new(Notify::new());
     // Ends when the runtime shuts down.
-    rt.spawn(agent::run(cfg, tx, status_rx, resync));
+    rt.spawn(agent::run(cfg, tx, status_rx, None, resync));
     rt.spawn(async move {
         let mut last = None;
         let mut n = 0;

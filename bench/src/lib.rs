@@ -176,6 +176,10 @@ impl Bench {
         value: f64,
         unit: &'static str,
     ) {
+        assert!(
+            UNITS.contains(&unit),
+            "unit {unit} of section {section} is not in bench::UNITS: results read back would lose it"
+        );
         let shown: Vec<String> = labels.iter().map(|(_, v)| v.clone()).collect();
         self.progress(section, &format!("{} = {value:.2} {unit}", shown.join(" ")));
         self.samples.push(Sample { section, labels, value, unit });
@@ -272,11 +276,28 @@ fn label_name(h: &str) -> &'static str {
     NAMES.iter().copied().chain(["map"]).find(|n| *n == h).unwrap_or("?")
 }
 
+/// Every unit a sample may have: the results are read back with it (an `--only` run keeps the
+/// other sections' saved samples), so [`Bench::record`] refuses any other.
+pub const UNITS: [&str; 15] = [
+    "ns/packet",
+    "ns",
+    "pps",
+    "Gbit/s",
+    "ms",
+    "s",
+    "packets",
+    "bytes",
+    "MB",
+    "count",
+    "conn/s",
+    "flows",
+    "observations",
+    "rules",
+    "lines",
+];
+
 fn unit_name(u: &str) -> &'static str {
-    ["ns/packet", "pps", "Gbit/s", "ms", "packets", "bytes", "s", "MB", "count", "conn/s"]
-        .into_iter()
-        .find(|n| *n == u)
-        .unwrap_or("?")
+    UNITS.into_iter().find(|n| *n == u).unwrap_or("?")
 }
 
 /// (min, max) of `v` ((NaN, NaN) when empty).

@@ -191,9 +191,15 @@ impl Fleet {
     /// `sgctl daemon --etcd URLS --host NAME --lease-ttl T` in `host`'s namespace, with
     /// metrics on 127.0.0.1:`metrics` there (each namespace has its own loopback) or off.
     pub fn daemon(&self, host: &LanHost, metrics: Option<u16>) -> Daemon {
+        self.daemon_with(host, metrics, &[])
+    }
+
+    /// [`Fleet::daemon`] with more arguments (`--learn FILE`, ...).
+    pub fn daemon_with(&self, host: &LanHost, metrics: Option<u16>, extra: &[&str]) -> Daemon {
         let ttl = self.lease_ttl.to_string();
         let m = metrics.map_or_else(|| "off".to_string(), |p| format!("127.0.0.1:{p}"));
-        let a = ["--etcd", &self.urls, "--host", &host.name, "--metrics", &m, "--lease-ttl", &ttl];
+        let mut a = vec!["--etcd", &self.urls, "--host", &host.name, "--metrics", &m, "--lease-ttl", &ttl];
+        a.extend_from_slice(extra);
         Daemon::start_in(&host.ns, &host.ns, &a)
     }
 

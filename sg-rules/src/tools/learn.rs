@@ -23,6 +23,13 @@
 //! - every existing rule of a proposed group that allowed no observed flow is proposed for
 //!   removal, and every proposed rule carries its evidence (flows, first and last seen,
 //!   sample peers).
+//!
+//! [`propose_fleet`] does the same for a fleet: what every host observed ([`summary`]: each
+//! daemon publishes a bounded one), each observation on the interface of the host that made it,
+//! so that a group's rules are proposed from the traffic of all its hosts, and peers that are a
+//! group's registered members are named by the group (`from_group`).
+//!
+//! [`summary`]: Observations::summary
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -160,14 +167,42 @@ impl Observations {
         self.entries.insert(key, Evidence { flows: 1, first_seen: now, last_seen: now });
     }
 
-    pub fn to_json(&self) -> String {
-        let p = Persisted {
+    /// At most `max` entries: those with the most flows (then the most recent); the entries
+    /// left out are counted in `overflow` (a fleet host's published summary, whose size the
+    /// store bounds).
+    pub fn summary(&self, max: usize) -> Observations {
+        if self.entries.len() <= max {
+            return self.clone();
+        }
+        let mut v: Vec<(&ObsKey, &Evidence)> = self.entries.iter().collect();
+        v.sort_by(|a, b| {
+            b.1.flows.cmp(&a.1.flows).then(b.1.last_seen.cmp(&a.1.last_seen)).then(a.0.cmp(b.0))
+        });
+        let left = (v.len() - max) as u64;
+        Observations {
+            capacity: self.capacity,
+            entries: v.into_iter().take(max).map(|(k, e)| (k.clone(), *e)).collect(),
+            overflow: self.overflow + left,
+            missed_events: self.missed_events,
+        }
+    }
+
+    /// [`Observations::to_json`] on one line (what a fleet host publishes).
+    pub fn to_json_compact(&self) -> String {
+        serde_json::to_string(&self.persisted()).expect("observations serialize")
+    }
+
+    fn persisted(&self) -> Persisted {
+        Persisted {
             capacity: self.capacity,
             overflow: self.overflow,
             missed_events: self.missed_events,
             entries: self.entries.iter().map(|(k, e)| Entry { key: k.clone(), evidence: *e }).collect(),
-        };
-        serde_json::to_string_pretty(&p).expect("observations serialize")
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&self.persisted()).expect("observations serialize")
     }
 
     /// Reads what [`Observations::to_json`] wrote; `capacity` replaces the file's (the
@@ -433,6 +468,64 @@ pub fn propose(current: &RuleSet, obs: &Observations, opts: &LearnOptions) -> Pr
     Proposal { candidate, changes, used, overflow: obs.overflow }
 }
 
+/// The interface a fleet proposal names `host`'s interface `iface` by (in the flattened rule
+/// set [`flatten_fleet`] makes and in the observations [`merge_fleet`] makes).
+pub fn fleet_iface(host: &str, iface: &str) -> String {
+    format!("{host}/{iface}")
+}
+
+/// A fleet rule set with every host's interfaces as interfaces of its own
+/// ([`fleet_iface`]), so that one proposal covers all hosts: a group bound on several hosts
+/// gets its rules from the traffic of them all.
+pub fn flatten_fleet(fleet: &RuleSet) -> RuleSet {
+    let mut flat = fleet.clone();
+    flat.interfaces = fleet
+        .hosts
+        .iter()
+        .flat_map(|h| {
+            h.interfaces.iter().map(|b| crate::Binding { iface: fleet_iface(&h.host, &b.iface), ..b.clone() })
+        })
+        .collect();
+    flat.hosts = Vec::new();
+    flat
+}
+
+/// Every host's observations in one table, keyed by [`fleet_iface`]. A host's word counts
+/// only for the interfaces the policy binds on that host (an entry for another interface,
+/// or from a host the policy does not know, is left out and counted in the second value).
+pub fn merge_fleet(fleet: &RuleSet, hosts: &[(String, Observations)]) -> (Observations, u64) {
+    let mut all = Observations::new(usize::MAX);
+    let mut foreign = 0;
+    for (host, obs) in hosts {
+        let bound = fleet.hosts.iter().find(|h| &h.host == host);
+        all.overflow += obs.overflow;
+        all.missed_events += obs.missed_events;
+        for (k, e) in &obs.entries {
+            if !bound.is_some_and(|h| h.interfaces.iter().any(|b| b.iface == k.iface)) {
+                foreign += 1;
+                continue;
+            }
+            let key = ObsKey { iface: fleet_iface(host, &k.iface), ..k.clone() };
+            let slot = all.entries.entry(key).or_default();
+            slot.first_seen = if slot.flows == 0 { e.first_seen } else { slot.first_seen.min(e.first_seen) };
+            slot.last_seen = slot.last_seen.max(e.last_seen);
+            slot.flows += e.flows;
+        }
+    }
+    (all, foreign)
+}
+
+/// The proposal for fleet rule set `fleet` (its groups' members as the hosts registered them)
+/// from what each host observed: [`propose`] over [`flatten_fleet`] and [`merge_fleet`]. The
+/// candidate keeps the fleet's host tables (and no flattened interfaces).
+pub fn propose_fleet(fleet: &RuleSet, hosts: &[(String, Observations)], opts: &LearnOptions) -> Proposal {
+    let (obs, _) = merge_fleet(fleet, hosts);
+    let mut p = propose(&flatten_fleet(fleet), &obs, opts);
+    p.candidate.interfaces.clone_from(&fleet.interfaces);
+    p.candidate.hosts.clone_from(&fleet.hosts);
+    p
+}
+
 /// Same rule, descriptions aside.
 fn same(a: &Rule, b: &Rule) -> bool {
     (a.proto, a.ports, &a.peer) == (b.proto, b.ports, &b.peer)
@@ -637,6 +730,81 @@ groups = ["db"]
             let probe = k.probe(k.local_end());
             assert!(evaluate(&p.candidate, "eth0", Dir::Ingress, &probe).rule.is_some(), "{k:?}");
         }
+    }
+
+    /// A fleet: db on two hosts, web's members as its hosts registered them.
+    fn fleet() -> RuleSet {
+        let text = r#"
+[groups.db]
+ingress = [ { proto = "tcp", ports = "0-65535", from = "198.51.100.0/24" } ]
+
+[groups.web]
+members = ["198.51.100.10", "198.51.100.11"]
+ingress = [ { proto = "tcp", ports = "80", from = "198.51.100.0/24" } ]
+
+[hosts.db1.interfaces.eth0]
+groups = ["db"]
+
+[hosts.db2.interfaces.eth0]
+groups = ["db"]
+
+[hosts.web1.interfaces.eth0]
+groups = ["web"]
+"#;
+        parse_str("fleet.toml", text, Format::Toml, &AwsContext::default()).unwrap()
+    }
+
+    #[test]
+    fn a_fleet_proposal_merges_the_hosts_of_a_group_and_names_peers_by_group() {
+        let rs = fleet();
+        let (mut db1, mut db2) = (Observations::new(100), Observations::new(100));
+        db1.record(key(Dir::Ingress, TCP, 5432, "198.51.100.10"), 1_000);
+        db2.record(key(Dir::Ingress, TCP, 5432, "198.51.100.11"), 2_000);
+        db2.record(key(Dir::Ingress, TCP, 5433, "198.51.100.240"), 2_000);
+        // A host's word about an interface the policy does not bind there does not count.
+        db1.record(ObsKey { iface: "eth9".into(), ..key(Dir::Ingress, TCP, 22, "192.0.2.66") }, 1_000);
+        let hosts = vec![
+            ("db1".to_string(), db1),
+            ("db2".to_string(), db2),
+            ("ghost".to_string(), {
+                let mut o = Observations::new(10);
+                o.record(key(Dir::Ingress, TCP, 23, "192.0.2.66"), 1_000);
+                o
+            }),
+        ];
+        let (merged, foreign) = merge_fleet(&rs, &hosts);
+        assert_eq!((merged.entries.len(), foreign), (3, 2));
+        let p = propose_fleet(&rs, &hosts, &LearnOptions { since: 0, max_cidrs: 4, tighten_egress: false });
+        let db = p.candidate.groups.iter().find(|g| g.name == "db").unwrap();
+        let shown: Vec<String> = db.ingress.iter().map(|r| show(r, Dir::Ingress)).collect();
+        // One rule for both db hosts' web clients, by group; the client by address.
+        assert_eq!(shown, ["tcp 5432 from group web", "tcp 5433 from 198.51.100.240/32"], "{:#?}", p.changes);
+        let web = p.candidate.groups.iter().find(|g| g.name == "web").unwrap();
+        assert_eq!(
+            web,
+            rs.groups.iter().find(|g| g.name == "web").unwrap(),
+            "web observed nothing: unchanged"
+        );
+        assert!(p.changes.iter().any(|c| c.change == '-' && c.rule.starts_with("tcp 0-65535")));
+        assert_eq!((p.candidate.hosts.len(), p.candidate.interfaces.len()), (3, 0), "the host tables stay");
+        assert!(p.changes.iter().all(|c| !c.rule.contains("192.0.2.66")), "{:#?}", p.changes);
+    }
+
+    #[test]
+    fn a_summary_keeps_the_busiest_entries_and_counts_the_rest() {
+        let mut o = Observations::new(100);
+        for (i, flows) in [(1u16, 5), (2, 1), (3, 9), (4, 2)] {
+            for _ in 0..flows {
+                o.record(key(Dir::Ingress, TCP, i, "198.51.100.1"), 10);
+            }
+        }
+        let s = o.summary(2);
+        let ports: Vec<u16> = s.entries.keys().map(|k| k.service).collect();
+        assert_eq!((ports, s.overflow), (vec![1, 3], 2));
+        assert_eq!(
+            Observations::from_json(&s.to_json_compact(), 100).unwrap(),
+            Observations { capacity: 100, ..s }
+        );
     }
 
     #[test]

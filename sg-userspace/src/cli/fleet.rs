@@ -59,6 +59,11 @@ pub enum FleetCommand {
     /// List the hosts: interfaces, whether their daemon is alive (holds its lease), the policy
     /// revision each enforces, since when, and its last error.
     Status(GetArgs),
+    /// Propose rules for the fleet's groups from what every host observed (daemons run with
+    /// --learn publish bounded summaries): group-level rules, peers named by group where they
+    /// are a group's registered members; checked, printed with evidence, written with --out
+    /// as a fleet rules file. Nothing is applied.
+    Learn(super::learn::FleetLearnArgs),
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +99,7 @@ pub fn run(args: &FleetArgs) -> anyhow::Result<()> {
         FleetCommand::Put(a) => put(a),
         FleetCommand::Get(a) => get(a),
         FleetCommand::Status(a) => status(a),
+        FleetCommand::Learn(a) => super::learn::run_fleet(a),
     }
 }
 

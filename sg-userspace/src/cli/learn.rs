@@ -15,6 +15,7 @@ use clap::{Args, ValueEnum};
 
 use super::common::{AwsInput, FormatArg, load_rules};
 use crate::{
+    fleet::{PolicyKeys, Store, schema as fleet_schema},
     rules::{
         AwsContext, Dir, Format, RuleSet,
         audit::{self, Severity},
@@ -74,28 +75,178 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.observations.display()))?;
     let obs = Observations::from_json(&text, usize::MAX)
         .map_err(|e| anyhow::anyhow!("{}: not an observations file: {e}", args.observations.display()))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let opts = LearnOptions {
-        since: now.saturating_sub(args.since.as_secs()),
-        max_cidrs: args.max_cidrs,
-        tighten_egress: args.tighten_egress,
-    };
+    let opts = options(args.since, args.max_cidrs, args.tighten_egress);
     let p = learn::propose(&current, &obs, &opts);
 
     // The candidate as a rules file, validated as any file is.
     let toml = toml_out::to_toml(&p.candidate);
     let checked = parse_str("candidate", &toml, Format::Toml, &AwsContext::default())
         .map_err(|e| anyhow::anyhow!("the candidate does not validate (a bug): {e}"))?;
-    let (allowed, total) = replayed(&checked, &obs, &opts);
+    check_and_report(&p, &checked, &checked, &obs, &opts, args.since, args.json, serde_json::Map::new())?;
+    if let Some(out) = &args.out {
+        let text = match args.out_format {
+            OutFormat::Toml => toml,
+            OutFormat::Aws => serde_json::to_string_pretty(&aws_export::export(&checked))?,
+        };
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!(
+            "candidate written to {}: nothing applied. Next: sgctl apply it with monitor = true on its interfaces, \
+             watch `sgctl top` for would-be drops, then enforce",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `sgctl fleet learn`: rules for the fleet's groups from what every host observed.
+#[derive(Debug, Args)]
+pub struct FleetLearnArgs {
+    /// The window: only observations seen within this long before now (e.g. 7d, 12h).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    /// Prefixes per rule at most when peers are named by address (aggregated minimally).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub max_cidrs: usize,
+    /// Also propose egress rules (by default each group keeps its egress).
+    #[arg(long)]
+    pub tighten_egress: bool,
+    /// Write the candidate fleet rules file here (checked first): review it with
+    /// `sgctl fleet put --dry-run`, then put it.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Print the proposal as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub etcd: super::fleet::EtcdArgs,
+}
+
+pub fn run_fleet(args: &FleetLearnArgs) -> anyhow::Result<()> {
+    let schema = args.etcd.schema()?;
+    let ep = args.etcd.endpoints()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    let (revision, all) = rt.block_on(async {
+        let mut store = Store::connect(&ep, schema.clone()).await?;
+        store.read_all().await
+    })?;
+    // The groups' members as the hosts registered them (what `from_group` matches), and what
+    // each host published.
+    let (keys, mut warnings) = fleet_schema::with_members(&all);
+    let fleet = fleet_schema::ruleset(&schema, revision, &keys)?;
+    let (hosts, bad) = fleet_schema::traffic(&all);
+    warnings.extend(bad);
+    if hosts.is_empty() {
+        bail!(
+            "no host has published what it observed ({}traffic/<host>): run the fleet's daemons with --learn FILE",
+            args.etcd.prefix
+        );
+    }
+    let opts = options(args.since, args.max_cidrs, args.tighten_egress);
+    let p = learn::propose_fleet(&fleet, &hosts, &opts);
+    let (merged, foreign) = learn::merge_fleet(&fleet, &hosts);
+    if foreign > 0 {
+        warnings.push(format!(
+            "{foreign} observations were about interfaces the policy does not bind on the host that published them: left out"
+        ));
+    }
+    // The candidate file: the stored policy with each proposed group's rules in place (its
+    // members stay as the policy has them: registrations are not written into it).
+    let policy: PolicyKeys =
+        all.iter().filter(|(k, _)| fleet_schema::is_policy(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let stored = fleet_schema::ruleset(&schema, revision, &policy)?;
+    let text = with_rules_of(&fleet_schema::document(&policy)?, &stored, &p)?;
+    let checked = parse_str("candidate", &text, Format::Toml, &AwsContext::default())
+        .map_err(|e| anyhow::anyhow!("the candidate does not validate (a bug): {e}"))?;
+    let mut extra = serde_json::Map::new();
+    extra.insert("revision".into(), revision.into());
+    extra.insert("hosts".into(), hosts.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>().into());
+    extra.insert("warnings".into(), warnings.clone().into());
+    if !args.json {
+        let names: Vec<&str> = hosts.iter().map(|(h, _)| h.as_str()).collect();
+        println!("fleet {} at revision {revision}: observations of {}", args.etcd.prefix, names.join(", "));
+        for w in &warnings {
+            println!("warning: {w}");
+        }
+    }
+    let flat = learn::flatten_fleet(&p.candidate);
+    check_and_report(&p, &flat, &checked, &merged, &opts, args.since, args.json, extra)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!(
+            "candidate fleet file written to {}: nothing applied. Next: sgctl fleet put {} --dry-run, then put it \
+             (monitor = true on the hosts' interfaces first, to count would-be drops)",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The stored policy document `doc` with the rules `p` proposes for each group it changes
+/// (`stored` is the policy it was read as, for the groups' rules as the candidate writes them).
+fn with_rules_of(doc: &str, stored: &RuleSet, p: &learn::Proposal) -> anyhow::Result<String> {
+    let mut table: toml::Table = doc.parse().context("the stored policy as TOML")?;
+    // The candidate's groups as TOML, with the stored groups' members (those of the
+    // candidate are the registered ones).
+    let mut proposed = p.candidate.clone();
+    for g in &mut proposed.groups {
+        if let Some(s) = stored.groups.iter().find(|s| s.name == g.name) {
+            g.members.clone_from(&s.members);
+            g.member_groups.clone_from(&s.member_groups);
+        }
+    }
+    let rendered: toml::Table = toml_out::to_toml(&proposed).parse().context("the candidate as TOML")?;
+    let changed: std::collections::BTreeSet<&str> = p.changes.iter().map(|c| c.group.as_str()).collect();
+    let groups =
+        table.get_mut("groups").and_then(toml::Value::as_table_mut).context("the policy has no groups")?;
+    for name in changed {
+        let (Some(old), Some(new)) = (
+            groups.get_mut(name).and_then(toml::Value::as_table_mut),
+            rendered.get("groups").and_then(|g| g.get(name)).and_then(toml::Value::as_table),
+        ) else {
+            continue;
+        };
+        for dir in ["ingress", "egress"] {
+            match new.get(dir) {
+                Some(v) => old.insert(dir.to_string(), v.clone()),
+                None => old.remove(dir),
+            };
+        }
+    }
+    Ok(toml::to_string_pretty(&table)?)
+}
+
+fn options(since: Duration, max_cidrs: usize, tighten_egress: bool) -> LearnOptions {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    LearnOptions { since: now.saturating_sub(since.as_secs()), max_cidrs, tighten_egress }
+}
+
+/// Checks the candidate and prints the proposal with the checks (text, or one JSON object
+/// with `extra`'s fields too): every observed flow of the window, replayed through `flat` (the
+/// candidate with its interfaces, as the hosts enforce it) by the reference model and in a
+/// private instance of the datapath, must be allowed; `audited` (the candidate file) is
+/// audited. Fails when a flow would be refused: then nothing is written.
+#[allow(clippy::too_many_arguments, reason = "the two callers' views of one check")]
+fn check_and_report(
+    p: &learn::Proposal,
+    flat: &RuleSet,
+    audited: &RuleSet,
+    obs: &Observations,
+    opts: &LearnOptions,
+    since: Duration,
+    json: bool,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    let (allowed, total) = replayed(flat, obs, opts);
     let in_window = |k: &learn::ObsKey, e: &learn::Evidence| {
         e.last_seen >= opts.since && (k.dir == Dir::Ingress || opts.tighten_egress)
     };
-    let dp = crate::learn::check(&checked, &obs, in_window)?;
-    let findings = audit::audit(&checked);
+    let dp = crate::learn::check(flat, obs, in_window)?;
+    let findings = audit::audit(audited);
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
 
-    if args.json {
-        let v = serde_json::json!({
+    if json {
+        let mut v = serde_json::json!({
             "changes": p.changes,
             "observations_used": p.used,
             "overflow": p.overflow,
@@ -110,6 +261,9 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
                 "audit_errors": errors,
             },
         });
+        if let Some(o) = v.as_object_mut() {
+            o.extend(extra);
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         if p.changes.is_empty() {
@@ -121,7 +275,7 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
         println!(
             "from {} observations (window {}){}",
             p.used,
-            humantime::format_duration(args.since),
+            humantime::format_duration(since),
             if p.overflow > 0 {
                 format!("; the table was full and refused {} new ones: traffic may be missing", p.overflow)
             } else {
@@ -161,18 +315,6 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
     }
     if allowed != total || !dp.refused.is_empty() {
         bail!("the candidate would refuse observed flows (a bug): nothing written");
-    }
-    if let Some(out) = &args.out {
-        let text = match args.out_format {
-            OutFormat::Toml => toml,
-            OutFormat::Aws => serde_json::to_string_pretty(&aws_export::export(&checked))?,
-        };
-        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
-        eprintln!(
-            "candidate written to {}: nothing applied. Next: sgctl apply it with monitor = true on its interfaces, \
-             watch `sgctl top` for would-be drops, then enforce",
-            out.display()
-        );
     }
     Ok(())
 }

@@ -455,7 +455,7 @@ fn io(what: &str) -> impl FnOnce() -> String + '_ {
 pub fn run(opts: Options) -> Result<()> {
     pins::check_root()?;
     pins::check_bpffs()?;
-    let flows = opts.flow.clone().map(FlowLogger::new).transpose()?;
+    let mut flows = opts.flow.clone().map(FlowLogger::new).transpose()?;
     let lock = state::daemon_lock()?;
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context(io("starting tokio"))?;
@@ -476,6 +476,15 @@ pub fn run(opts: Options) -> Result<()> {
     };
     let config = file.as_ref().map(|f| f.path.clone());
     let (status_tx, status_rx) = watch::channel(None);
+    // Fleet mode with --learn: the observations' summaries, published by the agent.
+    let summaries = match (&agent_cfg, flows.as_mut()) {
+        (Some(_), Some(f)) if f.learns() => {
+            let (tx, rx) = watch::channel(None);
+            f.publish_summaries(tx);
+            Some(rx)
+        }
+        _ => None,
+    };
     let resync = Arc::new(Notify::new());
     let mut d = Daemon {
         file,
@@ -517,7 +526,7 @@ pub fn run(opts: Options) -> Result<()> {
             // Until the store answers, the pins enforce what they hold (fail static).
             let (tx, rx) = mpsc::unbounded_channel();
             updates = Some(rx);
-            tokio::spawn(agent::run(cfg, tx, status_rx, resync));
+            tokio::spawn(agent::run(cfg, tx, status_rx, summaries, resync));
             stats_of(&d.stats).fleet_connected = Some(false);
             if let Some(current) = current_state()? {
                 log::info!("fleet: enforcing rule set #{} (pinned) until the store answers", current.seq);

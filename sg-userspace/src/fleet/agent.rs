@@ -273,7 +273,7 @@ pub fn concerns(
     new: Option<&str>,
 ) -> bool {
     let key = Key::parse(rel);
-    if matches!(key, Key::Status { .. }) {
+    if matches!(key, Key::Status { .. } | Key::Traffic { .. }) {
         return false;
     }
     let Some(named) = named else { return true };
@@ -305,10 +305,13 @@ pub fn iface_addresses(iface: &str) -> Vec<IpAddr> {
 }
 
 /// Runs until the daemon drops its end of `updates`.
+/// `summaries`: with `--learn`, the observations' bounded summaries to publish at
+/// `traffic/<host>` (the latest again after each reconnection).
 pub async fn run(
     cfg: AgentConfig,
     updates: mpsc::UnboundedSender<Update>,
     mut status: watch::Receiver<Option<HostStatus>>,
+    mut summaries: Option<watch::Receiver<Option<String>>>,
     resync: Arc<Notify>,
 ) {
     let failsafe = endpoint_addrs(&cfg.endpoints.urls);
@@ -326,7 +329,10 @@ pub async fn run(
             named: None,
             validated: false,
         };
-        let r = s.run(&mut status, &resync, &mut up, &mut backoff).await;
+        if let Some(rx) = &mut summaries {
+            rx.mark_changed();
+        }
+        let r = s.run(&mut status, &mut summaries, &resync, &mut up, &mut backoff).await;
         lease = s.lease;
         match r {
             Ok(()) => return,
@@ -350,6 +356,21 @@ pub async fn run(
         // to it in lockstep, every host reading everything at the same instant.
         tokio::time::sleep(backoff.mul_f64(rand::random_range(0.5..1.5))).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// The next observations summary to publish; pends forever when there is none to come
+/// (no `--learn`, or the flow logger is gone).
+async fn next_summary(rx: &mut Option<watch::Receiver<Option<String>>>) -> String {
+    loop {
+        let Some(r) = rx.as_mut() else { return std::future::pending().await };
+        if r.changed().await.is_err() {
+            *rx = None;
+            continue;
+        }
+        if let Some(s) = r.borrow_and_update().clone() {
+            return s;
+        }
     }
 }
 
@@ -411,6 +432,7 @@ impl Session<'_> {
     async fn run(
         &mut self,
         status: &mut watch::Receiver<Option<HostStatus>>,
+        summaries: &mut Option<watch::Receiver<Option<String>>>,
         resync: &Notify,
         up: &mut bool,
         backoff: &mut Duration,
@@ -494,6 +516,10 @@ impl Session<'_> {
                         let v = serde_json::to_string(&st).map_err(e)?;
                         client.put(self.cfg.schema.key(&status_key(&self.cfg.host)), v, None).await.map_err(ed)?;
                     }
+                }
+                summary = next_summary(summaries) => {
+                    let key = self.cfg.schema.key(&schema::traffic_key(&self.cfg.host));
+                    client.put(key, summary, None).await.map_err(ed)?;
                 }
                 () = resync.notified() => return Err(SessionEnd::Again("SIGHUP: reading everything again")),
             }

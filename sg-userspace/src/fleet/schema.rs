@@ -12,6 +12,7 @@
 //! | `meta` | `{"keys": N, "written_at": unix seconds}`: the policy's last write | `fleet put` |
 //! | `members/<host>/<iface>` | `{"groups": [...], "addresses": [...]}`, under the host's lease | each daemon |
 //! | `status/<host>` | the revision the host enforces, when, its error | each daemon |
+//! | `traffic/<host>` | with `--learn`: a bounded summary of the flows the host observed (at most [`TRAFFIC_MAX_ENTRIES`], the busiest), for `sgctl fleet learn` | each daemon |
 //!
 //! The policy is every key of the first eight rows: a rules file's meaning, split so that a
 //! change rewrites only the keys it touches, in one transaction (one revision). Reading it back
@@ -72,8 +73,16 @@ impl Schema {
     }
 }
 
-/// Where the status keys start (relative); every other key sorts before it.
+/// Where the status keys start (relative); every other key sorts before it but the traffic
+/// summaries, which sort after it: hosts watch neither.
 pub const STATUS: &str = "status/";
+
+/// Where the hosts' traffic summaries are (relative; `traffic/<host>`).
+pub const TRAFFIC: &str = "traffic/";
+
+/// Entries a host's published traffic summary holds at most (about 150 bytes each: well
+/// under etcd's default request limit of 1.5 MiB).
+pub const TRAFFIC_MAX_ENTRIES: usize = 4_000;
 
 /// The policy's write marker (compared by `fleet put`, so that two puts never interleave).
 pub const META: &str = "meta";
@@ -110,6 +119,10 @@ pub enum Key<'a> {
     Status {
         host: &'a str,
     },
+    /// `traffic/<host>`: what a daemon observed (`--learn`).
+    Traffic {
+        host: &'a str,
+    },
     Other,
 }
 
@@ -136,6 +149,7 @@ impl<'a> Key<'a> {
                 Key::Member { host, iface }
             }
             ("status", host) => Key::Status { host },
+            ("traffic", host) => Key::Traffic { host },
             _ => Key::Other,
         }
     }
@@ -162,7 +176,8 @@ impl<'a> Key<'a> {
             | Key::HostAddresses { host }
             | Key::HostOther { host }
             | Key::Member { host, .. }
-            | Key::Status { host } => Some(host),
+            | Key::Status { host }
+            | Key::Traffic { host } => Some(host),
             _ => None,
         }
     }
@@ -367,6 +382,25 @@ pub fn member_key(host: &str, iface: &str) -> String {
 }
 
 /// The relative key of a host's status.
+/// `traffic/<host>`: what the host observed (`daemon --learn` in fleet mode).
+pub fn traffic_key(host: &str) -> String {
+    format!("{TRAFFIC}{host}")
+}
+
+/// Every host's published traffic summary (`traffic/<host>`) in `all`; a value that does not
+/// parse is named in the warnings and left out.
+pub fn traffic(all: &AllKeys) -> (Vec<(String, crate::rules::learn::Observations)>, Vec<String>) {
+    let (mut out, mut warnings) = (Vec::new(), Vec::new());
+    for (k, v) in all.range(TRAFFIC.to_string()..).take_while(|(k, _)| k.starts_with(TRAFFIC)) {
+        let Key::Traffic { host } = Key::parse(k) else { continue };
+        match crate::rules::learn::Observations::from_json(v, usize::MAX) {
+            Ok(o) => out.push((host.to_string(), o)),
+            Err(e) => warnings.push(format!("{k}: not a traffic summary ({e}); left out")),
+        }
+    }
+    (out, warnings)
+}
+
 pub fn status_key(host: &str) -> String {
     format!("{STATUS}{host}")
 }

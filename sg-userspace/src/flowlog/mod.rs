@@ -74,6 +74,9 @@ struct Learning {
     /// Per interface, the datapath's suppressed-event count (per-CPU limit, full ring: what
     /// accept events too can lose) already accounted for.
     missed_seen: std::collections::HashMap<String, u64>,
+    /// Fleet mode: where each save also hands a bounded summary, for the agent to publish
+    /// (`traffic/<host>`, read by `sgctl fleet learn`).
+    publish: Option<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 impl Learning {
@@ -97,7 +100,16 @@ impl Learning {
             dirty: false,
             saved: Instant::now(),
             missed_seen: std::collections::HashMap::new(),
+            publish: None,
         })
+    }
+
+    /// Hands the fleet agent the summary of the table as it is now.
+    fn publish(&self) {
+        if let Some(tx) = &self.publish {
+            let summary = self.table.summary(crate::fleet::schema::TRAFFIC_MAX_ENTRIES).to_json_compact();
+            tx.send_replace(Some(summary));
+        }
     }
 
     /// Counts the flow events the datapath suppressed on `readers` since last asked (the
@@ -126,6 +138,7 @@ impl Learning {
             Err(e) => log::error!("learning: {e}"),
         }
         self.saved = Instant::now();
+        self.publish();
     }
 }
 
@@ -202,6 +215,21 @@ impl FlowLogger {
             None => None,
         };
         Ok(())
+    }
+
+    /// Whether flows are learned (`--learn`).
+    pub fn learns(&self) -> bool {
+        self.learning.is_some()
+    }
+
+    /// Fleet mode: each time the observations are saved, a bounded summary of them goes to
+    /// `tx` (the agent publishes it); the table as it is now goes at once. Without `--learn`,
+    /// nothing is ever sent.
+    pub fn publish_summaries(&mut self, tx: tokio::sync::watch::Sender<Option<String>>) {
+        if let Some(l) = &mut self.learning {
+            l.publish = Some(tx);
+            l.publish();
+        }
     }
 
     /// SIGHUP: reopen the files (after a logrotate move).

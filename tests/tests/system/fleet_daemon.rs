@@ -6,6 +6,9 @@
 //! group one lease after its daemon is killed. A policy whose egress allows nothing does not
 //! cut a host from the store (the failsafe rule). The store's outages change nothing.
 //!
+//! `sgctl fleet learn` on three hosts: the db host observes, web hosts' registrations name the
+//! peers, the proposal is a `from_group` rule; put, it keeps what was seen and refuses the rest.
+//!
 //! The tests run one at a time (20 daemons and 6 etcd members at once on two cores would
 //! blur the lease timings).
 
@@ -20,7 +23,7 @@ use std::{
 
 use sg_tests::{
     daemon::Daemon,
-    fleet::{DB_PORTS, Fleet, WEB_PORTS, connects, connects_all, policy, store_revision},
+    fleet::{DB_PORTS, Fleet, MEMBER_RANGES, WEB_PORTS, connects, connects_all, policy, store_revision},
     lan::LanHost,
     require_bpf, wait_until,
 };
@@ -435,7 +438,7 @@ fn a_hosts_word_about_its_addresses_is_bounded_by_the_policy() {
         (rev, String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let lan = policy(1, 1, DB_PORTS[0], WEB_PORTS[0], None);
-    let open = lan.replacen(sg_tests::fleet::MEMBER_RANGES, "", 1);
+    let open = lan.replacen(MEMBER_RANGES, "", 1);
     let bounded = lan.replacen("198.51.100.0/24\"]", "198.51.100.0/28\"]", 1);
     assert!(
         bounded.starts_with("[fleet]\nmember_ranges = [\"198.51.100.0/28\"]") && !open.contains("[fleet]")
@@ -481,4 +484,117 @@ fn a_hosts_word_about_its_addresses_is_bounded_by_the_policy() {
     assert!(enforcing(rev), "db1 does not enforce revision {rev}\n{}", d_db1.log());
     let widened = wait_until(Duration::from_secs(10), || connects(&outside, &db1, DB_PORTS[0]));
     assert!(widened.is_some(), "without ranges the registered outside address is a member, as before");
+}
+
+/// Issue 32, fleet: db1 learns (`--learn`, its summary published at `traffic/db1`) while its
+/// group allows every TCP port from the LAN; web1 and web2 (their daemons register them in
+/// group web) and a client outside every group connect to it. `sgctl fleet learn` proposes
+/// `tcp 5432 from group web` (web's registered members, across both web hosts), the client's
+/// port by address, and drops the broad rule; the candidate file goes through `fleet put
+/// --dry-run`, and put, it keeps every observed exchange working and refuses what was not seen.
+#[test]
+fn fleet_learn_proposes_group_rules_from_what_the_hosts_saw() {
+    if !require_bpf("fleet_learn_proposes_group_rules_from_what_the_hosts_saw") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let text = format!(
+        "{MEMBER_RANGES}[groups.web]\ningress = [ {{ proto = \"tcp\", ports = \"80\", from = \"198.51.100.0/24\" }} ]\n\n\
+         [groups.db]\ningress = [ {{ proto = \"tcp\", ports = \"0-65535\", from = \"198.51.100.0/24\" }} ]\n\n\
+         [hosts.db1.interfaces.eth0]\ngroups = [\"db\"]\n\n[hosts.web1.interfaces.eth0]\ngroups = [\"web\"]\n\n\
+         [hosts.web2.interfaces.eth0]\ngroups = [\"web\"]\n"
+    );
+    let f = Fleet::with_policy("fleet-learn.toml", 1, 2, LEASE_TTL, &text);
+    let db1 = &f.dbs[0];
+    let obs = sg_tests::write_temp("db1-observed.json", "");
+    std::fs::remove_file(&obs).unwrap();
+    let mut daemons: Vec<(LanHost, Daemon)> =
+        vec![(db1.clone(), f.daemon_with(db1, None, &["--learn", obs.to_str().unwrap()]))];
+    daemons.extend(f.webs.iter().map(|h| (h.clone(), f.daemon(h, None))));
+    f.wait_enforcing(&daemons, f.rev, Duration::from_secs(20));
+
+    // The workload: web1 and web2 to 5432, the client to 5433 (three times each).
+    let (web1, web2) = (&f.webs[0], &f.webs[1]);
+    let work = [(web1, db1, DB_PORTS[0]), (web2, db1, DB_PORTS[0]), (&f.client, db1, DB_PORTS[1])];
+    for _ in 0..3 {
+        assert_eq!(
+            connects_all(&work),
+            [true; 3],
+            "the broad rule lets the workload in\n{}",
+            daemons[0].1.log()
+        );
+    }
+    // db1 saves and publishes its observations every 10 s.
+    let key = "/sgctl/v1/traffic/db1";
+    let published = wait_until(Duration::from_secs(30), || {
+        let v = f.cluster.etcdctl(&["get", key, "--print-value-only"]);
+        serde_json::from_str::<serde_json::Value>(v.trim())
+            .is_ok_and(|o| o["entries"].as_array().is_some_and(|e| e.len() >= 3))
+    });
+    assert!(published.is_some(), "db1 did not publish 3 observations at {key}\n{}", daemons[0].1.log());
+
+    let out_file = sg_tests::write_temp("fleet-learned.toml", "");
+    let out =
+        f.store.sgctl(&["fleet", "learn", "--etcd", &f.urls, "--json", "--out", out_file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "fleet learn: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fleet learn --json");
+    let changes: Vec<String> = p["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {} {}",
+                c["change"].as_str().unwrap(),
+                c["group"].as_str().unwrap(),
+                c["direction"].as_str().unwrap(),
+                c["rule"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        "+ db ingress tcp 5432 from group web".to_string(),
+        format!("+ db ingress tcp {} from {}/32", DB_PORTS[1], f.client.addr(false)),
+        "- db ingress tcp 0-65535 from 198.51.100.0/24".to_string(),
+    ] {
+        assert!(changes.contains(&want), "{want} not proposed: {changes:#?}");
+    }
+    assert!(changes.iter().all(|c| !c.contains(" web ingress")), "web observed nothing: {changes:#?}");
+    let check = &p["check"];
+    assert!(check["datapath_flows"].as_u64() >= Some(9), "{check}");
+    assert_eq!(check["datapath_flows_allowed"], check["datapath_flows"], "{check}");
+    assert_eq!(check["audit_errors"], 0, "{check}");
+    assert_eq!(p["hosts"], serde_json::json!(["db1"]), "{p}");
+
+    // The candidate: reviewed with a dry run, then put.
+    let dry = f.store.sgctl(&["fleet", "put", out_file.to_str().unwrap(), "--etcd", &f.urls, "--dry-run"]);
+    assert!(dry.status.success(), "fleet put --dry-run: {}", String::from_utf8_lossy(&dry.stderr));
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("groups/db"),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+    let rev = f.put("fleet-learned-put.toml", &std::fs::read_to_string(&out_file).unwrap());
+    // Only db's rules changed: web hosts, whose rule sets stay, report no new revision.
+    f.wait_enforcing(&daemons[..1], rev, Duration::from_secs(20));
+    assert_eq!(
+        connects_all(&work),
+        [true; 3],
+        "the learned rules keep the workload working\n{}",
+        daemons[0].1.log()
+    );
+    assert_eq!(
+        connects_all(&[
+            (&f.client, db1, DB_PORTS[0]),
+            (web1, db1, DB_PORTS[2]),
+            (&f.client2, db1, DB_PORTS[1])
+        ]),
+        [false; 3],
+        "a peer or port never seen is refused"
+    );
 }
