@@ -13,6 +13,7 @@
 //! blur the lease timings).
 
 use std::{
+    fmt::Write as _,
     net::{SocketAddr, TcpStream},
     sync::{
         Arc, Mutex,
@@ -597,4 +598,215 @@ fn fleet_learn_proposes_group_rules_from_what_the_hosts_saw() {
         [false; 3],
         "a peer or port never seen is refused"
     );
+}
+
+/// A UDP responder on `host`:`port` that answers every datagram with itself (the tier's DNS
+/// resolver), until dropped.
+struct UdpEcho {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start(host: &LanHost, port: u16) -> UdpEcho {
+        let s = host.run(move || std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind the resolver"));
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(&buf[..n], from);
+                }
+            }
+        });
+        UdpEcho { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether `from` gets an answer from the resolver on `to`:53 (three tries, 300 ms each).
+fn resolves(from: &LanHost, to: &LanHost) -> bool {
+    let to = SocketAddr::new(to.addr(false), 53);
+    from.run(move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut buf = [0u8; 64];
+        (0..3).any(|_| s.send_to(b"\x12\x34 query", to).is_ok() && s.recv(&mut buf).is_ok())
+    })
+}
+
+/// Issue 32, the tier: clients, a web host, a database host, an admin host and a DNS resolver,
+/// every group allowing everything in and out, every interface in monitor mode, each daemon
+/// learning. A scripted workload (clients to web:80, web to db:5432, admin to web:22 and
+/// db:22, web and db to the resolver's UDP 53) runs; `fleet learn --tighten-egress` proposes
+/// rules in both directions, none naming an ephemeral port; the candidate put and enforced
+/// (monitor off), every scripted exchange still succeeds, DNS included, and a port or a peer
+/// never seen is refused.
+#[test]
+fn a_tier_learned_in_monitor_mode_keeps_its_workload_and_refuses_the_rest() {
+    if !require_bpf("a_tier_learned_in_monitor_mode_keeps_its_workload_and_refuses_the_rest") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut lan = sg_tests::lan::Lan::new();
+    let store = lan.add_host("store", 250);
+    let web = lan.add_host("web1", 1);
+    let db = lan.add_host("db1", 2);
+    let admin = lan.add_host("admin1", 3);
+    let dns = lan.add_host("dns1", 4);
+    let client = lan.add_host("client", 240);
+    let client2 = lan.add_host("client2", 241);
+    let cluster = sg_tests::etcd::EtcdCluster::start_in(3, &store.ns, store.addr(false));
+    let urls = cluster.urls();
+    let open = "ingress = [\n  { proto = \"tcp\", ports = \"0-65535\", from = \"0.0.0.0/0\" },\n  \
+                { proto = \"udp\", ports = \"0-65535\", from = \"0.0.0.0/0\" },\n]\n\
+                egress = [\n  { proto = \"tcp\", ports = \"0-65535\", to = \"0.0.0.0/0\" },\n  \
+                { proto = \"udp\", ports = \"0-65535\", to = \"0.0.0.0/0\" },\n]\n";
+    let mut text = MEMBER_RANGES.to_string();
+    for g in ["web", "db", "admin", "dns"] {
+        let _ = write!(text, "[groups.{g}]\n{open}\n");
+    }
+    for (h, g) in [(&web, "web"), (&db, "db"), (&admin, "admin"), (&dns, "dns")] {
+        let _ = write!(text, "[hosts.{}.interfaces.eth0]\ngroups = [\"{g}\"]\nmonitor = true\n\n", h.name);
+    }
+    let rev = sg_tests::fleet::put(&store, &urls, "tier.toml", &text);
+    let _servers = sg_tests::fleet::Servers::start(&[(&web, &[80, 22, 8080][..]), (&db, &[5432, 22][..])]);
+    let _resolver = UdpEcho::start(&dns, 53);
+    let daemons: Vec<(LanHost, Daemon)> = [&web, &db, &admin, &dns]
+        .into_iter()
+        .map(|h| {
+            let obs = sg_tests::write_temp(&format!("{}-observed.json", h.name), "");
+            std::fs::remove_file(&obs).unwrap();
+            let a = [
+                "--etcd",
+                &urls,
+                "--host",
+                &h.name,
+                "--metrics",
+                "off",
+                "--lease-ttl",
+                "3",
+                "--learn",
+                obs.to_str().unwrap(),
+            ];
+            (h.clone(), Daemon::start_in(&h.ns, &h.ns, &a))
+        })
+        .collect();
+    let enforcing = |hosts: &[(LanHost, Daemon)], rev: i64| {
+        wait_until(Duration::from_secs(20), || {
+            hosts.iter().all(|(h, _)| {
+                sg_tests::fleet::status(&cluster, &h.name)
+                    .is_some_and(|s| s["revision"].as_i64() >= Some(rev))
+            })
+        })
+        .is_some()
+    };
+    assert!(enforcing(&daemons, rev), "the tier does not enforce revision {rev}");
+
+    // The scripted workload: every exchange must succeed, before and after.
+    let workload = || -> Vec<(&'static str, bool)> {
+        let mut r: Vec<(&'static str, bool)> = [
+            ("client -> web:80", &client, &web, 80),
+            ("client2 -> web:80", &client2, &web, 80),
+            ("web -> db:5432", &web, &db, 5432),
+            ("admin -> web:22", &admin, &web, 22),
+            ("admin -> db:22", &admin, &db, 22),
+        ]
+        .into_iter()
+        .map(|(what, f, t, p)| (what, connects(f, t, p)))
+        .collect();
+        r.push(("web -> dns:53 (udp)", resolves(&web, &dns)));
+        r.push(("db -> dns:53 (udp)", resolves(&db, &dns)));
+        r
+    };
+    for _ in 0..3 {
+        let r = workload();
+        assert!(r.iter().all(|(_, ok)| *ok), "the open tier refuses part of its workload: {r:?}");
+    }
+    let published = wait_until(Duration::from_secs(30), || {
+        ["web1", "db1", "dns1", "admin1"].iter().all(|h| {
+            let v = cluster.etcdctl(&["get", &format!("/sgctl/v1/traffic/{h}"), "--print-value-only"]);
+            serde_json::from_str::<serde_json::Value>(v.trim())
+                .is_ok_and(|o| o["entries"].as_array().is_some_and(|e| !e.is_empty()))
+        })
+    });
+    assert!(published.is_some(), "not every host published its observations");
+
+    let out_file = sg_tests::write_temp("tier-learned.toml", "");
+    let out = store.sgctl(&[
+        "fleet",
+        "learn",
+        "--etcd",
+        &urls,
+        "--tighten-egress",
+        "--json",
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "fleet learn: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fleet learn --json");
+    let added: Vec<String> = p["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["change"] == "+")
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["group"].as_str().unwrap(),
+                c["direction"].as_str().unwrap(),
+                c["rule"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        "web ingress tcp 80 from",
+        "web ingress tcp 22 from group admin",
+        "db ingress tcp 5432 from group web",
+        "db ingress tcp 22 from group admin",
+        "dns ingress udp 53 from",
+        "web egress udp 53 to group dns",
+        "db egress udp 53 to group dns",
+        "web egress tcp 5432 to group db",
+    ] {
+        assert!(added.iter().any(|a| a.starts_with(want)), "{want}... not proposed: {added:#?}");
+    }
+    eprintln!("the tier's proposal (+):\n{}", added.join("\n"));
+    // No rule names an ephemeral port (the kernel's range starts at 32768).
+    for a in &added {
+        let ports = a.split_whitespace().nth(3).unwrap_or("");
+        let high = ports.split(['-', ',']).filter_map(|p| p.parse::<u32>().ok()).any(|p| p >= 32_768);
+        assert!(!high, "a rule names an ephemeral port: {a}");
+    }
+    assert_eq!(p["check"]["datapath_flows_allowed"], p["check"]["datapath_flows"], "{}", p["check"]);
+
+    // Enforce it: the candidate with monitor mode off, put.
+    let candidate = std::fs::read_to_string(&out_file).unwrap();
+    assert!(candidate.contains("monitor = true"), "the candidate keeps the host tables: {candidate}");
+    let enforced = candidate.replace("monitor = true", "monitor = false");
+    let rev = sg_tests::fleet::put(&store, &urls, "tier-enforced.toml", &enforced);
+    assert!(enforcing(&daemons, rev), "the tier does not enforce the learned rules (revision {rev})");
+    let r = workload();
+    assert!(r.iter().all(|(_, ok)| *ok), "the learned rules refuse part of the workload: {r:?}");
+    assert_eq!(
+        [connects(&client, &web, 8080), connects(&client, &db, 5432), connects(&web, &db, 22)],
+        [false; 3],
+        "a port or a peer never seen is refused"
+    );
+    drop(daemons);
 }
