@@ -597,6 +597,34 @@ fn learn_section(m: &mut String, s: &[Sample]) {
     for (what, value, unit) in rows {
         let _ = writeln!(m, "| {what} | {value} {unit} |");
     }
+    // The datapath's part (testrun section): flow events on against off, 1 rule.
+    let tr = |subject: &str, case: &str, fam: &str| {
+        med(s, "testrun", &[("subject", subject), ("rules", "1"), ("case", case), ("family", fam)])
+    };
+    let _ = writeln!(
+        m,
+        "\nIn the datapath (BPF_PROG_TEST_RUN, 1 rule): `daemon --learn` turns flow events on; each new \
+         flow writes its accept event to the ring (here without rate limit, the ring drained between \
+         calls of {} new flows); an established packet writes nothing.\n",
+        super::testrun::EVENTS_PER_CALL
+    );
+    let _ = writeln!(
+        m,
+        "| ns/packet | events off v4 | events on v4 | on / off v4 | events off v6 | events on v6 | on / off v6 |"
+    );
+    let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|");
+    for (label, case_off, case_on) in
+        [("new flow", "new_capped", "new_capped"), ("established packet", "established", "established")]
+    {
+        let cells: Vec<String> = ["v4", "v6"]
+            .iter()
+            .flat_map(|f| {
+                let (off, on) = (tr("sgctl", case_off, f), tr("sgctl_learning", case_on, f));
+                [fmt(off, 1), fmt(on, 1), fmt(ratio(on, off), 2)]
+            })
+            .collect();
+        let _ = writeln!(m, "| {label} | {} |", cells.join(" | "));
+    }
 }
 
 /// Configurations without numbers, the notes, how to reproduce.

@@ -176,7 +176,15 @@ enum Kind {
     /// sgctl new flows, each the first run of a BPF_PROG_TEST_RUN call: fresh tuples, one run
     /// each.
     NewSingle { inst: usize, v6: bool },
+    /// As `New`, at most [`EVENTS_PER_CALL`] new flows per call, the flow-event ring drained
+    /// first: with flow events on (`daemon --learn`), every new flow's accept event is written.
+    /// `events`: check that each new flow wrote one.
+    NewCapped { inst: usize, v6: bool, events: bool },
 }
+
+/// New flows per `NewCapped` call: what the flow-event ring (`SG_FLOW_EVENTS`, about 3,600
+/// events) takes without filling, so that every flow's event is written, none refused.
+pub const EVENTS_PER_CALL: u32 = 2_000;
 
 /// New flows per `New` call: fewer than `SG_CT_NEW` holds, and source ports from 1024 up do
 /// not wrap.
@@ -430,6 +438,28 @@ fn setup(b: &mut Bench) -> Result<Subjects> {
             list.push(measure("sgctl", n.to_string(), "new_single", v6, Kind::NewSingle { inst: i, v6 }));
         }
     }
+    // Learning's cost in the datapath (`daemon --learn` turns flow events on): a new flow
+    // writes its accept event (no rate limit here, the ring drained before each call); an
+    // established packet writes nothing. Beside the same cases with events off (1 rule).
+    b.progress("testrun", "loading the learning instance (flow events on)");
+    insts.push(with_rules(1)?);
+    let quiet = insts.len() - 1;
+    let mut learning = with_rules(1)?;
+    learning.set_flow_log(&FlowLogConfig::new(0, 0, 0, 0))?;
+    insts.push(learning);
+    let learning = insts.len() - 1;
+    for v6 in [false, true] {
+        for (subject, inst, events) in [("sgctl", quiet, false), ("sgctl_learning", learning, true)] {
+            list.push(measure(subject, "1", "new_capped", v6, Kind::NewCapped { inst, v6, events }));
+        }
+        list.push(measure(
+            "sgctl_learning",
+            "1",
+            "established",
+            v6,
+            Kind::Established { inst: learning, v6 },
+        ));
+    }
     // Ingress at TCX (`--ingress-hook tcx`): the TC ingress program, 1 rule, beside the bare TC
     // program (its floor).
     b.progress("testrun", "loading the TCX ingress instance");
@@ -557,6 +587,22 @@ fn call(subj: &mut Subjects, m: usize, repeat: u32, fresh: u32) -> Result<f64> {
             }
             (ret, XDP_PASS, ns)
         }
+        Kind::NewCapped { inst, v6, events } => {
+            let (i, v6, events) = (*inst, *v6, *events);
+            let n = repeat.min(EVENTS_PER_CALL);
+            let inst = &mut subj.insts[i];
+            inst.flow_items();
+            inst.maps_mut().ct_flush()?;
+            inst.maps_mut().seen_rebuild()?;
+            subj.bare.chain(Some(inst.ingress_fd()?))?;
+            let (ret, ns) = subj.bare.run("sg_bench_new_flow", &frame(v6, true, 1024), n)?;
+            check(ret, XDP_PASS, &what)?;
+            let written = subj.insts[i].flow_items().len();
+            if events && written < n as usize {
+                bail!("{what}: {written} flow events for {n} new flows");
+            }
+            (ret, XDP_PASS, ns)
+        }
         Kind::BareChain { v6 } => {
             subj.bare.chain(None)?;
             let (ret, ns) =
@@ -598,7 +644,7 @@ fn visit_order(list: &[Measure]) -> Vec<usize> {
     let rank = |case: &str| match case {
         "pass" => 0,
         "established" => 1,
-        "new" | "pass_chain" => 2,
+        "new" | "new_capped" | "pass_chain" => 2,
         "drop" => 3,
         "deny" => 4,
         _ => 5,
