@@ -131,7 +131,7 @@ pub enum Format {
 
 /// One `--bind IFACE=NAME[,NAME...]`: an interface and the groups (GroupId or GroupName) and
 /// network ACL (its NetworkAclId) AWS JSON binds to it. Parsed where it is given (the CLI);
-/// the names are resolved against the described groups by the AWS front end.
+/// the names are resolved against the groups in validation (`validate::resolve_group`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AwsBinding {
     pub iface: String,

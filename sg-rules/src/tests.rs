@@ -568,3 +568,53 @@ fn timeout_out_of_range() {
     let t = "[groups.g]\n[interfaces.eth0]\ngroups = [\"g\"]\ntimeouts = { udp_stream = 500 }\n";
     expect_error(t, "500", "udp_stream timeout 500 out of range 60-180 seconds");
 }
+
+/// Group references are resolved in validation, for every input: an AWS pair by GroupId, or by
+/// a GroupName one described group has; a GroupName several VPCs use is one error (at its
+/// first reference); a members file's `member_groups` by id; a TOML `from_group` by a group's
+/// `aws_id`.
+#[test]
+fn group_references_resolve_in_validation() {
+    let json = r#"{ "SecurityGroups": [
+  { "GroupId": "sg-a", "GroupName": "default", "VpcId": "vpc-1", "IpPermissions": [], "IpPermissionsEgress": [] },
+  { "GroupId": "sg-b", "GroupName": "default", "VpcId": "vpc-2", "IpPermissions": [], "IpPermissionsEgress": [] },
+  { "GroupId": "sg-w", "GroupName": "web", "VpcId": "vpc-1", "IpPermissions": [], "IpPermissionsEgress": [] },
+  { "GroupId": "sg-d", "GroupName": "db", "VpcId": "vpc-1", "IpPermissionsEgress": [],
+    "IpPermissions": [
+      { "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "UserIdGroupPairs": [ { "GroupId": "sg-w" } ] },
+      { "IpProtocol": "tcp", "FromPort": 6432, "ToPort": 6432, "UserIdGroupPairs": [ { "GroupName": "web" } ] },
+      { "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "UserIdGroupPairs": [ { "GroupId": "sg-a" } ] }
+    ] }
+] }"#;
+    let members = "[groups.sg-a]\nmember_groups = [\"sg-w\"]\n\n[groups.web]\nmembers = [\"192.0.2.10\"]\n";
+    let ctx = AwsContext { members: Some(("members.toml".into(), members.into())), ..AwsContext::default() };
+    let rs = parse_str("sg.json", json, Format::Aws, &ctx).unwrap_or_else(|e| panic!("{e}"));
+    let db = rs.group("db").unwrap();
+    let peers: Vec<&Peer> = db.ingress.iter().map(|r| &r.peer).collect();
+    assert_eq!(
+        peers,
+        [&Peer::Group("web".into()), &Peer::Group("web".into()), &Peer::Group("sg-a".into())],
+        "by GroupId, by GroupName, by the id of a group whose name is ambiguous"
+    );
+    assert_eq!(rs.group("sg-a").unwrap().member_groups, ["web"], "the members file's sg-w is web");
+    assert_eq!(rs.peer_nets(&Peer::Group("sg-a".into())), ["192.0.2.10/32".parse::<IpNet>().unwrap()]);
+
+    // Two references by the ambiguous name: one error, at the first.
+    let ambiguous = json
+        .replace("{ \"GroupId\": \"sg-a\" }", "{ \"GroupName\": \"default\" }")
+        .replace("{ \"GroupName\": \"web\" }", "{ \"GroupName\": \"default\" }");
+    let e = parse_str("sg.json", &ambiguous, Format::Aws, &AwsContext::default()).unwrap_err();
+    let msgs: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+    assert_eq!(msgs.len(), 1, "{msgs:#?}");
+    assert!(
+        msgs[0].contains(
+            "group name 'default' is ambiguous: it names sg-a in vpc-1, sg-b in vpc-2 (use the GroupId)"
+        ),
+        "{msgs:#?}"
+    );
+
+    // TOML: a reference by a group's aws_id.
+    let toml = "[groups.web]\naws_id = \"sg-w\"\nmembers = [\"192.0.2.10\"]\n\n[groups.db]\ningress = [ { proto = \"tcp\", ports = \"5432\", from_group = \"sg-w\" } ]\n";
+    let rs = parse(toml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rs.group("db").unwrap().ingress[0].peer, Peer::Group("web".into()));
+}

@@ -30,6 +30,13 @@ impl Checker {
     fn err(&mut self, loc: &Loc, msg: impl Into<String>) {
         self.diags.push(Diagnostic { loc: loc.clone(), msg: msg.into() });
     }
+
+    /// [`Checker::err`], unless the same message was already given (at another place).
+    fn err_once(&mut self, loc: &Loc, msg: String) {
+        if !self.diags.iter().any(|d| d.msg == msg) {
+            self.err(loc, msg);
+        }
+    }
 }
 
 /// Checks a raw rule set; returns it resolved, or every problem found.
@@ -71,12 +78,6 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
         lists.push(PrefixList { name: l.name.v.clone(), entries, loc: l.name.loc.clone() });
     }
 
-    let members = resolve_members(&mut ck, raw, &group_names);
-    let mut groups = Vec::new();
-    for g in &raw.groups {
-        groups.push(group(&mut ck, g, &group_names, &list_names, &members, &quotas));
-    }
-
     let acls: Vec<Acl> = raw.acls.iter().map(|a| acl(&mut ck, a)).collect();
     let mut acl_names = BTreeSet::new();
     for a in &raw.acls {
@@ -85,6 +86,16 @@ pub fn validate(raw: &RawRuleSet) -> Result<RuleSet, RuleErrors> {
         }
     }
     let names = Names { groups: &group_names, acls: &acl_names, raw: &raw.groups };
+
+    // Group references (rules' peers, member_groups, bindings) are resolved here, for every
+    // input alike: by name, or (AWS input) by GroupId or an unambiguous GroupName.
+    let member_groups = resolve_member_groups(&mut ck, raw, &names);
+    let members = resolve_members(&mut ck, raw, &member_groups);
+    let mut groups = Vec::new();
+    for g in &raw.groups {
+        let refs = Refs { names: &names, lists: &list_names };
+        groups.push(group(&mut ck, g, &refs, &member_groups, &members, &quotas));
+    }
     let interfaces = bindings(&mut ck, &raw.interfaces, &names, &quotas, None);
     let member_ranges: Vec<IpNet> = raw.member_ranges.iter().filter_map(|r| cidr(&mut ck, r)).collect();
     let mut hosts = Vec::new();
@@ -179,21 +190,36 @@ fn address_or_cidr(ck: &mut Checker, m: &At<String>) -> Option<IpNet> {
     }
 }
 
+/// Each group's `member_groups`, resolved to the groups' names (an unknown or ambiguous one is
+/// an error and left out).
+type MemberGroups = BTreeMap<String, Vec<At<String>>>;
+
+fn resolve_member_groups(ck: &mut Checker, raw: &RawRuleSet, names: &Names<'_>) -> MemberGroups {
+    let mut out = MemberGroups::new();
+    for g in &raw.groups {
+        let mut list = Vec::new();
+        for mg in &g.member_groups {
+            match resolve_group(names, &mg.v) {
+                Ok(Some(name)) => list.push(At::new(name, mg.loc.clone())),
+                Ok(None) => ck.err(&mg.loc, format!("unknown group '{}' in member_groups", mg.v)),
+                Err(msg) => ck.err_once(&mg.loc, msg),
+            }
+        }
+        out.insert(g.name.v.clone(), list);
+    }
+    out
+}
+
 /// Members of every group, with `member_groups` expanded; loops are errors.
 fn resolve_members(
     ck: &mut Checker,
     raw: &RawRuleSet,
-    names: &BTreeSet<String>,
+    member_groups: &MemberGroups,
 ) -> BTreeMap<String, Vec<IpNet>> {
     let by_name: BTreeMap<&str, &RawGroup> = raw.groups.iter().map(|g| (g.name.v.as_str(), g)).collect();
     let mut direct: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
     for g in &raw.groups {
         let addrs: Vec<IpNet> = g.members.iter().filter_map(|m| address_or_cidr(ck, m)).collect();
-        for mg in &g.member_groups {
-            if !names.contains(&mg.v) {
-                ck.err(&mg.loc, format!("unknown group '{}' in member_groups", mg.v));
-            }
-        }
         direct.insert(g.name.v.clone(), addrs);
     }
     let mut out = BTreeMap::new();
@@ -201,43 +227,57 @@ fn resolve_members(
     for g in &raw.groups {
         let mut all = BTreeSet::new();
         let mut path = vec![g.name.v.as_str()];
-        expand(ck, &by_name, &direct, g, &mut path, &mut all, &mut reported);
+        let mut walk = Walk { by_name: &by_name, direct: &direct, member_groups, reported: &mut reported };
+        expand(ck, &mut walk, g, &mut path, &mut all);
         out.insert(g.name.v.clone(), all.into_iter().collect());
     }
     out
 }
 
+/// What [`expand`] walks.
+struct Walk<'a, 'r> {
+    by_name: &'r BTreeMap<&'a str, &'a RawGroup>,
+    direct: &'r BTreeMap<String, Vec<IpNet>>,
+    member_groups: &'a MemberGroups,
+    /// Loops already reported (by location).
+    reported: &'r mut BTreeSet<String>,
+}
+
 fn expand<'a>(
     ck: &mut Checker,
-    by_name: &BTreeMap<&str, &'a RawGroup>,
-    direct: &BTreeMap<String, Vec<IpNet>>,
+    w: &mut Walk<'a, '_>,
     g: &'a RawGroup,
     path: &mut Vec<&'a str>,
     out: &mut BTreeSet<IpNet>,
-    reported: &mut BTreeSet<String>,
 ) {
-    out.extend(direct.get(&g.name.v).into_iter().flatten().copied());
-    for mg in &g.member_groups {
-        let Some(next) = by_name.get(mg.v.as_str()) else { continue };
+    out.extend(w.direct.get(&g.name.v).into_iter().flatten().copied());
+    for mg in w.member_groups.get(&g.name.v).into_iter().flatten() {
+        let Some(next) = w.by_name.get(mg.v.as_str()).copied() else { continue };
         if path.contains(&mg.v.as_str()) {
             let mut cycle: Vec<&str> = path.clone();
             cycle.push(&mg.v);
-            if reported.insert(mg.loc.to_string()) {
+            if w.reported.insert(mg.loc.to_string()) {
                 ck.err(&mg.loc, format!("group membership loops: {}", cycle.join(" -> ")));
             }
             continue;
         }
         path.push(&next.name.v);
-        expand(ck, by_name, direct, next, path, out, reported);
+        expand(ck, w, next, path, out);
         path.pop();
     }
+}
+
+/// What a rule's peers may name.
+struct Refs<'a> {
+    names: &'a Names<'a>,
+    lists: &'a BTreeSet<String>,
 }
 
 fn group(
     ck: &mut Checker,
     g: &RawGroup,
-    groups: &BTreeSet<String>,
-    lists: &BTreeSet<String>,
+    refs: &Refs<'_>,
+    member_groups: &MemberGroups,
     members: &BTreeMap<String, Vec<IpNet>>,
     quotas: &Quotas,
 ) -> Group {
@@ -246,13 +286,13 @@ fn group(
     }
     let mut ingress = Vec::new();
     for (i, r) in g.ingress.iter().enumerate() {
-        ingress.extend(rule(ck, r, i, groups, lists));
+        ingress.extend(rule(ck, r, i, refs));
     }
     let (egress, default_egress) = match &g.egress {
         Some(rs) => {
             let mut out = Vec::new();
             for (i, r) in rs.iter().enumerate() {
-                out.extend(rule(ck, r, i, groups, lists));
+                out.extend(rule(ck, r, i, refs));
             }
             (out, false)
         }
@@ -288,7 +328,7 @@ fn group(
         aws_name: g.aws_name.as_ref().map(|d| d.v.clone()),
         aws_vpc: g.aws_vpc.as_ref().map(|d| d.v.clone()),
         members: members.get(&g.name.v).cloned().unwrap_or_default(),
-        member_groups: g.member_groups.iter().map(|m| m.v.clone()).collect(),
+        member_groups: member_groups.get(&g.name.v).into_iter().flatten().map(|m| m.v.clone()).collect(),
         ingress,
         egress,
         default_egress,
@@ -474,13 +514,7 @@ fn aws_pair(ck: &mut Checker, loc: &Loc, proto: Proto, from: i64, to: i64) -> Op
     None
 }
 
-fn rule(
-    ck: &mut Checker,
-    r: &RawRule,
-    index: usize,
-    groups: &BTreeSet<String>,
-    lists: &BTreeSet<String>,
-) -> Vec<Rule> {
+fn rule(ck: &mut Checker, r: &RawRule, index: usize, refs: &Refs<'_>) -> Vec<Rule> {
     let before = ck.diags.len();
     for w in &r.wrong_direction {
         let dir = if w.v.starts_with("from") { "egress" } else { "ingress" };
@@ -515,15 +549,14 @@ fn rule(
                     peers.push(Peer::Cidr(net));
                 }
             }
-            RawPeer::Group(g) => {
-                if groups.contains(g) {
-                    peers.push(Peer::Group(g.clone()));
-                } else {
-                    ck.err(&p.loc, format!("unknown group '{g}'"));
-                }
-            }
+            RawPeer::Group(g) => match resolve_group(refs.names, g) {
+                Ok(Some(name)) => peers.push(Peer::Group(name)),
+                Ok(None) => ck.err(&p.loc, format!("unknown group '{g}'")),
+                // An ambiguous GroupName: once, at its first reference.
+                Err(msg) => ck.err_once(&p.loc, msg),
+            },
             RawPeer::PrefixList(l) => {
-                if lists.contains(l) {
+                if refs.lists.contains(l) {
                     peers.push(Peer::PrefixList(l.clone()));
                 } else {
                     ck.err(&p.loc, format!("unknown prefix list '{l}'"));

@@ -229,6 +229,17 @@ pub struct LearnOptions {
     pub tighten_egress: bool,
 }
 
+impl LearnOptions {
+    /// Whether a proposal for `rs` covers an observation: seen in the window, of a direction
+    /// proposed (egress only with `tighten_egress`), on an interface `rs` binds to groups. The
+    /// proposal and the checks of its candidate select observations with this, and only this.
+    pub fn covers(&self, rs: &RuleSet, k: &ObsKey, e: &Evidence) -> bool {
+        e.last_seen >= self.since
+            && (k.dir == Dir::Ingress || self.tighten_egress)
+            && rs.interfaces.iter().any(|b| b.iface == k.iface && !b.groups.is_empty())
+    }
+}
+
 /// One line of the proposal: `+` a rule to add, `-` one to remove; with its evidence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Change {
@@ -405,17 +416,16 @@ fn show(r: &Rule, dir: Dir) -> String {
 
 /// The proposal for `current` from `obs` (see the module documentation).
 pub fn propose(current: &RuleSet, obs: &Observations, opts: &LearnOptions) -> Proposal {
-    let dirs: &[Dir] = if opts.tighten_egress { &Dir::BOTH } else { &[Dir::Ingress] };
     // (group, dir) -> (proto, service) -> evidence; and which existing rules saw flows.
     let mut learned: BTreeMap<(String, Dir), BTreeMap<(u8, u16), Seen>> = BTreeMap::new();
     let mut hit: BTreeMap<(String, Dir, usize), Seen> = BTreeMap::new();
     let mut used = 0;
-    for (k, e) in obs.entries.iter().filter(|(_, e)| e.last_seen >= opts.since) {
-        if !dirs.contains(&k.dir) {
+    for (k, e) in obs.entries.iter().filter(|(k, e)| opts.covers(current, k, e)) {
+        let Some(first_group) =
+            current.interfaces.iter().find(|b| b.iface == k.iface).and_then(|b| b.groups.first())
+        else {
             continue;
-        }
-        let Some(binding) = current.interfaces.iter().find(|b| b.iface == k.iface) else { continue };
-        let Some(first_group) = binding.groups.first() else { continue };
+        };
         used += 1;
         let probe = k.probe(k.local_end());
         let rules = current.iface_rules(&k.iface);

@@ -17,7 +17,7 @@ use super::common::{AwsInput, FormatArg, load_rules};
 use crate::{
     fleet::{PolicyKeys, Store, schema as fleet_schema},
     rules::{
-        AwsContext, Dir, Format, RuleSet,
+        AwsContext, Format, RuleSet,
         audit::{self, Severity},
         aws_export,
         learn::{self, LearnOptions, Observations},
@@ -238,10 +238,7 @@ fn check_and_report(
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<()> {
     let (allowed, total) = replayed(flat, obs, opts);
-    let in_window = |k: &learn::ObsKey, e: &learn::Evidence| {
-        e.last_seen >= opts.since && (k.dir == Dir::Ingress || opts.tighten_egress)
-    };
-    let dp = crate::learn::check(flat, obs, in_window)?;
+    let dp = crate::learn::check(flat, obs, |k, e| opts.covers(flat, k, e))?;
     let findings = audit::audit(audited);
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
 
@@ -319,17 +316,11 @@ fn check_and_report(
     Ok(())
 }
 
-/// Observed flows in the window (of the directions proposed) that the candidate allows, and
+/// Observed flows the proposal covers (`LearnOptions::covers`) that the candidate allows, and
 /// how many there are, by the reference model.
 fn replayed(rs: &RuleSet, obs: &Observations, opts: &LearnOptions) -> (u64, u64) {
     let (mut allowed, mut total) = (0, 0);
-    for (k, e) in obs.entries.iter().filter(|(_, e)| e.last_seen >= opts.since) {
-        if k.dir == Dir::Egress && !opts.tighten_egress {
-            continue;
-        }
-        if !rs.interfaces.iter().any(|b| b.iface == k.iface && !b.groups.is_empty()) {
-            continue;
-        }
+    for (k, e) in obs.entries.iter().filter(|(k, e)| opts.covers(rs, k, e)) {
         let probe = k.probe(k.local_end());
         total += e.flows;
         if evaluate(rs, &k.iface, k.dir, &probe).rule.is_some() {

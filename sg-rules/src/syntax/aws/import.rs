@@ -6,9 +6,11 @@
 //!   described groups and not another group's id; else by its GroupId (the GroupName is kept as
 //!   `aws_name`); a group with neither is `unnamed-N`, with a warning.
 //! - A group without `IpPermissionsEgress` keeps AWS's default egress (allow all).
-//! - References (UserIdGroupPairs, ReferencedGroupInfo) resolve by GroupId, else by a GroupName
-//!   that names one described group. A pair whose peering is `deleted` allows nothing (as in
-//!   AWS): warned and skipped. A referenced group that is not described needs members from
+//! - References (UserIdGroupPairs, ReferencedGroupInfo) are kept as written (GroupId, else
+//!   GroupName); validation resolves them (`validate::resolve_group`: by GroupId, else by a
+//!   GroupName that names one described group, an ambiguous one an error), as it resolves
+//!   `--bind` names and a members file's `member_groups`. A pair whose peering is `deleted`
+//!   allows nothing (as in AWS): warned and skipped. A referenced group that is not described needs members from
 //!   `--members` or `--network-interfaces`, else the file is rejected with how to give them.
 //!   A described group whose members no input gives gets `members = []` (it matches nothing,
 //!   as a group without network interfaces in AWS) and a warning.
@@ -492,6 +494,11 @@ impl Names {
         Names { ours, by_id, by_name }
     }
 
+    /// Whether a described group has this GroupId or GroupName.
+    fn describes(&self, key: &str) -> bool {
+        self.by_id.contains_key(key) || self.by_name.contains_key(key)
+    }
+
     /// The described group a GroupId or GroupName means; an ambiguous name is an error.
     fn lookup(&self, groups: &[G], key: &str) -> Result<Option<usize>, String> {
         if let Some(&i) = self.by_id.get(key) {
@@ -602,13 +609,16 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
                         }
                         PeerIn::Pair(pin) => {
                             let loc = &pin.loc;
-                            match pair(&groups, &names, &known, g, pin) {
+                            match pair(&names, &known, g, pin) {
                                 Ok(Resolved::Stale(msg)) => {
                                     warnings.push(Diagnostic { loc: loc.clone(), msg });
                                     continue;
                                 }
                                 Ok(Resolved::Group(n, ext)) => {
-                                    referenced.insert(n.clone());
+                                    // For the warning below only: validation resolves `n`.
+                                    if let Ok(Some(i)) = names.lookup(&groups, &n) {
+                                        referenced.insert(names.ours[i].clone());
+                                    }
                                     if let Some(e) = ext {
                                         external.entry(n.clone()).or_insert(*e);
                                     }
@@ -660,14 +670,8 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
         }
         out.groups.push(raw);
     }
-    // Member groups of the members file name groups by id or name: ours.
-    for g in &mut out.groups {
-        for mg in &mut g.member_groups {
-            if let Ok(Some(i)) = names.lookup(&groups, &mg.v) {
-                mg.v.clone_from(&names.ours[i]);
-            }
-        }
-    }
+    // Member groups of the members file name groups by id or name, as references do:
+    // validation resolves them (`validate::resolve_group`).
     // Described groups referenced with no input speaking for their members match nothing.
     for g in &out.groups {
         let keys: Vec<&str> = [Some(&g.name), g.aws_id.as_ref(), g.aws_name.as_ref()]
@@ -741,14 +745,16 @@ pub fn parse(file: &str, text: &str, ctx: &AwsContext) -> Result<RawRuleSet, Rul
 }
 
 enum Resolved {
-    /// Our name of the group, and the group to add when it is not described.
+    /// The group as the pair names it (its GroupId, else its GroupName: validation resolves
+    /// it against the groups' names, ids and names), and the group to add when it is not
+    /// described.
     Group(String, Option<Box<RawGroup>>),
     /// A pair that allows nothing: the warning.
     Stale(String),
 }
 
 /// One UserIdGroupPairs / ReferencedGroupInfo entry of group `owner`.
-fn pair(groups: &[G], names: &Names, known: &Known, owner: &G, pin: &PairIn) -> Result<Resolved, String> {
+fn pair(names: &Names, known: &Known, owner: &G, pin: &PairIn) -> Result<Resolved, String> {
     let PairIn { loc, id, name, user, status } = pin;
     let (id, name) = (id.as_ref(), name.as_ref());
     let Some(key) = id.or(name) else {
@@ -760,8 +766,10 @@ fn pair(groups: &[G], names: &Names, known: &Known, owner: &G, pin: &PairIn) -> 
             key.v
         )));
     }
-    if let Some(i) = names.lookup(groups, &key.v)? {
-        return Ok(Resolved::Group(names.ours[i].clone(), None));
+    // A group described here (by id, or by a name some described group has: an ambiguous one
+    // is validation's error): referenced as written.
+    if names.describes(&key.v) {
+        return Ok(Resolved::Group(key.v.clone(), None));
     }
     // Not described: its members must come from the operator.
     let ours = key.v.clone();
@@ -770,14 +778,7 @@ fn pair(groups: &[G], names: &Names, known: &Known, owner: &G, pin: &PairIn) -> 
     let mut member_groups = Vec::new();
     if let Some(m) = known.file_group(&keys) {
         members.extend(m.members.iter().cloned());
-        member_groups.extend(m.member_groups.iter().map(|x| {
-            let v = names
-                .lookup(groups, &x.v)
-                .ok()
-                .flatten()
-                .map_or_else(|| x.v.clone(), |i| names.ours[i].clone());
-            At::new(v, x.loc.clone())
-        }));
+        member_groups.extend(m.member_groups.iter().cloned());
     }
     if members.is_empty() && member_groups.is_empty() && known.file_group(&keys).is_none() {
         let foreign = match (user, &owner.owner) {
