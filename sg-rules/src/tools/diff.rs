@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Dir, Group, Rule, RuleSet};
+use crate::{
+    Dir, Group, Rule, RuleSet,
+    acl::{Acl, AclEntry},
+};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Diff {
@@ -22,41 +25,117 @@ impl Diff {
     }
 }
 
-type Identity = (crate::Proto, crate::Ports, crate::Peer, Option<String>);
-
-fn counts(rules: &[Rule]) -> BTreeMap<Identity, usize> {
-    let mut m = BTreeMap::new();
-    for r in rules {
-        *m.entry(r.identity()).or_insert(0) += 1;
-    }
-    m
+/// A table of the policy as a diff sees it: a security group (rules) or a network ACL
+/// (entries), named, with entries per direction that an identity compares. One algorithm diffs
+/// both layers.
+trait Table {
+    type Entry;
+    type Id: Ord;
+    /// "group", "network ACL".
+    const KIND: &'static str;
+    /// "rules", "entries".
+    const ENTRIES: &'static str;
+    fn name(&self) -> &str;
+    fn entries(&self, dir: Dir) -> &[Self::Entry];
+    fn id(e: &Self::Entry) -> Self::Id;
+    fn describe(e: &Self::Entry, dir: Dir) -> String;
+    /// Lines for what changed beside the entries.
+    fn more_lines(_old: &Self, _new: &Self, _out: &mut Vec<String>) {}
 }
 
-fn rule_lines(name: &str, old: &Group, new: &Group, out: &mut Vec<String>) {
-    for dir in Dir::BOTH {
-        let (mut o, mut n) = (counts(old.rules(dir)), counts(new.rules(dir)));
-        // Each rule added (removed) as many times as it appears more often in the new (old) set.
-        for r in new.rules(dir) {
-            let id = r.identity();
-            let have = o.get_mut(&id);
-            match have {
-                Some(c) if *c > 0 => *c -= 1,
-                _ => out.push(format!("group {name}: + {} {}", dir.as_str(), r.describe(dir))),
-            }
-        }
-        for r in old.rules(dir) {
-            match n.get_mut(&r.identity()) {
-                Some(c) if *c > 0 => *c -= 1,
-                _ => out.push(format!("group {name}: - {} {}", dir.as_str(), r.describe(dir))),
-            }
+impl Table for Group {
+    type Entry = Rule;
+    type Id = (crate::Proto, crate::Ports, crate::Peer, Option<String>);
+    const KIND: &'static str = "group";
+    const ENTRIES: &'static str = "rules";
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn entries(&self, dir: Dir) -> &[Rule] {
+        self.rules(dir)
+    }
+    fn id(r: &Rule) -> Self::Id {
+        r.identity()
+    }
+    fn describe(r: &Rule, dir: Dir) -> String {
+        r.describe(dir)
+    }
+    fn more_lines(old: &Group, new: &Group, out: &mut Vec<String>) {
+        if old.members != new.members {
+            out.push(format!(
+                "group {}: ~ members ({} -> {} addresses)",
+                new.name,
+                old.members.len(),
+                new.members.len()
+            ));
         }
     }
-    if old.members != new.members {
-        out.push(format!(
-            "group {name}: ~ members ({} -> {} addresses)",
-            old.members.len(),
-            new.members.len()
-        ));
+}
+
+/// An entry is its number and everything it matches: a renumbered entry is one removed and
+/// one added.
+impl Table for Acl {
+    type Entry = AclEntry;
+    type Id = (u16, crate::acl::AclAction, crate::Proto, crate::Ports, ipnet::IpNet);
+    const KIND: &'static str = "network ACL";
+    const ENTRIES: &'static str = "entries";
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn entries(&self, dir: Dir) -> &[AclEntry] {
+        Acl::entries(self, dir)
+    }
+    fn id(e: &AclEntry) -> Self::Id {
+        (e.number, e.action, e.proto, e.ports, e.cidr)
+    }
+    fn describe(e: &AclEntry, dir: Dir) -> String {
+        e.describe(dir)
+    }
+}
+
+/// Tables added and removed, and per table kept, each entry added (removed) as many times as
+/// it appears more often in the new (old) table.
+fn table_lines<T: Table>(old: &[T], new: &[T], out: &mut Vec<String>) {
+    for t in new {
+        let Some(o) = old.iter().find(|o| o.name() == t.name()) else {
+            out.push(format!(
+                "+ {} {} ({} ingress, {} egress {})",
+                T::KIND,
+                t.name(),
+                t.entries(Dir::Ingress).len(),
+                t.entries(Dir::Egress).len(),
+                T::ENTRIES
+            ));
+            continue;
+        };
+        for dir in Dir::BOTH {
+            let counts = |es: &[T::Entry]| {
+                let mut m: BTreeMap<T::Id, usize> = BTreeMap::new();
+                for e in es {
+                    *m.entry(T::id(e)).or_insert(0) += 1;
+                }
+                m
+            };
+            let (mut before, mut after) = (counts(o.entries(dir)), counts(t.entries(dir)));
+            for (sign, list, other) in [('+', t.entries(dir), &mut before), ('-', o.entries(dir), &mut after)] {
+                for e in list {
+                    match other.get_mut(&T::id(e)) {
+                        Some(c) if *c > 0 => *c -= 1,
+                        _ => out.push(format!(
+                            "{} {}: {sign} {} {}",
+                            T::KIND,
+                            t.name(),
+                            dir.as_str(),
+                            T::describe(e, dir)
+                        )),
+                    }
+                }
+            }
+        }
+        T::more_lines(o, t, out);
+    }
+    for o in old.iter().filter(|o| !new.iter().any(|t| t.name() == o.name())) {
+        out.push(format!("- {} {}", T::KIND, o.name()));
     }
 }
 
@@ -97,53 +176,7 @@ pub fn diff(old: Option<&RuleSet>, new: &RuleSet) -> Diff {
             d.detach.push(b.iface.clone());
         }
     }
-    for g in &new.groups {
-        match old.group(&g.name) {
-            None => d.lines.push(format!(
-                "+ group {} ({} ingress, {} egress rules)",
-                g.name,
-                g.ingress.len(),
-                g.egress.len()
-            )),
-            Some(og) => rule_lines(&g.name, og, g, &mut d.lines),
-        }
-    }
-    for g in &old.groups {
-        if new.group(&g.name).is_none() {
-            d.lines.push(format!("- group {}", g.name));
-        }
-    }
-    acl_lines(old, new, &mut d.lines);
+    table_lines(&old.groups, &new.groups, &mut d.lines);
+    table_lines(&old.acls, &new.acls, &mut d.lines);
     d
-}
-
-/// Network ACLs added, removed, or with entries added or removed (an entry is its number and
-/// everything it matches; a renumbered entry is one removed and one added).
-fn acl_lines(old: &RuleSet, new: &RuleSet, out: &mut Vec<String>) {
-    use crate::acl::AclEntry;
-    let same = |a: &AclEntry, b: &AclEntry| {
-        (a.number, a.action, a.proto, a.ports, a.cidr) == (b.number, b.action, b.proto, b.ports, b.cidr)
-    };
-    for a in &new.acls {
-        let Some(o) = old.acls.iter().find(|o| o.name == a.name) else {
-            out.push(format!(
-                "+ network ACL {} ({} ingress, {} egress entries)",
-                a.name,
-                a.ingress.len(),
-                a.egress.len()
-            ));
-            continue;
-        };
-        for dir in Dir::BOTH {
-            for e in a.entries(dir).iter().filter(|e| !o.entries(dir).iter().any(|x| same(x, e))) {
-                out.push(format!("network ACL {}: + {} {}", a.name, dir.as_str(), e.describe(dir)));
-            }
-            for e in o.entries(dir).iter().filter(|e| !a.entries(dir).iter().any(|x| same(x, e))) {
-                out.push(format!("network ACL {}: - {} {}", a.name, dir.as_str(), e.describe(dir)));
-            }
-        }
-    }
-    for o in old.acls.iter().filter(|o| !new.acls.iter().any(|a| a.name == o.name)) {
-        out.push(format!("- network ACL {}", o.name));
-    }
 }
