@@ -31,6 +31,14 @@ pub fn key_range(proto: Proto, ports: Ports) -> (u32, u32) {
     }
 }
 
+/// Whether everything `(proto, ports)` matches, `(o_proto, o_ports)` matches too: the one
+/// test of match-space coverage, for rules and network ACL entries alike (`audit`).
+pub fn key_range_covers(o_proto: Proto, o_ports: Ports, proto: Proto, ports: Ports) -> bool {
+    let (olo, ohi) = key_range(o_proto, o_ports);
+    let (lo, hi) = key_range(proto, ports);
+    olo <= lo && hi <= ohi
+}
+
 /// What the model needs of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {

@@ -12,7 +12,7 @@ use std::{
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::{Dir, Group, Ports, Proto, Rule, RuleSet, TCP, UDP};
+use crate::{Dir, Group, Ports, Proto, Rule, RuleSet, TCP, UDP, key::key_range_covers};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -215,18 +215,10 @@ fn world_checks(rs: &RuleSet, g: &Group, r: &Rule, out: &mut Vec<Finding>) {
     }
 }
 
-/// Is everything `r` allows also allowed by `o` (same group and direction)?
+/// Is everything `r` allows also allowed by `o` (same group and direction)? Its protocol and
+/// ports as [`acl_covers`] compares entries' (`key_range_covers`), then its peers.
 fn covered_by(rs: &RuleSet, r: &Rule, o: &Rule) -> bool {
-    let proto = o.proto == Proto::All || o.proto == r.proto;
-    let ports = match (o.proto, o.ports, r.ports) {
-        (Proto::All, _, _) | (_, Ports::All, _) => true,
-        (_, Ports::Range(olo, ohi), Ports::Range(lo, hi)) => olo <= lo && hi <= ohi,
-        (_, Ports::Icmp { icmp_type: ot, code: oc }, Ports::Icmp { icmp_type: t, code: c }) => {
-            (ot.is_none() || ot == t) && (oc.is_none() || oc == c)
-        }
-        _ => false,
-    };
-    if !(proto && ports) {
+    if !key_range_covers(o.proto, o.ports, r.proto, r.ports) {
         return false;
     }
     let mine = rs.peer_nets(&r.peer);
@@ -436,11 +428,10 @@ fn acl_checks(rs: &RuleSet) -> Vec<Finding> {
     out
 }
 
-/// Does ACL entry `o` match every packet `e` matches (same direction)?
+/// Does ACL entry `o` match every packet `e` matches (same direction)? Protocol and ports as
+/// [`covered_by`] compares rules', then the CIDRs.
 fn acl_covers(o: &crate::acl::AclEntry, e: &crate::acl::AclEntry) -> bool {
-    let (olo, ohi) = crate::compile::key_range(o.proto, o.ports);
-    let (lo, hi) = crate::compile::key_range(e.proto, e.ports);
-    o.cidr.contains(&e.cidr) && olo <= lo && hi <= ohi
+    key_range_covers(o.proto, o.ports, e.proto, e.ports) && o.cidr.contains(&e.cidr)
 }
 
 /// Live check: rules of `iface` with zero hits (`hits[id]`, from `sgctl stats`).
