@@ -113,12 +113,12 @@ fn decide_whole(
         return Ok(Verdict::of(Reason::ImplicitDhcp));
     }
     let (v, start) = decide_stateful(cfg, dir, pkt, bytes, &Acl { cfg, dir, pkt })?;
-    match start {
-        Some(acl_first) if v.reason.action() == Action::Pass => {
-            Ok(conntrack::create(cfg, dir, pkt, v, bytes, acl_first))
-        }
-        _ => Ok(v),
-    }
+    // `start` comes only with a verdict that passes (see decide_stateful): the packet starts
+    // a flow.
+    Ok(match start {
+        Some(acl_first) => conntrack::create(cfg, dir, pkt, v, bytes, acl_first),
+        None => v,
+    })
 }
 
 /// Steps 3 to 8: the ACL with RELATED, the tracked flow, TCP flags and the policy. With a
