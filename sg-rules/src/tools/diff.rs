@@ -117,7 +117,8 @@ fn table_lines<T: Table>(old: &[T], new: &[T], out: &mut Vec<String>) {
                 m
             };
             let (mut before, mut after) = (counts(o.entries(dir)), counts(t.entries(dir)));
-            for (sign, list, other) in [('+', t.entries(dir), &mut before), ('-', o.entries(dir), &mut after)] {
+            for (sign, list, other) in [('+', t.entries(dir), &mut before), ('-', o.entries(dir), &mut after)]
+            {
                 for e in list {
                     match other.get_mut(&T::id(e)) {
                         Some(c) if *c > 0 => *c -= 1,

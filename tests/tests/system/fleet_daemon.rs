@@ -348,6 +348,59 @@ fn enforcement_holds_through_store_outages_and_a_tracked_flow_loses_nothing() {
     assert_eq!(lost, 0, "the tracked flow lost {lost} of {sent} datagrams");
 }
 
+/// A LAN for the TLS tests: the store (a 3-member etcd cluster under TLS with client
+/// certificates and roles, `admin` and one per host), db1 and web1, and one host `other` in
+/// no group (number 240).
+struct TlsLan {
+    store: LanHost,
+    db1: LanHost,
+    web1: LanHost,
+    other: LanHost,
+    cluster: sg_tests::etcd::EtcdCluster,
+    urls: String,
+    /// The admin's TLS arguments.
+    admin: Vec<String>,
+    // Last: the namespaces go after everything in them.
+    _lan: sg_tests::lan::Lan,
+}
+
+impl TlsLan {
+    fn new(other: &str) -> TlsLan {
+        let mut lan = sg_tests::lan::Lan::new();
+        let store = lan.add_host("store", 250);
+        let db1 = lan.add_host("db1", 1);
+        let web1 = lan.add_host("web1", 2);
+        let other = lan.add_host(other, 240);
+        let cluster = sg_tests::etcd::EtcdCluster::start_tls_in(&store.ns, store.addr(false), "root");
+        cluster.enable_roles(&["db1", "web1"]);
+        let urls = cluster.urls();
+        let admin = cluster.tls_args("admin");
+        TlsLan { store, db1, web1, other, cluster, urls, admin, _lan: lan }
+    }
+
+    /// `fleet put` of `text` as the admin: the revision written, and what it said on stderr.
+    fn put(&self, name: &str, text: &str) -> (i64, String) {
+        let file = sg_tests::write_temp(name, text);
+        let mut args = vec!["fleet", "put", file.to_str().unwrap(), "--etcd", &self.urls, "--json"];
+        args.extend(self.admin.iter().map(String::as_str));
+        let out = self.store.sgctl(&args);
+        assert!(out.status.success(), "admin's fleet put: {}", String::from_utf8_lossy(&out.stderr));
+        let rev =
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["revision"].as_i64().unwrap();
+        (rev, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// The daemon of `h` under TLS with its own certificate and role.
+    fn daemon(&self, h: &LanHost) -> Daemon {
+        let mut a: Vec<String> =
+            ["--etcd", &self.urls, "--host", &h.name, "--metrics", "off", "--lease-ttl", "3"]
+                .map(str::to_string)
+                .into();
+        a.extend(self.cluster.tls_args(&h.name));
+        Daemon::start_in(&h.ns, &h.ns, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+}
+
 /// The daemons over TLS with client certificates, each under its own etcd role (README: a
 /// host reads the policy and writes only its member and status keys): they enforce, register
 /// and report as without.
@@ -357,35 +410,16 @@ fn daemons_under_tls_and_their_own_roles_enforce_and_register() {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut lan = sg_tests::lan::Lan::new();
-    let store = lan.add_host("store", 250);
-    let db1 = lan.add_host("db1", 1);
-    let web1 = lan.add_host("web1", 2);
-    let client = lan.add_host("client", 240);
-    let cluster = sg_tests::etcd::EtcdCluster::start_tls_in(&store.ns, store.addr(false), "root");
-    cluster.enable_roles(&["db1", "web1"]);
-    let urls = cluster.urls();
-    assert!(urls.starts_with("https://198.51.100.250:"), "{urls}");
-    let file = sg_tests::write_temp("fleet-tls.toml", &policy(1, 1, DB_PORTS[0], WEB_PORTS[0], None));
-    let admin = cluster.tls_args("admin");
-    let mut put = vec!["fleet", "put", file.to_str().unwrap(), "--etcd", &urls, "--json"];
-    put.extend(admin.iter().map(String::as_str));
-    let out = store.sgctl(&put);
-    assert!(out.status.success(), "admin's fleet put: {}", String::from_utf8_lossy(&out.stderr));
-    let rev = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["revision"].as_i64().unwrap();
-    let _servers = sg_tests::fleet::Servers::start(&[(&db1, &DB_PORTS[..])]);
-    let daemon = |h: &LanHost| {
-        let mut a: Vec<String> = ["--etcd", &urls, "--host", &h.name, "--metrics", "off", "--lease-ttl", "3"]
-            .map(str::to_string)
-            .into();
-        a.extend(cluster.tls_args(&h.name));
-        Daemon::start_in(&h.ns, &h.ns, &a.iter().map(String::as_str).collect::<Vec<_>>())
-    };
-    let d_db1 = daemon(&db1);
-    let d_web1 = daemon(&web1);
-    for (h, d) in [(&db1, &d_db1), (&web1, &d_web1)] {
+    let t = TlsLan::new("client");
+    let (db1, web1, client, cluster) = (&t.db1, &t.web1, &t.other, &t.cluster);
+    assert!(t.urls.starts_with("https://198.51.100.250:"), "{}", t.urls);
+    let (rev, _) = t.put("fleet-tls.toml", &policy(1, 1, DB_PORTS[0], WEB_PORTS[0], None));
+    let _servers = sg_tests::fleet::Servers::start(&[(db1, &DB_PORTS[..])]);
+    let d_db1 = t.daemon(db1);
+    let d_web1 = t.daemon(web1);
+    for (h, d) in [(db1, &d_db1), (web1, &d_web1)] {
         let ok = wait_until(Duration::from_secs(15), || {
-            sg_tests::fleet::status(&cluster, &h.name)
+            sg_tests::fleet::status(cluster, &h.name)
                 .is_some_and(|s| s["revision"].as_i64() >= Some(rev) && s["error"].is_null())
         });
         assert!(
@@ -395,9 +429,9 @@ fn daemons_under_tls_and_their_own_roles_enforce_and_register() {
             d.log()
         );
     }
-    let admitted = wait_until(Duration::from_secs(10), || connects(&web1, &db1, DB_PORTS[0]));
+    let admitted = wait_until(Duration::from_secs(10), || connects(web1, db1, DB_PORTS[0]));
     assert!(admitted.is_some(), "web1 not admitted (its member key under its role)\n{}", d_db1.log());
-    assert!(!connects(&client, &db1, DB_PORTS[0]), "the client is in no group");
+    assert!(!connects(client, db1, DB_PORTS[0]), "the client is in no group");
     let members = cluster.etcdctl(&["get", "--prefix", "/sgctl/v1/members/", "--keys-only"]);
     assert!(
         members.contains("/sgctl/v1/members/db1/eth0") && members.contains("/sgctl/v1/members/web1/eth0"),
@@ -419,25 +453,9 @@ fn a_hosts_word_about_its_addresses_is_bounded_by_the_policy() {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut lan = sg_tests::lan::Lan::new();
-    let store = lan.add_host("store", 250);
-    let db1 = lan.add_host("db1", 1);
-    let web1 = lan.add_host("web1", 2);
-    let outside = lan.add_host("outside", 240);
-    let cluster = sg_tests::etcd::EtcdCluster::start_tls_in(&store.ns, store.addr(false), "root");
-    cluster.enable_roles(&["db1", "web1"]);
-    let urls = cluster.urls();
-    let admin = cluster.tls_args("admin");
-    let put = |name: &str, text: &str| {
-        let file = sg_tests::write_temp(name, text);
-        let mut args = vec!["fleet", "put", file.to_str().unwrap(), "--etcd", &urls, "--json"];
-        args.extend(admin.iter().map(String::as_str));
-        let out = store.sgctl(&args);
-        assert!(out.status.success(), "fleet put: {}", String::from_utf8_lossy(&out.stderr));
-        let rev =
-            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["revision"].as_i64().unwrap();
-        (rev, String::from_utf8_lossy(&out.stderr).into_owned())
-    };
+    let t = TlsLan::new("outside");
+    let (store, db1, web1, outside, cluster) = (&t.store, &t.db1, &t.web1, &t.other, &t.cluster);
+    let put = |name: &str, text: &str| t.put(name, text);
     let lan = policy(1, 1, DB_PORTS[0], WEB_PORTS[0], None);
     let open = lan.replacen(MEMBER_RANGES, "", 1);
     let bounded = lan.replacen("198.51.100.0/24\"]", "198.51.100.0/28\"]", 1);
@@ -446,14 +464,11 @@ fn a_hosts_word_about_its_addresses_is_bounded_by_the_policy() {
     );
     let (rev, said) = put("fleet-bounded.toml", &bounded);
     assert!(!said.contains("member_ranges"), "a bounded fleet gets no warning: {said}");
-    let _servers = sg_tests::fleet::Servers::start(&[(&db1, &DB_PORTS[..])]);
-    let mut a: Vec<String> =
-        ["--etcd", &urls, "--host", "db1", "--metrics", "off", "--lease-ttl", "3"].map(str::to_string).into();
-    a.extend(cluster.tls_args("db1"));
-    let d_db1 = Daemon::start_in(&db1.ns, &db1.ns, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let _servers = sg_tests::fleet::Servers::start(&[(db1, &DB_PORTS[..])]);
+    let d_db1 = t.daemon(db1);
     let enforcing = |rev: i64| {
         wait_until(Duration::from_secs(15), || {
-            sg_tests::fleet::status(&cluster, "db1").is_some_and(|s| s["revision"].as_i64() >= Some(rev))
+            sg_tests::fleet::status(cluster, "db1").is_some_and(|s| s["revision"].as_i64() >= Some(rev))
         })
         .is_some()
     };
@@ -465,11 +480,11 @@ fn a_hosts_word_about_its_addresses_is_bounded_by_the_policy() {
     assert!(out.status.success(), "web1 may write its member key: {}", String::from_utf8_lossy(&out.stderr));
     let refused = cluster.etcdctl_as("web1", &["put", "/sgctl/v1/members/db1/eth0", value]);
     assert!(!refused.status.success(), "web1 may not write db1's key");
-    let admitted = wait_until(Duration::from_secs(10), || connects(&web1, &db1, DB_PORTS[0]));
+    let admitted = wait_until(Duration::from_secs(10), || connects(web1, db1, DB_PORTS[0]));
     assert!(admitted.is_some(), "web1's own address is a member\n{}", d_db1.log());
-    assert!(!connects(&outside, &db1, DB_PORTS[0]), "the outside address web1 registered is ignored");
-    let mut status = vec!["fleet", "status", "--etcd", &urls];
-    status.extend(admin.iter().map(String::as_str));
+    assert!(!connects(outside, db1, DB_PORTS[0]), "the outside address web1 registered is ignored");
+    let mut status = vec!["fleet", "status", "--etcd", &t.urls];
+    status.extend(t.admin.iter().map(String::as_str));
     let out = store.sgctl(&status);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -483,7 +498,7 @@ fn a_hosts_word_about_its_addresses_is_bounded_by_the_policy() {
     let (rev, said) = put("fleet-open.toml", &open);
     assert!(said.contains("no [fleet] member_ranges"), "{said}");
     assert!(enforcing(rev), "db1 does not enforce revision {rev}\n{}", d_db1.log());
-    let widened = wait_until(Duration::from_secs(10), || connects(&outside, &db1, DB_PORTS[0]));
+    let widened = wait_until(Duration::from_secs(10), || connects(outside, db1, DB_PORTS[0]));
     assert!(widened.is_some(), "without ranges the registered outside address is a member, as before");
 }
 
