@@ -17,7 +17,8 @@
 //!   a range only where the observed ports are dense (a run whose gaps are at most
 //!   [`MAX_GAP`] and which covers at least half of its span, 3 ports or more), else listed;
 //! - peers are named as precisely as the policy can: a group whose members cover them all,
-//!   else a prefix list whose entries cover them all, else addresses aggregated into at most
+//!   else a prefix list whose entries cover them all, else groups whose members together
+//!   cover them (at most `max_cidrs`, chosen greedily), else addresses aggregated into at most
 //!   `max_cidrs` prefixes per rule (the two closest neighbours merged first);
 //! - ingress always; egress only with `tighten_egress` (otherwise a group's egress is kept);
 //! - every existing rule of a proposed group that allowed no observed flow is proposed for
@@ -390,21 +391,53 @@ fn supernet(a: &IpNet, b: &IpNet) -> IpNet {
 }
 
 /// How the peers of one rule are named: a group whose members cover them, a prefix list
-/// whose entries cover them, or prefixes.
+/// whose entries cover them, groups whose members together cover them (at most `max_cidrs`,
+/// each covering some), or prefixes.
 fn name_peers(rs: &RuleSet, peers: &BTreeSet<IpAddr>, max_cidrs: usize) -> Vec<Peer> {
     let covered = |nets: &[IpNet]| peers.iter().all(|p| nets.iter().any(|n| n.contains(p)));
-    if let Some(g) = rs
+    let groups: Vec<(&str, Vec<IpNet>)> = rs
         .groups
         .iter()
-        .find(|g| !g.members.is_empty() && covered(&rs.peer_nets(&Peer::Group(g.name.clone()))))
-    {
-        return vec![Peer::Group(g.name.clone())];
+        .filter(|g| !g.members.is_empty())
+        .map(|g| (g.name.as_str(), rs.peer_nets(&Peer::Group(g.name.clone()))))
+        .collect();
+    if let Some((g, _)) = groups.iter().find(|(_, nets)| covered(nets)) {
+        return vec![Peer::Group((*g).to_string())];
     }
     if let Some(pl) = rs.prefix_lists.iter().find(|pl| !pl.entries.is_empty() && covered(&pl.entries)) {
         return vec![Peer::PrefixList(pl.name.clone())];
     }
+    if let Some(union) = group_cover(&groups, peers, max_cidrs) {
+        return union.into_iter().map(|g| Peer::Group(g.to_string())).collect();
+    }
     let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = peers.iter().partition(|a| a.is_ipv4());
     [v4, v6].iter().filter(|f| !f.is_empty()).flat_map(|f| aggregate(f, max_cidrs)).map(Peer::Cidr).collect()
+}
+
+/// Groups whose members together cover `peers`, greedily (the group covering most of what is
+/// left first, file order breaking ties), when at most `max` do.
+fn group_cover<'a>(
+    groups: &[(&'a str, Vec<IpNet>)],
+    peers: &BTreeSet<IpAddr>,
+    max: usize,
+) -> Option<Vec<&'a str>> {
+    let mut left = peers.clone();
+    let mut chosen = Vec::new();
+    while !left.is_empty() && chosen.len() < max {
+        let covers = |nets: &[IpNet]| left.iter().filter(|p| nets.iter().any(|n| n.contains(*p))).count();
+        // The first of the groups that cover the most (`max_by_key` would take the last).
+        let mut best: Option<(&'a str, &[IpNet], usize)> = None;
+        for (g, nets) in groups {
+            let n = covers(nets);
+            if n > best.map_or(0, |b| b.2) {
+                best = Some((g, nets, n));
+            }
+        }
+        let (g, nets, _) = best?;
+        left.retain(|p| !nets.iter().any(|x| x.contains(p)));
+        chosen.push(g);
+    }
+    left.is_empty().then_some(chosen)
 }
 
 /// A rule as sgctl prints it in a proposal.
@@ -798,6 +831,61 @@ groups = ["web"]
         assert!(p.changes.iter().any(|c| c.change == '-' && c.rule.starts_with("tcp 0-65535")));
         assert_eq!((p.candidate.hosts.len(), p.candidate.interfaces.len()), (3, 0), "the host tables stay");
         assert!(p.changes.iter().all(|c| !c.rule.contains("192.0.2.66")), "{:#?}", p.changes);
+    }
+
+    #[test]
+    fn peers_of_several_groups_are_named_by_those_groups() {
+        let text = r#"
+[groups.dns]
+ingress = [ { proto = "udp", ports = "0-65535", from = "0.0.0.0/0" } ]
+
+[groups.web]
+members = ["198.51.100.10", "198.51.100.11"]
+
+[groups.db]
+members = ["198.51.100.20"]
+
+[interfaces.eth0]
+groups = ["dns"]
+"#;
+        let rs = parse_str("t.toml", text, Format::Toml, &AwsContext::default()).unwrap();
+        let mut obs = Observations::new(100);
+        for peer in ["198.51.100.10", "198.51.100.11", "198.51.100.20"] {
+            obs.record(key(Dir::Ingress, UDP, 53, peer), 1_000);
+        }
+        let opts = LearnOptions { since: 0, max_cidrs: 4, tighten_egress: false };
+        let shown: Vec<String> = propose(&rs, &obs, &opts)
+            .candidate
+            .group("dns")
+            .unwrap()
+            .ingress
+            .iter()
+            .map(|r| show(r, Dir::Ingress))
+            .collect();
+        assert_eq!(shown, ["udp 53 from group db", "udp 53 from group web"]);
+        // A peer in no group: addresses, as before.
+        obs.record(key(Dir::Ingress, UDP, 53, "198.51.100.99"), 1_000);
+        let shown: Vec<String> = propose(&rs, &obs, &opts)
+            .candidate
+            .group("dns")
+            .unwrap()
+            .ingress
+            .iter()
+            .map(|r| show(r, Dir::Ingress))
+            .collect();
+        assert!(shown.iter().all(|r| !r.contains("group")), "{shown:?}");
+        // More groups than the limit: addresses.
+        let one = LearnOptions { max_cidrs: 1, ..opts };
+        obs.entries.retain(|k, _| k.peer != a("198.51.100.99"));
+        let shown: Vec<String> = propose(&rs, &obs, &one)
+            .candidate
+            .group("dns")
+            .unwrap()
+            .ingress
+            .iter()
+            .map(|r| show(r, Dir::Ingress))
+            .collect();
+        assert_eq!(shown, ["udp 53 from 198.51.100.0/27"]);
     }
 
     #[test]
