@@ -42,6 +42,7 @@ pub struct ApplyArgs {
 }
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
+    let placement = args.placement.placement()?;
     let mut rs = load_rules(&args.file, args.format.into(), &args.aws)?;
     if let Some(host) = &args.host {
         anyhow::ensure!(
@@ -63,7 +64,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         &rs,
         ApplyOptions {
             dry_run: args.dry_run,
-            placement: args.placement.placement(),
+            placement,
             revoke: args.revoke,
             allow_empty: args.allow_empty,
             confirm: args.confirm,

@@ -19,9 +19,10 @@ pub struct AttachArgs {
     /// hooks".
     #[arg(long, value_enum)]
     pub ingress_hook: Option<IngressHook>,
-    /// With `--ingress-hook tcx`: sgctl's place in the TCX ingress chain (new attach only).
-    #[arg(long, value_enum, default_value_t = IngressOrder::First)]
-    pub ingress_order: IngressOrder,
+    /// With `--ingress-hook tcx`: sgctl's place in the TCX ingress chain (new attach only;
+    /// default first).
+    #[arg(long, value_enum, requires = "ingress_hook")]
+    pub ingress_order: Option<IngressOrder>,
     /// Default for ingress IP packets (new attach: deny, as AWS).
     #[arg(long, value_enum)]
     pub ingress: Option<PostureArg>,
@@ -102,12 +103,13 @@ impl From<PostureArg> for Posture {
 }
 
 pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
+    common::check_order(args.ingress_hook, args.ingress_order)?;
     let report = loader::attach(&AttachRequest {
         iface: args.iface.clone(),
         mode: args.mode,
         tc: args.tc,
         ingress_hook: args.ingress_hook,
-        ingress_order: args.ingress_order,
+        ingress_order: args.ingress_order.unwrap_or_default(),
         ingress: args.ingress.map(Into::into),
         egress: args.egress.map(Into::into),
         sizes: loader::Sizes {
@@ -162,8 +164,9 @@ pub fn run(args: &AttachArgs) -> anyhow::Result<()> {
 
 /// "XDP generic", or "TCX ingress (1 of 2 in the chain)".
 fn hook_desc(report: &loader::AttachReport) -> String {
-    match &report.ingress_chain {
-        None => format!("XDP {}", report.xdp_mode),
-        Some(c) => format!("TCX ingress ({c})"),
+    match (report.ingress_hook, &report.ingress_chain) {
+        ("tcx", Some(c)) => format!("TCX ingress ({c})"),
+        ("tcx", None) => "TCX ingress".to_string(),
+        _ => format!("XDP {}", report.xdp_mode),
     }
 }

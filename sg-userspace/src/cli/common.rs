@@ -210,17 +210,30 @@ pub struct PlacementArgs {
     /// another program that owns the XDP hook (xdp-filter, ...). See `sgctl attach --help`.
     #[arg(long, value_enum)]
     pub ingress_hook: Option<crate::loader::IngressHook>,
-    /// With `--ingress-hook tcx`: sgctl's place in the TCX ingress chain.
-    #[arg(long, value_enum, default_value_t = crate::loader::IngressOrder::First)]
-    pub ingress_order: crate::loader::IngressOrder,
+    /// With `--ingress-hook tcx`: sgctl's place in the TCX ingress chain (default first).
+    #[arg(long, value_enum, requires = "ingress_hook")]
+    pub ingress_order: Option<crate::loader::IngressOrder>,
 }
 
 impl PlacementArgs {
-    pub fn placement(&self) -> crate::loader::Placement {
-        crate::loader::Placement {
+    pub fn placement(&self) -> anyhow::Result<crate::loader::Placement> {
+        check_order(self.ingress_hook, self.ingress_order)?;
+        Ok(crate::loader::Placement {
             mode: self.mode,
             ingress_hook: self.ingress_hook,
-            ingress_order: self.ingress_order,
-        }
+            ingress_order: self.ingress_order.unwrap_or_default(),
+        })
     }
+}
+
+/// `--ingress-order` places sgctl in the TCX ingress chain: it means nothing at XDP (clap
+/// already refuses it without `--ingress-hook`).
+pub fn check_order(
+    hook: Option<crate::loader::IngressHook>,
+    order: Option<crate::loader::IngressOrder>,
+) -> anyhow::Result<()> {
+    if order.is_some() && hook != Some(crate::loader::IngressHook::Tcx) {
+        anyhow::bail!("--ingress-order places sgctl in the TCX ingress chain: it needs --ingress-hook tcx");
+    }
+    Ok(())
 }

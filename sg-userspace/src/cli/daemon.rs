@@ -134,6 +134,7 @@ fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
 }
 
 pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
+    let placement = args.placement.placement()?;
     let metrics: Option<SocketAddr> = match args.metrics.as_str() {
         "off" | "none" => None,
         a => Some(a.parse().with_context(|| format!("--metrics {a}: not an address:port"))?),
@@ -168,7 +169,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         gc_interval: secs("gc-interval", args.gc_interval)?,
         metrics,
         detach_on_exit: args.detach_on_exit,
-        placement: args.placement.placement(),
+        placement,
         flow: args.flow.options()?,
     })?;
     Ok(())

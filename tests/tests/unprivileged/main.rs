@@ -3,3 +3,4 @@
 
 mod audit;
 mod cli_docs;
+mod cli_usage;
