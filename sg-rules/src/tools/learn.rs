@@ -559,11 +559,10 @@ pub fn merge_fleet(fleet: &RuleSet, hosts: &[(String, Observations)]) -> (Observ
 }
 
 /// The proposal for fleet rule set `fleet` (its groups' members as the hosts registered them)
-/// from what each host observed: [`propose`] over [`flatten_fleet`] and [`merge_fleet`]. The
-/// candidate keeps the fleet's host tables (and no flattened interfaces).
-pub fn propose_fleet(fleet: &RuleSet, hosts: &[(String, Observations)], opts: &LearnOptions) -> Proposal {
-    let (obs, _) = merge_fleet(fleet, hosts);
-    let mut p = propose(&flatten_fleet(fleet), &obs, opts);
+/// from what the hosts observed, `merged` by [`merge_fleet`]: [`propose`] over
+/// [`flatten_fleet`]. The candidate keeps the fleet's host tables (and no flattened interfaces).
+pub fn propose_fleet(fleet: &RuleSet, merged: &Observations, opts: &LearnOptions) -> Proposal {
+    let mut p = propose(&flatten_fleet(fleet), merged, opts);
     p.candidate.interfaces.clone_from(&fleet.interfaces);
     p.candidate.hosts.clone_from(&fleet.hosts);
     p
@@ -817,7 +816,7 @@ groups = ["web"]
         ];
         let (merged, foreign) = merge_fleet(&rs, &hosts);
         assert_eq!((merged.entries.len(), foreign), (3, 2));
-        let p = propose_fleet(&rs, &hosts, &LearnOptions { since: 0, max_cidrs: 4, tighten_egress: false });
+        let p = propose_fleet(&rs, &merged, &LearnOptions { since: 0, max_cidrs: 4, tighten_egress: false });
         let db = p.candidate.groups.iter().find(|g| g.name == "db").unwrap();
         let shown: Vec<String> = db.ingress.iter().map(|r| show(r, Dir::Ingress)).collect();
         // One rule for both db hosts' web clients, by group; the client by address.

@@ -27,6 +27,31 @@ use crate::{
     state::applied,
 };
 
+/// What a proposal covers and how peers are named (`sgctl learn`, `sgctl fleet learn`).
+#[derive(Debug, Args)]
+pub struct ProposalArgs {
+    /// The window: only observations seen within this long before now (e.g. 7d, 12h).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    /// Prefixes per rule at most when peers are named by address (aggregated minimally).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub max_cidrs: usize,
+    /// Also propose egress rules (by default each group keeps its egress).
+    #[arg(long)]
+    pub tighten_egress: bool,
+}
+
+impl ProposalArgs {
+    fn options(&self) -> LearnOptions {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        LearnOptions {
+            since: now.saturating_sub(self.since.as_secs()),
+            max_cidrs: self.max_cidrs,
+            tighten_egress: self.tighten_egress,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct LearnArgs {
     /// The observations file a daemon writes with --learn.
@@ -38,15 +63,8 @@ pub struct LearnArgs {
     pub format: FormatArg,
     #[command(flatten)]
     pub aws: AwsInput,
-    /// The window: only observations seen within this long before now (e.g. 7d, 12h).
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
-    pub since: Duration,
-    /// Prefixes per rule at most when peers are named by address (aggregated minimally).
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    pub max_cidrs: usize,
-    /// Also propose egress rules (by default each group keeps its egress).
-    #[arg(long)]
-    pub tighten_egress: bool,
+    #[command(flatten)]
+    pub proposal: ProposalArgs,
     /// Write the candidate rules file here (checked first).
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
@@ -75,14 +93,23 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.observations.display()))?;
     let obs = Observations::from_json(&text, usize::MAX)
         .map_err(|e| anyhow::anyhow!("{}: not an observations file: {e}", args.observations.display()))?;
-    let opts = options(args.since, args.max_cidrs, args.tighten_egress);
+    let opts = args.proposal.options();
     let p = learn::propose(&current, &obs, &opts);
 
     // The candidate as a rules file, validated as any file is.
     let toml = toml_out::to_toml(&p.candidate);
     let checked = parse_str("candidate", &toml, Format::Toml, &AwsContext::default())
         .map_err(|e| anyhow::anyhow!("the candidate does not validate (a bug): {e}"))?;
-    check_and_report(&p, &checked, &checked, &obs, &opts, args.since, args.json, serde_json::Map::new())?;
+    check_and_report(
+        &p,
+        &checked,
+        &checked,
+        &obs,
+        &opts,
+        args.proposal.since,
+        args.json,
+        serde_json::Map::new(),
+    )?;
     if let Some(out) = &args.out {
         let text = match args.out_format {
             OutFormat::Toml => toml,
@@ -101,15 +128,8 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<()> {
 /// `sgctl fleet learn`: rules for the fleet's groups from what every host observed.
 #[derive(Debug, Args)]
 pub struct FleetLearnArgs {
-    /// The window: only observations seen within this long before now (e.g. 7d, 12h).
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
-    pub since: Duration,
-    /// Prefixes per rule at most when peers are named by address (aggregated minimally).
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    pub max_cidrs: usize,
-    /// Also propose egress rules (by default each group keeps its egress).
-    #[arg(long)]
-    pub tighten_egress: bool,
+    #[command(flatten)]
+    pub proposal: ProposalArgs,
     /// Write the candidate fleet rules file here (checked first): review it with
     /// `sgctl fleet put --dry-run`, then put it.
     #[arg(long, value_name = "PATH")]
@@ -141,9 +161,9 @@ pub fn run_fleet(args: &FleetLearnArgs) -> anyhow::Result<()> {
             args.etcd.prefix
         );
     }
-    let opts = options(args.since, args.max_cidrs, args.tighten_egress);
-    let p = learn::propose_fleet(&fleet, &hosts, &opts);
+    let opts = args.proposal.options();
     let (merged, foreign) = learn::merge_fleet(&fleet, &hosts);
+    let p = learn::propose_fleet(&fleet, &merged, &opts);
     if foreign > 0 {
         warnings.push(format!(
             "{foreign} observations were about interfaces the policy does not bind on the host that published them: left out"
@@ -169,7 +189,7 @@ pub fn run_fleet(args: &FleetLearnArgs) -> anyhow::Result<()> {
         }
     }
     let flat = learn::flatten_fleet(&p.candidate);
-    check_and_report(&p, &flat, &checked, &merged, &opts, args.since, args.json, extra)?;
+    check_and_report(&p, &flat, &checked, &merged, &opts, args.proposal.since, args.json, extra)?;
     if let Some(out) = &args.out {
         std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
         eprintln!(
@@ -214,11 +234,6 @@ fn with_rules_of(doc: &str, stored: &RuleSet, p: &learn::Proposal) -> anyhow::Re
         }
     }
     Ok(toml::to_string_pretty(&table)?)
-}
-
-fn options(since: Duration, max_cidrs: usize, tighten_egress: bool) -> LearnOptions {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    LearnOptions { since: now.saturating_sub(since.as_secs()), max_cidrs, tighten_egress }
 }
 
 /// Checks the candidate and prints the proposal with the checks (text, or one JSON object

@@ -502,6 +502,37 @@ fn a_hosts_word_about_its_addresses_is_bounded_by_the_policy() {
     assert!(widened.is_some(), "without ranges the registered outside address is a member, as before");
 }
 
+/// `sgctl fleet learn --json --out OUT ARGS` from the store's namespace, which must succeed:
+/// the proposal, and its changes as lines (`+ db ingress tcp 5432 from group web`).
+fn fleet_learn(
+    store: &LanHost,
+    urls: &str,
+    out: &std::path::Path,
+    args: &[&str],
+) -> (serde_json::Value, Vec<String>) {
+    let mut a = vec!["fleet", "learn", "--etcd", urls, "--json", "--out", out.to_str().unwrap()];
+    a.extend_from_slice(args);
+    let run = store.sgctl(&a);
+    assert!(
+        run.status.success(),
+        "fleet learn: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let p: serde_json::Value = serde_json::from_slice(&run.stdout).expect("fleet learn --json");
+    let changes = p["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            let field =
+                |k: &str| c[k].as_str().unwrap_or_else(|| panic!("change without {k}: {c}")).to_string();
+            format!("{} {} {} {}", field("change"), field("group"), field("direction"), field("rule"))
+        })
+        .collect();
+    (p, changes)
+}
+
 /// Issue 32, fleet: db1 learns (`--learn`, its summary published at `traffic/db1`) while its
 /// group allows every TCP port from the LAN; web1 and web2 (their daemons register them in
 /// group web) and a client outside every group connect to it. `sgctl fleet learn` proposes
@@ -550,29 +581,7 @@ fn fleet_learn_proposes_group_rules_from_what_the_hosts_saw() {
     assert!(published.is_some(), "db1 did not publish 3 observations at {key}\n{}", daemons[0].1.log());
 
     let out_file = sg_tests::write_temp("fleet-learned.toml", "");
-    let out =
-        f.store.sgctl(&["fleet", "learn", "--etcd", &f.urls, "--json", "--out", out_file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "fleet learn: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fleet learn --json");
-    let changes: Vec<String> = p["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {} {} {}",
-                c["change"].as_str().unwrap(),
-                c["group"].as_str().unwrap(),
-                c["direction"].as_str().unwrap(),
-                c["rule"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let (p, changes) = fleet_learn(&f.store, &f.urls, &out_file, &[]);
     for want in [
         "+ db ingress tcp 5432 from group web".to_string(),
         format!("+ db ingress tcp {} from {}/32", DB_PORTS[1], f.client.addr(false)),
@@ -758,37 +767,9 @@ fn a_tier_learned_in_monitor_mode_keeps_its_workload_and_refuses_the_rest() {
     assert!(published.is_some(), "not every host published its observations");
 
     let out_file = sg_tests::write_temp("tier-learned.toml", "");
-    let out = store.sgctl(&[
-        "fleet",
-        "learn",
-        "--etcd",
-        &urls,
-        "--tighten-egress",
-        "--json",
-        "--out",
-        out_file.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "fleet learn: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fleet learn --json");
-    let added: Vec<String> = p["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["change"] == "+")
-        .map(|c| {
-            format!(
-                "{} {} {}",
-                c["group"].as_str().unwrap(),
-                c["direction"].as_str().unwrap(),
-                c["rule"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let (p, changes) = fleet_learn(&store, &urls, &out_file, &["--tighten-egress"]);
+    let added: Vec<String> =
+        changes.iter().filter_map(|c| c.strip_prefix("+ ")).map(str::to_string).collect();
     for want in [
         "web ingress tcp 80 from",
         "web ingress tcp 22 from group admin",
